@@ -1,0 +1,1 @@
+"""The ``hec`` command line (click). Importing it must stay cheap: no openfhe, no onnxruntime."""

@@ -1,0 +1,69 @@
+"""Errors a user can cause. The CLI prints their message on one line and exits non-zero.
+
+Every message names the thing at fault (node, file, pass) and says what to do about it.
+Anything that is *not* a ``HecError`` is a bug in hec and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HecError",
+    "EnvironmentProblem",
+    "ModelError",
+    "UnsupportedOpError",
+    "ShapeError",
+    "LayoutError",
+    "PassError",
+    "ArtifactError",
+    "InputError",
+    "ParameterError",
+]
+
+
+class HecError(Exception):
+    """Base class of every error a user can cause; ``exit_code`` is what the CLI returns."""
+
+    exit_code = 1
+
+
+class EnvironmentProblem(HecError):
+    """Wrong interpreter, missing or broken OpenFHE, missing optional extra."""
+
+    exit_code = 3
+
+
+class ModelError(HecError):
+    """The ONNX file cannot be read or is not a valid model."""
+
+
+class UnsupportedOpError(ModelError):
+    """An ONNX node hec cannot compile (names the node and its op type)."""
+
+    def __init__(self, node: str, op_type: str, hint: str = "") -> None:
+        self.node, self.op_type = node, op_type
+        msg = f"node '{node}': op {op_type} is not supported"
+        super().__init__(f"{msg}; {hint}" if hint else msg)
+
+
+class ShapeError(ModelError):
+    """A shape the compiler cannot handle, or an input of the wrong shape."""
+
+
+class LayoutError(HecError):
+    """A tensor does not fit the slot layout the compiler chose."""
+
+
+class PassError(HecError):
+    """A pass failed; the message names it and the passes that ran before."""
+
+
+class ArtifactError(HecError):
+    """An artifact directory is missing, incomplete or corrupted."""
+
+
+class InputError(HecError):
+    """An input file (``.npy``, ``.npz``) is missing or has the wrong shape."""
+
+
+class ParameterError(HecError):
+    """No CKKS parameter set meets the program's needs at the requested security."""
