@@ -1,0 +1,107 @@
+"""The Python API: compile a model, run it encrypted, or simulate it."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from hec.backend_openfhe import (
+    Artifact,
+    choose_params,
+    load_artifact,
+    program_report,
+    write_artifact,
+)
+from hec.frontend import import_onnx
+from hec.options import CompileOptions
+from hec.passes import PassManager, slot_packing_pipeline
+from hec.progress import ProgressFn, no_progress
+from hec.runtime import Client, Server, simulate_slots
+from hec.runtime.inputs import as_batch
+
+__all__ = ["compile", "load_artifact", "run", "simulate", "RunResult"]
+
+
+def compile(
+    model: str | os.PathLike | onnx.ModelProto,
+    out_dir: str | os.PathLike,
+    options: CompileOptions | None = None,
+    progress: ProgressFn = no_progress,
+) -> Artifact:
+    """Compile an ONNX model into an artifact directory and return the loaded artifact."""
+    options = options or CompileOptions()
+    start = time.perf_counter()
+    graph = import_onnx(model)
+    tensor_ir = graph.clone()
+    passes = slot_packing_pipeline(options)
+    total = len(passes)
+    done = iter(range(total))
+    PassManager(passes, dump_dir=options.dump_ir_after,
+                progress=lambda name: progress(f"compile: {name}", next(done), total)).run(graph)
+    progress("compile", total, total)
+    params = choose_params(graph, options.scaling_bits, options.first_mod_bits, options.security)
+    name = str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>"
+    io = {"model": name, "input_name": tensor_ir.inputs[0].name,
+          "input_shape": list(tensor_ir.inputs[0].shape),
+          "output_shape": list(tensor_ir.outputs[0].shape)}
+    report = {"model": name, "input_shape": io["input_shape"],
+              "output_shape": io["output_shape"], **program_report(graph, params),
+              "compile_seconds": round(time.perf_counter() - start, 3)}
+    return write_artifact(Path(out_dir), graph, params, io, report, tensor_ir)
+
+
+def simulate(artifact: Artifact | str | os.PathLike, x: np.ndarray) -> np.ndarray:
+    """Run the compiled program on numpy slot vectors; returns logits ``[B, *output_shape]``."""
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    xb = as_batch(x, art.input_shape)
+    out = simulate_slots(art.program, art.input_layout.pack(xb))[0]
+    return art.output_layout.unpack(out)
+
+
+@dataclass
+class RunResult:
+    """Decrypted outputs of an encrypted run, with timings in seconds."""
+
+    logits: np.ndarray
+    precision_bits: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.reshape(len(self.logits), -1).argmax(axis=1)
+
+
+def run(artifact: Artifact | str | os.PathLike, x: np.ndarray,
+        progress: ProgressFn = no_progress) -> RunResult:
+    """Encrypted inference in one process: keys, encrypt, evaluate, decrypt each sample.
+
+    ``timings`` holds the key generation time and the per-sample means of the other stages.
+    """
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    xb = as_batch(x, art.input_shape)
+    t = time.perf_counter()
+    client = Client(art, progress=lambda d, n: progress("keygen", d, n))
+    timings = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0,
+               "decrypt": 0.0}
+    server = Server(art, client.context)
+    logits, precision = [], []
+    for i, sample in enumerate(xb):
+        t = time.perf_counter()
+        ct = client.encrypt(sample)
+        timings["encrypt"] += time.perf_counter() - t
+        t = time.perf_counter()
+        out = server.evaluate(ct, lambda d, n: progress(f"eval {i + 1}/{len(xb)}", d, n))
+        timings["evaluate"] += time.perf_counter() - t
+        t = time.perf_counter()
+        dec = client.decrypt(out)
+        timings["decrypt"] += time.perf_counter() - t
+        logits.append(dec.values)
+        precision.append(dec.precision_bits)
+    for stage in ("encrypt", "evaluate", "decrypt"):
+        timings[stage] /= len(xb)
+    return RunResult(np.stack(logits), np.asarray(precision), timings)

@@ -1,0 +1,134 @@
+"""CKKS parameters chosen from the program, and the OpenFHE context they describe.
+
+The depth is the deepest level any value reaches; the batch size is the program's slot count;
+OpenFHE then picks the smallest ring dimension that keeps ``log2 Q·P`` within its 128-bit table
+(we raise it if the slots need more room). Scaling technique is ``FIXEDMANUAL``: the program says
+where to rescale, so the level in every ciphertext's type is exactly what OpenFHE will see.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hec._environment import load_openfhe
+from hec.errors import ParameterError
+from hec.ir import CipherType, Graph
+
+__all__ = ["CKKSParams", "choose_params", "make_context", "program_depth", "rotation_indices"]
+
+SECURITY_LEVELS = ("HEStd_128_classic", "HEStd_192_classic", "HEStd_256_classic")
+MAX_RING_DIM = 1 << 17
+
+
+@dataclass(frozen=True)
+class CKKSParams:
+    """Everything needed to rebuild the same crypto context on the client and the server."""
+
+    ring_dim: int
+    depth: int
+    slots: int
+    scaling_bits: int = 40
+    first_mod_bits: int = 60
+    security: str = "HEStd_128_classic"
+    rotation_indices: tuple[int, ...] = ()
+    needs_relinearization: bool = False
+    needs_poly: bool = False
+    log_q_bits: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The moduli are primes of exactly these sizes; OpenFHE's GetModulus() overflows a
+        # float above 1024 bits, so the size is computed, not read.
+        object.__setattr__(self, "log_q_bits", self.first_mod_bits + self.depth *
+                           self.scaling_bits)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rotation_indices"] = list(self.rotation_indices)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CKKSParams:
+        d = {k: v for k, v in d.items() if k != "log_q_bits"}
+        d["rotation_indices"] = tuple(d["rotation_indices"])
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def program_depth(graph: Graph) -> int:
+    """The number of rescales on the deepest path (the multiplicative depth to provision)."""
+    return max((v.type.level for v in graph.values() if isinstance(v.type, CipherType)),
+               default=0)
+
+
+def rotation_indices(graph: Graph) -> tuple[int, ...]:
+    """The rotation amounts the program uses: the only rotation keys the client makes."""
+    return tuple(sorted({op.attrs["k"] for op in graph.ops if op.kind == "rotate"}))
+
+
+def _cc_params(openfhe, depth: int, slots: int, scaling_bits: int, first_mod_bits: int,
+               security: str, ring_dim: int | None):
+    p = openfhe.CCParamsCKKSRNS()
+    p.SetMultiplicativeDepth(max(depth, 1))
+    p.SetScalingModSize(scaling_bits)
+    p.SetFirstModSize(first_mod_bits)
+    p.SetScalingTechnique(openfhe.FIXEDMANUAL)
+    p.SetSecurityLevel(getattr(openfhe, security))
+    p.SetBatchSize(slots)
+    if ring_dim is not None:
+        p.SetRingDim(ring_dim)
+    return p
+
+
+def make_context(params: CKKSParams):
+    """Build the OpenFHE crypto context for ``params`` (client and server build the same)."""
+    openfhe = load_openfhe()
+    cc = openfhe.GenCryptoContext(_cc_params(openfhe, params.depth, params.slots,
+                                             params.scaling_bits, params.first_mod_bits,
+                                             params.security, params.ring_dim))
+    features = [openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE]
+    if params.needs_poly:
+        features.append(openfhe.ADVANCEDSHE)
+    for f in features:
+        cc.Enable(f)
+    return cc
+
+
+def choose_params(graph: Graph, scaling_bits: int = 40, first_mod_bits: int = 60,
+                  security: str = "HEStd_128_classic") -> CKKSParams:
+    """Pick parameters for a scheduled slot program (asks OpenFHE for the ring dimension)."""
+    if security not in SECURITY_LEVELS:
+        raise ParameterError(f"security level {security!r} is not one of {SECURITY_LEVELS}")
+    if not 20 <= scaling_bits < first_mod_bits <= 60:
+        raise ParameterError(f"need 20 <= scaling bits ({scaling_bits}) < first modulus bits "
+                             f"({first_mod_bits}) <= 60")
+    kinds = {op.kind for op in graph.ops}
+    if "matvec" in kinds:
+        raise ValueError("the program still has matvec ops; run schedule-rotations first")
+    openfhe = load_openfhe()
+    slots = graph.inputs[0].type.slots
+    depth = max(program_depth(graph), 1)
+    ring_dim = None
+    try:
+        cc = openfhe.GenCryptoContext(_cc_params(openfhe, depth, slots, scaling_bits,
+                                                 first_mod_bits, security, None))
+        ring_dim = cc.GetRingDimension()
+        if ring_dim < 2 * slots:  # more slots than the security-minimal ring offers
+            ring_dim = 2 * slots
+            openfhe.GenCryptoContext(_cc_params(openfhe, depth, slots, scaling_bits,
+                                                first_mod_bits, security, ring_dim))
+    except RuntimeError as exc:
+        raise ParameterError(f"OpenFHE accepts no parameters for depth {depth}, {slots} slots "
+                             f"at {security}: {str(exc).splitlines()[0]}") from None
+    if ring_dim > MAX_RING_DIM:
+        raise ParameterError(f"depth {depth} needs ring dimension {ring_dim} at {security}; "
+                             f"reduce the network's depth (fewer polynomial layers)")
+    return CKKSParams(ring_dim=ring_dim, depth=depth, slots=slots, scaling_bits=scaling_bits,
+                      first_mod_bits=first_mod_bits, security=security,
+                      rotation_indices=rotation_indices(graph),
+                      needs_relinearization=bool(kinds & {"mul", "poly"}),
+                      needs_poly="poly" in kinds)

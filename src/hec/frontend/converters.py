@@ -1,0 +1,325 @@
+"""One converter per ONNX op type that may touch the encrypted input.
+
+A converter gets the import context, the node and its attributes, and returns the node's outputs
+(IR values, or numpy constants for shape queries). ONNX shapes carry the batch axis in front;
+IR shapes do not, so ``full = (1, *value.shape)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+
+from hec.ir import Value
+from hec.ir.tensor_ops import conv_output_shape, pool_output_shape
+
+if TYPE_CHECKING:
+    from hec.frontend.importer import Context
+
+__all__ = ["CONVERTERS", "HINTS"]
+
+Converter = Callable[["Context", onnx.NodeProto, dict[str, Any]], list]
+CONVERTERS: dict[str, Converter] = {}
+
+_POLY_HINT = ("replace it by a polynomial (e.g. x*x) before export; automatic replacement "
+              "with calibration data is planned (`hec optimize --calib`)")
+HINTS = {
+    **{op: _POLY_HINT for op in ("Relu", "LeakyRelu", "Gelu", "Erf", "Sigmoid", "Tanh",
+                                 "Softplus", "Elu", "Selu", "HardSigmoid", "HardSwish")},
+    "MaxPool": "replace it by AveragePool before export (CKKS cannot compute a maximum)",
+    "Softmax": "drop the final Softmax: argmax of the logits is the same class",
+    "LogSoftmax": "drop the final LogSoftmax: argmax of the logits is the same class",
+}
+
+
+def converter(*op_types: str) -> Callable[[Converter], Converter]:
+    def wrap(fn: Converter) -> Converter:
+        for t in op_types:
+            CONVERTERS[t] = fn
+        return fn
+
+    return wrap
+
+
+def _full(v: Value) -> tuple[int, ...]:
+    return (1, *v.shape)
+
+
+def _per_sample_const(ctx: Context, c: np.ndarray, x: Value) -> np.ndarray:
+    """A constant broadcast against ``[1, *x.shape]``, without the batch axis."""
+    c = np.asarray(c, dtype=np.float64)
+    full = _full(x)
+    if np.broadcast_shapes(c.shape, full) != full:
+        raise ctx.unsupported(f"constant of shape {list(c.shape)} would widen the encrypted "
+                              f"tensor of shape {list(full)}")
+    if c.ndim == len(full):
+        c = c[0]
+    return c
+
+
+def _spatial_pads(ctx: Context, attrs: dict, spatial, kernel, strides, dilations):
+    """Explicit ``pads`` from ``auto_pad`` (SAME_UPPER puts the extra padding at the end)."""
+    nd = len(spatial)
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("NOTSET", ""):
+        return tuple(attrs.get("pads", (0,) * (2 * nd)))
+    if auto == "VALID":
+        return (0,) * (2 * nd)
+    begin, end = [], []
+    for i in range(nd):
+        out = math.ceil(spatial[i] / strides[i])
+        total = max(0, (out - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - spatial[i])
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto == "SAME_UPPER" else big)
+        end.append(big if auto == "SAME_UPPER" else small)
+    return tuple(begin + end)
+
+
+@converter("Identity", "Dropout")
+def _identity(ctx: Context, node, attrs) -> list:
+    if len(node.output) > 1 and node.output[1]:
+        raise ctx.unsupported("the dropout mask output is used")
+    return [ctx.value(node.input[0])]
+
+
+@converter("Shape")
+def _shape(ctx: Context, node, attrs) -> list:
+    full = np.array(_full(ctx.value(node.input[0])), dtype=np.int64)
+    return [full[attrs.get("start", 0): attrs.get("end", len(full))]]
+
+
+@converter("Size")
+def _size(ctx: Context, node, attrs) -> list:
+    return [np.array(math.prod(_full(ctx.value(node.input[0]))), dtype=np.int64)]
+
+
+@converter("Conv")
+def _conv(ctx: Context, node, attrs) -> list:
+    x = ctx.value(node.input[0])
+    w = ctx.const(node.input[1], "weight")
+    if attrs.get("group", 1) != 1:
+        raise ctx.unsupported(f"group={attrs['group']} (grouped/depthwise) convolution is not "
+                              f"supported yet; only group=1")
+    nd = w.ndim - 2
+    strides = tuple(attrs.get("strides", (1,) * nd))
+    dil = tuple(attrs.get("dilations", (1,) * nd))
+    pads = _spatial_pads(ctx, attrs, x.shape[1:], w.shape[2:], strides, dil)
+    consts = {"weight": w}
+    bias = ctx.optional_const(2)
+    if bias is not None:
+        consts["bias"] = bias
+    out = conv_output_shape(x.shape[1:], w.shape[2:], strides, pads, dil)
+    a = {"strides": strides, "pads": pads, "dilations": dil}
+    return [ctx.emit("conv", [x], (w.shape[0], *out), a, consts)]
+
+
+@converter("Gemm")
+def _gemm(ctx: Context, node, attrs) -> list:
+    if not ctx.is_encrypted(node.input[0]) or attrs.get("transA", 0):
+        raise ctx.unsupported("only Gemm(encrypted A, constant B) without transA is supported")
+    x = ctx.value(node.input[0])
+    w = ctx.const(node.input[1], "weight B").astype(np.float64)
+    w = (w.T if attrs.get("transB", 0) else w) * attrs.get("alpha", 1.0)
+    consts = {"weight": w}
+    c = ctx.optional_const(2)
+    if c is not None:
+        consts["bias"] = np.broadcast_to(np.asarray(c, np.float64) * attrs.get("beta", 1.0),
+                                         (1, w.shape[1]))[0]
+    return [ctx.emit("matmul", [x], (w.shape[1],), {}, consts)]
+
+
+@converter("MatMul")
+def _matmul(ctx: Context, node, attrs) -> list:
+    if not ctx.is_encrypted(node.input[0]) or ctx.is_encrypted(node.input[1]):
+        raise ctx.unsupported("only MatMul(encrypted, constant) is supported")
+    x = ctx.value(node.input[0])
+    w = ctx.const(node.input[1], "weight")
+    if w.ndim != 2 or not x.shape:
+        raise ctx.unsupported(f"weight of rank {w.ndim} (only 2-D weights are supported)")
+    return [ctx.emit("matmul", [x], (*x.shape[:-1], w.shape[1]), {}, {"weight": w})]
+
+
+@converter("Add", "Sub", "Mul", "Div")
+def _binary(ctx: Context, node, attrs) -> list:
+    a, b = node.input[0], node.input[1]
+    op = node.op_type
+    if ctx.is_encrypted(a) and ctx.is_encrypted(b):
+        x, y = ctx.value(a), ctx.value(b)
+        if x.shape != y.shape:
+            raise ctx.unsupported(f"broadcasting {list(x.shape)} against {list(y.shape)}")
+        if op == "Add":
+            return [ctx.emit("add", [x, y], x.shape)]
+        if op == "Sub":
+            neg = ctx.emit("scale_shift", [y], y.shape, {}, {"scale": -1.0, "shift": 0.0})
+            return [ctx.emit("add", [x, neg], x.shape)]
+        if op == "Mul":
+            if x is y:
+                return [ctx.emit("poly", [x], x.shape, {"coeffs": (0.0, 0.0, 1.0)})]
+            return [ctx.emit("mul", [x, y], x.shape)]
+        raise ctx.unsupported("division by an encrypted tensor")
+    enc_first = ctx.is_encrypted(a)
+    x = ctx.value(a if enc_first else b)
+    c = _per_sample_const(ctx, ctx.const(b if enc_first else a), x)
+    one, zero = np.ones(()), np.zeros(())
+    if op == "Add":
+        scale, shift = one, c
+    elif op == "Sub":
+        scale, shift = (one, -c) if enc_first else (-one, c)
+    elif op == "Mul":
+        scale, shift = c, zero
+    elif enc_first:  # Div by a constant
+        scale, shift = 1.0 / c, zero
+    else:
+        raise ctx.unsupported("division of a constant by an encrypted tensor")
+    return [ctx.emit("scale_shift", [x], x.shape, {}, {"scale": scale, "shift": shift})]
+
+
+@converter("Neg")
+def _neg(ctx: Context, node, attrs) -> list:
+    x = ctx.value(node.input[0])
+    return [ctx.emit("scale_shift", [x], x.shape, {}, {"scale": -1.0, "shift": 0.0})]
+
+
+@converter("Pow")
+def _pow(ctx: Context, node, attrs) -> list:
+    x = ctx.value(node.input[0])
+    e = np.asarray(ctx.const(node.input[1], "exponent"))
+    if e.size != 1 or float(e) != int(float(e)) or int(float(e)) < 1:
+        raise ctx.unsupported(f"exponent {e.tolist()} (only positive integer powers)")
+    n = int(float(e))
+    if n == 1:
+        return [x]
+    return [ctx.emit("poly", [x], x.shape, {"coeffs": (0.0,) * n + (1.0,)})]
+
+
+@converter("BatchNormalization")
+def _batchnorm(ctx: Context, node, attrs) -> list:
+    if attrs.get("training_mode", 0):
+        raise ctx.unsupported("training_mode=1; export the model in eval mode")
+    x = ctx.value(node.input[0])
+    scale, bias, mean, var = (ctx.const(node.input[i]).astype(np.float64) for i in range(1, 5))
+    s = scale / np.sqrt(var + attrs.get("epsilon", 1e-5))
+    bcast = (-1,) + (1,) * (len(x.shape) - 1)
+    consts = {"scale": s.reshape(bcast), "shift": (bias - mean * s).reshape(bcast)}
+    return [ctx.emit("scale_shift", [x], x.shape, {}, consts)]
+
+
+@converter("AveragePool", "GlobalAveragePool")
+def _avgpool(ctx: Context, node, attrs) -> list:
+    x = ctx.value(node.input[0])
+    spatial = x.shape[1:]
+    nd = len(spatial)
+    if node.op_type == "GlobalAveragePool":
+        kernel, strides, pads, include = tuple(spatial), (1,) * nd, (0,) * (2 * nd), 1
+    else:
+        kernel = tuple(attrs["kernel_shape"])
+        strides = tuple(attrs.get("strides", (1,) * nd))
+        if any(d != 1 for d in attrs.get("dilations", (1,) * nd)):
+            raise ctx.unsupported("dilated pooling")
+        pads = _spatial_pads(ctx, attrs, spatial, kernel, strides, (1,) * nd)
+        include = attrs.get("count_include_pad", 0)
+        if attrs.get("ceil_mode", 0):
+            ceil = tuple(math.ceil((spatial[i] + pads[i] + pads[i + nd] - kernel[i]) / strides[i])
+                         + 1 for i in range(nd))
+            if ceil != pool_output_shape(spatial, kernel, strides, pads):
+                raise ctx.unsupported("ceil_mode=1 where it changes the output size")
+    out = pool_output_shape(spatial, kernel, strides, pads)
+    a = {"kernel": kernel, "strides": strides, "pads": pads, "count_include_pad": int(include)}
+    return [ctx.emit("avgpool", [x], (x.shape[0], *out), a)]
+
+
+@converter("Pad")
+def _pad(ctx: Context, node, attrs) -> list:
+    x = ctx.value(node.input[0])
+    full = _full(x)
+    rank = len(full)
+    pads = [int(p) for p in ctx.const(node.input[1], "pads")]
+    axes = ctx.optional_const(3)
+    if axes is not None:
+        axes = [int(a) % rank for a in axes]
+        both = [0] * (2 * rank)
+        for i, ax in enumerate(axes):
+            both[ax], both[ax + rank] = pads[i], pads[i + len(axes)]
+        pads = both
+    if pads[0] or pads[rank]:
+        raise ctx.unsupported("padding the batch axis")
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    value = ctx.optional_const(2)
+    per_sample = tuple(pads[1:rank] + pads[rank + 1:])
+    shape = tuple(x.shape[i] + per_sample[i] + per_sample[i + rank - 1] for i in range(rank - 1))
+    a = {"pads": per_sample, "mode": mode,
+         "value": float(value) if value is not None and value.size else 0.0}
+    return [ctx.emit("pad", [x], shape, a)]
+
+
+def _reshaped(ctx: Context, x: Value, full_target: tuple[int, ...]) -> Value:
+    if not full_target or full_target[0] != 1:
+        raise ctx.unsupported(f"reshape to {list(full_target)} changes the batch axis")
+    shape = tuple(full_target[1:])
+    return x if shape == x.shape else ctx.emit("reshape", [x], shape, {"shape": shape})
+
+
+@converter("Reshape")
+def _reshape(ctx: Context, node, attrs) -> list:
+    x = ctx.value(node.input[0])
+    target = [int(d) for d in ctx.const(node.input[1], "target shape")]
+    full = _full(x)
+    if not attrs.get("allowzero", 0):
+        target = [full[i] if d == 0 else d for i, d in enumerate(target)]
+    if -1 in target:
+        known = math.prod(d for d in target if d != -1)
+        target[target.index(-1)] = math.prod(full) // known
+    if math.prod(target) != math.prod(full):
+        raise ctx.unsupported(f"cannot reshape {list(full)} to {target}")
+    return [_reshaped(ctx, x, tuple(target))]
+
+
+@converter("Flatten")
+def _flatten(ctx: Context, node, attrs) -> list:
+    x = ctx.value(node.input[0])
+    if attrs.get("axis", 1) != 1:
+        raise ctx.unsupported(f"axis={attrs['axis']} mixes the batch axis (only axis=1)")
+    return [_reshaped(ctx, x, (1, math.prod(x.shape)))]
+
+
+@converter("Squeeze", "Unsqueeze")
+def _squeeze(ctx: Context, node, attrs) -> list:
+    x = ctx.value(node.input[0])
+    full = list(_full(x))
+    axes = ctx.optional_const(1)
+    if node.op_type == "Squeeze":
+        axes = [i for i, d in enumerate(full) if d == 1 and i] if axes is None else axes
+        axes = sorted(int(a) % len(full) for a in axes)
+        if 0 in axes:
+            raise ctx.unsupported("squeezing the batch axis")
+        target = [d for i, d in enumerate(full) if i not in axes]
+    else:
+        if axes is None:
+            raise ctx.unsupported("missing axes")
+        rank = len(full) + len(axes)
+        axes = sorted(int(a) % rank for a in axes)
+        if 0 in axes:
+            raise ctx.unsupported("unsqueezing before the batch axis")
+        target = full
+        for a in axes:
+            target.insert(a, 1)
+    return [_reshaped(ctx, x, tuple(target))]
+
+
+@converter("Transpose")
+def _transpose(ctx: Context, node, attrs) -> list:
+    x = ctx.value(node.input[0])
+    perm = tuple(attrs.get("perm", tuple(reversed(range(len(x.shape) + 1)))))
+    if perm[0] != 0:
+        raise ctx.unsupported(f"perm {list(perm)} moves the batch axis")
+    perm = tuple(p - 1 for p in perm[1:])
+    if perm == tuple(range(len(perm))):
+        return [x]
+    shape = tuple(x.shape[p] for p in perm)
+    return [ctx.emit("transpose", [x], shape, {"perm": perm})]

@@ -1,0 +1,31 @@
+"""The two IRs of hec: a tensor dialect close to ONNX and a slot dialect close to CKKS.
+
+``ir`` imports nothing else from hec. Importing it registers both dialects' op kinds.
+"""
+
+from hec.ir import slot_ops, tensor_ops  # noqa: F401  (registers the op kinds)
+from hec.ir.core import Graph, Op, OpDef, Value, VerifyError, op_def, register_op
+from hec.ir.interpreter import interpret
+from hec.ir.linear_maps import affine_map
+from hec.ir.printer import digest, print_graph
+from hec.ir.tensor_ops import LINEAR_KINDS
+from hec.ir.types import CipherType, Layout, TensorType, Type
+
+__all__ = [
+    "Graph",
+    "Op",
+    "OpDef",
+    "Value",
+    "VerifyError",
+    "op_def",
+    "register_op",
+    "interpret",
+    "affine_map",
+    "digest",
+    "print_graph",
+    "LINEAR_KINDS",
+    "CipherType",
+    "Layout",
+    "TensorType",
+    "Type",
+]

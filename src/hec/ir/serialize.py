@@ -1,0 +1,81 @@
+"""Graphs to JSON-able structures plus a dict of named arrays, and back (artifact storage)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hec.ir.core import Graph, Op, Value
+from hec.ir.types import CipherType, Layout, TensorType, Type
+
+__all__ = ["graph_to_json", "graph_from_json"]
+
+
+def _type_to_json(t: Type) -> dict[str, Any]:
+    if isinstance(t, TensorType):
+        return {"tensor": list(t.shape), "dtype": t.dtype}
+    layout = t.layout
+    return {"cipher": t.slots, "level": t.level, "scale_deg": t.scale_deg,
+            "layout": None if layout is None else {"shape": list(layout.shape),
+                                                   "kind": layout.kind}}
+
+
+def _type_from_json(d: dict[str, Any]) -> Type:
+    if "tensor" in d:
+        return TensorType(tuple(d["tensor"]), d["dtype"])
+    lay = d["layout"]
+    layout = None if lay is None else Layout(tuple(lay["shape"]), d["cipher"], lay["kind"])
+    return CipherType(d["cipher"], d["level"], d["scale_deg"], layout)
+
+
+def _attr_to_json(v: Any) -> Any:
+    return [_attr_to_json(x) for x in v] if isinstance(v, tuple | list) else v
+
+
+def _attr_from_json(v: Any) -> Any:
+    return tuple(_attr_from_json(x) for x in v) if isinstance(v, list) else v
+
+
+def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Return ``(structure, arrays)``: constants are referenced by key ``op<i>.<name>``."""
+    ids: dict[int, int] = {}
+    for v in graph.values():
+        ids[id(v)] = len(ids)
+    arrays: dict[str, np.ndarray] = {}
+    ops = []
+    for i, op in enumerate(graph.ops):
+        consts = {}
+        for name, arr in op.consts.items():
+            key = f"op{i}.{name}"
+            arrays[key] = arr
+            consts[name] = key
+        ops.append({"kind": op.kind, "inputs": [ids[id(v)] for v in op.inputs],
+                    "results": [_type_to_json(r.type) for r in op.results],
+                    "attrs": {k: _attr_to_json(v) for k, v in op.attrs.items()},
+                    "consts": consts, "origin": op.origin})
+    structure = {
+        "name": graph.name,
+        "dialect": graph.dialect,
+        "inputs": [{"name": v.name, "type": _type_to_json(v.type)} for v in graph.inputs],
+        "ops": ops,
+        "outputs": [ids[id(v)] for v in graph.outputs],
+    }
+    return structure, arrays
+
+
+def graph_from_json(structure: dict[str, Any], arrays: Any) -> Graph:
+    """Rebuild a graph; ``arrays`` maps the keys of ``graph_to_json`` to numpy arrays."""
+    g = Graph(structure["name"], structure["dialect"])
+    values: list[Value] = [g.add_input(i["name"], _type_from_json(i["type"]))
+                           for i in structure["inputs"]]
+    for o in structure["ops"]:
+        op = Op(o["kind"], [values[i] for i in o["inputs"]],
+                [_type_from_json(t) for t in o["results"]],
+                {k: _attr_from_json(v) for k, v in o["attrs"].items()},
+                {name: np.asarray(arrays[key]) for name, key in o["consts"].items()},
+                o["origin"])
+        g.append(op)
+        values.extend(op.results)
+    g.outputs = [values[i] for i in structure["outputs"]]
+    return g

@@ -1,0 +1,138 @@
+"""The slot dialect: what CKKS can do to vectors of ``slots`` numbers.
+
+Every rule below checks the HE state of the inputs (level, scale degree) and returns the state of
+the result; the result's layout is the producer's choice and is taken from its declared type.
+
+=============  =====================================================  =======================
+kind           meaning                                                level / scale
+=============  =====================================================  =======================
+rotate{k}      y[i] = x[(i + k) mod slots]                            unchanged
+mul_plain      y = x ⊙ p, constant ``p``                              scale +1
+add_plain      y = x + p, constant ``p``                              unchanged
+add            y = x + z (same level and scale)                       unchanged
+mul            y = x ⊙ z, relinearized (same level, scale 1)          scale 2
+rescale        divide by the last prime                               level +1, scale -1
+level_reduce   drop ``levels`` primes without rescaling               level + levels
+matvec         y = Σ_k d_k ⊙ rot(x, k) + b, rescaled (see lowering)   level +1
+poly{coeffs}   y = Σ c_i x^i (power basis) on each slot               level + poly_depth
+=============  =====================================================  =======================
+"""
+
+from __future__ import annotations
+
+import math
+
+from hec.ir.core import Op, VerifyError, register_op
+from hec.ir.types import CipherType
+
+__all__ = ["poly_depth", "rotation_offsets"]
+
+
+def poly_depth(coeffs: tuple[float, ...]) -> int:
+    """Levels OpenFHE's ``EvalPoly`` consumes for a power-basis polynomial (measured)."""
+    degree = len(coeffs) - 1
+    return 1 if degree <= 1 else math.ceil(math.log2(degree)) + 1
+
+
+def rotation_offsets(op: Op) -> tuple[int, ...]:
+    """The rotation amounts a ``matvec`` op reads, one per stored diagonal."""
+    return tuple(op.attrs["offsets"])
+
+
+def _cipher(op: Op, i: int) -> CipherType:
+    t = op.inputs[i].type
+    if not isinstance(t, CipherType):
+        raise VerifyError(f"{op.kind} ({op.origin}): input {i} is not a ciphertext")
+    return t
+
+
+def _declared(op: Op, level: int, scale_deg: int) -> list[CipherType]:
+    t = op.results[0].type
+    slots = _cipher(op, 0).slots
+    layout = t.layout if isinstance(t, CipherType) else None
+    return [CipherType(slots, level, scale_deg, layout)]
+
+
+def _vector_const(op: Op, name: str) -> None:
+    c = op.consts[name]
+    if c.shape[-1] != _cipher(op, 0).slots:
+        raise VerifyError(f"{op.kind} ({op.origin}): constant {name} has {c.shape[-1]} slots")
+
+
+@register_op("rotate", "slot", 1)
+def _rotate(op: Op) -> list[CipherType]:
+    x = _cipher(op, 0)
+    if op.attrs["k"] % x.slots == 0:
+        raise VerifyError(f"rotate ({op.origin}): rotation by 0")
+    return _declared(op, x.level, x.scale_deg)
+
+
+@register_op("mul_plain", "slot", 1)
+def _mul_plain(op: Op) -> list[CipherType]:
+    x = _cipher(op, 0)
+    _vector_const(op, "p")
+    return _declared(op, x.level, x.scale_deg + 1)
+
+
+@register_op("add_plain", "slot", 1)
+def _add_plain(op: Op) -> list[CipherType]:
+    x = _cipher(op, 0)
+    _vector_const(op, "p")
+    return _declared(op, x.level, x.scale_deg)
+
+
+def _aligned(op: Op) -> tuple[CipherType, CipherType]:
+    x, z = _cipher(op, 0), _cipher(op, 1)
+    if (x.level, x.scale_deg, x.slots) != (z.level, z.scale_deg, z.slots):
+        raise VerifyError(f"{op.kind} ({op.origin}): operands differ: {x} vs {z}")
+    return x, z
+
+
+@register_op("add", "slot", 2)
+def _add(op: Op) -> list[CipherType]:
+    x, _ = _aligned(op)
+    return _declared(op, x.level, x.scale_deg)
+
+
+@register_op("mul", "slot", 2)
+def _mul(op: Op) -> list[CipherType]:
+    x, _ = _aligned(op)
+    if x.scale_deg != 1:
+        raise VerifyError(f"mul ({op.origin}): operands must be rescaled first")
+    return _declared(op, x.level, 2)
+
+
+@register_op("rescale", "slot", 1)
+def _rescale(op: Op) -> list[CipherType]:
+    x = _cipher(op, 0)
+    if x.scale_deg < 2:
+        raise VerifyError(f"rescale ({op.origin}): nothing to rescale at scale Δ^{x.scale_deg}")
+    return _declared(op, x.level + 1, x.scale_deg - 1)
+
+
+@register_op("level_reduce", "slot", 1)
+def _level_reduce(op: Op) -> list[CipherType]:
+    x = _cipher(op, 0)
+    if op.attrs["levels"] < 1 or x.scale_deg != 1:
+        raise VerifyError(f"level_reduce ({op.origin}): needs levels >= 1 at scale Δ")
+    return _declared(op, x.level + op.attrs["levels"], 1)
+
+
+@register_op("matvec", "slot", 1)
+def _matvec(op: Op) -> list[CipherType]:
+    x = _cipher(op, 0)
+    if x.scale_deg != 1:
+        raise VerifyError(f"matvec ({op.origin}): input must be at scale Δ")
+    diags = op.consts["diags"]
+    if diags.shape != (len(op.attrs["offsets"]), x.slots):
+        raise VerifyError(f"matvec ({op.origin}): diagonals {diags.shape} do not match offsets")
+    _vector_const(op, "bias")
+    return _declared(op, x.level + 1, 1)
+
+
+@register_op("poly", "slot", 1)
+def _poly(op: Op) -> list[CipherType]:
+    x = _cipher(op, 0)
+    if x.scale_deg != 1:
+        raise VerifyError(f"poly ({op.origin}): input must be at scale Δ")
+    return _declared(op, x.level + poly_depth(tuple(op.attrs["coeffs"])), 1)

@@ -1,0 +1,239 @@
+"""The tensor dialect: op kinds, their shape rules and their numpy semantics.
+
+Shapes are per sample (the ONNX batch axis is gone); the numpy functions take and return arrays
+with a leading batch axis. These functions are the reference semantics of hec: the interpreter
+runs them, and lowering derives every linear layer's slot matrix from them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+
+from hec.ir.core import Op, VerifyError, register_op
+from hec.ir.types import TensorType
+
+__all__ = ["LINEAR_KINDS", "evaluate_op", "conv_output_shape", "pool_output_shape"]
+
+# Kinds whose result is an affine function of their single encrypted input: lowering fuses
+# chains of them into one slot matrix.
+LINEAR_KINDS = frozenset(
+    {"conv", "matmul", "avgpool", "pad", "reshape", "transpose", "scale_shift"}
+)
+
+_EVAL: dict[str, Callable[..., np.ndarray]] = {}
+
+
+def _tensor_op(kind: str, arity: int):
+    """Register the shape rule (decorated) of a tensor op; its numpy function goes in _EVAL."""
+    return register_op(kind, "tensor", arity)
+
+
+def _semantics(kind: str):
+    def wrap(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        _EVAL[kind] = fn
+        return fn
+
+    return wrap
+
+
+def evaluate_op(op: Op, *args: np.ndarray) -> np.ndarray:
+    """Run one tensor op on batched numpy inputs."""
+    return _EVAL[op.kind](op, *args)
+
+
+def _shape(op: Op, i: int = 0) -> tuple[int, ...]:
+    t = op.inputs[i].type
+    if not isinstance(t, TensorType):
+        raise VerifyError(f"{op.kind} ({op.origin}): input {i} is not a tensor")
+    return t.shape
+
+
+# -- conv -------------------------------------------------------------------------------------
+def conv_output_shape(
+    spatial: tuple[int, ...],
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...],
+    pads: tuple[int, ...],
+    dilations: tuple[int, ...],
+) -> tuple[int, ...]:
+    nd = len(spatial)
+    return tuple(
+        (spatial[i] + pads[i] + pads[i + nd] - dilations[i] * (kernel[i] - 1) - 1) // strides[i]
+        + 1
+        for i in range(nd)
+    )
+
+
+def _windows(xp: np.ndarray, kernel, strides, dilations, out_sp):
+    """Yield (kernel position, strided view [B, C, *out_sp]) for each kernel offset."""
+    nd = len(kernel)
+    for kpos in itertools.product(*(range(k) for k in kernel)):
+        sl = tuple(
+            slice(kpos[i] * dilations[i], kpos[i] * dilations[i] + strides[i] * (out_sp[i] - 1) + 1,
+                  strides[i])
+            for i in range(nd)
+        )
+        yield kpos, xp[(slice(None), slice(None), *sl)]
+
+
+def _pad_spatial(x: np.ndarray, pads: tuple[int, ...], value: float = 0.0) -> np.ndarray:
+    nd = len(pads) // 2
+    return np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)],
+                  constant_values=value)
+
+
+@_tensor_op("conv", 1)
+def _conv_infer(op: Op) -> list[TensorType]:
+    c, *spatial = _shape(op)
+    w = op.consts["weight"]
+    if w.shape[1] != c:
+        raise VerifyError(f"conv ({op.origin}): weight expects {w.shape[1]} channels, got {c}")
+    out = conv_output_shape(tuple(spatial), w.shape[2:], op.attrs["strides"], op.attrs["pads"],
+                            op.attrs["dilations"])
+    return [TensorType((w.shape[0], *out))]
+
+
+@_semantics("conv")
+def _conv_eval(op: Op, x: np.ndarray) -> np.ndarray:
+    w, strides, dil = op.consts["weight"], op.attrs["strides"], op.attrs["dilations"]
+    out_sp = conv_output_shape(x.shape[2:], w.shape[2:], strides, op.attrs["pads"], dil)
+    y = np.zeros((x.shape[0], w.shape[0], *out_sp))
+    for kpos, patch in _windows(_pad_spatial(x, op.attrs["pads"]), w.shape[2:], strides, dil,
+                                out_sp):
+        y += np.einsum("bc...,oc->bo...", patch, w[(slice(None), slice(None), *kpos)])
+    if "bias" in op.consts:
+        y += op.consts["bias"].reshape(-1, *[1] * len(out_sp))
+    return y
+
+
+# -- avgpool ----------------------------------------------------------------------------------
+def pool_output_shape(spatial, kernel, strides, pads) -> tuple[int, ...]:
+    return conv_output_shape(spatial, kernel, strides, pads, (1,) * len(kernel))
+
+
+@_tensor_op("avgpool", 1)
+def _avgpool_infer(op: Op) -> list[TensorType]:
+    c, *spatial = _shape(op)
+    a = op.attrs
+    return [TensorType((c, *pool_output_shape(tuple(spatial), a["kernel"], a["strides"],
+                                              a["pads"])))]
+
+
+@_semantics("avgpool")
+def _avgpool_eval(op: Op, x: np.ndarray) -> np.ndarray:
+    a = op.attrs
+    kernel, strides, pads = a["kernel"], a["strides"], a["pads"]
+    ones = (1,) * len(kernel)
+    out_sp = pool_output_shape(x.shape[2:], kernel, strides, pads)
+    xp = _pad_spatial(x, pads)
+    total = sum(patch for _, patch in _windows(xp, kernel, strides, ones, out_sp))
+    if a["count_include_pad"]:
+        return total / np.prod(kernel)
+    mask = _pad_spatial(np.ones((1, 1, *x.shape[2:])), pads)
+    count = sum(patch for _, patch in _windows(mask, kernel, strides, ones, out_sp))
+    return total / count
+
+
+# -- matmul -----------------------------------------------------------------------------------
+@_tensor_op("matmul", 1)
+def _matmul_infer(op: Op) -> list[TensorType]:
+    *lead, k = _shape(op)
+    w = op.consts["weight"]
+    if w.shape[0] != k:
+        raise VerifyError(f"matmul ({op.origin}): weight {w.shape} does not take width {k}")
+    return [TensorType((*lead, w.shape[1]))]
+
+
+@_semantics("matmul")
+def _matmul_eval(op: Op, x: np.ndarray) -> np.ndarray:
+    y = x @ op.consts["weight"]
+    return y + op.consts["bias"] if "bias" in op.consts else y
+
+
+# -- pad, reshape, transpose, scale_shift -----------------------------------------------------
+@_tensor_op("pad", 1)
+def _pad_infer(op: Op) -> list[TensorType]:
+    shape, pads = _shape(op), op.attrs["pads"]
+    n = len(shape)
+    return [TensorType(tuple(shape[i] + pads[i] + pads[i + n] for i in range(n)))]
+
+
+@_semantics("pad")
+def _pad_eval(op: Op, x: np.ndarray) -> np.ndarray:
+    pads, mode = op.attrs["pads"], op.attrs["mode"]
+    n = x.ndim - 1
+    # ONNX allows negative pads (crops): crop first, then pad with the non-negative part.
+    crop = tuple(slice(max(0, -pads[i]), x.shape[i + 1] - max(0, -pads[i + n])) for i in range(n))
+    x = x[(slice(None), *crop)]
+    width = [(0, 0)] + [(max(0, pads[i]), max(0, pads[i + n])) for i in range(n)]
+    if mode == "constant":
+        return np.pad(x, width, mode="constant", constant_values=op.attrs["value"])
+    return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
+
+
+@_tensor_op("reshape", 1)
+def _reshape_infer(op: Op) -> list[TensorType]:
+    shape = tuple(op.attrs["shape"])
+    if int(np.prod(shape)) != int(np.prod(_shape(op))):
+        raise VerifyError(f"reshape ({op.origin}): {_shape(op)} cannot become {shape}")
+    return [TensorType(shape)]
+
+
+@_semantics("reshape")
+def _reshape_eval(op: Op, x: np.ndarray) -> np.ndarray:
+    return x.reshape(x.shape[0], *op.attrs["shape"])
+
+
+@_tensor_op("transpose", 1)
+def _transpose_infer(op: Op) -> list[TensorType]:
+    shape = _shape(op)
+    return [TensorType(tuple(shape[p] for p in op.attrs["perm"]))]
+
+
+@_semantics("transpose")
+def _transpose_eval(op: Op, x: np.ndarray) -> np.ndarray:
+    return x.transpose(0, *(p + 1 for p in op.attrs["perm"]))
+
+
+@_tensor_op("scale_shift", 1)
+def _scale_shift_infer(op: Op) -> list[TensorType]:
+    shape = _shape(op)
+    for name in ("scale", "shift"):
+        c = op.consts[name]
+        if np.broadcast_shapes(c.shape, shape) != shape:
+            raise VerifyError(f"scale_shift ({op.origin}): {name} {c.shape} widens {shape}")
+    return [TensorType(shape)]
+
+
+@_semantics("scale_shift")
+def _scale_shift_eval(op: Op, x: np.ndarray) -> np.ndarray:
+    return x * op.consts["scale"] + op.consts["shift"]
+
+
+# -- ops on two encrypted tensors, and polynomials --------------------------------------------
+def _same_shapes(op: Op) -> list[TensorType]:
+    a, b = _shape(op, 0), _shape(op, 1)
+    if a != b:
+        raise VerifyError(f"{op.kind} ({op.origin}): shapes {a} and {b} differ")
+    return [TensorType(a)]
+
+
+register_op("add", "tensor", 2)(_same_shapes)
+register_op("mul", "tensor", 2)(_same_shapes)
+_semantics("add")(lambda op, x, y: x + y)
+_semantics("mul")(lambda op, x, y: x * y)
+
+
+@_tensor_op("poly", 1)
+def _poly_infer(op: Op) -> list[TensorType]:
+    if len(op.attrs["coeffs"]) < 2:
+        raise VerifyError(f"poly ({op.origin}): degree below 1")
+    return [TensorType(_shape(op))]
+
+
+@_semantics("poly")
+def _poly_eval(op: Op, x: np.ndarray) -> np.ndarray:
+    return np.polynomial.polynomial.polyval(x, op.attrs["coeffs"])

@@ -1,0 +1,30 @@
+"""``CompileOptions``: the one options object threaded through the compiler (no globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CompileOptions"]
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """How to compile.
+
+    Args:
+        slots: slots per ciphertext; ``None`` picks the smallest power of two that holds every
+            tensor of the model.
+        baby_step: force the baby-step size of every linear map; ``None`` searches it per map.
+        scaling_bits: bits of the CKKS scale Δ (and of each rescaling prime).
+        first_mod_bits: bits of the first prime (headroom for the integer part of values).
+        security: OpenFHE security level; 128-bit classic unless you have a reason.
+        dump_ir_after: directory where the IR is written after each pass that changes it.
+    """
+
+    slots: int | None = None
+    baby_step: int | None = None
+    scaling_bits: int = 40
+    first_mod_bits: int = 60
+    security: str = "HEStd_128_classic"
+    dump_ir_after: Path | None = None
