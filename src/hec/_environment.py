@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from types import ModuleType
 
@@ -18,6 +19,15 @@ def check_python() -> None:
         raise EnvironmentProblem(
             f"hec needs Python 3.10 (OpenFHE's PyPI wheel ships a CPython 3.10 extension only), "
             f"but this is Python {found} at {sys.executable}; {SETUP_HINT}"
+        )
+
+
+def check_openfhe_installed() -> None:
+    """Cheap check at ``import hec``: the wheel is there (loading it waits for first use)."""
+    if importlib.util.find_spec("openfhe") is None:
+        raise EnvironmentProblem(
+            f"OpenFHE is not installed in {sys.prefix}; install it with "
+            f"`pip install openfhe==1.6.1.0.22.4`, or {SETUP_HINT}"
         )
 
 

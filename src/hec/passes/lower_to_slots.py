@@ -101,10 +101,10 @@ class _Lowering:
                     self.pending[id(op.result)] = _Pending(p.src, (p.A + q.A).tocsr(), p.b + q.b,
                                                            (*p.origins, *q.origins, op.origin))
                 else:
-                    x, y = self._aligned(*op.inputs)
+                    x, y = self._aligned(*op.inputs, op.origin)
                     self._result(op.result, "add", [x, y], x.type.level, op.origin)
             elif op.kind == "mul" or (op.kind == "poly" and op.attrs["coeffs"] == _SQUARE):
-                x, y = self._aligned(*op.inputs) if op.kind == "mul" else (
+                x, y = self._aligned(*op.inputs, op.origin) if op.kind == "mul" else (
                     (m := self._materialize(op.inputs[0])), m)
                 prod = self._emit("mul", [x, y], x.type.with_state(x.type.level, 2), op.origin)
                 self._result(op.result, "rescale", [prod], x.type.level + 1, op.origin)
@@ -133,15 +133,18 @@ class _Lowering:
               attrs: dict | None = None, consts: dict | None = None) -> Value:
         return self.out.add(kind, inputs, t, attrs, consts, origin)
 
-    def _aligned(self, a: Value, b: Value) -> tuple[Value, Value]:
+    def _aligned(self, a: Value, b: Value, origin: str) -> tuple[Value, Value]:
         """Materialize two tensors and bring them to one level (the deeper one's)."""
         x, y = self._materialize(a), self._materialize(b)
-        lx, ly = x.type.level, y.type.level
-        if lx < ly:
-            x = self._emit("level_reduce", [x], x.type.with_state(ly, 1), "", {"levels": ly - lx})
-        elif ly < lx:
-            y = self._emit("level_reduce", [y], y.type.with_state(lx, 1), "", {"levels": lx - ly})
-        return x, y
+        level = max(x.type.level, y.type.level)
+
+        def drop(v: Value) -> Value:
+            if v.type.level == level:
+                return v
+            return self._emit("level_reduce", [v], v.type.with_state(level, 1), origin,
+                              {"levels": level - v.type.level})
+
+        return drop(x), drop(y)
 
     def _materialize(self, tensor: Value) -> Value:
         """Emit the pending affine map of ``tensor`` as a ``matvec`` (once)."""
@@ -159,7 +162,7 @@ class _Lowering:
         diags[which, r] = A.data
         bias = np.zeros(S)
         bias[rows_slot] = p.b
-        origin = "+".join(o for o in p.origins if o)
+        origin = "+".join(dict.fromkeys(o for o in p.origins if o))  # ordered, no repeats
         x = p.src
         t = CipherType(S, x.type.level + 1, 1, Layout(tensor.shape, S))
         y = self._emit("matvec", [x], t, origin,

@@ -1,0 +1,60 @@
+"""schedule-rotations: BSGS expansion preserves the map for random sparse diagonal sets."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hec.ir import CipherType, Graph, Layout
+from hec.passes import PassManager, ScheduleRotations
+from hec.passes.schedule_rotations import choose_baby_step, signed_rotation
+from hec.runtime.simulator import simulate_slots
+
+
+def _matvec_graph(slots: int, offsets: list[int], seed: int) -> Graph:
+    rng = np.random.default_rng(seed)
+    g = Graph("m", "slot")
+    x = g.add_input("x", CipherType(slots, 0, 1, Layout((slots,), slots)))
+    y = g.add("matvec", [x], CipherType(slots, 1, 1, Layout((slots,), slots)),
+              {"offsets": tuple(offsets)},
+              {"diags": rng.normal(size=(len(offsets), slots)), "bias": rng.normal(size=slots)})
+    g.outputs = [y]
+    return g
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([8, 16, 64]), st.data(), st.one_of(st.none(), st.integers(1, 64)))
+def test_bsgs_preserves_the_map(slots: int, data, baby_step) -> None:
+    offsets = sorted(data.draw(st.sets(st.integers(0, slots - 1), min_size=1, max_size=slots)))
+    g = _matvec_graph(slots, offsets, seed=len(offsets))
+    v = np.random.default_rng(1).normal(size=(2, slots))
+    before = simulate_slots(g, v)[0]
+    PassManager([ScheduleRotations(baby_step and min(baby_step, slots))]).run(g)
+    assert "matvec" not in {op.kind for op in g.ops}
+    np.testing.assert_allclose(simulate_slots(g, v)[0], before, atol=1e-9)
+
+
+def test_search_beats_the_plain_diagonal_method_on_dense_maps() -> None:
+    slots = 256
+    g = _matvec_graph(slots, list(range(slots)), seed=0)
+    PassManager([ScheduleRotations()]).run(g)
+    rotations = Counter(op.kind for op in g.ops)["rotate"]
+    assert rotations <= 2 * 16  # ~2·sqrt(256), against 255 for one rotation per diagonal
+    assert choose_baby_step(np.arange(slots), slots) in (16, 32)
+
+
+def test_sparse_offsets_need_no_giant_steps_when_few() -> None:
+    offsets = np.array([0, 1, 2, 8, 9, 10])
+    n1 = choose_baby_step(offsets, 64)
+    babies = np.count_nonzero(np.unique(offsets % n1))
+    giants = np.count_nonzero(np.unique(offsets // n1))
+    assert babies + giants == 3  # n1 = 8: babies {1, 2}, giants {1}
+
+
+def test_signed_rotation_picks_the_short_way() -> None:
+    assert signed_rotation(7, 8) == -1
+    assert signed_rotation(4, 8) == 4
+    assert signed_rotation(-3, 8) == -3
