@@ -23,40 +23,83 @@ def vit() -> None:
 
 
 @vit.command("keygen")
-@click.option("--image-size", nargs=2, type=int, required=True, metavar="H W",
-              help="Image height and width (multiples of --patch).")
+@click.option(
+    "--image-size",
+    nargs=2,
+    type=int,
+    required=True,
+    metavar="H W",
+    help="Image height and width (multiples of --patch).",
+)
 @click.option("--channels", type=int, default=1, show_default=True)
 @click.option("--patch", type=int, required=True, help="Block size = the ViT's patch size.")
-@click.option("--seed", type=int, default=None,
-              help="The secret; default: 128 fresh random bits from the OS.")
-@click.option("--restrict", "restrict", type=int, default=None, metavar="G",
-              help="Shuffle pixels only within groups of G values (1 = no shuffle; default: the "
-                   "whole flattened block).")
+@click.option(
+    "--seed", type=int, default=None, help="The secret; default: 128 fresh random bits from the OS."
+)
+@click.option(
+    "--restrict",
+    "restrict",
+    type=int,
+    default=None,
+    metavar="G",
+    help="Shuffle pixels only within groups of G values (1 = no shuffle; default: the "
+    "whole flattened block).",
+)
 @click.option("--no-block-scramble", is_flag=True, help="Keep blocks in place.")
 @click.option("--no-pixel-shuffle", is_flag=True, help="Do not shuffle values inside blocks.")
-@click.option("--negpos", type=click.Choice(["none", "pixel", "block"]), default="pixel",
-              show_default=True, help="Negative-positive: key-chosen positions in every block, "
-                                      "key-chosen whole blocks, or off.")
+@click.option(
+    "--negpos",
+    type=click.Choice(["none", "pixel", "block"]),
+    default="pixel",
+    show_default=True,
+    help="Negative-positive: key-chosen positions in every block, key-chosen whole blocks, or off.",
+)
 @click.option("--no-channel-shuffle", is_flag=True, help="Keep colour channels in order.")
-@click.option("--per-block", is_flag=True,
-              help="Draw shuffle/flips/channel order per block (a model adapted to such a key "
-                   "grows a per-position embedding).")
+@click.option(
+    "--per-block",
+    is_flag=True,
+    help="Draw shuffle/flips/channel order per block (a model adapted to such a key "
+    "grows a per-position embedding).",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def keygen(image_size: tuple[int, int], channels: int, patch: int, seed: int | None,
-           restrict: int | None, no_block_scramble: bool, no_pixel_shuffle: bool, negpos: str,
-           no_channel_shuffle: bool, per_block: bool, output: Path) -> None:
+def keygen(
+    image_size: tuple[int, int],
+    channels: int,
+    patch: int,
+    seed: int | None,
+    restrict: int | None,
+    no_block_scramble: bool,
+    no_pixel_shuffle: bool,
+    negpos: str,
+    no_channel_shuffle: bool,
+    per_block: bool,
+    output: Path,
+) -> None:
     """Write a key file and print the size of its key space."""
     from hec.vit.keys import BlockKey, save_key
 
-    settings = dict(image_size=image_size, channels=channels, patch=patch, restrict=restrict,
-                    block_scramble=not no_block_scramble, pixel_shuffle=not no_pixel_shuffle,
-                    negpos=negpos, channel_shuffle=not no_channel_shuffle, shared=not per_block)
-    key = (BlockKey.generate(**settings) if seed is None  # type: ignore[arg-type]
-           else BlockKey(seed=seed, **settings))  # type: ignore[arg-type]
+    settings = dict(
+        image_size=image_size,
+        channels=channels,
+        patch=patch,
+        restrict=restrict,
+        block_scramble=not no_block_scramble,
+        pixel_shuffle=not no_pixel_shuffle,
+        negpos=negpos,
+        channel_shuffle=not no_channel_shuffle,
+        shared=not per_block,
+    )
+    key = (
+        BlockKey.generate(**settings)
+        if seed is None  # type: ignore[arg-type]
+        else BlockKey(seed=seed, **settings)
+    )  # type: ignore[arg-type]
     save_key(key, output)
-    click.echo(f"wrote {output}: {channels}x{image_size[0]}x{image_size[1]} images, "
-               f"{patch}x{patch} blocks ({key.num_blocks} blocks of {key.block_len} values), "
-               f"shuffle group G={key.group}")
+    click.echo(
+        f"wrote {output}: {channels}x{image_size[0]}x{image_size[1]} images, "
+        f"{patch}x{patch} blocks ({key.num_blocks} blocks of {key.block_len} values), "
+        f"shuffle group G={key.group}"
+    )
     click.echo("key space:\n" + key.key_space().describe())
 
 
@@ -71,8 +114,15 @@ def _load_images(path: Path) -> object:
         raise InputError(f"{path}: not a readable .npy array ({exc})") from None
 
 
-def _crypt(key_path: Path, src: Path, dst: Path, layout: str, per_image: bool,
-           max_value: float | None, inverse: bool) -> None:
+def _crypt(
+    key_path: Path,
+    src: Path,
+    dst: Path,
+    layout: str,
+    per_image: bool,
+    max_value: float | None,
+    inverse: bool,
+) -> None:
     from hec.vit.errors import ImageShapeError
     from hec.vit.keys import load_key
     from hec.vit.transforms import decrypt, encrypt
@@ -92,19 +142,33 @@ def _crypt(key_path: Path, src: Path, dst: Path, layout: str, per_image: bool,
 
     np.save(dst, out)
     what = "decrypted" if inverse else "encrypted"
-    click.echo(f"{what} {out.shape[0] if out.ndim == 4 else 1} image(s) -> {dst}"
-               + (" (one key per image, derived from the key file)" if per_image else ""))
+    click.echo(
+        f"{what} {out.shape[0] if out.ndim == 4 else 1} image(s) -> {dst}"
+        + (" (one key per image, derived from the key file)" if per_image else "")
+    )
 
 
 _crypt_options = [
-    click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
-                 required=True, help="Key file from 'hec vit keygen'."),
+    click.option(
+        "--key",
+        "key_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        required=True,
+        help="Key file from 'hec vit keygen'.",
+    ),
     click.option("--layout", type=_LAYOUT, default="NCHW", show_default=True),
-    click.option("--per-image", is_flag=True,
-                 help="Use a different key per image, derived from the key file's seed "
-                      "(disposable keys: delete the key file to throw them all away)."),
-    click.option("--max-value", type=float, default=None,
-                 help="Negative-positive computes max - x (default 1 for floats, 255 for uint8)."),
+    click.option(
+        "--per-image",
+        is_flag=True,
+        help="Use a different key per image, derived from the key file's seed "
+        "(disposable keys: delete the key file to throw them all away).",
+    ),
+    click.option(
+        "--max-value",
+        type=float,
+        default=None,
+        help="Negative-positive computes max - x (default 1 for floats, 255 for uint8).",
+    ),
     click.argument("src", type=click.Path(dir_okay=False, path_type=Path)),
     click.argument("dst", type=click.Path(dir_okay=False, path_type=Path)),
 ]
@@ -118,27 +182,33 @@ def _with_crypt_options(f):  # noqa: ANN001, ANN202
 
 @vit.command("encrypt-images")
 @_with_crypt_options
-def encrypt_images(key_path: Path, layout: str, per_image: bool, max_value: float | None,
-                   src: Path, dst: Path) -> None:
+def encrypt_images(
+    key_path: Path, layout: str, per_image: bool, max_value: float | None, src: Path, dst: Path
+) -> None:
     """Encrypt the images in SRC (.npy) block-wise and write DST (.npy)."""
     _crypt(key_path, src, dst, layout, per_image, max_value, inverse=False)
 
 
 @vit.command("decrypt-images")
 @_with_crypt_options
-def decrypt_images(key_path: Path, layout: str, per_image: bool, max_value: float | None,
-                   src: Path, dst: Path) -> None:
+def decrypt_images(
+    key_path: Path, layout: str, per_image: bool, max_value: float | None, src: Path, dst: Path
+) -> None:
     """Decrypt the images in SRC (.npy) with the key they were encrypted with."""
     _crypt(key_path, src, dst, layout, per_image, max_value, inverse=True)
 
 
 @vit.command("adapt")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
-              required=True)
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--max-value", type=float, default=1.0, show_default=True,
-              help="Model-input value negative-positive subtracts from.")
+@click.option(
+    "--max-value",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Model-input value negative-positive subtracts from.",
+)
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime equality check.")
 def adapt(model: Path, key_path: Path, output: Path, max_value: float, no_verify: bool) -> None:
     """Rewrite MODEL (ONNX ViT) so that on images encrypted with the key it returns the logits

@@ -2,20 +2,21 @@
 logits the original gives on plain images.
 
 The math (``L`` values per block, flattened ``(row, column, channel)``). The key sends plain block
-``pi(k)`` to encrypted position ``k`` and there computes ``e_k[i] = s_k[i] * y[perm_k[i]] + m_k[i] * M``
-with ``m_k`` the flip mask, ``s_k = 1 - 2 m_k`` and ``M`` the negative-positive maximum (1 on [0, 1]
-data). Since ``s * s = 1`` and ``s * m = -m``, the plain block is ``y[perm_k[i]] = s_k[i] e_k[i]
-+ m_k[i] M``. The patch embedding ``t = W y + b`` is linear, so the token built from encrypted
-position ``k`` equals the plain token of block ``pi(k)`` when
+``pi(k)`` to encrypted position ``k`` and there computes
+``e_k[i] = s_k[i] * y[perm_k[i]] + m_k[i] * M``, with ``m_k`` the flip mask, ``s_k = 1 - 2 m_k``
+and ``M`` the negative-positive maximum (1 on [0, 1] data). Since ``s * s = 1`` and ``s * m = -m``,
+the plain block is ``y[perm_k[i]] = s_k[i] * e_k[i] + m_k[i] * M``. The patch embedding
+``t = W y + b`` is linear, so the token built from encrypted position ``k`` equals the plain token
+of block ``pi(k)`` when
 
-    W'_k[:, i] = s_k[i] * W[:, perm_k[i]]          (permute columns, flip their signs)
-    b'_k       = b + M * sum_i m_k[i] W[:, perm_k[i]]   (the flipped columns' share moves to the bias)
+    W'_k[:, i] = s_k[i] * W[:, perm_k[i]]               (permute columns, flip their signs)
+    b'_k       = b + M * sum_i m_k[i] W[:, perm_k[i]]   (flipped columns' share goes to the bias)
 
-Then the token sequence is the plain one permuted by ``pi``. A transformer without position-dependent
-ops after the position embedding is permutation-equivariant, and class-token or mean pooling is
-invariant, so giving token ``k`` the position embedding of ``pi(k)`` (``pos'_k = pos_{pi(k)}``)
-reproduces the plain logits. Models with no position embedding get a ``Gather`` that restores token
-order after the embedding instead.
+Then the token sequence is the plain one permuted by ``pi``. A transformer without
+position-dependent ops after the position embedding is permutation-equivariant, and class-token or
+mean pooling is invariant, so giving token ``k`` the position embedding of ``pi(k)``
+(``pos'_k = pos_{pi(k)}``) reproduces the plain logits. Models with no position embedding get a
+``Gather`` that restores token order after the embedding instead.
 
 Which keys this covers: when every block has the same shuffle and flips (``BlockKey.shared`` with
 ``negpos`` ``"none"`` or ``"pixel"``), ``W'_k`` and ``b'_k`` are the same for every ``k`` and the
@@ -105,9 +106,9 @@ class AdaptToKey:
         nb = self.key.num_blocks
 
         # Per encrypted position k: W'_k = W[:, perm_k] * s_k, b'_k = b + M * W[:, perm_k] @ m_k.
-        w_perm = emb.weight[:, mat.perm]                       # (D, nb, L)
-        signs = 1.0 - 2.0 * mat.flip                           # (nb, L)
-        w_new = (w_perm * signs[None]).transpose(1, 0, 2)      # (nb, D, L)
+        w_perm = emb.weight[:, mat.perm]  # (D, nb, L)
+        signs = 1.0 - 2.0 * mat.flip  # (nb, L)
+        w_new = (w_perm * signs[None]).transpose(1, 0, 2)  # (nb, D, L)
         b_new = emb.bias[None] + self.max_value * np.einsum("dkl,kl->kd", w_perm, mat.flip)
         uniform = mat.uniform
 
@@ -139,7 +140,7 @@ class AdaptToKey:
         name = _image_input(original).name
         ref = _session(original, ort).run(None, {name: x})
         got = _session(adapted, ort).run(None, {name: xe})
-        for out, r, g in zip(original.graph.output, ref, got):
+        for out, r, g in zip(original.graph.output, ref, got, strict=True):
             err = float(np.max(np.abs(r - g))) if r.size else 0.0
             scale = max(1.0, float(np.max(np.abs(r))) if r.size else 1.0)
             if err > self.atol * scale:
@@ -147,12 +148,18 @@ class AdaptToKey:
                     f"adapted model differs from the original on output '{out.name}' by {err:.3g} "
                     f"(tolerance {self.atol * scale:.3g}): the layers after the patch embedding "
                     f"depend on token order in a way a key permutation cannot follow; use a key "
-                    f"without block scrambling (--no-block-scramble) or a model with class-token or "
-                    f"mean pooling")
+                    f"without block scrambling (--no-block-scramble) or a model with class-token "
+                    f"or mean pooling"
+                )
 
 
-def adapt_model(model: onnx.ModelProto | str | Path, key: BlockKey, *, max_value: float = 1.0,
-                verify: bool = True) -> onnx.ModelProto:
+def adapt_model(
+    model: onnx.ModelProto | str | Path,
+    key: BlockKey,
+    *,
+    max_value: float = 1.0,
+    verify: bool = True,
+) -> onnx.ModelProto:
     """Adapt ``model`` (a ModelProto or ONNX file path) to ``key``; see ``AdaptToKey``."""
     if not isinstance(model, onnx.ModelProto):
         path = Path(model)
@@ -181,7 +188,8 @@ def _image_input(model: onnx.ModelProto) -> _ImageInput:
     if len(inputs) != 1 or len(rank4) != 1:
         names = ", ".join(v.name for _, v in inputs) or "none"
         raise NotAPatchEmbeddingError(
-            f"model inputs ({names}): expected exactly one 4-D image input (N, C, H, W)")
+            f"model inputs ({names}): expected exactly one 4-D image input (N, C, H, W)"
+        )
     return _ImageInput(rank4[0][1].name, rank4[0][0])
 
 
@@ -201,7 +209,8 @@ def find_patch_embedding(model: onnx.ModelProto, key: BlockKey) -> PatchEmbeddin
         if len(users) != 1:
             raise NotAPatchEmbeddingError(
                 f"tensor '{name}' feeds {len(users)} nodes; a patch embedding must be the only "
-                f"consumer of the image (Conv with kernel = stride = patch, or reshape + MatMul)")
+                f"consumer of the image (Conv with kernel = stride = patch, or reshape + MatMul)"
+            )
         node = users[0]
         if node.op_type == "Conv" and name == image.name:
             return _conv_embedding(graph, node, key)
@@ -211,7 +220,8 @@ def find_patch_embedding(model: onnx.ModelProto, key: BlockKey) -> PatchEmbeddin
             raise NotAPatchEmbeddingError(
                 f"node '{node.name}' ({node.op_type}) processes the image before any patch "
                 f"embedding; 'hec vit adapt' needs the image to go straight into a Conv with "
-                f"kernel = stride = patch, or through reshapes into a MatMul")
+                f"kernel = stride = patch, or through reshapes into a MatMul"
+            )
         name = node.output[0]
 
 
@@ -219,55 +229,68 @@ def _check_input_shape(vi: onnx.ValueInfoProto, key: BlockKey) -> None:
     dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
     got = dims[1:]
     want = list(key.image_shape)
-    if any(g is not None and g != w for g, w in zip(got, want)):
+    if any(g is not None and g != w for g, w in zip(got, want, strict=True)):
         shown = "x".join("?" if g is None else str(g) for g in got)
         raise PatchSizeError(
             f"input '{vi.name}' is (N, {shown.replace('x', ', ')}) but the key is for "
             f"{want[0]} channel(s) of {want[1]}x{want[2]}; make a key with --channels {got[0]} "
-            f"--image-size {got[1]} {got[2]}")
+            f"--image-size {got[1]} {got[2]}"
+        )
 
 
 def _conv_embedding(graph: _Graph, node: onnx.NodeProto, key: BlockKey) -> PatchEmbedding:
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     weight = graph.const(node.input[1])
     if weight is None or weight.ndim != 4:
-        raise NotAPatchEmbeddingError(f"node '{node.name}' (Conv): weight is not a constant 4-D "
-                                      f"tensor")
+        raise NotAPatchEmbeddingError(
+            f"node '{node.name}' (Conv): weight is not a constant 4-D tensor"
+        )
     kernel = list(attrs.get("kernel_shape", weight.shape[2:]))
     strides = list(attrs.get("strides", [1, 1]))
     pads = list(attrs.get("pads", [0, 0, 0, 0]))
     auto_pad = attrs.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if (kernel != strides or kernel[0] != kernel[1] or any(pads)
-            or attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1]))
-            or auto_pad not in ("NOTSET", "VALID")):
+    if (
+        kernel != strides
+        or kernel[0] != kernel[1]
+        or any(pads)
+        or attrs.get("group", 1) != 1
+        or any(d != 1 for d in attrs.get("dilations", [1, 1]))
+        or auto_pad not in ("NOTSET", "VALID")
+    ):
         raise NotAPatchEmbeddingError(
             f"node '{node.name}' (Conv kernel {kernel}, stride {strides}, pads {pads}) is not a "
             f"patch embedding: it needs a square kernel equal to its stride, no padding, "
-            f"dilation 1 and group 1")
+            f"dilation 1 and group 1"
+        )
     if kernel[0] != key.patch:
         raise PatchSizeError(
             f"node '{node.name}': the model's patch size is {kernel[0]} but the key's block size "
-            f"is {key.patch}; make a key with --patch {kernel[0]}")
+            f"is {key.patch}; make a key with --patch {kernel[0]}"
+        )
     d, c = weight.shape[:2]
     if c != key.channels:
-        raise PatchSizeError(f"node '{node.name}': the model embeds {c} channel(s), the key has "
-                             f"{key.channels}; make a key with --channels {c}")
+        raise PatchSizeError(
+            f"node '{node.name}': the model embeds {c} channel(s), the key has "
+            f"{key.channels}; make a key with --channels {c}"
+        )
     bias = graph.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(d)
     if bias is None:
         raise NotAPatchEmbeddingError(f"node '{node.name}' (Conv): bias is not a constant")
     w_mat = weight.transpose(0, 2, 3, 1).reshape(d, key.block_len).astype(np.float64)
-    return PatchEmbedding(node, "conv", w_mat, bias.astype(np.float64),
-                          np.arange(key.num_blocks))
+    return PatchEmbedding(node, "conv", w_mat, bias.astype(np.float64), np.arange(key.num_blocks))
 
 
-def _matmul_embedding(model: onnx.ModelProto, graph: _Graph, node: onnx.NodeProto,
-                      key: BlockKey, image: str) -> PatchEmbedding:
+def _matmul_embedding(
+    model: onnx.ModelProto, graph: _Graph, node: onnx.NodeProto, key: BlockKey, image: str
+) -> PatchEmbedding:
     weight = graph.const(node.input[1])
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if weight is None or weight.ndim != 2:
-        raise NotAPatchEmbeddingError(f"node '{node.name}' ({node.op_type}): weight is not a "
-                                      f"constant matrix, so it is not a patch embedding")
+        raise NotAPatchEmbeddingError(
+            f"node '{node.name}' ({node.op_type}): weight is not a "
+            f"constant matrix, so it is not a patch embedding"
+        )
     if node.op_type == "Gemm" and (attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0):
         raise NotAPatchEmbeddingError(f"node '{node.name}' (Gemm): transA/alpha not supported")
     if node.op_type == "Gemm" and attrs.get("transB", 0):
@@ -279,35 +302,45 @@ def _matmul_embedding(model: onnx.ModelProto, graph: _Graph, node: onnx.NodeProt
     probe = _intermediate(model, image, node.input[0], [ids, -ids])
     rows = weight.shape[0]
     a, b = (p.reshape(-1, rows) if p.size % rows == 0 else None for p in probe)
-    movement = (a is not None and b is not None and np.array_equal(a, -b)
-                and np.array_equal(np.sort(a.ravel()), ids.ravel()))
+    movement = (
+        a is not None
+        and b is not None
+        and np.array_equal(a, -b)
+        and np.array_equal(np.sort(a.ravel()), ids.ravel())
+    )
     if not movement:
         raise NotAPatchEmbeddingError(
             f"node '{node.name}' ({node.op_type}): its input is not the image's pixels rearranged "
-            f"into one row per patch, so it is not a patch embedding")
+            f"into one row per patch, so it is not a patch embedding"
+        )
     pix = a.astype(np.int64) - 1
     ch, yy, xx = np.unravel_index(pix, (c, h, w))
     size = int(np.sqrt(rows // c)) if rows % c == 0 else 0
     if size * size * c != rows:
-        raise NotAPatchEmbeddingError(f"node '{node.name}': {rows} inputs per token is not "
-                                      f"patch*patch*{c}")
+        raise NotAPatchEmbeddingError(
+            f"node '{node.name}': {rows} inputs per token is not patch*patch*{c}"
+        )
     if size != key.patch:
-        raise PatchSizeError(f"node '{node.name}': the model's patch size is {size} but the key's "
-                             f"block size is {key.patch}; make a key with --patch {size}")
+        raise PatchSizeError(
+            f"node '{node.name}': the model's patch size is {size} but the key's "
+            f"block size is {key.patch}; make a key with --patch {size}"
+        )
     blocks = (yy // size) * key.grid[1] + (xx // size)
     offset = ((yy % size) * size + (xx % size)) * c + ch  # key order (row, column, channel)
     if not ((blocks == blocks[:, :1]).all() and (offset == offset[:1]).all()):
-        raise NotAPatchEmbeddingError(f"node '{node.name}': its rows do not each hold one "
-                                      f"{size}x{size} patch in a common order")
+        raise NotAPatchEmbeddingError(
+            f"node '{node.name}': its rows do not each hold one "
+            f"{size}x{size} patch in a common order"
+        )
     columns = offset[0]
     w_mat = np.zeros((weight.shape[1], rows))
     w_mat[:, columns] = weight.T
-    return PatchEmbedding(node, "matmul", w_mat, np.zeros(weight.shape[1]), blocks[:, 0],
-                          columns)
+    return PatchEmbedding(node, "matmul", w_mat, np.zeros(weight.shape[1]), blocks[:, 0], columns)
 
 
-def _intermediate(model: onnx.ModelProto, image: str, tensor: str,
-                  feeds: list[np.ndarray]) -> list[np.ndarray]:
+def _intermediate(
+    model: onnx.ModelProto, image: str, tensor: str, feeds: list[np.ndarray]
+) -> list[np.ndarray]:
     import onnxruntime as ort
 
     probe = onnx.ModelProto()
@@ -323,8 +356,7 @@ def _session(model: onnx.ModelProto, ort: object):
     opts.intra_op_num_threads = 1
     # Exactness is checked against the graph as written, not against fused rewrites of it.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 # --- rewriting ---------------------------------------------------------------------------------
@@ -392,14 +424,23 @@ class _Graph:
         self.g.initializer.extend(keep)
 
 
-def _rewrite_conv(graph: _Graph, emb: PatchEmbedding, key: BlockKey, w_new: np.ndarray,
-                  b_new: np.ndarray, uniform: bool) -> None:
+def _rewrite_conv(
+    graph: _Graph,
+    emb: PatchEmbedding,
+    key: BlockKey,
+    w_new: np.ndarray,
+    b_new: np.ndarray,
+    uniform: bool,
+) -> None:
     node, p, c = emb.node, key.patch, key.channels
     d = w_new.shape[1]
     if uniform:
         w4 = w_new[0].reshape(d, p, p, c).transpose(0, 3, 1, 2)
-        inputs = [node.input[0], graph.add_init("vit_key/pe_weight", w4, like=node.input[1]),
-                  graph.add_init("vit_key/pe_bias", b_new[0], like=node.input[1])]
+        inputs = [
+            node.input[0],
+            graph.add_init("vit_key/pe_weight", w4, like=node.input[1]),
+            graph.add_init("vit_key/pe_bias", b_new[0], like=node.input[1]),
+        ]
         del node.input[:]
         node.input.extend(inputs)
         return
@@ -409,25 +450,32 @@ def _rewrite_conv(graph: _Graph, emb: PatchEmbedding, key: BlockKey, w_new: np.n
     nb, length = key.num_blocks, key.block_len
     out = node.output[0]
     shape = lambda base, v: graph.add_init(base, np.array(v, dtype=np.int64))  # noqa: E731
-    n1 = graph.node("Reshape", [node.input[0], shape("vit_key/split", [-1, c, gh, p, gw, p])],
-                    "vit_key/split_out")
+    n1 = graph.node(
+        "Reshape",
+        [node.input[0], shape("vit_key/split", [-1, c, gh, p, gw, p])],
+        "vit_key/split_out",
+    )
     n2 = graph.node("Transpose", [n1.output[0]], "vit_key/blocks", perm=[0, 2, 4, 3, 5, 1])
-    n3 = graph.node("Reshape", [n2.output[0], shape("vit_key/rows", [-1, nb, 1, length])],
-                    "vit_key/patches")
+    n3 = graph.node(
+        "Reshape", [n2.output[0], shape("vit_key/rows", [-1, nb, 1, length])], "vit_key/patches"
+    )
     w3 = graph.add_init("vit_key/pe_weight", w_new.transpose(0, 2, 1), like=node.input[1])
     n4 = graph.node("MatMul", [n3.output[0], w3], "vit_key/embed")
     b3 = graph.add_init("vit_key/pe_bias", b_new[:, None, :], like=node.input[1])
     n5 = graph.node("Add", [n4.output[0], b3], "vit_key/embed_b")
-    n6 = graph.node("Reshape", [n5.output[0], shape("vit_key/grid", [-1, gh, gw, d])],
-                    "vit_key/grid_out")
-    n7 = helper.make_node("Transpose", [n6.output[0]], [out], name=graph.fresh("vit_key/nchw"),
-                          perm=[0, 3, 1, 2])
+    n6 = graph.node(
+        "Reshape", [n5.output[0], shape("vit_key/grid", [-1, gh, gw, d])], "vit_key/grid_out"
+    )
+    n7 = helper.make_node(
+        "Transpose", [n6.output[0]], [out], name=graph.fresh("vit_key/nchw"), perm=[0, 3, 1, 2]
+    )
     graph.insert(node, [n1, n2, n3, n4, n5, n6, n7], after=False)
     graph.g.node.remove(node)
 
 
-def _rewrite_matmul(graph: _Graph, emb: PatchEmbedding, w_new: np.ndarray, b_new: np.ndarray,
-                    uniform: bool) -> None:
+def _rewrite_matmul(
+    graph: _Graph, emb: PatchEmbedding, w_new: np.ndarray, b_new: np.ndarray, uniform: bool
+) -> None:
     node = emb.node
     if node.op_type == "Gemm":
         raise NotAPatchEmbeddingError(f"node '{node.name}' (Gemm): rewrite as MatMul first")
@@ -440,28 +488,40 @@ def _rewrite_matmul(graph: _Graph, emb: PatchEmbedding, w_new: np.ndarray, b_new
         node.input[1] = graph.add_init("vit_key/pe_weight", w_rows[0], like=node.input[1])
         node.output[0] = mid
         bias = graph.add_init("vit_key/pe_bias", b_new[0], like=node.input[1])
-        graph.insert(node, [helper.make_node("Add", [mid, bias], [out],
-                                             name=graph.fresh("vit_key/bias"))], after=True)
+        graph.insert(
+            node,
+            [helper.make_node("Add", [mid, bias], [out], name=graph.fresh("vit_key/bias"))],
+            after=True,
+        )
         return
     # Token j reads encrypted block token_block[j]: it needs that position's weights.
     w_tok = w_rows[emb.token_block]
     b_tok = b_new[emb.token_block]
     shape = lambda base, v: graph.add_init(base, np.array(v, dtype=np.int64))  # noqa: E731
-    n1 = graph.node("Reshape", [node.input[0], shape("vit_key/rows", [0, 0, 1, -1])],
-                    "vit_key/patches")
-    n2 = graph.node("MatMul", [n1.output[0], graph.add_init("vit_key/pe_weight", w_tok,
-                                                            like=node.input[1])], "vit_key/embed")
-    n3 = graph.node("Reshape", [n2.output[0], shape("vit_key/tokens", [0, 0, d])],
-                    "vit_key/tokens_out")
-    n4 = helper.make_node("Add", [n3.output[0], graph.add_init("vit_key/pe_bias", b_tok,
-                                                               like=node.input[1])],
-                          [out], name=graph.fresh("vit_key/bias"))
+    n1 = graph.node(
+        "Reshape", [node.input[0], shape("vit_key/rows", [0, 0, 1, -1])], "vit_key/patches"
+    )
+    n2 = graph.node(
+        "MatMul",
+        [n1.output[0], graph.add_init("vit_key/pe_weight", w_tok, like=node.input[1])],
+        "vit_key/embed",
+    )
+    n3 = graph.node(
+        "Reshape", [n2.output[0], shape("vit_key/tokens", [0, 0, d])], "vit_key/tokens_out"
+    )
+    n4 = helper.make_node(
+        "Add",
+        [n3.output[0], graph.add_init("vit_key/pe_bias", b_tok, like=node.input[1])],
+        [out],
+        name=graph.fresh("vit_key/bias"),
+    )
     graph.insert(node, [n1, n2, n3, n4], after=False)
     graph.g.node.remove(node)
 
 
-def _permute_tokens(graph: _Graph, emb: PatchEmbedding, token_perm: np.ndarray,
-                    grid: tuple[int, int]) -> None:
+def _permute_tokens(
+    graph: _Graph, emb: PatchEmbedding, token_perm: np.ndarray, grid: tuple[int, int]
+) -> None:
     """Make token ``j`` behave as plain token ``token_perm[j]``: permute the position embedding, or
     (without one) gather the tokens back into plain order after the embedding."""
     found = _find_pos_embedding(graph, emb)
@@ -471,7 +531,7 @@ def _permute_tokens(graph: _Graph, emb: PatchEmbedding, token_perm: np.ndarray,
         pos = graph.const(const_name)
         axis = pos.ndim - 2
         order = np.arange(pos.shape[axis])
-        order[prefix:prefix + nb] = prefix + token_perm
+        order[prefix : prefix + nb] = prefix + token_perm
         new = graph.add_init("vit_key/pos_embed", np.take(pos, order, axis=axis), like=const_name)
         add.input[list(add.input).index(const_name)] = new
         return
@@ -487,23 +547,35 @@ def _permute_tokens(graph: _Graph, emb: PatchEmbedding, token_perm: np.ndarray,
     if emb.kind == "conv":
         d = emb.weight.shape[0]
         gh, gw = grid
-        flat = graph.node("Reshape", [mid, graph.add_init("vit_key/flat", np.array([0, d, nb]))],
-                          "vit_key/flat_out")
+        flat = graph.node(
+            "Reshape",
+            [mid, graph.add_init("vit_key/flat", np.array([0, d, nb]))],
+            "vit_key/flat_out",
+        )
         new_nodes.append(flat)
         src = flat.output[0]
     idx = graph.add_init("vit_key/token_order", restore.astype(np.int64))
     if emb.kind == "conv":
         g = graph.node("Gather", [src, idx], "vit_key/ordered", axis=axis)
-        back = helper.make_node("Reshape", [g.output[0], graph.add_init(
-            "vit_key/grid", np.array([0, d, gh, gw]))], [out], name=graph.fresh("vit_key/regrid"))
+        back = helper.make_node(
+            "Reshape",
+            [g.output[0], graph.add_init("vit_key/grid", np.array([0, d, gh, gw]))],
+            [out],
+            name=graph.fresh("vit_key/regrid"),
+        )
         new_nodes += [g, back]
     else:
-        new_nodes.append(helper.make_node("Gather", [src, idx], [out], axis=axis,
-                                          name=graph.fresh("vit_key/ordered")))
+        new_nodes.append(
+            helper.make_node(
+                "Gather", [src, idx], [out], axis=axis, name=graph.fresh("vit_key/ordered")
+            )
+        )
     graph.insert(producer, new_nodes, after=True)
 
 
-def _find_pos_embedding(graph: _Graph, emb: PatchEmbedding) -> tuple[onnx.NodeProto, str, int] | None:
+def _find_pos_embedding(
+    graph: _Graph, emb: PatchEmbedding
+) -> tuple[onnx.NodeProto, str, int] | None:
     """The Add of a constant ``(1, T, D)`` / ``(T, D)`` downstream of the embedding, and the number
     of tokens (a class token) concatenated before the patch tokens."""
     d = emb.weight.shape[0]
@@ -523,12 +595,18 @@ def _find_pos_embedding(graph: _Graph, emb: PatchEmbedding) -> tuple[onnx.NodePr
                 elif before > 0:
                     raise NotAPatchEmbeddingError(
                         f"node '{user.name}' (Concat) puts tokens on both sides of the patch "
-                        f"tokens; only a class token before or after them is supported")
+                        f"tokens; only a class token before or after them is supported"
+                    )
             if user.op_type == "Add":
                 other = user.input[1] if user.input[0] == tensor else user.input[0]
                 value = graph.const(other)
-                if (value is not None and value.ndim in (2, 3) and value.shape[-1] == d
-                        and value.shape[-2] >= nb and (value.ndim == 2 or value.shape[0] == 1)):
+                if (
+                    value is not None
+                    and value.ndim in (2, 3)
+                    and value.shape[-1] == d
+                    and value.shape[-2] >= nb
+                    and (value.ndim == 2 or value.shape[0] == 1)
+                ):
                     return user, other, value.shape[-2] - nb if prefix is None else prefix
             frontier.append(user.output[0])
     return None

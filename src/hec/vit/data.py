@@ -30,13 +30,14 @@ def photo_patches(n: int = 64, size: int = 16, seed: int = 0) -> np.ndarray:
 
         photos = load_sample_images().images
     except ImportError as exc:
-        raise EnvironmentProblem(f"reading scikit-learn's sample photos needs Pillow ({exc}); "
-                                 f"pip install pillow") from None
+        raise EnvironmentProblem(
+            f"reading scikit-learn's sample photos needs Pillow ({exc}); pip install pillow"
+        ) from None
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         img = photos[i % 2]
         y = rng.integers(0, img.shape[0] - size + 1)
         x = rng.integers(0, img.shape[1] - size + 1)
-        out.append(img[y:y + size, x:x + size].transpose(2, 0, 1))
+        out.append(img[y : y + size, x : x + size].transpose(2, 0, 1))
     return np.stack(out).astype(np.uint8)

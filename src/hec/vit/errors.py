@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from hec.errors import HecError, InputError, ModelError
 
-__all__ = ["KeyFileError", "ImageShapeError", "NotAPatchEmbeddingError", "PatchSizeError",
-           "AdaptationCheckError"]
+__all__ = [
+    "KeyFileError",
+    "ImageShapeError",
+    "NotAPatchEmbeddingError",
+    "PatchSizeError",
+    "AdaptationCheckError",
+]
 
 
 class KeyFileError(HecError):

@@ -3,10 +3,11 @@
 A key does four things to an image cut into ``patch x patch`` blocks (the ViT patch size):
 
 * **block scrambling** — a permutation of the blocks;
-* **pixel shuffling** — a permutation of the ``L = patch * patch * channels`` values of each flattened
-  block (flattened in ``(row, column, channel)`` order). A *restricted* shuffle with group size ``G``
-  splits the flattened block into ``L / G`` runs of ``G`` consecutive values and permutes only inside
-  each run (a block-diagonal permutation matrix): ``G = 1`` is no shuffle, ``G = L`` is unrestricted;
+* **pixel shuffling** — a permutation of the ``L = patch * patch * channels`` values of each
+  flattened block (flattened in ``(row, column, channel)`` order). A *restricted* shuffle with group
+  size ``G`` splits the flattened block into ``L / G`` runs of ``G`` consecutive values and permutes
+  only inside each run (a block-diagonal permutation matrix): ``G = 1`` is no shuffle, ``G = L`` is
+  unrestricted;
 * **negative-positive transformation** — ``x -> max - x`` (``1 - x`` on ``[0, 1]`` data), either for
   key-chosen positions inside each block (``"pixel"``) or for whole key-chosen blocks (``"block"``);
 * **colour-channel shuffling** — a permutation of the channels of every pixel.
@@ -25,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +45,8 @@ class KeyMaterial:
 
     Attributes:
         block_perm: ``(nb,)``; encrypted block ``k`` holds plain block ``block_perm[k]``.
-        perm: ``(nb, L)``; value ``i`` of encrypted block ``k`` is value ``perm[k, i]`` of that plain
-            block (pixel and channel shuffling composed), before the flip.
+        perm: ``(nb, L)``; value ``i`` of encrypted block ``k`` is value ``perm[k, i]`` of that
+            plain block (pixel and channel shuffling composed), before the flip.
         flip: ``(nb, L)`` bool; where true the value is replaced by ``max - value``.
     """
 
@@ -56,7 +56,7 @@ class KeyMaterial:
 
     @property
     def uniform(self) -> bool:
-        """True when every block has the same shuffle and flips (only scrambling varies by block)."""
+        """True when all blocks share shuffle and flips (only scrambling varies by block)."""
         return bool((self.perm == self.perm[:1]).all() and (self.flip == self.flip[:1]).all())
 
 
@@ -119,18 +119,25 @@ class BlockKey:
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
         h, w = self.image_size
         if self.patch < 1 or self.channels < 1 or h < 1 or w < 1:
-            raise KeyFileError(f"key: patch, channels and image size must be positive, got "
-                               f"patch={self.patch} channels={self.channels} size={h}x{w}")
+            raise KeyFileError(
+                f"key: patch, channels and image size must be positive, got "
+                f"patch={self.patch} channels={self.channels} size={h}x{w}"
+            )
         if h % self.patch or w % self.patch:
-            raise KeyFileError(f"key: image size {h}x{w} is not a multiple of the block size "
-                               f"{self.patch}; crop or pad the images, or choose another --patch")
+            raise KeyFileError(
+                f"key: image size {h}x{w} is not a multiple of the block size "
+                f"{self.patch}; crop or pad the images, or choose another --patch"
+            )
         if self.negpos not in NEGPOS_MODES:
-            raise KeyFileError(f"key: negpos must be one of {', '.join(NEGPOS_MODES)}, "
-                               f"got {self.negpos!r}")
+            raise KeyFileError(
+                f"key: negpos must be one of {', '.join(NEGPOS_MODES)}, got {self.negpos!r}"
+            )
         if self.restrict is not None and (self.restrict < 1 or self.block_len % self.restrict):
-            raise KeyFileError(f"key: --restrict {self.restrict} must divide the flattened block "
-                               f"length {self.block_len} (= {self.patch}*{self.patch}*"
-                               f"{self.channels})")
+            raise KeyFileError(
+                f"key: --restrict {self.restrict} must divide the flattened block "
+                f"length {self.block_len} (= {self.patch}*{self.patch}*"
+                f"{self.channels})"
+            )
         if self.seed < 0:
             raise KeyFileError("key: seed must be a non-negative integer")
 
@@ -163,12 +170,18 @@ class BlockKey:
 
     # --- construction ------------------------------------------------------------------------
     @classmethod
-    def generate(cls, image_size: tuple[int, int], channels: int, patch: int,
-                 **settings: object) -> BlockKey:
+    def generate(
+        cls, image_size: tuple[int, int], channels: int, patch: int, **settings: object
+    ) -> BlockKey:
         """A key with a fresh 128-bit seed from the operating system's entropy."""
         entropy = np.random.SeedSequence().entropy
-        return cls(seed=int(entropy) % (1 << 128), image_size=image_size, channels=channels,
-                   patch=patch, **settings)
+        return cls(
+            seed=int(entropy) % (1 << 128),
+            image_size=image_size,
+            channels=channels,
+            patch=patch,
+            **settings,
+        )
 
     def spawn(self, n: int) -> list[BlockKey]:
         """``n`` independent keys with these settings, derived from this key's seed.
@@ -185,22 +198,36 @@ class BlockKey:
         rows = 1 if self.shared else self.num_blocks
         comps: list[tuple[str, float]] = []
         if self.block_scramble:
-            comps.append((f"block scrambling ({self.num_blocks}!)",
-                          _log2_factorial(self.num_blocks)))
+            comps.append(
+                (f"block scrambling ({self.num_blocks}!)", _log2_factorial(self.num_blocks))
+            )
         g = self.group
         if g > 1:
             groups = self.block_len // g
-            comps.append((f"pixel shuffling (G={g}: ({g}!)^{groups * rows})",
-                          groups * rows * _log2_factorial(g)))
+            comps.append(
+                (
+                    f"pixel shuffling (G={g}: ({g}!)^{groups * rows})",
+                    groups * rows * _log2_factorial(g),
+                )
+            )
         if self.negpos == "pixel":
-            comps.append((f"negative-positive per position (2^{self.block_len * rows})",
-                          float(self.block_len * rows)))
+            comps.append(
+                (
+                    f"negative-positive per position (2^{self.block_len * rows})",
+                    float(self.block_len * rows),
+                )
+            )
         elif self.negpos == "block":
-            comps.append((f"negative-positive per block (2^{self.num_blocks})",
-                          float(self.num_blocks)))
+            comps.append(
+                (f"negative-positive per block (2^{self.num_blocks})", float(self.num_blocks))
+            )
         if self.channel_shuffle and self.channels > 1:
-            comps.append((f"colour shuffling (({self.channels}!)^{rows})",
-                          rows * _log2_factorial(self.channels)))
+            comps.append(
+                (
+                    f"colour shuffling (({self.channels}!)^{rows})",
+                    rows * _log2_factorial(self.channels),
+                )
+            )
         return KeySpace(tuple(comps))
 
     # --- expansion -----------------------------------------------------------------------------
@@ -214,8 +241,9 @@ class BlockKey:
         nb, length, c = self.num_blocks, self.block_len, self.channels
         rows = 1 if self.shared else nb
         # One child stream per component, so toggling one transform leaves the others unchanged.
-        s_block, s_pix, s_flip, s_chan = (np.random.default_rng(s) for s in
-                                          np.random.SeedSequence(self.seed).spawn(4))
+        s_block, s_pix, s_flip, s_chan = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(self.seed).spawn(4)
+        )
         block_perm = s_block.permutation(nb) if self.block_scramble else np.arange(nb)
 
         g = self.group
@@ -304,18 +332,34 @@ def load_key(path: str | Path) -> BlockKey:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise KeyFileError(f"{path}: key file not found; create one with 'hec vit keygen'") from None
+        raise KeyFileError(
+            f"{path}: key file not found; create one with 'hec vit keygen'"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise KeyFileError(f"{path}: not a readable JSON key file ({exc}); regenerate it with "
-                           f"'hec vit keygen'") from None
+        raise KeyFileError(
+            f"{path}: not a readable JSON key file ({exc}); regenerate it with 'hec vit keygen'"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
-        raise KeyFileError(f"{path}: not a hec ViT key (no \"format\": \"{_FORMAT}\"); "
-                           f"regenerate it with 'hec vit keygen'")
+        raise KeyFileError(
+            f'{path}: not a hec ViT key (no "format": "{_FORMAT}"); '
+            f"regenerate it with 'hec vit keygen'"
+        )
     if data.get("version") != _VERSION:
-        raise KeyFileError(f"{path}: key version {data.get('version')!r} is not supported "
-                           f"(expected {_VERSION})")
-    fields = {"seed", "image_size", "channels", "patch", "restrict", "block_scramble",
-              "pixel_shuffle", "negpos", "channel_shuffle", "shared"}
+        raise KeyFileError(
+            f"{path}: key version {data.get('version')!r} is not supported (expected {_VERSION})"
+        )
+    fields = {
+        "seed",
+        "image_size",
+        "channels",
+        "patch",
+        "restrict",
+        "block_scramble",
+        "pixel_shuffle",
+        "negpos",
+        "channel_shuffle",
+        "shared",
+    }
     missing = sorted(fields - data.keys())
     if missing:
         raise KeyFileError(f"{path}: key file lacks {', '.join(missing)}; regenerate it")

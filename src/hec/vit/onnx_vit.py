@@ -2,8 +2,8 @@
 
 Tests and examples use it to check the adaptation pass against onnxruntime on every key setting.
 It covers both patch-embedding forms the pass accepts — ``Conv`` with kernel = stride = patch, and
-reshape + transpose + ``MatMul`` (flattening each patch in ``(channel, row, column)`` order, unlike the
-key's ``(row, column, channel)``, so the pass has to find the column order itself) — and a few
+reshape + transpose + ``MatMul`` (flattening each patch in ``(channel, row, column)`` order, unlike
+the key's ``(row, column, channel)``, so the pass has to find the column order itself) — and a few
 variants that the pass must refuse or handle differently (no position embedding, mean pooling, a
 head that reads tokens by position).
 """
@@ -20,10 +20,19 @@ _OPSET = 17
 _IR_VERSION = 9  # onnxruntime 1.2x accepts IR 9 with opset 17 (see ENVIRONMENT.md)
 
 
-def build_vit_onnx(image_size: tuple[int, int] = (8, 8), channels: int = 1, patch: int = 2,
-                   dim: int = 16, depth: int = 1, heads: int = 2, classes: int = 10,
-                   embed: str = "conv", pool: str = "cls", pos_embed: bool = True,
-                   seed: int = 0) -> onnx.ModelProto:
+def build_vit_onnx(
+    image_size: tuple[int, int] = (8, 8),
+    channels: int = 1,
+    patch: int = 2,
+    dim: int = 16,
+    depth: int = 1,
+    heads: int = 2,
+    classes: int = 10,
+    embed: str = "conv",
+    pool: str = "cls",
+    pos_embed: bool = True,
+    seed: int = 0,
+) -> onnx.ModelProto:
     """Build a ViT classifier with random weights.
 
     Args:
@@ -58,14 +67,21 @@ def build_vit_onnx(image_size: tuple[int, int] = (8, 8), channels: int = 1, patc
         return out
 
     if embed == "conv":
-        x = node("Conv", ["image", rand("pe_w", dim, channels, patch, patch),
-                          rand("pe_b", dim, scale=0.1)], "pe_conv",
-                 kernel_shape=[patch, patch], strides=[patch, patch])
+        x = node(
+            "Conv",
+            ["image", rand("pe_w", dim, channels, patch, patch), rand("pe_b", dim, scale=0.1)],
+            "pe_conv",
+            kernel_shape=[patch, patch],
+            strides=[patch, patch],
+        )
         x = node("Reshape", [x, init("pe_shape", [0, dim, nb])], "pe_flat")
         tokens = node("Transpose", [x], "tokens", perm=[0, 2, 1])
     elif embed == "matmul":
-        x = node("Reshape", ["image", init("pe_split", [-1, channels, gh, patch, gw, patch])],
-                 "pe_split_out")
+        x = node(
+            "Reshape",
+            ["image", init("pe_split", [-1, channels, gh, patch, gw, patch])],
+            "pe_split_out",
+        )
         x = node("Transpose", [x], "pe_perm", perm=[0, 2, 4, 1, 3, 5])
         x = node("Reshape", [x, init("pe_rows", [-1, nb, length])], "patches")
         x = node("MatMul", [x, rand("pe_w", length, dim)], "pe_mm")
@@ -85,8 +101,12 @@ def build_vit_onnx(image_size: tuple[int, int] = (8, 8), channels: int = 1, patc
     dh = dim // heads
     for b in range(depth):
         p = f"b{b}_"
-        y = node("LayerNormalization", [seq, init(p + "ln1_g", np.ones(dim)),
-                                         init(p + "ln1_b", np.zeros(dim))], p + "ln1", axis=-1)
+        y = node(
+            "LayerNormalization",
+            [seq, init(p + "ln1_g", np.ones(dim)), init(p + "ln1_b", np.zeros(dim))],
+            p + "ln1",
+            axis=-1,
+        )
         qkv = []
         for name in "qkv":
             t = node("MatMul", [y, rand(p + name + "_w", dim, dim)], p + name)
@@ -94,26 +114,41 @@ def build_vit_onnx(image_size: tuple[int, int] = (8, 8), channels: int = 1, patc
             perm = [0, 2, 3, 1] if name == "k" else [0, 2, 1, 3]
             qkv.append(node("Transpose", [t], p + name + "_t", perm=perm))
         s = node("MatMul", [qkv[0], qkv[1]], p + "scores")
-        s = node("Mul", [s, init(p + "scale", np.array(dh ** -0.5))], p + "scaled")
+        s = node("Mul", [s, init(p + "scale", np.array(dh**-0.5))], p + "scaled")
         a = node("Softmax", [s], p + "attn", axis=-1)
         o = node("MatMul", [a, qkv[2]], p + "ctx")
         o = node("Transpose", [o], p + "ctx_t", perm=[0, 2, 1, 3])
         o = node("Reshape", [o, init(p + "merge", [0, 0, dim])], p + "ctx_m")
         o = node("MatMul", [o, rand(p + "o_w", dim, dim)], p + "attn_out")
         seq = node("Add", [seq, o], p + "res1")
-        y = node("LayerNormalization", [seq, init(p + "ln2_g", np.ones(dim)),
-                                         init(p + "ln2_b", np.zeros(dim))], p + "ln2", axis=-1)
-        y = node("Add", [node("MatMul", [y, rand(p + "fc1_w", dim, 2 * dim)], p + "fc1"),
-                         rand(p + "fc1_b", 2 * dim, scale=0.1)], p + "fc1_b_out")
+        y = node(
+            "LayerNormalization",
+            [seq, init(p + "ln2_g", np.ones(dim)), init(p + "ln2_b", np.zeros(dim))],
+            p + "ln2",
+            axis=-1,
+        )
+        y = node(
+            "Add",
+            [
+                node("MatMul", [y, rand(p + "fc1_w", dim, 2 * dim)], p + "fc1"),
+                rand(p + "fc1_b", 2 * dim, scale=0.1),
+            ],
+            p + "fc1_b_out",
+        )
         # GELU as x * sigmoid(1.702 x): opset 17 has no Gelu op.
-        g = node("Sigmoid", [node("Mul", [y, init(p + "gelu_k", np.array(1.702))], p + "gk")],
-                 p + "gs")
+        g = node(
+            "Sigmoid", [node("Mul", [y, init(p + "gelu_k", np.array(1.702))], p + "gk")], p + "gs"
+        )
         y = node("Mul", [y, g], p + "gelu")
         y = node("MatMul", [y, rand(p + "fc2_w", 2 * dim, dim)], p + "fc2")
         seq = node("Add", [seq, y], p + "res2")
 
-    seq = node("LayerNormalization", [seq, init("lnf_g", np.ones(dim)), init("lnf_b", np.zeros(dim))],
-               "lnf", axis=-1)
+    seq = node(
+        "LayerNormalization",
+        [seq, init("lnf_g", np.ones(dim)), init("lnf_b", np.zeros(dim))],
+        "lnf",
+        axis=-1,
+    )
     if pool == "cls":
         feat = node("Gather", [seq, init("cls_index", np.array(0))], "feat", axis=1)
     elif pool == "mean":
@@ -123,16 +158,25 @@ def build_vit_onnx(image_size: tuple[int, int] = (8, 8), channels: int = 1, patc
     else:
         raise ValueError(f"pool must be cls, mean or flatten, got {pool!r}")
     feat_dim = n_tok * dim if pool == "flatten" else dim
-    node("Add", [node("MatMul", [feat, rand("head_w", feat_dim, classes)], "head"),
-                 rand("head_b", classes, scale=0.1)], "logits")
+    node(
+        "Add",
+        [
+            node("MatMul", [feat, rand("head_w", feat_dim, classes)], "head"),
+            rand("head_b", classes, scale=0.1),
+        ],
+        "logits",
+    )
 
     graph = helper.make_graph(
-        nodes, "tiny_vit",
+        nodes,
+        "tiny_vit",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", channels, h, w])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
-        initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)],
-                              producer_name="hec.vit.onnx_vit")
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", _OPSET)], producer_name="hec.vit.onnx_vit"
+    )
     model.ir_version = _IR_VERSION
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -1,11 +1,12 @@
 """Encrypt and decrypt batches of images block-wise (numpy, vectorised, exact).
 
-Each key reduces to one gather index and one flip mask over the flattened image (``BlockKey.gather``),
-so a batch is encrypted with a single ``take`` and ``where``; a batch with one key per image stacks
-the per-image indices. Permutations are exact for any dtype; the negative-positive step
-``x -> max - x`` is exact on unsigned integer images (``max`` = the dtype's maximum, or a smaller
-``max_value`` such as 16 for scikit-learn digits) and on floats whose values are multiples of a
-power of two (digits / 16). On other floats ``max - (max - x)`` can differ from ``x`` by one rounding.
+Each key reduces to one gather index and one flip mask over the flattened image
+(``BlockKey.gather``), so a batch is encrypted with a single ``take`` and ``where``; a batch with
+one key per image stacks the per-image indices. Permutations are exact for any dtype; the
+negative-positive step ``x -> max - x`` is exact on unsigned integer images (``max`` = the dtype's
+maximum, or a smaller ``max_value`` such as 16 for scikit-learn digits) and on floats whose values
+are multiples of a power of two (digits / 16). On other floats ``max - (max - x)`` can differ from
+``x`` by one rounding.
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ def default_max_value(dtype: np.dtype) -> float | int:
         return 1.0
     if dtype.kind == "u":
         return int(np.iinfo(dtype).max)
-    raise ImageShapeError(f"images of dtype {dtype} are not supported: use floats in [0, 1] or "
-                          f"unsigned integers (uint8)")
+    raise ImageShapeError(
+        f"images of dtype {dtype} are not supported: use floats in [0, 1] or "
+        f"unsigned integers (uint8)"
+    )
 
 
-def encrypt(images: np.ndarray, key: Keys, *, layout: str = "NCHW",
-            max_value: float | None = None) -> np.ndarray:
+def encrypt(
+    images: np.ndarray, key: Keys, *, layout: str = "NCHW", max_value: float | None = None
+) -> np.ndarray:
     """Encrypt images block-wise.
 
     Args:
@@ -53,14 +57,16 @@ def encrypt(images: np.ndarray, key: Keys, *, layout: str = "NCHW",
     return _apply(images, key, layout, max_value, inverse=False)
 
 
-def decrypt(images: np.ndarray, key: Keys, *, layout: str = "NCHW",
-            max_value: float | None = None) -> np.ndarray:
+def decrypt(
+    images: np.ndarray, key: Keys, *, layout: str = "NCHW", max_value: float | None = None
+) -> np.ndarray:
     """Invert ``encrypt`` with the same key(s) and options."""
     return _apply(images, key, layout, max_value, inverse=True)
 
 
-def _apply(images: np.ndarray, key: Keys, layout: str, max_value: float | None,
-           inverse: bool) -> np.ndarray:
+def _apply(
+    images: np.ndarray, key: Keys, layout: str, max_value: float | None, inverse: bool
+) -> np.ndarray:
     images = np.asarray(images)
     keys = [key] if isinstance(key, BlockKey) else list(key)
     if not keys:
@@ -71,8 +77,9 @@ def _apply(images: np.ndarray, key: Keys, layout: str, max_value: float | None,
     n = batch.shape[0]
     if len(keys) not in (1, n):
         raise ImageShapeError(f"{len(keys)} keys for {n} images: give one key, or one per image")
-    vmax = np.asarray(default_max_value(batch.dtype) if max_value is None else max_value,
-                      dtype=batch.dtype)
+    vmax = np.asarray(
+        default_max_value(batch.dtype) if max_value is None else max_value, dtype=batch.dtype
+    )
     flat = batch.reshape(n, -1)
     gathers = [k.gather(layout) for k in keys]
     if len(keys) == 1:
@@ -108,9 +115,12 @@ def _check_shape(batch: np.ndarray, keys: list[BlockKey], layout: str) -> None:
     if batch.ndim != 4 or batch.shape[1:] != want:
         hint = ""
         if batch.ndim == 4 and batch.shape[1:] == other and want != other:
-            hint = f"; these look like {'NHWC' if layout == 'NCHW' else 'NCHW'} images, " \
-                   f"pass layout/--layout accordingly"
+            hint = (
+                f"; these look like {'NHWC' if layout == 'NCHW' else 'NCHW'} images, "
+                f"pass layout/--layout accordingly"
+            )
         raise ImageShapeError(
             f"images of shape {tuple(batch.shape)} do not fit the key: expected "
             f"(N, {', '.join(map(str, want))}) in {layout} for a {h}x{w} image with {c} "
-            f"channel(s){hint}")
+            f"channel(s){hint}"
+        )

@@ -1,0 +1,40 @@
+"""Shared helpers of the ViT image-encryption tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def run_onnx(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
+    """Logits of ``model`` on ``images`` with onnxruntime, graph optimisations off."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: images.astype(np.float32)})[0]
+
+
+@pytest.fixture(scope="session")
+def digits() -> np.ndarray:
+    """scikit-learn digits scaled to [0, 1]: (1797, 1, 8, 8) float32 (values k/16, exact)."""
+    from sklearn.datasets import load_digits
+
+    return (load_digits().images[:, None] / 16.0).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def photo_patches() -> np.ndarray:
+    """32 RGB 16x16 patches of scikit-learn's sample photos, uint8 NCHW (vendored: decoding the
+    JPEGs needs Pillow; see fixtures/make_fixtures.py and fixtures/README.md for the licence)."""
+    return np.load(FIXTURES / "photo_patches.npz")["patches"]
