@@ -123,6 +123,18 @@ def global_avgpool():
 
 
 @case
+def reduce_mean_sum():
+    b = ModelBuilder((3, 4, 4), opset=18)
+    h = b.node("ReduceMean", ["input", b.const(np.array([-1, -2]), np.int64)], keepdims=1)
+    h = b.node("Flatten", [h])
+    m = b.node("ReduceSum", ["input", b.const(np.array([1]), np.int64)], keepdims=0)
+    m = b.node("Flatten", [m])
+    return b.build(
+        b.node("Add", [b.node("Gemm", [h, b.weight(3, 4)]), b.node("Gemm", [m, b.weight(16, 4)])])
+    ), _x(3, 4, 4)
+
+
+@case
 def pad_modes():
     b = ModelBuilder((1, 4, 4))
     h = b.node("Pad", ["input", b.const(np.array([0, 0, 1, 2, 0, 0, 2, 1]), np.int64),
@@ -225,5 +237,5 @@ def cryptonets_like():
 
 # One case per op family for the encrypted (slow) tier.
 FAMILIES = ["conv_strided_asymmetric", "gemm_trans_b", "matmul_add_3d", "scale_shift_consts",
-            "batchnorm", "avgpool_pads", "global_avgpool", "pad_modes", "reshape_flatten",
+            "batchnorm", "avgpool_pads", "reduce_mean_sum", "global_avgpool", "pad_modes", "reshape_flatten",
             "square_pow", "pow_cubic", "residual_across_levels", "mul_two_encrypted"]

@@ -16,17 +16,24 @@ def no_progress(stage: str, done: int, total: int) -> None:
     pass
 
 
-def stderr_progress(min_interval: float = 0.2) -> ProgressFn:
-    """A callback drawing ``stage [done/total]`` on stderr (one line, redrawn on a terminal)."""
+def stderr_progress(min_interval: float = 0.2, log_after: float = 2.0) -> ProgressFn:
+    """A callback drawing ``stage [done/total]`` on stderr.
+
+    On a terminal the line is redrawn in place; in a log (not a terminal) a stage that took at
+    least ``log_after`` seconds gets one line when it finishes.
+    """
     last = {"t": 0.0, "stage": ""}
+    started: dict[str, float] = {}
     tty = sys.stderr.isatty()
 
     def report(stage: str, done: int, total: int) -> None:
         now = time.monotonic()
+        started.setdefault(stage, now)
         finished = done >= total
         if not tty:
-            if finished:
-                print(f"  {stage}: done ({total})", file=sys.stderr)
+            if finished and now - started[stage] >= log_after:
+                print(f"  {stage}: done ({total}) in {now - started[stage]:.1f} s",
+                      file=sys.stderr)
             return
         if finished or now - last["t"] >= min_interval or stage != last["stage"]:
             last["t"], last["stage"] = now, stage

@@ -323,3 +323,26 @@ def _transpose(ctx: Context, node, attrs) -> list:
         return [x]
     shape = tuple(x.shape[p] for p in perm)
     return [ctx.emit("transpose", [x], shape, {"perm": perm})]
+
+
+@converter("ReduceMean", "ReduceSum")
+def _reduce(ctx: Context, node, attrs) -> list:
+    x = ctx.value(node.input[0])
+    rank = len(x.shape) + 1
+    axes = ctx.optional_const(1) if len(node.input) > 1 else None
+    if axes is None:
+        axes = attrs.get("axes")
+    if axes is None or len(axes) == 0:
+        if attrs.get("noop_with_empty_axes", 0):
+            return [x]
+        raise ctx.unsupported("reducing over every axis, the batch axis included")
+    axes = sorted({int(a) % rank for a in axes})
+    if 0 in axes:
+        raise ctx.unsupported("reducing over the batch axis")
+    keep = attrs.get("keepdims", 1)
+    per_sample = tuple(a - 1 for a in axes)
+    shape = tuple(1 if i in per_sample else d for i, d in enumerate(x.shape)) if keep else \
+        tuple(d for i, d in enumerate(x.shape) if i not in per_sample)
+    mode = "mean" if node.op_type == "ReduceMean" else "sum"
+    return [ctx.emit("reduce", [x], shape,
+                     {"axes": per_sample, "keepdims": int(keep), "mode": mode})]

@@ -20,7 +20,7 @@ __all__ = ["LINEAR_KINDS", "evaluate_op", "conv_output_shape", "pool_output_shap
 # Kinds whose result is an affine function of their single encrypted input: lowering fuses
 # chains of them into one slot matrix.
 LINEAR_KINDS = frozenset(
-    {"conv", "matmul", "avgpool", "pad", "reshape", "transpose", "scale_shift"}
+    {"conv", "matmul", "avgpool", "pad", "reshape", "transpose", "scale_shift", "reduce"}
 )
 
 _EVAL: dict[str, Callable[..., np.ndarray]] = {}
@@ -211,6 +211,22 @@ def _scale_shift_infer(op: Op) -> list[TensorType]:
 @_semantics("scale_shift")
 def _scale_shift_eval(op: Op, x: np.ndarray) -> np.ndarray:
     return x * op.consts["scale"] + op.consts["shift"]
+
+
+@_tensor_op("reduce", 1)
+def _reduce_infer(op: Op) -> list[TensorType]:
+    shape, axes = _shape(op), op.attrs["axes"]
+    if op.attrs["mode"] not in ("mean", "sum") or any(not 0 <= a < len(shape) for a in axes):
+        raise VerifyError(f"reduce ({op.origin}): bad mode or axes {axes}")
+    if op.attrs["keepdims"]:
+        return [TensorType(tuple(1 if i in axes else d for i, d in enumerate(shape)))]
+    return [TensorType(tuple(d for i, d in enumerate(shape) if i not in axes))]
+
+
+@_semantics("reduce")
+def _reduce_eval(op: Op, x: np.ndarray) -> np.ndarray:
+    fn = np.mean if op.attrs["mode"] == "mean" else np.sum
+    return fn(x, axis=tuple(a + 1 for a in op.attrs["axes"]), keepdims=bool(op.attrs["keepdims"]))
 
 
 # -- ops on two encrypted tensors, and polynomials --------------------------------------------

@@ -205,7 +205,8 @@ def find_patch_embedding(model: onnx.ModelProto, key: BlockKey) -> PatchEmbeddin
     _check_input_shape(model.graph.input[image.index], key)
     name = image.name
     while True:
-        users = graph.users(name)
+        # Shape/Size read only the tensor's shape (exporters use them for the batch size).
+        users = [n for n in graph.users(name) if n.op_type not in ("Shape", "Size")]
         if len(users) != 1:
             raise NotAPatchEmbeddingError(
                 f"tensor '{name}' feeds {len(users)} nodes; a patch embedding must be the only "
@@ -384,6 +385,12 @@ class _Graph:
         if tensor in self._inits:
             return numpy_helper.to_array(self._inits[tensor])
         node = self._consts.get(tensor)
+        if node is None:
+            # TorchScript exports alias equal parameters through Identity nodes.
+            producer = self.producer(tensor)
+            if producer is not None and producer.op_type == "Identity":
+                return self.const(producer.input[0])
+            return None
         if node is not None:
             attr = next((a for a in node.attribute if a.name == "value"), None)
             if attr is not None:
