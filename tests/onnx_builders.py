@@ -17,8 +17,9 @@ class ModelBuilder:
         self.opset = opset
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
-        self.input = helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                   ["batch", *input_shape])
+        self.input = helper.make_tensor_value_info(
+            "input", TensorProto.FLOAT, ["batch", *input_shape]
+        )
         self._n = 0
 
     def const(self, array: np.ndarray, dtype=np.float32) -> str:
@@ -32,8 +33,9 @@ class ModelBuilder:
     def node(self, op_type: str, inputs: list[str], **attrs) -> str:
         self._n += 1
         out = f"t{self._n}"
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"{op_type}_{self._n}",
-                                           **attrs))
+        self.nodes.append(
+            helper.make_node(op_type, inputs, [out], name=f"{op_type}_{self._n}", **attrs)
+        )
         return out
 
     def build(self, output: str) -> onnx.ModelProto:

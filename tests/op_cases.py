@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
+
 from onnx_builders import ModelBuilder
 
 Case = Callable[[], tuple[onnx.ModelProto, np.ndarray]]
@@ -28,43 +29,54 @@ def _x(*shape: int, seed: int = 1, batch: int = 3) -> np.ndarray:
 @case
 def conv_basic():
     b = ModelBuilder((1, 6, 6))
-    return b.build(b.node("Conv", ["input", b.weight(3, 1, 3, 3), b.weight(3)],
-                          pads=[1, 1, 1, 1])), _x(1, 6, 6)
+    return b.build(
+        b.node("Conv", ["input", b.weight(3, 1, 3, 3), b.weight(3)], pads=[1, 1, 1, 1])
+    ), _x(1, 6, 6)
 
 
 @case
 def conv_strided_asymmetric():
     b = ModelBuilder((2, 7, 7))
-    return b.build(b.node("Conv", ["input", b.weight(3, 2, 3, 3)], strides=[2, 2],
-                          pads=[0, 1, 1, 0])), _x(2, 7, 7)
+    return b.build(
+        b.node("Conv", ["input", b.weight(3, 2, 3, 3)], strides=[2, 2], pads=[0, 1, 1, 0])
+    ), _x(2, 7, 7)
 
 
 @case
 def conv_dilated():
     b = ModelBuilder((1, 8, 8))
-    return b.build(b.node("Conv", ["input", b.weight(2, 1, 3, 3), b.weight(2)],
-                          dilations=[2, 2], pads=[2, 2, 2, 2])), _x(1, 8, 8)
+    return b.build(
+        b.node(
+            "Conv",
+            ["input", b.weight(2, 1, 3, 3), b.weight(2)],
+            dilations=[2, 2],
+            pads=[2, 2, 2, 2],
+        )
+    ), _x(1, 8, 8)
 
 
 @case
 def conv_same_upper():
     b = ModelBuilder((1, 7, 7))
-    return b.build(b.node("Conv", ["input", b.weight(2, 1, 4, 4)], strides=[2, 2],
-                          auto_pad="SAME_UPPER")), _x(1, 7, 7)
+    return b.build(
+        b.node("Conv", ["input", b.weight(2, 1, 4, 4)], strides=[2, 2], auto_pad="SAME_UPPER")
+    ), _x(1, 7, 7)
 
 
 @case
 def conv1d():
     b = ModelBuilder((2, 10))
-    return b.build(b.node("Conv", ["input", b.weight(3, 2, 3), b.weight(3)],
-                          pads=[1, 1])), _x(2, 10)
+    return b.build(b.node("Conv", ["input", b.weight(3, 2, 3), b.weight(3)], pads=[1, 1])), _x(
+        2, 10
+    )
 
 
 @case
 def gemm_trans_b():
     b = ModelBuilder((12,))
-    return b.build(b.node("Gemm", ["input", b.weight(5, 12), b.weight(5)], transB=1,
-                          alpha=0.5, beta=2.0)), _x(12)
+    return b.build(
+        b.node("Gemm", ["input", b.weight(5, 12), b.weight(5)], transB=1, alpha=0.5, beta=2.0)
+    ), _x(12)
 
 
 @case
@@ -96,24 +108,38 @@ def batchnorm():
     b = ModelBuilder((2, 5, 5))
     h = b.node("Conv", ["input", b.weight(3, 2, 3, 3)])
     var = b.const(np.abs(b.rng.normal(1, 0.3, 3)) + 0.1)
-    return b.build(b.node("BatchNormalization",
-                          [h, b.weight(3), b.weight(3), b.weight(3), var],
-                          epsilon=1e-3)), _x(2, 5, 5)
+    return b.build(
+        b.node("BatchNormalization", [h, b.weight(3), b.weight(3), b.weight(3), var], epsilon=1e-3)
+    ), _x(2, 5, 5)
 
 
 @case
 def avgpool_pads():
     b = ModelBuilder((2, 6, 6))
-    h = b.node("AveragePool", ["input"], kernel_shape=[3, 3], strides=[2, 2],
-               pads=[1, 1, 1, 1], count_include_pad=0)
+    h = b.node(
+        "AveragePool",
+        ["input"],
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        pads=[1, 1, 1, 1],
+        count_include_pad=0,
+    )
     return b.build(h), _x(2, 6, 6)
 
 
 @case
 def avgpool_include_pad():
     b = ModelBuilder((1, 6, 6))
-    return b.build(b.node("AveragePool", ["input"], kernel_shape=[2, 2], strides=[1, 1],
-                          pads=[1, 0, 1, 0], count_include_pad=1)), _x(1, 6, 6)
+    return b.build(
+        b.node(
+            "AveragePool",
+            ["input"],
+            kernel_shape=[2, 2],
+            strides=[1, 1],
+            pads=[1, 0, 1, 0],
+            count_include_pad=1,
+        )
+    ), _x(1, 6, 6)
 
 
 @case
@@ -137,12 +163,14 @@ def reduce_mean_sum():
 @case
 def pad_modes():
     b = ModelBuilder((1, 4, 4))
-    h = b.node("Pad", ["input", b.const(np.array([0, 0, 1, 2, 0, 0, 2, 1]), np.int64),
-                       b.const(np.array(0.5))])
-    h = b.node("Pad", [h, b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1]), np.int64)],
-               mode="reflect")
-    return b.build(b.node("Pad", [h, b.const(np.array([0, 1, 0, 0, 0, 0, 0, 1]), np.int64)],
-                          mode="edge")), _x(1, 4, 4)
+    h = b.node(
+        "Pad",
+        ["input", b.const(np.array([0, 0, 1, 2, 0, 0, 2, 1]), np.int64), b.const(np.array(0.5))],
+    )
+    h = b.node("Pad", [h, b.const(np.array([0, 0, 1, 1, 0, 0, 1, 1]), np.int64)], mode="reflect")
+    return b.build(
+        b.node("Pad", [h, b.const(np.array([0, 1, 0, 0, 0, 0, 0, 1]), np.int64)], mode="edge")
+    ), _x(1, 4, 4)
 
 
 @case
@@ -225,8 +253,12 @@ def mul_two_encrypted():
 @case
 def cryptonets_like():
     b = ModelBuilder((1, 8, 8))
-    h = b.node("Conv", ["input", b.weight(3, 1, 3, 3, scale=0.4), b.weight(3)], strides=[2, 2],
-               pads=[1, 1, 1, 1])
+    h = b.node(
+        "Conv",
+        ["input", b.weight(3, 1, 3, 3, scale=0.4), b.weight(3)],
+        strides=[2, 2],
+        pads=[1, 1, 1, 1],
+    )
     h = b.node("Mul", [h, h])
     h = b.node("AveragePool", [h], kernel_shape=[2, 2], strides=[2, 2])
     h = b.node("Flatten", [h])
@@ -236,6 +268,19 @@ def cryptonets_like():
 
 
 # One case per op family for the encrypted (slow) tier.
-FAMILIES = ["conv_strided_asymmetric", "gemm_trans_b", "matmul_add_3d", "scale_shift_consts",
-            "batchnorm", "avgpool_pads", "reduce_mean_sum", "global_avgpool", "pad_modes", "reshape_flatten",
-            "square_pow", "pow_cubic", "residual_across_levels", "mul_two_encrypted"]
+FAMILIES = [
+    "conv_strided_asymmetric",
+    "gemm_trans_b",
+    "matmul_add_3d",
+    "scale_shift_consts",
+    "batchnorm",
+    "avgpool_pads",
+    "reduce_mean_sum",
+    "global_avgpool",
+    "pad_modes",
+    "reshape_flatten",
+    "square_pow",
+    "pow_cubic",
+    "residual_across_levels",
+    "mul_two_encrypted",
+]

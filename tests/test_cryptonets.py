@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import EXAMPLE, assert_matches_reference
 
 import hec
 from hec.frontend.reference import onnxruntime_outputs
 from hec.runtime import Client, Server
+
+from conftest import EXAMPLE, assert_matches_reference
 
 N_ENCRYPTED = 50
 

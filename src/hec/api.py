@@ -41,17 +41,27 @@ def compile(
     passes = slot_packing_pipeline(options)
     total = len(passes)
     done = iter(range(total))
-    PassManager(passes, dump_dir=options.dump_ir_after,
-                progress=lambda name: progress(f"compile: {name}", next(done), total)).run(graph)
+    PassManager(
+        passes,
+        dump_dir=options.dump_ir_after,
+        progress=lambda name: progress(f"compile: {name}", next(done), total),
+    ).run(graph)
     progress("compile", total, total)
     params = choose_params(graph, options.scaling_bits, options.first_mod_bits, options.security)
     name = str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>"
-    io = {"model": name, "input_name": tensor_ir.inputs[0].name,
-          "input_shape": list(tensor_ir.inputs[0].shape),
-          "output_shape": list(tensor_ir.outputs[0].shape)}
-    report = {"model": name, "input_shape": io["input_shape"],
-              "output_shape": io["output_shape"], **program_report(graph, params),
-              "compile_seconds": round(time.perf_counter() - start, 3)}
+    io = {
+        "model": name,
+        "input_name": tensor_ir.inputs[0].name,
+        "input_shape": list(tensor_ir.inputs[0].shape),
+        "output_shape": list(tensor_ir.outputs[0].shape),
+    }
+    report = {
+        "model": name,
+        "input_shape": io["input_shape"],
+        "output_shape": io["output_shape"],
+        **program_report(graph, params),
+        "compile_seconds": round(time.perf_counter() - start, 3),
+    }
     return write_artifact(Path(out_dir), graph, params, io, report, tensor_ir)
 
 
@@ -76,8 +86,9 @@ class RunResult:
         return self.logits.reshape(len(self.logits), -1).argmax(axis=1)
 
 
-def run(artifact: Artifact | str | os.PathLike, x: np.ndarray,
-        progress: ProgressFn = no_progress) -> RunResult:
+def run(
+    artifact: Artifact | str | os.PathLike, x: np.ndarray, progress: ProgressFn = no_progress
+) -> RunResult:
     """Encrypted inference in one process: keys, encrypt, evaluate, decrypt each sample.
 
     ``timings`` holds the key generation time and the per-sample means of the other stages.
@@ -86,8 +97,7 @@ def run(artifact: Artifact | str | os.PathLike, x: np.ndarray,
     xb = as_batch(x, art.input_shape)
     t = time.perf_counter()
     client = Client(art, progress=lambda d, n: progress("keygen", d, n))
-    timings = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0,
-               "decrypt": 0.0}
+    timings = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
     server = Server(art, client.context)
     logits, precision = [], []
     for i, sample in enumerate(xb):
@@ -95,7 +105,8 @@ def run(artifact: Artifact | str | os.PathLike, x: np.ndarray,
         ct = client.encrypt(sample)
         timings["encrypt"] += time.perf_counter() - t
         t = time.perf_counter()
-        out = server.evaluate(ct, lambda d, n: progress(f"eval {i + 1}/{len(xb)}", d, n))
+        stage = f"eval {i + 1}/{len(xb)}"
+        out = server.evaluate(ct, lambda d, n, stage=stage: progress(stage, d, n))
         timings["evaluate"] += time.perf_counter() - t
         t = time.perf_counter()
         dec = client.decrypt(out)

@@ -32,8 +32,7 @@ def stderr_progress(min_interval: float = 0.2, log_after: float = 2.0) -> Progre
         finished = done >= total
         if not tty:
             if finished and now - started[stage] >= log_after:
-                print(f"  {stage}: done ({total}) in {now - started[stage]:.1f} s",
-                      file=sys.stderr)
+                print(f"  {stage}: done ({total}) in {now - started[stage]:.1f} s", file=sys.stderr)
             return
         if finished or now - last["t"] >= min_interval or stage != last["stage"]:
             last["t"], last["stage"] = now, stage
@@ -41,7 +40,6 @@ def stderr_progress(min_interval: float = 0.2, log_after: float = 2.0) -> Progre
             filled = int(width * done / max(total, 1))
             bar = "#" * filled + "." * (width - filled)
             end = "\n" if finished else ""
-            print(f"\r  {stage:<12} [{bar}] {done}/{total}", end=end, file=sys.stderr,
-                  flush=True)
+            print(f"\r  {stage:<12} [{bar}] {done}/{total}", end=end, file=sys.stderr, flush=True)
 
     return report

@@ -8,12 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-from op_cases import CASES
-from onnx_builders import run_onnxruntime
 
 import hec
 from hec.backend_openfhe import load_artifact
 from hec.errors import ArtifactError
+
+from onnx_builders import run_onnxruntime
+from op_cases import CASES
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,12 @@ def test_newer_format_is_refused(artifact, tmp_path) -> None:
 def test_generated_program_runs_and_agrees(artifact, tmp_path) -> None:
     art, model, x = artifact
     np.save(tmp_path / "x.npy", x[0])
-    proc = subprocess.run([sys.executable, str(art.path / "openfhe_program.py"),
-                           str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(art.path / "openfhe_program.py"), str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     logits_line = proc.stdout.split("logits:")[1].split("argmax:")[0]
     logits = np.array(logits_line.replace("[", " ").replace("]", " ").split(), dtype=float)

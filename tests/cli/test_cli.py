@@ -10,16 +10,23 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import onnx
+import pytest
+
 from conftest import EXAMPLE, REPO
 from onnx_builders import ModelBuilder
 from op_cases import CASES
 
 
 def hec(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hec", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=REPO, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "hec", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+        timeout=600,
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
@@ -43,8 +50,15 @@ def compiled(tmp_path_factory) -> Path:
 def test_compile_writes_report(compiled: Path) -> None:
     report = json.loads((compiled / "report.json").read_text())
     totals = report["totals"]
-    for key in ("rotations", "hoisted_rotations", "plaintext_multiplies",
-                "ciphertext_multiplies", "rescales", "rotation_keys", "depth"):
+    for key in (
+        "rotations",
+        "hoisted_rotations",
+        "plaintext_multiplies",
+        "ciphertext_multiplies",
+        "rescales",
+        "rotation_keys",
+        "depth",
+    ):
         assert key in totals and key in report["layers"][0] or key == "depth"
     assert report["ckks"]["security"] == "HEStd_128_classic"
     assert report["ckks"]["ring_dim"] >= 2 * report["ckks"]["slots"]
@@ -57,8 +71,17 @@ def test_compile_writes_report(compiled: Path) -> None:
 def test_run_simulate_writes_output(compiled: Path, tmp_path: Path) -> None:
     x = np.load(EXAMPLE / "test.npz")["x"][:4]
     np.save(tmp_path / "x.npy", x)
-    proc = hec("run", str(compiled), "--input", str(tmp_path / "x.npy"), "--simulate",
-               "--output", str(tmp_path / "y.npy"), "--compare-onnx", str(EXAMPLE / "model.onnx"))
+    proc = hec(
+        "run",
+        str(compiled),
+        "--input",
+        str(tmp_path / "x.npy"),
+        "--simulate",
+        "--output",
+        str(tmp_path / "y.npy"),
+        "--compare-onnx",
+        str(EXAMPLE / "model.onnx"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "agrees with onnxruntime on 4/4" in proc.stdout
     assert np.load(tmp_path / "y.npy").shape == (4, 10)
@@ -66,16 +89,30 @@ def test_run_simulate_writes_output(compiled: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_run_encrypted_one_sample(compiled: Path, tmp_path: Path) -> None:
-    proc = hec("run", str(compiled), "--input", str(EXAMPLE / "sample.npy"),
-               "--output", str(tmp_path / "y.npy"), "--compare-onnx", str(EXAMPLE / "model.onnx"))
+    proc = hec(
+        "run",
+        str(compiled),
+        "--input",
+        str(EXAMPLE / "sample.npy"),
+        "--output",
+        str(tmp_path / "y.npy"),
+        "--compare-onnx",
+        str(EXAMPLE / "model.onnx"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "agrees with onnxruntime on 1/1" in proc.stdout
     assert "keygen" in proc.stdout and "evaluate" in proc.stdout
 
 
 def test_dump_ir_after(tmp_path: Path) -> None:
-    proc = hec("compile", str(EXAMPLE / "model.onnx"), "-o", str(tmp_path / "o"),
-               "--dump-ir-after", str(tmp_path / "dumps"))
+    proc = hec(
+        "compile",
+        str(EXAMPLE / "model.onnx"),
+        "-o",
+        str(tmp_path / "o"),
+        "--dump-ir-after",
+        str(tmp_path / "dumps"),
+    )
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "dumps").iterdir())
     assert names == ["00-input.txt", "01-lower-to-slots.txt", "02-schedule-rotations.txt"]
@@ -83,30 +120,37 @@ def test_dump_ir_after(tmp_path: Path) -> None:
 
 def test_unsupported_op_is_one_line(tmp_path: Path) -> None:
     b = ModelBuilder((4,))
-    onnx.save(b.build(b.node("Relu", [b.node("Gemm", ["input", b.weight(4, 4)])])),
-              str(tmp_path / "relu.onnx"))
+    onnx.save(
+        b.build(b.node("Relu", [b.node("Gemm", ["input", b.weight(4, 4)])])),
+        str(tmp_path / "relu.onnx"),
+    )
     proc = hec("compile", str(tmp_path / "relu.onnx"), "-o", str(tmp_path / "o"))
     assert_one_line_error(proc, "Relu_2", "op Relu")
     assert not (tmp_path / "o").exists()
 
 
 def test_missing_model_is_one_line(tmp_path: Path) -> None:
-    assert_one_line_error(hec("compile", str(tmp_path / "none.onnx"), "-o", str(tmp_path)),
-                          "none.onnx", "no such file")
+    assert_one_line_error(
+        hec("compile", str(tmp_path / "none.onnx"), "-o", str(tmp_path)),
+        "none.onnx",
+        "no such file",
+    )
 
 
 def test_wrong_input_shape_is_one_line(compiled: Path, tmp_path: Path) -> None:
     np.save(tmp_path / "bad.npy", np.zeros((2, 3, 8, 8), np.float32))
-    assert_one_line_error(hec("run", str(compiled), "--input", str(tmp_path / "bad.npy"),
-                              "--simulate"), "does not match")
+    assert_one_line_error(
+        hec("run", str(compiled), "--input", str(tmp_path / "bad.npy"), "--simulate"),
+        "does not match",
+    )
 
 
 def test_missing_input_and_artifact_are_one_line(compiled: Path, tmp_path: Path) -> None:
-    assert_one_line_error(hec("run", str(compiled), "--input", str(tmp_path / "x.npy")),
-                          "x.npy")
+    assert_one_line_error(hec("run", str(compiled), "--input", str(tmp_path / "x.npy")), "x.npy")
     np.save(tmp_path / "x.npy", np.zeros((1, 8, 8)))
-    assert_one_line_error(hec("run", str(tmp_path / "nothing"), "--input",
-                              str(tmp_path / "x.npy")), "hec compile")
+    assert_one_line_error(
+        hec("run", str(tmp_path / "nothing"), "--input", str(tmp_path / "x.npy")), "hec compile"
+    )
 
 
 def test_corrupted_artifact_is_one_line(compiled: Path, tmp_path: Path) -> None:
@@ -114,19 +158,26 @@ def test_corrupted_artifact_is_one_line(compiled: Path, tmp_path: Path) -> None:
     shutil.copytree(compiled, broken)
     (broken / "program.json").write_text("{ not json")
     np.save(tmp_path / "x.npy", np.zeros((1, 8, 8)))
-    assert_one_line_error(hec("run", str(broken), "--input", str(tmp_path / "x.npy"),
-                              "--simulate"), "corrupted")
+    assert_one_line_error(
+        hec("run", str(broken), "--input", str(tmp_path / "x.npy"), "--simulate"), "corrupted"
+    )
 
 
 def test_broken_openfhe_is_one_line(tmp_path: Path) -> None:
     fake = tmp_path / "fake" / "openfhe"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text(
-        "raise ImportError('libgomp.so.1: cannot open shared object file')\n")
+        "raise ImportError('libgomp.so.1: cannot open shared object file')\n"
+    )
     model, _ = CASES["gemm_plain"]()
     onnx.save(model, str(tmp_path / "m.onnx"))
-    proc = hec("compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o"),
-               env={"PYTHONPATH": str(tmp_path / "fake")})
+    proc = hec(
+        "compile",
+        str(tmp_path / "m.onnx"),
+        "-o",
+        str(tmp_path / "o"),
+        env={"PYTHONPATH": str(tmp_path / "fake")},
+    )
     assert_one_line_error(proc, "cannot import openfhe", "libgomp")
     assert proc.returncode == 3
 
@@ -137,8 +188,9 @@ def _other_python() -> str | None:
         root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
         found = [path] if path else sorted(map(str, root.glob(f"{cand[6:]}*/bin/{cand}")))
         for p in found:
-            ok = subprocess.run([p, "-c", "import sys; print(sys.version_info[:2])"],
-                                capture_output=True, text=True)
+            ok = subprocess.run(
+                [p, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
+            )
             if ok.returncode == 0 and "(3, 10)" not in ok.stdout:
                 return p
     return None
@@ -148,8 +200,12 @@ def test_wrong_python_gets_a_clear_message() -> None:
     other = _other_python()
     if other is None:
         pytest.skip("no Python other than 3.10 on this machine")
-    proc = subprocess.run([other, "-c", "import hec"], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    proc = subprocess.run(
+        [other, "-c", "import hec"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert "hec needs Python 3.10" in last and "make setup" in last

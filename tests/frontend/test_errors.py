@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx_builders import ModelBuilder
 
 from hec.errors import ModelError, ShapeError, UnsupportedOpError
 from hec.frontend import import_onnx
+
+from onnx_builders import ModelBuilder
 
 
 def test_unsupported_op_names_node_and_type() -> None:
@@ -72,8 +73,9 @@ def test_missing_external_data(tmp_path) -> None:
     b = ModelBuilder((4,))
     model = b.build(b.node("Gemm", ["input", b.weight(4, 2)]))
     path = tmp_path / "m.onnx"
-    onnx.save_model(model, str(path), save_as_external_data=True, location="m.data",
-                    size_threshold=0)
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, location="m.data", size_threshold=0
+    )
     (tmp_path / "m.data").unlink()
     with pytest.raises(ModelError, match="m.data.*missing"):
         import_onnx(path)

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TESTS, assert_matches_reference
 
 import hec
 from hec.errors import UnsupportedOpError
 from hec.frontend import import_onnx
 from hec.ir import interpret
+
+from conftest import TESTS, assert_matches_reference
 
 FIXTURES = TESTS / "fixtures" / "exporters"
 MODELS = sorted(p for p in FIXTURES.glob("*.onnx") if not p.name.startswith("unsupported"))
@@ -39,8 +40,9 @@ def test_exported_model_compiles_and_simulates(path: Path, tmp_path) -> None:
     assert_matches_reference(hec.simulate(artifact, x), expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("path", sorted(FIXTURES.glob("unsupported_relu.*.onnx")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted(FIXTURES.glob("unsupported_relu.*.onnx")), ids=lambda p: p.name
+)
 def test_exported_relu_is_named(path: Path) -> None:
     with pytest.raises(UnsupportedOpError, match="op Relu"):
         import_onnx(path)

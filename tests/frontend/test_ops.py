@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from conftest import assert_matches_reference
-from op_cases import CASES
-from onnx_builders import run_onnxruntime
 
 import hec
 from hec.frontend import import_onnx
 from hec.ir import interpret
+
+from conftest import assert_matches_reference
+from onnx_builders import run_onnxruntime
+from op_cases import CASES
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from golden import check_golden
-from op_cases import CASES
 
 from hec.frontend import import_onnx
 from hec.passes import LowerToSlots, PassManager, ScheduleRotations
+
+from golden import check_golden
+from op_cases import CASES
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -20,7 +21,10 @@ def test_pipeline_dumps(name: str, tmp_path) -> None:
     graph = import_onnx(model, name)
     check_golden(str(graph), GOLDEN / f"{name}.tensor.txt")
     PassManager([LowerToSlots(), ScheduleRotations()], dump_dir=tmp_path).run(graph)
-    check_golden((tmp_path / "01-lower-to-slots.txt").read_text(),
-                 GOLDEN / f"{name}.lower-to-slots.txt")
-    check_golden((tmp_path / "02-schedule-rotations.txt").read_text(),
-                 GOLDEN / f"{name}.schedule-rotations.txt")
+    check_golden(
+        (tmp_path / "01-lower-to-slots.txt").read_text(), GOLDEN / f"{name}.lower-to-slots.txt"
+    )
+    check_golden(
+        (tmp_path / "02-schedule-rotations.txt").read_text(),
+        GOLDEN / f"{name}.schedule-rotations.txt",
+    )

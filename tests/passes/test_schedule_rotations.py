@@ -18,9 +18,13 @@ def _matvec_graph(slots: int, offsets: list[int], seed: int) -> Graph:
     rng = np.random.default_rng(seed)
     g = Graph("m", "slot")
     x = g.add_input("x", CipherType(slots, 0, 1, Layout((slots,), slots)))
-    y = g.add("matvec", [x], CipherType(slots, 1, 1, Layout((slots,), slots)),
-              {"offsets": tuple(offsets)},
-              {"diags": rng.normal(size=(len(offsets), slots)), "bias": rng.normal(size=slots)})
+    y = g.add(
+        "matvec",
+        [x],
+        CipherType(slots, 1, 1, Layout((slots,), slots)),
+        {"offsets": tuple(offsets)},
+        {"diags": rng.normal(size=(len(offsets), slots)), "bias": rng.normal(size=slots)},
+    )
     g.outputs = [y]
     return g
 

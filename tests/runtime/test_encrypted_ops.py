@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_cases import CASES, FAMILIES
-from onnx_builders import run_onnxruntime
 
 import hec
+
+from onnx_builders import run_onnxruntime
+from op_cases import CASES, FAMILIES
 
 pytestmark = pytest.mark.slow
 

@@ -31,8 +31,13 @@ def test_matvec_semantics() -> None:
     g = Graph("m", "slot")
     x = g.add_input("x", CipherType(S, 0, 1, Layout((S,), S)))
     diags = np.random.default_rng(0).normal(size=(2, S))
-    y = g.add("matvec", [x], CipherType(S, 1, 1, Layout((S,), S)), {"offsets": (0, 3)},
-              {"diags": diags, "bias": np.ones(S)})
+    y = g.add(
+        "matvec",
+        [x],
+        CipherType(S, 1, 1, Layout((S,), S)),
+        {"offsets": (0, 3)},
+        {"diags": diags, "bias": np.ones(S)},
+    )
     g.outputs = [y]
     g.verify()
     v = np.arange(S, dtype=float)[None]

@@ -65,8 +65,14 @@ class Artifact:
         return Layout(self.output_shape, layout.slots, layout.kind)
 
 
-def write_artifact(path: Path, program: Graph, params: CKKSParams, io: dict[str, Any],
-                   report: dict[str, Any], tensor_ir: Graph | None = None) -> Artifact:
+def write_artifact(
+    path: Path,
+    program: Graph,
+    params: CKKSParams,
+    io: dict[str, Any],
+    report: dict[str, Any],
+    tensor_ir: Graph | None = None,
+) -> Artifact:
     from hec import __version__
     from hec.backend_openfhe.codegen import generate_program
 
@@ -81,8 +87,12 @@ def write_artifact(path: Path, program: Graph, params: CKKSParams, io: dict[str,
     if tensor_ir is not None:
         (path / "tensor_ir.txt").write_text(str(tensor_ir))
     (path / "openfhe_program.py").write_text(generate_program(program, params, io))
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "hec_version": __version__,
-                "files": sorted(p.name for p in path.iterdir() if p.is_file())}
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "hec_version": __version__,
+        "files": sorted(p.name for p in path.iterdir() if p.is_file()),
+    }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return Artifact(path, program, params, io, report)
 
@@ -91,19 +101,23 @@ def load_artifact(path: str | Path) -> Artifact:
     """Read an artifact directory written by ``hec compile``."""
     path = Path(path)
     if not path.is_dir():
-        raise ArtifactError(f"{path}: no such artifact directory; run `hec compile MODEL.onnx "
-                            f"-o {path}` first")
+        raise ArtifactError(
+            f"{path}: no such artifact directory; run `hec compile MODEL.onnx -o {path}` first"
+        )
     missing = [f for f in _FILES if not (path / f).is_file()]
     if missing:
-        raise ArtifactError(f"{path}: incomplete artifact (missing {', '.join(missing)}); "
-                            f"compile it again")
+        raise ArtifactError(
+            f"{path}: incomplete artifact (missing {', '.join(missing)}); compile it again"
+        )
     try:
         manifest = json.loads((path / "manifest.json").read_text())
         if manifest.get("format") != FORMAT:
             raise ArtifactError(f"{path}: not a hec artifact")
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(f"{path}: artifact format {manifest.get('format_version')} but "
-                                f"this hec reads format {FORMAT_VERSION}; compile it again")
+            raise ArtifactError(
+                f"{path}: artifact format {manifest.get('format_version')} but "
+                f"this hec reads format {FORMAT_VERSION}; compile it again"
+            )
         structure = json.loads((path / "program.json").read_text())
         with np.load(path / "constants.npz") as arrays:
             program = graph_from_json(structure, arrays)
@@ -113,6 +127,7 @@ def load_artifact(path: str | Path) -> Artifact:
     except ArtifactError:
         raise
     except Exception as exc:
-        raise ArtifactError(f"{path}: corrupted artifact ({type(exc).__name__}: {exc}); "
-                            f"compile it again") from None
+        raise ArtifactError(
+            f"{path}: corrupted artifact ({type(exc).__name__}: {exc}); compile it again"
+        ) from None
     return Artifact(path, program, params, structure["io"], report)

@@ -114,8 +114,11 @@ def generate_program(program: Graph, params: CKKSParams, io: dict[str, Any]) -> 
         elif op.kind == "add":
             call = f"cc.EvalAdd({x[0]}, {x[1]})"
         elif op.kind == "mul":
-            call = (f"cc.EvalSquare({x[0]})" if op.inputs[0] is op.inputs[1]
-                    else f"cc.EvalMult({x[0]}, {x[1]})")
+            call = (
+                f"cc.EvalSquare({x[0]})"
+                if op.inputs[0] is op.inputs[1]
+                else f"cc.EvalMult({x[0]}, {x[1]})"
+            )
         elif op.kind == "rescale":
             call = f"cc.Rescale({x[0]})"
         elif op.kind == "level_reduce":
@@ -125,8 +128,13 @@ def generate_program(program: Graph, params: CKKSParams, io: dict[str, Any]) -> 
         else:
             raise ValueError(f"cannot generate code for slot op {op.kind!r}")
         body.append(f"    {out} = {call}")
-        dead = sorted({n for v, n in zip(op.inputs, x, strict=True)
-                       if last_use[id(v)] == i and id(v) not in outputs})
+        dead = sorted(
+            {
+                n
+                for v, n in zip(op.inputs, x, strict=True)
+                if last_use[id(v)] == i and id(v) not in outputs
+            }
+        )
         if dead:
             body.append(f"    del {', '.join(dead)}")
     body.append(f"    return {names[id(program.outputs[0])]}")
@@ -136,14 +144,24 @@ def generate_program(program: Graph, params: CKKSParams, io: dict[str, Any]) -> 
         keygen += "    cc.EvalMultKeyGen(keys.secretKey)\n"
     if params.rotation_indices:
         keygen += f"    cc.EvalRotateKeyGen(keys.secretKey, {list(params.rotation_indices)})\n"
-    features = "fhe.PKE, fhe.KEYSWITCH, fhe.LEVELEDSHE" + (", fhe.ADVANCEDSHE"
-                                                           if params.needs_poly else "")
+    features = "fhe.PKE, fhe.KEYSWITCH, fhe.LEVELEDSHE" + (
+        ", fhe.ADVANCEDSHE" if params.needs_poly else ""
+    )
     output_size = 1
     for d in io["output_shape"]:
         output_size *= d
     return _HEADER.format(
-        name=io.get("model", "a model"), input_shape=tuple(io["input_shape"]),
-        depth=params.depth, ring_dim=params.ring_dim, slots=params.slots,
-        n_rot=len(params.rotation_indices), security=params.security,
-        scaling_bits=params.scaling_bits, first_mod_bits=params.first_mod_bits,
-        features=features, keygen=keygen, body="\n".join(body), output_size=output_size)
+        name=io.get("model", "a model"),
+        input_shape=tuple(io["input_shape"]),
+        depth=params.depth,
+        ring_dim=params.ring_dim,
+        slots=params.slots,
+        n_rot=len(params.rotation_indices),
+        security=params.security,
+        scaling_bits=params.scaling_bits,
+        first_mod_bits=params.first_mod_bits,
+        features=features,
+        keygen=keygen,
+        body="\n".join(body),
+        output_size=output_size,
+    )

@@ -38,8 +38,9 @@ class OpenFHEExecutor:
         self._rotations = Counter(id(op.inputs[0]) for op in graph.ops if op.kind == "rotate")
 
     def run(self, inputs: list, progress: ProgressFn | None = None) -> list:
-        env: dict[int, object] = {id(v): ct for v, ct in zip(self.graph.inputs, inputs,
-                                                             strict=True)}
+        env: dict[int, object] = {
+            id(v): ct for v, ct in zip(self.graph.inputs, inputs, strict=True)
+        }
         digits: dict[int, object] = {}
         keep = {id(v) for v in self.graph.outputs}
         n = len(self.graph.ops)
@@ -49,8 +50,9 @@ class OpenFHEExecutor:
                 key = id(op.inputs[0])
                 if key not in digits:
                     digits[key] = self.cc.EvalFastRotationPrecompute(args[0])
-                out = self.cc.EvalFastRotation(args[0], op.attrs["k"], self._cyclotomic_order,
-                                               digits[key])
+                out = self.cc.EvalFastRotation(
+                    args[0], op.attrs["k"], self._cyclotomic_order, digits[key]
+                )
             else:
                 out = self._apply(op, i, args)
             env[id(op.result)] = out

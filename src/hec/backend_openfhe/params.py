@@ -41,8 +41,7 @@ class CKKSParams:
     def __post_init__(self) -> None:
         # The moduli are primes of exactly these sizes; OpenFHE's GetModulus() overflows a
         # float above 1024 bits, so the size is computed, not read.
-        object.__setattr__(self, "log_q_bits", self.first_mod_bits + self.depth *
-                           self.scaling_bits)
+        object.__setattr__(self, "log_q_bits", self.first_mod_bits + self.depth * self.scaling_bits)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -61,8 +60,7 @@ class CKKSParams:
 
 def program_depth(graph: Graph) -> int:
     """The number of rescales on the deepest path (the multiplicative depth to provision)."""
-    return max((v.type.level for v in graph.values() if isinstance(v.type, CipherType)),
-               default=0)
+    return max((v.type.level for v in graph.values() if isinstance(v.type, CipherType)), default=0)
 
 
 def rotation_indices(graph: Graph) -> tuple[int, ...]:
@@ -70,8 +68,15 @@ def rotation_indices(graph: Graph) -> tuple[int, ...]:
     return tuple(sorted({op.attrs["k"] for op in graph.ops if op.kind == "rotate"}))
 
 
-def _cc_params(openfhe, depth: int, slots: int, scaling_bits: int, first_mod_bits: int,
-               security: str, ring_dim: int | None):
+def _cc_params(
+    openfhe,
+    depth: int,
+    slots: int,
+    scaling_bits: int,
+    first_mod_bits: int,
+    security: str,
+    ring_dim: int | None,
+):
     p = openfhe.CCParamsCKKSRNS()
     p.SetMultiplicativeDepth(max(depth, 1))
     p.SetScalingModSize(scaling_bits)
@@ -87,9 +92,17 @@ def _cc_params(openfhe, depth: int, slots: int, scaling_bits: int, first_mod_bit
 def make_context(params: CKKSParams):
     """Build the OpenFHE crypto context for ``params`` (client and server build the same)."""
     openfhe = load_openfhe()
-    cc = openfhe.GenCryptoContext(_cc_params(openfhe, params.depth, params.slots,
-                                             params.scaling_bits, params.first_mod_bits,
-                                             params.security, params.ring_dim))
+    cc = openfhe.GenCryptoContext(
+        _cc_params(
+            openfhe,
+            params.depth,
+            params.slots,
+            params.scaling_bits,
+            params.first_mod_bits,
+            params.security,
+            params.ring_dim,
+        )
+    )
     features = [openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE]
     if params.needs_poly:
         features.append(openfhe.ADVANCEDSHE)
@@ -98,14 +111,20 @@ def make_context(params: CKKSParams):
     return cc
 
 
-def choose_params(graph: Graph, scaling_bits: int = 40, first_mod_bits: int = 60,
-                  security: str = "HEStd_128_classic") -> CKKSParams:
+def choose_params(
+    graph: Graph,
+    scaling_bits: int = 40,
+    first_mod_bits: int = 60,
+    security: str = "HEStd_128_classic",
+) -> CKKSParams:
     """Pick parameters for a scheduled slot program (asks OpenFHE for the ring dimension)."""
     if security not in SECURITY_LEVELS:
         raise ParameterError(f"security level {security!r} is not one of {SECURITY_LEVELS}")
     if not 20 <= scaling_bits < first_mod_bits <= 60:
-        raise ParameterError(f"need 20 <= scaling bits ({scaling_bits}) < first modulus bits "
-                             f"({first_mod_bits}) <= 60")
+        raise ParameterError(
+            f"need 20 <= scaling bits ({scaling_bits}) < first modulus bits "
+            f"({first_mod_bits}) <= 60"
+        )
     kinds = {op.kind for op in graph.ops}
     if "matvec" in kinds:
         raise ValueError("the program still has matvec ops; run schedule-rotations first")
@@ -114,21 +133,33 @@ def choose_params(graph: Graph, scaling_bits: int = 40, first_mod_bits: int = 60
     depth = max(program_depth(graph), 1)
     ring_dim = None
     try:
-        cc = openfhe.GenCryptoContext(_cc_params(openfhe, depth, slots, scaling_bits,
-                                                 first_mod_bits, security, None))
+        cc = openfhe.GenCryptoContext(
+            _cc_params(openfhe, depth, slots, scaling_bits, first_mod_bits, security, None)
+        )
         ring_dim = cc.GetRingDimension()
         if ring_dim < 2 * slots:  # more slots than the security-minimal ring offers
             ring_dim = 2 * slots
-            openfhe.GenCryptoContext(_cc_params(openfhe, depth, slots, scaling_bits,
-                                                first_mod_bits, security, ring_dim))
+            openfhe.GenCryptoContext(
+                _cc_params(openfhe, depth, slots, scaling_bits, first_mod_bits, security, ring_dim)
+            )
     except RuntimeError as exc:
-        raise ParameterError(f"OpenFHE accepts no parameters for depth {depth}, {slots} slots "
-                             f"at {security}: {str(exc).splitlines()[0]}") from None
+        raise ParameterError(
+            f"OpenFHE accepts no parameters for depth {depth}, {slots} slots "
+            f"at {security}: {str(exc).splitlines()[0]}"
+        ) from None
     if ring_dim > MAX_RING_DIM:
-        raise ParameterError(f"depth {depth} needs ring dimension {ring_dim} at {security}; "
-                             f"reduce the network's depth (fewer polynomial layers)")
-    return CKKSParams(ring_dim=ring_dim, depth=depth, slots=slots, scaling_bits=scaling_bits,
-                      first_mod_bits=first_mod_bits, security=security,
-                      rotation_indices=rotation_indices(graph),
-                      needs_relinearization=bool(kinds & {"mul", "poly"}),
-                      needs_poly="poly" in kinds)
+        raise ParameterError(
+            f"depth {depth} needs ring dimension {ring_dim} at {security}; "
+            f"reduce the network's depth (fewer polynomial layers)"
+        )
+    return CKKSParams(
+        ring_dim=ring_dim,
+        depth=depth,
+        slots=slots,
+        scaling_bits=scaling_bits,
+        first_mod_bits=first_mod_bits,
+        security=security,
+        rotation_indices=rotation_indices(graph),
+        needs_relinearization=bool(kinds & {"mul", "poly"}),
+        needs_poly="poly" in kinds,
+    )

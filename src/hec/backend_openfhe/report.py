@@ -32,8 +32,9 @@ COUNTED = {
 def _counts(ops: list[Op], rotations_of: Counter) -> dict[str, int]:
     kinds = Counter(op.kind for op in ops)
     counts = {key: kinds[kind] for key, kind in COUNTED.items()}
-    counts["hoisted_rotations"] = sum(1 for op in ops if op.kind == "rotate"
-                                      and rotations_of[id(op.inputs[0])] > 1)
+    counts["hoisted_rotations"] = sum(
+        1 for op in ops if op.kind == "rotate" and rotations_of[id(op.inputs[0])] > 1
+    )
     return counts
 
 
@@ -43,17 +44,18 @@ def program_report(graph: Graph, params: CKKSParams) -> dict[str, Any]:
     layers = []
     for origin, group in groupby(graph.ops, key=lambda op: op.origin):
         ops = list(group)
-        levels = [v.type.level for op in ops for v in op.results
-                  if isinstance(v.type, CipherType)]
+        levels = [v.type.level for op in ops for v in op.results if isinstance(v.type, CipherType)]
         in_levels = [v.type.level for v in ops[0].inputs if isinstance(v.type, CipherType)]
-        layers.append({
-            "name": origin or "(level alignment)",
-            "kind": _layer_kind(ops),
-            "level_in": min(in_levels, default=0),
-            "level_out": max(levels, default=0),
-            **_counts(ops, rotations_of),
-            "rotation_keys": len({op.attrs["k"] for op in ops if op.kind == "rotate"}),
-        })
+        layers.append(
+            {
+                "name": origin or "(level alignment)",
+                "kind": _layer_kind(ops),
+                "level_in": min(in_levels, default=0),
+                "level_out": max(levels, default=0),
+                **_counts(ops, rotations_of),
+                "rotation_keys": len({op.attrs["k"] for op in ops if op.kind == "rotate"}),
+            }
+        )
     totals = _counts(graph.ops, rotations_of)
     totals["rotation_keys"] = len(params.rotation_indices)
     totals["depth"] = params.depth
@@ -80,8 +82,11 @@ def _layer_kind(ops: list[Op]) -> str:
     if "poly" in kinds:
         return "polynomial"
     if "mul" in kinds:
-        return "square" if all(op.inputs[0] is op.inputs[1] for op in ops if op.kind == "mul") \
+        return (
+            "square"
+            if all(op.inputs[0] is op.inputs[1] for op in ops if op.kind == "mul")
             else "multiply"
+        )
     if kinds & {"mul_plain", "rotate"}:
         return "linear"
     return "add" if "add" in kinds else "align"

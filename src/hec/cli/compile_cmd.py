@@ -13,27 +13,67 @@ __all__ = ["compile_cmd"]
 
 @click.command("compile")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Artifact directory to write (created if needed).")
-@click.option("--slots", type=int, default=None,
-              help="Slots per ciphertext (default: smallest power of two holding every tensor).")
-@click.option("--baby-step", type=int, default=None,
-              help="Force the baby-step size of every linear map (default: searched per map).")
-@click.option("--scaling-bits", type=click.IntRange(20, 59), default=40, show_default=True,
-              help="Bits of the CKKS scale.")
-@click.option("--first-mod-bits", type=click.IntRange(21, 60), default=60, show_default=True,
-              help="Bits of the first prime (headroom for large values).")
-@click.option("--dump-ir-after", type=click.Path(path_type=Path), default=None,
-              help="Write the IR after every pass that changes it into this directory.")
-def compile_cmd(model: Path, out_dir: Path, slots: int | None, baby_step: int | None,
-                scaling_bits: int, first_mod_bits: int, dump_ir_after: Path | None) -> None:
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Artifact directory to write (created if needed).",
+)
+@click.option(
+    "--slots",
+    type=int,
+    default=None,
+    help="Slots per ciphertext (default: smallest power of two holding every tensor).",
+)
+@click.option(
+    "--baby-step",
+    type=int,
+    default=None,
+    help="Force the baby-step size of every linear map (default: searched per map).",
+)
+@click.option(
+    "--scaling-bits",
+    type=click.IntRange(20, 59),
+    default=40,
+    show_default=True,
+    help="Bits of the CKKS scale.",
+)
+@click.option(
+    "--first-mod-bits",
+    type=click.IntRange(21, 60),
+    default=60,
+    show_default=True,
+    help="Bits of the first prime (headroom for large values).",
+)
+@click.option(
+    "--dump-ir-after",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the IR after every pass that changes it into this directory.",
+)
+def compile_cmd(
+    model: Path,
+    out_dir: Path,
+    slots: int | None,
+    baby_step: int | None,
+    scaling_bits: int,
+    first_mod_bits: int,
+    dump_ir_after: Path | None,
+) -> None:
     """Compile an ONNX MODEL into a CKKS program (artifact directory OUT, with report.json)."""
     from hec.api import compile
     from hec.options import CompileOptions
     from hec.progress import stderr_progress
 
-    options = CompileOptions(slots=slots, baby_step=baby_step, scaling_bits=scaling_bits,
-                             first_mod_bits=first_mod_bits, dump_ir_after=dump_ir_after)
+    options = CompileOptions(
+        slots=slots,
+        baby_step=baby_step,
+        scaling_bits=scaling_bits,
+        first_mod_bits=first_mod_bits,
+        dump_ir_after=dump_ir_after,
+    )
     artifact = compile(model, out_dir, options, progress=stderr_progress())
     click.echo(f"compiled {model} -> {out_dir} in {artifact.report['compile_seconds']:.2f} s")
     print_summary(artifact.report)

@@ -9,24 +9,32 @@ import numpy as np
 
 __all__ = ["print_summary", "print_table", "format_row"]
 
-_LAYER_COLUMNS = [("rotations", "rot"), ("hoisted_rotations", "hoisted"),
-                  ("plaintext_multiplies", "pt-mul"), ("ciphertext_multiplies", "ct-mul"),
-                  ("rescales", "rescale"), ("rotation_keys", "keys")]
+_LAYER_COLUMNS = [
+    ("rotations", "rot"),
+    ("hoisted_rotations", "hoisted"),
+    ("plaintext_multiplies", "pt-mul"),
+    ("ciphertext_multiplies", "ct-mul"),
+    ("rescales", "rescale"),
+    ("rotation_keys", "keys"),
+]
 
 
 def print_table(header: list[str], rows: list[list[Any]]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     for i, row in enumerate([header, *rows]):
-        cells = [str(x).ljust(w) if j == 0 else str(x).rjust(w)
-                 for j, (x, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            str(x).ljust(w) if j == 0 else str(x).rjust(w)
+            for j, (x, w) in enumerate(zip(row, widths, strict=True))
+        ]
         click.echo("  ".join(cells).rstrip())
         if i == 0:
             click.echo("  ".join("-" * w for w in widths))
 
 
 def format_row(values: np.ndarray, precision: int = 4) -> str:
-    return np.array2string(np.asarray(values).reshape(-1), precision=precision,
-                           suppress_small=True, max_line_width=200)
+    return np.array2string(
+        np.asarray(values).reshape(-1), precision=precision, suppress_small=True, max_line_width=200
+    )
 
 
 def print_summary(report: dict[str, Any]) -> None:
@@ -35,13 +43,22 @@ def print_summary(report: dict[str, Any]) -> None:
     rows = []
     for layer in report["layers"]:
         name = layer["name"] if len(layer["name"]) <= 40 else layer["name"][:37] + "..."
-        rows.append([name, layer["kind"], f"{layer['level_in']}->{layer['level_out']}",
-                     *(layer[key] for key, _ in _LAYER_COLUMNS)])
+        rows.append(
+            [
+                name,
+                layer["kind"],
+                f"{layer['level_in']}->{layer['level_out']}",
+                *(layer[key] for key, _ in _LAYER_COLUMNS),
+            ]
+        )
     totals = report["totals"]
-    rows.append(["total", "", f"depth {totals['depth']}",
-                 *(totals[key] for key, _ in _LAYER_COLUMNS)])
+    rows.append(
+        ["total", "", f"depth {totals['depth']}", *(totals[key] for key, _ in _LAYER_COLUMNS)]
+    )
     print_table(header, rows)
     ck = report["ckks"]
-    click.echo(f"CKKS: ring dimension {ck['ring_dim']}, {ck['slots']} slots, depth {ck['depth']}, "
-               f"log2 Q = {ck['log_q_bits']} bits, scale 2^{ck['scaling_bits']}, "
-               f"{ck['security']}; {totals['rotation_keys']} rotation keys")
+    click.echo(
+        f"CKKS: ring dimension {ck['ring_dim']}, {ck['slots']} slots, depth {ck['depth']}, "
+        f"log2 Q = {ck['log_q_bits']} bits, scale 2^{ck['scaling_bits']}, "
+        f"{ck['security']}; {totals['rotation_keys']} rotation keys"
+    )

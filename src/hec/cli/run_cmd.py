@@ -26,16 +26,38 @@ def _load_npy(path: Path) -> np.ndarray:
 
 @click.command("run")
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
-              help=".npy with one sample or a batch [B, ...].")
-@click.option("--simulate", is_flag=True,
-              help="Run the program on numpy slot vectors instead of OpenFHE ciphertexts.")
-@click.option("--output", "output_path", type=click.Path(path_type=Path), default=None,
-              help="Write the logits [B, ...] to this .npy file.")
-@click.option("--compare-onnx", type=click.Path(path_type=Path), default=None,
-              help="Also run this ONNX model in onnxruntime and show its prediction.")
-def run_cmd(artifact: Path, input_path: Path, simulate: bool, output_path: Path | None,
-            compare_onnx: Path | None) -> None:
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help=".npy with one sample or a batch [B, ...].",
+)
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Run the program on numpy slot vectors instead of OpenFHE ciphertexts.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the logits [B, ...] to this .npy file.",
+)
+@click.option(
+    "--compare-onnx",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also run this ONNX model in onnxruntime and show its prediction.",
+)
+def run_cmd(
+    artifact: Path,
+    input_path: Path,
+    simulate: bool,
+    output_path: Path | None,
+    compare_onnx: Path | None,
+) -> None:
     """Run compiled program ARTIFACT on the inputs in --input; print logits and argmax."""
     import time
 
@@ -68,8 +90,9 @@ def run_cmd(artifact: Path, input_path: Path, simulate: bool, output_path: Path 
         click.echo(f"logits written to {output_path}")
 
 
-def _print_results(logits: np.ndarray, reference: np.ndarray | None,
-                   precision: np.ndarray | None) -> None:
+def _print_results(
+    logits: np.ndarray, reference: np.ndarray | None, precision: np.ndarray | None
+) -> None:
     flat = logits.reshape(len(logits), -1)
     header = ["#", "argmax"]
     if reference is not None:
@@ -92,5 +115,7 @@ def _print_results(logits: np.ndarray, reference: np.ndarray | None,
         click.echo(f"... {len(flat) - _SHOWN} more rows (use --output to save all)")
     if reference is not None:
         agree = int((flat.argmax(1) == ref.argmax(1)).sum())
-        click.echo(f"argmax agrees with onnxruntime on {agree}/{len(flat)}; max |diff| "
-                   f"{np.abs(flat - ref).max():.2e}")
+        click.echo(
+            f"argmax agrees with onnxruntime on {agree}/{len(flat)}; max |diff| "
+            f"{np.abs(flat - ref).max():.2e}"
+        )

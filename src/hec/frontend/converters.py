@@ -25,11 +25,27 @@ __all__ = ["CONVERTERS", "HINTS"]
 Converter = Callable[["Context", onnx.NodeProto, dict[str, Any]], list]
 CONVERTERS: dict[str, Converter] = {}
 
-_POLY_HINT = ("replace it by a polynomial (e.g. x*x) before export; automatic replacement "
-              "with calibration data is planned (`hec optimize --calib`)")
+_POLY_HINT = (
+    "replace it by a polynomial (e.g. x*x) before export; automatic replacement "
+    "with calibration data is planned (`hec optimize --calib`)"
+)
 HINTS = {
-    **{op: _POLY_HINT for op in ("Relu", "LeakyRelu", "Gelu", "Erf", "Sigmoid", "Tanh",
-                                 "Softplus", "Elu", "Selu", "HardSigmoid", "HardSwish")},
+    **{
+        op: _POLY_HINT
+        for op in (
+            "Relu",
+            "LeakyRelu",
+            "Gelu",
+            "Erf",
+            "Sigmoid",
+            "Tanh",
+            "Softplus",
+            "Elu",
+            "Selu",
+            "HardSigmoid",
+            "HardSwish",
+        )
+    },
     "MaxPool": "replace it by AveragePool before export (CKKS cannot compute a maximum)",
     "Softmax": "drop the final Softmax: argmax of the logits is the same class",
     "LogSoftmax": "drop the final LogSoftmax: argmax of the logits is the same class",
@@ -54,8 +70,10 @@ def _per_sample_const(ctx: Context, c: np.ndarray, x: Value) -> np.ndarray:
     c = np.asarray(c, dtype=np.float64)
     full = _full(x)
     if np.broadcast_shapes(c.shape, full) != full:
-        raise ctx.unsupported(f"constant of shape {list(c.shape)} would widen the encrypted "
-                              f"tensor of shape {list(full)}")
+        raise ctx.unsupported(
+            f"constant of shape {list(c.shape)} would widen the encrypted "
+            f"tensor of shape {list(full)}"
+        )
     if c.ndim == len(full):
         c = c[0]
     return c
@@ -90,7 +108,7 @@ def _identity(ctx: Context, node, attrs) -> list:
 @converter("Shape")
 def _shape(ctx: Context, node, attrs) -> list:
     full = np.array(_full(ctx.value(node.input[0])), dtype=np.int64)
-    return [full[attrs.get("start", 0): attrs.get("end", len(full))]]
+    return [full[attrs.get("start", 0) : attrs.get("end", len(full))]]
 
 
 @converter("Size")
@@ -103,8 +121,10 @@ def _conv(ctx: Context, node, attrs) -> list:
     x = ctx.value(node.input[0])
     w = ctx.const(node.input[1], "weight")
     if attrs.get("group", 1) != 1:
-        raise ctx.unsupported(f"group={attrs['group']} (grouped/depthwise) convolution is not "
-                              f"supported yet; only group=1")
+        raise ctx.unsupported(
+            f"group={attrs['group']} (grouped/depthwise) convolution is not "
+            f"supported yet; only group=1"
+        )
     nd = w.ndim - 2
     strides = tuple(attrs.get("strides", (1,) * nd))
     dil = tuple(attrs.get("dilations", (1,) * nd))
@@ -128,8 +148,9 @@ def _gemm(ctx: Context, node, attrs) -> list:
     consts = {"weight": w}
     c = ctx.optional_const(2)
     if c is not None:
-        consts["bias"] = np.broadcast_to(np.asarray(c, np.float64) * attrs.get("beta", 1.0),
-                                         (1, w.shape[1]))[0]
+        consts["bias"] = np.broadcast_to(
+            np.asarray(c, np.float64) * attrs.get("beta", 1.0), (1, w.shape[1])
+        )[0]
     return [ctx.emit("matmul", [x], (w.shape[1],), {}, consts)]
 
 
@@ -224,8 +245,10 @@ def _avgpool(ctx: Context, node, attrs) -> list:
         pads = _spatial_pads(ctx, attrs, spatial, kernel, strides, (1,) * nd)
         include = attrs.get("count_include_pad", 0)
         if attrs.get("ceil_mode", 0):
-            ceil = tuple(math.ceil((spatial[i] + pads[i] + pads[i + nd] - kernel[i]) / strides[i])
-                         + 1 for i in range(nd))
+            ceil = tuple(
+                math.ceil((spatial[i] + pads[i] + pads[i + nd] - kernel[i]) / strides[i]) + 1
+                for i in range(nd)
+            )
             if ceil != pool_output_shape(spatial, kernel, strides, pads):
                 raise ctx.unsupported("ceil_mode=1 where it changes the output size")
     out = pool_output_shape(spatial, kernel, strides, pads)
@@ -251,10 +274,13 @@ def _pad(ctx: Context, node, attrs) -> list:
     mode = attrs.get("mode", b"constant")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     value = ctx.optional_const(2)
-    per_sample = tuple(pads[1:rank] + pads[rank + 1:])
+    per_sample = tuple(pads[1:rank] + pads[rank + 1 :])
     shape = tuple(x.shape[i] + per_sample[i] + per_sample[i + rank - 1] for i in range(rank - 1))
-    a = {"pads": per_sample, "mode": mode,
-         "value": float(value) if value is not None and value.size else 0.0}
+    a = {
+        "pads": per_sample,
+        "mode": mode,
+        "value": float(value) if value is not None and value.size else 0.0,
+    }
     return [ctx.emit("pad", [x], shape, a)]
 
 
@@ -341,8 +367,12 @@ def _reduce(ctx: Context, node, attrs) -> list:
         raise ctx.unsupported("reducing over the batch axis")
     keep = attrs.get("keepdims", 1)
     per_sample = tuple(a - 1 for a in axes)
-    shape = tuple(1 if i in per_sample else d for i, d in enumerate(x.shape)) if keep else \
-        tuple(d for i, d in enumerate(x.shape) if i not in per_sample)
+    shape = (
+        tuple(1 if i in per_sample else d for i, d in enumerate(x.shape))
+        if keep
+        else tuple(d for i, d in enumerate(x.shape) if i not in per_sample)
+    )
     mode = "mean" if node.op_type == "ReduceMean" else "sum"
-    return [ctx.emit("reduce", [x], shape,
-                     {"axes": per_sample, "keepdims": int(keep), "mode": mode})]
+    return [
+        ctx.emit("reduce", [x], shape, {"axes": per_sample, "keepdims": int(keep), "mode": mode})
+    ]

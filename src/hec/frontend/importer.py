@@ -50,21 +50,36 @@ class Context:
         if name in self.consts:
             return self.consts[name]
         assert self.node is not None
-        raise UnsupportedOpError(self.where, self.node.op_type,
-                                 f"its {what} must be a constant, not derived from the input")
+        raise UnsupportedOpError(
+            self.where,
+            self.node.op_type,
+            f"its {what} must be a constant, not derived from the input",
+        )
 
     def optional_const(self, index: int) -> np.ndarray | None:
         assert self.node is not None
         ins = self.node.input
         return self.const(ins[index], f"input {index}") if len(ins) > index and ins[index] else None
 
-    def emit(self, kind: str, inputs: list[Value], shape: tuple[int, ...],
-             attrs: dict[str, Any] | None = None,
-             consts: dict[str, np.ndarray] | None = None) -> Value:
+    def emit(
+        self,
+        kind: str,
+        inputs: list[Value],
+        shape: tuple[int, ...],
+        attrs: dict[str, Any] | None = None,
+        consts: dict[str, np.ndarray] | None = None,
+    ) -> Value:
         assert self.node is not None
         consts = {k: np.asarray(v, dtype=np.float64) for k, v in (consts or {}).items()}
-        return self.graph.add(kind, inputs, TensorType(tuple(int(d) for d in shape)), attrs,
-                              consts, origin=self.where, name=self.node.output[0])
+        return self.graph.add(
+            kind,
+            inputs,
+            TensorType(tuple(int(d) for d in shape)),
+            attrs,
+            consts,
+            origin=self.where,
+            name=self.node.output[0],
+        )
 
     def unsupported(self, why: str) -> UnsupportedOpError:
         assert self.node is not None
@@ -84,8 +99,9 @@ def build_graph(proto: onnx.ModelProto, name: str = "main") -> Graph:
     for node in proto.graph.node:
         ctx.node = node
         if node.domain not in ("", "ai.onnx"):
-            raise UnsupportedOpError(ctx.where, f"{node.domain}::{node.op_type}",
-                                     "custom-domain ops cannot be compiled")
+            raise UnsupportedOpError(
+                ctx.where, f"{node.domain}::{node.op_type}", "custom-domain ops cannot be compiled"
+            )
         if not any(ctx.is_encrypted(i) for i in node.input if i):
             _fold(ctx, node)
             continue
@@ -105,8 +121,9 @@ def build_graph(proto: onnx.ModelProto, name: str = "main") -> Graph:
 
     for out in proto.graph.output:
         if out.name not in ctx.values:
-            raise ModelError(f"output '{out.name}' does not depend on the input; nothing to "
-                             f"encrypt")
+            raise ModelError(
+                f"output '{out.name}' does not depend on the input; nothing to encrypt"
+            )
         v = ctx.values[out.name]
         _check_inferred_shape(out, v)
         ctx.graph.outputs.append(v)
@@ -123,8 +140,9 @@ def _fold(ctx: Context, node: onnx.NodeProto) -> None:
     try:
         outs = ReferenceEvaluator(node, opsets={"": ctx.opset}).run(None, feeds)
     except Exception as exc:
-        raise UnsupportedOpError(ctx.where, node.op_type,
-                                 f"folding its constant inputs failed ({exc})") from None
+        raise UnsupportedOpError(
+            ctx.where, node.op_type, f"folding its constant inputs failed ({exc})"
+        ) from None
     for name, arr in zip(node.output, outs, strict=False):
         if name:
             ctx.consts[name] = np.asarray(arr)
@@ -135,5 +153,7 @@ def _check_inferred_shape(out: onnx.ValueInfoProto, v: Value) -> None:
     onnx_shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
     ours = [1, *v.shape]
     if onnx_shape and None not in onnx_shape and onnx_shape != ours:
-        raise ShapeError(f"output '{out.name}': ONNX infers shape {onnx_shape}, hec built "
-                         f"{ours}; please report this model")
+        raise ShapeError(
+            f"output '{out.name}': ONNX infers shape {onnx_shape}, hec built "
+            f"{ours}; please report this model"
+        )

@@ -27,13 +27,17 @@ def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         try:
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # protobuf DecodeError and friends: a truncated or foreign file
-            raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}); "
-                             f"re-export it or check the file is complete") from None
+            raise ModelError(
+                f"{path}: not a readable ONNX model ({type(exc).__name__}); "
+                f"re-export it or check the file is complete"
+            ) from None
         _load_external_data(proto, path)
     opset = _default_opset(proto, where)
     if opset not in SUPPORTED_OPSETS:
-        raise ModelError(f"{where}: opset {opset} is not supported; re-export with an opset "
-                         f"between {SUPPORTED_OPSETS.start} and {SUPPORTED_OPSETS.stop - 1}")
+        raise ModelError(
+            f"{where}: opset {opset} is not supported; re-export with an opset "
+            f"between {SUPPORTED_OPSETS.start} and {SUPPORTED_OPSETS.stop - 1}"
+        )
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as exc:
@@ -53,8 +57,10 @@ def encrypted_input(proto: onnx.ModelProto, where: str = "model") -> onnx.ValueI
     inputs = [i for i in proto.graph.input if i.name not in inits]
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
-        raise ModelError(f"{where}: hec compiles models with exactly one input, this one has "
-                         f"{len(inputs)} ({names})")
+        raise ModelError(
+            f"{where}: hec compiles models with exactly one input, this one has "
+            f"{len(inputs)} ({names})"
+        )
     return inputs[0]
 
 
@@ -65,8 +71,10 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
         info = external_data_helper.ExternalDataInfo(tensor)
         data_file = path.parent / info.location
         if not data_file.is_file():
-            raise ModelError(f"{path}: tensor '{tensor.name}' keeps its data in {data_file}, "
-                             f"which is missing; copy it next to the model")
+            raise ModelError(
+                f"{path}: tensor '{tensor.name}' keeps its data in {data_file}, "
+                f"which is missing; copy it next to the model"
+            )
     try:
         external_data_helper.load_external_data_for_model(proto, str(path.parent))
     except Exception as exc:
@@ -86,18 +94,24 @@ def _pin_batch(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
     inp = encrypted_input(proto, where)
     dims = inp.type.tensor_type.shape.dim
     if len(dims) < 2:
-        raise ShapeError(f"{where}: input '{inp.name}' has rank {len(dims)}; hec expects a "
-                         f"batch axis followed by the sample's axes")
+        raise ShapeError(
+            f"{where}: input '{inp.name}' has rank {len(dims)}; hec expects a "
+            f"batch axis followed by the sample's axes"
+        )
     batch = dims[0]
     if batch.HasField("dim_value") and batch.dim_value not in (1,):
-        raise ShapeError(f"{where}: input '{inp.name}' has a fixed batch of {batch.dim_value}; "
-                         f"export with batch 1 or a dynamic batch axis")
+        raise ShapeError(
+            f"{where}: input '{inp.name}' has a fixed batch of {batch.dim_value}; "
+            f"export with batch 1 or a dynamic batch axis"
+        )
     batch.ClearField("dim_param")
     batch.dim_value = 1
     for i, d in enumerate(dims[1:], start=1):
         if not d.HasField("dim_value"):
-            raise ShapeError(f"{where}: axis {i} of input '{inp.name}' is symbolic "
-                             f"('{d.dim_param}'); export with a fixed sample shape")
+            raise ShapeError(
+                f"{where}: axis {i} of input '{inp.name}' is symbolic "
+                f"('{d.dim_param}'); export with a fixed sample shape"
+            )
     # Exporters' value_info may carry symbolic batch dims that clash with the pinned batch;
     # shape inference recomputes every intermediate shape anyway.
     del proto.graph.value_info[:]

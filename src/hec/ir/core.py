@@ -194,7 +194,7 @@ class Graph:
 
     def clone(self) -> Graph:
         """A structural copy; constant arrays are shared (passes never mutate them in place)."""
-        memo: dict[int, Any] = {id(op.consts[k]): op.consts[k] for op in self.ops for k in op.consts}
+        memo: dict[int, Any] = {id(c): c for op in self.ops for c in op.consts.values()}
         return copy.deepcopy(self, memo)
 
     # -- queries --------------------------------------------------------------------------

@@ -58,8 +58,9 @@ def print_graph(graph: Graph) -> str:
         args = ", ".join(name(v) for v in op.inputs)
         parts = [f"  {results} = {op.kind}({args})"]
         if op.attrs:
-            parts.append("{" + ", ".join(f"{k}={_attr(op.attrs[k])}" for k in sorted(op.attrs))
-                         + "}")
+            parts.append(
+                "{" + ", ".join(f"{k}={_attr(op.attrs[k])}" for k in sorted(op.attrs)) + "}"
+            )
         parts.extend(f"{k}={_const(op.consts[k])}" for k in sorted(op.consts))
         types = ", ".join(str(r.type) for r in op.results)
         line = " ".join(parts) + f" : {types}"

@@ -16,9 +16,12 @@ def _type_to_json(t: Type) -> dict[str, Any]:
     if isinstance(t, TensorType):
         return {"tensor": list(t.shape), "dtype": t.dtype}
     layout = t.layout
-    return {"cipher": t.slots, "level": t.level, "scale_deg": t.scale_deg,
-            "layout": None if layout is None else {"shape": list(layout.shape),
-                                                   "kind": layout.kind}}
+    return {
+        "cipher": t.slots,
+        "level": t.level,
+        "scale_deg": t.scale_deg,
+        "layout": None if layout is None else {"shape": list(layout.shape), "kind": layout.kind},
+    }
 
 
 def _type_from_json(d: dict[str, Any]) -> Type:
@@ -50,10 +53,16 @@ def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             key = f"op{i}.{name}"
             arrays[key] = arr
             consts[name] = key
-        ops.append({"kind": op.kind, "inputs": [ids[id(v)] for v in op.inputs],
-                    "results": [_type_to_json(r.type) for r in op.results],
-                    "attrs": {k: _attr_to_json(v) for k, v in op.attrs.items()},
-                    "consts": consts, "origin": op.origin})
+        ops.append(
+            {
+                "kind": op.kind,
+                "inputs": [ids[id(v)] for v in op.inputs],
+                "results": [_type_to_json(r.type) for r in op.results],
+                "attrs": {k: _attr_to_json(v) for k, v in op.attrs.items()},
+                "consts": consts,
+                "origin": op.origin,
+            }
+        )
     structure = {
         "name": graph.name,
         "dialect": graph.dialect,
@@ -67,14 +76,18 @@ def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 def graph_from_json(structure: dict[str, Any], arrays: Any) -> Graph:
     """Rebuild a graph; ``arrays`` maps the keys of ``graph_to_json`` to numpy arrays."""
     g = Graph(structure["name"], structure["dialect"])
-    values: list[Value] = [g.add_input(i["name"], _type_from_json(i["type"]))
-                           for i in structure["inputs"]]
+    values: list[Value] = [
+        g.add_input(i["name"], _type_from_json(i["type"])) for i in structure["inputs"]
+    ]
     for o in structure["ops"]:
-        op = Op(o["kind"], [values[i] for i in o["inputs"]],
-                [_type_from_json(t) for t in o["results"]],
-                {k: _attr_from_json(v) for k, v in o["attrs"].items()},
-                {name: np.asarray(arrays[key]) for name, key in o["consts"].items()},
-                o["origin"])
+        op = Op(
+            o["kind"],
+            [values[i] for i in o["inputs"]],
+            [_type_from_json(t) for t in o["results"]],
+            {k: _attr_from_json(v) for k, v in o["attrs"].items()},
+            {name: np.asarray(arrays[key]) for name, key in o["consts"].items()},
+            o["origin"],
+        )
         g.append(op)
         values.extend(op.results)
     g.outputs = [values[i] for i in structure["outputs"]]

@@ -61,8 +61,7 @@ def conv_output_shape(
 ) -> tuple[int, ...]:
     nd = len(spatial)
     return tuple(
-        (spatial[i] + pads[i] + pads[i + nd] - dilations[i] * (kernel[i] - 1) - 1) // strides[i]
-        + 1
+        (spatial[i] + pads[i] + pads[i + nd] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1
         for i in range(nd)
     )
 
@@ -72,8 +71,11 @@ def _windows(xp: np.ndarray, kernel, strides, dilations, out_sp):
     nd = len(kernel)
     for kpos in itertools.product(*(range(k) for k in kernel)):
         sl = tuple(
-            slice(kpos[i] * dilations[i], kpos[i] * dilations[i] + strides[i] * (out_sp[i] - 1) + 1,
-                  strides[i])
+            slice(
+                kpos[i] * dilations[i],
+                kpos[i] * dilations[i] + strides[i] * (out_sp[i] - 1) + 1,
+                strides[i],
+            )
             for i in range(nd)
         )
         yield kpos, xp[(slice(None), slice(None), *sl)]
@@ -81,8 +83,9 @@ def _windows(xp: np.ndarray, kernel, strides, dilations, out_sp):
 
 def _pad_spatial(x: np.ndarray, pads: tuple[int, ...], value: float = 0.0) -> np.ndarray:
     nd = len(pads) // 2
-    return np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)],
-                  constant_values=value)
+    return np.pad(
+        x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)], constant_values=value
+    )
 
 
 @_tensor_op("conv", 1)
@@ -91,8 +94,9 @@ def _conv_infer(op: Op) -> list[TensorType]:
     w = op.consts["weight"]
     if w.shape[1] != c:
         raise VerifyError(f"conv ({op.origin}): weight expects {w.shape[1]} channels, got {c}")
-    out = conv_output_shape(tuple(spatial), w.shape[2:], op.attrs["strides"], op.attrs["pads"],
-                            op.attrs["dilations"])
+    out = conv_output_shape(
+        tuple(spatial), w.shape[2:], op.attrs["strides"], op.attrs["pads"], op.attrs["dilations"]
+    )
     return [TensorType((w.shape[0], *out))]
 
 
@@ -101,8 +105,9 @@ def _conv_eval(op: Op, x: np.ndarray) -> np.ndarray:
     w, strides, dil = op.consts["weight"], op.attrs["strides"], op.attrs["dilations"]
     out_sp = conv_output_shape(x.shape[2:], w.shape[2:], strides, op.attrs["pads"], dil)
     y = np.zeros((x.shape[0], w.shape[0], *out_sp))
-    for kpos, patch in _windows(_pad_spatial(x, op.attrs["pads"]), w.shape[2:], strides, dil,
-                                out_sp):
+    for kpos, patch in _windows(
+        _pad_spatial(x, op.attrs["pads"]), w.shape[2:], strides, dil, out_sp
+    ):
         y += np.einsum("bc...,oc->bo...", patch, w[(slice(None), slice(None), *kpos)])
     if "bias" in op.consts:
         y += op.consts["bias"].reshape(-1, *[1] * len(out_sp))
@@ -118,8 +123,9 @@ def pool_output_shape(spatial, kernel, strides, pads) -> tuple[int, ...]:
 def _avgpool_infer(op: Op) -> list[TensorType]:
     c, *spatial = _shape(op)
     a = op.attrs
-    return [TensorType((c, *pool_output_shape(tuple(spatial), a["kernel"], a["strides"],
-                                              a["pads"])))]
+    return [
+        TensorType((c, *pool_output_shape(tuple(spatial), a["kernel"], a["strides"], a["pads"])))
+    ]
 
 
 @_semantics("avgpool")

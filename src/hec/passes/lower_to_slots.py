@@ -51,9 +51,13 @@ class _Pending:
     @property
     def is_identity(self) -> bool:
         A = self.A
-        return (A.shape[0] == A.shape[1] and A.nnz == A.shape[0] and not self.b.any()
-                and np.array_equal(A.indices, np.arange(A.shape[0]))
-                and bool(np.all(A.data == 1.0)))
+        return (
+            A.shape[0] == A.shape[1]
+            and A.nnz == A.shape[0]
+            and not self.b.any()
+            and np.array_equal(A.indices, np.arange(A.shape[0]))
+            and bool(np.all(A.data == 1.0))
+        )
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,11 @@ class LowerToSlots:
     def run(self, graph: Graph) -> bool:
         slots = self.slots or min_slots(graph)
         if slots < min_slots(graph):
-            raise LayoutError(f"a tensor of {max(v.type.size for v in graph.values())} elements "
-                              f"does not fit in {slots} slots; multi-ciphertext layouts are not "
-                              f"supported yet")
+            raise LayoutError(
+                f"a tensor of {max(v.type.size for v in graph.values())} elements "
+                f"does not fit in {slots} slots; multi-ciphertext layouts are not "
+                f"supported yet"
+            )
         graph.become(_Lowering(graph, slots).lower())
         return True
 
@@ -93,26 +99,37 @@ class _Lowering:
             if op.kind in LINEAR_KINDS:
                 p = self.pending[id(op.inputs[0])]
                 A, b = affine_map(op)
-                self.pending[id(op.result)] = _Pending(p.src, (A @ p.A).tocsr(), A @ p.b + b,
-                                                       (*p.origins, op.origin))
+                self.pending[id(op.result)] = _Pending(
+                    p.src, (A @ p.A).tocsr(), A @ p.b + b, (*p.origins, op.origin)
+                )
             elif op.kind == "add":
                 p, q = (self.pending[id(v)] for v in op.inputs)
                 if p.src is q.src:  # both branches read one ciphertext: one fused map
-                    self.pending[id(op.result)] = _Pending(p.src, (p.A + q.A).tocsr(), p.b + q.b,
-                                                           (*p.origins, *q.origins, op.origin))
+                    self.pending[id(op.result)] = _Pending(
+                        p.src, (p.A + q.A).tocsr(), p.b + q.b, (*p.origins, *q.origins, op.origin)
+                    )
                 else:
                     x, y = self._aligned(*op.inputs, op.origin)
                     self._result(op.result, "add", [x, y], x.type.level, op.origin)
             elif op.kind == "mul" or (op.kind == "poly" and op.attrs["coeffs"] == _SQUARE):
-                x, y = self._aligned(*op.inputs, op.origin) if op.kind == "mul" else (
-                    (m := self._materialize(op.inputs[0])), m)
+                x, y = (
+                    self._aligned(*op.inputs, op.origin)
+                    if op.kind == "mul"
+                    else ((m := self._materialize(op.inputs[0])), m)
+                )
                 prod = self._emit("mul", [x, y], x.type.with_state(x.type.level, 2), op.origin)
                 self._result(op.result, "rescale", [prod], x.type.level + 1, op.origin)
             elif op.kind == "poly":
                 x = self._materialize(op.inputs[0])
                 coeffs = tuple(op.attrs["coeffs"])
-                self._result(op.result, "poly", [x], x.type.level + poly_depth(coeffs),
-                             op.origin, {"coeffs": coeffs})
+                self._result(
+                    op.result,
+                    "poly",
+                    [x],
+                    x.type.level + poly_depth(coeffs),
+                    op.origin,
+                    {"coeffs": coeffs},
+                )
             else:
                 raise NotImplementedError(f"lowering of tensor op {op.kind}")
         self.out.outputs = [self._materialize(v) for v in self.src_graph.outputs]
@@ -123,14 +140,28 @@ class _Lowering:
         n = tensor.type.size
         self.pending[id(tensor)] = _Pending(cipher, sp.identity(n, format="csr"), np.zeros(n), ())
 
-    def _result(self, tensor: Value, kind: str, inputs: list[Value], level: int, origin: str,
-                attrs: dict | None = None) -> None:
+    def _result(
+        self,
+        tensor: Value,
+        kind: str,
+        inputs: list[Value],
+        level: int,
+        origin: str,
+        attrs: dict | None = None,
+    ) -> None:
         """Emit the op computing ``tensor`` (at scale Δ, in the tensor's layout)."""
         t = CipherType(self.slots, level, 1, Layout(tensor.shape, self.slots))
         self._identity(tensor, self._emit(kind, inputs, t, origin, attrs))
 
-    def _emit(self, kind: str, inputs: list[Value], t: CipherType, origin: str,
-              attrs: dict | None = None, consts: dict | None = None) -> Value:
+    def _emit(
+        self,
+        kind: str,
+        inputs: list[Value],
+        t: CipherType,
+        origin: str,
+        attrs: dict | None = None,
+        consts: dict | None = None,
+    ) -> Value:
         return self.out.add(kind, inputs, t, attrs, consts, origin)
 
     def _aligned(self, a: Value, b: Value, origin: str) -> tuple[Value, Value]:
@@ -141,8 +172,13 @@ class _Lowering:
         def drop(v: Value) -> Value:
             if v.type.level == level:
                 return v
-            return self._emit("level_reduce", [v], v.type.with_state(level, 1), origin,
-                              {"levels": level - v.type.level})
+            return self._emit(
+                "level_reduce",
+                [v],
+                v.type.with_state(level, 1),
+                origin,
+                {"levels": level - v.type.level},
+            )
 
         return drop(x), drop(y)
 
@@ -165,8 +201,13 @@ class _Lowering:
         origin = "+".join(dict.fromkeys(o for o in p.origins if o))  # ordered, no repeats
         x = p.src
         t = CipherType(S, x.type.level + 1, 1, Layout(tensor.shape, S))
-        y = self._emit("matvec", [x], t, origin,
-                       attrs={"offsets": tuple(int(o) for o in offsets)},
-                       consts={"diags": diags, "bias": bias})
+        y = self._emit(
+            "matvec",
+            [x],
+            t,
+            origin,
+            attrs={"offsets": tuple(int(o) for o in offsets)},
+            consts={"diags": diags, "bias": bias},
+        )
         self._identity(tensor, y)
         return y

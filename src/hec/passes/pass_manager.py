@@ -49,8 +49,10 @@ class PassManager:
             if self.progress:
                 self.progress(p.name)
             if graph.dialect != p.dialect:
-                raise PassError(f"pass '{p.name}' works on {p.dialect} graphs, got a "
-                                f"{graph.dialect} graph after {_history(done)}")
+                raise PassError(
+                    f"pass '{p.name}' works on {p.dialect} graphs, got a "
+                    f"{graph.dialect} graph after {_history(done)}"
+                )
             before = graph.clone()
             try:
                 changed = p.run(graph)
@@ -58,8 +60,9 @@ class PassManager:
             except HecError:
                 raise
             except (VerifyError, Exception) as exc:
-                err = PassError(f"pass '{p.name}' failed after {_history(done)}: "
-                                f"{type(exc).__name__}: {exc}")
+                err = PassError(
+                    f"pass '{p.name}' failed after {_history(done)}: {type(exc).__name__}: {exc}"
+                )
                 err.graph = before  # type: ignore[attr-defined]
                 raise err from exc
             done.append(p.name)

@@ -90,8 +90,7 @@ def _expand(op: Op, baby_step: int | None) -> tuple[list[Op], Value]:
         partial = None
         for i in np.flatnonzero(offsets // n1 == g):
             pre_rotated = np.roll(diags[i], g * n1)  # rot(d, -g·n1)
-            term = emit("mul_plain", [babies[int(offsets[i] % n1)]], 2,
-                        consts={"p": pre_rotated})
+            term = emit("mul_plain", [babies[int(offsets[i] % n1)]], 2, consts={"p": pre_rotated})
             partial = term if partial is None else emit("add", [partial, term], 2)
         if g % S:
             partial = emit("rotate", [partial], 2, attrs={"k": signed_rotation(g * n1, S)})

@@ -30,8 +30,9 @@ class Decrypted:
 class Client:
     """Makes the keys for an artifact's program and encrypts/decrypts its inputs and outputs."""
 
-    def __init__(self, artifact: Artifact,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self, artifact: Artifact, progress: Callable[[int, int], None] | None = None
+    ) -> None:
         self.artifact = artifact
         params = artifact.params
         self.context = make_context(params)
@@ -42,7 +43,7 @@ class Client:
             self.context.EvalMultKeyGen(self._secret_key)
         indices = list(params.rotation_indices)
         for start in range(0, len(indices), _KEY_CHUNK):
-            self.context.EvalRotateKeyGen(self._secret_key, indices[start:start + _KEY_CHUNK])
+            self.context.EvalRotateKeyGen(self._secret_key, indices[start : start + _KEY_CHUNK])
             if progress is not None:
                 progress(min(start + _KEY_CHUNK, len(indices)), len(indices))
 

@@ -18,8 +18,9 @@ def as_batch(x: np.ndarray, sample_shape: tuple[int, ...], what: str = "input") 
         x = x[None]
     if x.shape[1:] != sample_shape:
         want = "x".join(map(str, sample_shape))
-        raise InputError(f"{what}: shape {list(x.shape)} does not match the model input "
-                         f"[{want}] or [B, {want}]")
+        raise InputError(
+            f"{what}: shape {list(x.shape)} does not match the model input [{want}] or [B, {want}]"
+        )
     if not np.all(np.isfinite(x)):
         raise InputError(f"{what}: contains NaN or infinity")
     return x.astype(np.float64)

@@ -41,8 +41,9 @@ _SEMANTICS = {
 
 def simulate_slots(graph: Graph, *inputs: np.ndarray) -> list[np.ndarray]:
     """Run a slot graph on packed inputs ``[B, slots]``; returns packed outputs."""
-    env = {id(v): np.asarray(x, dtype=np.float64) for v, x in zip(graph.inputs, inputs,
-                                                                     strict=True)}
+    env = {
+        id(v): np.asarray(x, dtype=np.float64) for v, x in zip(graph.inputs, inputs, strict=True)
+    }
     for op in graph.ops:
         env[id(op.result)] = _SEMANTICS[op.kind](op, *(env[id(v)] for v in op.inputs))
     return [env[id(v)] for v in graph.outputs]
