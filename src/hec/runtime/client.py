@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.params import make_context
 
@@ -46,6 +48,29 @@ class Client:
             self.context.EvalRotateKeyGen(self._secret_key, indices[start : start + _KEY_CHUNK])
             if progress is not None:
                 progress(min(start + _KEY_CHUNK, len(indices)), len(indices))
+
+    def export_public(self, directory: Path) -> dict[str, int]:
+        """Write what a server needs (context, public and evaluation keys); returns bytes per file.
+
+        The secret key is never written here.
+        """
+        openfhe = load_openfhe()
+        directory.mkdir(parents=True, exist_ok=True)
+        files = {"context.bin": lambda p: openfhe.SerializeToFile(p, self.context, openfhe.BINARY),
+                 "public_key.bin": lambda p: openfhe.SerializeToFile(p, self.public_key,
+                                                                     openfhe.BINARY)}
+        if self.artifact.params.needs_relinearization:
+            files["mult_key.bin"] = lambda p: self.context.SerializeEvalMultKey(p, openfhe.BINARY)
+        if self.artifact.params.rotation_indices:
+            files["rotation_keys.bin"] = lambda p: self.context.SerializeEvalAutomorphismKey(
+                p, openfhe.BINARY)
+        sizes = {}
+        for name, write in files.items():
+            path = directory / name
+            if not write(str(path)):
+                raise OSError(f"OpenFHE could not write {path}")
+            sizes[name] = path.stat().st_size
+        return sizes
 
     def encrypt(self, x: np.ndarray):
         """Encrypt one sample (shape = the model's input shape without batch axis)."""

@@ -1,0 +1,146 @@
+"""Benchmark: compile and run the bundled models encrypted; print one table, write JSON.
+
+    python benchmarks/run.py            # full: 10 encrypted images per model
+    python benchmarks/run.py --quick    # 1 encrypted image (what CI runs, seconds)
+
+Columns: compile, key generation, per-image encrypt/evaluate/decrypt, HE operation counts from
+report.json, rotation keys and their serialized size, peak process memory, onnxruntime's
+plaintext time per image, and accuracy (onnxruntime, simulator on the whole test split,
+encrypted on the sample). Figures are measured, never asserted: this is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+import hec  # noqa: E402
+from hec.frontend.reference import onnxruntime_outputs  # noqa: E402
+from hec.runtime import Client, Server  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = {"cryptonets-digits": REPO / "examples" / "cryptonets_digits"}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_model(name: str, folder: Path, n_encrypted: int, work: Path) -> dict:
+    model = folder / "model.onnx"
+    data = np.load(folder / "test.npz")
+    x, y = data["x"], data["y"]
+    row: dict = {"model": name}
+
+    t = time.perf_counter()
+    art = hec.compile(model, work / name)
+    row["compile_s"] = time.perf_counter() - t
+    totals = art.report["totals"]
+    row.update({k: totals[k] for k in ("rotations", "hoisted_rotations", "plaintext_multiplies",
+                                       "ciphertext_multiplies", "rescales", "rotation_keys",
+                                       "depth")})
+    row["ring_dim"] = art.params.ring_dim
+
+    t = time.perf_counter()
+    ref = onnxruntime_outputs(model, x)
+    row["onnxruntime_ms_per_image"] = (time.perf_counter() - t) / len(x) * 1e3
+    row["acc_onnxruntime"] = float((ref.argmax(1) == y).mean())
+    row["acc_simulated"] = float((hec.simulate(art, x).argmax(1) == y).mean())
+
+    t = time.perf_counter()
+    client = Client(art)
+    row["keygen_s"] = time.perf_counter() - t
+    sizes = client.export_public(work / f"{name}-keys")
+    row["eval_key_mb"] = (sizes.get("rotation_keys.bin", 0) + sizes.get("mult_key.bin", 0)) / 1e6
+    server = Server(art, client.context)
+    stages = {"encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
+    correct, max_err = 0, 0.0
+    for i in range(n_encrypted):
+        t = time.perf_counter()
+        ct = client.encrypt(x[i])
+        stages["encrypt"] += time.perf_counter() - t
+        t = time.perf_counter()
+        out = server.evaluate(ct)
+        stages["evaluate"] += time.perf_counter() - t
+        t = time.perf_counter()
+        dec = client.decrypt(out)
+        stages["decrypt"] += time.perf_counter() - t
+        correct += int(dec.values.argmax() == y[i])
+        max_err = max(max_err, float(np.abs(dec.values - ref[i]).max()))
+    row["encrypt_ms"] = stages["encrypt"] / n_encrypted * 1e3
+    row["evaluate_s"] = stages["evaluate"] / n_encrypted
+    row["decrypt_ms"] = stages["decrypt"] / n_encrypted * 1e3
+    row["acc_encrypted"] = correct / n_encrypted
+    row["n_encrypted"] = n_encrypted
+    row["max_abs_err_vs_onnxruntime"] = max_err
+    row["peak_rss_mb"] = peak_rss_mb()
+    return row
+
+
+COLUMNS = [  # (key, header, format)
+    ("model", "model", "{}"),
+    ("compile_s", "compile s", "{:.2f}"),
+    ("keygen_s", "keygen s", "{:.2f}"),
+    ("encrypt_ms", "enc ms", "{:.1f}"),
+    ("evaluate_s", "eval s", "{:.2f}"),
+    ("decrypt_ms", "dec ms", "{:.1f}"),
+    ("onnxruntime_ms_per_image", "ort ms", "{:.3f}"),
+    ("rotations", "rot", "{}"),
+    ("hoisted_rotations", "hoisted", "{}"),
+    ("plaintext_multiplies", "pt-mul", "{}"),
+    ("ciphertext_multiplies", "ct-mul", "{}"),
+    ("rotation_keys", "keys", "{}"),
+    ("eval_key_mb", "key MB", "{:.0f}"),
+    ("depth", "depth", "{}"),
+    ("ring_dim", "ring", "{}"),
+    ("peak_rss_mb", "peak MB", "{:.0f}"),
+    ("acc_onnxruntime", "acc ort", "{:.3f}"),
+    ("acc_simulated", "acc sim", "{:.3f}"),
+    ("acc_encrypted", "acc enc", "{:.2f}"),
+]
+
+
+def print_table(rows: list[dict]) -> None:
+    cells = [[h for _, h, _ in COLUMNS]] + [[f.format(r[k]) for k, _, f in COLUMNS] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    for j, row in enumerate(cells):
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one encrypted image per model")
+    ap.add_argument("--images", type=int, default=10, help="encrypted images per model")
+    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results.json")
+    args = ap.parse_args(argv)
+    n = 1 if args.quick else args.images
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [bench_model(name, folder, n, Path(tmp)) for name, folder in MODELS.items()]
+    meta = {"date": date.today().isoformat(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+            "python": platform.python_version(), "hec": hec.__version__}
+    print(f"hec benchmark {meta['date']}, {meta['cpus']} CPUs, OMP_NUM_THREADS="
+          f"{meta['omp_threads']}, {n} encrypted image(s) per model")
+    print_table(rows)
+    if not args.quick:
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        print(f"written {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
