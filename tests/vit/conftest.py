@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
+from .vit_testlib import FIXTURES
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-def run_onnx(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
-    """Logits of ``model`` on ``images`` with onnxruntime, graph optimisations off."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: images.astype(np.float32)})[0]
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,13 @@ import onnx
 import pytest
 from onnx import helper
 
-from conftest import run_onnx
 from hec.vit.adapt import AdaptToKey, adapt_model
 from hec.vit.errors import AdaptationCheckError, NotAPatchEmbeddingError, PatchSizeError
 from hec.vit.keys import BlockKey
 from hec.vit.onnx_vit import build_vit_onnx
 from hec.vit.transforms import encrypt
+
+from .vit_testlib import run_onnx
 
 SETTINGS = [
     dict(block_scramble=bs, pixel_shuffle=ps, negpos=neg, channel_shuffle=cs, shared=sh)

@@ -6,9 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import run_onnx
 from hec.cli.main import main
 from hec.vit.onnx_vit import build_vit_onnx
+
+from .vit_testlib import run_onnx
 
 
 def _hec(*args: str) -> None:

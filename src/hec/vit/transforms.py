@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from hec.vit.errors import ImageShapeError
-from hec.vit.keys import BlockKey
+from hec.vit.keys import BlockKey, block_positions
 
-__all__ = ["encrypt", "decrypt", "default_max_value"]
+__all__ = ["encrypt", "decrypt", "encrypt_disposable", "sample_gathers", "default_max_value"]
 
 Keys = BlockKey | Sequence[BlockKey]
 
@@ -77,30 +77,95 @@ def _apply(
     n = batch.shape[0]
     if len(keys) not in (1, n):
         raise ImageShapeError(f"{len(keys)} keys for {n} images: give one key, or one per image")
-    vmax = np.asarray(
-        default_max_value(batch.dtype) if max_value is None else max_value, dtype=batch.dtype
-    )
-    flat = batch.reshape(n, -1)
     gathers = [k.gather(layout) for k in keys]
     if len(keys) == 1:
         index, flip = gathers[0]
-        if inverse:
-            out = np.empty_like(flat)
-            out[:, index] = np.where(flip, vmax - flat, flat)
-        else:
-            out = flat[:, index]
-            out = np.where(flip, vmax - out, out)
     else:
         index = np.stack([g[0] for g in gathers])
         flip = np.stack([g[1] for g in gathers])
-        if inverse:
-            out = np.empty_like(flat)
-            np.put_along_axis(out, index, np.where(flip, vmax - flat, flat), axis=1)
-        else:
-            out = np.take_along_axis(flat, index, axis=1)
-            out = np.where(flip, vmax - out, out)
-    out = out.reshape(batch.shape)
+    out = _gather(batch, index, flip, max_value, inverse)
     return out[0] if single else out
+
+
+def _gather(
+    batch: np.ndarray, index: np.ndarray, flip: np.ndarray, max_value: float | None, inverse: bool
+) -> np.ndarray:
+    """Apply (or invert) gather ``index`` and ``flip``: 1-D for every image, or one row each."""
+    vmax = np.asarray(
+        default_max_value(batch.dtype) if max_value is None else max_value, dtype=batch.dtype
+    )
+    flat = batch.reshape(batch.shape[0], -1)
+    if inverse:
+        out = np.empty_like(flat)
+        unflipped = np.where(flip, vmax - flat, flat)
+        if index.ndim == 1:
+            out[:, index] = unflipped
+        else:
+            np.put_along_axis(out, index, unflipped, axis=1)
+    else:
+        out = flat[:, index] if index.ndim == 1 else np.take_along_axis(flat, index, axis=1)
+        out = np.where(flip, vmax - out, out)
+    return out.reshape(batch.shape)
+
+
+def sample_gathers(
+    template: BlockKey, n: int, rng: np.random.Generator, layout: str = "NCHW"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gather indices and flip masks of ``n`` random keys with ``template``'s settings, drawn at
+    once (vectorised). The keys themselves are never formed, so nothing can decrypt the result.
+
+    Returns:
+        ``(index, flip)``, each ``(n, C*H*W)``; see ``BlockKey.gather``.
+    """
+    nb, length, c, g = template.num_blocks, template.block_len, template.channels, template.group
+    rows = 1 if template.shared else nb
+    if template.block_scramble:
+        block_perm = rng.random((n, nb)).argsort(axis=1)
+    else:
+        block_perm = np.broadcast_to(np.arange(nb), (n, nb))
+    pix = rng.random((n, rows, length // g, g)).argsort(axis=-1)
+    pix = (pix + np.arange(0, length, g)[:, None]).reshape(n, rows, length)
+    if template.channel_shuffle:
+        chan = rng.random((n, rows, c)).argsort(axis=-1)
+    else:
+        chan = np.broadcast_to(np.arange(c), (n, rows, c))
+    chan_map = np.arange(length) // c * c + np.tile(chan, (1, 1, length // c))
+    perm = np.broadcast_to(np.take_along_axis(chan_map, pix, axis=-1), (n, nb, length))
+    if template.negpos == "pixel":
+        flip = np.broadcast_to(rng.random((n, rows, length)) < 0.5, (n, nb, length))
+    elif template.negpos == "block":
+        flip = np.broadcast_to(rng.random((n, nb, 1)) < 0.5, (n, nb, length))
+    else:
+        flip = np.zeros((n, nb, length), dtype=bool)
+    pos = block_positions(template, layout)
+    src = pos[block_perm[:, :, None], perm]
+    index = np.empty((n, pos.size), dtype=np.intp)
+    flips = np.empty((n, pos.size), dtype=bool)
+    index[:, pos.ravel()] = src.reshape(n, -1)
+    flips[:, pos.ravel()] = flip.reshape(n, -1)
+    return index, flips
+
+
+def encrypt_disposable(
+    images: np.ndarray,
+    template: BlockKey,
+    rng: np.random.Generator,
+    *,
+    layout: str = "NCHW",
+    max_value: float | None = None,
+) -> np.ndarray:
+    """Encrypt every image in a batch under its own random key with ``template``'s settings,
+    forgetting the keys at once (nobody can decrypt the result).
+
+    Faster than ``encrypt(x, template.spawn(n))``, whose keys can be re-derived from
+    ``template.seed``. Applied to images already encrypted with keys of this family it gives
+    another encryption under a random key of the family (permutations and flips compose), which
+    is how ``train.fit`` augments encrypted training data without any key.
+    """
+    images = np.asarray(images)
+    _check_shape(images, [template], layout)
+    index, flip = sample_gathers(template, images.shape[0], rng, layout)
+    return _gather(images, index, flip, max_value, inverse=False)
 
 
 def _check_shape(batch: np.ndarray, keys: list[BlockKey], layout: str) -> None:
