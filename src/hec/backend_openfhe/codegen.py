@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from hec.backend_openfhe.execute import openfhe_chebyshev
 from hec.backend_openfhe.params import CKKSParams
 from hec.ir import Graph
 
@@ -123,8 +124,9 @@ def generate_program(program: Graph, params: CKKSParams, io: dict[str, Any]) -> 
             call = f"cc.Rescale({x[0]})"
         elif op.kind == "level_reduce":
             call = f"cc.LevelReduce({x[0]}, None, {op.attrs['levels']})"
-        elif op.kind == "poly":
-            call = f"cc.EvalPoly({x[0]}, {list(op.attrs['coeffs'])})"
+        elif op.kind == "poly":  # OpenFHE halves c0
+            coeffs = [round(c, 17) for c in openfhe_chebyshev(op.attrs["coeffs"])]
+            call = f"cc.EvalChebyshevSeries({x[0]}, {coeffs}, -1, 1)"
         else:
             raise ValueError(f"cannot generate code for slot op {op.kind!r}")
         body.append(f"    {out} = {call}")

@@ -15,7 +15,12 @@ import numpy as np
 
 from hec.ir import Graph, Op
 
-__all__ = ["OpenFHEExecutor"]
+__all__ = ["OpenFHEExecutor", "openfhe_chebyshev"]
+
+
+def openfhe_chebyshev(coeffs: tuple[float, ...]) -> list[float]:
+    """OpenFHE's series is ``c0/2 + Σ c_k T_k``; ours (numpy's) is ``c0 + Σ c_k T_k``."""
+    return [2.0 * coeffs[0], *map(float, coeffs[1:])]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -81,7 +86,7 @@ class OpenFHEExecutor:
         if k == "level_reduce":
             return cc.LevelReduce(args[0], None, op.attrs["levels"])
         if k == "poly":
-            return cc.EvalPoly(args[0], list(op.attrs["coeffs"]))
+            return cc.EvalChebyshevSeries(args[0], openfhe_chebyshev(op.attrs["coeffs"]), -1, 1)
         raise ValueError(f"the OpenFHE backend cannot run slot op {k!r}")
 
     def _plaintext(self, op: Op, i: int, name: str):

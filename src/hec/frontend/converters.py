@@ -61,6 +61,11 @@ def converter(*op_types: str) -> Callable[[Converter], Converter]:
     return wrap
 
 
+def power_to_chebyshev(n: int) -> tuple[float, ...]:
+    """Chebyshev coefficients of ``x**n`` (the IR's ``poly`` uses the Chebyshev basis)."""
+    return tuple(float(c) for c in np.polynomial.chebyshev.poly2cheb([0.0] * n + [1.0]))
+
+
 def _full(v: Value) -> tuple[int, ...]:
     return (1, *v.shape)
 
@@ -180,7 +185,7 @@ def _binary(ctx: Context, node, attrs) -> list:
             return [ctx.emit("add", [x, neg], x.shape)]
         if op == "Mul":
             if x is y:
-                return [ctx.emit("poly", [x], x.shape, {"coeffs": (0.0, 0.0, 1.0)})]
+                return [ctx.emit("poly", [x], x.shape, {"coeffs": power_to_chebyshev(2)})]
             return [ctx.emit("mul", [x, y], x.shape)]
         raise ctx.unsupported("division by an encrypted tensor")
     enc_first = ctx.is_encrypted(a)
@@ -215,7 +220,7 @@ def _pow(ctx: Context, node, attrs) -> list:
     n = int(float(e))
     if n == 1:
         return [x]
-    return [ctx.emit("poly", [x], x.shape, {"coeffs": (0.0,) * n + (1.0,)})]
+    return [ctx.emit("poly", [x], x.shape, {"coeffs": power_to_chebyshev(n)})]
 
 
 @converter("BatchNormalization")

@@ -14,24 +14,35 @@ mul            y = x ⊙ z, relinearized (same level, scale 1)          scale 2
 rescale        divide by the last prime                               level +1, scale -1
 level_reduce   drop ``levels`` primes without rescaling               level + levels
 matvec         y = Σ_k d_k ⊙ rot(x, k) + b, rescaled (see lowering)   level +1
-poly{coeffs}   y = Σ c_i x^i (power basis) on each slot               level + poly_depth
+poly{coeffs}   y = Σ c_k T_k(x) (Chebyshev, x in [-1, 1]) on each slot  level + poly_depth
 =============  =====================================================  =======================
 """
 
 from __future__ import annotations
 
-import math
-
 from hec.ir.core import Op, VerifyError, register_op
 from hec.ir.types import CipherType
 
-__all__ = ["poly_depth", "rotation_offsets"]
+__all__ = ["poly_depth", "max_degree_for_depth", "rotation_offsets"]
+
+
+# Levels OpenFHE's EvalChebyshevSeries consumes (FIXEDMANUAL, measured on openfhe 1.6.1; the
+# test tier checks it): the largest degree evaluated within each depth.
+_CHEBYSHEV_DEPTH = ((1, 1), (2, 2), (5, 3), (13, 4), (27, 5), (59, 6), (119, 7), (247, 8))
 
 
 def poly_depth(coeffs: tuple[float, ...]) -> int:
-    """Levels OpenFHE's ``EvalPoly`` consumes for a power-basis polynomial (measured)."""
+    """Levels a Chebyshev series of this degree costs on OpenFHE."""
     degree = len(coeffs) - 1
-    return 1 if degree <= 1 else math.ceil(math.log2(degree)) + 1
+    for max_degree, depth in _CHEBYSHEV_DEPTH:
+        if degree <= max_degree:
+            return depth
+    raise ValueError(f"polynomial degree {degree} is beyond what hec evaluates")
+
+
+def max_degree_for_depth(depth: int) -> int:
+    """The largest Chebyshev degree OpenFHE evaluates within ``depth`` levels."""
+    return max((d for d, lv in _CHEBYSHEV_DEPTH if lv <= depth), default=0)
 
 
 def rotation_offsets(op: Op) -> tuple[int, ...]:

@@ -25,12 +25,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from hec.errors import LayoutError
-from hec.ir import LINEAR_KINDS, CipherType, Graph, Layout, Value, affine_map
+from hec.ir import LINEAR_KINDS, CipherType, Graph, Layout, Op, Value, affine_map
 from hec.ir.slot_ops import poly_depth
 
 __all__ = ["LowerToSlots", "min_slots"]
-
-_SQUARE = (0.0, 0.0, 1.0)
 
 
 def min_slots(graph: Graph) -> int:
@@ -111,29 +109,64 @@ class _Lowering:
                 else:
                     x, y = self._aligned(*op.inputs, op.origin)
                     self._result(op.result, "add", [x, y], x.type.level, op.origin)
-            elif op.kind == "mul" or (op.kind == "poly" and op.attrs["coeffs"] == _SQUARE):
-                x, y = (
-                    self._aligned(*op.inputs, op.origin)
-                    if op.kind == "mul"
-                    else ((m := self._materialize(op.inputs[0])), m)
-                )
-                prod = self._emit("mul", [x, y], x.type.with_state(x.type.level, 2), op.origin)
-                self._result(op.result, "rescale", [prod], x.type.level + 1, op.origin)
+            elif op.kind == "mul":
+                x, y = self._aligned(*op.inputs, op.origin)
+                self._square_or_product(op.result, x, y, op.origin)
             elif op.kind == "poly":
-                x = self._materialize(op.inputs[0])
-                coeffs = tuple(op.attrs["coeffs"])
-                self._result(
-                    op.result,
-                    "poly",
-                    [x],
-                    x.type.level + poly_depth(coeffs),
-                    op.origin,
-                    {"coeffs": coeffs},
-                )
+                self._poly(op)
             else:
                 raise NotImplementedError(f"lowering of tensor op {op.kind}")
         self.out.outputs = [self._materialize(v) for v in self.src_graph.outputs]
         return self.out
+
+    # -- polynomials ----------------------------------------------------------------------
+    def _poly(self, op: Op) -> None:
+        """Degree <= 1 is affine (fused, free); degree 2 costs one level; more: a series.
+
+        Degree 2 in power form is ``A t² + B t + C = sign(A)·u² + C - B²/(4A)`` with
+        ``u = sqrt|A|·(t + B/(2A))``. ``u`` is an affine map of ``t``'s source, so it fuses into
+        the linear map before; the outer affine stays pending and fuses into the one after.
+        What is left is a single ciphertext square: one level, whatever the coefficients.
+        """
+        coeffs = np.trim_zeros(np.asarray(op.attrs["coeffs"], dtype=np.float64), "b")
+        power = np.polynomial.chebyshev.cheb2poly(coeffs)
+        p = self.pending[id(op.inputs[0])]
+        n = op.result.type.size
+        if len(coeffs) <= 2:
+            c0, c1 = (power.tolist() + [0.0, 0.0])[:2]
+            self.pending[id(op.result)] = _Pending(
+                p.src, (c1 * p.A).tocsr(), c1 * p.b + c0, (*p.origins, op.origin)
+            )
+            return
+        if len(coeffs) == 3:
+            C, B, A = power
+            s, h = np.sqrt(abs(A)), B / (2 * A)
+            if s == 1.0 and h == 0.0:
+                x = self._materialize(op.inputs[0])
+            else:
+                x = self._materialize_pending(
+                    _Pending(p.src, (s * p.A).tocsr(), s * (p.b + h), (*p.origins, op.origin)),
+                    op.inputs[0].shape,
+                )
+            squared = self._square_or_product(None, x, x, op.origin)
+            sign = float(np.sign(A))
+            self.pending[id(op.result)] = _Pending(
+                squared, sign * sp.identity(n, format="csr"), np.full(n, C - B * B / (4 * A)), ()
+            )
+            return
+        x = self._materialize(op.inputs[0])
+        level = x.type.level + poly_depth(tuple(coeffs))
+        self._result(op.result, "poly", [x], level, op.origin, {"coeffs": tuple(coeffs)})
+
+    def _square_or_product(self, tensor: Value | None, x: Value, y: Value, origin: str) -> Value:
+        """``x ⊙ y`` then rescale: one level. Records it as ``tensor`` when given."""
+        prod = self._emit("mul", [x, y], x.type.with_state(x.type.level, 2), origin)
+        if tensor is not None:
+            self._result(tensor, "rescale", [prod], x.type.level + 1, origin)
+            return self.pending[id(tensor)].src
+        layout = x.type.layout
+        return self._emit("rescale", [prod], CipherType(self.slots, x.type.level + 1, 1, layout),
+                          origin)
 
     # -- helpers --------------------------------------------------------------------------
     def _identity(self, tensor: Value, cipher: Value) -> None:
@@ -184,11 +217,16 @@ class _Lowering:
 
     def _materialize(self, tensor: Value) -> Value:
         """Emit the pending affine map of ``tensor`` as a ``matvec`` (once)."""
-        p = self.pending[id(tensor)]
+        y = self._materialize_pending(self.pending[id(tensor)], tensor.shape)
+        self._identity(tensor, y)
+        return y
+
+    def _materialize_pending(self, p: _Pending, shape: tuple[int, ...]) -> Value:
+        """Emit ``p`` as a ``matvec`` holding a tensor of ``shape`` (nothing if identity)."""
         if p.is_identity:
             return p.src
         S = self.slots
-        rows_slot = np.arange(tensor.type.size)  # contiguous output layout
+        rows_slot = np.arange(p.A.shape[0])  # contiguous output layout
         cols_slot = p.src.type.layout.slot_of_element()
         A = p.A.tocoo()
         r, c = rows_slot[A.row], cols_slot[A.col]
@@ -200,8 +238,8 @@ class _Lowering:
         bias[rows_slot] = p.b
         origin = "+".join(dict.fromkeys(o for o in p.origins if o))  # ordered, no repeats
         x = p.src
-        t = CipherType(S, x.type.level + 1, 1, Layout(tensor.shape, S))
-        y = self._emit(
+        t = CipherType(S, x.type.level + 1, 1, Layout(shape, S))
+        return self._emit(
             "matvec",
             [x],
             t,
@@ -209,5 +247,3 @@ class _Lowering:
             attrs={"offsets": tuple(int(o) for o in offsets)},
             consts={"diags": diags, "bias": bias},
         )
-        self._identity(tensor, y)
-        return y
