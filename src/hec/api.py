@@ -18,8 +18,9 @@ from hec.backend_openfhe import (
     write_artifact,
 )
 from hec.frontend import import_onnx
+from hec.optimize import accuracy, conversion_layers, make_he_friendly
 from hec.options import CompileOptions
-from hec.passes import PassManager, slot_packing_pipeline
+from hec.passes import PassManager, he_friendly_pipeline, slot_packing_pipeline
 from hec.progress import ProgressFn, no_progress
 from hec.runtime import Client, Server, simulate_slots
 from hec.runtime.inputs import as_batch
@@ -32,11 +33,26 @@ def compile(
     out_dir: str | os.PathLike,
     options: CompileOptions | None = None,
     progress: ProgressFn = no_progress,
+    calibration: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
 ) -> Artifact:
-    """Compile an ONNX model into an artifact directory and return the loaded artifact."""
+    """Compile an ONNX model into an artifact directory and return the loaded artifact.
+
+    Args:
+        model: path of an ``.onnx`` file (external data next to it) or a ``ModelProto``.
+        out_dir: the artifact directory to write.
+        options: compiler options (defaults: slot packing, 128-bit security).
+        progress: ``progress(stage, done, total)`` callback for long steps.
+        calibration: typical inputs ``[N, ...]``; required when the model has non-polynomial
+            activations or max pooling, which are then replaced (see ``hec optimize``).
+        labels: labels of ``calibration``; when given, the report holds the accuracy of the
+            original and of the converted model on them.
+    """
     options = options or CompileOptions()
     start = time.perf_counter()
     graph = import_onnx(model)
+    original = graph.clone() if calibration is not None else None
+    stats = make_he_friendly(model, graph, options, calibration, progress)
     tensor_ir = graph.clone()
     passes = slot_packing_pipeline(options)
     total = len(passes)
@@ -45,6 +61,7 @@ def compile(
         passes,
         dump_dir=options.dump_ir_after,
         progress=lambda name: progress(f"compile: {name}", next(done), total),
+        first_index=len(he_friendly_pipeline(options, stats or None)) + 1,
     ).run(graph)
     progress("compile", total, total)
     params = choose_params(graph, options.scaling_bits, options.first_mod_bits, options.security)
@@ -60,8 +77,11 @@ def compile(
         "input_shape": io["input_shape"],
         "output_shape": io["output_shape"],
         **program_report(graph, params),
+        "activations": conversion_layers(tensor_ir, stats),
         "compile_seconds": round(time.perf_counter() - start, 3),
     }
+    if labels is not None and calibration is not None and original is not None:
+        report["accuracy"] = accuracy(model, tensor_ir, calibration, labels)
     return write_artifact(Path(out_dir), graph, params, io, report, tensor_ir)
 
 

@@ -20,6 +20,13 @@ class CompileOptions:
         first_mod_bits: bits of the first prime (headroom for the integer part of values).
         security: OpenFHE security level; 128-bit classic unless you have a reason.
         dump_ir_after: directory where the IR is written after each pass that changes it.
+        degree: polynomial degree replacing every non-polynomial activation; ``None`` picks the
+            lowest depth-efficient degree meeting ``error_budget`` per activation.
+        error_budget: largest relative RMS error of an activation's polynomial on the
+            calibration data when the degree is picked automatically.
+        margin: fraction of an activation input's observed range added on each side of the
+            interval its polynomial is fitted on.
+        max_poly_depth: deepest polynomial (in levels) the automatic degree choice considers.
     """
 
     slots: int | None = None
@@ -28,3 +35,7 @@ class CompileOptions:
     first_mod_bits: int = 60
     security: str = "HEStd_128_classic"
     dump_ir_after: Path | None = None
+    degree: int | None = None
+    error_budget: float = 0.05
+    margin: float = 0.05
+    max_poly_depth: int = 5

@@ -115,18 +115,25 @@ def test_dump_ir_after(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "dumps").iterdir())
-    assert names == ["00-input.txt", "01-lower-to-slots.txt", "02-schedule-rotations.txt"]
+    # fuse-polynomials (01) finds nothing to change in this model, so it writes no dump
+    assert names == ["00-input.txt", "02-lower-to-slots.txt", "03-schedule-rotations.txt"]
 
 
 def test_unsupported_op_is_one_line(tmp_path: Path) -> None:
     b = ModelBuilder((4,))
-    onnx.save(
-        b.build(b.node("Relu", [b.node("Gemm", ["input", b.weight(4, 4)])])),
-        str(tmp_path / "relu.onnx"),
-    )
-    proc = hec("compile", str(tmp_path / "relu.onnx"), "-o", str(tmp_path / "o"))
-    assert_one_line_error(proc, "Relu_2", "op Relu")
+    onnx.save(b.build(b.node("Softmax", [b.node("Gemm", ["input", b.weight(4, 4)])])),
+              str(tmp_path / "softmax.onnx"))
+    proc = hec("compile", str(tmp_path / "softmax.onnx"), "-o", str(tmp_path / "o"))
+    assert_one_line_error(proc, "Softmax_2", "op Softmax", "argmax")
     assert not (tmp_path / "o").exists()
+
+
+def test_activation_without_calibration_is_one_line(tmp_path: Path) -> None:
+    b = ModelBuilder((4,))
+    onnx.save(b.build(b.node("Relu", [b.node("Gemm", ["input", b.weight(4, 4)])])),
+              str(tmp_path / "relu.onnx"))
+    proc = hec("compile", str(tmp_path / "relu.onnx"), "-o", str(tmp_path / "o"))
+    assert_one_line_error(proc, "Relu_2", "--calib")
 
 
 def test_missing_model_is_one_line(tmp_path: Path) -> None:

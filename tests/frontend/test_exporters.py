@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import hec
-from hec.errors import UnsupportedOpError
 from hec.frontend import import_onnx
 from hec.ir import interpret
+from hec.passes.replace_activations import CalibrationMissing
 
 from conftest import TESTS, assert_matches_reference
 
@@ -43,9 +43,13 @@ def test_exported_model_compiles_and_simulates(path: Path, tmp_path) -> None:
 @pytest.mark.parametrize(
     "path", sorted(FIXTURES.glob("unsupported_relu.*.onnx")), ids=lambda p: p.name
 )
-def test_exported_relu_is_named(path: Path) -> None:
-    with pytest.raises(UnsupportedOpError, match="op Relu"):
-        import_onnx(path)
+def test_exported_relu_needs_calibration(path: Path, tmp_path) -> None:
+    with pytest.raises(CalibrationMissing, match="relu.*--calib"):
+        hec.compile(path, tmp_path / "out")
+    x, _ = _io(path)
+    calib = np.random.default_rng(0).uniform(0, 1, size=(64, *x.shape[1:]))
+    art = hec.compile(path, tmp_path / "out", calibration=calib)
+    assert [row["replaces"] for row in art.report["activations"]] == ["relu"]
 
 
 def test_both_exporters_are_covered() -> None:

@@ -60,6 +60,10 @@ class OpenFHEExecutor:
                 )
             else:
                 out = self._apply(op, i, args)
+            if out.GetLevel() != op.result.type.level:  # the IR's levels are OpenFHE's
+                raise RuntimeError(f"{op.kind} ({op.origin}): OpenFHE is at level "
+                                   f"{out.GetLevel()}, the program expects "
+                                   f"{op.result.type.level}")
             env[id(op.result)] = out
             for v in op.inputs:
                 if self._last_use[id(v)] == i and id(v) not in keep:

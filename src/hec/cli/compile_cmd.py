@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from hec.cli.conversion import conversion_options, print_conversion
 from hec.cli.format import print_summary
 
 __all__ = ["compile_cmd"]
@@ -53,6 +54,7 @@ __all__ = ["compile_cmd"]
     default=None,
     help="Write the IR after every pass that changes it into this directory.",
 )
+@conversion_options
 def compile_cmd(
     model: Path,
     out_dir: Path,
@@ -61,9 +63,18 @@ def compile_cmd(
     scaling_bits: int,
     first_mod_bits: int,
     dump_ir_after: Path | None,
+    calib: Path | None,
+    degree: int | None,
+    error_budget: float,
+    margin: float,
 ) -> None:
-    """Compile an ONNX MODEL into a CKKS program (artifact directory OUT, with report.json)."""
+    """Compile an ONNX MODEL into a CKKS program (artifact directory OUT, with report.json).
+
+    Models with non-polynomial activations need --calib: they are made HE-friendly first
+    (what `hec optimize` does), then compiled.
+    """
     from hec.api import compile
+    from hec.calibrate import load_dataset
     from hec.options import CompileOptions
     from hec.progress import stderr_progress
 
@@ -73,7 +84,13 @@ def compile_cmd(
         scaling_bits=scaling_bits,
         first_mod_bits=first_mod_bits,
         dump_ir_after=dump_ir_after,
+        degree=degree,
+        error_budget=error_budget,
+        margin=margin,
     )
-    artifact = compile(model, out_dir, options, progress=stderr_progress())
+    x, y = load_dataset(calib) if calib is not None else (None, None)
+    artifact = compile(model, out_dir, options, progress=stderr_progress(), calibration=x,
+                       labels=y)
     click.echo(f"compiled {model} -> {out_dir} in {artifact.report['compile_seconds']:.2f} s")
+    print_conversion(artifact.report["activations"], artifact.report.get("accuracy"))
     print_summary(artifact.report)

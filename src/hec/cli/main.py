@@ -33,6 +33,7 @@ class _LazyGroup(click.Group):
 
 COMMANDS = {
     "compile": "hec.cli.compile_cmd:compile_cmd",
+    "optimize": "hec.cli.optimize_cmd:optimize_cmd",
     "run": "hec.cli.run_cmd:run_cmd",
     "vit": "hec.cli.vit:vit",
 }

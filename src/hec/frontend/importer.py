@@ -78,7 +78,7 @@ class Context:
             attrs,
             consts,
             origin=self.where,
-            name=self.node.output[0],
+            name=f"{self.node.output[0]}/{kind}",  # renamed to the ONNX name if it is one
         )
 
     def unsupported(self, why: str) -> UnsupportedOpError:
@@ -109,11 +109,15 @@ def build_graph(proto: onnx.ModelProto, name: str = "main") -> Graph:
         if convert is None:
             raise UnsupportedOpError(ctx.where, node.op_type, HINTS.get(node.op_type, ""))
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        first_new = len(ctx.graph.ops)
         outputs = convert(ctx, node, attrs)
+        created = {id(r) for op in ctx.graph.ops[first_new:] for r in op.results}
         for out_name, out in zip(node.output, outputs, strict=False):
             if not out_name:
                 continue
             if isinstance(out, Value):
+                if id(out) in created:  # values keep the ONNX tensor name they stand for
+                    out.name = out_name
                 ctx.values[out_name] = out
             else:
                 ctx.consts[out_name] = np.asarray(out)

@@ -8,7 +8,6 @@ Which kinds exist and how they type-check is declared in ``tensor_ops`` and ``sl
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -194,8 +193,19 @@ class Graph:
 
     def clone(self) -> Graph:
         """A structural copy; constant arrays are shared (passes never mutate them in place)."""
-        memo: dict[int, Any] = {id(c): c for op in self.ops for c in op.consts.values()}
-        return copy.deepcopy(self, memo)
+        g = Graph(self.name, self.dialect)
+        vmap: dict[int, Value] = {}
+        for v in self.inputs:
+            vmap[id(v)] = g.add_input(v.name, v.type)
+        for op in self.ops:
+            new = Op(op.kind, [vmap[id(v)] for v in op.inputs], [r.type for r in op.results],
+                     op.attrs, None, op.origin, [r.name for r in op.results])
+            new.consts = dict(op.consts)
+            g.append(new)
+            for r, nr in zip(op.results, new.results, strict=True):
+                vmap[id(r)] = nr
+        g.outputs = [vmap[id(v)] for v in self.outputs]
+        return g
 
     # -- queries --------------------------------------------------------------------------
     def values(self) -> Iterator[Value]:

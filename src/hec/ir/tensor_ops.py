@@ -15,13 +15,23 @@ import numpy as np
 from hec.ir.core import Op, VerifyError, register_op
 from hec.ir.types import TensorType
 
-__all__ = ["LINEAR_KINDS", "evaluate_op", "conv_output_shape", "pool_output_shape"]
+__all__ = [
+    "ACTIVATIONS",
+    "LINEAR_KINDS",
+    "NON_POLYNOMIAL_KINDS",
+    "evaluate_op",
+    "conv_output_shape",
+    "pool_output_shape",
+]
 
 # Kinds whose result is an affine function of their single encrypted input: lowering fuses
 # chains of them into one slot matrix.
 LINEAR_KINDS = frozenset(
     {"conv", "matmul", "avgpool", "pad", "reshape", "transpose", "scale_shift", "reduce"}
 )
+
+# Kinds CKKS cannot evaluate; replace-activations turns them into polynomials / average pools.
+NON_POLYNOMIAL_KINDS = frozenset({"activation", "maxpool"})
 
 _EVAL: dict[str, Callable[..., np.ndarray]] = {}
 
@@ -233,6 +243,51 @@ def _reduce_infer(op: Op) -> list[TensorType]:
 def _reduce_eval(op: Op, x: np.ndarray) -> np.ndarray:
     fn = np.mean if op.attrs["mode"] == "mean" else np.sum
     return fn(x, axis=tuple(a + 1 for a in op.attrs["axes"]), keepdims=bool(op.attrs["keepdims"]))
+
+
+# -- non-polynomial activations and max pooling (replaced before lowering) -------------------
+def _erf(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+
+    return erf(x)
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "relu": lambda x, a: np.maximum(x, 0.0),
+    "leaky_relu": lambda x, a: np.where(x >= 0, x, a * x),
+    "sigmoid": lambda x, a: 0.5 * (1.0 + np.tanh(0.5 * x)),  # overflow-free logistic
+    "tanh": lambda x, a: np.tanh(x),
+    "softplus": lambda x, a: np.logaddexp(0.0, x),
+    "erf": lambda x, a: _erf(x),
+    "gelu": lambda x, a: 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0))),
+    "gelu_tanh": lambda x, a: 0.5 * x * (1.0 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))),
+    "elu": lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0.0))),
+}
+
+
+@_tensor_op("activation", 1)
+def _activation_infer(op: Op) -> list[TensorType]:
+    if op.attrs["fn"] not in ACTIVATIONS:
+        raise VerifyError(f"activation ({op.origin}): unknown function {op.attrs['fn']!r}")
+    return [TensorType(_shape(op))]
+
+
+@_semantics("activation")
+def _activation_eval(op: Op, x: np.ndarray) -> np.ndarray:
+    return ACTIVATIONS[op.attrs["fn"]](x, op.attrs.get("alpha", 0.0))
+
+
+register_op("maxpool", "tensor", 1)(_avgpool_infer)
+
+
+@_semantics("maxpool")
+def _maxpool_eval(op: Op, x: np.ndarray) -> np.ndarray:
+    a = op.attrs
+    kernel, strides, pads = a["kernel"], a["strides"], a["pads"]
+    out_sp = pool_output_shape(x.shape[2:], kernel, strides, pads)
+    xp = _pad_spatial(x, pads, value=-np.inf)
+    windows = [patch for _, patch in _windows(xp, kernel, strides, (1,) * len(kernel), out_sp)]
+    return np.max(windows, axis=0)
 
 
 # -- ops on two encrypted tensors, and polynomials --------------------------------------------

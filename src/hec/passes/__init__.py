@@ -1,8 +1,20 @@
 """Passes over the IR, the pass manager and the named pipelines."""
 
+from hec.passes.fuse_polynomials import FusePolynomials
 from hec.passes.lower_to_slots import LowerToSlots
 from hec.passes.pass_manager import Pass, PassManager
-from hec.passes.pipeline import slot_packing_pipeline
+from hec.passes.pipeline import he_friendly_pipeline, slot_packing_pipeline
+from hec.passes.replace_activations import ReplaceActivations, ValueStats
 from hec.passes.schedule_rotations import ScheduleRotations
 
-__all__ = ["LowerToSlots", "Pass", "PassManager", "ScheduleRotations", "slot_packing_pipeline"]
+__all__ = [
+    "FusePolynomials",
+    "LowerToSlots",
+    "Pass",
+    "PassManager",
+    "ReplaceActivations",
+    "ScheduleRotations",
+    "ValueStats",
+    "he_friendly_pipeline",
+    "slot_packing_pipeline",
+]

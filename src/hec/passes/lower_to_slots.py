@@ -25,8 +25,18 @@ import numpy as np
 import scipy.sparse as sp
 
 from hec.errors import LayoutError
-from hec.ir import LINEAR_KINDS, CipherType, Graph, Layout, Op, Value, affine_map
+from hec.ir import (
+    LINEAR_KINDS,
+    NON_POLYNOMIAL_KINDS,
+    CipherType,
+    Graph,
+    Layout,
+    Op,
+    Value,
+    affine_map,
+)
 from hec.ir.slot_ops import poly_depth
+from hec.passes.replace_activations import CalibrationMissing
 
 __all__ = ["LowerToSlots", "min_slots"]
 
@@ -71,6 +81,11 @@ class LowerToSlots:
     dialect: ClassVar[str] = "tensor"
 
     def run(self, graph: Graph) -> bool:
+        left = [op for op in graph.ops if op.kind in NON_POLYNOMIAL_KINDS]
+        if left:
+            raise CalibrationMissing(f"node '{left[0].origin}': {left[0].kind} "
+                                     f"{left[0].attrs.get('fn', '')} must be replaced by "
+                                     f"replace-activations before lowering")
         slots = self.slots or min_slots(graph)
         if slots < min_slots(graph):
             raise LayoutError(

@@ -40,12 +40,14 @@ class PassManager:
     passes: Sequence[Pass]
     dump_dir: Path | None = None
     progress: Callable[[str], None] | None = None
+    first_index: int = 1  # dump numbering continues across pipelines run one after the other
 
     def run(self, graph: Graph) -> Graph:
         graph.verify()
-        self._dump(graph, "00-input")
+        if self.first_index == 1:
+            self._dump(graph, "00-input")
         done: list[str] = []
-        for i, p in enumerate(self.passes, start=1):
+        for i, p in enumerate(self.passes, start=self.first_index):
             if self.progress:
                 self.progress(p.name)
             if graph.dialect != p.dialect:

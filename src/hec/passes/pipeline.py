@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from hec.options import CompileOptions
+from hec.passes.fuse_polynomials import FusePolynomials
 from hec.passes.lower_to_slots import LowerToSlots
 from hec.passes.pass_manager import Pass
+from hec.passes.replace_activations import ReplaceActivations, ValueStats
 from hec.passes.schedule_rotations import ScheduleRotations
 
-__all__ = ["slot_packing_pipeline"]
+__all__ = ["he_friendly_pipeline", "slot_packing_pipeline"]
+
+
+def he_friendly_pipeline(options: CompileOptions,
+                         stats: Mapping[str, ValueStats] | None = None) -> list[Pass]:
+    """Tensor graph → tensor graph CKKS can evaluate (polynomials, average pools only)."""
+    passes: list[Pass] = []
+    if stats is not None:  # the model has non-polynomial ops and calibration data was given
+        passes.append(ReplaceActivations(stats, options.degree, options.error_budget,
+                                         options.margin, options.max_poly_depth))
+    passes.append(FusePolynomials())  # any element-wise polynomial region → one poly op
+    return passes
 
 
 def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:

@@ -1,0 +1,104 @@
+"""Calibration: what values each activation's input takes on representative data.
+
+The original model runs in onnxruntime with the needed intermediate tensors exposed as extra
+outputs (the reference, as the user's own runtime would compute it). A tensor that exists only
+in hec's IR (a converter's intermediate) is computed with hec's interpreter instead, which
+matches onnxruntime to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from hec.errors import InputError
+from hec.ir import Graph, interpret
+from hec.passes.elementwise import find_regions
+from hec.passes.replace_activations import ValueStats
+from hec.progress import ProgressFn, no_progress
+
+__all__ = ["load_dataset", "calibrate", "activation_roots"]
+
+_BATCH = 256
+
+
+def load_dataset(path: str | os.PathLike, sample_shape: tuple[int, ...] | None = None,
+                 what: str = "calibration data") -> tuple[np.ndarray, np.ndarray | None]:
+    """Read ``x`` (and ``y`` if present) from an ``.npz``; ``x`` gets a batch axis checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; {what} is an .npz with an array x "
+                         f"(and optionally labels y)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable .npz ({type(exc).__name__})") from None
+    if "x" not in arrays:
+        raise InputError(f"{path}: has arrays {sorted(arrays)}, needs one named x (inputs)")
+    x, y = arrays["x"].astype(np.float64), arrays.get("y")
+    if sample_shape is not None and x.shape[1:] != tuple(sample_shape):
+        raise InputError(f"{path}: x has shape {list(x.shape)}, the model takes "
+                         f"[N, {', '.join(map(str, sample_shape))}]")
+    if y is not None and len(y) != len(x):
+        raise InputError(f"{path}: {len(x)} inputs but {len(y)} labels")
+    if len(x) == 0:
+        raise InputError(f"{path}: x is empty")
+    return x, y
+
+
+def activation_roots(graph: Graph) -> list[str]:
+    """Names of the values whose distribution replace-activations needs."""
+    regions = find_regions(graph, lambda r: "activation" in r.kinds)
+    return list(dict.fromkeys(r.root.name for r in regions))
+
+
+def calibrate(model: str | os.PathLike | onnx.ModelProto, graph: Graph, x: np.ndarray,
+              max_samples: int = 20000, seed: int = 0,
+              progress: ProgressFn = no_progress) -> dict[str, ValueStats]:
+    """Statistics of every activation root of ``graph`` over the inputs ``x``."""
+    names = activation_roots(graph)
+    if not names:
+        return {}
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    onnx_names = {o for n in proto.graph.node for o in n.output} | {i.name for i in
+                                                                   proto.graph.input}
+    in_onnx = [n for n in names if n in onnx_names]
+    values: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    if in_onnx:
+        import onnxruntime as ort
+
+        exposed = onnx.ModelProto.FromString(proto.SerializeToString())
+        present = {o.name for o in exposed.graph.output}
+        for n in in_onnx:
+            if n not in present:
+                exposed.graph.output.append(helper.make_tensor_value_info(n, TensorProto.FLOAT,
+                                                                          None))
+        sess = ort.InferenceSession(exposed.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        input_name = sess.get_inputs()[0].name
+        for start in range(0, len(x), _BATCH):
+            outs = sess.run(in_onnx, {input_name: x[start:start + _BATCH].astype(np.float32)})
+            for n, arr in zip(in_onnx, outs, strict=True):
+                values[n].append(np.asarray(arr, np.float64).ravel())
+            progress("calibrate", min(start + _BATCH, len(x)), len(x))
+    rest = [n for n in names if n not in onnx_names]
+    if rest:  # IR-only values: probe them as extra outputs of a copy of the graph
+        probe = graph.clone()
+        probe.outputs = [v for v in probe.values() if v.name in rest]
+        for arr, v in zip(interpret(probe, x), probe.outputs, strict=True):
+            values[v.name].append(arr.ravel())
+    rng = np.random.default_rng(seed)
+    stats = {}
+    for n, parts in values.items():
+        allv = np.concatenate(parts)
+        sample = allv if allv.size <= max_samples else rng.choice(allv, max_samples,
+                                                                  replace=False)
+        stats[n] = ValueStats(n, float(allv.min()), float(allv.max()), sample, int(allv.size))
+    return stats
+
+

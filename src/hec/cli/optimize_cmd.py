@@ -1,0 +1,45 @@
+"""``hec optimize MODEL.onnx --calib DATA.npz -o MODEL.he.onnx``: the HE-friendly conversion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hec.cli.conversion import conversion_options, print_conversion
+
+__all__ = ["optimize_cmd"]
+
+
+@click.command("optimize")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_path", required=True, type=click.Path(path_type=Path),
+              help="HE-friendly ONNX model to write (its report goes next to it).")
+@conversion_options
+@click.option("--eval", "eval_path", type=click.Path(path_type=Path), default=None,
+              help="Labelled .npz (x, y) to measure accuracy on (default: the calibration "
+                   "data, when it has labels).")
+def optimize_cmd(model: Path, out_path: Path, calib: Path | None, degree: int | None,
+                 error_budget: float, margin: float, eval_path: Path | None) -> None:
+    """Replace non-polynomial activations of MODEL by calibrated polynomials (ONNX to ONNX).
+
+    ReLU, LeakyReLU, GELU, SiLU, Sigmoid, Tanh, Softplus, ELU become Chebyshev polynomials
+    fitted where calibration data puts their inputs; MaxPool becomes AveragePool. The output is
+    an ordinary ONNX model that onnxruntime runs and `hec compile` compiles.
+    """
+    from hec.calibrate import load_dataset
+    from hec.errors import InputError
+    from hec.optimize import optimize
+    from hec.options import CompileOptions
+    from hec.progress import stderr_progress
+
+    if calib is None:
+        raise InputError("hec optimize needs --calib DATA.npz (array x of typical inputs, "
+                         "optionally labels y)")
+    x, y = load_dataset(calib)
+    evaluation = load_dataset(eval_path, what="evaluation data") if eval_path else None
+    options = CompileOptions(degree=degree, error_budget=error_budget, margin=margin)
+    report = optimize(model, out_path, x, y, options, evaluation, stderr_progress())
+    click.echo(f"wrote {out_path} and {out_path.with_suffix('.report.json')}")
+    print_conversion(report["layers"], report.get("accuracy"))
+    click.echo(f"levels spent on activations: {report['depth_of_activations']}")

@@ -1,0 +1,115 @@
+"""replace-activations: non-polynomial activations become calibrated polynomials.
+
+Each element-wise region holding a non-polynomial activation (ReLU, GELU as exported, SiLU as
+``x·sigmoid(x)``, Tanh, ...) is a scalar function ``f`` of its root. Its root's values on the
+calibration data (recorded beforehand with onnxruntime, see ``hec.calibrate``) give the interval
+— observed range widened by ``margin`` of its width on each side — and the weights of a
+least-squares Chebyshev fit (``polyfit.py``). The degree is given, or the lowest depth-efficient
+degree whose relative RMS error meets ``error_budget``. MaxPool becomes AveragePool with the same
+window. The poly op records ``source``, ``interval`` and the fit errors for the report.
+
+Preserves: approximately. Within the interval the error is the fit's (reported); outside it the
+polynomial diverges quickly, which is the known failure mode (the report shows how much data
+fell outside). Accuracy is measured on labelled data by the caller. Requires: tensor graph and
+statistics for every region root. Golden: ``tests/passes/golden/replace_activations.txt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from hec.errors import HecError
+from hec.ir import Graph
+from hec.passes.elementwise import Region, find_regions, region_function, replace_region
+from hec.passes.polyfit import Fit, depth_efficient_degrees, fit_chebyshev
+
+__all__ = ["ReplaceActivations", "ValueStats", "CalibrationMissing"]
+
+
+class CalibrationMissing(HecError):
+    """Non-polynomial ops and no calibration data (or none for one of them)."""
+
+
+@dataclass(frozen=True, eq=False)
+class ValueStats:
+    """What calibration saw of one tensor: its range and a sample of its values."""
+
+    name: str
+    low: float
+    high: float
+    samples: np.ndarray
+    count: int
+
+
+@dataclass(frozen=True)
+class ReplaceActivations:
+    """Replace non-polynomial activations and max pooling.
+
+    Args:
+        stats: calibration statistics keyed by tensor (value) name.
+        degree: polynomial degree for every activation; ``None`` picks per activation.
+        error_budget: largest relative RMS error accepted when picking the degree.
+        margin: fraction of the observed range added on each side of the interval.
+        max_depth: the deepest series considered when picking the degree.
+    """
+
+    stats: Mapping[str, ValueStats] = field(default_factory=dict, hash=False, compare=False)
+    degree: int | None = None
+    error_budget: float = 0.05
+    margin: float = 0.05
+    max_depth: int = 5
+    name: ClassVar[str] = "replace-activations"
+    dialect: ClassVar[str] = "tensor"
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for op in [op for op in graph.ops if op.kind == "maxpool"]:
+            op.kind = "avgpool"  # same window and shape: an approximation of the maximum
+            op.attrs["replaces"] = "maxpool"
+            changed = True
+        for region in find_regions(graph, lambda r: "activation" in r.kinds):
+            fit = self.fit(region)
+            sources = "+".join(dict.fromkeys(op.attrs["fn"] for op in region.ops
+                                             if op.kind == "activation"))
+            attrs = {"source": sources, "interval": tuple(round(v, 6) for v in fit.interval),
+                     "fit_rms": round(fit.rms_error, 8), "fit_max": round(fit.max_error, 8),
+                     "outside_err": round(_outside_error(fit, region_function(region)), 6)}
+            replace_region(graph, region, fit.interval, fit.coeffs, attrs)
+            changed = True
+        return changed
+
+    def fit(self, region: Region) -> Fit:
+        st = self.stats.get(region.root.name)
+        if st is None:
+            raise CalibrationMissing(
+                f"node '{region.origin}': {_describe(region)} needs a polynomial replacement "
+                f"fitted on calibration data; pass --calib DATA.npz (array x of inputs)")
+        width = max(st.high - st.low, 1e-6)
+        interval = (st.low - self.margin * width, st.high + self.margin * width)
+        f = region_function(region)
+        if self.degree is not None:
+            return fit_chebyshev(f, st.samples, interval, self.degree)
+        best = None
+        for degree in depth_efficient_degrees(self.max_depth):
+            best = fit_chebyshev(f, st.samples, interval, degree)
+            if best.relative_error <= self.error_budget:
+                break
+        assert best is not None
+        return best
+
+
+def _outside_error(fit: Fit, f) -> float:
+    """Largest |p - f| within 10% of the interval's width beyond either edge."""
+    a, b = fit.interval
+    w = 0.1 * (b - a)
+    x = np.concatenate([np.linspace(a - w, a, 64), np.linspace(b, b + w, 64)])
+    return float(np.abs(fit(x) - f(x)).max())
+
+
+def _describe(region: Region) -> str:
+    fns = [op.attrs["fn"] for op in region.ops if op.kind == "activation"]
+    return "activation " + "+".join(dict.fromkeys(fns))

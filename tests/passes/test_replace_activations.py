@@ -1,0 +1,90 @@
+"""replace-activations: calibrated polynomial fits, their stated errors, and what they cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hec
+from hec.calibrate import calibrate
+from hec.errors import HecError, UnsupportedOpError
+from hec.frontend import import_onnx
+from hec.ir.slot_ops import poly_depth
+from hec.ir.tensor_ops import ACTIVATIONS as FUNCTIONS
+from hec.passes import FusePolynomials, PassManager, ReplaceActivations
+from hec.passes.polyfit import depth_efficient_degrees, fit_chebyshev
+
+from golden import check_golden
+from onnx_builders import ModelBuilder
+
+GOLDEN = Path(__file__).parent / "golden"
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("fn", sorted(FUNCTIONS))
+@pytest.mark.parametrize("degree", [2, 5, 13])
+def test_each_polynomial_stays_within_its_stated_error(fn: str, degree: int) -> None:
+    f = lambda x: FUNCTIONS[fn](x, 0.1)  # noqa: E731
+    samples = RNG.normal(0.5, 2.0, size=3000)
+    fit = fit_chebyshev(f, samples, (samples.min(), samples.max()), degree)
+    fresh = RNG.uniform(*fit.interval, size=20000)
+    assert np.abs(fit(fresh) - f(fresh)).max() <= fit.max_error * 1.001
+    assert fit.degree == degree and fit.depth == (1 if degree == 2 else poly_depth(fit.coeffs))
+
+
+def test_higher_degree_fits_better_and_costs_more_levels() -> None:
+    f = lambda x: FUNCTIONS["relu"](x, 0.0)  # noqa: E731
+    samples = RNG.normal(0, 3, size=5000)
+    fits = [fit_chebyshev(f, samples, (-10, 10), d) for d in depth_efficient_degrees(6)]
+    errors = [fit.rms_error for fit in fits]
+    depths = [fit.depth for fit in fits]
+    assert errors == sorted(errors, reverse=True) and depths == [1, 3, 4, 5, 6]
+
+
+def _model():
+    b = ModelBuilder((1, 6, 6))
+    h = b.node("Conv", ["input", b.weight(3, 1, 3, 3), b.weight(3)], pads=[1, 1, 1, 1])
+    h = b.node("Relu", [h])
+    h = b.node("MaxPool", [h], kernel_shape=[2, 2], strides=[2, 2])
+    h = b.node("Flatten", [h])
+    h = b.node("Gemm", [h, b.weight(27, 8, scale=0.3)])
+    h = b.node("Mul", [h, b.node("Sigmoid", [h])])  # SiLU as TorchScript writes it
+    return b.build(b.node("Gemm", [h, b.weight(8, 4)])), RNG.uniform(0, 1, size=(200, 1, 6, 6))
+
+
+def test_replacement_golden_and_accuracy_of_the_function() -> None:
+    model, x = _model()
+    graph = import_onnx(model, "relu_maxpool_silu")
+    stats = calibrate(model, graph, x)
+    assert set(stats) == {"t1", "t5"}  # the Relu input and the SiLU input
+    PassManager([ReplaceActivations(stats, degree=5), FusePolynomials()]).run(graph)
+    kinds = [op.kind for op in graph.ops]
+    assert "activation" not in kinds and "maxpool" not in kinds and kinds.count("poly") == 2
+    check_golden(str(graph), GOLDEN / "replace_activations.txt")
+
+
+def test_missing_calibration_names_the_node(tmp_path) -> None:
+    model, _ = _model()
+    with pytest.raises(HecError, match="Relu_2.*relu.*--calib"):
+        hec.compile(model, tmp_path / "out")
+
+
+def test_an_op_that_cannot_be_replaced_is_named() -> None:
+    b = ModelBuilder((4,))
+    h = b.node("Gemm", ["input", b.weight(4, 4)])
+    with pytest.raises(UnsupportedOpError, match="Softmax_2"):
+        import_onnx(b.build(b.node("Gemm", [b.node("Softmax", [h]), b.weight(4, 2)])))
+
+
+@pytest.mark.parametrize("degree", [2, 5, 13, 27])
+def test_depth_grows_as_the_degree_says(degree: int, tmp_path) -> None:
+    model, x = _model()
+    art = hec.compile(model, tmp_path / "out", hec.CompileOptions(degree=degree), calibration=x)
+    linear_levels = 3  # conv; pool+gemm; gemm
+    per_activation = 1 if degree == 2 else poly_depth((0.0,) * (degree + 1))
+    assert art.report["totals"]["depth"] == linear_levels + 2 * per_activation
+    for row in art.report["activations"]:
+        if row["replaces"] != "maxpool":
+            assert row["degree"] == degree
