@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from hec.vit.errors import ImageShapeError
 from hec.vit.keys import BlockKey, block_positions
-from hec.vit.transforms import decrypt, encrypt
+from hec.vit.transforms import decrypt, encrypt, encrypt_disposable
 
 
 def test_digits_round_trip_every_setting(digits: np.ndarray) -> None:
@@ -113,3 +113,26 @@ def test_bad_images_get_one_clear_line() -> None:
         encrypt(np.zeros((2, 3, 8, 8), np.int32), key)
     with pytest.raises(ImageShapeError, match="3 keys for 2 images"):
         encrypt(np.zeros((2, 3, 8, 8), np.float32), key.spawn(3))
+
+
+def test_key_augmentation_stays_in_the_key_family(digits: np.ndarray) -> None:
+    x = np.round(digits[:50] * 16).astype(np.uint8)
+    family = BlockKey(
+        seed=0,
+        image_size=(8, 8),
+        channels=1,
+        patch=2,
+        restrict=2,
+        block_scramble=False,
+        negpos="none",
+        channel_shuffle=False,
+    )
+    keys = family.spawn(len(x))
+    twice = encrypt_disposable(
+        encrypt(x, keys, max_value=16), family, np.random.default_rng(0), max_value=16
+    )
+    # Still only swaps inside each pair of neighbours in a row: pairs keep their values.
+    pairs = lambda a: np.sort(a.reshape(len(a), 8, 4, 2), axis=-1)  # noqa: E731
+    np.testing.assert_array_equal(pairs(twice), pairs(x))
+    assert not np.array_equal(twice, encrypt(x, keys, max_value=16))
+    np.testing.assert_array_equal(decrypt(encrypt(x, keys, max_value=16), keys, max_value=16), x)

@@ -70,17 +70,25 @@ def estimate_flips(image: np.ndarray, patch: int) -> np.ndarray:
     return (pc < 0) if (pc >= 0).sum() >= (pc < 0).sum() else (pc > 0)
 
 
-def thumbnail_attack(
-    image: np.ndarray, patch: int, max_value: float = 1.0, unflip: bool = True
-) -> np.ndarray:
-    """The attacker's ``(gh, gw)`` thumbnail: each encrypted block's mean, after undoing the flips
-    ``estimate_flips`` finds (``unflip``)."""
+def thumbnail_attack(image: np.ndarray, patch: int, max_value: float = 1.0) -> np.ndarray:
+    """The attacker's ``(gh, gw)`` thumbnail: each encrypted block's mean, either as is or after
+    undoing the flips ``estimate_flips`` finds — whichever thumbnail is smoother (natural images
+    are; a wrong unflip adds block-to-block noise)."""
     c, h, w = image.shape
     blocks = _blocks(image, patch).reshape(-1, c * patch * patch).astype(np.float64)
-    if unflip:
-        flips = estimate_flips(image, patch)
-        blocks = np.where(flips, max_value - blocks, blocks)
-    return blocks.mean(axis=1).reshape(h // patch, w // patch)
+    flips = estimate_flips(image, patch)
+    candidates = [blocks, np.where(flips, max_value - blocks, blocks)]
+    thumbs = [b.mean(axis=1).reshape(h // patch, w // patch) for b in candidates]
+    return min(thumbs, key=_roughness)
+
+
+def _roughness(t: np.ndarray) -> float:
+    """Total variation relative to spread (scale-free; flat thumbnails count as smooth)."""
+    spread = float(t.std())
+    if spread == 0:
+        return 0.0
+    tv = np.abs(np.diff(t, axis=0)).sum() + np.abs(np.diff(t, axis=1)).sum()
+    return float(tv) / (spread * t.size)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return data.images[:, None].astype(np.uint8), data.target.astype(np.int64)
 
 
-def photo_patches(n: int = 64, size: int = 16, seed: int = 0) -> np.ndarray:
+def photo_patches(n: int = 64, size: int = 16, seed: int = 0, min_std: float = 0.0) -> np.ndarray:
     """``n`` random ``size x size`` RGB patches of the two sample photos, ``(n, 3, size, size)``
-    uint8, half from each photo."""
+    uint8, half from each photo; patches whose pixel standard deviation (on 0..255) is below
+    ``min_std`` are drawn again (flat sky hides nothing an attack could recover)."""
     try:
         from sklearn.datasets import load_sample_images
 
@@ -35,9 +36,11 @@ def photo_patches(n: int = 64, size: int = 16, seed: int = 0) -> np.ndarray:
         ) from None
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n):
-        img = photos[i % 2]
+    while len(out) < n:
+        img = photos[len(out) % 2]
         y = rng.integers(0, img.shape[0] - size + 1)
         x = rng.integers(0, img.shape[1] - size + 1)
-        out.append(img[y : y + size, x : x + size].transpose(2, 0, 1))
+        patch = img[y : y + size, x : x + size]
+        if patch.std() >= min_std:
+            out.append(patch.transpose(2, 0, 1))
     return np.stack(out).astype(np.uint8)
