@@ -103,3 +103,39 @@ def test_user_errors_are_one_line(tmp_path, capsys, case, expected) -> None:  # 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert expected in err.replace(str(tmp_path) + "/", "")
+
+
+def test_info_and_attack(tmp_path, photo_patches, capsys) -> None:  # noqa: ANN001
+    key = tmp_path / "k.json"
+    _hec(
+        "vit",
+        "keygen",
+        "--image-size",
+        16,
+        16,
+        "--channels",
+        3,
+        "--patch",
+        4,
+        "--per-block",
+        "--negpos",
+        "block",
+        "-o",
+        key,
+    )
+    _hec("vit", "info", key)
+    out = capsys.readouterr().out
+    assert "per-position embedding" in out and "drawn per block" in out
+    np.save(tmp_path / "p.npy", photo_patches[:2])
+    _hec("vit", "attack", tmp_path / "p.npy", "--key", key, "--per-image", "--limit", 2)
+    out = capsys.readouterr().out
+    assert "2 image(s)" in out and "thumbnail correlation" in out
+
+
+@pytest.mark.train
+def test_train_command_reports_accuracy_and_bytes(capsys) -> None:  # noqa: ANN001
+    pytest.importorskip("torch")
+    _hec("vit", "train", "--epochs", 1, "--dim", 16, "--depth", 1, "--fedavg-rounds", 5)
+    out = capsys.readouterr().out
+    assert "plain training:" in out and "encrypted, disposable:" in out
+    assert "FedAvg, 5 rounds" in out and "1257 training images over 4 clients" in out
