@@ -103,6 +103,80 @@ def attack_table(images: int) -> list[dict]:
     return rows
 
 
+def leakage_table() -> list[dict]:
+    """How recognisable digits stay under the per-image keys used for collaborative training:
+    correlation of ciphertext and plain image, accuracy of a classifier trained on *plain* digits
+    when it reads the ciphertexts, and the statistics attack's thumbnail."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    from hec.vit.attacks import thumbnail_attack
+
+    x, y = digits()
+    xf = x / np.float32(16)
+    xtr, xte, ytr, yte = train_test_split(xf, y, test_size=0.3, stratify=y, random_state=0)
+    clf = LogisticRegression(max_iter=2000).fit(xtr.reshape(len(xtr), -1), ytr)
+    rows = []
+    for patch, g, extra in [
+        (2, 1, {}),
+        (2, 2, {}),
+        (2, 4, {}),
+        (4, 2, {}),
+        (4, 4, {}),
+        (4, 8, {}),
+        (4, 16, {}),
+        (2, 2, {"block_scramble": True}),
+        (2, 4, {"block_scramble": True, "negpos": "pixel"}),
+    ]:
+        key = BlockKey(
+            seed=5,
+            image_size=(8, 8),
+            channels=1,
+            patch=patch,
+            restrict=g,
+            negpos=extra.get("negpos", "none"),
+            channel_shuffle=False,
+            block_scramble=extra.get("block_scramble", False),
+        )
+        keys = key.spawn(len(xte))
+        enc = encrypt(xte, keys)
+        corr = np.mean(
+            [
+                np.corrcoef(a.ravel(), b.ravel())[0, 1]
+                for a, b in zip(enc, xte, strict=True)
+                if a.std() > 0
+            ]
+        )
+        thumbs = []
+        for a, b in zip(enc, xte, strict=True):
+            t = thumbnail_attack(a, patch, unflip=key.negpos == "pixel")
+            truth = b.reshape(8 // patch, patch, 8 // patch, patch).mean(axis=(1, 3))
+            thumbs.append(abs(np.corrcoef(t.ravel(), truth.ravel())[0, 1]))
+        name = f"patch {patch}, G={g}" + "".join(f", {k}" for k in extra)
+        rows.append(
+            {
+                "per-image keys": name,
+                "ciphertext-plain corr.": float(corr),
+                "plain-trained classifier on ciphertexts": float(
+                    (clf.predict(enc.reshape(len(enc), -1)) == yte).mean()
+                ),
+                "statistics: thumbnail corr.": float(np.nanmean(thumbs)),
+            }
+        )
+    rows.insert(
+        0,
+        {
+            "per-image keys": "(plain test images)",
+            "ciphertext-plain corr.": 1.0,
+            "plain-trained classifier on ciphertexts": float(
+                (clf.predict(xte.reshape(len(xte), -1)) == yte).mean()
+            ),
+            "statistics: thumbnail corr.": 1.0,
+        },
+    )
+    return rows
+
+
 def _markdown(rows: list[dict], fmt: str) -> str:
     cols = [k for k in rows[0] if k != "seconds"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -131,6 +205,9 @@ def main() -> None:
     print("\nAttack recovery (mean over images; 1.0 = fully recovered):\n", flush=True)
     att = attack_table(4 if args.quick else args.images)
     print(_markdown(att, ".2f"))
+    print("\nWhat the server sees of digits under the training-time keys (no key used):\n")
+    leak = leakage_table()
+    print(_markdown(leak, ".2f"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -139,6 +216,7 @@ def main() -> None:
                     "machine": platform.platform(),
                     "throughput": thr,
                     "attacks": att,
+                    "leakage": leak,
                 },
                 f,
                 indent=1,
