@@ -144,3 +144,12 @@ def test_order_dependent_head_fails_the_check_with_scrambling_only() -> None:
     adapt_model(
         model, BlockKey(seed=1, image_size=(8, 8), channels=1, patch=2, block_scramble=False)
     )
+
+
+def test_channels_last_input_is_named() -> None:
+    model = build_vit_onnx(channels=3, seed=6)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[1].dim_value, dims[3].dim_value = 8, 3
+    key = BlockKey(seed=1, image_size=(8, 8), channels=3, patch=2)
+    with pytest.raises(PatchSizeError, match="channels last"):
+        adapt_model(model, key, verify=False)

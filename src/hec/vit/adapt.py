@@ -213,7 +213,12 @@ def find_patch_embedding(model: onnx.ModelProto, key: BlockKey) -> PatchEmbeddin
                 f"consumer of the image (Conv with kernel = stride = patch, or reshape + MatMul)"
             )
         node = users[0]
-        if node.op_type == "Conv" and name == image.name:
+        if node.op_type == "Conv":
+            if name != image.name:
+                raise NotAPatchEmbeddingError(
+                    f"node '{node.name}' (Conv) reads the image through reshapes or transposes; "
+                    f"a Conv patch embedding must read the NCHW image input directly"
+                )
             return _conv_embedding(graph, node, key)
         if node.op_type in ("MatMul", "Gemm") and node.input[0] == name:
             return _matmul_embedding(model, graph, node, key, image.name)
@@ -230,6 +235,12 @@ def _check_input_shape(vi: onnx.ValueInfoProto, key: BlockKey) -> None:
     dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
     got = dims[1:]
     want = list(key.image_shape)
+    c, h, w = want
+    if got == [h, w, c] and got != want:
+        raise PatchSizeError(
+            f"input '{vi.name}' is (N, {h}, {w}, {c}), channels last; 'hec vit adapt' needs a "
+            f"model whose image input is NCHW (N, {c}, {h}, {w})"
+        )
     if any(g is not None and g != w for g, w in zip(got, want, strict=True)):
         shown = "x".join("?" if g is None else str(g) for g in got)
         raise PatchSizeError(
@@ -425,7 +436,9 @@ class _Graph:
         return helper.make_node(op, inputs, [out], name=self.fresh(base + "_node"), **attrs)
 
     def prune_initializers(self) -> None:
+        # Initializers listed as graph inputs (old IR style) stay: they are part of the signature.
         used = {i for n in self.g.node for i in n.input} | {o.name for o in self.g.output}
+        used |= {i.name for i in self.g.input}
         keep = [t for t in self.g.initializer if t.name in used]
         del self.g.initializer[:]
         self.g.initializer.extend(keep)
