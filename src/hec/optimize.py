@@ -93,11 +93,15 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, out_path: str | os.Path
              calibration: np.ndarray, labels: np.ndarray | None = None,
              options: CompileOptions | None = None,
              evaluation: tuple[np.ndarray, np.ndarray | None] | None = None,
-             progress: ProgressFn = no_progress) -> dict[str, Any]:
+             progress: ProgressFn = no_progress, fine_tune_epochs: int = 0,
+             train: tuple[np.ndarray, np.ndarray] | None = None,
+             learning_rate: float = 1e-3) -> dict[str, Any]:
     """ONNX → HE-friendly ONNX. Returns the report (also written next to ``out_path``).
 
     Accuracy and the fraction of activations outside their intervals are measured on
-    ``evaluation`` (inputs, labels) when given, else on the calibration data.
+    ``evaluation`` (inputs, labels) when given, else on the calibration data. With
+    ``fine_tune_epochs``, the converted network (weights and polynomial coefficients) is then
+    trained on ``train`` (default: the labelled calibration data); needs ``hec[train]``.
     """
     import json
     from pathlib import Path
@@ -116,6 +120,20 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, out_path: str | os.Path
                               "depth_of_activations": sum(r["depth"] for r in rows)}
     if y_eval is not None:
         report["accuracy"] = accuracy(model, graph, x_eval, y_eval)
+    if fine_tune_epochs:
+        from hec.train.fine_tune import fine_tune
+
+        x_train, y_train = train if train is not None else (calibration, labels)
+        if y_train is None:
+            raise CalibrationMissing("fine-tuning needs labels: give --train DATA.npz with x "
+                                     "and y, or labels y in the calibration data")
+        losses = fine_tune(graph, x_train, y_train, fine_tune_epochs, learning_rate,
+                           progress=progress)
+        report["fine_tune"] = {"epochs": fine_tune_epochs, "samples": int(len(x_train)),
+                               "losses": [round(v, 5) for v in losses]}
+        if y_eval is not None:
+            report["accuracy_before_fine_tune"] = report["accuracy"]
+            report["accuracy"] = accuracy(model, graph, x_eval, y_eval)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(export_onnx(graph), str(out))

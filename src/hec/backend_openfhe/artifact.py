@@ -79,7 +79,7 @@ def write_artifact(
     path.mkdir(parents=True, exist_ok=True)
     structure, arrays = graph_to_json(program)
     structure["io"] = io
-    np.savez_compressed(path / "constants.npz", **arrays)
+    np.savez_compressed(path / "constants.npz", **_pack_vectors(arrays))
     (path / "program.json").write_text(json.dumps(structure) + "\n")
     params.save(path / "params.json")
     (path / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -119,8 +119,8 @@ def load_artifact(path: str | Path) -> Artifact:
                 f"this hec reads format {FORMAT_VERSION}; compile it again"
             )
         structure = json.loads((path / "program.json").read_text())
-        with np.load(path / "constants.npz") as arrays:
-            program = graph_from_json(structure, arrays)
+        with np.load(path / "constants.npz") as stored:
+            program = graph_from_json(structure, _unpack_vectors(stored))
         params = CKKSParams.from_json(json.loads((path / "params.json").read_text()))
         report = json.loads((path / "report.json").read_text())
         program.verify()
@@ -131,3 +131,44 @@ def load_artifact(path: str | Path) -> Artifact:
             f"{path}: corrupted artifact ({type(exc).__name__}: {exc}); compile it again"
         ) from None
     return Artifact(path, program, params, structure["io"], report)
+
+
+def _pack_vectors(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Store the 1-D constants of each length as the rows of one sparse matrix.
+
+    A scheduled program has one plaintext vector per multiply (thousands), mostly zeros: one
+    CSR matrix per vector length is small and quick to write, where thousands of separate npz
+    members are not. Other constants are stored as they are.
+    """
+    groups: dict[int, list[str]] = {}
+    out: dict[str, np.ndarray] = {}
+    for key, a in arrays.items():
+        if a.ndim == 1 and a.dtype.kind == "f":
+            groups.setdefault(a.size, []).append(key)
+        else:
+            out[key] = a
+    for length, keys in groups.items():
+        nonzero = [np.flatnonzero(arrays[k]) for k in keys]
+        out[f"rows{length}.keys"] = np.array(keys)
+        out[f"rows{length}.indptr"] = np.concatenate([[0], np.cumsum([n.size for n in nonzero])])
+        out[f"rows{length}.indices"] = np.concatenate(nonzero).astype(np.int32)
+        out[f"rows{length}.data"] = np.concatenate(
+            [arrays[k][n] for k, n in zip(keys, nonzero, strict=True)]
+        )
+    return out
+
+
+def _unpack_vectors(stored) -> dict[str, np.ndarray]:
+    arrays = {k: stored[k] for k in stored.files if not k.startswith("rows")}
+    for name in stored.files:
+        if not (name.startswith("rows") and name.endswith(".keys")):
+            continue
+        group = name[: -len(".keys")]
+        length = int(group[len("rows") :])
+        indptr, indices = stored[f"{group}.indptr"], stored[f"{group}.indices"]
+        data = stored[f"{group}.data"]
+        for r, key in enumerate(stored[name]):
+            row = np.zeros(length)
+            row[indices[indptr[r] : indptr[r + 1]]] = data[indptr[r] : indptr[r + 1]]
+            arrays[str(key)] = row
+    return arrays

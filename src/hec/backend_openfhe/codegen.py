@@ -88,7 +88,7 @@ def generate_program(program: Graph, params: CKKSParams, io: dict[str, Any]) -> 
     index = {id(op): i for i, op in enumerate(program.ops)}
     const_key = {(id(op), k): f"op{index[id(op)]}.{k}" for op in program.ops for k in op.consts}
     rotated = Counter(id(op.inputs[0]) for op in program.ops if op.kind == "rotate")
-    last_use = {id(v): i for i, op in enumerate(program.ops) for v in op.inputs}
+    last_use = program.last_uses()
     outputs = {id(v) for v in program.outputs}
     body: list[str] = []
     hoisted: set[int] = set()

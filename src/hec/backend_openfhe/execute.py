@@ -36,10 +36,7 @@ class OpenFHEExecutor:
         self._ring_dim = cc.GetRingDimension()
         self._cache: dict[tuple[int, str, int], object] = {}
         self._cache_budget = plaintext_cache_bytes
-        self._last_use: dict[int, int] = {}
-        for i, op in enumerate(graph.ops):
-            for v in op.inputs:
-                self._last_use[id(v)] = i
+        self._last_use = graph.last_uses()
         self._rotations = Counter(id(op.inputs[0]) for op in graph.ops if op.kind == "rotate")
 
     def run(self, inputs: list, progress: ProgressFn | None = None) -> list:

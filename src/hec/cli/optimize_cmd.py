@@ -19,8 +19,16 @@ __all__ = ["optimize_cmd"]
 @click.option("--eval", "eval_path", type=click.Path(path_type=Path), default=None,
               help="Labelled .npz (x, y) to measure accuracy on (default: the calibration "
                    "data, when it has labels).")
+@click.option("--fine-tune", "epochs", type=click.IntRange(0), default=0, show_default=True,
+              help="Then train weights and polynomial coefficients for this many epochs "
+                   "(needs hec[train], i.e. PyTorch).")
+@click.option("--train", "train_path", type=click.Path(path_type=Path), default=None,
+              help="Labelled .npz (x, y) to fine-tune on (default: the calibration data).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
+              help="Fine-tuning learning rate (Adam).")
 def optimize_cmd(model: Path, out_path: Path, calib: Path | None, degree: int | None,
-                 error_budget: float, margin: float, eval_path: Path | None) -> None:
+                 error_budget: float, margin: float, eval_path: Path | None, epochs: int,
+                 train_path: Path | None, lr: float) -> None:
     """Replace non-polynomial activations of MODEL by calibrated polynomials (ONNX to ONNX).
 
     ReLU, LeakyReLU, GELU, SiLU, Sigmoid, Tanh, Softplus, ELU become Chebyshev polynomials
@@ -38,8 +46,17 @@ def optimize_cmd(model: Path, out_path: Path, calib: Path | None, degree: int | 
                          "optionally labels y)")
     x, y = load_dataset(calib)
     evaluation = load_dataset(eval_path, what="evaluation data") if eval_path else None
+    train = load_dataset(train_path, what="training data") if train_path else None
+    if epochs:
+        from hec.train import require_torch
+
+        require_torch()  # say so before calibrating, not after
     options = CompileOptions(degree=degree, error_budget=error_budget, margin=margin)
-    report = optimize(model, out_path, x, y, options, evaluation, stderr_progress())
+    report = optimize(model, out_path, x, y, options, evaluation, stderr_progress(), epochs,
+                      train, lr)
     click.echo(f"wrote {out_path} and {out_path.with_suffix('.report.json')}")
+    if "accuracy_before_fine_tune" in report:
+        before = report["accuracy_before_fine_tune"]
+        click.echo(f"before fine-tuning: converted {100 * before['converted']:.2f}%")
     print_conversion(report["layers"], report.get("accuracy"))
     click.echo(f"levels spent on activations: {report['depth_of_activations']}")

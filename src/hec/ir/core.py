@@ -213,6 +213,17 @@ class Graph:
         for op in self.ops:
             yield from op.results
 
+    def last_uses(self) -> dict[int, int]:
+        """``id(value) → index of the last op reading it`` (values never read are absent).
+
+        Executors drop a value after its last use; graph outputs must be kept regardless.
+        """
+        last: dict[int, int] = {}
+        for i, op in enumerate(self.ops):
+            for v in op.inputs:
+                last[id(v)] = i
+        return last
+
     def to_networkx(self):  # -> networkx.DiGraph, imported lazily
         """Dataflow view (nodes are ops, keyed by position) for analyses such as depth."""
         import networkx as nx

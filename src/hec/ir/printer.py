@@ -7,7 +7,7 @@ six decimals, which is stable across machines yet changes when the numbers do.
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from typing import Any
 
 import numpy as np
@@ -24,8 +24,10 @@ def digest(a: np.ndarray) -> str:
     arr = np.asarray(a)
     if arr.dtype.kind == "f":
         arr = np.round(arr.astype(np.float64), 6) + 0.0  # + 0.0 turns -0.0 into 0.0
-    h = hashlib.sha256(str(arr.shape).encode() + arr.astype(np.float64).tobytes())
-    return h.hexdigest()[:8]
+    # crc32, not a cryptographic hash: programs hold thousands of constants to fingerprint.
+    return (
+        f"{zlib.crc32(arr.astype(np.float64).tobytes(), zlib.crc32(str(arr.shape).encode())):08x}"
+    )
 
 
 def _attr(v: Any) -> str:

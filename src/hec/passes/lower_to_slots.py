@@ -74,9 +74,13 @@ class LowerToSlots:
 
     Args:
         slots: slots per ciphertext; ``None`` picks ``min_slots(graph)``.
+        negligible: matrix entries and biases below this magnitude are dropped. CKKS cannot
+            carry them (OpenFHE refuses a plaintext that encodes to zero: at scale 2^s and ring
+            2^15 that is below about 2^(12-s)), and their effect is under the noise anyway.
     """
 
     slots: int | None = None
+    negligible: float = 2.0**-26
     name: ClassVar[str] = "lower-to-slots"
     dialect: ClassVar[str] = "tensor"
 
@@ -93,14 +97,15 @@ class LowerToSlots:
                 f"does not fit in {slots} slots; multi-ciphertext layouts are not "
                 f"supported yet"
             )
-        graph.become(_Lowering(graph, slots).lower())
+        graph.become(_Lowering(graph, slots, self.negligible).lower())
         return True
 
 
 class _Lowering:
-    def __init__(self, graph: Graph, slots: int) -> None:
+    def __init__(self, graph: Graph, slots: int, negligible: float) -> None:
         self.src_graph = graph
         self.slots = slots
+        self.negligible = negligible
         self.out = Graph(graph.name, dialect="slot")
         self.pending: dict[int, _Pending] = {}
 
@@ -244,13 +249,15 @@ class _Lowering:
         rows_slot = np.arange(p.A.shape[0])  # contiguous output layout
         cols_slot = p.src.type.layout.slot_of_element()
         A = p.A.tocoo()
+        keep = np.abs(A.data) >= self.negligible
+        A = sp.coo_matrix((A.data[keep], (A.row[keep], A.col[keep])), shape=A.shape)
         r, c = rows_slot[A.row], cols_slot[A.col]
         k = (c - r) % S
         offsets, which = np.unique(k, return_inverse=True)
         diags = np.zeros((len(offsets), S))
         diags[which, r] = A.data
         bias = np.zeros(S)
-        bias[rows_slot] = p.b
+        bias[rows_slot] = np.where(np.abs(p.b) >= self.negligible, p.b, 0.0)
         origin = "+".join(dict.fromkeys(o for o in p.origins if o))  # ordered, no repeats
         x = p.src
         t = CipherType(S, x.type.level + 1, 1, Layout(shape, S))

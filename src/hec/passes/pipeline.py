@@ -28,6 +28,7 @@ def he_friendly_pipeline(options: CompileOptions,
 def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
     """Tensor graph → scheduled slot program (latency mode: one sample per ciphertext)."""
     return [
-        LowerToSlots(options.slots),  # fuse linear chains; one matvec per chain, levels assigned
+        # fuse linear chains; one matvec per chain, levels assigned
+        LowerToSlots(options.slots, negligible=2.0 ** (14 - options.scaling_bits)),
         ScheduleRotations(options.baby_step),  # matvec → hoisted baby steps + giant steps
     ]

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import math
+
 import numpy as np
 
 from hec.ir import CipherType, Graph, Op, Value
@@ -32,18 +34,33 @@ def signed_rotation(k: int, slots: int) -> int:
     return k - slots if k > slots // 2 else k
 
 
+def _candidates(ks: np.ndarray, slots: int) -> list[int]:
+    """Baby-step sizes worth trying.
+
+    With ``K`` offsets, ``K <= (#babies + 1)(#giants + 1)``, so good splits have ``n1`` near
+    ``sqrt(K)``: all of ``1 .. max(64, 4·sqrt(K))`` are tried, plus the offsets themselves
+    (row and channel strides of convolutions) when there are few, plus ``slots`` (all babies).
+    """
+    limit = min(slots, max(64, 4 * math.isqrt(ks.size) + 1))
+    cands = set(range(1, limit + 1)) | {slots}
+    if ks.size <= 512:
+        cands |= {int(k) for k in ks if 0 < k < slots}
+    return sorted(cands)
+
+
 def choose_baby_step(offsets: np.ndarray, slots: int, hoisted_cost: float = 1.0) -> int:
     """The ``n1`` minimizing ``hoisted_cost·#babies + #giants`` (ties: fewer giants)."""
-    ks = np.asarray(offsets, dtype=np.int64)
+    ks = np.unique(np.asarray(offsets, dtype=np.int64))  # sorted, so ks // n1 is sorted too
     best, best_cost = slots, None
-    for n1 in range(1, slots + 1):
-        babies = np.count_nonzero(np.unique(ks % n1))
-        giants = np.count_nonzero(np.unique(ks // n1))
+    for n1 in _candidates(ks, slots):
+        seen = np.zeros(n1, dtype=bool)
+        seen[ks % n1] = True
+        babies = int(np.count_nonzero(seen[1:]))
+        g = ks // n1
+        giants = int(np.count_nonzero(np.diff(g))) + int(g[0] != 0)  # distinct non-zero values
         cost = (hoisted_cost * babies + giants, giants)
         if best_cost is None or cost < best_cost:
             best, best_cost = n1, cost
-        if n1 > ks.max(initial=0):  # every larger n1 gives the same (all-baby) schedule
-            break
     return best
 
 

@@ -44,6 +44,10 @@ def simulate_slots(graph: Graph, *inputs: np.ndarray) -> list[np.ndarray]:
     env = {
         id(v): np.asarray(x, dtype=np.float64) for v, x in zip(graph.inputs, inputs, strict=True)
     }
-    for op in graph.ops:
+    last, keep = graph.last_uses(), {id(v) for v in graph.outputs}
+    for i, op in enumerate(graph.ops):
         env[id(op.result)] = _SEMANTICS[op.kind](op, *(env[id(v)] for v in op.inputs))
+        for v in op.inputs:  # free what no later op reads: programs hold thousands of values
+            if last[id(v)] == i and id(v) not in keep:
+                env.pop(id(v), None)
     return [env[id(v)] for v in graph.outputs]
