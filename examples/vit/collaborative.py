@@ -50,6 +50,12 @@ def main() -> None:
         action="store_true",
         help="also per-image keys with negative-positive / block scrambling",
     )
+    ap.add_argument(
+        "--per-block",
+        action="store_true",
+        help="draw the pixel shuffle per block (BlockKey shared=False) instead of once per "
+        "key; runs per-image keys with augmentation only",
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/vit_collab.json"))
     args = ap.parse_args()
 
@@ -97,12 +103,18 @@ def main() -> None:
                 }
             )
             print(f"P={patch} seed={seed} plain {acc:.4f}", flush=True)
-            runs = [
-                (f"G={g}", Encryption(restrict=g), keys, True)
-                for g in groups
-                for keys in ("per-client", "per-image")
-            ]
-            runs += [(f"G={g}", Encryption(restrict=g), "per-image", False) for g in groups[1:]]
+            if args.per_block:
+                runs = [
+                    (f"G={g} per-block", Encryption(restrict=g, shared=False), "per-image", True)
+                    for g in groups[1:]
+                ]
+            else:
+                runs = [
+                    (f"G={g}", Encryption(restrict=g), keys, True)
+                    for g in groups
+                    for keys in ("per-client", "per-image")
+                ]
+                runs += [(f"G={g}", Encryption(restrict=g), "per-image", False) for g in groups[1:]]
             if args.extra:
                 runs += [
                     (
@@ -151,6 +163,9 @@ def main() -> None:
                 )
                 save()
 
+    if args.fedavg_rounds <= 0:
+        print(f"wrote {args.out}")
+        return
     # Communication: the same model under FedAvg, one actual run for its accuracy.
     config = TrainConfig(
         patch=args.patches[0],

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -294,7 +294,8 @@ class BlockKey:
 
     # --- files ---------------------------------------------------------------------------------
     def to_json(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        """The key file's content (``save_key`` writes it)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         d["image_size"] = list(self.image_size)
         return {"format": _FORMAT, "version": _VERSION, **d}
 
@@ -348,24 +349,13 @@ def load_key(path: str | Path) -> BlockKey:
         raise KeyFileError(
             f"{path}: key version {data.get('version')!r} is not supported (expected {_VERSION})"
         )
-    fields = {
-        "seed",
-        "image_size",
-        "channels",
-        "patch",
-        "restrict",
-        "block_scramble",
-        "pixel_shuffle",
-        "negpos",
-        "channel_shuffle",
-        "shared",
-    }
-    missing = sorted(fields - data.keys())
+    names = {f.name for f in fields(BlockKey) if f.init}
+    missing = sorted(names - data.keys())
     if missing:
         raise KeyFileError(f"{path}: key file lacks {', '.join(missing)}; regenerate it")
     try:
         _check_types(data)
-        return BlockKey(**{k: data[k] for k in fields})
+        return BlockKey(**{k: data[k] for k in names})
     except KeyFileError as exc:
         raise KeyFileError(f"{path}: {exc}") from None
 
