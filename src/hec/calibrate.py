@@ -16,7 +16,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from hec.errors import InputError
-from hec.ir import Graph, interpret
+from hec.ir import Graph, Op, interpret
+from hec.ir.tensor_ops import evaluate_op
 from hec.passes.elementwise import find_regions
 from hec.passes.replace_activations import ValueStats
 from hec.progress import ProgressFn, no_progress
@@ -60,8 +61,9 @@ def activation_roots(graph: Graph) -> list[str]:
 def calibrate(model: str | os.PathLike | onnx.ModelProto, graph: Graph, x: np.ndarray,
               max_samples: int = 20000, seed: int = 0,
               progress: ProgressFn = no_progress) -> dict[str, ValueStats]:
-    """Statistics of every activation root of ``graph`` over the inputs ``x``."""
-    names = activation_roots(graph)
+    """Statistics of every activation root and max-pool input of ``graph`` over ``x``."""
+    pools = {op.inputs[0].name: op for op in graph.ops if op.kind == "maxpool"}
+    names = list(dict.fromkeys([*activation_roots(graph), *pools]))
     if not names:
         return {}
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
@@ -84,21 +86,39 @@ def calibrate(model: str | os.PathLike | onnx.ModelProto, graph: Graph, x: np.nd
         for start in range(0, len(x), _BATCH):
             outs = sess.run(in_onnx, {input_name: x[start:start + _BATCH].astype(np.float32)})
             for n, arr in zip(in_onnx, outs, strict=True):
-                values[n].append(np.asarray(arr, np.float64).ravel())
+                values[n].append(np.asarray(arr, np.float64))
             progress("calibrate", min(start + _BATCH, len(x)), len(x))
     rest = [n for n in names if n not in onnx_names]
     if rest:  # IR-only values: probe them as extra outputs of a copy of the graph
         probe = graph.clone()
         probe.outputs = [v for v in probe.values() if v.name in rest]
         for arr, v in zip(interpret(probe, x), probe.outputs, strict=True):
-            values[v.name].append(arr.ravel())
+            values[v.name].append(arr)
     rng = np.random.default_rng(seed)
     stats = {}
     for n, parts in values.items():
-        allv = np.concatenate(parts)
+        batch = np.concatenate(parts)
+        allv = batch.ravel()
         sample = allv if allv.size <= max_samples else rng.choice(allv, max_samples,
                                                                   replace=False)
-        stats[n] = ValueStats(n, float(allv.min()), float(allv.max()), sample, int(allv.size))
+        fit = _max_from_average(pools[n], batch) if n in pools else None
+        stats[n] = ValueStats(n, float(allv.min()), float(allv.max()), sample, int(allv.size),
+                              fit)
     return stats
+
+
+def _max_from_average(maxpool: Op, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel ``a, b`` with ``max-pool ≈ a · average-pool + b`` (least squares).
+
+    Average pooling alone underestimates a maximum by a channel-dependent factor; this affine
+    correction is linear, so it fuses into the next layer for free.
+    """
+    average = Op("avgpool", maxpool.inputs, [maxpool.result.type], maxpool.attrs)
+    mx, av = evaluate_op(maxpool, inputs), evaluate_op(average, inputs)
+    scale, shift = np.ones(mx.shape[1]), np.zeros(mx.shape[1])
+    for c in range(mx.shape[1]):
+        design = np.stack([av[:, c].ravel(), np.ones(av[:, c].size)], axis=1)
+        scale[c], shift[c] = np.linalg.lstsq(design, mx[:, c].ravel(), rcond=None)[0]
+    return scale, shift
 
 

@@ -61,7 +61,7 @@ def conversion_layers(graph: Graph, stats: dict[str, ValueStats]) -> list[dict[s
                 "depth": fit.depth, "fit_rms": op.attrs["fit_rms"],
                 "fit_max": op.attrs["fit_max"], "outside_err": op.attrs["outside_err"],
             })
-        elif op.attrs.get("replaces") == "maxpool":
+        elif op.kind == "avgpool" and op.attrs.get("replaces") == "maxpool":
             rows.append({"name": op.origin, "replaces": "maxpool", "by": "avgpool",
                          "kernel": list(op.attrs["kernel"]), "depth": 0})
     return rows

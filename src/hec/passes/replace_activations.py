@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 
 from hec.errors import HecError
-from hec.ir import Graph
+from hec.ir import Graph, Op
 from hec.passes.elementwise import Region, find_regions, region_function, replace_region
 from hec.passes.polyfit import Fit, depth_efficient_degrees, fit_chebyshev
 
@@ -43,6 +43,8 @@ class ValueStats:
     high: float
     samples: np.ndarray
     count: int
+    # for a max-pool input: per-channel (scale, shift) with max ≈ scale · average + shift
+    max_from_average: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,7 @@ class ReplaceActivations:
     def run(self, graph: Graph) -> bool:
         changed = False
         for op in [op for op in graph.ops if op.kind == "maxpool"]:
-            op.kind = "avgpool"  # same window and shape: an approximation of the maximum
-            op.attrs["replaces"] = "maxpool"
+            self._replace_maxpool(graph, op)
             changed = True
         for region in find_regions(graph, lambda r: "activation" in r.kinds):
             fit = self.fit(region)
@@ -81,6 +82,26 @@ class ReplaceActivations:
             replace_region(graph, region, fit.interval, fit.coeffs, attrs)
             changed = True
         return changed
+
+    def _replace_maxpool(self, graph: Graph, op: Op) -> None:
+        """Average pooling with the same window, times a calibrated per-channel affine map."""
+        op.kind = "avgpool"
+        op.attrs["replaces"] = "maxpool"
+        st = self.stats.get(op.inputs[0].name)
+        if st is None or st.max_from_average is None:
+            return
+        scale, shift = st.max_from_average
+        bcast = (-1,) + (1,) * (len(op.result.shape) - 1)
+        users = list(op.result.uses)
+        fix = Op("scale_shift", [op.result], [op.result.type], {"replaces": "maxpool"},
+                 {"scale": scale.reshape(bcast), "shift": shift.reshape(bcast)}, op.origin,
+                 [f"{op.result.name}/max"])
+        graph.ops.insert(graph.ops.index(op) + 1, fix)
+        for user in users:
+            user.inputs = [fix.result if v is op.result else v for v in user.inputs]
+            fix.result.uses.append(user)
+        op.result.uses = [fix]
+        graph.outputs = [fix.result if v is op.result else v for v in graph.outputs]
 
     def fit(self, region: Region) -> Fit:
         st = self.stats.get(region.root.name)
