@@ -8,6 +8,9 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 HEC       := $(VENV)/bin/hec
 export OMP_NUM_THREADS ?= 1
+# The train extra (PyTorch, ~5 GB) lets the tests cover fine-tuning and ViT training;
+# `make setup EXTRAS=test` leaves it out (those tests then skip).
+EXTRAS    ?= test,train
 
 .PHONY: setup example test test-fast lint bench clean
 
@@ -15,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -n "$(PYTHON310)" || { echo "error: python3.10 not found; install CPython 3.10 (e.g. pyenv install 3.10) and retry" >&2; exit 3; }
 	$(PYTHON310) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
 setup: $(VENV)/.installed
