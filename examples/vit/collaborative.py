@@ -56,6 +56,11 @@ def main() -> None:
         help="draw the pixel shuffle per block (BlockKey shared=False) instead of once per "
         "key; runs per-image keys with augmentation only",
     )
+    ap.add_argument(
+        "--fedavg-only",
+        action="store_true",
+        help="skip the accuracy runs; add FedAvg and the communication table to --out",
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/vit_collab.json"))
     args = ap.parse_args()
 
@@ -76,7 +81,9 @@ def main() -> None:
     def save() -> None:
         args.out.write_text(json.dumps(results, indent=1))
 
-    for patch in args.patches:
+    if args.fedavg_only:
+        results = json.loads(args.out.read_text())
+    for patch in [] if args.fedavg_only else args.patches:
         length = patch * patch
         groups = [g for g in range(1, length + 1) if length % g == 0]
         for seed in range(args.seeds):

@@ -81,7 +81,7 @@ class AdaptToKey:
     padding, or data-movement ops then a MatMul with a constant weight) whose patch size, channels
     and image size equal the key's; data on the scale where negative-positive is ``max_value - x``.
     Guarantees: same inputs and outputs; with ``verify`` the equality is checked with onnxruntime
-    on random images. Golden/numeric tests: ``tests/vit/test_adapt.py``.
+    on random images. Golden/numeric tests: ``tests/vit/test_vit_adapt.py``.
 
     Attributes:
         key: the shared key the encrypted images were made with.

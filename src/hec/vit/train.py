@@ -119,12 +119,15 @@ def fit(
     model: Any = None,
     epochs: int | None = None,
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    lr: float | None = None,
 ) -> Any:
     """Train a ``TinyViT`` on float images ``x`` (NCHW, [0, 1]) and labels ``y``.
 
     Args:
         model: continue training this module instead of building a fresh one (FedAvg uses it).
         epochs: overrides ``config.epochs``.
+        lr: a constant learning rate instead of ``config.lr`` on a one-cycle schedule (FedAvg's
+            short local runs, whose schedule spans the rounds).
         augment: applied to each batch (numpy) before the step, e.g. re-encryption of encrypted
             images under random keys of their family (``key_augmentation``).
     """
@@ -141,10 +144,16 @@ def fit(
             embed=config.embed,
         )
     epochs = config.epochs if epochs is None else epochs
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=config.lr if lr is None else lr, weight_decay=config.weight_decay
+    )
     steps = epochs * int(np.ceil(len(x) / config.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, config.lr, total_steps=max(steps, 1), pct_start=0.1
+    sched = (
+        torch.optim.lr_scheduler.OneCycleLR(
+            opt, config.lr, total_steps=max(steps, 1), pct_start=0.1
+        )
+        if lr is None
+        else None
     )
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     x = np.ascontiguousarray(x, np.float32)
@@ -160,7 +169,8 @@ def fit(
             opt.zero_grad()
             loss_fn(model(xb), yt[idx]).backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
     model.eval()
     return model
 
@@ -330,13 +340,14 @@ def fedavg_run(
                 embed=config.embed,
             )
             local.load_state_dict(global_model.state_dict())
-            # A constant learning rate per round: one-cycle inside each short local run.
+            # Local runs are short: a constant rate per round, on a cosine schedule over rounds.
             fit(
                 xs[idx],
                 y_train[idx],
                 replace(config, seed=config.seed + 1000 * r + c),
                 model=local,
                 epochs=local_epochs,
+                lr=config.lr * 0.5 * (1 + np.cos(np.pi * r / rounds)),
             )
             states.append(local.state_dict())
         avg = {k: sum(w * s[k] for w, s in zip(weights, states, strict=True)) for k in states[0]}
@@ -365,5 +376,6 @@ def communication_table(
     """
     rows = [("encrypted images, sent once", n_images * (image_bytes + 1), clients * n_params * 4)]
     for r in rounds:
-        rows.append((f"FedAvg, {r} rounds", clients * r * n_params * 4, clients * r * n_params * 4))
+        each_way = clients * r * n_params * 4
+        rows.append((f"FedAvg, {r} round{'s' if r != 1 else ''}", each_way, each_way))
     return rows
