@@ -14,8 +14,8 @@ A key does four things to an image cut into ``patch x patch`` blocks (the ViT pa
 
 With ``shared=True`` (the default) every block gets the same pixel shuffle, flip positions and
 channel order; this is the setting a model can be adapted to without growing (see ``adapt.py``).
-``shared=False`` draws them afresh for every block. Every component is drawn from its own child of
-``numpy.random.SeedSequence(seed)``, so switching one transform on or off leaves the others alone.
+``shared=False`` draws them afresh for every block. The seed drives one ``numpy`` generator whose
+draws have a fixed order and size, so switching one transform on or off leaves the others alone.
 
 A key expands (``material()``) into a single gather index plus a flip mask over the flattened
 image, so encryption is one ``take`` and one ``where`` whatever the settings.
@@ -23,6 +23,7 @@ image, so encryption is one ``take`` and one ``where`` whatever the settings.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field, fields, replace
@@ -240,29 +241,30 @@ class BlockKey:
     def _expand(self) -> KeyMaterial:
         nb, length, c = self.num_blocks, self.block_len, self.channels
         rows = 1 if self.shared else nb
-        # One child stream per component, so toggling one transform leaves the others unchanged.
-        s_block, s_pix, s_flip, s_chan = (
-            np.random.default_rng(s) for s in np.random.SeedSequence(self.seed).spawn(4)
-        )
-        block_perm = s_block.permutation(nb) if self.block_scramble else np.arange(nb)
+        # Every draw happens whatever the settings, in a fixed order and size, so switching one
+        # transform on or off (or changing G) leaves the others unchanged.
+        rng = np.random.default_rng(self.seed)
+        u_block = rng.random(nb)
+        u_pix = rng.random((rows, length))
+        u_flip = rng.random((rows, length))
+        u_flip_block = rng.random(nb)
+        u_chan = rng.random((rows, c))
 
+        block_perm = u_block.argsort() if self.block_scramble else np.arange(nb)
         g = self.group
-        # Restricted permutation: argsort of uniform noise within each run of G positions.
-        runs = s_pix.random((rows, length // g, g)).argsort(axis=-1)
+        # Restricted permutation: argsort of the uniforms within each run of G positions.
+        runs = u_pix.reshape(rows, length // g, g).argsort(axis=-1)
         pix = (runs + np.arange(0, length, g)[None, :, None]).reshape(rows, length)
-
-        chan = np.arange(c)[None, :].repeat(rows, 0)
-        if self.channel_shuffle:
-            chan = np.stack([s_chan.permutation(c) for _ in range(rows)])
+        chan = u_chan.argsort(axis=-1) if self.channel_shuffle else np.tile(np.arange(c), (rows, 1))
         # Position (py, px, ch) reads channel chan[ch] of the same pixel.
         chan_map = (np.arange(length) // c * c)[None, :] + np.tile(chan, (1, length // c))
         # Channel shuffle first, then pixel shuffle: e[i] = z[pix[i]] = y[chan_map[pix[i]]].
         perm = np.take_along_axis(chan_map, pix, axis=1)
 
         if self.negpos == "pixel":
-            flip = s_flip.random((rows, length)) < 0.5
+            flip = u_flip < 0.5
         elif self.negpos == "block":
-            flip = np.repeat((s_flip.random(nb) < 0.5)[:, None], length, axis=1)
+            flip = np.repeat((u_flip_block < 0.5)[:, None], length, axis=1)
         else:
             flip = np.zeros((rows, length), dtype=bool)
         perm = np.broadcast_to(perm, (nb, length)).copy()
@@ -303,15 +305,22 @@ class BlockKey:
 def block_positions(key: BlockKey, layout: str = "NCHW") -> np.ndarray:
     """``(nb, L)``: for block ``k`` (row-major grid) and value ``i`` (``(row, col, ch)`` order), the
     position of that value in one image flattened as ``CHW`` (``NCHW``) or ``HWC`` (``NHWC``)."""
-    c, (h, w), p = key.channels, key.image_size, key.patch
-    gh, gw = key.grid
+    return _block_positions(key.channels, key.image_size, key.patch, layout)
+
+
+@functools.lru_cache(maxsize=64)
+def _block_positions(c: int, size: tuple[int, int], p: int, layout: str) -> np.ndarray:
+    h, w = size
+    gh, gw = h // p, w // p
     if layout == "NCHW":
         pos = np.arange(c * h * w).reshape(c, gh, p, gw, p).transpose(1, 3, 2, 4, 0)
     elif layout == "NHWC":
         pos = np.arange(h * w * c).reshape(gh, p, gw, p, c).transpose(0, 2, 1, 3, 4)
     else:
         raise ValueError(f"layout must be NCHW or NHWC, got {layout!r}")
-    return pos.reshape(gh * gw, p * p * c)
+    pos = pos.reshape(gh * gw, p * p * c)
+    pos.flags.writeable = False  # shared by every caller through the cache
+    return pos
 
 
 def _seed_int(seq: np.random.SeedSequence) -> int:
