@@ -17,12 +17,16 @@ import numpy as np
 def accuracy_table(paths: list[str]) -> str:
     cells: dict = defaultdict(list)
     meta = None
+    seen_plain: dict = defaultdict(set)
     for path in paths:
         data = json.loads(Path(path).read_text())
         meta = meta or data
         for r in data["rows"]:
             if r["scheme"] == "plain":
                 key = (r["patch"], "plain")
+                if r["seed"] in seen_plain[r["patch"]]:
+                    continue  # every results file repeats the same plain runs
+                seen_plain[r["patch"]].add(r["seed"])
             else:
                 key = (r["patch"], r["scheme"], r["keys"], r["augment"])
             cells[key].append(r["accuracy"])

@@ -329,6 +329,7 @@ def attack(
     "--negpos", type=click.Choice(["none", "pixel", "block"]), default="none", show_default=True
 )
 @click.option("--block-scramble", is_flag=True)
+@click.option("--per-block", is_flag=True, help="Draw the pixel shuffle per block.")
 @click.option("--no-augment", is_flag=True, help="No server-side key augmentation.")
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--dim", type=int, default=32, show_default=True)
@@ -348,6 +349,7 @@ def train(
     restrict: int,
     negpos: str,
     block_scramble: bool,
+    per_block: bool,
     no_augment: bool,
     epochs: int,
     dim: int,
@@ -372,7 +374,9 @@ def train(
     x, y = digits()
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
     config = TrainConfig(patch=patch, dim=dim, depth=depth, epochs=epochs, seed=seed, threads=1)
-    enc = Encryption(restrict=restrict, negpos=negpos, block_scramble=block_scramble)
+    enc = Encryption(
+        restrict=restrict, negpos=negpos, block_scramble=block_scramble, shared=not per_block
+    )
     try:
         enc.key(0, xtr.shape[1:], patch)
     except Exception as exc:  # a KeyFileError: bad --patch / --restrict
