@@ -36,12 +36,20 @@ class CKKSParams:
     rotation_indices: tuple[int, ...] = ()
     needs_relinearization: bool = False
     needs_poly: bool = False
+    # Samples per ciphertext: > 1 when the program is block-local and the ring's N/2 slots
+    # hold ``blocks`` copies of the ``slots``-slot layout side by side (sample blocks).
+    blocks: int = 1
     log_q_bits: int = field(init=False)
 
     def __post_init__(self) -> None:
         # The moduli are primes of exactly these sizes; OpenFHE's GetModulus() overflows a
         # float above 1024 bits, so the size is computed, not read.
         object.__setattr__(self, "log_q_bits", self.first_mod_bits + self.depth * self.scaling_bits)
+
+    @property
+    def batch_size(self) -> int:
+        """OpenFHE's batch size: the slots one ciphertext's plaintext vector spans."""
+        return self.slots * self.blocks
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -96,7 +104,7 @@ def make_context(params: CKKSParams):
         _cc_params(
             openfhe,
             params.depth,
-            params.slots,
+            params.batch_size,
             params.scaling_bits,
             params.first_mod_bits,
             params.security,
