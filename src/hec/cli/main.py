@@ -39,6 +39,8 @@ COMMANDS = {
     "encrypt": "hec.cli.deploy_cmds:encrypt_cmd",
     "eval": "hec.cli.deploy_cmds:eval_cmd",
     "decrypt": "hec.cli.deploy_cmds:decrypt_cmd",
+    "serve": "hec.cli.serve_cmd:serve_cmd",
+    "query": "hec.cli.serve_cmd:query_cmd",
     "vit": "hec.cli.vit:vit",
 }
 
