@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
+from hec.backend_openfhe.params import CKKSParams
 from hec.errors import CiphertextError
 
 __all__ = [
@@ -170,16 +173,26 @@ def serialize(ct) -> bytes:
     return openfhe.Serialize(ct, openfhe.BINARY)
 
 
-def deserialize(payload: bytes, cc, key_tag: str, level: int, batch_size: int, what: str):
+def deserialize(payload: bytes, cc, key_tag: str, level: int, params: CKKSParams, what: str):
     """OpenFHE-deserialize ``payload`` and check what it built before anyone computes with it.
 
-    A ciphertext whose parameters differ from ``cc`` (another context), whose key tag is not
-    ``key_tag`` (other keys) or whose level or slot count is not the program's is refused: any
-    of these would otherwise fail deep inside OpenFHE or, worse, decrypt to garbage silently.
+    The payload must have the size of a ciphertext at ``level`` (two polynomials per remaining
+    prime); OpenFHE parses it under a bounded address space (a forged length field then fails
+    to allocate instead of exhausting the machine); the result must belong to ``cc`` (same
+    parameters), carry ``key_tag`` (same keys), be at ``level`` with ``batch_size`` slots, and
+    serialize back to exactly ``payload`` (a canonical ciphertext, no hidden inconsistency).
+    Any of these would otherwise fail deep inside OpenFHE or, worse, decrypt to garbage.
     """
     openfhe = load_openfhe()
+    expected = 2 * params.ring_dim * 8 * (params.depth + 1 - level)
+    if abs(len(payload) - expected) > _FRAMING_SLACK:
+        raise CiphertextError(
+            f"{what}: {len(payload)} bytes of ciphertext where one at level {level} of this "
+            f"program has about {expected}"
+        )
     try:
-        ct = openfhe.DeserializeCiphertextString(payload, openfhe.BINARY)
+        with _bounded_address_space(_PARSE_MARGIN + 4 * len(payload)):
+            ct = openfhe.DeserializeCiphertextString(payload, openfhe.BINARY)
     except (RuntimeError, ValueError, MemoryError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CiphertextError(
@@ -193,9 +206,45 @@ def deserialize(payload: bytes, cc, key_tag: str, level: int, batch_size: int, w
             f"expected {key_tag[:16]}); decryption would return garbage"
         )
     got = (ct.GetLevel(), ct.GetNoiseScaleDeg(), ct.GetSlots(), ct.NumberCiphertextElements())
-    if got != (level, 1, batch_size, 2):
+    want = (level, 1, params.batch_size, 2)
+    if got != want:
         raise CiphertextError(
             f"{what}: level {got[0]}, scale degree {got[1]}, {got[2]} slots, {got[3]} "
-            f"elements; the program expects level {level}, degree 1, {batch_size} slots, 2"
+            f"elements; the program expects level {level}, degree 1, {want[2]} slots, 2"
         )
+    if openfhe.Serialize(ct, openfhe.BINARY) != payload:
+        raise CiphertextError(f"{what}: not a canonical OpenFHE ciphertext (altered framing)")
     return ct
+
+
+_FRAMING_SLACK = 64 << 10  # OpenFHE's framing around the polynomials: about 1.5 kB measured
+_PARSE_MARGIN = 1 << 30
+
+
+@contextmanager
+def _bounded_address_space(extra: int) -> Iterator[None]:
+    """Limit this process's address space to its current size + ``extra`` bytes, then restore.
+
+    Parsing untrusted bytes is single-threaded work; the limit only makes an allocation that a
+    forged size asks for fail (``MemoryError``) instead of succeeding and filling the memory.
+    """
+    try:
+        import resource
+
+        with open("/proc/self/status") as f:
+            vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, StopIteration, ValueError):
+        yield  # no /proc or no rlimits: parse without the bound
+        return
+    limit = vm + extra
+    if soft != resource.RLIM_INFINITY and soft <= limit:
+        yield  # already at least as strict (e.g. a server worker's own limit)
+        return
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

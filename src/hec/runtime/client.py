@@ -193,7 +193,7 @@ class Client:
     def load_ciphertext(self, payload: bytes, kind: str, what: str):
         level = ciphertext_file.expected_layout(self.artifact, kind)["level"]
         return ciphertext_file.deserialize(
-            payload, self.context, self.key_tag, level, self.artifact.params.batch_size, what
+            payload, self.context, self.key_tag, level, self.artifact.params, what
         )
 
     def _require_secret(self):
