@@ -153,7 +153,7 @@ def choose_params(
     except RuntimeError as exc:
         raise ParameterError(
             f"OpenFHE accepts no parameters for depth {depth}, {slots} slots "
-            f"at {security}: {str(exc).splitlines()[0]}"
+            f"at {security}: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
         ) from None
     if ring_dim > MAX_RING_DIM:
         raise ParameterError(

@@ -38,7 +38,11 @@ from hec.ir import (
 from hec.ir.slot_ops import poly_depth
 from hec.passes.replace_activations import CalibrationMissing
 
-__all__ = ["LowerToSlots", "min_slots"]
+__all__ = ["LowerToSlots", "min_slots", "MAX_SLOTS"]
+
+# The slots of the largest ring OpenFHE is asked for (2^17, see backend_openfhe.params): a tensor
+# beyond this fits no ciphertext, so it is refused before any matrix is built for it.
+MAX_SLOTS = 1 << 16
 
 
 def min_slots(graph: Graph) -> int:
@@ -90,6 +94,12 @@ class LowerToSlots:
             raise CalibrationMissing(f"node '{left[0].origin}': {left[0].kind} "
                                      f"{left[0].attrs.get('fn', '')} must be replaced by "
                                      f"replace-activations before lowering")
+        largest = max(v.type.size for v in graph.values())
+        if largest > MAX_SLOTS:
+            raise LayoutError(
+                f"a tensor of {largest} elements exceeds the {MAX_SLOTS} slots of the largest "
+                f"ciphertext; multi-ciphertext layouts are not supported yet"
+            )
         slots = self.slots or min_slots(graph)
         if slots < min_slots(graph):
             raise LayoutError(
@@ -185,8 +195,9 @@ class _Lowering:
             self._result(tensor, "rescale", [prod], x.type.level + 1, origin)
             return self.pending[id(tensor)].src
         layout = x.type.layout
-        return self._emit("rescale", [prod], CipherType(self.slots, x.type.level + 1, 1, layout),
-                          origin)
+        return self._emit(
+            "rescale", [prod], CipherType(self.slots, x.type.level + 1, 1, layout), origin
+        )
 
     # -- helpers --------------------------------------------------------------------------
     def _identity(self, tensor: Value, cipher: Value) -> None:
