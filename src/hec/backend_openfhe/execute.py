@@ -27,6 +27,7 @@ def openfhe_chebyshev(coeffs: tuple[float, ...]) -> list[float]:
     """OpenFHE's series is ``c0/2 + Σ c_k T_k``; ours (numpy's) is ``c0 + Σ c_k T_k``."""
     return [2.0 * coeffs[0], *map(float, coeffs[1:])]
 
+
 ProgressFn = Callable[[int, int], None]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -190,6 +191,7 @@ def deserialize(payload: bytes, cc, key_tag: str, level: int, params: CKKSParams
             f"{what}: {len(payload)} bytes of ciphertext where one at level {level} of this "
             f"program has about {expected}"
         )
+    _parse_in_sandbox(openfhe.Serialize(cc, openfhe.BINARY), payload, what)
     try:
         with _bounded_address_space(_PARSE_MARGIN + 4 * len(payload)):
             ct = openfhe.DeserializeCiphertextString(payload, openfhe.BINARY)
@@ -215,6 +217,33 @@ def deserialize(payload: bytes, cc, key_tag: str, level: int, params: CKKSParams
     if openfhe.Serialize(ct, openfhe.BINARY) != payload:
         raise CiphertextError(f"{what}: not a canonical OpenFHE ciphertext (altered framing)")
     return ct
+
+
+def _parse_in_sandbox(context: bytes, payload: bytes, what: str) -> None:
+    """Let a child process parse ``payload`` first: OpenFHE may abort on crafted bytes."""
+    import struct
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hec._parse_sandbox"],
+            input=struct.pack("<Q", len(context)) + context + payload,
+            capture_output=True,
+            timeout=120,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        raise CiphertextError(f"{what}: OpenFHE did not finish parsing it") from None
+    if proc.returncode < 0:
+        raise CiphertextError(
+            f"{what}: OpenFHE's parser crashed on it (signal {-proc.returncode}); "
+            f"not a ciphertext of this program"
+        )
+    if proc.returncode != 0:
+        reason = proc.stdout.decode(errors="replace").strip().splitlines() or ["unreadable"]
+        raise CiphertextError(f"{what}: OpenFHE cannot read it ({reason[0]})")
 
 
 _FRAMING_SLACK = 64 << 10  # OpenFHE's framing around the polynomials: about 1.5 kB measured
