@@ -19,7 +19,7 @@ import numpy as np
 from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.params import make_context
-from hec.errors import InputError, KeysError
+from hec.errors import CiphertextError, InputError, KeysError
 from hec.runtime import ciphertext_file, keys
 from hec.runtime.inputs import as_batch
 
@@ -174,12 +174,18 @@ class Client:
         return ciphertext_file.pack(header, ciphertext_file.serialize(ct))
 
     # -- decryption -------------------------------------------------------------------------
-    def decrypt(self, ct, samples: int | None = None) -> Decrypted:
+    def decrypt(self, ct, samples: int | None = None, what: str = "ciphertext") -> Decrypted:
         """Decrypt an output; ``samples=None``: one sample's values, else ``[samples, ...]``."""
         params = self.artifact.params
-        pt = self.context.Decrypt(self._require_secret(), ct)
-        pt.SetLength(params.batch_size)
-        vec = np.asarray(pt.GetRealPackedValue()).reshape(params.blocks, params.slots)
+        try:
+            pt = self.context.Decrypt(self._require_secret(), ct)
+            pt.SetLength(params.batch_size)
+            vec = np.asarray(pt.GetRealPackedValue()).reshape(params.blocks, params.slots)
+        except RuntimeError:  # OpenFHE: "the approximation error is too high"
+            raise CiphertextError(
+                f"{what}: decryption failed (OpenFHE finds the approximation error too high); "
+                f"the ciphertext was altered or not made with these keys"
+            ) from None
         values = self.artifact.output_layout.unpack(vec[: samples or 1])
         return Decrypted(values[0] if samples is None else values, pt.GetLogPrecision())
 
@@ -188,7 +194,7 @@ class Client:
         header, payload = ciphertext_file.unpack(data, what)
         samples = ciphertext_file.check_header(header, self.artifact, self.key_id, "output", what)
         ct = self.load_ciphertext(payload, "output", what)
-        return self.decrypt(ct, samples)
+        return self.decrypt(ct, samples, what)
 
     def load_ciphertext(self, payload: bytes, kind: str, what: str):
         level = ciphertext_file.expected_layout(self.artifact, kind)["level"]
