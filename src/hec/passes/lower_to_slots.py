@@ -195,9 +195,8 @@ class _Lowering:
             self._result(tensor, "rescale", [prod], x.type.level + 1, origin)
             return self.pending[id(tensor)].src
         layout = x.type.layout
-        return self._emit(
-            "rescale", [prod], CipherType(self.slots, x.type.level + 1, 1, layout), origin
-        )
+        return self._emit("rescale", [prod], CipherType(self.slots, x.type.level + 1, 1, layout),
+                          origin)
 
     # -- helpers --------------------------------------------------------------------------
     def _identity(self, tensor: Value, cipher: Value) -> None:
