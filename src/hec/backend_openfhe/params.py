@@ -124,8 +124,13 @@ def choose_params(
     scaling_bits: int = 40,
     first_mod_bits: int = 60,
     security: str = "HEStd_128_classic",
+    sample_blocks: bool = False,
 ) -> CKKSParams:
-    """Pick parameters for a scheduled slot program (asks OpenFHE for the ring dimension)."""
+    """Pick parameters for a scheduled slot program (asks OpenFHE for the ring dimension).
+
+    With ``sample_blocks`` (a block-local program) the batch size is the ring's ``N/2`` slots
+    and each ciphertext carries ``N / (2·slots)`` samples; the ring stays what security needs.
+    """
     if security not in SECURITY_LEVELS:
         raise ParameterError(f"security level {security!r} is not one of {SECURITY_LEVELS}")
     if not 20 <= scaling_bits < first_mod_bits <= 60:
@@ -160,6 +165,19 @@ def choose_params(
             f"depth {depth} needs ring dimension {ring_dim} at {security}; "
             f"reduce the network's depth (fewer polynomial layers)"
         )
+    blocks = ring_dim // (2 * slots) if sample_blocks else 1
+    if blocks > 1:
+        try:  # full packing at the same ring: the context the client and server will build
+            openfhe.GenCryptoContext(
+                _cc_params(
+                    openfhe, depth, slots * blocks, scaling_bits, first_mod_bits, security, ring_dim
+                )
+            )
+        except RuntimeError as exc:
+            raise ParameterError(
+                f"OpenFHE refuses {slots * blocks} slots at ring {ring_dim}: "
+                f"{(str(exc).splitlines() or [type(exc).__name__])[0]}"
+            ) from None
     return CKKSParams(
         ring_dim=ring_dim,
         depth=depth,
@@ -170,4 +188,5 @@ def choose_params(
         rotation_indices=rotation_indices(graph),
         needs_relinearization=bool(kinds & {"mul", "poly"}),
         needs_poly="poly" in kinds,
+        blocks=blocks,
     )

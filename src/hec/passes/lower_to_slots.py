@@ -81,10 +81,15 @@ class LowerToSlots:
         negligible: matrix entries and biases below this magnitude are dropped. CKKS cannot
             carry them (OpenFHE refuses a plaintext that encodes to zero: at scale 2^s and ring
             2^15 that is below about 2^(12-s)), and their effect is under the noise anyway.
+        block_local: key each diagonal by the exact shift ``c - r`` in ``(-slots, slots)``
+            instead of ``(c - r) mod slots``, so that every term reads its own block even when
+            a ciphertext holds several ``slots``-slot blocks side by side (sample blocks; see
+            ``schedule-rotations``). Up to twice the diagonals; off by default.
     """
 
     slots: int | None = None
     negligible: float = 2.0**-26
+    block_local: bool = False
     name: ClassVar[str] = "lower-to-slots"
     dialect: ClassVar[str] = "tensor"
 
@@ -107,12 +112,15 @@ class LowerToSlots:
                 f"does not fit in {slots} slots; multi-ciphertext layouts are not "
                 f"supported yet"
             )
-        graph.become(_Lowering(graph, slots, self.negligible).lower())
+        graph.become(_Lowering(graph, slots, self.negligible, self.block_local).lower())
         return True
 
 
 class _Lowering:
-    def __init__(self, graph: Graph, slots: int, negligible: float) -> None:
+    def __init__(
+        self, graph: Graph, slots: int, negligible: float, block_local: bool = False
+    ) -> None:
+        self.block_local = block_local
         self.src_graph = graph
         self.slots = slots
         self.negligible = negligible
@@ -262,7 +270,9 @@ class _Lowering:
         keep = np.abs(A.data) >= self.negligible
         A = sp.coo_matrix((A.data[keep], (A.row[keep], A.col[keep])), shape=A.shape)
         r, c = rows_slot[A.row], cols_slot[A.col]
-        k = (c - r) % S
+        # Within one S-slot vector, shifts c - r and c - r - S are the same rotation; across
+        # blocks they are not, so block-local programs keep them apart.
+        k = c - r if self.block_local else (c - r) % S
         offsets, which = np.unique(k, return_inverse=True)
         diags = np.zeros((len(offsets), S))
         diags[which, r] = A.data
