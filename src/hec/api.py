@@ -24,6 +24,7 @@ from hec.passes import PassManager, he_friendly_pipeline, slot_packing_pipeline
 from hec.progress import ProgressFn, no_progress
 from hec.runtime import Client, Server, simulate_slots
 from hec.runtime.inputs import as_batch
+from hec.runtime.simulator import check_block_local
 
 __all__ = ["compile", "load_artifact", "run", "simulate", "RunResult"]
 
@@ -64,7 +65,15 @@ def compile(
         first_index=len(he_friendly_pipeline(options, stats or None)) + 1,
     ).run(graph)
     progress("compile", total, total)
-    params = choose_params(graph, options.scaling_bits, options.first_mod_bits, options.security)
+    params = choose_params(
+        graph,
+        options.scaling_bits,
+        options.first_mod_bits,
+        options.security,
+        options.sample_blocks,
+    )
+    if params.blocks > 1:
+        check_block_local(graph, params.blocks)  # the guarantee the runtime relies on
     name = str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>"
     io = {
         "model": name,
@@ -111,6 +120,7 @@ def run(
 ) -> RunResult:
     """Encrypted inference in one process: keys, encrypt, evaluate, decrypt each sample.
 
+    A sample-block artifact encrypts up to ``params.blocks`` samples per ciphertext.
     ``timings`` holds the key generation time and the per-sample means of the other stages.
     """
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
@@ -120,19 +130,21 @@ def run(
     timings = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
     server = Server(art, client.context)
     logits, precision = [], []
-    for i, sample in enumerate(xb):
+    per = art.params.blocks
+    chunks = [xb[i : i + per] for i in range(0, len(xb), per)]
+    for i, chunk in enumerate(chunks):
         t = time.perf_counter()
-        ct = client.encrypt(sample)
+        ct = client.encrypt_batch(chunk)
         timings["encrypt"] += time.perf_counter() - t
         t = time.perf_counter()
-        stage = f"eval {i + 1}/{len(xb)}"
+        stage = f"eval {i + 1}/{len(chunks)}"
         out = server.evaluate(ct, lambda d, n, stage=stage: progress(stage, d, n))
         timings["evaluate"] += time.perf_counter() - t
         t = time.perf_counter()
-        dec = client.decrypt(out)
+        dec = client.decrypt(out, len(chunk))
         timings["decrypt"] += time.perf_counter() - t
-        logits.append(dec.values)
-        precision.append(dec.precision_bits)
+        logits.extend(dec.values)
+        precision.extend([dec.precision_bits] * len(chunk))
     for stage in ("encrypt", "evaluate", "decrypt"):
         timings[stage] /= len(xb)
     return RunResult(np.stack(logits), np.asarray(precision), timings)

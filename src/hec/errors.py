@@ -17,6 +17,10 @@ __all__ = [
     "ArtifactError",
     "InputError",
     "ParameterError",
+    "KeysError",
+    "CiphertextError",
+    "ResourceError",
+    "ServerError",
 ]
 
 
@@ -67,3 +71,21 @@ class InputError(HecError):
 
 class ParameterError(HecError):
     """No CKKS parameter set meets the program's needs at the requested security."""
+
+
+class KeysError(HecError):
+    """A key directory is missing, damaged, made for another artifact, or holds a secret key
+    where only evaluation keys may be (the server refuses to start with a secret key)."""
+
+
+class CiphertextError(HecError):
+    """A ciphertext file is damaged, or was made with other keys, for another artifact or for
+    another layout; detected before anything is evaluated or decrypted."""
+
+
+class ResourceError(HecError):
+    """The estimated memory (or disk) for keys and evaluation exceeds what the machine has."""
+
+
+class ServerError(HecError):
+    """The inference server refused a request or could not be reached."""

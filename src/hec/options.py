@@ -27,6 +27,9 @@ class CompileOptions:
         margin: fraction of an activation input's observed range added on each side of the
             interval its polynomial is fitted on.
         max_poly_depth: deepest polynomial (in levels) the automatic degree choice considers.
+        sample_blocks: throughput mode within slot packing: one ciphertext carries as many
+            samples as the ring leaves room for (``ring_dim / (2·slots)`` blocks of ``slots``
+            slots), at the price of block-local linear maps (up to twice the diagonals).
     """
 
     slots: int | None = None
@@ -39,3 +42,4 @@ class CompileOptions:
     error_budget: float = 0.05
     margin: float = 0.05
     max_poly_depth: int = 5
+    sample_blocks: bool = False

@@ -2,7 +2,8 @@
 
 ::
 
-    OUT/manifest.json         format name and version, hec version, file list
+    OUT/manifest.json         format name and version, hec version, SHA-256 of every other
+                              file and the artifact's content hash (which keys bind to)
     OUT/program.json          the scheduled slot program (structure)
     OUT/constants.npz         its plaintext constants (diagonals, biases)
     OUT/params.json           CKKS parameters and the rotation indices
@@ -14,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +28,18 @@ from hec.errors import ArtifactError
 from hec.ir import Graph, Layout
 from hec.ir.serialize import graph_from_json, graph_to_json
 
-__all__ = ["Artifact", "write_artifact", "load_artifact", "FORMAT", "FORMAT_VERSION"]
+__all__ = [
+    "Artifact",
+    "write_artifact",
+    "load_artifact",
+    "content_hash",
+    "FORMAT",
+    "FORMAT_VERSION",
+]
 
 FORMAT = "hec-artifact"
-FORMAT_VERSION = 1
+# 2: manifest.json holds per-file SHA-256 digests and the content hash.
+FORMAT_VERSION = 2
 _FILES = ("manifest.json", "program.json", "constants.npz", "params.json", "report.json")
 
 
@@ -42,6 +52,12 @@ class Artifact:
     params: CKKSParams
     io: dict[str, Any]
     report: dict[str, Any]
+    content_hash: str = ""
+
+    @property
+    def key_binding(self) -> str:
+        """The short form of ``content_hash`` shown in messages (16 hex digits)."""
+        return self.content_hash[:16]
 
     @property
     def input_name(self) -> str:
@@ -84,17 +100,71 @@ def write_artifact(
     params.save(path / "params.json")
     (path / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (path / "program.txt").write_text(str(program))
+    written = ["constants.npz", "program.json", "params.json", "report.json", "program.txt"]
     if tensor_ir is not None:
         (path / "tensor_ir.txt").write_text(str(tensor_ir))
+        written.append("tensor_ir.txt")
     (path / "openfhe_program.py").write_text(generate_program(program, params, io))
+    written.append("openfhe_program.py")
+    # Only the files written here are listed and hashed: stale files from an earlier compile
+    # into the same directory are not part of this artifact.
+    digests = {name: _file_digest(path / name) for name in sorted(written)}
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "hec_version": __version__,
-        "files": sorted(p.name for p in path.iterdir() if p.is_file()),
+        "files": digests,
+        "content_hash": content_hash(digests),
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return Artifact(path, program, params, io, report)
+    return Artifact(path, program, params, io, report, manifest["content_hash"])
+
+
+def content_hash(digests: dict[str, str]) -> str:
+    """SHA-256 over the sorted (file name, file SHA-256) pairs: the artifact's identity.
+
+    Keys and ciphertexts record it, so material made for one artifact is refused by another.
+    """
+    h = hashlib.sha256()
+    for name in sorted(digests):
+        h.update(f"{name}\0{digests[name]}\n".encode())
+    return h.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_integrity(path: Path, manifest: dict[str, Any]) -> str:
+    """Recompute every listed file's digest; return the content hash or say what changed."""
+    digests = manifest.get("files")
+    if not isinstance(digests, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in digests.items()
+    ):
+        raise ArtifactError(f"{path}: corrupted artifact (manifest.json has no file digests)")
+    for name, want in sorted(digests.items()):
+        file = path / name
+        if "/" in name or name.startswith(".") or not file.is_file():
+            raise ArtifactError(f"{path}: incomplete artifact (missing {name}); compile it again")
+        if _file_digest(file) != want:
+            raise ArtifactError(
+                f"{path}: corrupted or modified artifact ({name} changed since it was "
+                f"compiled: SHA-256 mismatch); compile it again"
+            )
+    missing = [f for f in _FILES if f != "manifest.json" and f not in digests]
+    if missing:
+        raise ArtifactError(f"{path}: corrupted artifact (manifest omits {', '.join(missing)})")
+    got = content_hash(digests)
+    if manifest.get("content_hash") != got:
+        raise ArtifactError(
+            f"{path}: corrupted or modified artifact (manifest content hash does not match "
+            f"its files); compile it again"
+        )
+    return got
 
 
 def load_artifact(path: str | Path) -> Artifact:
@@ -118,6 +188,9 @@ def load_artifact(path: str | Path) -> Artifact:
                 f"{path}: artifact format {manifest.get('format_version')} but "
                 f"this hec reads format {FORMAT_VERSION}; compile it again"
             )
+        # Before anything is parsed: a modified file is reported as such, not as whatever
+        # parse error it happens to cause.
+        digest = _check_integrity(path, manifest)
         structure = json.loads((path / "program.json").read_text())
         with np.load(path / "constants.npz") as stored:
             program = graph_from_json(structure, _unpack_vectors(stored))
@@ -130,7 +203,7 @@ def load_artifact(path: str | Path) -> Artifact:
         raise ArtifactError(
             f"{path}: corrupted artifact ({type(exc).__name__}: {exc}); compile it again"
         ) from None
-    return Artifact(path, program, params, structure["io"], report)
+    return Artifact(path, program, params, structure["io"], report, digest)
 
 
 def _pack_vectors(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

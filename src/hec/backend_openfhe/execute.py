@@ -4,6 +4,11 @@ One call per slot op. Rotations of a ciphertext that is rotated more than once s
 hoisted decomposition (``EvalFastRotationPrecompute``); a ciphertext is dropped after its last
 use; plaintext constants are encoded at the level where they are used and cached within a
 memory budget, so a batch of inputs pays the encoding once. Needs evaluation keys only.
+
+With ``blocks > 1`` (sample blocks) a ciphertext holds ``blocks`` samples in consecutive runs of
+``slots`` slots, and every constant is tiled ``blocks`` times: a tiled vector is periodic in
+``slots``, so rotating it by any amount equals rotating each block, and each block of a
+block-local program computes its own sample.
 """
 
 from __future__ import annotations
@@ -22,14 +27,23 @@ def openfhe_chebyshev(coeffs: tuple[float, ...]) -> list[float]:
     """OpenFHE's series is ``c0/2 + Σ c_k T_k``; ours (numpy's) is ``c0 + Σ c_k T_k``."""
     return [2.0 * coeffs[0], *map(float, coeffs[1:])]
 
+
 ProgressFn = Callable[[int, int], None]
 
 
 class OpenFHEExecutor:
     """Runs ``graph`` with crypto context ``cc`` (which must hold the evaluation keys)."""
 
-    def __init__(self, cc, graph: Graph, depth: int, plaintext_cache_bytes: int = 2 << 30) -> None:
+    def __init__(
+        self,
+        cc,
+        graph: Graph,
+        depth: int,
+        plaintext_cache_bytes: int = 2 << 30,
+        blocks: int = 1,
+    ) -> None:
         self.cc = cc
+        self._blocks = blocks
         self.graph = graph
         self._depth = depth
         self._cyclotomic_order = cc.GetCyclotomicOrder()
@@ -97,7 +111,7 @@ class OpenFHEExecutor:
         key = (i, name, t.level)
         pt = self._cache.get(key)
         if pt is None:
-            values = np.asarray(op.consts[name], dtype=np.float64).tolist()
+            values = np.tile(np.asarray(op.consts[name], dtype=np.float64), self._blocks).tolist()
             pt = self.cc.MakeCKKSPackedPlaintext(values, scale_deg, t.level)
             towers = self._depth + 1 - t.level  # one 64-bit word per coefficient per prime
             size = self._ring_dim * 8 * towers

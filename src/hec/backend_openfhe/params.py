@@ -36,12 +36,20 @@ class CKKSParams:
     rotation_indices: tuple[int, ...] = ()
     needs_relinearization: bool = False
     needs_poly: bool = False
+    # Samples per ciphertext: > 1 when the program is block-local and the ring's N/2 slots
+    # hold ``blocks`` copies of the ``slots``-slot layout side by side (sample blocks).
+    blocks: int = 1
     log_q_bits: int = field(init=False)
 
     def __post_init__(self) -> None:
         # The moduli are primes of exactly these sizes; OpenFHE's GetModulus() overflows a
         # float above 1024 bits, so the size is computed, not read.
         object.__setattr__(self, "log_q_bits", self.first_mod_bits + self.depth * self.scaling_bits)
+
+    @property
+    def batch_size(self) -> int:
+        """OpenFHE's batch size: the slots one ciphertext's plaintext vector spans."""
+        return self.slots * self.blocks
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -96,7 +104,7 @@ def make_context(params: CKKSParams):
         _cc_params(
             openfhe,
             params.depth,
-            params.slots,
+            params.batch_size,
             params.scaling_bits,
             params.first_mod_bits,
             params.security,
@@ -116,8 +124,13 @@ def choose_params(
     scaling_bits: int = 40,
     first_mod_bits: int = 60,
     security: str = "HEStd_128_classic",
+    sample_blocks: bool = False,
 ) -> CKKSParams:
-    """Pick parameters for a scheduled slot program (asks OpenFHE for the ring dimension)."""
+    """Pick parameters for a scheduled slot program (asks OpenFHE for the ring dimension).
+
+    With ``sample_blocks`` (a block-local program) the batch size is the ring's ``N/2`` slots
+    and each ciphertext carries ``N / (2·slots)`` samples; the ring stays what security needs.
+    """
     if security not in SECURITY_LEVELS:
         raise ParameterError(f"security level {security!r} is not one of {SECURITY_LEVELS}")
     if not 20 <= scaling_bits < first_mod_bits <= 60:
@@ -145,13 +158,26 @@ def choose_params(
     except RuntimeError as exc:
         raise ParameterError(
             f"OpenFHE accepts no parameters for depth {depth}, {slots} slots "
-            f"at {security}: {str(exc).splitlines()[0]}"
+            f"at {security}: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
         ) from None
     if ring_dim > MAX_RING_DIM:
         raise ParameterError(
             f"depth {depth} needs ring dimension {ring_dim} at {security}; "
             f"reduce the network's depth (fewer polynomial layers)"
         )
+    blocks = ring_dim // (2 * slots) if sample_blocks else 1
+    if blocks > 1:
+        try:  # full packing at the same ring: the context the client and server will build
+            openfhe.GenCryptoContext(
+                _cc_params(
+                    openfhe, depth, slots * blocks, scaling_bits, first_mod_bits, security, ring_dim
+                )
+            )
+        except RuntimeError as exc:
+            raise ParameterError(
+                f"OpenFHE refuses {slots * blocks} slots at ring {ring_dim}: "
+                f"{(str(exc).splitlines() or [type(exc).__name__])[0]}"
+            ) from None
     return CKKSParams(
         ring_dim=ring_dim,
         depth=depth,
@@ -162,4 +188,5 @@ def choose_params(
         rotation_indices=rotation_indices(graph),
         needs_relinearization=bool(kinds & {"mul", "poly"}),
         needs_poly="poly" in kinds,
+        blocks=blocks,
     )

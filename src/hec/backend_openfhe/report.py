@@ -64,6 +64,7 @@ def program_report(graph: Graph, params: CKKSParams) -> dict[str, Any]:
         "ckks": {
             "ring_dim": params.ring_dim,
             "slots": params.slots,
+            "samples_per_ciphertext": params.blocks,
             "depth": params.depth,
             "scaling_bits": params.scaling_bits,
             "first_mod_bits": params.first_mod_bits,

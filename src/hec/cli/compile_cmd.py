@@ -54,6 +54,12 @@ __all__ = ["compile_cmd"]
     default=None,
     help="Write the IR after every pass that changes it into this directory.",
 )
+@click.option(
+    "--sample-blocks",
+    is_flag=True,
+    help="Throughput mode: as many samples per ciphertext as the ring has room for "
+    "(N/(2*slots)), one per block of slots.",
+)
 @conversion_options
 def compile_cmd(
     model: Path,
@@ -63,6 +69,7 @@ def compile_cmd(
     scaling_bits: int,
     first_mod_bits: int,
     dump_ir_after: Path | None,
+    sample_blocks: bool,
     calib: Path | None,
     degree: int | None,
     error_budget: float,
@@ -84,6 +91,7 @@ def compile_cmd(
         scaling_bits=scaling_bits,
         first_mod_bits=first_mod_bits,
         dump_ir_after=dump_ir_after,
+        sample_blocks=sample_blocks,
         degree=degree,
         error_budget=error_budget,
         margin=margin,

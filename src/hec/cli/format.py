@@ -57,8 +57,11 @@ def print_summary(report: dict[str, Any]) -> None:
     )
     print_table(header, rows)
     ck = report["ckks"]
+    n = ck.get("samples_per_ciphertext", 1)
+    blocks = f" x {n} samples per ciphertext" if n > 1 else ""
     click.echo(
-        f"CKKS: ring dimension {ck['ring_dim']}, {ck['slots']} slots, depth {ck['depth']}, "
+        f"CKKS: ring dimension {ck['ring_dim']}, {ck['slots']} slots{blocks}, "
+        f"depth {ck['depth']}, "
         f"log2 Q = {ck['log_q_bits']} bits, scale 2^{ck['scaling_bits']}, "
         f"{ck['security']}; {totals['rotation_keys']} rotation keys"
     )

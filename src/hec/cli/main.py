@@ -35,6 +35,12 @@ COMMANDS = {
     "compile": "hec.cli.compile_cmd:compile_cmd",
     "optimize": "hec.cli.optimize_cmd:optimize_cmd",
     "run": "hec.cli.run_cmd:run_cmd",
+    "keygen": "hec.cli.deploy_cmds:keygen_cmd",
+    "encrypt": "hec.cli.deploy_cmds:encrypt_cmd",
+    "eval": "hec.cli.deploy_cmds:eval_cmd",
+    "decrypt": "hec.cli.deploy_cmds:decrypt_cmd",
+    "serve": "hec.cli.serve_cmd:serve_cmd",
+    "query": "hec.cli.serve_cmd:query_cmd",
     "vit": "hec.cli.vit:vit",
 }
 

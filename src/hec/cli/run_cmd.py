@@ -51,12 +51,18 @@ def _load_npy(path: Path) -> np.ndarray:
     default=None,
     help="Also run this ONNX model in onnxruntime and show its prediction.",
 )
+@click.option(
+    "--ignore-resource-check",
+    is_flag=True,
+    help="Run even if the estimated memory exceeds this machine.",
+)
 def run_cmd(
     artifact: Path,
     input_path: Path,
     simulate: bool,
     output_path: Path | None,
     compare_onnx: Path | None,
+    ignore_resource_check: bool,
 ) -> None:
     """Run compiled program ARTIFACT on the inputs in --input; print logits and argmax."""
     import time
@@ -72,6 +78,9 @@ def run_cmd(
         timings = {"simulate": time.perf_counter() - start}
         precision = None
     else:
+        from hec.runtime.resources import check_in_process
+
+        check_in_process(art, ignore=ignore_resource_check)
         result = hec.run(art, x, progress=stderr_progress())
         logits, timings, precision = result.logits, result.timings, result.precision_bits
     reference = None

@@ -19,7 +19,7 @@ from onnx.reference import ReferenceEvaluator
 from hec.errors import ModelError, ShapeError, UnsupportedOpError
 from hec.frontend.converters import CONVERTERS, HINTS
 from hec.frontend.load import encrypted_input
-from hec.ir import Graph, TensorType, Value
+from hec.ir import Graph, TensorType, Value, VerifyError
 
 __all__ = ["build_graph", "Context"]
 
@@ -91,7 +91,13 @@ def build_graph(proto: onnx.ModelProto, name: str = "main") -> Graph:
     opset = next(i.version for i in proto.opset_import if i.domain in ("", "ai.onnx"))
     ctx = Context(Graph(name), opset)
     for init in proto.graph.initializer:
-        ctx.consts[init.name] = numpy_helper.to_array(init)
+        try:
+            ctx.consts[init.name] = numpy_helper.to_array(init)
+        except (ValueError, TypeError, MemoryError, OverflowError) as exc:
+            raise ModelError(
+                f"initializer '{init.name}': dims {list(init.dims)} do not match its data "
+                f"({type(exc).__name__}); the file is damaged"
+            ) from None
     inp = encrypted_input(proto)
     dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
     ctx.values[inp.name] = ctx.graph.add_input(inp.name, TensorType(tuple(dims[1:])))
@@ -110,7 +116,23 @@ def build_graph(proto: onnx.ModelProto, name: str = "main") -> Graph:
             raise UnsupportedOpError(ctx.where, node.op_type, HINTS.get(node.op_type, ""))
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         first_new = len(ctx.graph.ops)
-        outputs = convert(ctx, node, attrs)
+        try:
+            outputs = convert(ctx, node, attrs)
+        except (
+            ValueError,
+            TypeError,
+            IndexError,
+            ZeroDivisionError,
+            OverflowError,
+            MemoryError,
+        ) as exc:
+            # numpy refusing the node's operands: a model ONNX's checker let through but no
+            # runtime could execute (a bias that does not broadcast, a zero stride, ...).
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise ModelError(
+                f"node '{ctx.where}' ({node.op_type}): inconsistent operands or attributes "
+                f"({first})"
+            ) from None
         created = {id(r) for op in ctx.graph.ops[first_new:] for r in op.results}
         for out_name, out in zip(node.output, outputs, strict=False):
             if not out_name:
@@ -131,7 +153,12 @@ def build_graph(proto: onnx.ModelProto, name: str = "main") -> Graph:
         v = ctx.values[out.name]
         _check_inferred_shape(out, v)
         ctx.graph.outputs.append(v)
-    ctx.graph.verify()
+    try:
+        ctx.graph.verify()
+    except VerifyError as exc:
+        raise ModelError(
+            f"inconsistent model ({exc}); if onnxruntime runs it, please report it"
+        ) from None
     return ctx.graph
 
 

@@ -41,14 +41,18 @@ def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ModelError(f"{where}: invalid ONNX model: {first}") from None
+        raise ModelError(f"{where}: invalid ONNX model: {_first_line(exc)}") from None
     proto = _pin_batch(proto, where)
     try:
         return shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ModelError(f"{where}: ONNX shape inference failed: {first}") from None
+        raise ModelError(f"{where}: ONNX shape inference failed: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of an exception's message (some of onnx's are empty)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def encrypted_input(proto: onnx.ModelProto, where: str = "model") -> onnx.ValueInfoProto:
@@ -112,6 +116,8 @@ def _pin_batch(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
                 f"{where}: axis {i} of input '{inp.name}' is symbolic "
                 f"('{d.dim_param}'); export with a fixed sample shape"
             )
+        if d.dim_value < 1:
+            raise ShapeError(f"{where}: axis {i} of input '{inp.name}' has size {d.dim_value}")
     # Exporters' value_info may carry symbolic batch dims that clash with the pinned batch;
     # shape inference recomputes every intermediate shape anyway.
     del proto.graph.value_info[:]

@@ -20,5 +20,6 @@ def onnxruntime_outputs(model: str | os.PathLike | onnx.ModelProto, x: np.ndarra
     try:
         sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelError(f"onnxruntime cannot load {model}: {str(exc).splitlines()[0]}") from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"onnxruntime cannot load {model}: {first}") from None
     return sess.run(None, {sess.get_inputs()[0].name: np.asarray(x, dtype=np.float32)})[0]

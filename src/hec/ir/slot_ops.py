@@ -73,7 +73,9 @@ def _vector_const(op: Op, name: str) -> None:
 @register_op("rotate", "slot", 1)
 def _rotate(op: Op) -> list[CipherType]:
     x = _cipher(op, 0)
-    if op.attrs["k"] % x.slots == 0:
+    # Exactly 0, not 0 mod slots: block-local programs rotate by whole blocks (see
+    # schedule_rotations), which moves data when a ciphertext holds several blocks.
+    if op.attrs["k"] == 0:
         raise VerifyError(f"rotate ({op.origin}): rotation by 0")
     return _declared(op, x.level, x.scale_deg)
 

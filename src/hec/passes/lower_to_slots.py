@@ -38,7 +38,11 @@ from hec.ir import (
 from hec.ir.slot_ops import poly_depth
 from hec.passes.replace_activations import CalibrationMissing
 
-__all__ = ["LowerToSlots", "min_slots"]
+__all__ = ["LowerToSlots", "min_slots", "MAX_SLOTS"]
+
+# The slots of the largest ring OpenFHE is asked for (2^17, see backend_openfhe.params): a tensor
+# beyond this fits no ciphertext, so it is refused before any matrix is built for it.
+MAX_SLOTS = 1 << 16
 
 
 def min_slots(graph: Graph) -> int:
@@ -77,10 +81,15 @@ class LowerToSlots:
         negligible: matrix entries and biases below this magnitude are dropped. CKKS cannot
             carry them (OpenFHE refuses a plaintext that encodes to zero: at scale 2^s and ring
             2^15 that is below about 2^(12-s)), and their effect is under the noise anyway.
+        block_local: key each diagonal by the exact shift ``c - r`` in ``(-slots, slots)``
+            instead of ``(c - r) mod slots``, so that every term reads its own block even when
+            a ciphertext holds several ``slots``-slot blocks side by side (sample blocks; see
+            ``schedule-rotations``). Up to twice the diagonals; off by default.
     """
 
     slots: int | None = None
     negligible: float = 2.0**-26
+    block_local: bool = False
     name: ClassVar[str] = "lower-to-slots"
     dialect: ClassVar[str] = "tensor"
 
@@ -90,6 +99,12 @@ class LowerToSlots:
             raise CalibrationMissing(f"node '{left[0].origin}': {left[0].kind} "
                                      f"{left[0].attrs.get('fn', '')} must be replaced by "
                                      f"replace-activations before lowering")
+        largest = max(v.type.size for v in graph.values())
+        if largest > MAX_SLOTS:
+            raise LayoutError(
+                f"a tensor of {largest} elements exceeds the {MAX_SLOTS} slots of the largest "
+                f"ciphertext; multi-ciphertext layouts are not supported yet"
+            )
         slots = self.slots or min_slots(graph)
         if slots < min_slots(graph):
             raise LayoutError(
@@ -97,12 +112,15 @@ class LowerToSlots:
                 f"does not fit in {slots} slots; multi-ciphertext layouts are not "
                 f"supported yet"
             )
-        graph.become(_Lowering(graph, slots, self.negligible).lower())
+        graph.become(_Lowering(graph, slots, self.negligible, self.block_local).lower())
         return True
 
 
 class _Lowering:
-    def __init__(self, graph: Graph, slots: int, negligible: float) -> None:
+    def __init__(
+        self, graph: Graph, slots: int, negligible: float, block_local: bool = False
+    ) -> None:
+        self.block_local = block_local
         self.src_graph = graph
         self.slots = slots
         self.negligible = negligible
@@ -252,7 +270,9 @@ class _Lowering:
         keep = np.abs(A.data) >= self.negligible
         A = sp.coo_matrix((A.data[keep], (A.row[keep], A.col[keep])), shape=A.shape)
         r, c = rows_slot[A.row], cols_slot[A.col]
-        k = (c - r) % S
+        # Within one S-slot vector, shifts c - r and c - r - S are the same rotation; across
+        # blocks they are not, so block-local programs keep them apart.
+        k = c - r if self.block_local else (c - r) % S
         offsets, which = np.unique(k, return_inverse=True)
         diags = np.zeros((len(offsets), S))
         diags[which, r] = A.data

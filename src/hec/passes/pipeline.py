@@ -29,6 +29,11 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
     """Tensor graph → scheduled slot program (latency mode: one sample per ciphertext)."""
     return [
         # fuse linear chains; one matvec per chain, levels assigned
-        LowerToSlots(options.slots, negligible=2.0 ** (14 - options.scaling_bits)),
-        ScheduleRotations(options.baby_step),  # matvec → hoisted baby steps + giant steps
+        LowerToSlots(
+            options.slots,
+            negligible=2.0 ** (14 - options.scaling_bits),
+            block_local=options.sample_blocks,
+        ),
+        # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks)
+        ScheduleRotations(options.baby_step, block_local=options.sample_blocks),
     ]

@@ -10,16 +10,24 @@ the diagonals are pre-rotated here, at compile time. ``n1`` is searched on the m
 (sparse) offset set; ``n1 = slots`` is the plain hoisted diagonal method, ``n1 = 1`` rotates
 every term separately. Giant rotations act before the rescale, at scale Δ², which is allowed.
 
+Sample blocks (``block_local``): a ciphertext may hold B vectors of ``slots`` slots side by side,
+one sample each, with every plaintext tiled B times; rotations then act on all B·slots slots.
+A tiled plaintext is periodic in ``slots``, so pre-rotating it is the same in both views, and
+the term of diagonal ``k`` at slot ``t`` of block ``j`` reads ``x`` at ``j·slots + t + b + g·n1
+= j·slots + t + k``. With exact shifts ``k = c - r`` (``lower-to-slots`` with ``block_local``),
+``t + k = c`` is a slot of the same block: each block computes its own sample, whatever baby
+rotations and partial sums carry across block edges. So the amounts must be ``b`` and ``g·n1``
+exactly (``|g·n1|`` may reach ``slots``), not their representatives modulo ``slots``.
+
 Preserves: the slot function, exactly (up to float rounding). Requires: slot graph.
 Golden: ``tests/passes/golden/schedule_rotations.txt``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
-
-import math
 
 import numpy as np
 
@@ -44,7 +52,7 @@ def _candidates(ks: np.ndarray, slots: int) -> list[int]:
     limit = min(slots, max(64, 4 * math.isqrt(ks.size) + 1))
     cands = set(range(1, limit + 1)) | {slots}
     if ks.size <= 512:
-        cands |= {int(k) for k in ks if 0 < k < slots}
+        cands |= {abs(int(k)) for k in ks if 0 < abs(k) < slots}
     return sorted(cands)
 
 
@@ -57,7 +65,8 @@ def choose_baby_step(offsets: np.ndarray, slots: int, hoisted_cost: float = 1.0)
         seen[ks % n1] = True
         babies = int(np.count_nonzero(seen[1:]))
         g = ks // n1
-        giants = int(np.count_nonzero(np.diff(g))) + int(g[0] != 0)  # distinct non-zero values
+        distinct = int(np.count_nonzero(np.diff(g))) + 1
+        giants = distinct - int(bool(np.any(g == 0)))  # distinct non-zero values
         cost = (hoisted_cost * babies + giants, giants)
         if best_cost is None or cost < best_cost:
             best, best_cost = n1, cost
@@ -70,22 +79,25 @@ class ScheduleRotations:
 
     Args:
         baby_step: force ``n1`` for every map; ``None`` searches it per map.
+        block_local: rotate by exactly ``b`` and ``g·n1`` (offsets are the exact shifts of a
+            ``block_local`` lowering) instead of their representatives modulo ``slots``.
     """
 
     baby_step: int | None = None
+    block_local: bool = False
     name: ClassVar[str] = "schedule-rotations"
     dialect: ClassVar[str] = "slot"
 
     def run(self, graph: Graph) -> bool:
         changed = False
         for op in [op for op in graph.ops if op.kind == "matvec"]:
-            new_ops, result = _expand(op, self.baby_step)
+            new_ops, result = _expand(op, self.baby_step, self.block_local)
             graph.replace_op(op, new_ops, result)
             changed = True
         return changed
 
 
-def _expand(op: Op, baby_step: int | None) -> tuple[list[Op], Value]:
+def _expand(op: Op, baby_step: int | None, block_local: bool) -> tuple[list[Op], Value]:
     x = op.inputs[0]
     xt: CipherType = x.type
     S, lvl = xt.slots, xt.level
@@ -94,6 +106,9 @@ def _expand(op: Op, baby_step: int | None) -> tuple[list[Op], Value]:
     n1 = baby_step or choose_baby_step(offsets, S)
     ops: list[Op] = []
 
+    def amount(k: int) -> int:
+        return k if block_local else signed_rotation(k, S)
+
     def emit(kind, inputs, scale_deg, level=lvl, attrs=None, consts=None) -> Value:
         new = Op(kind, inputs, [CipherType(S, level, scale_deg)], attrs, consts, op.origin)
         ops.append(new)
@@ -101,7 +116,7 @@ def _expand(op: Op, baby_step: int | None) -> tuple[list[Op], Value]:
 
     babies = {0: x}
     for b in sorted({int(b) for b in offsets % n1} - {0}):
-        babies[b] = emit("rotate", [x], 1, attrs={"k": signed_rotation(b, S)})
+        babies[b] = emit("rotate", [x], 1, attrs={"k": amount(b)})
     acc = None
     for g in sorted({int(g) for g in offsets // n1}):
         partial = None
@@ -110,7 +125,7 @@ def _expand(op: Op, baby_step: int | None) -> tuple[list[Op], Value]:
             term = emit("mul_plain", [babies[int(offsets[i] % n1)]], 2, consts={"p": pre_rotated})
             partial = term if partial is None else emit("add", [partial, term], 2)
         if g % S:
-            partial = emit("rotate", [partial], 2, attrs={"k": signed_rotation(g * n1, S)})
+            partial = emit("rotate", [partial], 2, attrs={"k": amount(g * n1)})
         acc = partial if acc is None else emit("add", [acc, partial], 2)
     result = emit("rescale", [acc], 1, level=lvl + 1)
     if op.consts["bias"].any():

@@ -2,10 +2,14 @@
 
 Only the client ever holds the secret key. It hands the server the context with the evaluation
 keys (relinearization and exactly the rotation keys the program uses), never the secret key.
+A client either makes fresh keys (``Client(artifact)``) or loads the ones ``hec keygen`` wrote
+(``Client.from_keys``); ``save_keys`` writes them (see ``hec.runtime.keys`` for the layout).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +19,9 @@ import numpy as np
 from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.params import make_context
+from hec.errors import CiphertextError, InputError, KeysError
+from hec.runtime import ciphertext_file, keys
+from hec.runtime.inputs import as_batch
 
 __all__ = ["Client", "Decrypted"]
 
@@ -23,24 +30,28 @@ _KEY_CHUNK = 8  # rotation keys generated per call, so long key generation shows
 
 @dataclass(frozen=True)
 class Decrypted:
-    """A decrypted output and OpenFHE's estimate of its precision (bits after the point)."""
+    """A decrypted output and OpenFHE's estimate of its precision (bits after the point).
+
+    ``values`` is one sample's output, or ``[samples, ...]`` when several were asked for.
+    """
 
     values: np.ndarray
     precision_bits: float
 
 
 class Client:
-    """Makes the keys for an artifact's program and encrypts/decrypts its inputs and outputs."""
+    """Makes (or loads) the keys for an artifact's program; encrypts inputs, decrypts outputs."""
 
     def __init__(
         self, artifact: Artifact, progress: Callable[[int, int], None] | None = None
     ) -> None:
+        openfhe = load_openfhe()
         self.artifact = artifact
         params = artifact.params
         self.context = make_context(params)
-        keys = self.context.KeyGen()
-        self._secret_key = keys.secretKey
-        self.public_key = keys.publicKey
+        pair = self.context.KeyGen()
+        self._secret_key = pair.secretKey
+        self.public_key = pair.publicKey
         if params.needs_relinearization:
             self.context.EvalMultKeyGen(self._secret_key)
         indices = list(params.rotation_indices)
@@ -48,6 +59,60 @@ class Client:
             self.context.EvalRotateKeyGen(self._secret_key, indices[start : start + _KEY_CHUNK])
             if progress is not None:
                 progress(min(start + _KEY_CHUNK, len(indices)), len(indices))
+        self.key_tag = self.public_key.GetKeyTag()
+        self.key_id = hashlib.sha256(openfhe.Serialize(self.public_key, openfhe.BINARY)).hexdigest()
+
+    @classmethod
+    def from_keys(cls, artifact: Artifact, keydir: str | os.PathLike, secret: bool) -> Client:
+        """Load the keys ``hec keygen`` wrote to ``keydir`` (checked against ``artifact``).
+
+        Args:
+            secret: also load the secret key (decryption); encryption needs the public key only.
+        """
+        openfhe = load_openfhe()
+        keydir = Path(keydir)
+        public = keys.read_key_files(
+            keydir / "public", "public", artifact, (keys.CONTEXT_FILE, keys.PUBLIC_KEY_FILE)
+        )
+        self = cls.__new__(cls)
+        self.artifact = artifact
+        self.context = _deserialize_context(public, artifact)
+        self.public_key = _deserialize(
+            openfhe.DeserializePublicKey, public.path(keys.PUBLIC_KEY_FILE)
+        )
+        self._secret_key = None
+        if secret:
+            private = keys.read_key_files(
+                keydir / "secret", "secret", artifact, (keys.SECRET_KEY_FILE,)
+            )
+            if private.key_id != public.key_id:
+                raise KeysError(
+                    f"{keydir}: secret/ and public/ come from different keygen runs; "
+                    f"run hec keygen again"
+                )
+            self._secret_key = _deserialize(
+                openfhe.DeserializePrivateKey, private.path(keys.SECRET_KEY_FILE)
+            )
+        self.key_tag, self.key_id = public.key_tag, public.key_id
+        if self.public_key.GetKeyTag() != self.key_tag:
+            raise KeysError(f"{keydir}: the public key's OpenFHE tag does not match keys.json")
+        return self
+
+    # -- keys on disk -----------------------------------------------------------------------
+    def save_keys(self, keydir: str | os.PathLike) -> dict[str, int]:
+        """Write ``keydir/secret`` and ``keydir/public``; returns bytes per file (public/...)."""
+        openfhe = load_openfhe()
+        keydir = Path(keydir)
+        sizes = {f"public/{k}": v for k, v in self.export_public(keydir / "public").items()}
+        secret_dir = keys.private_directory(keydir / "secret")
+        path = secret_dir / keys.SECRET_KEY_FILE
+        # Created 0600 before OpenFHE writes into it, so the key is never world-readable.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        if not openfhe.SerializeToFile(str(path), self._require_secret(), openfhe.BINARY):
+            raise OSError(f"OpenFHE could not write {path}")
+        keys.write_sidecar(secret_dir, "secret", self.artifact, self.key_id, self.key_tag)
+        sizes[f"secret/{keys.SECRET_KEY_FILE}"] = path.stat().st_size
+        return sizes
 
     def export_public(self, directory: Path) -> dict[str, int]:
         """Write what a server needs (context, public and evaluation keys); returns bytes per file.
@@ -55,31 +120,120 @@ class Client:
         The secret key is never written here.
         """
         openfhe = load_openfhe()
+        directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        files = {"context.bin": lambda p: openfhe.SerializeToFile(p, self.context, openfhe.BINARY),
-                 "public_key.bin": lambda p: openfhe.SerializeToFile(p, self.public_key,
-                                                                     openfhe.BINARY)}
+        files = {
+            keys.CONTEXT_FILE: lambda p: openfhe.SerializeToFile(p, self.context, openfhe.BINARY),
+            keys.PUBLIC_KEY_FILE: lambda p: openfhe.SerializeToFile(
+                p, self.public_key, openfhe.BINARY
+            ),
+        }
+        # Only this key pair's eval keys: OpenFHE keeps every key pair's in one process-wide
+        # map, and an empty tag would serialize all of them.
         if self.artifact.params.needs_relinearization:
-            files["mult_key.bin"] = lambda p: self.context.SerializeEvalMultKey(p, openfhe.BINARY)
+            files[keys.MULT_KEY_FILE] = lambda p: self.context.SerializeEvalMultKey(
+                p, openfhe.BINARY, self.key_tag
+            )
         if self.artifact.params.rotation_indices:
-            files["rotation_keys.bin"] = lambda p: self.context.SerializeEvalAutomorphismKey(
-                p, openfhe.BINARY)
+            files[keys.ROTATION_KEYS_FILE] = lambda p: self.context.SerializeEvalAutomorphismKey(
+                p, openfhe.BINARY, self.key_tag
+            )
         sizes = {}
         for name, write in files.items():
             path = directory / name
             if not write(str(path)):
                 raise OSError(f"OpenFHE could not write {path}")
             sizes[name] = path.stat().st_size
+        keys.write_sidecar(directory, "public", self.artifact, self.key_id, self.key_tag)
         return sizes
 
+    # -- encryption -------------------------------------------------------------------------
     def encrypt(self, x: np.ndarray):
         """Encrypt one sample (shape = the model's input shape without batch axis)."""
-        vec = self.artifact.input_layout.pack(np.asarray(x, dtype=np.float64)[None])[0]
-        pt = self.context.MakeCKKSPackedPlaintext(vec.tolist())
+        return self.encrypt_batch(np.asarray(x)[None])
+
+    def encrypt_batch(self, xs: np.ndarray):
+        """Encrypt up to ``params.blocks`` samples ``[n, ...]`` into one ciphertext."""
+        params = self.artifact.params
+        xs = as_batch(xs, self.artifact.input_shape)
+        if len(xs) > params.blocks:
+            raise InputError(
+                f"{len(xs)} samples do not fit one ciphertext of this program (at most "
+                f"{params.blocks}); split the input"
+            )
+        vec = np.zeros((params.blocks, params.slots))
+        vec[: len(xs)] = self.artifact.input_layout.pack(xs)
+        pt = self.context.MakeCKKSPackedPlaintext(vec.reshape(-1).tolist())
         return self.context.Encrypt(self.public_key, pt)
 
-    def decrypt(self, ct) -> Decrypted:
-        pt = self.context.Decrypt(self._secret_key, ct)
-        pt.SetLength(self.artifact.params.slots)
-        vec = np.asarray(pt.GetRealPackedValue())[None]
-        return Decrypted(self.artifact.output_layout.unpack(vec)[0], pt.GetLogPrecision())
+    def encrypt_to_bytes(self, xs: np.ndarray) -> bytes:
+        """Encrypt one sample or ``[n, ...]`` samples into a ciphertext file's bytes."""
+        xs = as_batch(xs, self.artifact.input_shape)
+        ct = self.encrypt_batch(xs)
+        header = ciphertext_file.make_header(self.artifact, self.key_id, "input", len(xs))
+        return ciphertext_file.pack(header, ciphertext_file.serialize(ct))
+
+    # -- decryption -------------------------------------------------------------------------
+    def decrypt(self, ct, samples: int | None = None, what: str = "ciphertext") -> Decrypted:
+        """Decrypt an output; ``samples=None``: one sample's values, else ``[samples, ...]``."""
+        params = self.artifact.params
+        try:
+            pt = self.context.Decrypt(self._require_secret(), ct)
+            pt.SetLength(params.batch_size)
+            vec = np.asarray(pt.GetRealPackedValue()).reshape(params.blocks, params.slots)
+        except RuntimeError:  # OpenFHE: "the approximation error is too high"
+            raise CiphertextError(
+                f"{what}: decryption failed (OpenFHE finds the approximation error too high); "
+                f"the ciphertext was altered or not made with these keys"
+            ) from None
+        values = self.artifact.output_layout.unpack(vec[: samples or 1])
+        return Decrypted(values[0] if samples is None else values, pt.GetLogPrecision())
+
+    def decrypt_bytes(self, data: bytes, what: str = "ciphertext") -> Decrypted:
+        """Check and decrypt a ciphertext file's bytes written by the server; ``[n, ...]``."""
+        header, payload = ciphertext_file.unpack(data, what)
+        samples = ciphertext_file.check_header(header, self.artifact, self.key_id, "output", what)
+        ct = self.load_ciphertext(payload, "output", what)
+        return self.decrypt(ct, samples, what)
+
+    def load_ciphertext(self, payload: bytes, kind: str, what: str):
+        level = ciphertext_file.expected_layout(self.artifact, kind)["level"]
+        return ciphertext_file.deserialize(
+            payload, self.context, self.key_tag, level, self.artifact.params, what
+        )
+
+    def _require_secret(self):
+        if self._secret_key is None:
+            raise KeysError("this client was loaded without its secret key (public keys only)")
+        return self._secret_key
+
+
+def _deserialize_context(public: keys.KeyFiles, artifact: Artifact):
+    """The context from ``context.bin``, checked against the artifact's parameters."""
+    openfhe = load_openfhe()
+    cc = _deserialize(openfhe.DeserializeCryptoContext, public.path(keys.CONTEXT_FILE))
+    params = artifact.params
+    got = (cc.GetRingDimension(), cc.GetBatchSize())
+    if got != (params.ring_dim, params.batch_size):
+        raise KeysError(
+            f"{public.directory}: context has ring dimension {got[0]} and {got[1]} slots, "
+            f"the artifact needs {params.ring_dim} and {params.batch_size}"
+        )
+    # Deserialized contexts lack the enabled features (they are not serialized).
+    for feature in [openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE] + (
+        [openfhe.ADVANCEDSHE] if params.needs_poly else []
+    ):
+        cc.Enable(feature)
+    return cc
+
+
+def _deserialize(fn, path: Path):
+    """Call an OpenFHE ``Deserialize*(path, BINARY) -> (object, ok)``; errors name the file."""
+    openfhe = load_openfhe()
+    try:
+        obj, ok = fn(str(path), openfhe.BINARY)
+    except (RuntimeError, ValueError, MemoryError, TypeError) as exc:
+        raise KeysError(f"{path}: OpenFHE cannot read it ({type(exc).__name__})") from None
+    if not ok:
+        raise KeysError(f"{path}: OpenFHE cannot read it")
+    return obj

@@ -2,18 +2,118 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.execute import OpenFHEExecutor, ProgressFn
+from hec.errors import KeysError
+from hec.runtime import ciphertext_file, keys
 
 __all__ = ["Server"]
 
 
 class Server:
-    """Evaluates an artifact's program. ``context`` holds evaluation keys, no secret key."""
+    """Evaluates an artifact's program. ``context`` holds evaluation keys, no secret key.
 
-    def __init__(self, artifact: Artifact, context) -> None:
+    In-process (tests, ``hec run``) the client's context is passed directly; a deployed server
+    loads ``KEYDIR/public`` with ``Server.from_eval_keys`` and then also knows which key id and
+    OpenFHE key tag its ciphertexts must carry.
+    """
+
+    def __init__(self, artifact: Artifact, context, key_id: str = "", key_tag: str = "") -> None:
         self.artifact = artifact
-        self._executor = OpenFHEExecutor(context, artifact.program, artifact.params.depth)
+        self.context = context
+        self.key_id, self.key_tag = key_id, key_tag
+        self._executor = OpenFHEExecutor(
+            context, artifact.program, artifact.params.depth, blocks=artifact.params.blocks
+        )
+
+    @classmethod
+    def from_eval_keys(cls, artifact: Artifact, eval_keys: str | os.PathLike) -> Server:
+        """Load the context and evaluation keys of ``eval_keys`` (``KEYDIR/public``).
+
+        OpenFHE keeps evaluation keys in process-wide maps keyed by the key tag, so the order
+        is: context, then the relinearization and rotation keys into those maps; ciphertexts
+        come later, one request at a time.
+
+        Raises:
+            KeysError: the directory holds a secret key (checked before anything in it is
+                opened), was made for another artifact, or lacks keys the program needs.
+        """
+        from hec.runtime.client import _deserialize_context
+
+        eval_keys = Path(eval_keys)
+        keys.refuse_secret_material(eval_keys)
+        needed = (keys.CONTEXT_FILE, *keys.EVAL_KEY_FILES)
+        found = keys.read_key_files(eval_keys, "public", artifact, needed)
+        params = artifact.params
+        openfhe = load_openfhe()
+        cc = _deserialize_context(found, artifact)
+        # OpenFHE refuses to insert relinearization keys for a tag it already holds; that
+        # happens only when this process made or loaded this very key pair (tests, hec run).
+        if params.needs_relinearization and not _has_mult_key(cc, found.key_tag):
+            _load_eval_keys(cc.DeserializeEvalMultKey, found, keys.MULT_KEY_FILE, openfhe)
+        if params.rotation_indices:
+            _load_eval_keys(
+                cc.DeserializeEvalAutomorphismKey, found, keys.ROTATION_KEYS_FILE, openfhe
+            )
+            have = len(cc.GetExistingEvalAutomorphismKeyIndices(found.key_tag))
+            if have < len(params.rotation_indices):
+                raise KeysError(
+                    f"{eval_keys}: {have} rotation keys for this key pair, the program uses "
+                    f"{len(params.rotation_indices)}; run hec keygen again"
+                )
+        return cls(artifact, cc, found.key_id, found.key_tag)
 
     def evaluate(self, ct, progress: ProgressFn | None = None):
         return self._executor.run([ct], progress)[0]
+
+    def load_request(self, data: bytes, what: str = "ciphertext") -> tuple[object, int]:
+        """Check an input ciphertext file's bytes and deserialize it; (ciphertext, samples).
+
+        Raises:
+            CiphertextError: see ``evaluate_bytes``.
+        """
+        header, payload = ciphertext_file.unpack(data, what)
+        samples = ciphertext_file.check_header(header, self.artifact, self.key_id, "input", what)
+        level = ciphertext_file.expected_layout(self.artifact, "input")["level"]
+        ct = ciphertext_file.deserialize(
+            payload, self.context, self.key_tag, level, self.artifact.params, what
+        )
+        return ct, samples
+
+    def evaluate_bytes(
+        self, data: bytes, progress: ProgressFn | None = None, what: str = "ciphertext"
+    ) -> bytes:
+        """Check a ciphertext file's bytes, evaluate, and return the result file's bytes.
+
+        Raises:
+            CiphertextError: it was made for another artifact, with other keys or for another
+                layout, or is not a readable ciphertext; nothing is evaluated then.
+        """
+        ct, samples = self.load_request(data, what)
+        out = self.evaluate(ct, progress)
+        result = ciphertext_file.make_header(self.artifact, self.key_id, "output", samples)
+        return ciphertext_file.pack(result, ciphertext_file.serialize(out))
+
+
+def _has_mult_key(cc, key_tag: str) -> bool:
+    try:
+        return len(cc.GetEvalMultKeyVector(key_tag)) > 0
+    except RuntimeError:  # OpenFHE's way of saying "no key for this tag"
+        return False
+
+
+def _load_eval_keys(method, found: keys.KeyFiles, name: str, openfhe) -> None:
+    if not found.has(name):
+        raise KeysError(f"{found.directory}: {name} is missing; run hec keygen again")
+    try:
+        ok = method(str(found.path(name)), openfhe.BINARY)
+    except (RuntimeError, ValueError, MemoryError, TypeError) as exc:
+        raise KeysError(
+            f"{found.path(name)}: OpenFHE cannot read it ({type(exc).__name__})"
+        ) from None
+    if not ok:
+        raise KeysError(f"{found.path(name)}: OpenFHE cannot read it")

@@ -1,0 +1,224 @@
+"""Memory, disk and time a program's keys and evaluation need, estimated before any key exists.
+
+Key generation at large rings takes minutes and gigabytes, and a machine that runs out half way
+kills the process with nothing to show; so the CLI estimates first and warns (or refuses, with
+an override) when the estimate exceeds the machine.
+
+Sizes follow OpenFHE's hybrid key switching. With ``L + 1 = depth + 1`` primes of ``Q``,
+``dnum`` digits (OpenFHE's default: 3 above depth 3, 2 at depths 1-3) and ``K`` 60-bit primes
+of ``P`` (enough bits to cover the largest digit), one relinearization or rotation key holds
+``2·dnum`` polynomials over ``L + 1 + K`` primes, ``ring_dim`` 64-bit words each; a fresh
+ciphertext holds 2 polynomials over ``L + 1`` primes. ``tests/runtime/test_resources.py``
+compares these with the files OpenFHE writes. Times are scaled from operation costs measured
+on the 2-core reference machine (``ENVIRONMENT.md``) and are meant as orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from hec.backend_openfhe.artifact import Artifact
+from hec.backend_openfhe.params import CKKSParams
+from hec.errors import ResourceError
+from hec.ir import CipherType, Graph
+
+__all__ = [
+    "Estimate",
+    "estimate",
+    "machine_memory",
+    "check_keygen",
+    "check_server",
+    "check_in_process",
+]
+
+_AUX_PRIME_BITS = 60  # OpenFHE's default size of the primes of P
+_PYTHON_BASELINE = 300 << 20  # interpreter, numpy, onnx and the OpenFHE library themselves
+_PLAINTEXT_CACHE = 2 << 30  # OpenFHEExecutor's default budget for encoded constants
+# Seconds per unit of key-switching work (digits x primes x ring_dim x log2 ring_dim), fitted on
+# the reference machine at ring 2^14 / depth 5, where that is 3 x 8 x 2^14 x 14 (rotation key
+# 50 ms, rotation 21 ms, ct x pt 0.6 ms over 6 primes; one thread).
+_REFERENCE_UNIT = 3 * 8 * 16384 * 14
+_KEYGEN_S = 50e-3 / _REFERENCE_UNIT
+_ROTATE_S = 21e-3 / _REFERENCE_UNIT
+_PTMUL_S = 0.6e-3 / (6 * 16384)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated sizes (bytes) and times (seconds) for one artifact's keys and evaluation."""
+
+    key_bytes: int  # one rotation (or relinearization) key
+    eval_key_bytes: int  # every evaluation key the program needs
+    public_key_bytes: int
+    ciphertext_bytes: int  # a fresh (level 0) ciphertext
+    keygen_memory: int  # client process during key generation and saving
+    server_memory: int  # one evaluating process: keys, encoded constants, live ciphertexts
+    keygen_seconds: float
+    eval_seconds: float
+
+    def describe_keygen(self, n_keys: int) -> str:
+        return (
+            f"{n_keys} evaluation keys of {_fmt(self.key_bytes)} = "
+            f"{_fmt(self.eval_key_bytes)}, ~{_fmt(self.keygen_memory)} memory, "
+            f"~{_fmt_s(self.keygen_seconds)}"
+        )
+
+
+def _digits(params: CKKSParams) -> tuple[int, int]:
+    """OpenFHE's number of key-switching digits and of auxiliary primes for ``params``."""
+    towers = params.depth + 1
+    dnum = 3 if params.depth > 3 else (2 if params.depth > 0 else 1)
+    per_digit = math.ceil(towers / dnum)
+    # The first digit holds the first (largest) prime: the widest digit sets P's size.
+    widest = params.first_mod_bits + (per_digit - 1) * params.scaling_bits
+    return dnum, math.ceil(widest / _AUX_PRIME_BITS)
+
+
+def estimate(artifact: Artifact) -> Estimate:
+    """Estimate what ``artifact`` needs (from its parameters and report; no OpenFHE call)."""
+    p = artifact.params
+    towers = p.depth + 1
+    dnum, aux = _digits(p)
+    word = 8
+    key = 2 * dnum * p.ring_dim * (towers + aux) * word
+    n_keys = len(p.rotation_indices) + int(p.needs_relinearization)
+    eval_keys = n_keys * key
+    ct = 2 * p.ring_dim * towers * word
+    public = ct
+    totals = artifact.report.get("totals", {})
+    n_plain = int(totals.get("plaintext_multiplies", 0)) + int(totals.get("plaintext_additions", 0))
+    plain = min(_PLAINTEXT_CACHE, n_plain * p.ring_dim * towers * word)
+    # Live ciphertexts at once, plus one hoisted decomposition (as large as a key) per
+    # rotated source; both are bounded by the program's liveness.
+    live = _max_live(artifact.program) * ct + 2 * key
+    keygen_memory = _PYTHON_BASELINE + eval_keys + public + ct + key
+    server_memory = _PYTHON_BASELINE + eval_keys + plain + live
+    unit = (towers + aux) * dnum * p.ring_dim * math.log2(p.ring_dim)
+    rotations = int(totals.get("rotations", 0))
+    ct_muls = int(totals.get("ciphertext_multiplies", 0)) + 4 * int(totals.get("polynomials", 0))
+    eval_s = (rotations + ct_muls) * _ROTATE_S * unit + n_plain * _PTMUL_S * towers * p.ring_dim
+    return Estimate(
+        key_bytes=key,
+        eval_key_bytes=eval_keys,
+        public_key_bytes=public,
+        ciphertext_bytes=ct,
+        keygen_memory=keygen_memory,
+        server_memory=server_memory,
+        keygen_seconds=n_keys * _KEYGEN_S * unit,
+        eval_seconds=eval_s,
+    )
+
+
+def _max_live(graph: Graph) -> int:
+    """The most ciphertexts alive at once when ops run in order and die after their last use."""
+    last = {}
+    for i, op in enumerate(graph.ops):
+        for v in op.inputs:
+            last[id(v)] = i
+    alive = {id(v) for v in graph.inputs}
+    peak = len(alive)
+    for i, op in enumerate(graph.ops):
+        if isinstance(op.result.type, CipherType):
+            alive.add(id(op.result))
+        peak = max(peak, len(alive))
+        alive -= {id(v) for v in op.inputs if last.get(id(v)) == i}
+    return peak
+
+
+def machine_memory() -> tuple[int, int]:
+    """(total, available) bytes of memory on this machine (``/proc/meminfo`` where it exists)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = os.sysconf("SC_PHYS_PAGES") * page
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if available is None:
+        available = os.sysconf("SC_AVPHYS_PAGES") * page
+    return total, available
+
+
+def _check_memory(need: int, what: str, ignore: bool, flag: str) -> None:
+    total, available = machine_memory()
+    if need > total:
+        msg = (
+            f"{what} needs ~{_fmt(need)} of memory (estimated), more than this machine's "
+            f"{_fmt(total)}"
+        )
+        if not ignore:
+            raise ResourceError(f"{msg}; use a larger machine, or pass {flag} to try anyway")
+        _warn(msg)
+    elif need > available:
+        _warn(
+            f"{what} needs ~{_fmt(need)} of memory (estimated) and only {_fmt(available)} is "
+            f"free; it may swap or be killed"
+        )
+
+
+def check_keygen(artifact: Artifact, keydir: Path, ignore: bool = False) -> Estimate:
+    """Print the key generation estimate; refuse (unless ``ignore``) what cannot fit."""
+    est = estimate(artifact)
+    n_keys = len(artifact.params.rotation_indices) + int(artifact.params.needs_relinearization)
+    flag = "--ignore-resource-check"
+    _check_memory(est.keygen_memory, "key generation", ignore, flag)
+    existing = (
+        keydir if keydir.exists() else next((p for p in keydir.parents if p.exists()), Path("."))
+    )
+    free = shutil.disk_usage(existing).free
+    files = est.eval_key_bytes + 2 * est.public_key_bytes
+    if files > free:
+        msg = f"the keys need ~{_fmt(files)} on disk and {existing} has {_fmt(free)} free"
+        if not ignore:
+            raise ResourceError(f"{msg}; free some space, or pass {flag} to try anyway")
+        _warn(msg)
+    # After the checks, so that a refusal stays the one line the CLI prints.
+    _info(f"keygen: {est.describe_keygen(n_keys)} (estimated)")
+    return est
+
+
+def check_server(artifact: Artifact, workers: int, ignore: bool = False) -> Estimate:
+    """Check that ``workers`` evaluating processes fit in memory (warn or refuse)."""
+    est = estimate(artifact)
+    what = "evaluation" if workers == 1 else f"{workers} evaluation workers"
+    _check_memory(est.server_memory * workers, what, ignore, "--ignore-resource-check")
+    return est
+
+
+def check_in_process(artifact: Artifact, ignore: bool = False) -> Estimate:
+    """``hec run``: keys, client and server in one process."""
+    est = estimate(artifact)
+    _check_memory(
+        est.server_memory + est.public_key_bytes * 2,
+        "encrypted run",
+        ignore,
+        "--ignore-resource-check",
+    )
+    return est
+
+
+def _fmt(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _fmt_s(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
+
+
+def _info(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
