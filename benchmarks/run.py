@@ -6,7 +6,10 @@
 Columns: compile, key generation, per-image encrypt/evaluate/decrypt, HE operation counts from
 report.json, rotation keys and their serialized size, peak process memory, onnxruntime's
 plaintext time per image, and accuracy (onnxruntime, simulator on the whole test split,
-encrypted on the sample). Figures are measured, never asserted: this is not a test.
+encrypted on the sample). A second table covers deployment: key and ciphertext file sizes,
+the round trip of one request through ``hec serve`` (a separate process on localhost, timed
+from this client), and throughput with sample blocks (one ciphertext full of images) next to
+single-image latency. Figures are measured, never asserted: this is not a test.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,6 +105,69 @@ def bench_model(name: str, folder: Path, degree: int | None, n_encrypted: int,
     return row
 
 
+def bench_deployment(row: dict, folder: Path, degree: int | None, requests: int,
+                     work: Path) -> None:
+    """Key and ciphertext sizes, round trips through ``hec serve``, sample-block throughput."""
+    from hec.runtime.remote import remote_eval
+
+    x = np.load(folder / "test.npz")["x"]
+    calibration = np.load(folder / "calib.npz")["x"] if degree is not None else None
+    art = hec.load_artifact(work / row["model"].split()[0])
+    keydir = work / f"{art.path.name}-deploy-keys"
+    sizes = Client(art).save_keys(keydir)
+    row["public_key_mb"] = sizes["public/public_key.bin"] / 1e6
+    row["secret_key_mb"] = sizes["secret/secret_key.bin"] / 1e6
+    row["context_kb"] = sizes["public/context.bin"] / 1e3
+    client = Client.from_keys(art, keydir, secret=True)
+    data = client.encrypt_to_bytes(x[0])
+    row["ct_in_mb"] = len(data) / 1e6
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hec", "serve", str(art.path), "--eval-keys",
+         str(keydir / "public"), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        t = time.perf_counter()
+        url = re.search(r"(http://\S+)", server.stdout.readline()).group(1)
+        row["server_start_s"] = time.perf_counter() - t  # keys loaded from files
+        trips = []
+        for _ in range(requests):
+            t = time.perf_counter()
+            result = remote_eval(url, data, art.content_hash, client.key_id)
+            trips.append(time.perf_counter() - t)
+        assert client.decrypt_bytes(result).values.shape[0] == 1
+        row["ct_out_mb"] = len(result) / 1e6
+        # The first request also encodes the program's plaintexts in the worker (cached after).
+        row["round_trip_first_s"] = trips[0]
+        row["round_trip_s"] = float(np.mean(trips[1:] or trips))
+        row["round_trips"] = requests
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(60)
+
+    blocked = hec.compile(folder / "model.onnx", work / f"{art.path.name}-blocks",
+                          hec.CompileOptions(degree=degree, sample_blocks=True),
+                          calibration=calibration)
+    blocks = blocked.params.blocks
+    batch = np.resize(x, (blocks, *x.shape[1:]))
+    client = Client(blocked)
+    server_in_process = Server(blocked, client.context)
+    t = time.perf_counter()
+    ct = client.encrypt_batch(batch)
+    encrypt = time.perf_counter() - t
+    t = time.perf_counter()
+    out = server_in_process.evaluate(ct)
+    evaluate = time.perf_counter() - t
+    values = client.decrypt(out, blocks).values
+    reference = hec.simulate(blocked, batch)
+    row["samples_per_ct"] = blocks
+    row["batch_eval_s"] = evaluate
+    row["batch_rotation_keys"] = blocked.report["totals"]["rotation_keys"]
+    row["batch_images_per_s"] = blocks / (encrypt + evaluate)
+    row["single_images_per_s"] = 1 / (row["encrypt_ms"] / 1e3 + row["evaluate_s"])
+    row["batch_max_abs_err_vs_simulator"] = float(np.abs(values - reference).max())
+
+
 COLUMNS = [  # (key, header, format)
     ("model", "model", "{}"),
     ("compile_s", "compile s", "{:.2f}"),
@@ -122,9 +191,27 @@ COLUMNS = [  # (key, header, format)
 ]
 
 
-def print_table(rows: list[dict]) -> None:
-    cells = [[h for _, h, _ in COLUMNS]] + [[f.format(r[k]) for k, _, f in COLUMNS] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+DEPLOY_COLUMNS = [  # (key, header, format)
+    ("model", "model", "{}"),
+    ("public_key_mb", "pk MB", "{:.1f}"),
+    ("eval_key_mb", "eval keys MB", "{:.0f}"),
+    ("secret_key_mb", "sk MB", "{:.1f}"),
+    ("ct_in_mb", "ct in MB", "{:.2f}"),
+    ("ct_out_mb", "ct out MB", "{:.2f}"),
+    ("server_start_s", "server start s", "{:.1f}"),
+    ("evaluate_s", "eval s", "{:.2f}"),
+    ("round_trip_first_s", "1st trip s", "{:.2f}"),
+    ("round_trip_s", "round trip s", "{:.2f}"),
+    ("samples_per_ct", "samples/ct", "{}"),
+    ("batch_eval_s", "batch eval s", "{:.2f}"),
+    ("single_images_per_s", "img/s single", "{:.2f}"),
+    ("batch_images_per_s", "img/s batch", "{:.2f}"),
+]
+
+
+def print_table(rows: list[dict], columns: list[tuple[str, str, str]] = COLUMNS) -> None:
+    cells = [[h for _, h, _ in columns]] + [[f.format(r[k]) for k, _, f in columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     for j, row in enumerate(cells):
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
         if j == 0:
@@ -137,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=10, help="encrypted images per model")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results.json")
     ap.add_argument("--model", default="", help="only models whose name contains this")
+    ap.add_argument("--requests", type=int, default=3, help="round trips through hec serve")
+    ap.add_argument("--no-deploy", action="store_true", help="skip the deployment table")
     args = ap.parse_args(argv)
     n = 1 if args.quick else args.images
     if args.quick and not args.model:
@@ -148,12 +237,19 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
             rows.append(bench_model(name, folder, degree, n, Path(tmp)))
+            if not args.no_deploy:
+                print(f"deployment of {name} ...", file=sys.stderr, flush=True)
+                requests = 1 if args.quick else args.requests
+                bench_deployment(rows[-1], folder, degree, requests, Path(tmp))
     meta = {"date": date.today().isoformat(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS"),
             "python": platform.python_version(), "hec": hec.__version__}
     print(f"hec benchmark {meta['date']}, {meta['cpus']} CPUs, OMP_NUM_THREADS="
           f"{meta['omp_threads']}, {n} encrypted image(s) per model")
     print_table(rows)
+    if not args.no_deploy:
+        print()
+        print_table(rows, DEPLOY_COLUMNS)
     if not args.quick:
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         print(f"written {args.json}")
