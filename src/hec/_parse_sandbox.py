@@ -23,6 +23,9 @@ def main() -> int:
     (n,) = struct.unpack_from("<Q", data)
     context, payload = data[8 : 8 + n], data[8 + n :]
     limit = (2 << 30) + 8 * len(data)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:  # inherited from a server worker's own limit
+        limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import openfhe
 

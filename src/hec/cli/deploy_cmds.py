@@ -127,7 +127,14 @@ def encrypt_cmd(artifact: Path, keydir: Path, input_path: Path, out: Path) -> No
     help="KEYDIR/public from hec keygen (refused if it holds a secret key).",
 )
 @click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path))
-def eval_cmd(artifact: Path, ciphertext: Path, eval_keys: Path, out: Path) -> None:
+@click.option(
+    "--ignore-resource-check",
+    is_flag=True,
+    help="Evaluate even if the estimated memory exceeds this machine.",
+)
+def eval_cmd(
+    artifact: Path, ciphertext: Path, eval_keys: Path, out: Path, ignore_resource_check: bool
+) -> None:
     """Evaluate ARTIFACT on CIPHERTEXT with evaluation keys only (server side)."""
     import hec
     from hec.progress import stderr_progress
@@ -135,7 +142,7 @@ def eval_cmd(artifact: Path, ciphertext: Path, eval_keys: Path, out: Path) -> No
     from hec.runtime.resources import check_server
 
     art = hec.load_artifact(artifact)
-    check_server(art, workers=1)
+    check_server(art, workers=1, ignore=ignore_resource_check)
     start = time.perf_counter()
     server = Server.from_eval_keys(art, eval_keys)
     loaded = time.perf_counter() - start
