@@ -8,9 +8,11 @@ for reading and for reproducing a run outside hec; the runtime evaluates through
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from typing import Any
 
+from hec.backend_openfhe.artifact import _unpack_vectors
 from hec.backend_openfhe.execute import openfhe_chebyshev
 from hec.backend_openfhe.params import CKKSParams
 from hec.ir import Graph
@@ -31,7 +33,10 @@ import numpy as np
 import openfhe as fhe
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-C = np.load(os.path.join(HERE, "constants.npz"))
+{unpack_source}
+
+with np.load(os.path.join(HERE, "constants.npz")) as _stored:
+    C = _unpack_vectors(_stored)
 SLOTS = {slots}
 
 
@@ -152,7 +157,9 @@ def generate_program(program: Graph, params: CKKSParams, io: dict[str, Any]) -> 
     output_size = 1
     for d in io["output_shape"]:
         output_size *= d
+    unpack_source = inspect.getsource(_unpack_vectors)  # the artifact's own reader, verbatim
     return _HEADER.format(
+        unpack_source=unpack_source,
         name=io.get("model", "a model"),
         input_shape=tuple(io["input_shape"]),
         depth=params.depth,
