@@ -46,6 +46,7 @@ _REFERENCE_UNIT = 3 * 8 * 16384 * 14
 _KEYGEN_S = 50e-3 / _REFERENCE_UNIT
 _ROTATE_S = 21e-3 / _REFERENCE_UNIT
 _PTMUL_S = 0.6e-3 / (6 * 16384)
+_LONG_S = 600.0  # key generation beyond this gets a warning (it is not refused)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,11 @@ def check_keygen(artifact: Artifact, keydir: Path, ignore: bool = False) -> Esti
         _warn(msg)
     # After the checks, so that a refusal stays the one line the CLI prints.
     _info(f"keygen: {est.describe_keygen(n_keys)} (estimated)")
+    if est.keygen_seconds > _LONG_S:
+        _warn(
+            f"key generation will take ~{_fmt_s(est.keygen_seconds)} on a machine like the "
+            f"reference one; it shows progress"
+        )
     return est
 
 
