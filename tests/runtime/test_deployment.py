@@ -165,8 +165,13 @@ def test_http_server_concurrent_requests_and_hostile_input(deployed, tmp_path) -
             assert _post(url, payload[: len(payload) // 2])[0] == 400
             assert _post(url, b"\x00" * 100)[0] == 400
             assert _post(url, results[0].read_bytes())[0] == 400  # an output is not an input
-            status, body = _post(url, payload + b"\x00" * (2 << 20))
-            assert status == 413 and b"larger" in body
+            try:
+                status, body = _post(url, payload + b"\x00" * (2 << 20))
+                assert status == 413 and b"larger" in body
+            except urllib.error.URLError as exc:
+                # The server may answer 413 and close while the client is still uploading; the
+                # client then sees a broken pipe. The log check below confirms the 413.
+                assert isinstance(exc.reason, BrokenPipeError | ConnectionResetError), exc
             assert watch.events() == []  # server and workers never touched the secret key
             # The all-in-one client: encrypt, send, decrypt (it reads the secret key itself).
             proc = hec("query", *encrypt[1:], "--url", url)
