@@ -219,7 +219,7 @@ def _deserialize_context(public: keys.KeyFiles, artifact: Artifact):
             f"{public.directory}: context has ring dimension {got[0]} and {got[1]} slots, "
             f"the artifact needs {params.ring_dim} and {params.batch_size}"
         )
-    # Deserialized contexts lack the enabled features (they are not serialized).
+    # The file records which features were on; the program needs these whatever it says.
     for feature in [openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE] + (
         [openfhe.ADVANCEDSHE] if params.needs_poly else []
     ):
