@@ -50,8 +50,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_model(name: str, folder: Path, degree: int | None, n_encrypted: int,
-                work: Path) -> dict:
+def bench_model(name: str, folder: Path, degree: int | None, n_encrypted: int, work: Path) -> dict:
     model = folder / "model.onnx"
     data = np.load(folder / "test.npz")
     x, y = data["x"], data["y"]
@@ -59,20 +58,32 @@ def bench_model(name: str, folder: Path, degree: int | None, n_encrypted: int,
 
     calibration = np.load(folder / "calib.npz")["x"] if degree is not None else None
     t = time.perf_counter()
-    art = hec.compile(model, work / name.split()[0], hec.CompileOptions(degree=degree),
-                      calibration=calibration)
+    art = hec.compile(
+        model, work / name.split()[0], hec.CompileOptions(degree=degree), calibration=calibration
+    )
     row["compile_s"] = time.perf_counter() - t
     totals = art.report["totals"]
-    row.update({k: totals[k] for k in ("rotations", "hoisted_rotations", "plaintext_multiplies",
-                                       "ciphertext_multiplies", "rescales", "rotation_keys",
-                                       "depth")})
+    row.update(
+        {
+            k: totals[k]
+            for k in (
+                "rotations",
+                "hoisted_rotations",
+                "plaintext_multiplies",
+                "ciphertext_multiplies",
+                "rescales",
+                "rotation_keys",
+                "depth",
+            )
+        }
+    )
     row["ring_dim"] = art.params.ring_dim
 
     t = time.perf_counter()
     ref = onnxruntime_outputs(model, x)
     row["onnxruntime_ms_per_image"] = (time.perf_counter() - t) / len(x) * 1e3
     row["acc_onnxruntime"] = float((ref.argmax(1) == y).mean())
-    simulated = np.concatenate([hec.simulate(art, x[i:i + 60]) for i in range(0, len(x), 60)])
+    simulated = np.concatenate([hec.simulate(art, x[i : i + 60]) for i in range(0, len(x), 60)])
     row["acc_simulated"] = float((simulated.argmax(1) == y).mean())  # = HE-friendly model's
 
     t = time.perf_counter()
@@ -105,8 +116,9 @@ def bench_model(name: str, folder: Path, degree: int | None, n_encrypted: int,
     return row
 
 
-def bench_deployment(row: dict, folder: Path, degree: int | None, requests: int,
-                     work: Path) -> None:
+def bench_deployment(
+    row: dict, folder: Path, degree: int | None, requests: int, work: Path
+) -> None:
     """Key and ciphertext sizes, round trips through ``hec serve``, sample-block throughput."""
     from hec.runtime.remote import remote_eval
 
@@ -122,9 +134,20 @@ def bench_deployment(row: dict, folder: Path, degree: int | None, requests: int,
     data = client.encrypt_to_bytes(x[0])
     row["ct_in_mb"] = len(data) / 1e6
     server = subprocess.Popen(
-        [sys.executable, "-m", "hec", "serve", str(art.path), "--eval-keys",
-         str(keydir / "public"), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "hec",
+            "serve",
+            str(art.path),
+            "--eval-keys",
+            str(keydir / "public"),
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         t = time.perf_counter()
@@ -145,9 +168,12 @@ def bench_deployment(row: dict, folder: Path, degree: int | None, requests: int,
         server.send_signal(signal.SIGINT)
         server.wait(60)
 
-    blocked = hec.compile(folder / "model.onnx", work / f"{art.path.name}-blocks",
-                          hec.CompileOptions(degree=degree, sample_blocks=True),
-                          calibration=calibration)
+    blocked = hec.compile(
+        folder / "model.onnx",
+        work / f"{art.path.name}-blocks",
+        hec.CompileOptions(degree=degree, sample_blocks=True),
+        calibration=calibration,
+    )
     blocks = blocked.params.blocks
     batch = np.resize(x, (blocks, *x.shape[1:]))
     client = Client(blocked)
@@ -246,11 +272,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"deployment of {name} ...", file=sys.stderr, flush=True)
                 requests = 1 if args.quick else args.requests
                 bench_deployment(rows[-1], folder, degree, requests, Path(tmp))
-    meta = {"date": date.today().isoformat(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-            "python": platform.python_version(), "hec": hec.__version__}
-    print(f"hec benchmark {meta['date']}, {meta['cpus']} CPUs, OMP_NUM_THREADS="
-          f"{meta['omp_threads']}, {n} encrypted image(s) per model")
+    meta = {
+        "date": date.today().isoformat(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+        "python": platform.python_version(),
+        "hec": hec.__version__,
+    }
+    print(
+        f"hec benchmark {meta['date']}, {meta['cpus']} CPUs, OMP_NUM_THREADS="
+        f"{meta['omp_threads']}, {n} encrypted image(s) per model"
+    )
     print_table(rows)
     if not args.no_deploy:
         print()

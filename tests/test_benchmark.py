@@ -12,8 +12,13 @@ from conftest import REPO
 
 @pytest.mark.slow
 def test_benchmark_quick_mode_prints_the_table() -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick"],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     header, _, row = lines[1:4]
@@ -22,7 +27,15 @@ def test_benchmark_quick_mode_prints_the_table() -> None:
     assert row.split()[0] == "cryptonets-digits"
     # The deployment table: sizes, the round trip through hec serve, sample-block throughput.
     deploy = lines[lines.index("", 4) + 1 :]
-    for column in ("pk MB", "eval keys MB", "ct in MB", "ct out MB", "round trip s",
-                   "samples/ct", "img/s single", "img/s batch"):
+    for column in (
+        "pk MB",
+        "eval keys MB",
+        "ct in MB",
+        "ct out MB",
+        "round trip s",
+        "samples/ct",
+        "img/s single",
+        "img/s batch",
+    ):
         assert column in deploy[0]
     assert deploy[2].split()[0] == "cryptonets-digits"

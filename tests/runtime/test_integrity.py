@@ -177,3 +177,17 @@ def test_artifact_hash_is_deterministic_and_covers_every_file(setup) -> None:
     listed = set(manifest["files"])
     on_disk = {p.name for p in art.path.iterdir() if p.is_file()} - {"manifest.json"}
     assert listed == on_disk
+
+
+def test_keygen_keeps_or_replaces_keys_on_request(setup, tmp_path) -> None:
+    from cli_helpers import assert_one_line_error
+    from cli_helpers import hec as hec_cli
+
+    art, keydir = setup["art"], tmp_path / "keys"
+    assert hec_cli("keygen", str(art.path), "--keys", str(keydir)).returncode == 0
+    first = (keydir / "public" / "keys.json").read_text()
+    assert_one_line_error(hec_cli("keygen", str(art.path), "--keys", str(keydir)), "already holds")
+    (keydir / "public" / "stale.bin").write_bytes(b"old")
+    assert hec_cli("keygen", str(art.path), "--keys", str(keydir), "--overwrite").returncode == 0
+    assert not (keydir / "public" / "stale.bin").exists()
+    assert (keydir / "public" / "keys.json").read_text() != first  # a new key id

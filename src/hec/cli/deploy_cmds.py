@@ -68,6 +68,11 @@ def keygen_cmd(artifact: Path, keydir: Path, overwrite: bool, ignore_resource_ch
             f"useless); choose another directory or pass --overwrite"
         )
     check_keygen(art, keydir, ignore=ignore_resource_check)
+    if overwrite:  # no stale key file may outlive the keys it belonged to
+        import shutil
+
+        for sub in ("public", "secret"):
+            shutil.rmtree(keydir / sub, ignore_errors=True)
     progress = stderr_progress()
     start = time.perf_counter()
     client = Client(art, progress=lambda d, n: progress("keygen", d, n))
