@@ -191,9 +191,9 @@ def _batch_report(graph: Graph, params, options: CompileOptions) -> dict:
     check_fits(
         inputs_plan(graph, params), params, limit, PROCESS_BASELINE, "compile", min_ring, what
     )
-    plan, eg, schedule = plan_memory(graph, params)
-    check_fits(plan, params, limit, PROCESS_BASELINE, "compile", min_ring, what)
-    return batch_program_report(graph, params, plan, eg, schedule)
+    planned = plan_memory(graph, params)
+    check_fits(planned.plan, params, limit, PROCESS_BASELINE, "compile", min_ring, what)
+    return batch_program_report(graph, params, planned.plan, planned.eg, planned.schedule)
 
 
 def simulate(artifact: Artifact | str | os.PathLike, x: np.ndarray) -> np.ndarray:
@@ -276,13 +276,11 @@ def _run_batch(
     art: Artifact, xb: np.ndarray, progress: ProgressFn, threads: int, memory_limit: int | None
 ) -> RunResult:
     """Batch packing: up to ``slots`` samples per evaluation, one ciphertext per element."""
-    import resource
-
     from hec.runtime.batch_server import BatchServer
 
     params = art.params
     planned = plan_memory(art.program, params, threads)
-    plan = planned[0]
+    plan = planned.plan
     baseline = _resident_bytes()
     limit = memory_limit or baseline + machine_memory()[1]
     what = "allowed (memory limit)" if memory_limit else "this process holds plus what is free"
@@ -325,11 +323,29 @@ def _run_batch(
         "ciphertexts_computed": plan.ciphertexts_computed * len(groups),
         "max_live_ciphertexts": plan.max_live_ciphertexts,
         "predicted_peak_bytes": predicted,
-        "measured_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "measured_peak_bytes": _peak_resident_bytes(),
         "total_seconds": totals,
         "amortized_ms_per_image": totals["evaluate"] / n * 1e3,
     }
     return RunResult(np.concatenate(logits), np.concatenate(precision), timings, stats)
+
+
+def _peak_resident_bytes() -> int:
+    """This process's peak resident memory: ``VmHWM`` of ``/proc/self/status`` on Linux.
+
+    Not ``ru_maxrss``: Linux carries that across ``exec`` from the forking parent, so a fresh
+    process started by a large one would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _resident_bytes() -> int:

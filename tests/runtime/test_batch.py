@@ -11,7 +11,14 @@ import pytest
 
 import hec
 from hec.backend_openfhe.batch_memory import ciphertext_bytes, machine_memory, relin_key_bytes
-from hec.backend_openfhe.batch_schedule import element_graph, liveness, program_order, schedule
+from hec.backend_openfhe.batch_schedule import (
+    element_graph,
+    liveness,
+    program_order,
+    schedule,
+    wave_schedule,
+    waves,
+)
 from hec.backend_openfhe.params import CKKSParams
 from hec.errors import ResourceError
 from hec.frontend import import_onnx
@@ -42,7 +49,9 @@ def _program(model: onnx.ModelProto | str):
 )
 def test_schedules_read_only_computed_ciphertexts_and_free_them_after_last_use(name) -> None:
     eg = element_graph(_program(CASES[name]()[0]))
-    for s in (schedule(eg, lambda level: 1)[0], liveness(eg, program_order(eg), "program")):
+    demand = schedule(eg, lambda level: 1)[0]
+    w = waves(eg, demand, window=7)
+    for s in (demand, liveness(eg, program_order(eg), "program"), wave_schedule(eg, w)):
         alive = set(np.flatnonzero(eg.op_of < 0).tolist()) - set(s.free_first)
         for k, ct in enumerate(s.order.tolist()):
             assert set(eg.deps[ct].tolist()) <= alive, f"{s.kind}: task {ct} reads a dead input"
@@ -50,6 +59,19 @@ def test_schedules_read_only_computed_ciphertexts_and_free_them_after_last_use(n
             alive -= set(s.free_after[k])
         assert set(eg.outputs.tolist()) <= alive  # outputs are never freed
         assert len(alive) == len(set(eg.outputs.tolist()))  # everything else is
+
+
+@pytest.mark.parametrize("name", ["cryptonets_like", "residual_across_levels", "pad_modes"])
+def test_chains_of_a_wave_are_independent(name) -> None:
+    eg = element_graph(_program(CASES[name]()[0]))
+    w = waves(eg, schedule(eg, lambda level: 1)[0], window=5)
+    for wave in w:
+        made = {int(ct) for chain in wave for ct in chain}
+        for chain in wave:
+            # a chain reads nothing another chain of its wave makes, and links one by one
+            assert not set(eg.deps[int(chain[0])].tolist()) & made
+            for prev, ct in zip(chain[:-1], chain[1:], strict=True):
+                assert eg.deps[int(ct)].tolist() == [int(prev)]
 
 
 def test_demand_order_keeps_fewer_ciphertexts_alive_on_cryptonets() -> None:

@@ -16,13 +16,22 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
-from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule, element_graph, schedule
+from hec.backend_openfhe.batch_schedule import (
+    ElementGraph,
+    Schedule,
+    element_graph,
+    peak_bytes,
+    schedule,
+    wave_schedule,
+    waves,
+)
 from hec.backend_openfhe.params import CKKSParams
 from hec.errors import ResourceError
 from hec.ir import Graph, Op
 
 __all__ = [
     "MemoryPlan",
+    "Planned",
     "plan_memory",
     "ciphertext_bytes",
     "relin_key_bytes",
@@ -93,13 +102,23 @@ class MemoryPlan:
         return {**asdict(self), "program_bytes": self.program_bytes}
 
 
-def plan_memory(
-    program: Graph, params: CKKSParams, threads: int = 1
-) -> tuple[MemoryPlan, ElementGraph, Schedule]:
+@dataclass
+class Planned:
+    """What evaluation needs: the element graph, its schedule (and waves, with threads), and
+    the memory they predict."""
+
+    plan: MemoryPlan
+    eg: ElementGraph
+    schedule: Schedule
+    waves: list | None = None
+
+
+def plan_memory(program: Graph, params: CKKSParams, threads: int = 1) -> Planned:
     """Flatten and schedule ``program``; predict its peak memory under ``params``.
 
-    With ``threads > 1`` the schedule is the program order (each op's ciphertexts are shared
-    out to worker processes, see ``parallel_batch``).
+    With ``threads > 1`` the schedule is cut into waves (``batch_schedule.waves``); the
+    prediction adds what the worker processes hold: each its current chain and temporaries,
+    and copies of the pages the parent rewrites while they run (about its share of a wave).
     """
     eg = element_graph(program)
 
@@ -109,7 +128,23 @@ def plan_memory(
     def transient(op: Op, level: int) -> int:
         return int(_TRANSIENT.get(op.kind, 0.0) * ct_bytes(min(level, params.depth)))
 
-    sched, peak = schedule(eg, ct_bytes, transient, only="program" if threads > 1 else None)
+    sched, peak = schedule(eg, ct_bytes, transient)
+    w = None
+    if threads > 1:
+        from hec.backend_openfhe.parallel_batch import WINDOW
+
+        w = waves(eg, sched, WINDOW)
+        sched = wave_schedule(eg, w)
+        size = {lv: ct_bytes(lv) for lv in range(params.depth + 1)}
+        chain_bytes = max(
+            (sum(size[int(eg.level_of[c])] for c in ch) for wave in w for ch in wave), default=0
+        )
+        wave_bytes = max(
+            (sum(size[int(eg.level_of[ch[-1]])] for ch in wave) for wave in w), default=0
+        )
+        worker = chain_bytes + int(max(_TRANSIENT.values()) * ct_bytes(0))
+        peak = peak_bytes(eg, sched, ct_bytes, transient) + (threads - 1) * worker
+        peak += wave_bytes * (threads - 1) // threads
     plan = MemoryPlan(
         schedule=sched.kind,
         ciphertexts_computed=len(sched.order),
@@ -120,7 +155,7 @@ def plan_memory(
         peak_ciphertext_bytes=int(peak),
         key_bytes=relin_key_bytes(params),
     )
-    return plan, eg, sched
+    return Planned(plan, eg, sched, w)
 
 
 def inputs_plan(program: Graph, params: CKKSParams) -> MemoryPlan:

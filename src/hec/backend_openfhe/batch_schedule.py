@@ -231,3 +231,74 @@ def peak_bytes(eg: ElementGraph, s: Schedule, ct_bytes, transient=None) -> int:
         if s.free_after[k]:
             live -= int(sizes[s.free_after[k]].sum())
     return peak
+
+
+# -- parallel waves ---------------------------------------------------------------------------
+ELEMENTWISE = ("mul", "rescale", "level_reduce", "poly")
+
+
+def chains(eg: ElementGraph, s: Schedule) -> list[np.ndarray]:
+    """The scheduled tasks grouped into chains, in the order their last task is scheduled.
+
+    A task joins its input's chain when its op is element-wise, it reads only that ciphertext
+    and is its only reader (a dense row, its square, its rescale): a chain is one unit of work
+    whose intermediate ciphertexts never leave the process computing it.
+    """
+    readers = np.zeros(len(eg.op_of), dtype=np.int64)
+    for ct in s.order.tolist():
+        readers[eg.deps[ct]] += 1
+    is_output = np.zeros(len(eg.op_of), dtype=bool)
+    is_output[eg.outputs] = True
+    ops = eg.program.ops
+    head_of: dict[int, int] = {}
+    members: dict[int, list[int]] = {}
+    for ct in s.order.tolist():
+        d = eg.deps[ct]
+        joins = (
+            ops[eg.op_of[ct]].kind in ELEMENTWISE
+            and len(d) == 1
+            and int(d[0]) in head_of
+            and readers[d[0]] == 1
+            and not is_output[d[0]]
+        )
+        head = head_of[int(d[0])] if joins else ct
+        head_of[ct] = head
+        members.setdefault(head, []).append(ct)
+    position = {ct: k for k, ct in enumerate(s.order.tolist())}
+    out = sorted(members.values(), key=lambda m: position[m[-1]])
+    return [np.asarray(m, dtype=np.int64) for m in out]
+
+
+def waves(eg: ElementGraph, s: Schedule, window: int) -> list[list[np.ndarray]]:
+    """Chains grouped into waves of mutually independent chains, for parallel evaluation.
+
+    The chains are taken in schedule order, ``window`` at a time; inside a window each chain
+    goes to the wave after the latest chain of the window it reads. Ciphertexts are computed at
+    most a window earlier than the schedule says, so memory stays near its prediction.
+    """
+    all_chains = chains(eg, s)
+    chain_of = {int(ct): i for i, ch in enumerate(all_chains) for ct in ch.tolist()}
+    out: list[list[np.ndarray]] = []
+    for start in range(0, len(all_chains), window):
+        level: dict[int, int] = {}
+        for i in range(start, min(start + window, len(all_chains))):
+            deps = {chain_of.get(int(d), -1) for d in eg.deps[int(all_chains[i][0])]}
+            level[i] = 1 + max((level[j] for j in deps if j in level), default=-1)
+        groups: dict[int, list[np.ndarray]] = {}
+        for i, lv in level.items():
+            groups.setdefault(lv, []).append(all_chains[i])
+        out.extend(groups[lv] for lv in sorted(groups))
+    return out
+
+
+def wave_schedule(eg: ElementGraph, w: list[list[np.ndarray]]) -> Schedule:
+    """The schedule running ``w`` wave by wave, each ciphertext freed at the end of the wave
+    holding its last reader (a wave's chains run in several processes at once)."""
+    order = np.concatenate([ch for wave in w for ch in wave]) if w else np.zeros(0, np.int64)
+    s = liveness(eg, order, "waves")
+    ends = np.cumsum([sum(len(ch) for ch in wave) for wave in w]) - 1
+    wave_of = np.searchsorted(ends, np.arange(len(order)))
+    free_after: list[list[int]] = [[] for _ in order]
+    for k, dead in enumerate(s.free_after):
+        free_after[int(ends[wave_of[k]])].extend(dead)
+    return Schedule(order, free_after, s.free_first, "waves")

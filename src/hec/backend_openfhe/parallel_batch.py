@@ -2,17 +2,17 @@
 
 Why processes: openfhe-python holds the GIL during every call (two Python threads evaluating
 ciphertexts take as long as one doing both, measured), and OpenFHE's own OpenMP parallelism is
-inside one operation. The ciphertexts of one op are independent of each other, so they are
-shared out to ``threads`` processes.
+inside one operation. Many ciphertexts of a batch program are independent of each other, so
+they are shared out to ``threads`` processes.
 
-How: the program runs op by op (program order). Each *stage* is an op plus the element-wise ops
-that only consume it (a dense row, then its square, then its rescale: one task per element, so
-only the stage's last ciphertext travels). At each stage the evaluator forks ``threads - 1``
-children: a child inherits every ciphertext alive (copy-on-write, nothing is sent), computes a
-contiguous share of the stage's elements and writes them, serialized, to a pipe; the parent
-computes its own share meanwhile, then reads and deserializes the children's. Receiving costs
-the parent about as much as a cheap task, so it keeps a smaller share (``_parent_share``), and
-stages whose tasks cost less than a transfer stay in the parent.
+How: the memory-saving schedule is cut into *waves* of independent *chains* (a dense row, then
+its square, then its rescale: one unit of work whose intermediates stay where they are made;
+``batch_schedule.waves``). For each wave the evaluator forks ``threads - 1`` children: a child
+inherits every ciphertext alive (copy-on-write, nothing is sent), computes a contiguous share of
+the wave's chains and writes their results, serialized, to a pipe; the parent computes its own
+share meanwhile, then reads and deserializes the children's. Receiving costs the parent about
+as much as a cheap task, so it keeps a smaller share (``_parent_share``), and waves whose
+chains cost less than a transfer stay in the parent.
 
 Requires one OpenMP thread per process (set here): forking with a live OpenMP pool is unsafe.
 """
@@ -25,78 +25,43 @@ import struct
 import numpy as np
 
 from hec._environment import load_openfhe
-from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule, liveness, program_order
+from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule
 from hec.backend_openfhe.execute_batch import BatchExecutor, ProgressFn
-from hec.ir import Graph
 
-__all__ = ["ParallelBatchExecutor", "stages"]
+__all__ = ["ParallelBatchExecutor", "WINDOW"]
 
-ELEMENTWISE = ("mul", "rescale", "level_reduce", "poly")
+WINDOW = 256  # chains per window when cutting waves (see batch_schedule.waves)
 # Estimated milliseconds per task and per transfer (serialize, pipe, deserialize), at ring
-# 2^14 and depth 5 (measured): only the ratio matters.
+# 2^14 and depth 5 (measured): only the ratio matters, and both grow alike with the ring.
 _TRANSFER_MS = 10.0
 _TASK_MS = {"mul": 20.0, "rescale": 6.0, "level_reduce": 0.5, "poly": 100.0, "add": 0.8}
 
 
-def stages(program: Graph) -> list[list[int]]:
-    """Op indices grouped into stages: an op and the element-wise ops that only consume it."""
-    uses: dict[int, int] = {}
-    for op in program.ops:
-        for v in {id(x) for x in op.inputs}:
-            uses[v] = uses.get(v, 0) + 1
-    outputs = {id(v) for v in program.outputs}
-    out: list[list[int]] = []
-    for i, op in enumerate(program.ops):
-        prev = program.ops[i - 1].result if out else None
-        chained = (
-            op.kind in ELEMENTWISE
-            and prev is not None
-            and all(x is prev for x in op.inputs)
-            and uses.get(id(prev)) == 1
-            and id(prev) not in outputs
-        )
-        if chained:
-            out[-1].append(i)
-        else:
-            out.append([i])
-    return out
-
-
 class ParallelBatchExecutor(BatchExecutor):
-    """``BatchExecutor`` sharing each stage's ciphertexts out to ``threads`` processes."""
+    """``BatchExecutor`` sharing each wave's chains out to ``threads`` processes.
 
-    def __init__(self, cc, eg: ElementGraph, schedule: Schedule, threads: int) -> None:
-        if schedule.kind != "program":
-            schedule = liveness(eg, program_order(eg), "program")
+    Args:
+        cc: crypto context with the relinearization key.
+        eg: the element graph.
+        schedule: a ``waves`` schedule (``batch_schedule.wave_schedule``).
+        waves: the waves that schedule was made from.
+        threads: processes evaluating at once (this one included).
+    """
+
+    def __init__(self, cc, eg: ElementGraph, schedule: Schedule, waves: list, threads: int) -> None:
         super().__init__(cc, eg, schedule)
         self.threads = threads
+        self._waves = waves
         self._fhe = load_openfhe()
         _single_omp_thread()
         # Deserialized ciphertexts reuse this process's context; recomputing its CRT tables
         # for every ciphertext would cost 3x the transfer.
         self._fhe.DisablePrecomputeCRTTablesAfterDeserializaton()
-        self._stages = self._plan_stages()
-
-    def _plan_stages(self) -> list[tuple[list[np.ndarray], list[int]]]:
-        """Per stage: the ciphertext chain of each needed element, and what dies after it."""
-        eg, s = self.eg, self.schedule
-        position = {int(ct): k for k, ct in enumerate(s.order)}
-        plan = []
-        for ops in stages(eg.program):
-            first = eg.ct_of[id(eg.program.ops[ops[0]].result)]
-            chains = []
-            for e in range(len(first)):
-                chain = np.array([eg.ct_of[id(eg.program.ops[i].result)][e] for i in ops])
-                # gathers name an earlier ciphertext; dead elements are not scheduled
-                own = [
-                    int(c) in position and eg.op_of[c] == i for c, i in zip(chain, ops, strict=True)
-                ]
-                chain = chain[own]
-                if len(chain):
-                    chains.append(chain)
-            dead = [d for chain in chains for c in chain for d in s.free_after[position[int(c)]]]
-            plan.append((chains, dead))
-        return plan
+        position = {int(ct): k for k, ct in enumerate(schedule.order)}
+        self._dead = [
+            [d for ch in wave for ct in ch.tolist() for d in schedule.free_after[position[ct]]]
+            for wave in waves
+        ]
 
     def run(self, inputs: list[list], progress: ProgressFn | None = None) -> list[list]:
         env: dict[int, object] = {}
@@ -105,28 +70,27 @@ class ParallelBatchExecutor(BatchExecutor):
         for ct in self.schedule.free_first:
             del env[ct]
         done, total = 0, len(self.schedule.order)
-        for chains, dead in self._stages:
-            self._run_stage(chains, env)
+        for wave, dead in zip(self._waves, self._dead, strict=True):
+            self._run_wave(wave, env)
             for ct in dead:
                 env.pop(ct, None)
-            done += sum(len(c) for c in chains)
+            done += sum(len(c) for c in wave)
             if progress is not None:
                 progress(done, total)
         return [[env[ct] for ct in self.eg.ct_of[id(v)].tolist()] for v in self.eg.program.outputs]
 
     def _chain(self, chain: np.ndarray, env: dict[int, object]) -> object:
         """Compute a chain of ciphertexts (each reads the one before); return the last."""
-        local = env
         for c in chain.tolist():
-            local[c] = self.compute(c, local)
-        return local[int(chain[-1])]
+            env[c] = self.compute(c, env)
+        return env[int(chain[-1])]
 
-    def _run_stage(self, chains: list[np.ndarray], env: dict[int, object]) -> None:
+    def _run_wave(self, chains: list[np.ndarray], env: dict[int, object]) -> None:
         n = len(chains)
         mine = _parent_share(n, self.threads, self._task_ms(chains))
         if mine >= n:
             for chain in chains:
-                self._keep_last(chain, env, self._chain(chain, env))
+                self._chain(chain, env)
             return
         bounds = np.linspace(mine, n, self.threads).round().astype(int)
         children = []
@@ -151,7 +115,7 @@ class ParallelBatchExecutor(BatchExecutor):
             os.close(w)
             children.append((pid, r, lo, hi))
         for chain in chains[:mine]:
-            self._keep_last(chain, env, self._chain(chain, env))
+            self._chain(chain, env)
         for pid, r, lo, hi in children:
             with os.fdopen(r, "rb") as f:
                 for chain in chains[lo:hi]:
@@ -162,14 +126,8 @@ class ParallelBatchExecutor(BatchExecutor):
             if status != 0:
                 raise RuntimeError(f"evaluation worker {pid} failed (status {status})")
 
-    @staticmethod
-    def _keep_last(chain: np.ndarray, env: dict[int, object], last: object) -> None:
-        for c in chain[:-1].tolist():  # intermediates of a chain are read by the chain only
-            env.pop(c, None)
-        env[int(chain[-1])] = last
-
     def _task_ms(self, chains: list[np.ndarray]) -> float:
-        """Estimated milliseconds of the stage's first task (tasks of a stage are alike)."""
+        """Estimated milliseconds of a chain of the wave (the first; a wave's are alike)."""
         if not chains:
             return 0.0
         ms = 0.0

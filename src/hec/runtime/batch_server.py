@@ -8,7 +8,7 @@ op in worker processes (``parallel_batch``).
 from __future__ import annotations
 
 from hec.backend_openfhe.artifact import Artifact
-from hec.backend_openfhe.batch_memory import MemoryPlan, plan_memory
+from hec.backend_openfhe.batch_memory import MemoryPlan, Planned, plan_memory
 from hec.backend_openfhe.execute_batch import BatchExecutor, ProgressFn
 
 __all__ = ["BatchServer"]
@@ -25,21 +25,23 @@ class BatchServer:
     """
 
     def __init__(
-        self, artifact: Artifact, context, threads: int = 1, planned: tuple | None = None
+        self, artifact: Artifact, context, threads: int = 1, planned: Planned | None = None
     ) -> None:
         if artifact.program.dialect != "batch":
             raise ValueError("BatchServer runs batch-packed artifacts; use Server")
         self.artifact = artifact
-        self.plan: MemoryPlan
         planned = planned or plan_memory(artifact.program, artifact.params, threads)
-        self.plan, eg, schedule = planned
+        self.plan: MemoryPlan = planned.plan
         self.threads = threads
         if threads > 1:
             from hec.backend_openfhe.parallel_batch import ParallelBatchExecutor
 
-            self._executor: BatchExecutor = ParallelBatchExecutor(context, eg, schedule, threads)
+            assert planned.waves is not None
+            self._executor: BatchExecutor = ParallelBatchExecutor(
+                context, planned.eg, planned.schedule, planned.waves, threads
+            )
         else:
-            self._executor = BatchExecutor(context, eg, schedule)
+            self._executor = BatchExecutor(context, planned.eg, planned.schedule)
 
     def evaluate(self, cts: list, progress: ProgressFn | None = None) -> list:
         """``cts``: one ciphertext per input element; returns one per output element."""
