@@ -92,12 +92,27 @@ def compile(
         "input_shape": io["input_shape"],
         "output_shape": io["output_shape"],
         **figures,
+        "estimates": _estimates(figures),
         "activations": conversion_layers(tensor_ir, stats),
         "compile_seconds": round(time.perf_counter() - start, 3),
     }
     if labels is not None and calibration is not None and original is not None:
         report["accuracy"] = accuracy(model, tensor_ir, calibration, labels)
     return write_artifact(Path(out_dir), program, params, io, report, tensor_ir)
+
+
+def _estimates(figures: dict) -> dict:
+    """Rough evaluation time from the counts (``cost_model``): per evaluation and per image."""
+    from hec.backend_openfhe.cost_model import estimated_seconds
+
+    seconds = estimated_seconds(figures)
+    per_eval = figures["ckks"]["slots"] if figures["packing"] == "batch" else 1
+    return {
+        "evaluation_seconds": round(seconds, 3),
+        "images_per_evaluation": per_eval,
+        "ms_per_image": round(seconds / per_eval * 1e3, 3),
+        "basis": "operation counts x per-operation costs measured at ring 2^14, one thread",
+    }
 
 
 def _lower(

@@ -49,7 +49,7 @@ def _program(model: onnx.ModelProto | str):
 )
 def test_schedules_read_only_computed_ciphertexts_and_free_them_after_last_use(name) -> None:
     eg = element_graph(_program(CASES[name]()[0]))
-    demand = schedule(eg, lambda level: 1)[0]
+    demand = schedule(eg, lambda level, parts: 1)[0]
     w = waves(eg, demand, window=7)
     for s in (demand, liveness(eg, program_order(eg), "program"), wave_schedule(eg, w)):
         alive = set(np.flatnonzero(eg.op_of < 0).tolist()) - set(s.free_first)
@@ -64,7 +64,7 @@ def test_schedules_read_only_computed_ciphertexts_and_free_them_after_last_use(n
 @pytest.mark.parametrize("name", ["cryptonets_like", "residual_across_levels", "pad_modes"])
 def test_chains_of_a_wave_are_independent(name) -> None:
     eg = element_graph(_program(CASES[name]()[0]))
-    w = waves(eg, schedule(eg, lambda level: 1)[0], window=5)
+    w = waves(eg, schedule(eg, lambda level, parts: 1)[0], window=5)
     for wave in w:
         made = {int(ct) for chain in wave for ct in chain}
         for chain in wave:
@@ -77,8 +77,8 @@ def test_chains_of_a_wave_are_independent(name) -> None:
 def test_demand_order_keeps_fewer_ciphertexts_alive_on_cryptonets() -> None:
     """Pool windows and dense rows consume their inputs as soon as those exist."""
     eg = element_graph(_program(EXAMPLE / "model.onnx"))
-    demand, peak = schedule(eg, lambda level: 1, only="demand")
-    _, program_peak = schedule(eg, lambda level: 1, only="program")
+    demand, peak = schedule(eg, lambda level, parts: 1, only="demand")
+    _, program_peak = schedule(eg, lambda level, parts: 1, only="program")
     assert demand.kind == "demand" and peak < program_peak / 2
 
 

@@ -50,12 +50,12 @@ PROCESS_BASELINE = 130 << 20
 # Temporaries an op holds while it runs, in ciphertexts of its level (measured as growth of
 # the peak resident size over a run of each op alone): a product holds its 3-part tensor and
 # the key-switching digits, EvalLinearWSum one running product, a Chebyshev series its powers.
-_TRANSIENT = {"mul": 3.0, "weighted_sum": 1.0, "poly": 2.0}
+_TRANSIENT = {"mul": 3.0, "relinearize": 2.0, "weighted_sum": 1.0, "poly": 2.0}
 
 
-def ciphertext_bytes(params: CKKSParams, level: int) -> int:
-    """Bytes of one (relinearized) ciphertext at ``level``."""
-    return 2 * params.ring_dim * (params.depth + 1 - level) * _WORD
+def ciphertext_bytes(params: CKKSParams, level: int, parts: int = 2) -> int:
+    """Bytes of one ciphertext of ``parts`` polynomials (2 once relinearized) at ``level``."""
+    return parts * params.ring_dim * (params.depth + 1 - level) * _WORD
 
 
 def relin_key_bytes(params: CKKSParams) -> int:
@@ -122,8 +122,8 @@ def plan_memory(program: Graph, params: CKKSParams, threads: int = 1) -> Planned
     """
     eg = element_graph(program)
 
-    def ct_bytes(level: int) -> int:
-        return ciphertext_bytes(params, level)
+    def ct_bytes(level: int, parts: int = 2) -> int:
+        return ciphertext_bytes(params, level, parts)
 
     def transient(op: Op, level: int) -> int:
         return int(_TRANSIENT.get(op.kind, 0.0) * ct_bytes(min(level, params.depth)))
@@ -135,13 +135,12 @@ def plan_memory(program: Graph, params: CKKSParams, threads: int = 1) -> Planned
 
         w = waves(eg, sched, WINDOW)
         sched = wave_schedule(eg, w)
-        size = {lv: ct_bytes(lv) for lv in range(params.depth + 1)}
-        chain_bytes = max(
-            (sum(size[int(eg.level_of[c])] for c in ch) for wave in w for ch in wave), default=0
-        )
-        wave_bytes = max(
-            (sum(size[int(eg.level_of[ch[-1]])] for ch in wave) for wave in w), default=0
-        )
+
+        def size(c) -> int:
+            return ct_bytes(int(eg.level_of[c]), int(eg.parts_of[c]))
+
+        chain_bytes = max((sum(size(c) for c in ch) for wave in w for ch in wave), default=0)
+        wave_bytes = max((sum(size(ch[-1]) for ch in wave) for wave in w), default=0)
         worker = chain_bytes + int(max(_TRANSIENT.values()) * ct_bytes(0))
         peak = peak_bytes(eg, sched, ct_bytes, transient) + (threads - 1) * worker
         peak += wave_bytes * (threads - 1) // threads

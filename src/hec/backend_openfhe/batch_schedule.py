@@ -40,7 +40,8 @@ class ElementGraph:
         ct_of: per value (``id(value)``), the ciphertext id of each element (aliases share).
         op_of: per ciphertext, the index of the op computing it (-1: a program input).
         element_of: per ciphertext, its element index in the op's result (or the input).
-        level_of: per ciphertext, its level (what its size depends on).
+        level_of: per ciphertext, its level (what its size depends on, with its parts).
+        parts_of: per ciphertext, its number of polynomial parts (2, or 3 unrelinearized).
         deps: per ciphertext, the ciphertexts its task reads (empty for inputs).
         outputs: ciphertext ids of the program outputs, flattened in order.
     """
@@ -50,6 +51,7 @@ class ElementGraph:
     op_of: np.ndarray
     element_of: np.ndarray
     level_of: np.ndarray
+    parts_of: np.ndarray
     deps: list[np.ndarray]
     outputs: np.ndarray
 
@@ -80,19 +82,21 @@ def element_graph(program: Graph) -> ElementGraph:
     op_of: list[int] = []
     element_of: list[int] = []
     level_of: list[int] = []
+    parts_of: list[int] = []
     deps: list[np.ndarray] = []
     ct_of: dict[int, np.ndarray] = {}
     empty = np.zeros(0, dtype=np.int64)
 
-    def new(n: int, op_index: int, level: int) -> np.ndarray:
+    def new(n: int, op_index: int, level: int, parts: int) -> np.ndarray:
         start = len(op_of)
         op_of.extend([op_index] * n)
         element_of.extend(range(n))
         level_of.extend([level] * n)
+        parts_of.extend([parts] * n)
         return np.arange(start, start + n, dtype=np.int64)
 
     for v in program.inputs:
-        ct_of[id(v)] = new(v.type.size, -1, v.type.level)
+        ct_of[id(v)] = new(v.type.size, -1, v.type.level, v.type.parts)
         deps.extend([empty] * v.type.size)
     for i, op in enumerate(program.ops):
         out = op.result
@@ -105,11 +109,11 @@ def element_graph(program: Graph) -> ElementGraph:
                 if alias[r] >= 0:
                     ids[r] = ins[0][alias[r]]
                 else:
-                    ids[r] = new(1, i, out.type.level)[0]
+                    ids[r] = new(1, i, out.type.level, out.type.parts)[0]
                     element_of[-1] = r
                     deps.append(cols)
         else:
-            ids = new(out.type.size, i, out.type.level)
+            ids = new(out.type.size, i, out.type.level, out.type.parts)
             for e in range(out.type.size):
                 deps.append(np.unique(np.array([x[e] for x in ins], dtype=np.int64)))
         ct_of[id(out)] = ids
@@ -120,6 +124,7 @@ def element_graph(program: Graph) -> ElementGraph:
         np.asarray(op_of, dtype=np.int64),
         np.asarray(element_of, dtype=np.int64),
         np.asarray(level_of, dtype=np.int64),
+        np.asarray(parts_of, dtype=np.int64),
         deps,
         outputs,
     )
@@ -198,7 +203,7 @@ def schedule(
 
     Args:
         eg: the element graph.
-        ct_bytes: ``ct_bytes(level)`` is the size of one ciphertext at that level.
+        ct_bytes: ``ct_bytes(level, parts)`` is the size of one ciphertext.
         transient: ``transient(op, level)``, extra bytes an op holds while it runs.
         only: consider only this order.
     """
@@ -218,8 +223,9 @@ def schedule(
 
 def peak_bytes(eg: ElementGraph, s: Schedule, ct_bytes, transient=None) -> int:
     """The most bytes of ciphertexts alive at once while running ``s``."""
-    size = np.array([ct_bytes(int(lv)) for lv in range(int(eg.level_of.max(initial=0)) + 1)])
-    sizes = size[eg.level_of]
+    top = int(eg.level_of.max(initial=0)) + 1
+    size = np.array([[ct_bytes(lv, parts) for parts in range(4)] for lv in range(top)])
+    sizes = size[eg.level_of, eg.parts_of]
     inputs = np.flatnonzero(eg.op_of < 0)
     live = int(sizes[inputs].sum() - sizes[s.free_first].sum())
     peak = live
@@ -234,7 +240,7 @@ def peak_bytes(eg: ElementGraph, s: Schedule, ct_bytes, transient=None) -> int:
 
 
 # -- parallel waves ---------------------------------------------------------------------------
-ELEMENTWISE = ("mul", "rescale", "level_reduce", "poly")
+ELEMENTWISE = ("mul", "mul_norelin", "relinearize", "rescale", "level_reduce", "poly")
 
 
 def chains(eg: ElementGraph, s: Schedule) -> list[np.ndarray]:

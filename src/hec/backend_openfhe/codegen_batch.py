@@ -133,6 +133,10 @@ def generate_batch_program(program: Graph, params: CKKSParams, io: dict[str, Any
             call = f"[cc.EvalSquare(a) for a in {x[0]}]"
         elif op.kind == "mul":
             call = f"[cc.EvalMult(a, b) for a, b in zip({x[0]}, {x[1]})]"
+        elif op.kind == "mul_norelin":  # relinearized later, after the tensor has shrunk
+            call = f"[cc.EvalMultNoRelin(a, b) for a, b in zip({x[0]}, {x[1]})]"
+        elif op.kind == "relinearize":
+            call = f"[cc.Relinearize(a) for a in {x[0]}]"
         elif op.kind == "add":
             call = f"[cc.EvalAdd(a, b) for a, b in zip({x[0]}, {x[1]})]"
         elif op.kind == "rescale":

@@ -68,6 +68,10 @@ class BatchExecutor:
         if op.kind == "mul":
             same = self._operands[i][0][e] == self._operands[i][1][e]
             return cc.EvalSquare(args[0]) if same else cc.EvalMult(args[0], args[1])
+        if op.kind == "mul_norelin":
+            return cc.EvalMultNoRelin(args[0], args[1])
+        if op.kind == "relinearize":
+            return cc.Relinearize(args[0])
         if op.kind == "rescale":
             return cc.Rescale(args[0])
         if op.kind == "add":

@@ -34,7 +34,15 @@ WINDOW = 256  # chains per window when cutting waves (see batch_schedule.waves)
 # Estimated milliseconds per task and per transfer (serialize, pipe, deserialize), at ring
 # 2^14 and depth 5 (measured): only the ratio matters, and both grow alike with the ring.
 _TRANSFER_MS = 10.0
-_TASK_MS = {"mul": 20.0, "rescale": 6.0, "level_reduce": 0.5, "poly": 100.0, "add": 0.8}
+_TASK_MS = {
+    "mul": 20.0,
+    "mul_norelin": 3.0,
+    "relinearize": 17.0,
+    "rescale": 6.0,
+    "level_reduce": 0.5,
+    "poly": 100.0,
+    "add": 0.8,
+}
 
 
 class ParallelBatchExecutor(BatchExecutor):

@@ -218,7 +218,7 @@ def choose_params(
         first_mod_bits=first_mod_bits,
         security=security,
         rotation_indices=rotation_indices(graph),
-        needs_relinearization=bool(kinds & {"mul", "poly"}),
+        needs_relinearization=bool(kinds & {"mul", "poly", "relinearize"}),
         needs_poly="poly" in kinds,
         blocks=blocks,
     )

@@ -101,6 +101,7 @@ BATCH_COUNTED = (
     "additions",
     "plaintext_additions",
     "ciphertext_multiplies",
+    "relinearizations",
     "rescales",
     "level_reductions",
     "polynomials",
@@ -122,7 +123,11 @@ def _task_counts(op: Op, row: int) -> dict[str, int]:
             }
         negate = int(n > 0 and c["weights"][lo] < 0)
         return {"additions": max(n - 1, 0) + int(n == 0) + negate, "plaintext_additions": bias}
+    if op.kind == "mul":  # EvalMult / EvalSquare relinearize at once
+        return {"ciphertext_multiplies": 1, "relinearizations": 1}
     key = {
+        "mul_norelin": "ciphertext_multiplies",
+        "relinearize": "relinearizations",
         "add": "additions",
         "mul": "ciphertext_multiplies",
         "rescale": "rescales",
@@ -190,12 +195,9 @@ def _batch_layer_kind(ops: list[Op]) -> str:
     kinds = {op.kind for op in ops}
     if "poly" in kinds:
         return "polynomial"
-    if "mul" in kinds:
-        return (
-            "square"
-            if all(op.inputs[0] is op.inputs[1] for op in ops if op.kind == "mul")
-            else "multiply"
-        )
+    products = [op for op in ops if op.kind in ("mul", "mul_norelin")]
+    if products:
+        return "square" if all(op.inputs[0] is op.inputs[1] for op in products) else "multiply"
     if kinds & {"weighted_sum", "signed_sum"}:
         return "linear"
     return "add" if "add" in kinds else "align"

@@ -42,6 +42,7 @@ _BATCH_COLUMNS = [
     ("scalar_multiplies", "sc-mul"),
     ("additions", "add"),
     ("ciphertext_multiplies", "ct-mul"),
+    ("relinearizations", "relin"),
     ("rescales", "rescale"),
     ("polynomials", "poly"),
 ]

@@ -71,6 +71,14 @@ def _load_npy(path: Path) -> np.ndarray:
     help="Batch packing: memory the run may use at its peak, e.g. 8GB (default: what is "
     "free); checked before key generation.",
 )
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the run's timings (and, in batch packing, totals, amortized ms/image, "
+    "ciphertexts, predicted and measured peak memory) to this JSON file.",
+)
 def run_cmd(
     artifact: Path,
     input_path: Path,
@@ -80,6 +88,7 @@ def run_cmd(
     ignore_resource_check: bool,
     threads: int,
     memory_limit: str | None,
+    report_path: Path | None,
 ) -> None:
     """Run compiled program ARTIFACT on the inputs in --input; print logits and argmax."""
     import time
@@ -89,6 +98,7 @@ def run_cmd(
 
     art = hec.load_artifact(artifact)
     x = _load_npy(input_path)
+    result = None
     if simulate:
         start = time.perf_counter()
         logits = hec.simulate(art, x)
@@ -113,13 +123,19 @@ def run_cmd(
     mode = "simulated" if simulate else "encrypted"
     stages = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timings.items())
     per = "" if simulate else " (keygen once; other stages per sample)"
-    if not simulate and result.stats.get("packing") == "batch":
+    if result is not None and result.stats.get("packing") == "batch":
         _print_batch_stats(result.stats)
     else:
         click.echo(f"{mode} run of {len(logits)} sample(s): {stages}{per}")
     if output_path is not None:
         np.save(output_path, logits)
         click.echo(f"logits written to {output_path}")
+    if report_path is not None:
+        import json
+
+        stats = {} if result is None else result.stats
+        report_path.write_text(json.dumps({"timings": timings, **stats}, indent=2) + "\n")
+        click.echo(f"run report written to {report_path}")
 
 
 def _print_results(

@@ -11,10 +11,15 @@ weighted_sum   y_i = Σ_j A_ij x_j + b_i, scalar weights, then rescaled       le
 signed_sum     y_i = Σ_j s_ij x_j + b_i with s_ij = ±1 (additions only)      unchanged
 add            y_i = x_i + z_i (same level and scale)                        unchanged
 mul            y_i = x_i · z_i, relinearized (at scale Δ)                    scale 2
+mul_norelin    y_i = x_i · z_i, 3 parts: relinearized later (at scale Δ)     scale 2, parts 3
+relinearize    3 parts back to 2 (a key switch)                              parts 2
 rescale        divide by the last prime                                      level +1, scale -1
 level_reduce   drop ``levels`` primes without rescaling                      level + levels
 poly{coeffs}   y_i = Σ c_k T_k(x_i) (Chebyshev)                              level + poly_depth
 =============  ============================================================  ===================
+
+Sums and rescales keep the number of parts (a linear map of 3-part ciphertexts is one);
+products, polynomials, level reductions and adds need 2-part operands.
 
 The sparse matrix of ``weighted_sum`` and ``signed_sum`` is stored as CSR constants ``indptr``,
 ``indices``, ``weights`` (rows are output elements, columns input elements, row-major flat
@@ -66,12 +71,24 @@ def _operand(op: Op, i: int) -> BatchCipherType:
     return t
 
 
-def _declared(op: Op, level: int, scale_deg: int, shape: tuple[int, ...] | None = None):
+def _declared(
+    op: Op,
+    level: int,
+    scale_deg: int,
+    shape: tuple[int, ...] | None = None,
+    parts: int | None = None,
+):
     x = _operand(op, 0)
     if shape is None:
         t = op.results[0].type
         shape = t.shape if isinstance(t, BatchCipherType) else x.shape
-    return [BatchCipherType(shape, x.batch, level, scale_deg)]
+    return [BatchCipherType(shape, x.batch, level, scale_deg, x.parts if parts is None else parts)]
+
+
+def _two_parts(op: Op) -> None:
+    for i in range(len(op.inputs)):
+        if _operand(op, i).parts != 2:
+            raise VerifyError(f"{op.kind} ({op.origin}): input {i} must be relinearized first")
 
 
 def _check_matrix(op: Op) -> None:
@@ -109,6 +126,7 @@ def _signed_sum(op: Op) -> list[BatchCipherType]:
 def _aligned(op: Op) -> BatchCipherType:
     """Both operands' state; shapes may differ if the element counts agree (a reshape is free)."""
     x, z = _operand(op, 0), _operand(op, 1)
+    _two_parts(op)
     if (x.size, x.batch, x.level, x.scale_deg) != (z.size, z.batch, z.level, z.scale_deg):
         raise VerifyError(f"{op.kind} ({op.origin}): operands differ: {x} vs {z}")
     return x
@@ -128,6 +146,22 @@ def _mul(op: Op) -> list[BatchCipherType]:
     return _declared(op, x.level, 2, x.shape)
 
 
+@register_op("mul_norelin", "batch", 2)
+def _mul_norelin(op: Op) -> list[BatchCipherType]:
+    x = _aligned(op)
+    if x.scale_deg != 1:
+        raise VerifyError(f"mul_norelin ({op.origin}): operands must be rescaled first")
+    return _declared(op, x.level, 2, x.shape, parts=3)
+
+
+@register_op("relinearize", "batch", 1)
+def _relinearize(op: Op) -> list[BatchCipherType]:
+    x = _operand(op, 0)
+    if x.parts != 3:
+        raise VerifyError(f"relinearize ({op.origin}): input has {x.parts} parts, not 3")
+    return _declared(op, x.level, x.scale_deg, x.shape, parts=2)
+
+
 @register_op("rescale", "batch", 1)
 def _rescale(op: Op) -> list[BatchCipherType]:
     x = _operand(op, 0)
@@ -139,6 +173,7 @@ def _rescale(op: Op) -> list[BatchCipherType]:
 @register_op("level_reduce", "batch", 1)
 def _level_reduce(op: Op) -> list[BatchCipherType]:
     x = _operand(op, 0)
+    _two_parts(op)
     if op.attrs["levels"] < 1 or x.scale_deg != 1:
         raise VerifyError(f"level_reduce ({op.origin}): needs levels >= 1 at scale Δ")
     return _declared(op, x.level + op.attrs["levels"], 1, x.shape)
@@ -147,6 +182,7 @@ def _level_reduce(op: Op) -> list[BatchCipherType]:
 @register_op("poly", "batch", 1)
 def _poly(op: Op) -> list[BatchCipherType]:
     x = _operand(op, 0)
+    _two_parts(op)
     if x.scale_deg != 1:
         raise VerifyError(f"poly ({op.origin}): input must be at scale Δ")
     return _declared(op, x.level + poly_depth(tuple(op.attrs["coeffs"])), 1, x.shape)

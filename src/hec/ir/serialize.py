@@ -21,6 +21,7 @@ def _type_to_json(t: Type) -> dict[str, Any]:
             "batch": t.batch,
             "level": t.level,
             "scale_deg": t.scale_deg,
+            "parts": t.parts,
         }
     layout = t.layout
     return {
@@ -35,7 +36,9 @@ def _type_from_json(d: dict[str, Any]) -> Type:
     if "tensor" in d:
         return TensorType(tuple(d["tensor"]), d["dtype"])
     if "ctensor" in d:
-        return BatchCipherType(tuple(d["ctensor"]), d["batch"], d["level"], d["scale_deg"])
+        return BatchCipherType(
+            tuple(d["ctensor"]), d["batch"], d["level"], d["scale_deg"], d.get("parts", 2)
+        )
     lay = d["layout"]
     layout = None if lay is None else Layout(tuple(lay["shape"]), d["cipher"], lay["kind"])
     return CipherType(d["cipher"], d["level"], d["scale_deg"], layout)

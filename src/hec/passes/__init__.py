@@ -1,6 +1,7 @@
 """Passes over the IR, the pass manager and the named pipelines."""
 
 from hec.passes.fuse_polynomials import FusePolynomials
+from hec.passes.lazy_relinearize import LazyRelinearize
 from hec.passes.lower_to_batch import LowerToBatch
 from hec.passes.lower_to_slots import LowerToSlots
 from hec.passes.pass_manager import Pass, PassManager
@@ -10,6 +11,7 @@ from hec.passes.schedule_rotations import ScheduleRotations
 
 __all__ = [
     "FusePolynomials",
+    "LazyRelinearize",
     "LowerToBatch",
     "LowerToSlots",
     "Pass",

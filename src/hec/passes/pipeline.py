@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from hec.options import CompileOptions
 from hec.passes.fuse_polynomials import FusePolynomials
+from hec.passes.lazy_relinearize import LazyRelinearize
 from hec.passes.lower_to_batch import LowerToBatch
 from hec.passes.lower_to_slots import LowerToSlots
 from hec.passes.pass_manager import Pass
@@ -44,4 +45,5 @@ def batch_packing_pipeline(options: CompileOptions, batch: int) -> list[Pass]:
     """Tensor graph → batch program (throughput mode: one sample per slot, ``batch`` slots)."""
     return [
         LowerToBatch(batch),  # one ciphertext per element; linear chains as scalar weighted sums
+        LazyRelinearize(),  # key switches and rescales after the maps that shrink the tensor
     ]

@@ -1,8 +1,9 @@
 """Run a batch program on numpy arrays: the encrypted program's semantics without encryption.
 
 A value is a ``[B, size]`` array: row ``i`` is input ``i`` of the batch (slot ``i`` of every
-element ciphertext), column ``e`` is tensor element ``e``. ``rescale`` and ``level_reduce`` only
-change HE bookkeeping, so they are identities; everything else is exact arithmetic.
+element ciphertext), column ``e`` is tensor element ``e``. ``rescale``, ``level_reduce`` and
+``relinearize`` only change HE bookkeeping, so they are identities; everything else is exact
+arithmetic.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ _SEMANTICS = {
     "signed_sum": _sum,
     "add": lambda op, x, y: x + y,
     "mul": lambda op, x, y: x * y,
+    "mul_norelin": lambda op, x, y: x * y,
+    "relinearize": lambda op, x: x,
     "rescale": lambda op, x: x,
     "level_reduce": lambda op, x: x,
     "poly": lambda op, x: np.polynomial.chebyshev.chebval(x, op.attrs["coeffs"]),
