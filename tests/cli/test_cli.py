@@ -225,9 +225,13 @@ def test_compile_batch_prints_its_summary_and_simulates(tmp_path: Path) -> None:
         "--simulate",
         "--compare-onnx",
         str(EXAMPLE / "model.onnx"),
+        "--report",
+        str(tmp_path / "run.json"),
     )
     assert run.returncode == 0, run.stderr
     assert "argmax agrees with onnxruntime on 5/5" in run.stdout
+    assert "simulate" in json.loads((tmp_path / "run.json").read_text())["timings"]
+    assert report["estimates"]["images_per_evaluation"] == 128
 
 
 def test_batch_memory_refusals_are_one_line_errors(tmp_path: Path) -> None:

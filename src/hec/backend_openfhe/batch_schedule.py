@@ -19,6 +19,7 @@ A ciphertext is freed right after its last reader (``free_after``); outputs stay
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,8 @@ from hec.ir.batch_ops import sparse_matrix
 __all__ = ["ElementGraph", "Schedule", "element_graph", "liveness", "program_order", "schedule"]
 
 ROW_OPS = ("weighted_sum", "signed_sum")
+CtBytes = Callable[[int, int], int]  # (level, parts) -> bytes of one ciphertext
+Transient = Callable[[Op, int], int]  # (op, level) -> bytes the op holds while it runs
 
 
 @dataclass
@@ -197,7 +200,10 @@ def liveness(eg: ElementGraph, order: np.ndarray, kind: str) -> Schedule:
 
 
 def schedule(
-    eg: ElementGraph, ct_bytes, transient=None, only: str | None = None
+    eg: ElementGraph,
+    ct_bytes: CtBytes,
+    transient: Transient | None = None,
+    only: str | None = None,
 ) -> tuple[Schedule, int]:
     """The order (``program`` or ``demand``) with the smaller predicted peak, and that peak.
 
@@ -221,7 +227,9 @@ def schedule(
     return best
 
 
-def peak_bytes(eg: ElementGraph, s: Schedule, ct_bytes, transient=None) -> int:
+def peak_bytes(
+    eg: ElementGraph, s: Schedule, ct_bytes: CtBytes, transient: Transient | None = None
+) -> int:
     """The most bytes of ciphertexts alive at once while running ``s``."""
     top = int(eg.level_of.max(initial=0)) + 1
     size = np.array([[ct_bytes(lv, parts) for parts in range(4)] for lv in range(top)])

@@ -11,6 +11,8 @@ from collections import Counter
 from itertools import groupby
 from typing import Any
 
+from hec.backend_openfhe.batch_memory import MemoryPlan
+from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule
 from hec.backend_openfhe.params import CKKSParams
 from hec.ir import CipherType, Graph, Op
 
@@ -138,7 +140,7 @@ def _task_counts(op: Op, row: int) -> dict[str, int]:
 
 
 def batch_program_report(
-    graph: Graph, params: CKKSParams, plan: Any, eg: Any, schedule: Any
+    graph: Graph, params: CKKSParams, plan: MemoryPlan, eg: ElementGraph, schedule: Schedule
 ) -> dict[str, Any]:
     """Counts per layer and in total for a batch program, from the tasks its schedule runs.
 
@@ -200,4 +202,6 @@ def _batch_layer_kind(ops: list[Op]) -> str:
         return "square" if all(op.inputs[0] is op.inputs[1] for op in products) else "multiply"
     if kinds & {"weighted_sum", "signed_sum"}:
         return "linear"
+    if kinds <= {"rescale", "relinearize"}:  # a product's, deferred by lazy-relinearize
+        return "deferred"
     return "add" if "add" in kinds else "align"
