@@ -47,9 +47,9 @@ _AUX_PRIME_BITS = 60
 # numpy, scipy, onnx, networkx, OpenFHE): measured 115-130 MB; used only where no process
 # exists yet (at compile time), otherwise the process's own resident size is read.
 PROCESS_BASELINE = 130 << 20
-# Temporaries an op holds while it runs, in ciphertexts of its level (measured as growth of
-# the peak resident size over a run of each op alone): a product holds its 3-part tensor and
-# the key-switching digits, EvalLinearWSum one running product, a Chebyshev series its powers.
+# Temporaries an op holds while it runs, in ciphertexts of its level: a product holds its
+# 3-part tensor and the key-switching digits, a weighted-sum row one scalar product besides
+# its accumulator, a Chebyshev series its powers.
 _TRANSIENT = {"mul": 3.0, "relinearize": 2.0, "weighted_sum": 1.0, "poly": 2.0}
 
 

@@ -56,15 +56,15 @@ def sparse(op):
 
 
 def weighted_sum(cc, xs, op):
-    """Row i: EvalLinearWSum (scalar multiplies, additions, one rescale) plus the bias."""
+    """Row i: scalar multiplies, additions, one rescale, plus the bias."""
     indptr, indices, weights, bias = sparse(op)
     out = []
     for i in range(len(indptr) - 1):
         cols, w = indices[indptr[i] : indptr[i + 1]], weights[indptr[i] : indptr[i + 1]]
-        if len(cols):
-            y = cc.EvalLinearWSum([xs[j] for j in cols], w.tolist())
-        else:
-            y = cc.Rescale(cc.EvalMult(xs[0], 0.0))
+        y = cc.EvalMult(xs[cols[0]] if len(cols) else xs[0], float(w[0]) if len(cols) else 0.0)
+        for j, wj in zip(cols[1:], w[1:]):
+            cc.EvalAddInPlace(y, cc.EvalMult(xs[j], float(wj)))
+        cc.RescaleInPlace(y)
         out.append(cc.EvalAdd(y, float(bias[i])) if bias[i] else y)
     return out
 

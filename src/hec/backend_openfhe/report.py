@@ -116,7 +116,7 @@ def _task_counts(op: Op, row: int) -> dict[str, int]:
         c = op.consts
         lo, hi = int(c["indptr"][row]), int(c["indptr"][row + 1])
         n, bias = hi - lo, int(c["bias"][row] != 0.0)
-        if op.kind == "weighted_sum":  # EvalLinearWSum: n multiplies, n - 1 adds, one rescale
+        if op.kind == "weighted_sum":  # n multiplies, n - 1 adds, one rescale
             return {
                 "scalar_multiplies": max(n, 1),
                 "additions": max(n - 1, 0),
