@@ -9,10 +9,14 @@ How: the memory-saving schedule is cut into *waves* of independent *chains* (a d
 its square, then its rescale: one unit of work whose intermediates stay where they are made;
 ``batch_schedule.waves``). For each wave the evaluator forks ``threads - 1`` children: a child
 inherits every ciphertext alive (copy-on-write, nothing is sent), computes a contiguous share of
-the wave's chains and writes their results, serialized, to a pipe; the parent computes its own
-share meanwhile, then reads and deserializes the children's. Receiving costs the parent about
-as much as a cheap task, so it keeps a smaller share (``_parent_share``), and waves whose
-chains cost less than a transfer stay in the parent.
+the wave's chains and writes their results, serialized, to a file (a pipe would block it after
+one ciphertext until the parent reads, which would serialize the work); the parent computes its
+own share meanwhile, then reads and deserializes the children's. A deserialized ciphertext carries
+its own copy of the ring parameters, which makes every later operation on it about ten times
+slower (measured); adding it to a zero ciphertext of this process (same level, scale and parts)
+gives a normal one. Receiving costs the parent about as much as a cheap task, so it keeps a
+smaller share (``_parent_share``), and waves whose chains cost less than a transfer stay in the
+parent.
 
 Requires one OpenMP thread per process (set here): forking with a live OpenMP pool is unsafe.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 
 import numpy as np
 
@@ -65,6 +70,7 @@ class ParallelBatchExecutor(BatchExecutor):
         # Deserialized ciphertexts reuse this process's context; recomputing its CRT tables
         # for every ciphertext would cost 3x the transfer.
         self._fhe.DisablePrecomputeCRTTablesAfterDeserializaton()
+        self._zeros: dict[tuple[int, int, int], object] = {}
         position = {int(ct): k for k, ct in enumerate(schedule.order)}
         self._dead = [
             [d for ch in wave for ct in ch.tolist() for d in schedule.free_after[position[ct]]]
@@ -75,6 +81,8 @@ class ParallelBatchExecutor(BatchExecutor):
         env: dict[int, object] = {}
         for v, cts in zip(self.eg.program.inputs, inputs, strict=True):
             env.update(zip(self._inputs[id(v)].tolist(), cts, strict=True))
+        first = inputs[0][0]
+        self._zeros = {(0, 1, 2): self.cc.EvalSub(first, first)}  # a zero made here
         for ct in self.schedule.free_first:
             del env[ct]
         done, total = 0, len(self.schedule.order)
@@ -102,37 +110,61 @@ class ParallelBatchExecutor(BatchExecutor):
             return
         bounds = np.linspace(mine, n, self.threads).round().astype(int)
         children = []
-        for k in range(self.threads - 1):
-            lo, hi = int(bounds[k]), int(bounds[k + 1])
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # child: compute, send, exit without running any Python cleanup
-                os.close(r)
-                code = 0
-                try:
-                    with os.fdopen(w, "wb") as f:
-                        for chain in chains[lo:hi]:
-                            data = self._fhe.Serialize(self._chain(chain, env), self._fhe.BINARY)
-                            for c in chain.tolist():  # hold one chain at a time
-                                env.pop(c, None)
-                            f.write(struct.pack("<Q", len(data)))
-                            f.write(data)
-                except BaseException:
-                    code = 1
-                os._exit(code)
-            os.close(w)
-            children.append((pid, r, lo, hi))
-        for chain in chains[:mine]:
-            self._chain(chain, env)
-        for pid, r, lo, hi in children:
-            with os.fdopen(r, "rb") as f:
-                for chain in chains[lo:hi]:
-                    (size,) = struct.unpack("<Q", _read(f, 8))
-                    ct = self._fhe.DeserializeCiphertextString(_read(f, size), self._fhe.BINARY)
-                    env[int(chain[-1])] = ct
-            _, status = os.waitpid(pid, 0)
-            if status != 0:
-                raise RuntimeError(f"evaluation worker {pid} failed (status {status})")
+        with tempfile.TemporaryDirectory(prefix="hec-wave-") as tmp:
+            for k in range(self.threads - 1):
+                lo, hi = int(bounds[k]), int(bounds[k + 1])
+                path = os.path.join(tmp, f"worker{k}.bin")
+                pid = os.fork()
+                if pid == 0:  # child: compute, write, exit without running any Python cleanup
+                    os._exit(self._child(chains[lo:hi], env, path))
+                children.append((pid, path, lo, hi))
+            for chain in chains[:mine]:
+                self._chain(chain, env)
+            for pid, path, lo, hi in children:
+                _, status = os.waitpid(pid, 0)
+                if status != 0:
+                    raise RuntimeError(f"evaluation worker {pid} failed (status {status})")
+                with open(path, "rb") as f:
+                    for chain in chains[lo:hi]:
+                        (size,) = struct.unpack("<Q", _read(f, 8))
+                        data = _read(f, size)
+                        ct = self._fhe.DeserializeCiphertextString(data, self._fhe.BINARY)
+                        env[int(chain[-1])] = self.cc.EvalAdd(self._zero(int(chain[-1])), ct)
+                os.unlink(path)
+
+    def _child(self, chains: list[np.ndarray], env: dict[int, object], path: str) -> int:
+        """In a forked worker: compute ``chains``, write their results to ``path``."""
+        try:
+            with open(path, "wb") as f:
+                for chain in chains:
+                    data = self._fhe.Serialize(self._chain(chain, env), self._fhe.BINARY)
+                    for c in chain.tolist():  # hold one chain at a time
+                        env.pop(c, None)
+                    f.write(struct.pack("<Q", len(data)))
+                    f.write(data)
+        except BaseException:
+            return 1
+        return 0
+
+    def _zero(self, ct: int) -> object:
+        """A zero ciphertext of this process with the state of element ciphertext ``ct``."""
+        t = self.eg.program.ops[int(self.eg.op_of[ct])].result.type
+        return self._zero_at(t.level, t.scale_deg, t.parts)
+
+    def _zero_at(self, level: int, scale_deg: int, parts: int) -> object:
+        key = (level, scale_deg, parts)
+        if key not in self._zeros:
+            cc = self.cc
+            if parts == 3 and scale_deg == 2:  # a product not yet relinearized
+                z = self._zero_at(level, 1, 2)
+                self._zeros[key] = cc.EvalMultNoRelin(z, z)
+            elif parts == 3:  # such a product rescaled
+                self._zeros[key] = cc.Rescale(self._zero_at(level - 1, 2, 3))
+            elif scale_deg == 2:  # a relinearized product, or a scalar multiple
+                self._zeros[key] = cc.EvalMult(self._zero_at(level, 1, 2), 1.0)
+            else:
+                self._zeros[key] = cc.LevelReduce(self._zeros[0, 1, 2], None, level)
+        return self._zeros[key]
 
     def _task_ms(self, chains: list[np.ndarray]) -> float:
         """Estimated milliseconds of a chain of the wave (the first; a wave's are alike)."""
