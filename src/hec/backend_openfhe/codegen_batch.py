@@ -32,8 +32,26 @@ import numpy as np
 import openfhe as fhe
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-C = np.load(os.path.join(HERE, "constants.npz"))
 SLOTS = {slots}
+
+
+def load_constants(path):
+    """constants.npz keeps 1-D float constants of each length as rows of one sparse matrix."""
+    stored = np.load(path)
+    out = {{k: stored[k] for k in stored.files if not k.startswith("rows")}}
+    for name in stored.files:
+        if name.startswith("rows") and name.endswith(".keys"):
+            group = name[: -len(".keys")]
+            indptr, indices = stored[group + ".indptr"], stored[group + ".indices"]
+            data = stored[group + ".data"]
+            for r, key in enumerate(stored[name]):
+                row = np.zeros(int(group[len("rows"):]))
+                row[indices[indptr[r] : indptr[r + 1]]] = data[indptr[r] : indptr[r + 1]]
+                out[str(key)] = row
+    return out
+
+
+C = load_constants(os.path.join(HERE, "constants.npz"))
 
 
 def make_context():
