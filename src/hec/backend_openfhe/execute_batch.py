@@ -37,14 +37,12 @@ class BatchExecutor:
         self._operands = [[eg.ct_of[id(x)] for x in op.inputs] for op in eg.program.ops]
 
     def run(self, inputs: list[list], progress: ProgressFn | None = None) -> list[list]:
-        """``inputs[i][e]`` is element ``e`` of program input ``i``; returns the outputs alike."""
-        env: dict[int, object] = {}
-        for v, cts in zip(self.eg.program.inputs, inputs, strict=True):
-            if len(cts) != v.type.size:
-                raise ValueError(f"input {v.name}: {len(cts)} ciphertexts for {v.type.size}")
-            env.update(zip(self._inputs[id(v)].tolist(), cts, strict=True))
-        for ct in self.schedule.free_first:
-            del env[ct]
+        """``inputs[i][e]`` is element ``e`` of program input ``i``; returns the outputs alike.
+
+        The input lists are emptied: the evaluator owns the ciphertexts from then on, so that
+        each can be freed after its last reader (a caller's list would keep them all alive).
+        """
+        env = self._take_inputs(inputs)
         order, free_after = self.schedule.order, self.schedule.free_after
         n = len(order)
         step = max(1, n // 200)
@@ -55,6 +53,17 @@ class BatchExecutor:
             if progress is not None and (k % step == 0 or k == n - 1):
                 progress(k + 1, n)
         return [[env[ct] for ct in self.eg.ct_of[id(v)].tolist()] for v in self.eg.program.outputs]
+
+    def _take_inputs(self, inputs: list[list]) -> dict[int, object]:
+        env: dict[int, object] = {}
+        for v, cts in zip(self.eg.program.inputs, inputs, strict=True):
+            if len(cts) != v.type.size:
+                raise ValueError(f"input {v.name}: {len(cts)} ciphertexts for {v.type.size}")
+            env.update(zip(self._inputs[id(v)].tolist(), cts, strict=True))
+            cts.clear()
+        for ct in self.schedule.free_first:
+            del env[ct]
+        return env
 
     def compute(self, ct: int, env: dict[int, object]):
         """The ciphertext ``ct`` from the ciphertexts it reads (all present in ``env``)."""

@@ -78,13 +78,9 @@ class ParallelBatchExecutor(BatchExecutor):
         ]
 
     def run(self, inputs: list[list], progress: ProgressFn | None = None) -> list[list]:
-        env: dict[int, object] = {}
-        for v, cts in zip(self.eg.program.inputs, inputs, strict=True):
-            env.update(zip(self._inputs[id(v)].tolist(), cts, strict=True))
         first = inputs[0][0]
         self._zeros = {(0, 1, 2): self.cc.EvalSub(first, first)}  # a zero made here
-        for ct in self.schedule.free_first:
-            del env[ct]
+        env = self._take_inputs(inputs)
         done, total = 0, len(self.schedule.order)
         for wave, dead in zip(self._waves, self._dead, strict=True):
             self._run_wave(wave, env)

@@ -98,6 +98,12 @@ def run_cmd(
 
     art = hec.load_artifact(artifact)
     x = _load_npy(input_path)
+    reference = None
+    if compare_onnx is not None:  # before the run: its memory is then part of the baseline
+        from hec.frontend.reference import onnxruntime_outputs
+        from hec.runtime.inputs import as_batch
+
+        reference = onnxruntime_outputs(compare_onnx, as_batch(x, art.input_shape))
     result = None
     if simulate:
         start = time.perf_counter()
@@ -113,12 +119,6 @@ def run_cmd(
         limit = parse_size(memory_limit) if memory_limit else None
         result = hec.run(art, x, progress=stderr_progress(), threads=threads, memory_limit=limit)
         logits, timings, precision = result.logits, result.timings, result.precision_bits
-    reference = None
-    if compare_onnx is not None:
-        from hec.frontend.reference import onnxruntime_outputs
-        from hec.runtime.inputs import as_batch
-
-        reference = onnxruntime_outputs(compare_onnx, as_batch(x, art.input_shape))
     _print_results(logits, reference, precision)
     mode = "simulated" if simulate else "encrypted"
     stages = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timings.items())

@@ -44,5 +44,8 @@ class BatchServer:
             self._executor = BatchExecutor(context, planned.eg, planned.schedule)
 
     def evaluate(self, cts: list, progress: ProgressFn | None = None) -> list:
-        """``cts``: one ciphertext per input element; returns one per output element."""
+        """``cts``: one ciphertext per input element; returns one per output element.
+
+        ``cts`` is emptied: the server frees each input ciphertext after its last use.
+        """
         return self._executor.run([cts], progress)[0]
