@@ -101,8 +101,10 @@ def test_dump_ir_after(tmp_path: Path) -> None:
 
 def test_unsupported_op_is_one_line(tmp_path: Path) -> None:
     b = ModelBuilder((4,))
-    onnx.save(b.build(b.node("Softmax", [b.node("Gemm", ["input", b.weight(4, 4)])])),
-              str(tmp_path / "softmax.onnx"))
+    onnx.save(
+        b.build(b.node("Softmax", [b.node("Gemm", ["input", b.weight(4, 4)])])),
+        str(tmp_path / "softmax.onnx"),
+    )
     proc = hec("compile", str(tmp_path / "softmax.onnx"), "-o", str(tmp_path / "o"))
     assert_one_line_error(proc, "Softmax_2", "op Softmax", "argmax")
     assert not (tmp_path / "o").exists()
@@ -110,8 +112,10 @@ def test_unsupported_op_is_one_line(tmp_path: Path) -> None:
 
 def test_activation_without_calibration_is_one_line(tmp_path: Path) -> None:
     b = ModelBuilder((4,))
-    onnx.save(b.build(b.node("Relu", [b.node("Gemm", ["input", b.weight(4, 4)])])),
-              str(tmp_path / "relu.onnx"))
+    onnx.save(
+        b.build(b.node("Relu", [b.node("Gemm", ["input", b.weight(4, 4)])])),
+        str(tmp_path / "relu.onnx"),
+    )
     proc = hec("compile", str(tmp_path / "relu.onnx"), "-o", str(tmp_path / "o"))
     assert_one_line_error(proc, "Relu_2", "--calib")
 
