@@ -1,7 +1,7 @@
 """Benchmark: compile and run the bundled models encrypted; print one table, write JSON.
 
-    python benchmarks/run.py            # full: 10 encrypted images per model
-    python benchmarks/run.py --quick    # 1 encrypted image (what CI runs, seconds)
+    python benchmarks/run.py            # full: 10 images (latency), 1,024 images (batch)
+    python benchmarks/run.py --quick    # 1 image (latency), 16 images (batch): what CI runs
 
 Columns: compile, key generation, per-image encrypt/evaluate/decrypt, HE operation counts from
 report.json, rotation keys and their serialized size, peak process memory, onnxruntime's
@@ -9,7 +9,10 @@ plaintext time per image, and accuracy (onnxruntime, simulator on the whole test
 encrypted on the sample). A second table covers deployment: key and ciphertext file sizes,
 the round trip of one request through ``hec serve`` (a separate process on localhost, timed
 from this client), and throughput with sample blocks (one ciphertext full of images) next to
-single-image latency. Figures are measured, never asserted: this is not a test.
+single-image latency. Each model also gets a throughput row in batch packing (one image per
+slot, one ciphertext per tensor element, ``--batch-images`` images in one evaluation, run in a
+fresh process so that its peak memory is its own, next to the prediction made before key
+generation) beside its latency row. Figures are measured, never asserted: this is not a test.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def bench_model(name: str, folder: Path, degree: int | None, n_encrypted: int, w
     model = folder / "model.onnx"
     data = np.load(folder / "test.npz")
     x, y = data["x"], data["y"]
-    row: dict = {"model": name}
+    row: dict = {"model": name, "packing": "slots", "images_per_eval": 1}
 
     calibration = np.load(folder / "calib.npz")["x"] if degree is not None else None
     t = time.perf_counter()
@@ -109,6 +112,7 @@ def bench_model(name: str, folder: Path, degree: int | None, n_encrypted: int, w
     row["encrypt_ms"] = stages["encrypt"] / n_encrypted * 1e3
     row["evaluate_s"] = stages["evaluate"] / n_encrypted
     row["decrypt_ms"] = stages["decrypt"] / n_encrypted * 1e3
+    row["ms_per_image"] = row["evaluate_s"] * 1e3
     row["acc_encrypted"] = correct / n_encrypted
     row["n_encrypted"] = n_encrypted
     row["max_abs_err_vs_simulator"] = max_err
@@ -199,26 +203,136 @@ def bench_deployment(
     row["batch_max_abs_err_vs_simulator"] = float(np.abs(values - reference).max())
 
 
-COLUMNS = [  # (key, header, format)
+def images(folder: Path, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``n`` images: the test split first, then training images (``train.npz``, or for the
+    8x8 model the rest of scikit-learn's digits). Returns ``(x, y, number of test images)``."""
+    test = np.load(folder / "test.npz")
+    x, y = test["x"], test["y"]
+    if n > len(x):
+        if (folder / "train.npz").is_file():
+            extra = np.load(folder / "train.npz")
+            ex, ey = extra["x"], extra["y"]
+        else:
+            from sklearn.datasets import load_digits
+
+            digits = load_digits()
+            ex = (digits.images / 16.0).astype(np.float32)[:, None]
+            ey = digits.target
+            seen = {row.tobytes() for row in x.reshape(len(x), -1)}
+            keep = [i for i, row in enumerate(ex.reshape(len(ex), -1)) if row.tobytes() not in seen]
+            ex, ey = ex[keep], ey[keep]
+        x, y = np.concatenate([x, ex])[:n], np.concatenate([y, ey])[:n]
+    return x[:n], y[:n], min(n, len(test["y"]))
+
+
+def bench_batch(name: str, n: int, threads: int, work: Path) -> dict:
+    """One batch-packed run in a fresh process, so that its peak memory is its own."""
+    out = work / f"{name}-batch.json"
+    cmd = [
+        sys.executable,
+        __file__,
+        "--batch-worker",
+        name,
+        "--batch-images",
+        str(n),
+        "--threads",
+        str(threads),
+        "--json",
+        str(out),
+        "--work",
+        str(work),
+    ]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"batch run of {name} failed:\n{proc.stdout}")
+    return json.loads(out.read_text())
+
+
+def batch_worker(name: str, n: int, threads: int, work: Path) -> dict:
+    folder, degree = MODELS[name]
+    model = folder / "model.onnx"
+    x, y, n_test = images(folder, n)
+    calib = np.load(folder / "calib.npz")["x"] if degree is not None else None
+    row: dict = {"model": name, "packing": "batch", "images_per_eval": n}
+    t = time.perf_counter()
+    options = hec.CompileOptions(packing="batch", batch_size=n, degree=degree)
+    art = hec.compile(model, work / f"{name.split()[0]}-batch", options, calibration=calib)
+    row["compile_s"] = time.perf_counter() - t
+    totals = art.report["totals"]
+    row.update(
+        {
+            k: totals[k]
+            for k in (
+                "rotations",
+                "hoisted_rotations",
+                "plaintext_multiplies",
+                "scalar_multiplies",
+                "additions",
+                "ciphertext_multiplies",
+                "rescales",
+                "rotation_keys",
+                "depth",
+                "ciphertexts",
+            )
+        }
+    )
+    row["ring_dim"] = art.params.ring_dim
+    row["slots"] = art.params.slots
+    t = time.perf_counter()
+    ref = onnxruntime_outputs(model, x)
+    row["onnxruntime_ms_per_image"] = (time.perf_counter() - t) / len(x) * 1e3
+    sim = hec.simulate(art, x)
+    from hec.progress import stderr_progress
+
+    result = hec.run(art, x, progress=stderr_progress(), threads=threads)
+    st = result.stats
+    row["keygen_s"] = st["total_seconds"]["keygen"]
+    row["encrypt_ms"] = st["total_seconds"]["encrypt"] * 1e3
+    row["evaluate_s"] = st["total_seconds"]["evaluate"]
+    row["decrypt_ms"] = st["total_seconds"]["decrypt"] * 1e3
+    row["ms_per_image"] = st["amortized_ms_per_image"]
+    row["eval_key_mb"] = art.report["memory"]["key_bytes"] / 1e6
+    row["peak_rss_mb"] = st["measured_peak_bytes"] / 1e6
+    row["predicted_peak_mb"] = st["predicted_peak_bytes"] / 1e6
+    row["max_live_ciphertexts"] = st["max_live_ciphertexts"]
+    row["threads"] = threads
+    row["argmax_equals_simulator"] = int((result.predictions == sim.argmax(1)).sum())
+    row["max_abs_err_vs_simulator"] = float(np.abs(result.logits - sim).max())
+    row["max_abs_err_vs_onnxruntime"] = float(np.abs(result.logits - ref).max())
+    row["n_encrypted"] = len(x)
+    row["n_test"] = n_test
+    row["acc_onnxruntime"] = float((ref[:n_test].argmax(1) == y[:n_test]).mean())
+    row["acc_simulated"] = float((sim[:n_test].argmax(1) == y[:n_test]).mean())
+    row["acc_encrypted"] = float((result.predictions[:n_test] == y[:n_test]).mean())
+    return row
+
+
+COLUMNS = [  # (key, header, format); "-" where a packing has no such figure
     ("model", "model", "{}"),
+    ("packing", "packing", "{}"),
+    ("images_per_eval", "img/eval", "{}"),
     ("compile_s", "compile s", "{:.2f}"),
     ("keygen_s", "keygen s", "{:.2f}"),
     ("encrypt_ms", "enc ms", "{:.1f}"),
     ("evaluate_s", "eval s", "{:.2f}"),
+    ("ms_per_image", "ms/img", "{:.1f}"),
     ("decrypt_ms", "dec ms", "{:.1f}"),
     ("onnxruntime_ms_per_image", "ort ms", "{:.3f}"),
     ("rotations", "rot", "{}"),
     ("hoisted_rotations", "hoisted", "{}"),
     ("plaintext_multiplies", "pt-mul", "{}"),
+    ("scalar_multiplies", "sc-mul", "{}"),
     ("ciphertext_multiplies", "ct-mul", "{}"),
     ("rotation_keys", "keys", "{}"),
     ("eval_key_mb", "key MB", "{:.0f}"),
+    ("ciphertexts", "cts", "{}"),
     ("depth", "depth", "{}"),
     ("ring_dim", "ring", "{}"),
     ("peak_rss_mb", "peak MB", "{:.0f}"),
+    ("predicted_peak_mb", "pred MB", "{:.0f}"),
     ("acc_onnxruntime", "acc ort", "{:.3f}"),
     ("acc_simulated", "acc HE-fr", "{:.3f}"),
-    ("acc_encrypted", "acc enc", "{:.2f}"),
+    ("acc_encrypted", "acc enc", "{:.3f}"),
 ]
 
 
@@ -241,7 +355,9 @@ DEPLOY_COLUMNS = [  # (key, header, format)
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]] = COLUMNS) -> None:
-    cells = [[h for _, h, _ in columns]] + [[f.format(r[k]) for k, _, f in columns] for r in rows]
+    cells = [[h for _, h, _ in columns]] + [
+        [f.format(r[k]) if k in r else "-" for k, _, f in columns] for r in rows
+    ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     for j, row in enumerate(cells):
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
@@ -251,14 +367,24 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]] = COLUMNS)
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one encrypted image per model")
-    ap.add_argument("--images", type=int, default=10, help="encrypted images per model")
+    ap.add_argument("--quick", action="store_true", help="1 latency image, 16 batch images")
+    ap.add_argument("--images", type=int, default=10, help="encrypted images per model (latency)")
+    ap.add_argument("--batch-images", type=int, default=1024, help="images in the batch run")
+    ap.add_argument("--threads", type=int, default=1, help="batch packing: worker processes")
+    ap.add_argument("--packing", choices=["slots", "batch", "both"], default="both")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results.json")
     ap.add_argument("--model", default="", help="only models whose name contains this")
     ap.add_argument("--requests", type=int, default=3, help="round trips through hec serve")
     ap.add_argument("--no-deploy", action="store_true", help="skip the deployment table")
+    ap.add_argument("--batch-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.batch_worker:  # internal: one batch-packed run in this fresh process
+        row = batch_worker(args.batch_worker, args.batch_images, args.threads, args.work)
+        args.json.write_text(json.dumps(row) + "\n")
+        return 0
     n = 1 if args.quick else args.images
+    n_batch = 16 if args.quick else args.batch_images
     if args.quick and not args.model:
         args.model = "cryptonets"  # seconds, for CI; the others need minutes and GBs of keys
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,11 +393,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.model and args.model not in name:
                 continue
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
-            rows.append(bench_model(name, folder, degree, n, Path(tmp)))
-            if not args.no_deploy:
-                print(f"deployment of {name} ...", file=sys.stderr, flush=True)
-                requests = 1 if args.quick else args.requests
-                bench_deployment(rows[-1], folder, degree, requests, Path(tmp))
+            if args.packing in ("slots", "both"):
+                rows.append(bench_model(name, folder, degree, n, Path(tmp)))
+                if not args.no_deploy:
+                    print(f"deployment of {name} ...", file=sys.stderr, flush=True)
+                    requests = 1 if args.quick else args.requests
+                    bench_deployment(rows[-1], folder, degree, requests, Path(tmp))
+            if args.packing in ("batch", "both"):
+                print(f"batch packing of {name} ...", file=sys.stderr, flush=True)
+                rows.append(bench_batch(name, n_batch, args.threads, Path(tmp)))
     meta = {
         "date": date.today().isoformat(),
         "machine": platform.machine(),
@@ -279,15 +409,17 @@ def main(argv: list[str] | None = None) -> int:
         "omp_threads": os.environ.get("OMP_NUM_THREADS"),
         "python": platform.python_version(),
         "hec": hec.__version__,
+        "batch_threads": args.threads,
     }
     print(
         f"hec benchmark {meta['date']}, {meta['cpus']} CPUs, OMP_NUM_THREADS="
-        f"{meta['omp_threads']}, {n} encrypted image(s) per model"
+        f"{meta['omp_threads']}, {n} latency image(s), {n_batch} batch image(s) per model"
     )
     print_table(rows)
-    if not args.no_deploy:
+    deployed = [r for r in rows if "round_trip_s" in r]
+    if deployed:
         print()
-        print_table(rows, DEPLOY_COLUMNS)
+        print_table(deployed, DEPLOY_COLUMNS)
     if not args.quick:
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         print(f"written {args.json}")

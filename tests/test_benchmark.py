@@ -24,7 +24,11 @@ def test_benchmark_quick_mode_prints_the_table() -> None:
     header, _, row = lines[1:4]
     for column in ("keygen s", "eval s", "rot", "pt-mul", "ct-mul", "keys", "key MB", "ort ms"):
         assert column in header
-    assert row.split()[0] == "cryptonets-digits"
+    assert row.split()[:2] == ["cryptonets-digits", "slots"]
+    # Batch packing: a throughput row beside the latency row of the same model.
+    for column in ("packing", "ms/img", "sc-mul", "cts", "peak MB", "pred MB"):
+        assert column in header
+    assert lines[4].split()[:2] == ["cryptonets-digits", "batch"]
     # The deployment table: sizes, the round trip through hec serve, sample-block throughput.
     deploy = lines[lines.index("", 4) + 1 :]
     for column in (

@@ -17,10 +17,27 @@ from hec.backend_openfhe import (
     program_report,
     write_artifact,
 )
+from hec.backend_openfhe.batch_memory import (
+    PROCESS_BASELINE,
+    check_fits,
+    inputs_plan,
+    machine_memory,
+    plan_memory,
+)
+from hec.backend_openfhe.params import MAX_RING_DIM, CKKSParams, min_ring_dim, program_depth
+from hec.backend_openfhe.report import batch_program_report
+from hec.errors import ParameterError
 from hec.frontend import import_onnx
+from hec.ir import Graph
 from hec.optimize import accuracy, conversion_layers, make_he_friendly
 from hec.options import CompileOptions
-from hec.passes import PassManager, he_friendly_pipeline, slot_packing_pipeline
+from hec.passes import (
+    LowerToBatch,
+    PassManager,
+    batch_packing_pipeline,
+    he_friendly_pipeline,
+    slot_packing_pipeline,
+)
 from hec.progress import ProgressFn, no_progress
 from hec.runtime import Client, Server, simulate_slots
 from hec.runtime.inputs import as_batch
@@ -55,49 +72,153 @@ def compile(
     original = graph.clone() if calibration is not None else None
     stats = make_he_friendly(model, graph, options, calibration, progress)
     tensor_ir = graph.clone()
-    passes = slot_packing_pipeline(options)
-    total = len(passes)
-    done = iter(range(total))
-    PassManager(
-        passes,
-        dump_dir=options.dump_ir_after,
-        progress=lambda name: progress(f"compile: {name}", next(done), total),
-        first_index=len(he_friendly_pipeline(options, stats or None)) + 1,
-    ).run(graph)
-    progress("compile", total, total)
-    params = choose_params(
-        graph,
-        options.scaling_bits,
-        options.first_mod_bits,
-        options.security,
-        options.sample_blocks,
-    )
-    if params.blocks > 1:
-        check_block_local(graph, params.blocks)  # the guarantee the runtime relies on
+    first_index = len(he_friendly_pipeline(options, stats or None)) + 1
+    if options.packing == "auto":
+        program, params, figures = _auto_packing(graph, options, progress, first_index)
+    elif options.packing in ("slots", "batch"):
+        program, params, figures = _lower(graph, options, options.packing, progress, first_index)
+    else:
+        raise ParameterError(f"packing {options.packing!r} is not one of slots, batch, auto")
     name = str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>"
     io = {
         "model": name,
         "input_name": tensor_ir.inputs[0].name,
         "input_shape": list(tensor_ir.inputs[0].shape),
         "output_shape": list(tensor_ir.outputs[0].shape),
+        "packing": figures["packing"],
     }
     report = {
         "model": name,
         "input_shape": io["input_shape"],
         "output_shape": io["output_shape"],
-        **program_report(graph, params),
+        **figures,
+        "estimates": _estimates(figures),
         "activations": conversion_layers(tensor_ir, stats),
         "compile_seconds": round(time.perf_counter() - start, 3),
     }
     if labels is not None and calibration is not None and original is not None:
         report["accuracy"] = accuracy(model, tensor_ir, calibration, labels)
-    return write_artifact(Path(out_dir), graph, params, io, report, tensor_ir)
+    return write_artifact(Path(out_dir), program, params, io, report, tensor_ir)
+
+
+def _estimates(figures: dict) -> dict:
+    """Rough evaluation time from the counts (``cost_model``): per evaluation and per image."""
+    from hec.backend_openfhe.cost_model import estimated_seconds
+
+    seconds = estimated_seconds(figures)
+    per_eval = figures["ckks"]["slots"] if figures["packing"] == "batch" else 1
+    return {
+        "evaluation_seconds": round(seconds, 3),
+        "images_per_evaluation": per_eval,
+        "ms_per_image": round(seconds / per_eval * 1e3, 3),
+        "basis": "operation counts x per-operation costs measured at ring 2^14, one thread",
+    }
+
+
+def _lower(
+    graph: Graph,
+    options: CompileOptions,
+    packing: str,
+    progress: ProgressFn = no_progress,
+    first_index: int = 1,
+) -> tuple[Graph, CKKSParams, dict]:
+    """Run ``packing``'s pipeline on a copy of ``graph``: the program, its parameters and its
+    report figures (batch packing: refused here if predicted not to fit in memory)."""
+    program = graph.clone()
+    if packing == "batch":
+        passes = batch_packing_pipeline(options, _batch_slots(program, options))
+    else:
+        passes = slot_packing_pipeline(options)
+    total = len(passes)
+    done = iter(range(total))
+    PassManager(
+        passes,
+        dump_dir=options.dump_ir_after,
+        progress=lambda name: progress(f"compile: {name}", next(done), total),
+        first_index=first_index,
+    ).run(program)
+    progress("compile", total, total)
+    if packing == "batch":
+        params = choose_params(
+            program, options.scaling_bits, options.first_mod_bits, options.security
+        )
+        return program, params, _batch_report(program, params, options)
+    params = choose_params(
+        program,
+        options.scaling_bits,
+        options.first_mod_bits,
+        options.security,
+        options.sample_blocks,
+    )
+    if params.blocks > 1:
+        check_block_local(program, params.blocks)  # the guarantee the runtime relies on
+    return program, params, program_report(program, params)
+
+
+def _auto_packing(
+    graph: Graph, options: CompileOptions, progress: ProgressFn, first_index: int = 1
+) -> tuple[Graph, CKKSParams, dict]:
+    """Slot packing unless ``batch_size`` inputs evaluate faster batch-packed (and fit).
+
+    Slot packing runs ``B`` evaluations, batch packing ``ceil(B / slots)``; each is timed with
+    ``cost_model.estimated_seconds`` from the compiled programs' counts.
+    """
+    from hec.backend_openfhe.cost_model import estimated_seconds
+    from hec.errors import ResourceError
+
+    slots = _lower(graph, options, "slots", progress, first_index)
+    n = options.batch_size or 1
+    if n <= 1:
+        return slots
+    try:
+        batch = _lower(graph, options, "batch", progress, first_index)
+    except ResourceError:
+        return slots
+    t_slots = n * estimated_seconds(slots[2])
+    t_batch = -(-n // batch[1].slots) * estimated_seconds(batch[2])
+    return batch if t_batch < t_slots else slots
+
+
+def _batch_slots(graph: Graph, options: CompileOptions) -> int:
+    """Slots per ciphertext in batch packing: ``batch_size`` rounded up to a power of two, or
+    half the smallest ring the program's depth allows (what fills it)."""
+    if options.batch_size is not None:
+        if options.batch_size < 1 or options.batch_size > MAX_RING_DIM // 2:
+            raise ParameterError(
+                f"batch size {options.batch_size} is outside 1..{MAX_RING_DIM // 2} "
+                f"(half the largest ring dimension)"
+            )
+        return 1 << (options.batch_size - 1).bit_length()
+    probe = graph.clone()
+    LowerToBatch(1).run(probe)  # the depth does not depend on the batch
+    depth = program_depth(probe)
+    return min_ring_dim(depth, options.scaling_bits, options.first_mod_bits, options.security) // 2
+
+
+def _batch_report(graph: Graph, params, options: CompileOptions) -> dict:
+    """The batch program's counts and memory plan; refuses one that cannot fit."""
+    limit = options.memory_limit or machine_memory()[0]
+    what = "allowed (memory limit)" if options.memory_limit else "this machine has"
+    min_ring = min_ring_dim(
+        params.depth, options.scaling_bits, options.first_mod_bits, options.security
+    )
+    # the inputs alone first: a model far too large is refused before it is scheduled
+    check_fits(
+        inputs_plan(graph, params), params, limit, PROCESS_BASELINE, "compile", min_ring, what
+    )
+    planned = plan_memory(graph, params)
+    check_fits(planned.plan, params, limit, PROCESS_BASELINE, "compile", min_ring, what)
+    return batch_program_report(graph, params, planned.plan, planned.eg, planned.schedule)
 
 
 def simulate(artifact: Artifact | str | os.PathLike, x: np.ndarray) -> np.ndarray:
     """Run the compiled program on numpy slot vectors; returns logits ``[B, *output_shape]``."""
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     xb = as_batch(x, art.input_shape)
+    if art.program.dialect == "batch":
+        from hec.runtime.batch_simulator import simulate_batch
+
+        return simulate_batch(art.program, xb)[0].reshape(len(xb), *art.output_shape)
     out = simulate_slots(art.program, art.input_layout.pack(xb))[0]
     return art.output_layout.unpack(out)
 
@@ -109,6 +230,7 @@ class RunResult:
     logits: np.ndarray
     precision_bits: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)  # batch packing: totals, memory, ciphertexts
 
     @property
     def predictions(self) -> np.ndarray:
@@ -116,15 +238,30 @@ class RunResult:
 
 
 def run(
-    artifact: Artifact | str | os.PathLike, x: np.ndarray, progress: ProgressFn = no_progress
+    artifact: Artifact | str | os.PathLike,
+    x: np.ndarray,
+    progress: ProgressFn = no_progress,
+    threads: int = 1,
+    memory_limit: int | None = None,
 ) -> RunResult:
     """Encrypted inference in one process: keys, encrypt, evaluate, decrypt each sample.
 
-    A sample-block artifact encrypts up to ``params.blocks`` samples per ciphertext.
-    ``timings`` holds the key generation time and the per-sample means of the other stages.
+    ``timings`` holds the key generation time and the per-sample means of the other stages
+    (in batch packing, the totals divided by the number of samples: the amortized cost). A
+    sample-block artifact encrypts up to ``params.blocks`` samples per ciphertext.
+
+    Args:
+        artifact: the compiled program (or its directory).
+        x: inputs ``[B, *input_shape]`` (or one sample).
+        progress: progress callback.
+        threads: batch packing: worker processes evaluating independent ciphertexts.
+        memory_limit: batch packing: bytes the run may use at its peak (default: what this
+            process holds plus the machine's available memory); checked before key generation.
     """
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     xb = as_batch(x, art.input_shape)
+    if art.program.dialect == "batch":
+        return _run_batch(art, xb, progress, threads, memory_limit)
     t = time.perf_counter()
     client = Client(art, progress=lambda d, n: progress("keygen", d, n))
     timings = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
@@ -148,3 +285,88 @@ def run(
     for stage in ("encrypt", "evaluate", "decrypt"):
         timings[stage] /= len(xb)
     return RunResult(np.stack(logits), np.asarray(precision), timings)
+
+
+def _run_batch(
+    art: Artifact, xb: np.ndarray, progress: ProgressFn, threads: int, memory_limit: int | None
+) -> RunResult:
+    """Batch packing: up to ``slots`` samples per evaluation, one ciphertext per element."""
+    from hec.runtime.batch_server import BatchServer
+
+    params = art.params
+    planned = plan_memory(art.program, params, threads)
+    plan = planned.plan
+    baseline = _resident_bytes()
+    limit = memory_limit or baseline + machine_memory()[1]
+    what = "allowed (memory limit)" if memory_limit else "this process holds plus what is free"
+    min_ring = min_ring_dim(
+        params.depth, params.scaling_bits, params.first_mod_bits, params.security
+    )
+    predicted = check_fits(plan, params, limit, baseline, "key generation", min_ring, what)
+    t = time.perf_counter()
+    client = Client(art, progress=lambda d, n: progress("keygen", d, n))
+    totals = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
+    server = BatchServer(art, client.context, threads, planned)
+    logits, precision = [], []
+    groups = range(0, len(xb), params.slots)
+    for g, start in enumerate(groups):
+        chunk = xb[start : start + params.slots]
+        t = time.perf_counter()
+        cts = client.encrypt_elements(chunk)
+        totals["encrypt"] += time.perf_counter() - t
+        t = time.perf_counter()
+        stage = f"eval {g + 1}/{len(groups)}"
+        out = server.evaluate(cts, lambda d, n, stage=stage: progress(stage, d, n))
+        del cts
+        totals["evaluate"] += time.perf_counter() - t
+        t = time.perf_counter()
+        dec = client.decrypt_elements(out, len(chunk))
+        del out
+        totals["decrypt"] += time.perf_counter() - t
+        logits.append(dec.values)
+        precision.append(np.full(len(chunk), dec.precision_bits))
+    n = len(xb)
+    timings = {"keygen": totals["keygen"]}
+    timings.update({k: totals[k] / n for k in ("encrypt", "evaluate", "decrypt")})
+    stats = {
+        "packing": "batch",
+        "samples": n,
+        "slots": params.slots,
+        "evaluations": len(groups),
+        "threads": threads,
+        "ring_dim": params.ring_dim,
+        "ciphertexts_computed": plan.ciphertexts_computed * len(groups),
+        "max_live_ciphertexts": plan.max_live_ciphertexts,
+        "predicted_peak_bytes": predicted,
+        "measured_peak_bytes": _peak_resident_bytes(),
+        "total_seconds": totals,
+        "amortized_ms_per_image": totals["evaluate"] / n * 1e3,
+    }
+    return RunResult(np.concatenate(logits), np.concatenate(precision), timings, stats)
+
+
+def _peak_resident_bytes() -> int:
+    """This process's peak resident memory: ``VmHWM`` of ``/proc/self/status`` on Linux.
+
+    Not ``ru_maxrss``: Linux carries that across ``exec`` from the forking parent, so a fresh
+    process started by a large one would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now (Linux ``/proc``; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0

@@ -30,6 +30,14 @@ class CompileOptions:
         sample_blocks: throughput mode within slot packing: one ciphertext carries as many
             samples as the ring leaves room for (``ring_dim / (2·slots)`` blocks of ``slots``
             slots), at the price of block-local linear maps (up to twice the diagonals).
+        packing: ``"slots"`` (latency: one input spread over the slots of a ciphertext),
+            ``"batch"`` (throughput: one input per slot, one ciphertext per tensor element) or
+            ``"auto"`` (batch packing when ``batch_size`` inputs are faster that way).
+        batch_size: inputs per evaluation in batch packing (rounded up to a power of two, at
+            most half the ring dimension); ``None`` fills the slots of the smallest ring the
+            program's depth allows.
+        memory_limit: bytes a batch program may need at its peak; ``None``: this machine's
+            memory. Compilation refuses a program predicted to need more.
     """
 
     slots: int | None = None
@@ -43,3 +51,6 @@ class CompileOptions:
     margin: float = 0.05
     max_poly_depth: int = 5
     sample_blocks: bool = False
+    packing: str = "slots"
+    batch_size: int | None = None
+    memory_limit: int | None = None

@@ -101,8 +101,10 @@ def test_dump_ir_after(tmp_path: Path) -> None:
 
 def test_unsupported_op_is_one_line(tmp_path: Path) -> None:
     b = ModelBuilder((4,))
-    onnx.save(b.build(b.node("Softmax", [b.node("Gemm", ["input", b.weight(4, 4)])])),
-              str(tmp_path / "softmax.onnx"))
+    onnx.save(
+        b.build(b.node("Softmax", [b.node("Gemm", ["input", b.weight(4, 4)])])),
+        str(tmp_path / "softmax.onnx"),
+    )
     proc = hec("compile", str(tmp_path / "softmax.onnx"), "-o", str(tmp_path / "o"))
     assert_one_line_error(proc, "Softmax_2", "op Softmax", "argmax")
     assert not (tmp_path / "o").exists()
@@ -110,8 +112,10 @@ def test_unsupported_op_is_one_line(tmp_path: Path) -> None:
 
 def test_activation_without_calibration_is_one_line(tmp_path: Path) -> None:
     b = ModelBuilder((4,))
-    onnx.save(b.build(b.node("Relu", [b.node("Gemm", ["input", b.weight(4, 4)])])),
-              str(tmp_path / "relu.onnx"))
+    onnx.save(
+        b.build(b.node("Relu", [b.node("Gemm", ["input", b.weight(4, 4)])])),
+        str(tmp_path / "relu.onnx"),
+    )
     proc = hec("compile", str(tmp_path / "relu.onnx"), "-o", str(tmp_path / "o"))
     assert_one_line_error(proc, "Relu_2", "--calib")
 
@@ -196,3 +200,64 @@ def test_wrong_python_gets_a_clear_message() -> None:
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert "hec needs Python 3.10" in last and "make setup" in last
+
+
+# -- batch packing -------------------------------------------------------------------------
+def test_compile_batch_prints_its_summary_and_simulates(tmp_path: Path) -> None:
+    out = tmp_path / "batch"
+    proc = hec(
+        "compile",
+        str(EXAMPLE / "model.onnx"),
+        "-o",
+        str(out),
+        "--packing",
+        "batch",
+        "--batch-size",
+        "100",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "batch of 128 inputs (one per slot)" in proc.stdout and "no rotation keys" in proc.stdout
+    assert "sc-mul" in proc.stdout and "predicted peak" in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["packing"] == "batch" and report["totals"]["rotation_keys"] == 0
+    np.save(tmp_path / "x.npy", np.load(EXAMPLE / "test.npz")["x"][:5])
+    run = hec(
+        "run",
+        str(out),
+        "--input",
+        str(tmp_path / "x.npy"),
+        "--simulate",
+        "--compare-onnx",
+        str(EXAMPLE / "model.onnx"),
+        "--report",
+        str(tmp_path / "run.json"),
+    )
+    assert run.returncode == 0, run.stderr
+    assert "argmax agrees with onnxruntime on 5/5" in run.stdout
+    assert "simulate" in json.loads((tmp_path / "run.json").read_text())["timings"]
+    assert report["estimates"]["images_per_evaluation"] == 128
+
+
+def test_batch_memory_refusals_are_one_line_errors(tmp_path: Path) -> None:
+    proc = hec(
+        "compile",
+        str(EXAMPLE / "model.onnx"),
+        "-o",
+        str(tmp_path / "b"),
+        "--packing",
+        "batch",
+        "--memory-limit",
+        "200MB",
+    )
+    assert_one_line_error(proc, "batch packing needs", "GB at its peak", "--packing slots")
+    bad = hec(
+        "compile",
+        str(EXAMPLE / "model.onnx"),
+        "-o",
+        str(tmp_path / "c"),
+        "--packing",
+        "batch",
+        "--memory-limit",
+        "lots",
+    )
+    assert_one_line_error(bad, "'lots' is not a size")

@@ -89,6 +89,10 @@ if __name__ == "__main__":
 
 
 def generate_program(program: Graph, params: CKKSParams, io: dict[str, Any]) -> str:
+    if program.dialect == "batch":
+        from hec.backend_openfhe.codegen_batch import generate_batch_program
+
+        return generate_batch_program(program, params, io)
     names = {id(v): f"ct{i}" for i, v in enumerate(program.values())}
     index = {id(op): i for i, op in enumerate(program.ops)}
     const_key = {(id(op), k): f"op{index[id(op)]}.{k}" for op in program.ops for k in op.consts}

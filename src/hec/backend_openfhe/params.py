@@ -1,6 +1,7 @@
 """CKKS parameters chosen from the program, and the OpenFHE context they describe.
 
-The depth is the deepest level any value reaches; the batch size is the program's slot count;
+The depth is the deepest level any value reaches; the batch size is the program's slot count
+(slot packing) or its batch (batch packing: one input per slot);
 OpenFHE then picks the smallest ring dimension that keeps ``log2 Q·P`` within its 128-bit table
 (we raise it if the slots need more room). Scaling technique is ``FIXEDMANUAL``: the program says
 where to rescale, so the level in every ciphertext's type is exactly what OpenFHE will see.
@@ -15,9 +16,16 @@ from typing import Any
 
 from hec._environment import load_openfhe
 from hec.errors import ParameterError
-from hec.ir import CipherType, Graph
+from hec.ir import BatchCipherType, CipherType, Graph
 
-__all__ = ["CKKSParams", "choose_params", "make_context", "program_depth", "rotation_indices"]
+__all__ = [
+    "CKKSParams",
+    "choose_params",
+    "make_context",
+    "min_ring_dim",
+    "program_depth",
+    "rotation_indices",
+]
 
 SECURITY_LEVELS = ("HEStd_128_classic", "HEStd_192_classic", "HEStd_256_classic")
 MAX_RING_DIM = 1 << 17
@@ -68,7 +76,10 @@ class CKKSParams:
 
 def program_depth(graph: Graph) -> int:
     """The number of rescales on the deepest path (the multiplicative depth to provision)."""
-    return max((v.type.level for v in graph.values() if isinstance(v.type, CipherType)), default=0)
+    return max(
+        (v.type.level for v in graph.values() if isinstance(v.type, CipherType | BatchCipherType)),
+        default=0,
+    )
 
 
 def rotation_indices(graph: Graph) -> tuple[int, ...]:
@@ -119,6 +130,26 @@ def make_context(params: CKKSParams):
     return cc
 
 
+def min_ring_dim(
+    depth: int,
+    scaling_bits: int = 40,
+    first_mod_bits: int = 60,
+    security: str = "HEStd_128_classic",
+) -> int:
+    """The smallest ring dimension OpenFHE accepts for ``depth`` at ``security``."""
+    openfhe = load_openfhe()
+    try:
+        cc = openfhe.GenCryptoContext(
+            _cc_params(openfhe, max(depth, 1), 8, scaling_bits, first_mod_bits, security, None)
+        )
+    except RuntimeError as exc:
+        raise ParameterError(
+            f"OpenFHE accepts no parameters for depth {depth} at {security}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    return int(cc.GetRingDimension())
+
+
 def choose_params(
     graph: Graph,
     scaling_bits: int = 40,
@@ -142,7 +173,8 @@ def choose_params(
     if "matvec" in kinds:
         raise ValueError("the program still has matvec ops; run schedule-rotations first")
     openfhe = load_openfhe()
-    slots = graph.inputs[0].type.slots
+    t = graph.inputs[0].type
+    slots = t.batch if isinstance(t, BatchCipherType) else t.slots
     depth = max(program_depth(graph), 1)
     ring_dim = None
     try:
@@ -186,7 +218,7 @@ def choose_params(
         first_mod_bits=first_mod_bits,
         security=security,
         rotation_indices=rotation_indices(graph),
-        needs_relinearization=bool(kinds & {"mul", "poly"}),
+        needs_relinearization=bool(kinds & {"mul", "poly", "relinearize"}),
         needs_poly="poly" in kinds,
         blocks=blocks,
     )

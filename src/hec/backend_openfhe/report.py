@@ -11,10 +11,12 @@ from collections import Counter
 from itertools import groupby
 from typing import Any
 
+from hec.backend_openfhe.batch_memory import MemoryPlan
+from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule
 from hec.backend_openfhe.params import CKKSParams
 from hec.ir import CipherType, Graph, Op
 
-__all__ = ["program_report", "COUNTED"]
+__all__ = ["program_report", "batch_program_report", "COUNTED", "BATCH_COUNTED"]
 
 # report key -> slot op kind
 COUNTED = {
@@ -90,4 +92,116 @@ def _layer_kind(ops: list[Op]) -> str:
         )
     if kinds & {"mul_plain", "rotate"}:
         return "linear"
+    return "add" if "add" in kinds else "align"
+
+
+# -- batch packing ----------------------------------------------------------------------------
+# report key -> what one task (one element ciphertext) of a batch op costs; every batch report
+# has the slot report's keys too (rotations and rotation keys are 0), so tables can mix them.
+BATCH_COUNTED = (
+    "scalar_multiplies",
+    "additions",
+    "plaintext_additions",
+    "ciphertext_multiplies",
+    "relinearizations",
+    "rescales",
+    "level_reductions",
+    "polynomials",
+)
+
+
+def _task_counts(op: Op, row: int) -> dict[str, int]:
+    """HE operations of one task of a batch op (see ``execute_batch``)."""
+    if op.kind in ("weighted_sum", "signed_sum"):
+        c = op.consts
+        lo, hi = int(c["indptr"][row]), int(c["indptr"][row + 1])
+        n, bias = hi - lo, int(c["bias"][row] != 0.0)
+        if op.kind == "weighted_sum":  # n multiplies, n - 1 adds, one rescale
+            return {
+                "scalar_multiplies": max(n, 1),
+                "additions": max(n - 1, 0),
+                "rescales": 1,
+                "plaintext_additions": bias,
+            }
+        negate = int(n > 0 and c["weights"][lo] < 0)
+        return {"additions": max(n - 1, 0) + int(n == 0) + negate, "plaintext_additions": bias}
+    if op.kind == "mul":  # EvalMult / EvalSquare relinearize at once
+        return {"ciphertext_multiplies": 1, "relinearizations": 1}
+    key = {
+        "mul_norelin": "ciphertext_multiplies",
+        "relinearize": "relinearizations",
+        "add": "additions",
+        "mul": "ciphertext_multiplies",
+        "rescale": "rescales",
+        "level_reduce": "level_reductions",
+        "poly": "polynomials",
+    }[op.kind]
+    return {key: 1}
+
+
+def batch_program_report(
+    graph: Graph, params: CKKSParams, plan: MemoryPlan, eg: ElementGraph, schedule: Schedule
+) -> dict[str, Any]:
+    """Counts per layer and in total for a batch program, from the tasks its schedule runs.
+
+    ``plan``, ``eg`` and ``schedule`` come from ``batch_memory.plan_memory``; only scheduled
+    tasks are counted (a ciphertext no output needs is never computed).
+    """
+    per_op: list[Counter] = [Counter() for _ in graph.ops]
+    tasks = Counter()
+    for ct in schedule.order.tolist():
+        i = int(eg.op_of[ct])
+        per_op[i].update(_task_counts(graph.ops[i], int(eg.element_of[ct])))
+        tasks[i] += 1
+    zero = {"rotations": 0, "hoisted_rotations": 0, "plaintext_multiplies": 0}
+    layers = []
+    index = {id(op): i for i, op in enumerate(graph.ops)}
+    for origin, group in groupby(graph.ops, key=lambda op: op.origin):
+        ops = list(group)
+        counts = sum((per_op[index[id(op)]] for op in ops), Counter())
+        layers.append(
+            {
+                "name": origin or "(level alignment)",
+                "kind": _batch_layer_kind(ops),
+                "level_in": min(v.type.level for v in ops[0].inputs),
+                "level_out": max(op.result.type.level for op in ops),
+                **zero,
+                **{k: counts[k] for k in BATCH_COUNTED},
+                "rotation_keys": 0,
+                "ciphertexts": sum(tasks[index[id(op)]] for op in ops),
+            }
+        )
+    totals = {**zero, **{k: sum(lay[k] for lay in layers) for k in BATCH_COUNTED}}
+    totals.update(rotation_keys=0, depth=params.depth, ciphertexts=plan.ciphertexts_computed)
+    return {
+        "packing": "batch",
+        "ckks": {
+            "ring_dim": params.ring_dim,
+            "slots": params.slots,
+            "batch": params.slots,
+            "depth": params.depth,
+            "scaling_bits": params.scaling_bits,
+            "first_mod_bits": params.first_mod_bits,
+            "log_q_bits": params.log_q_bits,
+            "security": params.security,
+            "scaling_technique": "FIXEDMANUAL",
+        },
+        "totals": totals,
+        "layers": layers,
+        "memory": plan.to_json(),
+        "rotation_indices": [],
+    }
+
+
+def _batch_layer_kind(ops: list[Op]) -> str:
+    kinds = {op.kind for op in ops}
+    if "poly" in kinds:
+        return "polynomial"
+    products = [op for op in ops if op.kind in ("mul", "mul_norelin")]
+    if products:
+        return "square" if all(op.inputs[0] is op.inputs[1] for op in products) else "multiply"
+    if kinds & {"weighted_sum", "signed_sum"}:
+        return "linear"
+    if kinds <= {"rescale", "relinearize"}:  # a product's, deferred by lazy-relinearize
+        return "deferred"
     return "add" if "add" in kinds else "align"

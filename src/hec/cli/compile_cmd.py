@@ -49,6 +49,30 @@ __all__ = ["compile_cmd"]
     help="Bits of the first prime (headroom for large values).",
 )
 @click.option(
+    "--packing",
+    type=click.Choice(["slots", "batch", "auto"]),
+    default="slots",
+    show_default=True,
+    help="slots: one input per ciphertext (latency); batch: one input per slot, one "
+    "ciphertext per tensor element, no rotations (throughput); auto: batch when "
+    "--batch-size inputs evaluate faster that way.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Inputs per evaluation in batch packing (up to half the ring dimension; default: "
+    "fill the smallest ring the depth allows).",
+)
+@click.option(
+    "--memory-limit",
+    type=str,
+    default=None,
+    metavar="SIZE",
+    help="Memory a batch-packed program may need at its peak, e.g. 8GB (default: this "
+    "machine's memory); compilation refuses one predicted to need more.",
+)
+@click.option(
     "--dump-ir-after",
     type=click.Path(path_type=Path),
     default=None,
@@ -68,6 +92,9 @@ def compile_cmd(
     baby_step: int | None,
     scaling_bits: int,
     first_mod_bits: int,
+    packing: str,
+    batch_size: int | None,
+    memory_limit: str | None,
     dump_ir_after: Path | None,
     sample_blocks: bool,
     calib: Path | None,
@@ -82,6 +109,7 @@ def compile_cmd(
     """
     from hec.api import compile
     from hec.calibrate import load_dataset
+    from hec.cli.format import parse_size
     from hec.options import CompileOptions
     from hec.progress import stderr_progress
 
@@ -95,6 +123,9 @@ def compile_cmd(
         degree=degree,
         error_budget=error_budget,
         margin=margin,
+        packing=packing,
+        batch_size=batch_size,
+        memory_limit=parse_size(memory_limit) if memory_limit else None,
     )
     x, y = load_dataset(calib) if calib is not None else (None, None)
     artifact = compile(model, out_dir, options, progress=stderr_progress(), calibration=x,

@@ -24,6 +24,20 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+def slot_packed(artifact, command: str):
+    """Refuse a batch-packed artifact: its requests are one ciphertext per input element,
+    which the single-ciphertext file format of these commands does not carry yet."""
+    if artifact.program.dialect == "batch":
+        from hec.errors import ArtifactError
+
+        raise ArtifactError(
+            f"{artifact.path}: batch-packed artifacts run in one process for now (hec run, or "
+            f"Client.encrypt_elements / BatchServer / Client.decrypt_elements); hec {command} "
+            f"handles slot-packed ones"
+        )
+    return artifact
+
+
 def read_ciphertext(path: Path, artifact) -> bytes:
     """Read a ciphertext file, refusing one larger than any ciphertext of ``artifact``."""
     from hec.runtime.ciphertext_file import max_bytes
@@ -112,7 +126,7 @@ def encrypt_cmd(artifact: Path, keydir: Path, input_path: Path, out: Path) -> No
     from hec.cli.run_cmd import _load_npy
     from hec.runtime import Client
 
-    art = hec.load_artifact(artifact)
+    art = slot_packed(hec.load_artifact(artifact), "encrypt")
     x = _load_npy(input_path)
     client = Client.from_keys(art, keydir, secret=False)
     start = time.perf_counter()
@@ -146,7 +160,7 @@ def eval_cmd(
     from hec.runtime import Server
     from hec.runtime.resources import check_server
 
-    art = hec.load_artifact(artifact)
+    art = slot_packed(hec.load_artifact(artifact), "eval")
     check_server(art, workers=1, ignore=ignore_resource_check)
     start = time.perf_counter()
     server = Server.from_eval_keys(art, eval_keys)
@@ -182,7 +196,7 @@ def decrypt_cmd(artifact: Path, ciphertext: Path, keydir: Path, output_path: Pat
     from hec.cli.run_cmd import _print_results
     from hec.runtime import Client
 
-    art = hec.load_artifact(artifact)
+    art = slot_packed(hec.load_artifact(artifact), "decrypt")
     client = Client.from_keys(art, keydir, secret=True)
     dec = client.decrypt_bytes(read_ciphertext(ciphertext, art), str(ciphertext))
     _print_results(dec.values, None, np.full(len(dec.values), dec.precision_bits))

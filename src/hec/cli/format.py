@@ -7,7 +7,7 @@ from typing import Any
 import click
 import numpy as np
 
-__all__ = ["print_summary", "print_table", "format_row"]
+__all__ = ["print_summary", "print_table", "format_row", "parse_size"]
 
 _LAYER_COLUMNS = [
     ("rotations", "rot"),
@@ -37,9 +37,35 @@ def format_row(values: np.ndarray, precision: int = 4) -> str:
     )
 
 
+_BATCH_COLUMNS = [
+    ("ciphertexts", "cts"),
+    ("scalar_multiplies", "sc-mul"),
+    ("additions", "add"),
+    ("ciphertext_multiplies", "ct-mul"),
+    ("relinearizations", "relin"),
+    ("rescales", "rescale"),
+    ("polynomials", "poly"),
+]
+
+
+def parse_size(text: str) -> int:
+    """``"8GB"``, ``"512MB"``, ``"1.5G"`` or a number of bytes → bytes."""
+    from hec.errors import InputError
+
+    units = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in units else ""
+    try:
+        return int(float(t[: len(t) - len(unit)]) * units[unit])
+    except ValueError:
+        raise InputError(f"{text!r} is not a size (examples: 8GB, 512MB)") from None
+
+
 def print_summary(report: dict[str, Any]) -> None:
     """The compile summary: one row per layer, totals, CKKS parameters."""
-    header = ["layer", "kind", "levels", *(short for _, short in _LAYER_COLUMNS)]
+    batch = report.get("packing") == "batch"
+    columns = _BATCH_COLUMNS if batch else _LAYER_COLUMNS
+    header = ["layer", "kind", "levels", *(short for _, short in columns)]
     rows = []
     for layer in report["layers"]:
         name = layer["name"] if len(layer["name"]) <= 40 else layer["name"][:37] + "..."
@@ -48,15 +74,28 @@ def print_summary(report: dict[str, Any]) -> None:
                 name,
                 layer["kind"],
                 f"{layer['level_in']}->{layer['level_out']}",
-                *(layer[key] for key, _ in _LAYER_COLUMNS),
+                *(layer[key] for key, _ in columns),
             ]
         )
     totals = report["totals"]
-    rows.append(
-        ["total", "", f"depth {totals['depth']}", *(totals[key] for key, _ in _LAYER_COLUMNS)]
-    )
+    rows.append(["total", "", f"depth {totals['depth']}", *(totals[key] for key, _ in columns)])
     print_table(header, rows)
     ck = report["ckks"]
+    if batch:
+        mem = report["memory"]
+        click.echo(
+            f"CKKS: ring dimension {ck['ring_dim']}, batch of {ck['slots']} inputs (one per "
+            f"slot), depth {ck['depth']}, log2 Q = {ck['log_q_bits']} bits, scale "
+            f"2^{ck['scaling_bits']}, {ck['security']}; no rotation keys"
+        )
+        click.echo(
+            f"memory: {mem['input_ciphertexts']} input and {mem['output_ciphertexts']} output "
+            f"ciphertexts, {mem['ciphertexts_computed']} computed, at most "
+            f"{mem['max_live_ciphertexts']} alive ({mem['schedule']} order); predicted peak "
+            f"{mem['program_bytes'] / 1e6:.0f} MB for ciphertexts and keys "
+            f"(+ the process itself)"
+        )
+        return
     n = ck.get("samples_per_ciphertext", 1)
     blocks = f" x {n} samples per ciphertext" if n > 1 else ""
     click.echo(

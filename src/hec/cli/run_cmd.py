@@ -56,6 +56,29 @@ def _load_npy(path: Path) -> np.ndarray:
     is_flag=True,
     help="Run even if the estimated memory exceeds this machine.",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Batch packing: worker processes evaluating independent ciphertexts.",
+)
+@click.option(
+    "--memory-limit",
+    type=str,
+    default=None,
+    metavar="SIZE",
+    help="Batch packing: memory the run may use at its peak, e.g. 8GB (default: what is "
+    "free); checked before key generation.",
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the run's timings (and, in batch packing, totals, amortized ms/image, "
+    "ciphertexts, predicted and measured peak memory) to this JSON file.",
+)
 def run_cmd(
     artifact: Path,
     input_path: Path,
@@ -63,6 +86,9 @@ def run_cmd(
     output_path: Path | None,
     compare_onnx: Path | None,
     ignore_resource_check: bool,
+    threads: int,
+    memory_limit: str | None,
+    report_path: Path | None,
 ) -> None:
     """Run compiled program ARTIFACT on the inputs in --input; print logits and argmax."""
     import time
@@ -72,31 +98,44 @@ def run_cmd(
 
     art = hec.load_artifact(artifact)
     x = _load_npy(input_path)
+    reference = None
+    if compare_onnx is not None:  # before the run: its memory is then part of the baseline
+        from hec.frontend.reference import onnxruntime_outputs
+        from hec.runtime.inputs import as_batch
+
+        reference = onnxruntime_outputs(compare_onnx, as_batch(x, art.input_shape))
+    result = None
     if simulate:
         start = time.perf_counter()
         logits = hec.simulate(art, x)
         timings = {"simulate": time.perf_counter() - start}
         precision = None
     else:
+        from hec.cli.format import parse_size
         from hec.runtime.resources import check_in_process
 
-        check_in_process(art, ignore=ignore_resource_check)
-        result = hec.run(art, x, progress=stderr_progress())
+        if art.program.dialect != "batch":  # batch packing predicts its own, before keygen
+            check_in_process(art, ignore=ignore_resource_check)
+        limit = parse_size(memory_limit) if memory_limit else None
+        result = hec.run(art, x, progress=stderr_progress(), threads=threads, memory_limit=limit)
         logits, timings, precision = result.logits, result.timings, result.precision_bits
-    reference = None
-    if compare_onnx is not None:
-        from hec.frontend.reference import onnxruntime_outputs
-        from hec.runtime.inputs import as_batch
-
-        reference = onnxruntime_outputs(compare_onnx, as_batch(x, art.input_shape))
     _print_results(logits, reference, precision)
     mode = "simulated" if simulate else "encrypted"
     stages = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timings.items())
     per = "" if simulate else " (keygen once; other stages per sample)"
-    click.echo(f"{mode} run of {len(logits)} sample(s): {stages}{per}")
+    if result is not None and result.stats.get("packing") == "batch":
+        _print_batch_stats(result.stats)
+    else:
+        click.echo(f"{mode} run of {len(logits)} sample(s): {stages}{per}")
     if output_path is not None:
         np.save(output_path, logits)
         click.echo(f"logits written to {output_path}")
+    if report_path is not None:
+        import json
+
+        stats = {} if result is None else result.stats
+        report_path.write_text(json.dumps({"timings": timings, **stats}, indent=2) + "\n")
+        click.echo(f"run report written to {report_path}")
 
 
 def _print_results(
@@ -128,3 +167,21 @@ def _print_results(
             f"argmax agrees with onnxruntime on {agree}/{len(flat)}; max |diff| "
             f"{np.abs(flat - ref).max():.2e}"
         )
+
+
+def _print_batch_stats(stats: dict) -> None:
+    """Batch packing: totals, amortized time per image, memory predicted and measured."""
+    t = stats["total_seconds"]
+    click.echo(
+        f"encrypted batch run of {stats['samples']} sample(s) in {stats['evaluations']} "
+        f"evaluation(s) of up to {stats['slots']} (ring {stats['ring_dim']}, "
+        f"{stats['threads']} thread(s)): keygen {t['keygen']:.1f} s, encrypt {t['encrypt']:.1f} s, "
+        f"evaluate {t['evaluate']:.1f} s, decrypt {t['decrypt']:.1f} s"
+    )
+    click.echo(
+        f"amortized {stats['amortized_ms_per_image']:.2f} ms/image (evaluation); "
+        f"{stats['ciphertexts_computed']} ciphertexts computed, at most "
+        f"{stats['max_live_ciphertexts']} alive; peak memory "
+        f"{stats['measured_peak_bytes'] / 1e6:.0f} MB measured, "
+        f"{stats['predicted_peak_bytes'] / 1e6:.0f} MB predicted"
+    )

@@ -64,10 +64,11 @@ def serve_cmd(
     import sys
 
     import hec
+    from hec.cli.deploy_cmds import slot_packed
     from hec.runtime.resources import check_server
     from hec.runtime.serving import ServeConfig, serve
 
-    art = hec.load_artifact(artifact)
+    art = slot_packed(hec.load_artifact(artifact), "serve")
     est = check_server(art, workers, ignore=ignore_resource_check)
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: listening on {host} without TLS; put it behind a TLS proxy", err=True)
@@ -125,11 +126,11 @@ def query_cmd(
     --keys KEYDIR --input X.npy to encrypt, send and decrypt in one go.
     """
     import hec
-    from hec.cli.deploy_cmds import read_ciphertext
+    from hec.cli.deploy_cmds import read_ciphertext, slot_packed
     from hec.runtime import ciphertext_file
     from hec.runtime.remote import remote_eval
 
-    art = hec.load_artifact(artifact)
+    art = slot_packed(hec.load_artifact(artifact), "query")
     if ciphertext is not None:
         if out is None or keydir is not None or input_path is not None:
             raise InputError("with CIPHERTEXT give -o RESULT (and neither --keys nor --input)")

@@ -1,15 +1,15 @@
-"""The two IRs of hec: a tensor dialect close to ONNX and a slot dialect close to CKKS.
+"""The IRs of hec: a tensor dialect close to ONNX; slot and batch dialects close to CKKS.
 
-``ir`` imports nothing else from hec. Importing it registers both dialects' op kinds.
+``ir`` imports nothing else from hec. Importing it registers every dialect's op kinds.
 """
 
-from hec.ir import slot_ops, tensor_ops  # noqa: F401  (registers the op kinds)
+from hec.ir import batch_ops, slot_ops, tensor_ops  # noqa: F401  (registers the op kinds)
 from hec.ir.core import Graph, Op, OpDef, Value, VerifyError, op_def, register_op
 from hec.ir.interpreter import interpret
 from hec.ir.linear_maps import affine_map
 from hec.ir.printer import digest, print_graph
 from hec.ir.tensor_ops import LINEAR_KINDS, NON_POLYNOMIAL_KINDS
-from hec.ir.types import CipherType, Layout, TensorType, Type
+from hec.ir.types import BatchCipherType, CipherType, Layout, TensorType, Type
 
 __all__ = [
     "Graph",
@@ -25,6 +25,7 @@ __all__ = [
     "print_graph",
     "LINEAR_KINDS",
     "NON_POLYNOMIAL_KINDS",
+    "BatchCipherType",
     "CipherType",
     "Layout",
     "TensorType",

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hec.ir.types import CipherType, TensorType, Type
+from hec.ir.types import BatchCipherType, CipherType, TensorType, Type
 
 __all__ = ["Value", "Op", "Graph", "OpDef", "register_op", "op_def", "VerifyError"]
 
@@ -33,13 +33,13 @@ class OpDef:
     """
 
     kind: str
-    dialect: str  # "tensor" or "slot"
+    dialect: str  # "tensor", "slot" or "batch"
     arity: int  # number of inputs, -1 for variadic
     infer: Callable[[Op], list[Type]]
 
 
 _REGISTRY: dict[tuple[str, str], OpDef] = {}
-DIALECTS = ("tensor", "slot")
+DIALECTS = ("tensor", "slot", "batch")
 
 
 def register_op(kind: str, dialect: str, arity: int) -> Callable:
@@ -75,7 +75,7 @@ class Value:
     @property
     def shape(self) -> tuple[int, ...]:
         t = self.type
-        if isinstance(t, TensorType):
+        if isinstance(t, TensorType | BatchCipherType):
             return t.shape
         if isinstance(t, CipherType) and t.layout is not None:
             return t.layout.shape
@@ -124,8 +124,9 @@ class Op:
 class Graph:
     """An ordered block of ops in SSA form with typed inputs and outputs.
 
-    Every op of a graph belongs to its ``dialect``: ``tensor`` (close to ONNX) or ``slot``
-    (close to CKKS); lowering builds a new slot graph from a tensor graph.
+    Every op of a graph belongs to its ``dialect``: ``tensor`` (close to ONNX), ``slot`` (close
+    to CKKS, one sample per ciphertext) or ``batch`` (tensors of ciphertexts, one sample per
+    slot); lowering builds a new slot or batch graph from a tensor graph.
     """
 
     def __init__(self, name: str = "main", dialect: str = "tensor") -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from hec.ir.core import Graph, Op, Value
-from hec.ir.types import CipherType, Layout, TensorType, Type
+from hec.ir.types import BatchCipherType, CipherType, Layout, TensorType, Type
 
 __all__ = ["graph_to_json", "graph_from_json"]
 
@@ -15,6 +15,14 @@ __all__ = ["graph_to_json", "graph_from_json"]
 def _type_to_json(t: Type) -> dict[str, Any]:
     if isinstance(t, TensorType):
         return {"tensor": list(t.shape), "dtype": t.dtype}
+    if isinstance(t, BatchCipherType):
+        return {
+            "ctensor": list(t.shape),
+            "batch": t.batch,
+            "level": t.level,
+            "scale_deg": t.scale_deg,
+            "parts": t.parts,
+        }
     layout = t.layout
     return {
         "cipher": t.slots,
@@ -27,6 +35,10 @@ def _type_to_json(t: Type) -> dict[str, Any]:
 def _type_from_json(d: dict[str, Any]) -> Type:
     if "tensor" in d:
         return TensorType(tuple(d["tensor"]), d["dtype"])
+    if "ctensor" in d:
+        return BatchCipherType(
+            tuple(d["ctensor"]), d["batch"], d["level"], d["scale_deg"], d.get("parts", 2)
+        )
     lay = d["layout"]
     layout = None if lay is None else Layout(tuple(lay["shape"]), d["cipher"], lay["kind"])
     return CipherType(d["cipher"], d["level"], d["scale_deg"], layout)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TensorType", "Layout", "CipherType", "Type"]
+__all__ = ["TensorType", "Layout", "CipherType", "BatchCipherType", "Type"]
 
 
 @dataclass(frozen=True)
@@ -91,4 +91,37 @@ class CipherType:
         return f"cipher<{self.slots}{held}, level={self.level}, scale=Δ^{self.scale_deg}>"
 
 
-Type = TensorType | CipherType
+@dataclass(frozen=True)
+class BatchCipherType:
+    """A tensor of ciphertexts (batch packing): one ciphertext per element of ``shape``.
+
+    Slot ``i`` of every ciphertext belongs to input ``i`` of the batch, so the ciphertext of
+    element ``e`` carries that element for up to ``batch`` inputs; all share one HE state:
+    level, scale degree and number of polynomial parts (2, or 3 after a product whose
+    relinearization is deferred).
+    """
+
+    shape: tuple[int, ...]
+    batch: int
+    level: int = 0
+    scale_deg: int = 1
+    parts: int = 2  # 3 after a product not yet relinearized
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def with_state(self, level: int, scale_deg: int, parts: int | None = None) -> BatchCipherType:
+        parts = self.parts if parts is None else parts
+        return BatchCipherType(self.shape, self.batch, level, scale_deg, parts)
+
+    def __str__(self) -> str:
+        dims = "x".join(map(str, self.shape)) or "scalar"
+        extra = f", parts={self.parts}" if self.parts != 2 else ""
+        return (
+            f"ctensor<{dims}, batch={self.batch}, level={self.level}, "
+            f"scale=Δ^{self.scale_deg}{extra}>"
+        )
+
+
+Type = TensorType | CipherType | BatchCipherType

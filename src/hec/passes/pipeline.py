@@ -6,12 +6,14 @@ from collections.abc import Mapping
 
 from hec.options import CompileOptions
 from hec.passes.fuse_polynomials import FusePolynomials
+from hec.passes.lazy_relinearize import LazyRelinearize
+from hec.passes.lower_to_batch import LowerToBatch
 from hec.passes.lower_to_slots import LowerToSlots
 from hec.passes.pass_manager import Pass
 from hec.passes.replace_activations import ReplaceActivations, ValueStats
 from hec.passes.schedule_rotations import ScheduleRotations
 
-__all__ = ["he_friendly_pipeline", "slot_packing_pipeline"]
+__all__ = ["he_friendly_pipeline", "slot_packing_pipeline", "batch_packing_pipeline"]
 
 
 def he_friendly_pipeline(options: CompileOptions,
@@ -36,4 +38,12 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
         ),
         # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks)
         ScheduleRotations(options.baby_step, block_local=options.sample_blocks),
+    ]
+
+
+def batch_packing_pipeline(options: CompileOptions, batch: int) -> list[Pass]:
+    """Tensor graph → batch program (throughput mode: one sample per slot, ``batch`` slots)."""
+    return [
+        LowerToBatch(batch),  # one ciphertext per element; linear chains as scalar weighted sums
+        LazyRelinearize(),  # key switches and rescales after the maps that shrink the tensor
     ]

@@ -202,6 +202,39 @@ class Client:
             payload, self.context, self.key_tag, level, self.artifact.params, what
         )
 
+    # -- batch packing: one ciphertext per tensor element, one sample per slot -------------
+    def encrypt_elements(self, x: np.ndarray) -> list:
+        """Encrypt up to ``slots`` samples ``[B, *input_shape]`` for a batch-packed program.
+
+        Returns one ciphertext per input element: slot ``i`` of the ciphertext of element
+        ``e`` holds element ``e`` of sample ``i``; slots past ``B`` hold zeros.
+        """
+        slots = self.artifact.params.slots
+        flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        if len(flat) > slots:
+            raise ValueError(f"{len(flat)} samples do not fit in {slots} slots")
+        column = np.zeros(slots)
+        cts = []
+        for e in range(flat.shape[1]):
+            column[: len(flat)] = flat[:, e]
+            pt = self.context.MakeCKKSPackedPlaintext(column.tolist())
+            cts.append(self.context.Encrypt(self.public_key, pt))
+        return cts
+
+    def decrypt_elements(self, cts: list, samples: int) -> Decrypted:
+        """Decrypt a batch-packed program's outputs into ``[samples, *output_shape]``.
+
+        ``precision_bits`` is the lowest of OpenFHE's estimates over the ciphertexts.
+        """
+        columns, precision = [], []
+        for ct in cts:
+            pt = self.context.Decrypt(self._require_secret(), ct)
+            pt.SetLength(self.artifact.params.slots)
+            columns.append(np.asarray(pt.GetRealPackedValue())[:samples])
+            precision.append(pt.GetLogPrecision())
+        values = np.stack(columns, axis=1).reshape(samples, *self.artifact.output_shape)
+        return Decrypted(values, float(min(precision)))
+
     def _require_secret(self):
         if self._secret_key is None:
             raise KeysError("this client was loaded without its secret key (public keys only)")

@@ -1,0 +1,51 @@
+"""The model owner's side in batch packing: evaluates tensors of ciphertexts.
+
+The server schedules the program one ciphertext at a time (``batch_schedule``), which is also
+what its memory prediction assumes; ``threads > 1`` evaluates independent ciphertexts of each
+op in worker processes (``parallel_batch``).
+"""
+
+from __future__ import annotations
+
+from hec.backend_openfhe.artifact import Artifact
+from hec.backend_openfhe.batch_memory import MemoryPlan, Planned, plan_memory
+from hec.backend_openfhe.execute_batch import BatchExecutor, ProgressFn
+
+__all__ = ["BatchServer"]
+
+
+class BatchServer:
+    """Evaluates a batch-packed artifact. ``context`` holds the relinearization key only.
+
+    Args:
+        artifact: a batch-packed artifact.
+        context: OpenFHE crypto context with the evaluation key.
+        threads: worker processes evaluating independent ciphertexts (1: in this process).
+        planned: ``plan_memory(artifact.program, artifact.params, threads)``, if already made.
+    """
+
+    def __init__(
+        self, artifact: Artifact, context, threads: int = 1, planned: Planned | None = None
+    ) -> None:
+        if artifact.program.dialect != "batch":
+            raise ValueError("BatchServer runs batch-packed artifacts; use Server")
+        self.artifact = artifact
+        planned = planned or plan_memory(artifact.program, artifact.params, threads)
+        self.plan: MemoryPlan = planned.plan
+        self.threads = threads
+        if threads > 1:
+            from hec.backend_openfhe.parallel_batch import ParallelBatchExecutor
+
+            assert planned.waves is not None
+            self._executor: BatchExecutor = ParallelBatchExecutor(
+                context, planned.eg, planned.schedule, planned.waves, threads
+            )
+        else:
+            self._executor = BatchExecutor(context, planned.eg, planned.schedule)
+
+    def evaluate(self, cts: list, progress: ProgressFn | None = None) -> list:
+        """``cts``: one ciphertext per input element; returns one per output element.
+
+        ``cts`` is emptied: the server frees each input ciphertext after its last use.
+        """
+        return self._executor.run([cts], progress)[0]
