@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import REPO, assert_matches_reference
 
 import hec
 from hec.calibrate import load_dataset
 from hec.frontend.reference import onnxruntime_outputs
 from hec.optimize import optimize
+
+from conftest import REPO, assert_matches_reference
 
 LENET = REPO / "examples" / "lenet5_digits"
 SILU = REPO / "examples" / "cnn_silu_digits"

@@ -293,6 +293,10 @@ def _run_batch(
     """Batch packing: up to ``slots`` samples per evaluation, one ciphertext per element."""
     from hec.runtime.batch_server import BatchServer
 
+    if threads > 1:  # before key generation starts an OpenMP team the workers cannot fork
+        from hec.backend_openfhe.parallel_batch import single_omp_thread
+
+        single_omp_thread()
     params = art.params
     planned = plan_memory(art.program, params, threads)
     plan = planned.plan
@@ -338,7 +342,8 @@ def _run_batch(
         "ciphertexts_computed": plan.ciphertexts_computed * len(groups),
         "max_live_ciphertexts": plan.max_live_ciphertexts,
         "predicted_peak_bytes": predicted,
-        "measured_peak_bytes": _peak_resident_bytes(),
+        # this process's peak plus the most its forked workers held at once beyond it
+        "measured_peak_bytes": _peak_resident_bytes() + server.worker_peak_bytes,
         "total_seconds": totals,
         "amortized_ms_per_image": totals["evaluate"] / n * 1e3,
     }

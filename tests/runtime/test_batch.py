@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -212,3 +214,25 @@ def test_generated_batch_program_runs(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     argmax = [int(line.split()[2]) for line in proc.stdout.splitlines()]
     assert argmax == hec.simulate(art, x).argmax(1).tolist()
+
+
+@pytest.mark.slow
+def test_threads_run_without_the_single_thread_environment(tmp_path) -> None:
+    """``hec run --threads 2`` with OpenMP's default thread count: workers forked after key
+    generation ran a team of threads used to hang in their first parallel region."""
+    model, _ = CASES["cryptonets_like"]()
+    onnx.save(model, tmp_path / "m.onnx")
+    x = np.random.default_rng(4).uniform(-1, 1, size=(8, 1, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    hec.compile(tmp_path / "m.onnx", tmp_path / "out", BATCH)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    cli = [sys.executable, "-m", "hec.cli.main"]
+    out, report = tmp_path / "y.npy", tmp_path / "run.json"
+    args = ["run", str(tmp_path / "out"), "--input", str(tmp_path / "x.npy"), "--threads", "2"]
+    args += ["--output", str(out), "--report", str(report)]
+    proc = subprocess.run(cli + args, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    art = hec.load_artifact(tmp_path / "out")
+    np.testing.assert_allclose(np.load(out), hec.simulate(art, x), atol=1e-2, rtol=0)
+    stats = json.loads(report.read_text())
+    assert stats["measured_peak_bytes"] > 0

@@ -66,11 +66,14 @@ class ParallelBatchExecutor(BatchExecutor):
         self.threads = threads
         self._waves = waves
         self._fhe = load_openfhe()
-        _single_omp_thread()
+        single_omp_thread()
         # Deserialized ciphertexts reuse this process's context; recomputing its CRT tables
         # for every ciphertext would cost 3x the transfer.
         self._fhe.DisablePrecomputeCRTTablesAfterDeserializaton()
         self._zeros: dict[tuple[int, int, int], object] = {}
+        # the most memory the workers of one wave held at once beyond what they share with
+        # this process (each reports its private pages when it is done)
+        self.worker_peak_bytes = 0
         position = {int(ct): k for k, ct in enumerate(schedule.order)}
         self._dead = [
             [d for ch in wave for ct in ch.tolist() for d in schedule.free_after[position[ct]]]
@@ -106,6 +109,7 @@ class ParallelBatchExecutor(BatchExecutor):
             return
         bounds = np.linspace(mine, n, self.threads).round().astype(int)
         children = []
+        private = 0
         with tempfile.TemporaryDirectory(prefix="hec-wave-") as tmp:
             for k in range(self.threads - 1):
                 lo, hi = int(bounds[k]), int(bounds[k + 1])
@@ -126,7 +130,9 @@ class ParallelBatchExecutor(BatchExecutor):
                         data = _read(f, size)
                         ct = self._fhe.DeserializeCiphertextString(data, self._fhe.BINARY)
                         env[int(chain[-1])] = self.cc.EvalAdd(self._zero(int(chain[-1])), ct)
+                    private += struct.unpack("<Q", _read(f, 8))[0]
                 os.unlink(path)
+        self.worker_peak_bytes = max(self.worker_peak_bytes, private)
 
     def _child(self, chains: list[np.ndarray], env: dict[int, object], path: str) -> int:
         """In a forked worker: compute ``chains``, write their results to ``path``."""
@@ -138,6 +144,7 @@ class ParallelBatchExecutor(BatchExecutor):
                         env.pop(c, None)
                     f.write(struct.pack("<Q", len(data)))
                     f.write(data)
+                f.write(struct.pack("<Q", _private_bytes()))
         except BaseException:
             return 1
         return 0
@@ -188,6 +195,19 @@ def _parent_share(n: int, threads: int, task_ms: float) -> int:
     return int(round(n * (c / w - d) / (c + c / w - d)))
 
 
+def _private_bytes() -> int:
+    """Pages this process does not share with its parent (written since the fork), in bytes."""
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            return 1024 * sum(
+                int(line.split()[1])
+                for line in f
+                if line.startswith(("Private_Dirty", "Private_Clean"))
+            )
+    except OSError:  # not Linux: nothing measured
+        return 0
+
+
 def _read(f, size: int) -> bytes:
     data = f.read(size)
     if len(data) != size:
@@ -195,8 +215,13 @@ def _read(f, size: int) -> bytes:
     return data
 
 
-def _single_omp_thread() -> None:
-    """One OpenMP thread in this process and its children (forking a live pool can hang)."""
+def single_omp_thread() -> None:
+    """One OpenMP thread in this process and its children.
+
+    Call it before the first OpenFHE operation (key generation): a child forked after OpenMP
+    has run a team of several threads hangs in its first parallel region (measured: ``hec run
+    --threads 2`` without ``OMP_NUM_THREADS=1`` never finished).
+    """
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
         import ctypes

@@ -21,6 +21,9 @@ class BatchServer:
         artifact: a batch-packed artifact.
         context: OpenFHE crypto context with the evaluation key.
         threads: worker processes evaluating independent ciphertexts (1: in this process).
+            With ``threads > 1`` this process must not have run OpenFHE with several OpenMP
+            threads before (call ``parallel_batch.single_omp_thread()`` before key generation,
+            or set ``OMP_NUM_THREADS=1``): forked workers hang otherwise.
         planned: ``plan_memory(artifact.program, artifact.params, threads)``, if already made.
     """
 
@@ -42,6 +45,12 @@ class BatchServer:
             )
         else:
             self._executor = BatchExecutor(context, planned.eg, planned.schedule)
+
+    @property
+    def worker_peak_bytes(self) -> int:
+        """The most memory the worker processes of one wave held beyond what they share with
+        this one (0 with one thread)."""
+        return getattr(self._executor, "worker_peak_bytes", 0)
 
     def evaluate(self, cts: list, progress: ProgressFn | None = None) -> list:
         """``cts``: one ciphertext per input element; returns one per output element.
