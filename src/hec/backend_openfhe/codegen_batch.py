@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from hec.backend_openfhe.codegen import prelude
 from hec.backend_openfhe.execute import openfhe_chebyshev
 from hec.backend_openfhe.params import CKKSParams
 from hec.ir import Graph
@@ -25,49 +26,7 @@ Reads constants.npz from this directory. Depth {depth}, ring dimension {ring_dim
 (one sample per slot), no rotation keys, security {security}.
 """
 
-import os
-import sys
-
-import numpy as np
-import openfhe as fhe
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-SLOTS = {slots}
-
-
-def load_constants(path):
-    """constants.npz keeps 1-D float constants of each length as rows of one sparse matrix."""
-    stored = np.load(path)
-    out = {{k: stored[k] for k in stored.files if not k.startswith("rows")}}
-    for name in stored.files:
-        if name.startswith("rows") and name.endswith(".keys"):
-            group = name[: -len(".keys")]
-            indptr, indices = stored[group + ".indptr"], stored[group + ".indices"]
-            data = stored[group + ".data"]
-            for r, key in enumerate(stored[name]):
-                row = np.zeros(int(group[len("rows"):]))
-                row[indices[indptr[r] : indptr[r + 1]]] = data[indptr[r] : indptr[r + 1]]
-                out[str(key)] = row
-    return out
-
-
-C = load_constants(os.path.join(HERE, "constants.npz"))
-
-
-def make_context():
-    p = fhe.CCParamsCKKSRNS()
-    p.SetMultiplicativeDepth({depth})
-    p.SetScalingModSize({scaling_bits})
-    p.SetFirstModSize({first_mod_bits})
-    p.SetScalingTechnique(fhe.FIXEDMANUAL)
-    p.SetSecurityLevel(fhe.{security})
-    p.SetBatchSize(SLOTS)
-    p.SetRingDim({ring_dim})
-    cc = fhe.GenCryptoContext(p)
-    for feature in ({features}):
-        cc.Enable(feature)
-    return cc
-
+{prelude}
 
 def sparse(op):
     return (C[f"{{op}}.{{k}}"] for k in ("indptr", "indices", "weights", "bias"))
@@ -174,19 +133,14 @@ def generate_batch_program(program: Graph, params: CKKSParams, io: dict[str, Any
         if dead:
             body.append(f"    del {', '.join(dead)}")
     body.append(f"    return {names[id(program.outputs[0])]}")
-    features = "fhe.PKE, fhe.KEYSWITCH, fhe.LEVELEDSHE" + (
-        ", fhe.ADVANCEDSHE" if params.needs_poly else ""
-    )
     return _HEADER.format(
+        prelude=prelude(params),
         name=io.get("model", "a model"),
         input_shape=", ".join(map(str, io["input_shape"])),
         depth=params.depth,
         ring_dim=params.ring_dim,
         slots=params.slots,
         security=params.security,
-        scaling_bits=params.scaling_bits,
-        first_mod_bits=params.first_mod_bits,
-        features=features,
         body="\n".join(body),
         input_size=math.prod(io["input_shape"]),
     )
