@@ -78,9 +78,13 @@ def test_run_encrypted_one_sample(compiled: Path, tmp_path: Path) -> None:
         str(tmp_path / "y.npy"),
         "--compare-onnx",
         str(EXAMPLE / "model.onnx"),
+        "--compare-simulator",
     )
     assert proc.returncode == 0, proc.stderr
     assert "agrees with onnxruntime on 1/1" in proc.stdout
+    assert "agrees with simulator on 1/1" in proc.stdout
+    diff = float(proc.stdout.split("agrees with simulator on 1/1; max |diff| ")[1].split()[0])
+    assert diff < 1e-2
     assert "keygen" in proc.stdout and "evaluate" in proc.stdout
 
 
