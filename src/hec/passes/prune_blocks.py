@@ -1,0 +1,434 @@
+"""prune-blocks: zero the weights of whole packing-shaped blocks, so every pruned block removes
+HE operations (after MOFHEI).
+
+Single zero weights save nothing under CKKS: a diagonal with one non-zero still costs a rotation
+share and a plaintext multiply, a filter with one non-zero weight still produces its
+ciphertexts. So the block follows the packing:
+
+- **slots**: a block is one generalized diagonal of a fused map's slot matrix; it is gone when
+  every weight putting a non-zero on it is zero (``diagonal_blocks`` builds that incidence from
+  the lowering itself). Greedy: remove the diagonal whose still-alive weights cost least,
+  kill those weights everywhere (other diagonals they fed may empty: free), repeat; cut the
+  removal order at a global weight sparsity, at a per-layer sparsity, or at the longest prefix
+  whose remaining offsets need at most ``rotation_budget`` rotations (baby + giant steps with
+  ``schedule-rotations``' own choice of ``n1``).
+- **batch**: a block is a whole filter / neuron (an output channel). A dead channel's
+  ciphertexts are constants; the next layer's weights reading them are *culled* and their
+  constant contribution is folded into its bias, so nothing reads those elements and the batch
+  schedule never computes them (no ciphertext, no operation).
+
+Scores: ``magnitude`` (``w²``) or ``calibrated`` (``w²·E[x²]`` over the calibration data: the
+expected squared output error of removing the weight, exact per output row); normalized per
+layer so layers compare. The output layer's neurons are never pruned under batch packing.
+
+Preserves: the graph's structure and shapes (pruned weights are zeros in the same tensors, so
+it exports to an ordinary ONNX model). The function changes, approximately: the accuracy cost
+is measured (``hec.prune``) and recovered by ``hec.recover.refit``.
+Requires: an HE-friendly tensor graph (polynomials only). Golden: none (numeric tests in
+``tests/passes/test_prune_blocks.py``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from hec.errors import InputError
+from hec.ir import Graph, Op, affine_map
+from hec.passes.diagonal_blocks import LayerDiagonals, SlotMap, slot_diagonals
+from hec.passes.schedule_rotations import choose_baby_step
+from hec.recover import layer_inputs, patches, prunable_ops
+
+__all__ = ["PruneBlocks", "rotation_count", "weight_scores"]
+
+
+def rotation_count(offsets: np.ndarray, slots: int) -> int:
+    """Rotations ``schedule-rotations`` emits for a map with these diagonal offsets."""
+    ks = np.unique(np.asarray(offsets, dtype=np.int64))
+    if ks.size == 0:
+        return 0
+    n1 = choose_baby_step(ks, slots)
+    babies = len({int(b) for b in ks % n1} - {0})
+    giants = sum(1 for g in {int(g) for g in ks // n1} if g % slots)
+    return babies + giants
+
+
+def weight_scores(op: Op, xin: np.ndarray | None) -> np.ndarray:
+    """Per weight (same shape as the weight): ``w²`` times the mean square of the input it
+    multiplies (``calibrated``, when ``xin`` is given), normalized to sum 1 over the layer."""
+    w = op.consts["weight"]
+    s = w.astype(np.float64) ** 2
+    if xin is not None:
+        energy = np.mean(patches(op, xin) ** 2, axis=0)  # per fan-in position
+        s = s * (energy[:, None] if op.kind == "matmul" else energy.reshape(1, *w.shape[1:]))
+    total = s.sum()
+    return s / total if total > 0 else s
+
+
+@dataclass(frozen=True)
+class PruneBlocks:
+    """Prune packing-shaped blocks of the conv/matmul weights.
+
+    Args:
+        sparsity: fraction of the linear layers' weights to remove (global, or per layer with
+            ``per_layer``); ignored when ``rotation_budget`` is given.
+        packing: ``"slots"`` (diagonal blocks) or ``"batch"`` (filter blocks + culling).
+        rotation_budget: slots only: keep removing diagonals until the whole program needs at
+            most this many rotations.
+        per_layer: reach ``sparsity`` in every layer instead of over all weights.
+        calibration: inputs ``[N, ...]`` for the calibrated score and for culling; ``None``:
+            magnitude score (batch packing needs calibration data to fold culled channels).
+        slots: slots per ciphertext of the lowering (``None``: as ``lower-to-slots``).
+    """
+
+    sparsity: float = 0.9
+    packing: str = "slots"
+    rotation_budget: int | None = None
+    per_layer: bool = False
+    calibration: np.ndarray | None = field(default=None, compare=False, repr=False)
+    slots: int | None = None
+    name: ClassVar[str] = "prune-blocks"
+    dialect: ClassVar[str] = "tensor"
+
+    def run(self, graph: Graph) -> bool:
+        self.prune(graph)
+        return True
+
+    def prune(self, graph: Graph) -> list[dict[str, Any]]:
+        """Prune ``graph`` in place; returns one row per layer (blocks kept / pruned)."""
+        if not 0.0 <= self.sparsity < 1.0:
+            raise InputError(f"--prune {self.sparsity}: the sparsity must be in [0, 1)")
+        ops = prunable_ops(graph)
+        if not ops:
+            return []
+        x = self.calibration
+        inputs = layer_inputs(graph, x[:256], ops) if x is not None else {}
+        scores = {id(op): weight_scores(op, inputs.get(id(op))) for op in ops}
+        if self.packing == "slots":
+            return self._prune_slots(graph, scores)
+        if self.packing == "batch":
+            if x is None:
+                raise InputError("batch-packing pruning needs calibration data (--calib) to "
+                                 "fold culled channels into the next layer's bias")
+            return _prune_batch(graph, ops, scores, x, self.sparsity, self.per_layer)
+        raise InputError(f"--packing {self.packing!r} is not one of slots, batch")
+
+    # -- slot packing: diagonal blocks ----------------------------------------------------
+    def _prune_slots(self, graph: Graph, scores: dict[int, np.ndarray]) -> list[dict]:
+        maps, layers = slot_diagonals(graph, self.slots)
+        if not layers:
+            return []
+        diag_base = np.cumsum([0] + [len(m.offsets) for m in maps])
+        w_base = np.cumsum([0] + [lay.op.consts["weight"].size for lay in layers])
+        pw = np.concatenate([lay.pairs_weight + w_base[i] for i, lay in enumerate(layers)])
+        pd = np.concatenate([lay.pairs_diag + diag_base[lay.map_index] for lay in layers])
+        s = np.concatenate([scores[id(lay.op)].ravel() for lay in layers])
+        layer_of_w = np.repeat(np.arange(len(layers)), np.diff(w_base))
+        # zero weights are dead already: their diagonals may be free
+        alive0 = np.concatenate([lay.op.consts["weight"].ravel() != 0 for lay in layers])
+        n_diag = int(diag_base[-1])
+        map_of_d = np.repeat(np.arange(len(maps)), np.diff(diag_base))
+        map_of_w = np.array([lay.map_index for lay in layers])[layer_of_w]
+        greedy_args = (map_of_w, map_of_d)
+        if self.rotation_budget is not None:
+            order, killed = _greedy(pw, pd, s, n_diag, alive0, False, *greedy_args)
+            cut = _budget_cut(order, maps, diag_base, self.rotation_budget)
+            dead_w = _dead_weights(killed, cut, len(s), alive0)
+        elif self.per_layer:
+            dead_w = ~alive0
+            for m in range(len(maps)):
+                in_map = [i for i, lay in enumerate(layers) if lay.map_index == m]
+                if not in_map:
+                    continue
+                wmask = np.isin(layer_of_w, in_map)
+                sel = wmask[pw]
+                order, killed = _greedy(pw[sel], pd[sel], s, n_diag, alive0, True,
+                                        *greedy_args)
+                cut = _sparsity_cut(killed, int(np.ceil(self.sparsity * wmask.sum())),
+                                    int((~alive0 & wmask).sum()))
+                dead_w |= _dead_weights(killed, cut, len(s), alive0)
+        else:
+            order, killed = _greedy(pw, pd, s, n_diag, alive0, True, *greedy_args)
+            cut = _sparsity_cut(killed, int(np.ceil(self.sparsity * len(s))),
+                                int((~alive0).sum()))
+            dead_w = _dead_weights(killed, cut, len(s), alive0)
+        live_diag = np.zeros(n_diag, dtype=bool)
+        live_diag[pd[~dead_w[pw]]] = True
+        rows = []
+        for i, lay in enumerate(layers):
+            w = lay.op.consts["weight"]
+            dead = dead_w[w_base[i]:w_base[i + 1]].reshape(w.shape)
+            lay.op.consts = {**lay.op.consts, "weight": np.where(dead, 0.0, w)}
+            m = maps[lay.map_index]
+            own = np.unique(lay.pairs_diag)
+            rows.append({
+                "name": lay.op.origin, "map": m.origin, "block": "diagonal",
+                "weights": int(w.size), "weights_pruned": int(dead.sum()),
+                "blocks": int(own.size),
+                "blocks_kept": int(live_diag[own + diag_base[lay.map_index]].sum()),
+            })
+        return rows
+
+
+def _greedy(pw: np.ndarray, pd: np.ndarray, s: np.ndarray, n_diag: int, alive0: np.ndarray,
+            mean: bool, map_of_w: np.ndarray, map_of_d: np.ndarray
+            ) -> tuple[list[int], list[np.ndarray]]:
+    """Remove diagonals cheapest first; returns the order and the weights each step kills.
+
+    Cost of a diagonal: the summed score of the alive weights on it, relative to the score
+    still alive in its map (so each further cut of a thinned layer weighs more, and no layer
+    is emptied because it is large); ``mean``: per weight killed, so that a weight-sparsity
+    target is reached at the least cost. A diagonal whose weights all died costs 0 and goes
+    next, for free. Costs only grow, so stale heap entries are re-queued when popped.
+    """
+    alive = alive0.copy()
+    by_diag = sp.csr_matrix((np.ones(len(pw)), (pd, pw)), shape=(n_diag, len(s)))
+    by_w = by_diag.tocsc()
+    live_pairs = alive[pw]
+    cost = np.bincount(pd[live_pairs], weights=s[pw[live_pairs]], minlength=n_diag)
+    count = np.bincount(pd[live_pairs], minlength=n_diag).astype(np.int64)
+    remaining = np.bincount(map_of_w[alive], weights=s[alive], minlength=map_of_d.max() + 1)
+    present = np.zeros(n_diag, dtype=bool)
+    present[pd] = True
+
+    def prio(d: int) -> float:
+        if count[d] <= 0:
+            return 0.0
+        rel = cost[d] / max(remaining[map_of_d[d]], 1e-300)
+        return rel / count[d] if mean else rel
+
+    heap = [(prio(d), d) for d in np.flatnonzero(present)]
+    heapq.heapify(heap)
+    removed = np.zeros(n_diag, dtype=bool)
+    order, killed = [], []
+    while heap:
+        p, d = heapq.heappop(heap)
+        if removed[d]:
+            continue
+        now = prio(d)
+        if now != p:
+            heapq.heappush(heap, (now, d))
+            continue
+        removed[d] = True
+        ws = by_diag.indices[by_diag.indptr[d]:by_diag.indptr[d + 1]]
+        ws = ws[alive[ws]]
+        alive[ws] = False
+        for w in ws:
+            ds = by_w.indices[by_w.indptr[w]:by_w.indptr[w + 1]]
+            cost[ds] -= s[w]
+            count[ds] -= 1
+            remaining[map_of_w[w]] -= s[w]
+        order.append(int(d))
+        killed.append(ws)
+    return order, killed
+
+
+def _sparsity_cut(killed: list[np.ndarray], target: int, already: int) -> int:
+    """The shortest prefix of the removal order killing ``target`` weights in all."""
+    total = already
+    for i, ws in enumerate(killed):
+        if total >= target:
+            return i
+        total += len(ws)
+    return len(killed)
+
+
+def _dead_weights(killed: list[np.ndarray], cut: int, n: int, alive0: np.ndarray) -> np.ndarray:
+    dead = ~alive0.copy()
+    for ws in killed[:cut]:
+        dead[ws] = True
+    return dead
+
+
+def _budget_cut(order: list[int], maps: list[SlotMap], diag_base: np.ndarray,
+                budget: int) -> int:
+    """The shortest prefix of ``order`` after which the program needs ``<= budget`` rotations
+    (bisection: the count falls, not always strictly, as diagonals go)."""
+    def rotations(cut: int) -> int:
+        gone = np.zeros(int(diag_base[-1]), dtype=bool)
+        gone[order[:cut]] = True
+        total = 0
+        for i, m in enumerate(maps):
+            keep = ~gone[diag_base[i]:diag_base[i + 1]]
+            total += rotation_count(m.offsets[keep], m.slots)
+        return total
+
+    lo, hi = 0, len(order)
+    if rotations(hi) > budget:
+        return hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if rotations(mid) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+# -- batch packing: filter blocks and culling ---------------------------------------------
+def _prune_batch(graph: Graph, ops: list[Op], scores: dict[int, np.ndarray], x: np.ndarray,
+                 sparsity: float, per_layer: bool) -> list[dict]:
+    """Remove whole output channels, cheapest score per removed weight first, then cull."""
+    reach = _channel_reach(graph, ops)
+    sizes = {id(op): op.consts["weight"].size for op in ops}
+    total = sum(sizes.values())
+    units = []  # (score per weight removed, layer index, channel, weights removed)
+    for li, op in enumerate(ops):
+        if li not in reach:  # the output layer, or nothing reads it linearly: never pruned
+            continue
+        s, w = scores[id(op)], op.consts["weight"]
+        per_channel = s.sum(axis=0) if op.kind == "matmul" else s.reshape(w.shape[0], -1).sum(1)
+        n_out = w.shape[1] if op.kind == "matmul" else w.shape[0]
+        fan_in = w.size // n_out
+        nxt, culled = reach[li]
+        for c in range(n_out):
+            removed = fan_in + int(culled[c])
+            units.append((per_channel[c] / removed, li, c, removed))
+    units.sort()
+    was_const = _constant_inputs(graph, ops, x)
+    dead: dict[int, set[int]] = {li: set() for li in reach}
+    n_out_of = {li: (ops[li].consts["weight"].shape[1] if ops[li].kind == "matmul"
+                     else ops[li].consts["weight"].shape[0]) for li in reach}
+    removed_total = 0
+    for _, li, c, removed in units:
+        if len(dead[li]) + 1 >= n_out_of[li]:
+            continue  # keep one channel per layer
+        if per_layer:
+            if len(dead[li]) >= int(round(sparsity * n_out_of[li])):
+                continue
+        elif removed_total >= sparsity * total:
+            break
+        dead[li].add(c)
+        removed_total += removed
+    rows = []
+    for li, op in enumerate(ops):
+        chans = sorted(dead.get(li, ()))
+        w = op.consts["weight"]
+        if chans:
+            w = w.copy()
+            if op.kind == "matmul":
+                w[:, chans] = 0.0
+            else:
+                w[chans] = 0.0
+            op.consts = {**op.consts, "weight": w}
+    # cull: next layers' inputs that are now constant (dead channels) fold into their bias
+    culled = _cull(graph, ops, x, was_const)
+    for li, op in enumerate(ops):
+        w = op.consts["weight"]
+        n_out = w.shape[1] if op.kind == "matmul" else w.shape[0]
+        rows.append({"name": op.origin, "block": "filter", "weights": int(w.size),
+                     "weights_pruned": int((w == 0).sum()), "blocks": int(n_out),
+                     "blocks_kept": int(n_out - len(dead.get(li, ()))),
+                     "inputs_culled": culled.get(id(op), 0)})
+    return rows
+
+
+def _channel_reach(graph: Graph, ops: list[Op]) -> dict[int, tuple[int, np.ndarray]]:
+    """Per layer index: the next layer that reads it, and per output channel how many of that
+    layer's weights read only this channel (what culling it removes)."""
+    index = {id(op): i for i, op in enumerate(ops)}
+    out = {}
+    for li, op in enumerate(ops):
+        n_out = op.consts["weight"].shape[1] if op.kind == "matmul" else \
+            op.consts["weight"].shape[0]
+        size = op.result.type.size
+        per = size // n_out
+        # element e of the output belongs to channel e // per (matmul: e % n_out)
+        chan = np.arange(size) % n_out if op.kind == "matmul" else np.arange(size) // per
+        dep = sp.csr_matrix((np.ones(size), (np.arange(size), chan)), shape=(size, n_out))
+        nxt = _propagate(graph, op, dep, index)
+        if nxt is None:
+            continue
+        nli, ndep = nxt
+        nop = ops[nli]
+        A, widx = _tagged(nop)
+        n_w = nop.consts["weight"].size
+        touches = np.bincount(widx, minlength=n_w)
+        culled = np.zeros(n_out)
+        ndep = ndep.tocsr()
+        for c in range(n_out):
+            cols = np.zeros(ndep.shape[0], dtype=bool)
+            cols[ndep[:, c].nonzero()[0]] = True
+            inside = np.bincount(widx[cols[A.col]], minlength=n_w)
+            culled[c] = np.count_nonzero((inside == touches) & (touches > 0))
+        out[li] = (nli, culled)
+    return out
+
+
+def _propagate(graph: Graph, start: Op, dep: sp.csr_matrix, index: dict[int, int]):
+    """Follow which elements depend on each channel of ``start``'s output, through linear and
+    element-wise ops, to the first conv/matmul reading them; ``None`` if it reaches an output
+    first or branches."""
+    deps = {id(start.result): dep}
+    for op in graph.ops[graph.ops.index(start) + 1:]:
+        ins = [deps[id(v)] for v in op.inputs if id(v) in deps]
+        if not ins:
+            continue
+        if id(op) in index:
+            return index[id(op)], ins[0]
+        if op.kind in ("poly", "scale_shift", "mul", "add"):
+            d = ins[0]
+            for more in ins[1:]:
+                d = d + more
+            deps[id(op.result)] = d
+        elif op.kind in ("avgpool", "pad", "reshape", "transpose", "reduce"):
+            A, _ = affine_map(op)
+            deps[id(op.result)] = (abs(A) @ ins[0]).tocsr()
+        else:
+            return None
+    return None
+
+
+def _tagged(op: Op):
+    from hec.passes.diagonal_blocks import _tagged_matrix
+
+    return _tagged_matrix(op)
+
+
+def _constant_inputs(graph: Graph, ops: list[Op], x: np.ndarray) -> dict[int, np.ndarray]:
+    """Per layer: which of its input elements are constant over the calibration data."""
+    out = {}
+    for op in ops:
+        xin = layer_inputs(graph, x[:256], [op])[id(op)].reshape(min(len(x), 256), -1)
+        out[id(op)] = np.ptp(xin, axis=0) <= 1e-9 * max(1.0, float(np.abs(xin).max()))
+    return out
+
+
+def _cull(graph: Graph, ops: list[Op], x: np.ndarray, was_const: dict[int, np.ndarray]
+          ) -> dict[int, int]:
+    """Zero the weights reading only inputs that pruning made constant (dead channels) and
+    fold what they contributed into the bias; returns per layer the input elements culled.
+    Inputs constant before pruning (a blank border pixel) are left alone: constant on the
+    calibration data is not constant on every input."""
+    culled = {}
+    for op in ops:
+        xin = layer_inputs(graph, x[:256], [op])[id(op)].reshape(min(len(x), 256), -1)
+        const = np.ptp(xin, axis=0) <= 1e-9 * max(1.0, float(np.abs(xin).max()))
+        const &= ~was_const[id(op)]
+        if not const.any():
+            continue
+        A, widx = _tagged(op)
+        n_w = op.consts["weight"].size
+        touches = np.bincount(widx, minlength=n_w)
+        inside = np.bincount(widx[const[A.col]], minlength=n_w)
+        dead = ((inside == touches) & (touches > 0)).reshape(op.consts["weight"].shape)
+        dead &= op.consts["weight"] != 0
+        if not dead.any():
+            continue
+        # contribution of the constant inputs through the weights about to be zeroed
+        full, _ = affine_map(op)
+        w0 = op.consts["weight"]
+        op.consts = {**op.consts, "weight": np.where(dead, 0.0, w0)}
+        kept, _ = affine_map(op)
+        xc = np.where(const, xin[0], 0.0)
+        delta = (full - kept) @ xc
+        n_out = w0.shape[1] if op.kind == "matmul" else w0.shape[0]
+        per_channel = delta.reshape(n_out, -1).mean(1) if op.kind == "conv" else delta
+        bias = op.consts.get("bias", np.zeros(n_out))
+        op.consts = {**op.consts, "bias": np.asarray(bias, dtype=np.float64) + per_channel}
+        culled[id(op)] = int(const.sum())
+    return culled
