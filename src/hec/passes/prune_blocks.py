@@ -274,37 +274,39 @@ def _prune_batch(graph: Graph, ops: list[Op], scores: dict[int, np.ndarray], x: 
                  sparsity: float, per_layer: bool) -> list[dict]:
     """Remove whole output channels, cheapest score per removed weight first, then cull."""
     reach = _channel_reach(graph, ops)
-    sizes = {id(op): op.consts["weight"].size for op in ops}
-    total = sum(sizes.values())
-    units = []  # (score per weight removed, layer index, channel, weights removed)
+    total = sum(op.consts["weight"].size for op in ops)
+    dead_w = [np.ascontiguousarray(op.consts["weight"] == 0) for op in ops]  # weight shapes
+    # rank channels by score per HE multiply they remove: in batch packing every weight costs
+    # one scalar multiply per output position it is applied at
+    units = []  # (score per multiply removed, layer index, channel)
     for li, op in enumerate(ops):
         if li not in reach:  # the output layer, or nothing reads it linearly: never pruned
             continue
         s, w = scores[id(op)], op.consts["weight"]
         per_channel = s.sum(axis=0) if op.kind == "matmul" else s.reshape(w.shape[0], -1).sum(1)
-        n_out = w.shape[1] if op.kind == "matmul" else w.shape[0]
-        fan_in = w.size // n_out
-        nxt, culled = reach[li]
-        for c in range(n_out):
-            removed = fan_in + int(culled[c])
-            units.append((per_channel[c] / removed, li, c, removed))
+        nli, culled, _ = reach[li]
+        uses, next_uses = _positions(op), _positions(ops[nli])
+        for c in range(_n_out(op)):
+            removed = (w.size // _n_out(op)) * uses + len(culled[c]) * next_uses
+            units.append((per_channel[c] / removed, li, c))
     units.sort()
     was_const = _constant_inputs(graph, ops, x)
     dead: dict[int, set[int]] = {li: set() for li in reach}
-    n_out_of = {li: (ops[li].consts["weight"].shape[1] if ops[li].kind == "matmul"
-                     else ops[li].consts["weight"].shape[0]) for li in reach}
-    removed_total = 0
-    for _, li, c, removed in units:
-        if len(dead[li]) + 1 >= n_out_of[li]:
+    for _, li, c in units:
+        if len(dead[li]) + 1 >= _n_out(ops[li]):
             continue  # keep one channel per layer
         if per_layer:
-            if len(dead[li]) >= int(round(sparsity * n_out_of[li])):
+            if len(dead[li]) >= int(round(sparsity * _n_out(ops[li]))):
                 continue
-        elif removed_total >= sparsity * total:
+        elif sum(int(d.sum()) for d in dead_w) >= sparsity * total:
             break
         dead[li].add(c)
-        removed_total += removed
-    rows = []
+        if ops[li].kind == "matmul":
+            dead_w[li][:, c] = True
+        else:
+            dead_w[li][c] = True
+        nli, culled, _ = reach[li]
+        dead_w[nli].reshape(-1)[culled[c]] = True
     for li, op in enumerate(ops):
         chans = sorted(dead.get(li, ()))
         w = op.consts["weight"]
@@ -316,10 +318,15 @@ def _prune_batch(graph: Graph, ops: list[Op], scores: dict[int, np.ndarray], x: 
                 w[chans] = 0.0
             op.consts = {**op.consts, "weight": w}
     # cull: next layers' inputs that are now constant (dead channels) fold into their bias
+    for li, chans in dead.items():
+        nli, _, reads = reach[li]
+        for c in chans:
+            was_const[id(ops[nli])][reads[c]] = False  # constant because its channel died
     culled = _cull(graph, ops, x, was_const)
+    rows = []
     for li, op in enumerate(ops):
         w = op.consts["weight"]
-        n_out = w.shape[1] if op.kind == "matmul" else w.shape[0]
+        n_out = _n_out(op)
         rows.append({"name": op.origin, "block": "filter", "weights": int(w.size),
                      "weights_pruned": int((w == 0).sum()), "blocks": int(n_out),
                      "blocks_kept": int(n_out - len(dead.get(li, ()))),
@@ -327,9 +334,22 @@ def _prune_batch(graph: Graph, ops: list[Op], scores: dict[int, np.ndarray], x: 
     return rows
 
 
-def _channel_reach(graph: Graph, ops: list[Op]) -> dict[int, tuple[int, np.ndarray]]:
-    """Per layer index: the next layer that reads it, and per output channel how many of that
-    layer's weights read only this channel (what culling it removes)."""
+def _positions(op: Op) -> int:
+    """Output positions each weight of a layer is applied at (1 for a dense layer)."""
+    return op.result.type.size // _n_out(op)
+
+
+def _n_out(op: Op) -> int:
+    """Output channels (conv) or neurons (matmul) of a layer."""
+    w = op.consts["weight"]
+    return w.shape[1] if op.kind == "matmul" else w.shape[0]
+
+
+def _channel_reach(graph: Graph, ops: list[Op]
+                   ) -> dict[int, tuple[int, list[np.ndarray], list[np.ndarray]]]:
+    """Per layer index: the next layer that reads it, and per output channel the (flat) weights
+    of that layer that read only this channel (what culling the channel removes) and the
+    mask of its input elements that depend on the channel."""
     index = {id(op): i for i, op in enumerate(ops)}
     out = {}
     for li, op in enumerate(ops):
@@ -348,14 +368,15 @@ def _channel_reach(graph: Graph, ops: list[Op]) -> dict[int, tuple[int, np.ndarr
         A, widx = _tagged(nop)
         n_w = nop.consts["weight"].size
         touches = np.bincount(widx, minlength=n_w)
-        culled = np.zeros(n_out)
-        ndep = ndep.tocsr()
+        culled, reads = [], []
+        ndep = ndep.tocsc()
         for c in range(n_out):
             cols = np.zeros(ndep.shape[0], dtype=bool)
             cols[ndep[:, c].nonzero()[0]] = True
             inside = np.bincount(widx[cols[A.col]], minlength=n_w)
-            culled[c] = np.count_nonzero((inside == touches) & (touches > 0))
-        out[li] = (nli, culled)
+            culled.append(np.flatnonzero((inside == touches) & (touches > 0)))
+            reads.append(cols)
+        out[li] = (nli, culled, reads)
     return out
 
 
