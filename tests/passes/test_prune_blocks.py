@@ -125,7 +125,7 @@ def test_batch_culling_removes_ciphertexts(setup) -> None:
     model, x = setup
     g = _graph(model)
     before = compiled_figures(g, CompileOptions(), "batch")
-    rows = PruneBlocks(0.5, "batch", calibration=x).prune(g)
+    rows = PruneBlocks(0.5, "batch", calibration=x, single_weights=False).prune(g)
     after = compiled_figures(g, CompileOptions(), "batch")
     conv1 = rows[0]
     assert conv1["blocks_kept"] < conv1["blocks"]
@@ -157,3 +157,19 @@ def test_culling_folds_constant_channels_exactly(setup) -> None:
     assert culled[id(ops[1])] == 16  # channel 0 of the pooled 4x4 map
     np.testing.assert_allclose(interpret(g, x)[0], reference, rtol=1e-9, atol=1e-9)
     assert _constant_inputs is not None
+
+
+def test_batch_single_weights_save_multiplies_one_for_one(setup) -> None:
+    """In batch packing a zero weight saves one multiply per output position it served."""
+    model, x = setup
+    g = _graph(model)
+    fc = [op for op in g.ops if op.kind == "matmul"][-1]  # the output layer: not fused, dense
+    before = compiled_figures(g, CompileOptions(), "batch")
+    w = fc.consts["weight"].copy()
+    w[:, 0][:5] = 0.0  # five weights of output neuron 0
+    fc.consts = {**fc.consts, "weight": w}
+    after = compiled_figures(g, CompileOptions(), "batch")
+    last = [lay for lay in before["layers"] if lay["kind"] == "linear"][-1]["name"]
+    mults = {tag: next(lay["scalar_multiplies"] for lay in fig["layers"] if lay["name"] == last)
+             for tag, fig in (("before", before), ("after", after))}
+    assert mults["before"] - mults["after"] == 5

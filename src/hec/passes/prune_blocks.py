@@ -83,6 +83,8 @@ class PruneBlocks:
         calibration: inputs ``[N, ...]`` for the calibrated score and for culling; ``None``:
             magnitude score (batch packing needs calibration data to fold culled channels).
         slots: slots per ciphertext of the lowering (``None``: as ``lower-to-slots``).
+        single_weights: batch only: single weights inside kept filters may go too (each saves
+            a multiply per output position there); ``False``: whole filters only (MOFHEI).
     """
 
     sparsity: float = 0.9
@@ -91,6 +93,7 @@ class PruneBlocks:
     per_layer: bool = False
     calibration: np.ndarray | None = field(default=None, compare=False, repr=False)
     slots: int | None = None
+    single_weights: bool = True
     name: ClassVar[str] = "prune-blocks"
     dialect: ClassVar[str] = "tensor"
 
@@ -114,7 +117,8 @@ class PruneBlocks:
             if x is None:
                 raise InputError("batch-packing pruning needs calibration data (--calib) to "
                                  "fold culled channels into the next layer's bias")
-            return _prune_batch(graph, ops, scores, x, self.sparsity, self.per_layer)
+            return _prune_batch(graph, ops, scores, x, self.sparsity, self.per_layer,
+                                self.single_weights)
         raise InputError(f"--packing {self.packing!r} is not one of slots, batch")
 
     # -- slot packing: diagonal blocks ----------------------------------------------------
@@ -271,52 +275,73 @@ def _budget_cut(order: list[int], maps: list[SlotMap], diag_base: np.ndarray,
 
 # -- batch packing: filter blocks and culling ---------------------------------------------
 def _prune_batch(graph: Graph, ops: list[Op], scores: dict[int, np.ndarray], x: np.ndarray,
-                 sparsity: float, per_layer: bool) -> list[dict]:
-    """Remove whole output channels, cheapest score per removed weight first, then cull."""
+                 sparsity: float, per_layer: bool, single_weights: bool) -> list[dict]:
+    """Remove whole output channels (and, with ``single_weights``, single weights), cheapest
+    score per HE multiply removed first, until the sparsity is reached; then cull.
+
+    In batch packing a weight costs one scalar multiply (and one addition) per output position
+    it is applied at, so a zero weight inside a kept filter saves operations one for one too;
+    only a whole dead channel saves its ciphertexts (and the memory they hold).
+    """
     reach = _channel_reach(graph, ops)
     total = sum(op.consts["weight"].size for op in ops)
     dead_w = [np.ascontiguousarray(op.consts["weight"] == 0) for op in ops]  # weight shapes
-    # rank channels by score per HE multiply they remove: in batch packing every weight costs
-    # one scalar multiply per output position it is applied at
-    units = []  # (score per multiply removed, layer index, channel)
+    zero = [d.copy() for d in dead_w]  # what to zero now (culled weights are folded later)
+    n_dead = sum(int(d.sum()) for d in dead_w)
+    units = []  # (score per multiply removed, layer index, channel or -1 - flat weight index)
     for li, op in enumerate(ops):
-        if li not in reach:  # the output layer, or nothing reads it linearly: never pruned
-            continue
         s, w = scores[id(op)], op.consts["weight"]
+        uses = _positions(op)
+        if single_weights:
+            flat = s.ravel() / uses
+            units += [(float(v), li, -1 - i) for i, v in enumerate(flat)]
+        if li not in reach:  # the output layer, or nothing reads it linearly: no culling
+            continue
         per_channel = s.sum(axis=0) if op.kind == "matmul" else s.reshape(w.shape[0], -1).sum(1)
         nli, culled, _ = reach[li]
-        uses, next_uses = _positions(op), _positions(ops[nli])
+        next_uses = _positions(ops[nli])
         for c in range(_n_out(op)):
             removed = (w.size // _n_out(op)) * uses + len(culled[c]) * next_uses
             units.append((per_channel[c] / removed, li, c))
     units.sort()
     was_const = _constant_inputs(graph, ops, x)
     dead: dict[int, set[int]] = {li: set() for li in reach}
+    layer_dead = [int(d.sum()) for d in dead_w]
+
+    def mark(li: int, idx, into_zero: bool = True) -> None:
+        nonlocal n_dead
+        flat = dead_w[li].reshape(-1)
+        new = int(np.count_nonzero(~flat[idx]))
+        flat[idx] = True
+        if into_zero:
+            zero[li].reshape(-1)[idx] = True
+        n_dead += new
+        layer_dead[li] += new
+
     for _, li, c in units:
-        if len(dead[li]) + 1 >= _n_out(ops[li]):
-            continue  # keep one channel per layer
+        op = ops[li]
         if per_layer:
-            if len(dead[li]) >= int(round(sparsity * _n_out(ops[li]))):
+            if layer_dead[li] >= sparsity * op.consts["weight"].size:
                 continue
-        elif sum(int(d.sum()) for d in dead_w) >= sparsity * total:
+        elif n_dead >= sparsity * total:
             break
+        if c < 0:
+            mark(li, -1 - c)
+            continue
+        if c in dead[li] or len(dead[li]) + 1 >= _n_out(op):
+            continue  # keep one channel per layer
         dead[li].add(c)
-        if ops[li].kind == "matmul":
-            dead_w[li][:, c] = True
+        idx = np.zeros(op.consts["weight"].shape, dtype=bool)
+        if op.kind == "matmul":
+            idx[:, c] = True
         else:
-            dead_w[li][c] = True
+            idx[c] = True
+        mark(li, np.flatnonzero(idx))
         nli, culled, _ = reach[li]
-        dead_w[nli].reshape(-1)[culled[c]] = True
+        mark(nli, culled[c], into_zero=False)
     for li, op in enumerate(ops):
-        chans = sorted(dead.get(li, ()))
-        w = op.consts["weight"]
-        if chans:
-            w = w.copy()
-            if op.kind == "matmul":
-                w[:, chans] = 0.0
-            else:
-                w[chans] = 0.0
-            op.consts = {**op.consts, "weight": w}
+        if zero[li].any():
+            op.consts = {**op.consts, "weight": np.where(zero[li], 0.0, op.consts["weight"])}
     # cull: next layers' inputs that are now constant (dead channels) fold into their bias
     for li, chans in dead.items():
         nli, _, reads = reach[li]
