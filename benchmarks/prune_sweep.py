@@ -44,8 +44,13 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 FULL_SPARSITIES = (0.0, 0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 QUICK_SPARSITIES = (0.0, 0.5, 0.9)
-COLUMNS = ("rotations", "plaintext_multiplies", "he_operations", "max_live_ciphertexts",
-           "estimated_seconds")
+COLUMNS = (
+    "rotations",
+    "plaintext_multiplies",
+    "he_operations",
+    "max_live_ciphertexts",
+    "estimated_seconds",
+)
 
 
 def he_friendly(folder: Path, n_calib: int, degree: int | None) -> tuple[Graph, np.ndarray]:
@@ -77,9 +82,16 @@ def counts(graph: Graph, packing: str) -> dict:
 
     t = fig["totals"]
     out = {k: t.get(k, 0) for k in ("rotations", "plaintext_multiplies", "rotation_keys")}
-    out["he_operations"] = sum(t.get(k, 0) for k in (
-        "plaintext_multiplies", "scalar_multiplies", "additions", "plaintext_additions",
-        "ciphertext_multiplies"))
+    out["he_operations"] = sum(
+        t.get(k, 0)
+        for k in (
+            "plaintext_multiplies",
+            "scalar_multiplies",
+            "additions",
+            "plaintext_additions",
+            "ciphertext_multiplies",
+        )
+    )
     out["max_live_ciphertexts"] = fig.get("memory", {}).get("max_live_ciphertexts", 1)
     if "memory" in fig:
         out["peak_bytes"] = fig["memory"]["program_bytes"]
@@ -87,8 +99,15 @@ def counts(graph: Graph, packing: str) -> dict:
     return out
 
 
-def sweep(base: Graph, calib: np.ndarray, x: np.ndarray, y: np.ndarray, packing: str,
-          sparsities: tuple[float, ...], log) -> list[dict]:
+def sweep(
+    base: Graph,
+    calib: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    packing: str,
+    sparsities: tuple[float, ...],
+    log,
+) -> list[dict]:
     rows = []
     for s in sparsities:
         variants: list[tuple[str, Graph]] = []
@@ -109,22 +128,50 @@ def sweep(base: Graph, calib: np.ndarray, x: np.ndarray, y: np.ndarray, packing:
             variants.append(("random+refit", u))
         for name, graph in variants:
             t0 = time.perf_counter()
-            row = {"packing": packing, "target": s, "sparsity": round(achieved, 4),
-                   "variant": name if s > 0 else "unpruned", "accuracy": accuracy(graph, x, y),
-                   **counts(graph, packing)}
+            row = {
+                "packing": packing,
+                "target": s,
+                "sparsity": round(achieved, 4),
+                "variant": name if s > 0 else "unpruned",
+                "accuracy": accuracy(graph, x, y),
+                **counts(graph, packing),
+            }
             rows.append(row)
-            log(f"  {packing} {s:.2f} {row['variant']}: acc {row['accuracy']:.4f}, "
-                f"{time.perf_counter() - t0:.1f} s")
+            log(
+                f"  {packing} {s:.2f} {row['variant']}: acc {row['accuracy']:.4f}, "
+                f"{time.perf_counter() - t0:.1f} s"
+            )
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    heads = ["packing", "target", "sparsity", "variant", "accuracy", "rot", "pt-mul", "HE ops",
-             "live cts", "est. s"]
-    body = [[r["packing"], f"{r['target']:.2f}", f"{100 * r['sparsity']:.1f}%", r["variant"],
-             f"{100 * r['accuracy']:.2f}%", r["rotations"], r["plaintext_multiplies"],
-             r["he_operations"], r["max_live_ciphertexts"], f"{r['estimated_seconds']:.1f}"]
-            for r in rows]
+    heads = [
+        "packing",
+        "target",
+        "sparsity",
+        "variant",
+        "accuracy",
+        "rot",
+        "pt-mul",
+        "HE ops",
+        "live cts",
+        "est. s",
+    ]
+    body = [
+        [
+            r["packing"],
+            f"{r['target']:.2f}",
+            f"{100 * r['sparsity']:.1f}%",
+            r["variant"],
+            f"{100 * r['accuracy']:.2f}%",
+            r["rotations"],
+            r["plaintext_multiplies"],
+            r["he_operations"],
+            r["max_live_ciphertexts"],
+            f"{r['estimated_seconds']:.1f}",
+        ]
+        for r in rows
+    ]
     widths = [max(len(str(v)) for v in col) for col in zip(heads, *body, strict=True)]
     for line in [heads, ["-" * w for w in widths], *body]:
         print("  ".join(str(v).rjust(w) for v, w in zip(line, widths, strict=True)))
@@ -147,11 +194,17 @@ def plot(rows: list[dict], path: Path) -> bool:
         for variant, style in (("blocks", "o--"), ("blocks+refit", "o-"), ("random+refit", "x:")):
             pts = base + [r for r in rows if r["packing"] == packing and r["variant"] == variant]
             pts.sort(key=lambda r: r["sparsity"])
-            ax.plot([r[cost] for r in pts], [100 * r["accuracy"] for r in pts], style,
-                    label=variant)
+            ax.plot(
+                [r[cost] for r in pts], [100 * r["accuracy"] for r in pts], style, label=variant
+            )
             for r in pts:
-                ax.annotate(f"{100 * r['sparsity']:.0f}%", (r[cost], 100 * r["accuracy"]),
-                            fontsize=7, textcoords="offset points", xytext=(3, 3))
+                ax.annotate(
+                    f"{100 * r['sparsity']:.0f}%",
+                    (r[cost], 100 * r["accuracy"]),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                )
         ax.set_xlabel(f"{cost.replace('_', ' ')} (compiled program)")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(f"{packing} packing")
@@ -163,8 +216,11 @@ def plot(rows: list[dict], path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="CryptoNets digits, sparsities 0/0.5/0.9, 64 calibration images")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="CryptoNets digits, sparsities 0/0.5/0.9, 64 calibration images",
+    )
     ap.add_argument("--example", default=None, help="examples/ folder (default lenet5_digits)")
     ap.add_argument("--packing", choices=["slots", "batch", "both"], default="both")
     ap.add_argument("--sparsities", default=None, help="comma-separated, e.g. 0,0.5,0.9")
@@ -173,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--png", type=Path, default=REPO / "benchmarks" / "prune_sweep.png")
     args = ap.parse_args(argv)
     example = args.example or ("cryptonets_digits" if args.quick else "lenet5_digits")
-    sparsities = tuple(float(v) for v in args.sparsities.split(",")) if args.sparsities else \
-        (QUICK_SPARSITIES if args.quick else FULL_SPARSITIES)
+    sparsities = (
+        tuple(float(v) for v in args.sparsities.split(","))
+        if args.sparsities
+        else (QUICK_SPARSITIES if args.quick else FULL_SPARSITIES)
+    )
     n_calib = 64 if args.quick else args.calib_images
     folder = EXAMPLES / example
 
@@ -190,10 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     for packing in packings:
         rows += sweep(base, calib, x, y, packing, sparsities, log)
     print_table(rows)
-    meta = {"example": example, "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "threads": 1,
-            "load_average": os.getloadavg()[0], "seconds": round(time.perf_counter() - start, 1),
-            "calibration_images": int(len(calib)), "test_images": int(len(x))}
+    meta = {
+        "example": example,
+        "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "threads": 1,
+        "load_average": os.getloadavg()[0],
+        "seconds": round(time.perf_counter() - start, 1),
+        "calibration_images": int(len(calib)),
+        "test_images": int(len(x)),
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     print(f"wrote {args.json}")

@@ -20,9 +20,21 @@ from conftest import EXAMPLE, assert_matches_reference
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory):
     out = tmp_path_factory.mktemp("prune") / "pruned.onnx"
-    result = CliRunner().invoke(cli, [
-        "optimize", str(EXAMPLE / "model.onnx"), "--calib", str(EXAMPLE / "calib.npz"),
-        "--eval", str(EXAMPLE / "test.npz"), "--prune", "0.5", "-o", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "optimize",
+            str(EXAMPLE / "model.onnx"),
+            "--calib",
+            str(EXAMPLE / "calib.npz"),
+            "--eval",
+            str(EXAMPLE / "test.npz"),
+            "--prune",
+            "0.5",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -48,9 +60,19 @@ def test_pruned_program_equals_onnxruntime_on_the_pruned_model(pruned, tmp_path)
 
 def test_compile_prune_flag_counts_the_same_program(pruned, tmp_path) -> None:
     """`hec compile --prune` prunes the same way `hec optimize --prune` does."""
-    result = CliRunner().invoke(cli, [
-        "compile", str(EXAMPLE / "model.onnx"), "--calib", str(EXAMPLE / "calib.npz"),
-        "--prune", "0.5", "-o", str(tmp_path / "art")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "compile",
+            str(EXAMPLE / "model.onnx"),
+            "--calib",
+            str(EXAMPLE / "calib.npz"),
+            "--prune",
+            "0.5",
+            "-o",
+            str(tmp_path / "art"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "art" / "report.json").read_text())
     counted = report["pruning"]["totals"]["after"]

@@ -76,8 +76,8 @@ def compile(
     stats = make_he_friendly(model, graph, options, calibration, progress)
     pruning = None
     if prune is not None:
-        from hec.prune import prune_graph
         from hec.passes.replace_activations import CalibrationMissing
+        from hec.prune import prune_graph
 
         if calibration is None:
             raise CalibrationMissing("--prune needs calibration data: give --calib DATA.npz")

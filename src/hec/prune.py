@@ -36,6 +36,8 @@ class PruneOptions:
         recover: refit the surviving weights by least squares on the calibration data.
         fine_tune_epochs: then train them with the masks fixed (needs ``hec[train]``).
         learning_rate: of that fine-tuning.
+        score: how blocks are ranked: ``"calibrated"`` (expected output error on the
+            calibration data) or ``"magnitude"`` (squared weights).
     """
 
     sparsity: float = 0.9
@@ -45,6 +47,7 @@ class PruneOptions:
     recover: bool = True
     fine_tune_epochs: int = 0
     learning_rate: float = 1e-3
+    score: str = "calibrated"
 
 
 def compiled_figures(graph: Graph, options: CompileOptions, packing: str) -> dict[str, Any]:
@@ -60,11 +63,16 @@ def _accuracy(graph: Graph, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(interpret(graph, x)[0].reshape(len(x), -1).argmax(1) == y))
 
 
-def prune_graph(graph: Graph, calibration: np.ndarray, options: PruneOptions,
-                compile_options: CompileOptions | None = None,
-                evaluation: tuple[np.ndarray, np.ndarray | None] | None = None,
-                train: tuple[np.ndarray, np.ndarray] | None = None,
-                progress: ProgressFn = no_progress, count: bool = True) -> dict[str, Any]:
+def prune_graph(
+    graph: Graph,
+    calibration: np.ndarray,
+    options: PruneOptions,
+    compile_options: CompileOptions | None = None,
+    evaluation: tuple[np.ndarray, np.ndarray | None] | None = None,
+    train: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: ProgressFn = no_progress,
+    count: bool = True,
+) -> dict[str, Any]:
     """Prune ``graph`` (HE-friendly tensor graph) in place; returns the pruning report.
 
     ``count``: compile before and after to report the HE operations each layer saved.
@@ -74,12 +82,23 @@ def prune_graph(graph: Graph, calibration: np.ndarray, options: PruneOptions,
     packing = options.packing
     before = compiled_figures(graph, copts, packing) if count else None
     progress("prune", 0, 3)
-    rows = PruneBlocks(options.sparsity, packing, options.rotation_budget, options.per_layer,
-                       calibration, copts.slots).prune(graph)
+    rows = PruneBlocks(
+        options.sparsity,
+        packing,
+        options.rotation_budget,
+        options.per_layer,
+        calibration,
+        copts.slots,
+        score=options.score,
+    ).prune(graph)
     progress("prune", 1, 3)
-    report: dict[str, Any] = {"packing": packing, "target_sparsity": options.sparsity,
-                              "rotation_budget": options.rotation_budget,
-                              "per_layer": options.per_layer}
+    report: dict[str, Any] = {
+        "packing": packing,
+        "target_sparsity": options.sparsity,
+        "score": options.score,
+        "rotation_budget": options.rotation_budget,
+        "per_layer": options.per_layer,
+    }
     errors = reconstruction_errors(graph, original, calibration)
     if options.recover:
         report["refit"] = refit(graph, original, calibration)
@@ -90,12 +109,20 @@ def prune_graph(graph: Graph, calibration: np.ndarray, options: PruneOptions,
         if yt is None:
             from hec.passes.replace_activations import CalibrationMissing
 
-            raise CalibrationMissing("fine-tuning after pruning needs labels: give --train "
-                                     "DATA.npz with x and y, or labels y in the calibration data")
+            raise CalibrationMissing(
+                "fine-tuning after pruning needs labels: give --train "
+                "DATA.npz with x and y, or labels y in the calibration data"
+            )
         masks = {id(op): op.consts["weight"] != 0 for op in prunable_ops(graph)}
-        report["fine_tune"] = {"epochs": options.fine_tune_epochs, "losses": [
-            round(v, 5) for v in fine_tune(graph, xt, yt, options.fine_tune_epochs,
-                                           options.learning_rate, masks=masks)]}
+        report["fine_tune"] = {
+            "epochs": options.fine_tune_epochs,
+            "losses": [
+                round(v, 5)
+                for v in fine_tune(
+                    graph, xt, yt, options.fine_tune_epochs, options.learning_rate, masks=masks
+                )
+            ],
+        }
     progress("prune", 2, 3)
     after_err = reconstruction_errors(graph, original, calibration)
     for row, e0, e1 in zip(rows, errors, after_err, strict=True):
@@ -106,8 +133,11 @@ def prune_graph(graph: Graph, calibration: np.ndarray, options: PruneOptions,
     report["sparsity"] = report["weights_pruned"] / max(total, 1)
     if evaluation is not None and evaluation[1] is not None:
         x, y = evaluation
-        report["accuracy"] = {"before": _accuracy(original, x, y), "after": _accuracy(graph, x, y),
-                              "samples": int(len(x))}
+        report["accuracy"] = {
+            "before": _accuracy(original, x, y),
+            "after": _accuracy(graph, x, y),
+            "samples": int(len(x)),
+        }
     if count:
         after = compiled_figures(graph, copts, packing)
         _attach_counts(rows, before, after)
@@ -118,8 +148,14 @@ def prune_graph(graph: Graph, calibration: np.ndarray, options: PruneOptions,
 
 
 _SLOT_KEYS = ("plaintext_multiplies", "rotations", "rotation_keys")
-_BATCH_KEYS = ("scalar_multiplies", "additions", "ciphertexts", "ciphertext_multiplies",
-               "rescales", "polynomials")
+_BATCH_KEYS = (
+    "scalar_multiplies",
+    "additions",
+    "ciphertexts",
+    "ciphertext_multiplies",
+    "rescales",
+    "polynomials",
+)
 
 
 def _keys(fig: dict) -> tuple[str, ...]:
@@ -128,16 +164,23 @@ def _keys(fig: dict) -> tuple[str, ...]:
 
 def _plaintext_bytes(layer: dict, ck: dict) -> int:
     """Encoded diagonals of a slot layer: ``ring_dim`` 64-bit words per remaining prime."""
-    return layer.get("plaintext_multiplies", 0) * ck["ring_dim"] * 8 * (
-        ck["depth"] + 1 - layer["level_in"])
+    return (
+        layer.get("plaintext_multiplies", 0)
+        * ck["ring_dim"]
+        * 8
+        * (ck["depth"] + 1 - layer["level_in"])
+    )
 
 
 def _attach_counts(rows: list[dict], before: dict, after: dict) -> None:
     """Per pruned layer, the compiled counts of the fused map(s) holding it, before/after."""
     for row in rows:
         for tag, fig in (("before", before), ("after", after)):
-            maps = [lay for lay in fig["layers"]
-                    if row["name"] in lay["name"].split("+") and lay["kind"] == "linear"]
+            maps = [
+                lay
+                for lay in fig["layers"]
+                if row["name"] in lay["name"].split("+") and lay["kind"] == "linear"
+            ]
             counts = {k: sum(m.get(k, 0) for m in maps) for k in _keys(fig)}
             if fig["packing"] == "slots":
                 counts["plaintext_bytes"] = sum(_plaintext_bytes(m, fig["ckks"]) for m in maps)
@@ -147,8 +190,15 @@ def _attach_counts(rows: list[dict], before: dict, after: dict) -> None:
 def _totals(fig: dict) -> dict[str, Any]:
     t = {k: fig["totals"].get(k, 0) for k in _keys(fig)}
     if fig["packing"] == "batch":
-        t["he_operations"] = sum(fig["totals"].get(k, 0) for k in (
-            "scalar_multiplies", "additions", "plaintext_additions", "ciphertext_multiplies"))
+        t["he_operations"] = sum(
+            fig["totals"].get(k, 0)
+            for k in (
+                "scalar_multiplies",
+                "additions",
+                "plaintext_additions",
+                "ciphertext_multiplies",
+            )
+        )
         t["peak_bytes"] = fig["memory"]["program_bytes"]
         t["max_live_ciphertexts"] = fig["memory"]["max_live_ciphertexts"]
     else:

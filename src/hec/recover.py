@@ -25,8 +25,9 @@ def prunable_ops(graph: Graph) -> list[Op]:
     return [op for op in graph.ops if op.kind in PRUNABLE_KINDS and "weight" in op.consts]
 
 
-def layer_inputs(graph: Graph, x: np.ndarray, ops: list[Op] | None = None,
-                 outputs: bool = False) -> dict[int, np.ndarray]:
+def layer_inputs(
+    graph: Graph, x: np.ndarray, ops: list[Op] | None = None, outputs: bool = False
+) -> dict[int, np.ndarray]:
     """``id(op) -> its input`` (or output) on ``x``, for the conv/matmul ops of ``graph``."""
     wanted = {id(op) for op in (ops if ops is not None else prunable_ops(graph))}
     env: dict[int, np.ndarray] = {id(graph.inputs[0]): np.asarray(x, dtype=np.float64)}
@@ -52,8 +53,10 @@ def patches(op: Op, x: np.ndarray) -> np.ndarray:
     xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)])
     cols = []
     for kpos in np.ndindex(*kernel):
-        sl = tuple(slice(kpos[i] * dil[i], kpos[i] * dil[i] + strides[i] * (out_sp[i] - 1) + 1,
-                         strides[i]) for i in range(nd))
+        sl = tuple(
+            slice(kpos[i] * dil[i], kpos[i] * dil[i] + strides[i] * (out_sp[i] - 1) + 1, strides[i])
+            for i in range(nd)
+        )
         cols.append(xp[(slice(None), slice(None), *sl)])  # [B, C, *out_sp]
     p = np.stack(cols, axis=2)  # [B, C, K, *out_sp]
     p = p.reshape(p.shape[0], p.shape[1] * p.shape[2], -1)  # [B, C·K, P]
@@ -83,12 +86,15 @@ def reconstruction_errors(pruned: Graph, original: Graph, x: np.ndarray) -> list
     """Per layer: ``‖y_pruned - y_original‖ / ‖y_original‖`` of its output on ``x``."""
     a = layer_inputs(pruned, x, outputs=True)
     b = layer_inputs(original, x, outputs=True)
-    return [float(np.linalg.norm(a[id(p)] - b[id(o)]) / max(np.linalg.norm(b[id(o)]), 1e-30))
-            for p, o in zip(prunable_ops(pruned), prunable_ops(original), strict=True)]
+    return [
+        float(np.linalg.norm(a[id(p)] - b[id(o)]) / max(np.linalg.norm(b[id(o)]), 1e-30))
+        for p, o in zip(prunable_ops(pruned), prunable_ops(original), strict=True)
+    ]
 
 
-def refit(pruned: Graph, original: Graph, x: np.ndarray, ridge: float = 1e-4
-          ) -> list[dict[str, Any]]:
+def refit(
+    pruned: Graph, original: Graph, x: np.ndarray, ridge: float = 1e-4
+) -> list[dict[str, Any]]:
     """Refit ``pruned``'s surviving weights in place, layer by layer (see the module doc).
 
     ``original`` is the unpruned graph of the same structure. Returns per layer the relative

@@ -137,8 +137,9 @@ def test_batch_culling_removes_ciphertexts(setup) -> None:
     # the folded constants keep the pruned model's function: batch program = interpreter
     lowered = g.clone()
     LowerToBatch(8).run(lowered)
-    np.testing.assert_allclose(simulate_batch(lowered, x[:8])[0], interpret(g, x[:8])[0],
-                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        simulate_batch(lowered, x[:8])[0], interpret(g, x[:8])[0], rtol=1e-9, atol=1e-9
+    )
 
 
 def test_culling_folds_constant_channels_exactly(setup) -> None:
@@ -170,6 +171,8 @@ def test_batch_single_weights_save_multiplies_one_for_one(setup) -> None:
     fc.consts = {**fc.consts, "weight": w}
     after = compiled_figures(g, CompileOptions(), "batch")
     last = [lay for lay in before["layers"] if lay["kind"] == "linear"][-1]["name"]
-    mults = {tag: next(lay["scalar_multiplies"] for lay in fig["layers"] if lay["name"] == last)
-             for tag, fig in (("before", before), ("after", after))}
+    mults = {
+        tag: next(lay["scalar_multiplies"] for lay in fig["layers"] if lay["name"] == last)
+        for tag, fig in (("before", before), ("after", after))
+    }
     assert mults["before"] - mults["after"] == 5

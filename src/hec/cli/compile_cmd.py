@@ -111,6 +111,7 @@ def compile_cmd(
     prune: float | None,
     rotation_budget: int | None,
     prune_per_layer: bool,
+    prune_score: str,
     recover: bool,
 ) -> None:
     """Compile an ONNX MODEL into a CKKS program (artifact directory OUT, with report.json).
@@ -139,7 +140,8 @@ def compile_cmd(
         memory_limit=parse_size(memory_limit) if memory_limit else None,
     )
     x, y = load_dataset(calib) if calib is not None else (None, None)
-    settings = prune_settings(prune, rotation_budget, prune_per_layer, recover, packing)
+    settings = prune_settings(prune, rotation_budget, prune_per_layer, prune_score, recover,
+                              packing)
     artifact = compile(model, out_dir, options, progress=stderr_progress(), calibration=x,
                        labels=y, prune=settings)
     click.echo(f"compiled {model} -> {out_dir} in {artifact.report['compile_seconds']:.2f} s")

@@ -58,7 +58,8 @@ def print_conversion(layers: list[dict[str, Any]], accuracy: dict[str, Any] | No
 
 
 def prune_options(fn: Callable) -> Callable:
-    """``--prune``, ``--rotation-budget``, ``--prune-per-layer``, ``--no-recover``."""
+    """``--prune``, ``--rotation-budget``, ``--prune-per-layer``, ``--prune-score``,
+    ``--recover/--no-recover``."""
     for option in reversed([
         click.option("--prune", "prune", type=click.FloatRange(0, 1, max_open=True),
                      default=None,
@@ -69,6 +70,10 @@ def prune_options(fn: Callable) -> Callable:
                           "many rotations (instead of --prune's sparsity)."),
         click.option("--prune-per-layer", is_flag=True,
                      help="Reach the --prune sparsity in every layer, not over all weights."),
+        click.option("--prune-score", type=click.Choice(["calibrated", "magnitude"]),
+                     default="calibrated", show_default=True,
+                     help="Rank blocks by their output error on the calibration data, or by "
+                          "weight magnitude."),
         click.option("--recover/--no-recover", default=True, show_default=True,
                      help="Refit the surviving weights by least squares on the calibration "
                           "data after pruning."),
@@ -78,7 +83,7 @@ def prune_options(fn: Callable) -> Callable:
 
 
 def prune_settings(prune: float | None, rotation_budget: int | None, per_layer: bool,
-                   recover: bool, packing: str, epochs: int = 0, lr: float = 1e-3):
+                   score: str, recover: bool, packing: str, epochs: int = 0, lr: float = 1e-3):
     """The ``PruneOptions`` the flags ask for, or ``None`` (no pruning)."""
     if prune is None and rotation_budget is None:
         return None
@@ -86,7 +91,7 @@ def prune_settings(prune: float | None, rotation_budget: int | None, per_layer: 
 
     return PruneOptions(prune if prune is not None else 0.0,
                         "batch" if packing == "batch" else "slots", rotation_budget, per_layer,
-                        recover, epochs, lr)
+                        recover, epochs, lr, score)
 
 
 def print_pruning(report: dict[str, Any]) -> None:

@@ -39,7 +39,8 @@ __all__ = ["optimize_cmd"]
 def optimize_cmd(model: Path, out_path: Path, calib: Path | None, degree: int | None,
                  error_budget: float, margin: float, eval_path: Path | None, epochs: int,
                  train_path: Path | None, lr: float, prune: float | None,
-                 rotation_budget: int | None, prune_per_layer: bool, recover: bool,
+                 rotation_budget: int | None, prune_per_layer: bool, prune_score: str,
+                 recover: bool,
                  packing: str) -> None:
     """Replace non-polynomial activations of MODEL by calibrated polynomials (ONNX to ONNX).
 
@@ -66,7 +67,8 @@ def optimize_cmd(model: Path, out_path: Path, calib: Path | None, degree: int | 
 
         require_torch()  # say so before calibrating, not after
     options = CompileOptions(degree=degree, error_budget=error_budget, margin=margin)
-    settings = prune_settings(prune, rotation_budget, prune_per_layer, recover, packing, epochs,
+    settings = prune_settings(prune, rotation_budget, prune_per_layer, prune_score, recover,
+                              packing, epochs,
                               lr)
     report = optimize(model, out_path, x, y, options, evaluation, stderr_progress(),
                       0 if settings else epochs, train, lr, settings)

@@ -80,8 +80,9 @@ class _Recorder(_Lowering):
         return self._emit("matvec", [p.src], t, p.origin)
 
 
-def slot_diagonals(graph: Graph, slots: int | None = None) -> tuple[list[SlotMap],
-                                                                   list[LayerDiagonals]]:
+def slot_diagonals(
+    graph: Graph, slots: int | None = None
+) -> tuple[list[SlotMap], list[LayerDiagonals]]:
     """The maps of ``graph``'s slot lowering and, per conv/matmul op, its weight-diagonal
     incidence. ``graph`` must be HE-friendly (polynomial activations only)."""
     S = slots or min_slots(graph)
@@ -136,12 +137,13 @@ def _tagged_matrix(op: Op) -> tuple[sp.coo_matrix, np.ndarray]:
     return A, (A.data - 1).astype(np.int64)
 
 
-def _incidence(op: Op, p: PendingMap, j: int, rows_slot: np.ndarray, cols_slot: np.ndarray,
-               S: int) -> tuple[np.ndarray, np.ndarray]:
+def _incidence(
+    op: Op, p: PendingMap, j: int, rows_slot: np.ndarray, cols_slot: np.ndarray, S: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Unique ``(weight index, diagonal offset)`` pairs of layer ``op`` (factor ``j`` of ``p``)."""
     A, widx = _tagged_matrix(op)
     R = _pattern(list(p.factors[:j]), p.size)  # what feeds the layer, from the map's source
-    L = _pattern(list(p.factors[j + 1:]), A.shape[0]).tocsc()  # what follows it
+    L = _pattern(list(p.factors[j + 1 :]), A.shape[0]).tocsc()  # what follows it
     # expand every entry (j_e, k_e) into rows L[:, j_e] and then columns R[k_e, :]
     e1, out_rows = _expand(L.indptr, L.indices, A.row)
     e2, in_cols = _expand(R.indptr, R.indices, A.col[e1])

@@ -39,7 +39,7 @@ import scipy.sparse as sp
 
 from hec.errors import InputError
 from hec.ir import Graph, Op, affine_map
-from hec.passes.diagonal_blocks import LayerDiagonals, SlotMap, slot_diagonals
+from hec.passes.diagonal_blocks import SlotMap, slot_diagonals
 from hec.passes.schedule_rotations import choose_baby_step
 from hec.recover import layer_inputs, patches, prunable_ops
 
@@ -85,6 +85,7 @@ class PruneBlocks:
         slots: slots per ciphertext of the lowering (``None``: as ``lower-to-slots``).
         single_weights: batch only: single weights inside kept filters may go too (each saves
             a multiply per output position there); ``False``: whole filters only (MOFHEI).
+        score: ``"calibrated"`` (``w²·E[x²]``, needs ``calibration``) or ``"magnitude"``.
     """
 
     sparsity: float = 0.9
@@ -94,6 +95,7 @@ class PruneBlocks:
     calibration: np.ndarray | None = field(default=None, compare=False, repr=False)
     slots: int | None = None
     single_weights: bool = True
+    score: str = "calibrated"
     name: ClassVar[str] = "prune-blocks"
     dialect: ClassVar[str] = "tensor"
 
@@ -108,17 +110,23 @@ class PruneBlocks:
         ops = prunable_ops(graph)
         if not ops:
             return []
+        if self.score not in ("calibrated", "magnitude"):
+            raise InputError(f"pruning score {self.score!r} is not calibrated or magnitude")
         x = self.calibration
-        inputs = layer_inputs(graph, x[:256], ops) if x is not None else {}
+        calibrated = x is not None and self.score == "calibrated"
+        inputs = layer_inputs(graph, x[:256], ops) if calibrated else {}
         scores = {id(op): weight_scores(op, inputs.get(id(op))) for op in ops}
         if self.packing == "slots":
             return self._prune_slots(graph, scores)
         if self.packing == "batch":
             if x is None:
-                raise InputError("batch-packing pruning needs calibration data (--calib) to "
-                                 "fold culled channels into the next layer's bias")
-            return _prune_batch(graph, ops, scores, x, self.sparsity, self.per_layer,
-                                self.single_weights)
+                raise InputError(
+                    "batch-packing pruning needs calibration data (--calib) to "
+                    "fold culled channels into the next layer's bias"
+                )
+            return _prune_batch(
+                graph, ops, scores, x, self.sparsity, self.per_layer, self.single_weights
+            )
         raise InputError(f"--packing {self.packing!r} is not one of slots, batch")
 
     # -- slot packing: diagonal blocks ----------------------------------------------------
@@ -150,37 +158,48 @@ class PruneBlocks:
                     continue
                 wmask = np.isin(layer_of_w, in_map)
                 sel = wmask[pw]
-                order, killed = _greedy(pw[sel], pd[sel], s, n_diag, alive0, True,
-                                        *greedy_args)
-                cut = _sparsity_cut(killed, int(np.ceil(self.sparsity * wmask.sum())),
-                                    int((~alive0 & wmask).sum()))
+                order, killed = _greedy(pw[sel], pd[sel], s, n_diag, alive0, True, *greedy_args)
+                cut = _sparsity_cut(
+                    killed, int(np.ceil(self.sparsity * wmask.sum())), int((~alive0 & wmask).sum())
+                )
                 dead_w |= _dead_weights(killed, cut, len(s), alive0)
         else:
             order, killed = _greedy(pw, pd, s, n_diag, alive0, True, *greedy_args)
-            cut = _sparsity_cut(killed, int(np.ceil(self.sparsity * len(s))),
-                                int((~alive0).sum()))
+            cut = _sparsity_cut(killed, int(np.ceil(self.sparsity * len(s))), int((~alive0).sum()))
             dead_w = _dead_weights(killed, cut, len(s), alive0)
         live_diag = np.zeros(n_diag, dtype=bool)
         live_diag[pd[~dead_w[pw]]] = True
         rows = []
         for i, lay in enumerate(layers):
             w = lay.op.consts["weight"]
-            dead = dead_w[w_base[i]:w_base[i + 1]].reshape(w.shape)
+            dead = dead_w[w_base[i] : w_base[i + 1]].reshape(w.shape)
             lay.op.consts = {**lay.op.consts, "weight": np.where(dead, 0.0, w)}
             m = maps[lay.map_index]
             own = np.unique(lay.pairs_diag)
-            rows.append({
-                "name": lay.op.origin, "map": m.origin, "block": "diagonal",
-                "weights": int(w.size), "weights_pruned": int(dead.sum()),
-                "blocks": int(own.size),
-                "blocks_kept": int(live_diag[own + diag_base[lay.map_index]].sum()),
-            })
+            rows.append(
+                {
+                    "name": lay.op.origin,
+                    "map": m.origin,
+                    "block": "diagonal",
+                    "weights": int(w.size),
+                    "weights_pruned": int(dead.sum()),
+                    "blocks": int(own.size),
+                    "blocks_kept": int(live_diag[own + diag_base[lay.map_index]].sum()),
+                }
+            )
         return rows
 
 
-def _greedy(pw: np.ndarray, pd: np.ndarray, s: np.ndarray, n_diag: int, alive0: np.ndarray,
-            mean: bool, map_of_w: np.ndarray, map_of_d: np.ndarray
-            ) -> tuple[list[int], list[np.ndarray]]:
+def _greedy(
+    pw: np.ndarray,
+    pd: np.ndarray,
+    s: np.ndarray,
+    n_diag: int,
+    alive0: np.ndarray,
+    mean: bool,
+    map_of_w: np.ndarray,
+    map_of_d: np.ndarray,
+) -> tuple[list[int], list[np.ndarray]]:
     """Remove diagonals cheapest first; returns the order and the weights each step kills.
 
     Cost of a diagonal: the summed score of the alive weights on it, relative to the score
@@ -218,11 +237,11 @@ def _greedy(pw: np.ndarray, pd: np.ndarray, s: np.ndarray, n_diag: int, alive0: 
             heapq.heappush(heap, (now, d))
             continue
         removed[d] = True
-        ws = by_diag.indices[by_diag.indptr[d]:by_diag.indptr[d + 1]]
+        ws = by_diag.indices[by_diag.indptr[d] : by_diag.indptr[d + 1]]
         ws = ws[alive[ws]]
         alive[ws] = False
         for w in ws:
-            ds = by_w.indices[by_w.indptr[w]:by_w.indptr[w + 1]]
+            ds = by_w.indices[by_w.indptr[w] : by_w.indptr[w + 1]]
             cost[ds] -= s[w]
             count[ds] -= 1
             remaining[map_of_w[w]] -= s[w]
@@ -248,16 +267,16 @@ def _dead_weights(killed: list[np.ndarray], cut: int, n: int, alive0: np.ndarray
     return dead
 
 
-def _budget_cut(order: list[int], maps: list[SlotMap], diag_base: np.ndarray,
-                budget: int) -> int:
+def _budget_cut(order: list[int], maps: list[SlotMap], diag_base: np.ndarray, budget: int) -> int:
     """The shortest prefix of ``order`` after which the program needs ``<= budget`` rotations
     (bisection: the count falls, not always strictly, as diagonals go)."""
+
     def rotations(cut: int) -> int:
         gone = np.zeros(int(diag_base[-1]), dtype=bool)
         gone[order[:cut]] = True
         total = 0
         for i, m in enumerate(maps):
-            keep = ~gone[diag_base[i]:diag_base[i + 1]]
+            keep = ~gone[diag_base[i] : diag_base[i + 1]]
             total += rotation_count(m.offsets[keep], m.slots)
         return total
 
@@ -274,8 +293,15 @@ def _budget_cut(order: list[int], maps: list[SlotMap], diag_base: np.ndarray,
 
 
 # -- batch packing: filter blocks and culling ---------------------------------------------
-def _prune_batch(graph: Graph, ops: list[Op], scores: dict[int, np.ndarray], x: np.ndarray,
-                 sparsity: float, per_layer: bool, single_weights: bool) -> list[dict]:
+def _prune_batch(
+    graph: Graph,
+    ops: list[Op],
+    scores: dict[int, np.ndarray],
+    x: np.ndarray,
+    sparsity: float,
+    per_layer: bool,
+    single_weights: bool,
+) -> list[dict]:
     """Remove whole output channels (and, with ``single_weights``, single weights), cheapest
     score per HE multiply removed first, until the sparsity is reached; then cull.
 
@@ -352,10 +378,17 @@ def _prune_batch(graph: Graph, ops: list[Op], scores: dict[int, np.ndarray], x: 
     for li, op in enumerate(ops):
         w = op.consts["weight"]
         n_out = _n_out(op)
-        rows.append({"name": op.origin, "block": "filter", "weights": int(w.size),
-                     "weights_pruned": int((w == 0).sum()), "blocks": int(n_out),
-                     "blocks_kept": int(n_out - len(dead.get(li, ()))),
-                     "inputs_culled": culled.get(id(op), 0)})
+        rows.append(
+            {
+                "name": op.origin,
+                "block": "filter",
+                "weights": int(w.size),
+                "weights_pruned": int((w == 0).sum()),
+                "blocks": int(n_out),
+                "blocks_kept": int(n_out - len(dead.get(li, ()))),
+                "inputs_culled": culled.get(id(op), 0),
+            }
+        )
     return rows
 
 
@@ -370,16 +403,18 @@ def _n_out(op: Op) -> int:
     return w.shape[1] if op.kind == "matmul" else w.shape[0]
 
 
-def _channel_reach(graph: Graph, ops: list[Op]
-                   ) -> dict[int, tuple[int, list[np.ndarray], list[np.ndarray]]]:
+def _channel_reach(
+    graph: Graph, ops: list[Op]
+) -> dict[int, tuple[int, list[np.ndarray], list[np.ndarray]]]:
     """Per layer index: the next layer that reads it, and per output channel the (flat) weights
     of that layer that read only this channel (what culling the channel removes) and the
     mask of its input elements that depend on the channel."""
     index = {id(op): i for i, op in enumerate(ops)}
     out = {}
     for li, op in enumerate(ops):
-        n_out = op.consts["weight"].shape[1] if op.kind == "matmul" else \
-            op.consts["weight"].shape[0]
+        n_out = (
+            op.consts["weight"].shape[1] if op.kind == "matmul" else op.consts["weight"].shape[0]
+        )
         size = op.result.type.size
         per = size // n_out
         # element e of the output belongs to channel e // per (matmul: e % n_out)
@@ -410,7 +445,7 @@ def _propagate(graph: Graph, start: Op, dep: sp.csr_matrix, index: dict[int, int
     element-wise ops, to the first conv/matmul reading them; ``None`` if it reaches an output
     first or branches."""
     deps = {id(start.result): dep}
-    for op in graph.ops[graph.ops.index(start) + 1:]:
+    for op in graph.ops[graph.ops.index(start) + 1 :]:
         ins = [deps[id(v)] for v in op.inputs if id(v) in deps]
         if not ins:
             continue
@@ -444,8 +479,9 @@ def _constant_inputs(graph: Graph, ops: list[Op], x: np.ndarray) -> dict[int, np
     return out
 
 
-def _cull(graph: Graph, ops: list[Op], x: np.ndarray, was_const: dict[int, np.ndarray]
-          ) -> dict[int, int]:
+def _cull(
+    graph: Graph, ops: list[Op], x: np.ndarray, was_const: dict[int, np.ndarray]
+) -> dict[int, int]:
     """Zero the weights reading only inputs that pruning made constant (dead channels) and
     fold what they contributed into the bias; returns per layer the input elements culled.
     Inputs constant before pruning (a blank border pixel) are left alone: constant on the
