@@ -147,8 +147,10 @@ class PruneBlocks:
         map_of_w = np.array([lay.map_index for lay in layers])[layer_of_w]
         greedy_args = (map_of_w, map_of_d)
         if self.rotation_budget is not None:
-            order, killed = _greedy(pw, pd, s, n_diag, alive0, False, *greedy_args)
-            cut = _budget_cut(order, maps, diag_base, self.rotation_budget)
+            # blocks: whole baby-step and giant-step groups (each one rotation) of every map
+            pw_u, pu, map_of_u = _bsgs_units(maps, diag_base, pw, pd)
+            _, killed = _greedy(pw_u, pu, s, len(map_of_u), alive0, False, map_of_w, map_of_u)
+            cut = _budget_cut(killed, maps, diag_base, pw, pd, alive0, self.rotation_budget)
             dead_w = _dead_weights(killed, cut, len(s), alive0)
         elif self.per_layer:
             dead_w = ~alive0
@@ -215,6 +217,7 @@ def _greedy(
     cost = np.bincount(pd[live_pairs], weights=s[pw[live_pairs]], minlength=n_diag)
     count = np.bincount(pd[live_pairs], minlength=n_diag).astype(np.int64)
     remaining = np.bincount(map_of_w[alive], weights=s[alive], minlength=map_of_d.max() + 1)
+    alive_in_map = np.bincount(map_of_w[alive], minlength=len(remaining))
     present = np.zeros(n_diag, dtype=bool)
     present[pd] = True
 
@@ -239,6 +242,9 @@ def _greedy(
         removed[d] = True
         ws = by_diag.indices[by_diag.indptr[d] : by_diag.indptr[d + 1]]
         ws = ws[alive[ws]]
+        if len(ws) and len(ws) >= alive_in_map[map_of_d[d]]:
+            continue  # a map keeps one block: an all-zero map is not a linear layer any more
+        alive_in_map[map_of_d[d]] -= len(ws)
         alive[ws] = False
         for w in ws:
             ds = by_w.indices[by_w.indptr[w] : by_w.indptr[w + 1]]
@@ -267,20 +273,55 @@ def _dead_weights(killed: list[np.ndarray], cut: int, n: int, alive0: np.ndarray
     return dead
 
 
-def _budget_cut(order: list[int], maps: list[SlotMap], diag_base: np.ndarray, budget: int) -> int:
-    """The shortest prefix of ``order`` after which the program needs ``<= budget`` rotations
-    (bisection: the count falls, not always strictly, as diagonals go)."""
+def _bsgs_units(maps: list[SlotMap], diag_base: np.ndarray, pw: np.ndarray, pd: np.ndarray):
+    """Weight-unit pairs where a unit is a map's baby step ``b != 0`` or giant step ``g != 0``
+    (``k = g·n1 + b`` with the ``n1`` ``schedule-rotations`` picks for the unpruned map):
+    removing a unit removes one rotation. Returns ``(pairs_weight, pairs_unit, map_of_unit)``."""
+    keys_w, keys_u = [], []
+    for i, m in enumerate(maps):
+        if not m.prunable or m.offsets.size == 0:
+            continue
+        n1 = choose_baby_step(m.offsets, m.slots)
+        sel = (pd >= diag_base[i]) & (pd < diag_base[i + 1])
+        k = m.offsets[pd[sel] - diag_base[i]]
+        baby, giant = k % n1, k // n1
+        span = m.slots + 1
+        for kind, value, valid in ((0, baby, baby != 0), (1, giant, giant % m.slots != 0)):
+            keys_w.append(pw[sel][valid])
+            keys_u.append((i * 2 + kind) * span + value[valid])
+    if not keys_w:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    units, pu = np.unique(np.concatenate(keys_u), return_inverse=True)
+    span_of = np.array([m.slots + 1 for m in maps])
+    map_of_u = np.array([u // 2 for u in units // span_of.max()])  # all maps share slots
+    return np.concatenate(keys_w), pu, map_of_u
+
+
+def _budget_cut(
+    killed: list[np.ndarray],
+    maps: list[SlotMap],
+    diag_base: np.ndarray,
+    pw: np.ndarray,
+    pd: np.ndarray,
+    alive0: np.ndarray,
+    budget: int,
+) -> int:
+    """The shortest prefix of the removals after which the program needs ``<= budget``
+    rotations: a diagonal stays while one of its weights lives, and each map's rotations are
+    counted as ``schedule-rotations`` will emit them (its ``n1`` chosen again). Bisection: the
+    count falls, not always strictly, as weights die."""
 
     def rotations(cut: int) -> int:
-        gone = np.zeros(int(diag_base[-1]), dtype=bool)
-        gone[order[:cut]] = True
+        dead = _dead_weights(killed, cut, len(alive0), alive0)
+        live = np.zeros(int(diag_base[-1]), dtype=bool)
+        live[pd[~dead[pw]]] = True
         total = 0
         for i, m in enumerate(maps):
-            keep = ~gone[diag_base[i] : diag_base[i + 1]]
-            total += rotation_count(m.offsets[keep], m.slots)
+            offsets = m.offsets[live[diag_base[i] : diag_base[i + 1]]] if m.prunable else m.offsets
+            total += rotation_count(offsets, m.slots)
         return total
 
-    lo, hi = 0, len(order)
+    lo, hi = 0, len(killed)
     if rotations(hi) > budget:
         return hi
     while lo < hi:
