@@ -205,7 +205,8 @@ def plot(rows: list[dict], path: Path) -> bool:
                     textcoords="offset points",
                     xytext=(3, 3),
                 )
-        ax.set_xlabel(f"{cost.replace('_', ' ')} (compiled program)")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{cost.replace('_', ' ')} (compiled program, log scale)")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(f"{packing} packing")
         ax.legend()
