@@ -15,7 +15,8 @@ ciphertexts. So the block follows the packing:
 - **batch**: a block is a whole filter / neuron (an output channel). A dead channel's
   ciphertexts are constants; the next layer's weights reading them are *culled* and their
   constant contribution is folded into its bias, so nothing reads those elements and the batch
-  schedule never computes them (no ciphertext, no operation).
+  schedule never computes them (no ciphertext, no operation). Single weights inside kept
+  filters may go too: a weighted sum skips a zero weight, one multiply per output position.
 
 Scores: ``magnitude`` (``w²``) or ``calibrated`` (``w²·E[x²]`` over the calibration data: the
 expected squared output error of removing the weight, exact per output row); normalized per
