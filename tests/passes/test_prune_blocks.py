@@ -3,6 +3,9 @@ the refit lowers the reconstruction error, the pruned model is ordinary ONNX."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -18,7 +21,10 @@ from hec.recover import reconstruction_errors, refit
 from hec.runtime import simulate_slots
 from hec.runtime.batch_simulator import simulate_batch
 
+from golden import check_golden
 from onnx_builders import ModelBuilder, run_onnxruntime
+
+GOLDEN = Path(__file__).parent / "golden"
 
 
 def _model():
@@ -176,3 +182,10 @@ def test_batch_single_weights_save_multiplies_one_for_one(setup) -> None:
         for tag, fig in (("before", before), ("after", after))
     }
     assert mults["before"] - mults["after"] == 5
+
+
+def test_golden_dump(setup) -> None:
+    """The pruned graph (weight digests change, nothing else) and the per-layer rows."""
+    g = _graph(setup[0])
+    rows = PruneBlocks(0.6, "slots", score="magnitude").prune(g)
+    check_golden(f"{g}\n{json.dumps(rows, indent=1)}\n", GOLDEN / "prune_blocks.txt")

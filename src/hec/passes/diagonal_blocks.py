@@ -32,7 +32,7 @@ from hec.ir import CipherType, Graph, Op, affine_map
 from hec.passes.chain_lowering import PendingMap
 from hec.passes.lower_to_slots import _Lowering, min_slots
 
-__all__ = ["SlotMap", "LayerDiagonals", "slot_diagonals", "PRUNABLE_KINDS"]
+__all__ = ["SlotMap", "LayerDiagonals", "slot_diagonals", "tagged_matrix", "PRUNABLE_KINDS"]
 
 PRUNABLE_KINDS = frozenset({"conv", "matmul"})
 
@@ -118,7 +118,7 @@ def _pattern(factors: list[tuple[sp.csr_matrix, np.ndarray]], n: int) -> sp.csr_
     return out
 
 
-def _tagged_matrix(op: Op) -> tuple[sp.coo_matrix, np.ndarray]:
+def tagged_matrix(op: Op) -> tuple[sp.coo_matrix, np.ndarray]:
     """``A_layer`` with weight ``i`` set to ``i + 1`` (no bias): entry value - 1 = weight index."""
     w = op.consts["weight"]
     tags = np.arange(1, w.size + 1, dtype=np.float64).reshape(w.shape)
@@ -141,7 +141,7 @@ def _incidence(
     op: Op, p: PendingMap, j: int, rows_slot: np.ndarray, cols_slot: np.ndarray, S: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unique ``(weight index, diagonal offset)`` pairs of layer ``op`` (factor ``j`` of ``p``)."""
-    A, widx = _tagged_matrix(op)
+    A, widx = tagged_matrix(op)
     R = _pattern(list(p.factors[:j]), p.size)  # what feeds the layer, from the map's source
     L = _pattern(list(p.factors[j + 1 :]), A.shape[0]).tocsc()  # what follows it
     # expand every entry (j_e, k_e) into rows L[:, j_e] and then columns R[k_e, :]

@@ -25,8 +25,8 @@ layer so layers compare. The output layer's neurons are never pruned under batch
 Preserves: the graph's structure and shapes (pruned weights are zeros in the same tensors, so
 it exports to an ordinary ONNX model). The function changes, approximately: the accuracy cost
 is measured (``hec.prune``) and recovered by ``hec.recover.refit``.
-Requires: an HE-friendly tensor graph (polynomials only). Golden: none (numeric tests in
-``tests/passes/test_prune_blocks.py``).
+Requires: an HE-friendly tensor graph (polynomials only). Golden:
+``tests/passes/golden/prune_blocks.txt`` (numeric tests beside it).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import scipy.sparse as sp
 
 from hec.errors import InputError
 from hec.ir import Graph, Op, affine_map
-from hec.passes.diagonal_blocks import SlotMap, slot_diagonals
+from hec.passes.diagonal_blocks import SlotMap, slot_diagonals, tagged_matrix
 from hec.passes.schedule_rotations import choose_baby_step
 from hec.recover import layer_inputs, patches, prunable_ops
 
@@ -467,7 +467,7 @@ def _channel_reach(
             continue
         nli, ndep = nxt
         nop = ops[nli]
-        A, widx = _tagged(nop)
+        A, widx = tagged_matrix(nop)
         n_w = nop.consts["weight"].size
         touches = np.bincount(widx, minlength=n_w)
         culled, reads = [], []
@@ -506,12 +506,6 @@ def _propagate(graph: Graph, start: Op, dep: sp.csr_matrix, index: dict[int, int
     return None
 
 
-def _tagged(op: Op):
-    from hec.passes.diagonal_blocks import _tagged_matrix
-
-    return _tagged_matrix(op)
-
-
 def _constant_inputs(graph: Graph, ops: list[Op], x: np.ndarray) -> dict[int, np.ndarray]:
     """Per layer: which of its input elements are constant over the calibration data."""
     out = {}
@@ -535,7 +529,7 @@ def _cull(
         const &= ~was_const[id(op)]
         if not const.any():
             continue
-        A, widx = _tagged(op)
+        A, widx = tagged_matrix(op)
         n_w = op.consts["weight"].size
         touches = np.bincount(widx, minlength=n_w)
         inside = np.bincount(widx[const[A.col]], minlength=n_w)
