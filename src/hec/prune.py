@@ -52,11 +52,16 @@ class PruneOptions:
 
 def compiled_figures(graph: Graph, options: CompileOptions, packing: str) -> dict[str, Any]:
     """The report figures (``report.json`` totals and layers) of compiling ``graph``."""
-    from hec.api import _lower
+    from hec import api
 
     # counting only: a batch program too large for this machine is still counted
     opts = dataclasses.replace(options, memory_limit=1 << 60, dump_ir_after=None)
-    return _lower(graph, opts, packing)[2]
+    # the slot lowering `compile` uses (with its choice of input layout, where the compiler
+    # has one), so that these counts are those of the program `hec compile` writes
+    lower_slots = getattr(api, "_lower_slots", None)
+    if packing == "slots" and lower_slots is not None:
+        return lower_slots(graph, opts, no_progress)[2]
+    return api._lower(graph, opts, packing)[2]
 
 
 def _accuracy(graph: Graph, x: np.ndarray, y: np.ndarray) -> float:
