@@ -95,6 +95,8 @@ def prune_graph(
         calibration,
         copts.slots,
         score=options.score,
+        # a scheduler that folds short maps (one plaintext per offset residue) sets the blocks
+        fold=getattr(copts, "fold_short_maps", False),
     ).prune(graph)
     progress("prune", 1, 3)
     report: dict[str, Any] = {

@@ -45,6 +45,7 @@ class SlotMap:
     offsets: np.ndarray  # sorted offsets of its diagonals
     slots: int
     prunable: bool  # whether its diagonals come from conv/matmul weights alone
+    outputs: int = 0  # elements of its result (rows the scheduler must compute)
 
 
 @dataclass
@@ -96,7 +97,8 @@ def slot_diagonals(
         # a residual merges factors (no per-layer view): such a map stays as it is
         if not found or len(p.factors) != len(p.origins):
             A = p.A.tocoo()
-            maps.append(SlotMap(p.origin, np.unique((cols[A.col] - rows[A.row]) % S), S, False))
+            offsets = np.unique((cols[A.col] - rows[A.row]) % S)
+            maps.append(SlotMap(p.origin, offsets, S, False, len(rows)))
             continue
         per_layer = []
         for j, origin in found:
@@ -104,7 +106,7 @@ def slot_diagonals(
             weight, diag_offset = _incidence(op, p, j, rows, cols, S)
             per_layer.append((op, weight, diag_offset))
         offsets = np.unique(np.concatenate([d for _, _, d in per_layer]))
-        maps.append(SlotMap(p.origin, offsets, S, True))
+        maps.append(SlotMap(p.origin, offsets, S, True, len(rows)))
         for op, weight, diag_offset in per_layer:
             layers.append(LayerDiagonals(op, m, weight, np.searchsorted(offsets, diag_offset)))
     return maps, layers

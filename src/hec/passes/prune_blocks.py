@@ -87,6 +87,9 @@ class PruneBlocks:
         single_weights: batch only: single weights inside kept filters may go too (each saves
             a multiply per output position there); ``False``: whole filters only (MOFHEI).
         score: ``"calibrated"`` (``w²·E[x²]``, needs ``calibration``) or ``"magnitude"``.
+        fold: slots: the scheduler folds short maps (``B`` output rows or fewer, ``B`` a power
+            of two up to ``slots/2``) into one plaintext per residue ``k mod B`` of the
+            offsets; a block is then such a residue class of diagonals.
     """
 
     sparsity: float = 0.9
@@ -97,6 +100,7 @@ class PruneBlocks:
     slots: int | None = None
     single_weights: bool = True
     score: str = "calibrated"
+    fold: bool = False
     name: ClassVar[str] = "prune-blocks"
     dialect: ClassVar[str] = "tensor"
 
@@ -144,6 +148,15 @@ class PruneBlocks:
         # zero weights are dead already: their diagonals may be free
         alive0 = np.concatenate([lay.op.consts["weight"].ravel() != 0 for lay in layers])
         n_diag = int(diag_base[-1])
+        if self.fold:  # blocks are the plaintexts of folded maps: diagonals merged by residue
+            pd, diag_base, maps = _fold_units(maps, diag_base, pd)
+            n_diag = int(diag_base[-1])
+            key = np.unique(pw.astype(np.int64) * n_diag + pd)  # a weight once per unit
+            pw, pd = key // n_diag, key % n_diag
+            for i, lay in enumerate(layers):
+                sel = (pw >= w_base[i]) & (pw < w_base[i + 1])
+                lay.pairs_weight = pw[sel] - w_base[i]
+                lay.pairs_diag = pd[sel] - diag_base[lay.map_index]
         map_of_d = np.repeat(np.arange(len(maps)), np.diff(diag_base))
         map_of_w = np.array([lay.map_index for lay in layers])[layer_of_w]
         greedy_args = (map_of_w, map_of_d)
@@ -183,7 +196,7 @@ class PruneBlocks:
                 {
                     "name": lay.op.origin,
                     "map": m.origin,
-                    "block": "diagonal",
+                    "block": "residue" if m.outputs and self.fold and _folds(m) else "diagonal",
                     "weights": int(w.size),
                     "weights_pruned": int(dead.sum()),
                     "blocks": int(own.size),
@@ -191,6 +204,34 @@ class PruneBlocks:
                 }
             )
         return rows
+
+
+def _folds(m: SlotMap) -> bool:
+    """Whether a folding scheduler can evaluate map ``m`` per residue class (short map)."""
+    return (
+        m.prunable
+        and m.offsets.size > 0
+        and 1 << max(m.outputs - 1, 0).bit_length() <= (m.slots // 2)
+    )
+
+
+def _fold_units(maps: list[SlotMap], diag_base: np.ndarray, pd: np.ndarray):
+    """Diagonal ids → residue-class ids for maps a folding scheduler evaluates per residue
+    ``κ = k mod B``; other maps keep their diagonals. Returns ``(pd, base, maps)`` with each
+    map's offsets replaced by its units' representatives (the residues, for folded maps)."""
+    unit_of = np.empty(int(diag_base[-1]), dtype=np.int64)
+    new_maps, base = [], [0]
+    for i, m in enumerate(maps):
+        block = 1 << max(m.outputs - 1, 0).bit_length()
+        if _folds(m):
+            kappa, which = np.unique(m.offsets % block, return_inverse=True)
+            unit_of[diag_base[i] : diag_base[i + 1]] = base[-1] + which
+            new_maps.append(SlotMap(m.origin, kappa, m.slots, True, m.outputs))
+        else:
+            unit_of[diag_base[i] : diag_base[i + 1]] = base[-1] + np.arange(m.offsets.size)
+            new_maps.append(m)
+        base.append(base[-1] + new_maps[-1].offsets.size)
+    return unit_of[pd], np.asarray(base), new_maps
 
 
 def _greedy(
