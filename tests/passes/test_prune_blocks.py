@@ -191,3 +191,24 @@ def test_golden_dump(setup) -> None:
     g = _graph(setup[0])
     rows = PruneBlocks(0.6, "slots", score="magnitude").prune(g)
     check_golden(f"{g}\n{json.dumps(rows, indent=1)}\n", GOLDEN / "prune_blocks.txt")
+
+
+def test_batch_lowering_never_computes_constant_channels(setup) -> None:
+    """A zeroed filter without culling: its channel is a constant the lowering folds into the
+    next map, so neither its ciphertexts nor their squares are ever computed."""
+    model, x = setup
+    g = _graph(model)
+    before = compiled_figures(g, CompileOptions(), "batch")
+    conv1 = next(op for op in g.ops if op.kind == "conv")
+    w = conv1.consts["weight"].copy()
+    w[0] = 0.0  # bias of channel 0 stays: the channel is the constant bias², not zero
+    conv1.consts = {**conv1.consts, "weight": w}
+    after = compiled_figures(g, CompileOptions(), "batch")
+    first = [lay for lay in after["layers"] if lay["kind"] == "linear"][0]
+    assert first["ciphertexts"] == 3 * 64  # channels 1..3 of the 4x8x8 output
+    assert after["totals"]["ciphertexts"] < before["totals"]["ciphertexts"]
+    lowered = g.clone()
+    LowerToBatch(8).run(lowered)
+    np.testing.assert_allclose(
+        simulate_batch(lowered, x[:8])[0], interpret(g, x[:8])[0], rtol=1e-9, atol=1e-9
+    )
