@@ -53,6 +53,7 @@ def compile(
     progress: ProgressFn = no_progress,
     calibration: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    prune=None,
 ) -> Artifact:
     """Compile an ONNX model into an artifact directory and return the loaded artifact.
 
@@ -65,12 +66,23 @@ def compile(
             activations or max pooling, which are then replaced (see ``hec optimize``).
         labels: labels of ``calibration``; when given, the report holds the accuracy of the
             original and of the converted model on them.
+        prune: ``hec.prune.PruneOptions``: prune the HE-friendly graph first (needs
+            ``calibration``); the report gets a ``pruning`` part.
     """
     options = options or CompileOptions()
     start = time.perf_counter()
     graph = import_onnx(model)
     original = graph.clone() if calibration is not None else None
     stats = make_he_friendly(model, graph, options, calibration, progress)
+    pruning = None
+    if prune is not None:
+        from hec.passes.replace_activations import CalibrationMissing
+        from hec.prune import prune_graph
+
+        if calibration is None:
+            raise CalibrationMissing("--prune needs calibration data: give --calib DATA.npz")
+        pruning = prune_graph(graph, calibration, prune, options, (calibration, labels),
+                              progress=progress)
     tensor_ir = graph.clone()
     first_index = len(he_friendly_pipeline(options, stats or None)) + 1
     if options.packing == "auto":
@@ -98,6 +110,8 @@ def compile(
     }
     if labels is not None and calibration is not None and original is not None:
         report["accuracy"] = accuracy(model, tensor_ir, calibration, labels)
+    if pruning is not None:
+        report["pruning"] = pruning
     return write_artifact(Path(out_dir), program, params, io, report, tensor_ir)
 
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from hec.cli.conversion import conversion_options, print_conversion
+from hec.cli.conversion import (
+    conversion_options,
+    print_conversion,
+    print_pruning,
+    prune_options,
+    prune_settings,
+)
 from hec.cli.format import print_summary
 
 __all__ = ["compile_cmd"]
@@ -85,6 +91,7 @@ __all__ = ["compile_cmd"]
     "(N/(2*slots)), one per block of slots.",
 )
 @conversion_options
+@prune_options
 def compile_cmd(
     model: Path,
     out_dir: Path,
@@ -101,6 +108,11 @@ def compile_cmd(
     degree: int | None,
     error_budget: float,
     margin: float,
+    prune: float | None,
+    rotation_budget: int | None,
+    prune_per_layer: bool,
+    prune_score: str,
+    recover: bool,
 ) -> None:
     """Compile an ONNX MODEL into a CKKS program (artifact directory OUT, with report.json).
 
@@ -128,8 +140,12 @@ def compile_cmd(
         memory_limit=parse_size(memory_limit) if memory_limit else None,
     )
     x, y = load_dataset(calib) if calib is not None else (None, None)
+    settings = prune_settings(prune, rotation_budget, prune_per_layer, prune_score, recover,
+                              packing)
     artifact = compile(model, out_dir, options, progress=stderr_progress(), calibration=x,
-                       labels=y)
+                       labels=y, prune=settings)
     click.echo(f"compiled {model} -> {out_dir} in {artifact.report['compile_seconds']:.2f} s")
     print_conversion(artifact.report["activations"], artifact.report.get("accuracy"))
+    if "pruning" in artifact.report:
+        print_pruning(artifact.report["pruning"])
     print_summary(artifact.report)

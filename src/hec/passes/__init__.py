@@ -6,6 +6,7 @@ from hec.passes.lower_to_batch import LowerToBatch
 from hec.passes.lower_to_slots import LowerToSlots
 from hec.passes.pass_manager import Pass, PassManager
 from hec.passes.pipeline import batch_packing_pipeline, he_friendly_pipeline, slot_packing_pipeline
+from hec.passes.prune_blocks import PruneBlocks
 from hec.passes.replace_activations import ReplaceActivations, ValueStats
 from hec.passes.schedule_rotations import ScheduleRotations
 
@@ -16,6 +17,7 @@ __all__ = [
     "LowerToSlots",
     "Pass",
     "PassManager",
+    "PruneBlocks",
     "ReplaceActivations",
     "ScheduleRotations",
     "ValueStats",
