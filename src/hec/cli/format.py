@@ -103,4 +103,9 @@ def print_summary(report: dict[str, Any]) -> None:
         f"depth {ck['depth']}, "
         f"log2 Q = {ck['log_q_bits']} bits, scale 2^{ck['scaling_bits']}, "
         f"{ck['security']}; {totals['rotation_keys']} rotation keys"
+        + (
+            f" ({totals['rotation_key_bytes'] / 1e6:,.0f} MB)"
+            if totals.get("rotation_keys")
+            else ""
+        )
     )

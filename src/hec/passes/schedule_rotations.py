@@ -7,8 +7,11 @@ With ``k = g·n1 + b`` (``0 <= b < n1``) and ``rot(d ⊙ u, r) = rot(d, r) ⊙ r
 so a map needs one *baby* rotation of ``x`` per distinct ``b ≠ 0`` (they share ``x`` and are
 hoisted by the backend) and one *giant* rotation per distinct ``g ≠ 0`` (on partial sums), while
 the diagonals are pre-rotated here, at compile time. ``n1`` is searched on the map's actual
-(sparse) offset set; ``n1 = slots`` is the plain hoisted diagonal method, ``n1 = 1`` rotates
-every term separately. Giant rotations act before the rescale, at scale Δ², which is allowed.
+(sparse) offset set, over every ``n1`` in ``1 .. slots`` when that is cheap, with the offsets
+taken in ``[0, slots)`` or in ``(-slots/2, slots/2]`` (``k`` and ``k - slots`` are the same
+rotation; a set clustered around 0 splits better signed); ``n1 = slots`` is the plain hoisted
+diagonal method, ``n1 = 1`` rotates every term separately (the plain, unhoisted one). Giant
+rotations act before the rescale, at scale Δ², which is allowed.
 
 Sample blocks (``block_local``): a ciphertext may hold B vectors of ``slots`` slots side by side,
 one sample each, with every plaintext tiled B times; rotations then act on all B·slots slots.
@@ -33,7 +36,14 @@ import numpy as np
 
 from hec.ir import CipherType, Graph, Op, Value
 
-__all__ = ["ScheduleRotations", "choose_baby_step", "signed_rotation"]
+__all__ = [
+    "ScheduleRotations",
+    "choose_baby_step",
+    "choose_split",
+    "representations",
+    "signed_rotation",
+    "split_cost",
+]
 
 
 def signed_rotation(k: int, slots: int) -> int:
@@ -42,13 +52,19 @@ def signed_rotation(k: int, slots: int) -> int:
     return k - slots if k > slots // 2 else k
 
 
+# Above this many (n1, offset) pairs the search tries a shortlist of n1 instead of all of them.
+_FULL_SEARCH_LIMIT = 60_000_000
+
+
 def _candidates(ks: np.ndarray, slots: int) -> list[int]:
-    """Baby-step sizes worth trying.
+    """Baby-step sizes worth trying: all of ``1 .. slots`` when that is cheap, else a shortlist.
 
     With ``K`` offsets, ``K <= (#babies + 1)(#giants + 1)``, so good splits have ``n1`` near
-    ``sqrt(K)``: all of ``1 .. max(64, 4·sqrt(K))`` are tried, plus the offsets themselves
-    (row and channel strides of convolutions) when there are few, plus ``slots`` (all babies).
+    ``sqrt(K)``: the shortlist is ``1 .. max(64, 4·sqrt(K))``, the offsets themselves (row and
+    channel strides of convolutions) when there are few, and ``slots`` (all babies).
     """
+    if ks.size * slots <= _FULL_SEARCH_LIMIT:
+        return list(range(1, slots + 1))
     limit = min(slots, max(64, 4 * math.isqrt(ks.size) + 1))
     cands = set(range(1, limit + 1)) | {slots}
     if ks.size <= 512:
@@ -56,21 +72,57 @@ def _candidates(ks: np.ndarray, slots: int) -> list[int]:
     return sorted(cands)
 
 
-def choose_baby_step(offsets: np.ndarray, slots: int, hoisted_cost: float = 1.0) -> int:
-    """The ``n1`` minimizing ``hoisted_cost·#babies + #giants`` (ties: fewer giants)."""
-    ks = np.unique(np.asarray(offsets, dtype=np.int64))  # sorted, so ks // n1 is sorted too
-    best, best_cost = slots, None
-    for n1 in _candidates(ks, slots):
-        seen = np.zeros(n1, dtype=bool)
-        seen[ks % n1] = True
-        babies = int(np.count_nonzero(seen[1:]))
-        g = ks // n1
-        distinct = int(np.count_nonzero(np.diff(g))) + 1
-        giants = distinct - int(bool(np.any(g == 0)))  # distinct non-zero values
-        cost = (hoisted_cost * babies + giants, giants)
-        if best_cost is None or cost < best_cost:
-            best, best_cost = n1, cost
+def representations(offsets: np.ndarray, slots: int, block_local: bool) -> list[np.ndarray]:
+    """The ways to write each offset as an integer before splitting it as ``g·n1 + b``.
+
+    Within one ``slots``-slot vector ``k`` and ``k - slots`` are the same rotation, so offsets
+    may be taken in ``[0, slots)`` or in ``(-slots/2, slots/2]``; the second keeps a set
+    clustered around 0 (a convolution's ``±row ± 1``) in one short run, which needs fewer
+    steps. Block-local offsets are exact shifts and have one way only.
+    """
+    ks = np.asarray(offsets, dtype=np.int64)
+    if block_local:
+        return [ks]
+    unsigned = ks % slots
+    return [unsigned, np.where(unsigned > slots // 2, unsigned - slots, unsigned)]
+
+
+def split_cost(ks: np.ndarray, n1: int, slots: int, block_local: bool = False) -> tuple[int, int]:
+    """``(#babies, #giants)``: distinct non-zero ``b`` and giant amounts ``g·n1 ≠ 0``."""
+    ks = np.asarray(ks, dtype=np.int64)
+    babies = np.count_nonzero(np.unique(ks % n1))
+    giant = np.unique(ks // n1) * n1
+    return int(babies), int(np.count_nonzero(giant if block_local else giant % slots))
+
+
+def choose_split(
+    offsets: np.ndarray, slots: int, block_local: bool = False, hoisted_cost: float = 1.0
+) -> tuple[int, np.ndarray]:
+    """The ``n1`` and offset representation minimizing ``hoisted_cost·#babies + #giants``.
+
+    Returns ``(n1, ks)`` with ``ks[i]`` the representative of ``offsets[i]`` to split (ties:
+    fewer giants, then the first representation, then the smaller ``n1``).
+    """
+    best, best_cost = None, None
+    for rep, ks_all in enumerate(representations(offsets, slots, block_local)):
+        ks = np.unique(ks_all)  # sorted, so ks // n1 is sorted too
+        for n1 in _candidates(ks, slots):
+            seen = np.zeros(n1, dtype=bool)
+            seen[ks % n1] = True
+            babies = int(np.count_nonzero(seen[1:]))
+            g = ks // n1
+            g = g[np.r_[True, np.diff(g) != 0]]  # distinct giant steps
+            giants = int(np.count_nonzero(g if block_local else (g * n1) % slots))
+            cost = (hoisted_cost * babies + giants, giants, rep)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = (n1, ks_all), cost
+    assert best is not None
     return best
+
+
+def choose_baby_step(offsets: np.ndarray, slots: int, hoisted_cost: float = 1.0) -> int:
+    """The ``n1`` of ``choose_split`` (offsets as given, no signed representation)."""
+    return choose_split(offsets, slots, True, hoisted_cost)[0]
 
 
 @dataclass(frozen=True)
@@ -103,7 +155,10 @@ def _expand(op: Op, baby_step: int | None, block_local: bool) -> tuple[list[Op],
     S, lvl = xt.slots, xt.level
     offsets = np.asarray(op.attrs["offsets"], dtype=np.int64)
     diags = op.consts["diags"]
-    n1 = baby_step or choose_baby_step(offsets, S)
+    if baby_step:
+        n1, ks = baby_step, offsets
+    else:
+        n1, ks = choose_split(offsets, S, block_local)
     ops: list[Op] = []
 
     def amount(k: int) -> int:
@@ -115,16 +170,16 @@ def _expand(op: Op, baby_step: int | None, block_local: bool) -> tuple[list[Op],
         return new.result
 
     babies = {0: x}
-    for b in sorted({int(b) for b in offsets % n1} - {0}):
+    for b in sorted({int(b) for b in ks % n1} - {0}):
         babies[b] = emit("rotate", [x], 1, attrs={"k": amount(b)})
     acc = None
-    for g in sorted({int(g) for g in offsets // n1}):
+    for g in sorted({int(g) for g in ks // n1}):
         partial = None
-        for i in np.flatnonzero(offsets // n1 == g):
+        for i in np.flatnonzero(ks // n1 == g):
             pre_rotated = np.roll(diags[i], g * n1)  # rot(d, -g·n1)
-            term = emit("mul_plain", [babies[int(offsets[i] % n1)]], 2, consts={"p": pre_rotated})
+            term = emit("mul_plain", [babies[int(ks[i] % n1)]], 2, consts={"p": pre_rotated})
             partial = term if partial is None else emit("add", [partial, term], 2)
-        if g % S:
+        if g != 0 if block_local else (g * n1) % S:  # a whole turn of S slots moves nothing
             partial = emit("rotate", [partial], 2, attrs={"k": amount(g * n1)})
         acc = partial if acc is None else emit("add", [acc, partial], 2)
     result = emit("rescale", [acc], 1, level=lvl + 1)
