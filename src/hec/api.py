@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +75,9 @@ def compile(
     first_index = len(he_friendly_pipeline(options, stats or None)) + 1
     if options.packing == "auto":
         program, params, figures = _auto_packing(graph, options, progress, first_index)
-    elif options.packing in ("slots", "batch"):
+    elif options.packing == "slots":
+        program, params, figures = _lower_slots(graph, options, progress, first_index)
+    elif options.packing == "batch":
         program, params, figures = _lower(graph, options, options.packing, progress, first_index)
     else:
         raise ParameterError(f"packing {options.packing!r} is not one of slots, batch, auto")
@@ -155,6 +157,51 @@ def _lower(
     return program, params, program_report(program, params)
 
 
+def _lower_slots(
+    graph: Graph, options: CompileOptions, progress: ProgressFn, first_index: int = 1
+) -> tuple[Graph, CKKSParams, dict]:
+    """Slot packing with the input layout ``options.input_layout``; ``auto`` compiles every
+    layout that applies to the first linear map and keeps the lowest estimated time (ties:
+    the simpler layout). ``report.json`` → ``input_layout`` lists what each would cost."""
+    from hec.backend_openfhe.cost_model import estimated_seconds
+    from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable
+
+    given = options.input_layout
+    if given != "auto":
+        kinds = (given,)
+    else:  # sample blocks keep the direct layout (block-locality is proven for it)
+        kinds = ("direct",) if options.sample_blocks else INPUT_LAYOUTS
+    results, candidates = {}, {}
+    for kind in kinds:
+        quiet = replace(options, input_layout=kind, dump_ir_after=None)
+        try:
+            results[kind] = _lower(graph, quiet, "slots", progress, first_index)
+        except (NotApplicable, ParameterError) as exc:  # e.g. im2col: more slots than allowed
+            if given != "auto":
+                raise
+            candidates[kind] = {"applies": False, "why": str(exc)}
+            continue
+        report = results[kind][2]
+        candidates[kind] = {
+            "applies": True,
+            "slots": report["ckks"]["slots"],
+            "ring_dim": report["ckks"]["ring_dim"],
+            **{key: report["totals"][key] for key in _LAYOUT_FIGURES},
+            "estimated_seconds": round(estimated_seconds(report), 3),
+        }
+    chosen = min(results, key=lambda k: (candidates[k]["estimated_seconds"], kinds.index(k)))
+    if options.dump_ir_after is not None:  # the chosen program once more, dumping its IR
+        results[chosen] = _lower(
+            graph, replace(options, input_layout=chosen), "slots", progress, first_index
+        )
+    program, params, figures = results[chosen]
+    figures["input_layout"] = {"kind": chosen, "choice": given, "candidates": candidates}
+    return program, params, figures
+
+
+_LAYOUT_FIGURES = ("rotations", "diagonals", "plaintext_multiplies", "rotation_keys")
+
+
 def _auto_packing(
     graph: Graph, options: CompileOptions, progress: ProgressFn, first_index: int = 1
 ) -> tuple[Graph, CKKSParams, dict]:
@@ -166,7 +213,7 @@ def _auto_packing(
     from hec.backend_openfhe.cost_model import estimated_seconds
     from hec.errors import ResourceError
 
-    slots = _lower(graph, options, "slots", progress, first_index)
+    slots = _lower_slots(graph, options, progress, first_index)
     n = options.batch_size or 1
     if n <= 1:
         return slots

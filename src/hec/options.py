@@ -38,6 +38,10 @@ class CompileOptions:
             program's depth allows.
         memory_limit: bytes a batch program may need at its peak; ``None``: this machine's
             memory. Compilation refuses a program predicted to need more.
+        input_layout: how the client packs the input in slot packing (``passes.input_layouts``):
+            ``direct`` (contiguous), ``replicated`` (one copy per output channel of the first
+            convolution), ``im2col`` (one slot per term of the first map), or ``auto``: each
+            that applies is compiled and the one with the lowest estimated time is kept.
     """
 
     slots: int | None = None
@@ -54,3 +58,4 @@ class CompileOptions:
     packing: str = "slots"
     batch_size: int | None = None
     memory_limit: int | None = None
+    input_layout: str = "auto"

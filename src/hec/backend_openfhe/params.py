@@ -206,15 +206,14 @@ def choose_params(
     depth = max(program_depth(graph), 1)
     ring_dim = None
     try:
+        # the security-minimal ring first (OpenFHE refuses a batch larger than it offers)
         cc = openfhe.GenCryptoContext(
-            _cc_params(openfhe, depth, slots, scaling_bits, first_mod_bits, security, None)
+            _cc_params(openfhe, depth, 8, scaling_bits, first_mod_bits, security, None)
         )
-        ring_dim = cc.GetRingDimension()
-        if ring_dim < 2 * slots:  # more slots than the security-minimal ring offers
-            ring_dim = 2 * slots
-            openfhe.GenCryptoContext(
-                _cc_params(openfhe, depth, slots, scaling_bits, first_mod_bits, security, ring_dim)
-            )
+        ring_dim = max(int(cc.GetRingDimension()), 2 * slots)
+        openfhe.GenCryptoContext(
+            _cc_params(openfhe, depth, slots, scaling_bits, first_mod_bits, security, ring_dim)
+        )
     except RuntimeError as exc:
         raise ParameterError(
             f"OpenFHE accepts no parameters for depth {depth}, {slots} slots "

@@ -73,6 +73,15 @@ __all__ = ["compile_cmd"]
     "machine's memory); compilation refuses one predicted to need more.",
 )
 @click.option(
+    "--input-layout",
+    type=click.Choice(["auto", "direct", "replicated", "im2col"]),
+    default="auto",
+    show_default=True,
+    help="How the client packs the input (slot packing): direct (contiguous), replicated "
+    "(a copy per output channel of the first convolution), im2col (a slot per term of the "
+    "first layer); auto compiles each that applies and keeps the fastest estimate.",
+)
+@click.option(
     "--dump-ir-after",
     type=click.Path(path_type=Path),
     default=None,
@@ -95,6 +104,7 @@ def compile_cmd(
     packing: str,
     batch_size: int | None,
     memory_limit: str | None,
+    input_layout: str,
     dump_ir_after: Path | None,
     sample_blocks: bool,
     calib: Path | None,
@@ -126,6 +136,7 @@ def compile_cmd(
         packing=packing,
         batch_size=batch_size,
         memory_limit=parse_size(memory_limit) if memory_limit else None,
+        input_layout=input_layout,
     )
     x, y = load_dataset(calib) if calib is not None else (None, None)
     artifact = compile(model, out_dir, options, progress=stderr_progress(), calibration=x,

@@ -30,11 +30,13 @@ def he_friendly_pipeline(options: CompileOptions,
 def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
     """Tensor graph → scheduled slot program (latency mode: one sample per ciphertext)."""
     return [
-        # fuse linear chains; one matvec per chain, levels assigned
+        # fuse linear chains; one matvec per chain, levels assigned; the input layout designed
+        # for the first map (auto is resolved by hec.api, which compiles each candidate)
         LowerToSlots(
             options.slots,
             negligible=2.0 ** (14 - options.scaling_bits),
             block_local=options.sample_blocks,
+            input_layout="direct" if options.input_layout == "auto" else options.input_layout,
         ),
         # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks)
         ScheduleRotations(options.baby_step, block_local=options.sample_blocks),
