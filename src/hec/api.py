@@ -167,10 +167,9 @@ def _lower_slots(
     from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable
 
     given = options.input_layout
-    if given != "auto":
-        kinds = (given,)
-    else:  # sample blocks keep the direct layout (block-locality is proven for it)
-        kinds = ("direct",) if options.sample_blocks else INPUT_LAYOUTS
+    kinds = (given,) if given != "auto" else INPUT_LAYOUTS
+    if given == "auto" and options.sample_blocks:  # block-locality is proven for direct only
+        kinds = ("direct",)
     results, candidates = {}, {}
     for kind in kinds:
         quiet = replace(options, input_layout=kind, dump_ir_after=None)
