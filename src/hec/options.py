@@ -42,6 +42,9 @@ class CompileOptions:
             ``direct`` (contiguous), ``replicated`` (one copy per output channel of the first
             convolution), ``im2col`` (one slot per term of the first map), or ``auto``: each
             that applies is compiled and the one with the lowest estimated time is kept.
+        rotation_keys: ``"all"``: one key per rotation amount the program uses; ``"pow2"``:
+            keys for ``±2^i`` only, every other rotation composed of them (fewer keys and
+            less key memory, more rotations; see ``compose-rotations``).
     """
 
     slots: int | None = None
@@ -59,3 +62,4 @@ class CompileOptions:
     batch_size: int | None = None
     memory_limit: int | None = None
     input_layout: str = "auto"
+    rotation_keys: str = "all"

@@ -82,6 +82,14 @@ __all__ = ["compile_cmd"]
     "first layer); auto compiles each that applies and keeps the fastest estimate.",
 )
 @click.option(
+    "--rotation-keys",
+    type=click.Choice(["all", "pow2"]),
+    default="all",
+    show_default=True,
+    help="all: one rotation key per amount the program uses; pow2: keys for powers of two "
+    "only, other rotations composed of them (fewer keys and key memory, more rotations).",
+)
+@click.option(
     "--dump-ir-after",
     type=click.Path(path_type=Path),
     default=None,
@@ -105,6 +113,7 @@ def compile_cmd(
     batch_size: int | None,
     memory_limit: str | None,
     input_layout: str,
+    rotation_keys: str,
     dump_ir_after: Path | None,
     sample_blocks: bool,
     calib: Path | None,
@@ -137,6 +146,7 @@ def compile_cmd(
         batch_size=batch_size,
         memory_limit=parse_size(memory_limit) if memory_limit else None,
         input_layout=input_layout,
+        rotation_keys=rotation_keys,
     )
     x, y = load_dataset(calib) if calib is not None else (None, None)
     artifact = compile(model, out_dir, options, progress=stderr_progress(), calibration=x,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hec.options import CompileOptions
+from hec.passes.compose_rotations import ComposeRotations
 from hec.passes.fuse_polynomials import FusePolynomials
 from hec.passes.lazy_relinearize import LazyRelinearize
 from hec.passes.lower_to_batch import LowerToBatch
@@ -16,20 +17,24 @@ from hec.passes.schedule_rotations import ScheduleRotations
 __all__ = ["he_friendly_pipeline", "slot_packing_pipeline", "batch_packing_pipeline"]
 
 
-def he_friendly_pipeline(options: CompileOptions,
-                         stats: Mapping[str, ValueStats] | None = None) -> list[Pass]:
+def he_friendly_pipeline(
+    options: CompileOptions, stats: Mapping[str, ValueStats] | None = None
+) -> list[Pass]:
     """Tensor graph → tensor graph CKKS can evaluate (polynomials, average pools only)."""
     passes: list[Pass] = []
     if stats is not None:  # the model has non-polynomial ops and calibration data was given
-        passes.append(ReplaceActivations(stats, options.degree, options.error_budget,
-                                         options.margin, options.max_poly_depth))
+        passes.append(
+            ReplaceActivations(
+                stats, options.degree, options.error_budget, options.margin, options.max_poly_depth
+            )
+        )
     passes.append(FusePolynomials())  # any element-wise polynomial region → one poly op
     return passes
 
 
 def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
     """Tensor graph → scheduled slot program (latency mode: one sample per ciphertext)."""
-    return [
+    passes: list[Pass] = [
         # fuse linear chains; one matvec per chain, levels assigned; the input layout designed
         # for the first map (auto is resolved by hec.api, which compiles each candidate)
         LowerToSlots(
@@ -41,6 +46,9 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
         # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks)
         ScheduleRotations(options.baby_step, block_local=options.sample_blocks),
     ]
+    if options.rotation_keys != "all":  # rotations outside the key basis → chains inside it
+        passes.append(ComposeRotations(options.rotation_keys, block_local=options.sample_blocks))
+    return passes
 
 
 def batch_packing_pipeline(options: CompileOptions, batch: int) -> list[Pass]:
