@@ -8,7 +8,8 @@ Variants (all compiled from the same model, compared on the same images):
 - ``plain``: the plain diagonal method: one unhoisted rotation per non-zero diagonal
   (``--baby-step 1``, direct input layout): what a compiler without BSGS does;
 - ``bsgs``: baby-step/giant-step searched per map, hoisted baby steps, direct input layout;
-- ``bsgs+layout``: the default: BSGS and the input layout ``auto`` picks;
+- ``bsgs+fold``: and maps with few outputs folded (merged diagonals and a block sum);
+- ``default``: all of that and the input layout ``auto`` picks;
 - ``pow2-keys``: the default with rotation keys capped to powers of two (``--rotation-keys
   pow2``): fewer keys, more rotations.
 
@@ -24,7 +25,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,9 +46,10 @@ MODELS = {
 }
 BASE = hec.CompileOptions()
 VARIANTS = {
-    "plain": replace(BASE, baby_step=1, input_layout="direct"),
-    "bsgs": replace(BASE, input_layout="direct"),
-    "bsgs+layout": BASE,
+    "plain": replace(BASE, baby_step=1, input_layout="direct", fold_short_maps=False),
+    "bsgs": replace(BASE, input_layout="direct", fold_short_maps=False),
+    "bsgs+fold": replace(BASE, input_layout="direct"),
+    "default": BASE,
     "pow2-keys": replace(BASE, rotation_keys="pow2"),
 }
 COLUMNS = [
@@ -75,7 +76,8 @@ def bench_variant(
     model = folder / "model.onnx"
     calibration = np.load(folder / "calib.npz")["x"] if degree is not None else None
     options = replace(VARIANTS[variant], degree=degree)
-    art = hec.compile(model, work / f"{name.split()[0]}-{variant}", options, calibration=calibration)
+    out = work / f"{name.split()[0]}-{variant}"
+    art = hec.compile(model, out, options, calibration=calibration)
     totals = art.report["totals"]
     row = {
         "model": name,

@@ -42,6 +42,9 @@ class CompileOptions:
             ``direct`` (contiguous), ``replicated`` (one copy per output channel of the first
             convolution), ``im2col`` (one slot per term of the first map), or ``auto``: each
             that applies is compiled and the one with the lowest estimated time is kept.
+        fold_short_maps: evaluate linear maps with few outputs (dense layers) as one plaintext
+            per diagonal residue and a sum of blocks (``schedule_rotations.FoldPlan``) where
+            that needs fewer rotations; off: plain baby-step/giant-step for every map.
         rotation_keys: ``"all"``: one key per rotation amount the program uses; ``"pow2"``:
             keys for ``±2^i`` only, every other rotation composed of them (fewer keys and
             less key memory, more rotations; see ``compose-rotations``).
@@ -63,3 +66,4 @@ class CompileOptions:
     memory_limit: int | None = None
     input_layout: str = "auto"
     rotation_keys: str = "all"
+    fold_short_maps: bool = True

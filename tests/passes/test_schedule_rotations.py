@@ -62,3 +62,38 @@ def test_signed_rotation_picks_the_short_way() -> None:
     assert signed_rotation(7, 8) == -1
     assert signed_rotation(4, 8) == 4
     assert signed_rotation(-3, 8) == -3
+
+
+def _short_map(slots: int, rows: int, offsets: list[int], seed: int) -> Graph:
+    """A map whose outputs are the first ``rows`` slots (a dense layer's shape)."""
+    g = _matvec_graph(slots, offsets, seed)
+    op = g.ops[0]
+    op.consts["diags"][:, rows:] = 0.0
+    op.consts["bias"][rows:] = 0.0
+    op.result.type = CipherType(slots, 1, 1, Layout((rows,), slots))
+    return g
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from([16, 64, 256]), st.integers(1, 9), st.data())
+def test_folded_short_maps_compute_the_same_outputs(slots: int, rows: int, data) -> None:
+    offsets = sorted(data.draw(st.sets(st.integers(0, slots - 1), min_size=1, max_size=slots)))
+    g = _short_map(slots, rows, offsets, seed=len(offsets))
+    v = np.random.default_rng(2).normal(size=(2, slots))
+    before = simulate_slots(g, v)[0][:, :rows]
+    PassManager([ScheduleRotations()]).run(g)
+    np.testing.assert_allclose(simulate_slots(g, v)[0][:, :rows], before, atol=1e-9)
+
+
+def test_a_dense_layer_folds_into_few_plaintexts_and_rotations() -> None:
+    slots, rows = 512, 32  # CryptoNets' fc1: 32 outputs from 512 inputs, every diagonal
+    counts = {}
+    for fold in (False, True):
+        g = _short_map(slots, rows, list(range(slots)), seed=0)
+        PassManager([ScheduleRotations(fold=fold)]).run(g)
+        counts[fold] = Counter(op.kind for op in g.ops)
+        carried = sum(op.attrs.get("diagonals", 1) for op in g.ops if op.kind == "mul_plain")
+        assert carried == slots  # every diagonal is still there, merged or not
+    assert counts[True]["mul_plain"] == rows and counts[False]["mul_plain"] == slots
+    # 32 merged diagonals (BSGS ~10) + 4 doublings for 16 blocks, against ~2·sqrt(512)
+    assert counts[True]["rotate"] <= 15 < counts[False]["rotate"]

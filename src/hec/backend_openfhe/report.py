@@ -34,8 +34,9 @@ COUNTED = {
 def _counts(ops: list[Op], rotations_of: Counter) -> dict[str, int]:
     kinds = Counter(op.kind for op in ops)
     counts = {key: kinds[kind] for key, kind in COUNTED.items()}
-    # schedule-rotations turns each non-zero diagonal of a map into one mul_plain (pre-rotated)
-    counts["diagonals"] = kinds["mul_plain"]
+    # schedule-rotations turns each non-zero diagonal of a map into one mul_plain (pre-rotated),
+    # or merges several into one plaintext (a short map's fold: attribute ``diagonals``)
+    counts["diagonals"] = sum(op.attrs.get("diagonals", 1) for op in ops if op.kind == "mul_plain")
     counts["hoisted_rotations"] = sum(
         1 for op in ops if op.kind == "rotate" and rotations_of[id(op.inputs[0])] > 1
     )

@@ -43,8 +43,11 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
             block_local=options.sample_blocks,
             input_layout="direct" if options.input_layout == "auto" else options.input_layout,
         ),
-        # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks)
-        ScheduleRotations(options.baby_step, block_local=options.sample_blocks),
+        # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks); short maps
+        # folded (merged diagonals + block sum)
+        ScheduleRotations(
+            options.baby_step, block_local=options.sample_blocks, fold=options.fold_short_maps
+        ),
     ]
     if options.rotation_keys != "all":  # rotations outside the key basis → chains inside it
         passes.append(ComposeRotations(options.rotation_keys, block_local=options.sample_blocks))

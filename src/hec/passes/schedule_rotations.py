@@ -37,8 +37,10 @@ import numpy as np
 from hec.ir import CipherType, Graph, Op, Value
 
 __all__ = [
+    "FoldPlan",
     "ScheduleRotations",
     "choose_baby_step",
+    "fold_plan",
     "choose_split",
     "representations",
     "signed_rotation",
@@ -133,28 +135,38 @@ class ScheduleRotations:
         baby_step: force ``n1`` for every map; ``None`` searches it per map.
         block_local: rotate by exactly ``b`` and ``g·n1`` (offsets are the exact shifts of a
             ``block_local`` lowering) instead of their representatives modulo ``slots``.
+        fold: evaluate maps with few output rows as merged diagonals and a block sum
+            (``FoldPlan``) when that needs fewer rotations (not with ``block_local``).
     """
 
     baby_step: int | None = None
     block_local: bool = False
+    fold: bool = True
     name: ClassVar[str] = "schedule-rotations"
     dialect: ClassVar[str] = "slot"
 
     def run(self, graph: Graph) -> bool:
         changed = False
         for op in [op for op in graph.ops if op.kind == "matvec"]:
-            new_ops, result = _expand(op, self.baby_step, self.block_local)
+            new_ops, result = _expand(op, self.baby_step, self.block_local, self.fold)
             graph.replace_op(op, new_ops, result)
             changed = True
         return changed
 
 
-def _expand(op: Op, baby_step: int | None, block_local: bool) -> tuple[list[Op], Value]:
+def _expand(
+    op: Op, baby_step: int | None, block_local: bool, fold_short: bool = True
+) -> tuple[list[Op], Value]:
     x = op.inputs[0]
     xt: CipherType = x.type
     S, lvl = xt.slots, xt.level
     offsets = np.asarray(op.attrs["offsets"], dtype=np.int64)
     diags = op.consts["diags"]
+    carried = np.ones(len(offsets), dtype=np.int64)  # diagonals each plaintext holds
+    short = fold_short and not (baby_step or block_local)
+    fold = fold_plan(offsets, diags, S) if short else None
+    if fold is not None:
+        offsets, diags, carried = fold.offsets, fold.diags, fold.carried
     if baby_step:
         n1, ks = baby_step, offsets
     else:
@@ -177,13 +189,106 @@ def _expand(op: Op, baby_step: int | None, block_local: bool) -> tuple[list[Op],
         partial = None
         for i in np.flatnonzero(ks // n1 == g):
             pre_rotated = np.roll(diags[i], g * n1)  # rot(d, -g·n1)
-            term = emit("mul_plain", [babies[int(ks[i] % n1)]], 2, consts={"p": pre_rotated})
+            attrs = {"diagonals": int(carried[i])} if carried[i] > 1 else None
+            baby = babies[int(ks[i] % n1)]
+            term = emit("mul_plain", [baby], 2, attrs=attrs, consts={"p": pre_rotated})
             partial = term if partial is None else emit("add", [partial, term], 2)
         if g != 0 if block_local else (g * n1) % S:  # a whole turn of S slots moves nothing
             partial = emit("rotate", [partial], 2, attrs={"k": amount(g * n1)})
         acc = partial if acc is None else emit("add", [acc, partial], 2)
     result = emit("rescale", [acc], 1, level=lvl + 1)
+    if fold is not None:  # y[r] = Σ_j P[r + B·j], at the lower level (cheaper rotations)
+        result = fold.emit_sum(
+            result,
+            lambda k, v: emit("rotate", [v], 1, lvl + 1, {"k": amount(k)}),
+            lambda a, b: emit("add", [a, b], 1, lvl + 1),
+        )
     if op.consts["bias"].any():
         result = emit("add_plain", [result], 1, level=lvl + 1, consts={"p": op.consts["bias"]})
     result.type = op.result.type  # the last op holds the map's output tensor and layout
     return ops, result
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """A map with few output rows, evaluated as ``B`` merged diagonals and a block sum.
+
+    When every output row ``r`` is below ``B`` (a power of two, ``B <= slots/2``), write each
+    offset ``k = κ + B·j`` (``0 <= κ < B``). The term ``d_k[r]·x[r + k]`` is computed at slot
+    ``r + B·j`` of one vector ``P = Σ_κ d'_κ ⊙ rot(x, κ)`` with ``d'_κ[r + B·j] = d_{κ+B·j}[r]``
+    (the blocks ``[B·j, B·j + B)`` of different ``j`` are disjoint, so all diagonals with one
+    ``κ`` share a plaintext), and ``y[r] = Σ_j P[r + B·j] = Σ_j rot(P, B·j)[r]``. ``P`` is a
+    map with at most ``B`` diagonals (BSGS as usual); the block sum costs either one hoisted
+    rotation of ``P`` per block ``j ≠ 0`` used, or ``t = ceil(log2 L)`` doublings
+    ``Q += rot(Q, B·2^i)`` plus one rotation when the ``L`` blocks used (a cyclic window) do
+    not start at 0. Blocks outside the window hold zeros in ``P``, so summing them is
+    harmless; slots ``>= B`` of the result hold partial sums (unread: the output layout is
+    contiguous). This is the hybrid diagonal method (GAZELLE) for wide, short maps.
+    """
+
+    block: int
+    offsets: np.ndarray  # the κ's
+    diags: np.ndarray  # d'_κ, one row each
+    carried: np.ndarray  # original diagonals merged into each d'_κ
+    blocks: tuple[int, ...]  # the j's used
+    slots: int
+
+    def sum_plan(self) -> tuple[str, int, int]:
+        """``("hoisted", rotations, 0)`` or ``("tree", doublings, start)``."""
+        nblocks = self.slots // self.block
+        used = sorted(self.blocks)
+        hoisted = len(used) - int(0 in used)
+        # the shortest cyclic window holding every used block: start after the largest gap
+        gaps = [(used[(i + 1) % len(used)] - b) % nblocks or nblocks for i, b in enumerate(used)]
+        i = int(np.argmax(gaps))
+        start, length = used[(i + 1) % len(used)], nblocks - gaps[i] + 1
+        doublings = (length - 1).bit_length()
+        if all(b < 1 << doublings for b in used):  # a window from block 0 needs no last turn
+            start = 0
+        tree = doublings + int(start != 0)
+        return ("hoisted", hoisted, 0) if hoisted <= tree else ("tree", doublings, start)
+
+    def rotations(self) -> int:
+        kind, n, start = self.sum_plan()
+        return n + int(kind == "tree" and start != 0)
+
+    def emit_sum(self, p: Value, rotate, add) -> Value:
+        kind, n, start = self.sum_plan()
+        if kind == "hoisted":
+            terms = [p if j == 0 else rotate(j * self.block, p) for j in sorted(self.blocks)]
+            total = terms[0]
+            for t in terms[1:]:
+                total = add(total, t)
+            return total
+        q = p
+        for i in range(n):
+            q = add(q, rotate(self.block << i, q))
+        return rotate(start * self.block, q) if start else q
+
+
+def fold_plan(offsets: np.ndarray, diags: np.ndarray, slots: int) -> FoldPlan | None:
+    """The ``FoldPlan`` of a map if it needs fewer rotations than plain BSGS, else ``None``."""
+    rows = np.flatnonzero(np.any(diags != 0, axis=0))
+    if rows.size == 0:
+        return None
+    block = 1 << int(rows.max()).bit_length()  # a power of two above every output row
+    if block > slots // 2:
+        return None
+    ks = np.asarray(offsets, dtype=np.int64) % slots
+    kappa, j = ks % block, ks // block
+    merged, which = np.unique(kappa, return_inverse=True)
+    folded = np.zeros((len(merged), slots))
+    for i in range(len(ks)):  # block j of d'_κ holds rows 0..B-1 of d_k
+        folded[which[i], j[i] * block : (j[i] + 1) * block] = diags[i, :block]
+    plan = FoldPlan(
+        block,
+        merged,
+        folded,
+        np.bincount(which, minlength=len(merged)),
+        tuple(sorted({int(v) for v in j})),
+        slots,
+    )
+    n1, rep = choose_split(offsets, slots)
+    plain = sum(split_cost(rep, n1, slots))
+    n1, rep = choose_split(merged, slots)
+    return plan if sum(split_cost(rep, n1, slots)) + plan.rotations() < plain else None
