@@ -104,16 +104,18 @@ def compile(
 
 
 def _estimates(figures: dict) -> dict:
-    """Rough evaluation time from the counts (``cost_model``): per evaluation and per image."""
-    from hec.backend_openfhe.cost_model import estimated_seconds
+    """Evaluation time from the counts (``cost_model``): per layer (``predicted_ms`` in each
+    layer), per evaluation and per image."""
+    from hec.backend_openfhe.cost_model import estimated_seconds, predict_layers
 
+    basis = predict_layers(figures)
     seconds = estimated_seconds(figures)
     per_eval = figures["ckks"]["slots"] if figures["packing"] == "batch" else 1
     return {
         "evaluation_seconds": round(seconds, 3),
         "images_per_evaluation": per_eval,
         "ms_per_image": round(seconds / per_eval * 1e3, 3),
-        "basis": "operation counts x per-operation costs measured at ring 2^14, one thread",
+        "basis": basis,
     }
 
 
@@ -315,14 +317,19 @@ def run(
     logits, precision = [], []
     per = art.params.blocks
     chunks = [xb[i : i + per] for i in range(0, len(xb), per)]
+    layer_totals: list[float] = []
     for i, chunk in enumerate(chunks):
         t = time.perf_counter()
         ct = client.encrypt_batch(chunk)
         timings["encrypt"] += time.perf_counter() - t
         t = time.perf_counter()
         stage = f"eval {i + 1}/{len(chunks)}"
-        out = server.evaluate(ct, lambda d, n, stage=stage: progress(stage, d, n))
+        layers: list[float] = []
+        out = server.evaluate(ct, lambda d, n, stage=stage: progress(stage, d, n), layers)
         timings["evaluate"] += time.perf_counter() - t
+        if layer_totals:
+            layers = [a + b for a, b in zip(layer_totals, layers, strict=True)]
+        layer_totals = layers
         t = time.perf_counter()
         dec = client.decrypt(out, len(chunk))
         timings["decrypt"] += time.perf_counter() - t
@@ -330,7 +337,13 @@ def run(
         precision.extend([dec.precision_bits] * len(chunk))
     for stage in ("encrypt", "evaluate", "decrypt"):
         timings[stage] /= len(xb)
-    return RunResult(np.stack(logits), np.asarray(precision), timings)
+    # per report layer, per evaluation (hec inspect --run shows them next to the predictions)
+    stats = {
+        "packing": "slots",
+        "evaluations": len(chunks),
+        "layer_ms": [round(t / len(chunks) * 1e3, 3) for t in layer_totals],
+    }
+    return RunResult(np.stack(logits), np.asarray(precision), timings, stats)
 
 
 def _run_batch(
