@@ -10,6 +10,10 @@ scaled by ``ring_dim × primes``, the size of the polynomials every operation to
 Every cost is for a ciphertext at level 0 (all ``depth + 1`` primes); an operation at level
 ``l`` touches ``depth + 1 - l`` primes and is scaled by that fraction (key switching also works
 on the auxiliary primes, so rotations deep in the program are slightly underestimated).
+
+Encoded plaintexts are kept across evaluations up to ``PLAINTEXT_CACHE_BYTES`` (in program
+order, as the executor fills its cache); the layers past that budget re-encode theirs every
+evaluation, which the prediction counts (it dominates large programs such as LeNet-5's).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ __all__ = [
     "estimated_seconds",
     "layer_seconds",
     "predict_layers",
+    "uncached_plaintexts",
     "op_costs",
     "cost_table_path",
     "MS_PER_OP",
@@ -42,6 +47,8 @@ MS_PER_OP = {
     "rescales": 6.0,
     "level_reductions": 0.5,
     "polynomials": 100.0,  # a low-degree Chebyshev series: about five products
+    # encoding a constant (first evaluation; every evaluation once the cache is full)
+    "plaintext_encodings": 2.0,
 }
 CALIBRATED = (  # what hec calibrate-costs measures (polynomials keep the reference figure)
     "rotations",
@@ -54,6 +61,7 @@ CALIBRATED = (  # what hec calibrate-costs measures (polynomials keep the refere
     "additions",
     "rescales",
     "level_reductions",
+    "plaintext_encodings",
 )
 _REFERENCE_RING, _REFERENCE_PRIMES = 16384, 6
 
@@ -86,9 +94,12 @@ def op_costs(ckks: dict[str, Any]) -> tuple[dict[str, float], str]:
     return costs, "reference costs at ring 2^14, scaled (run hec calibrate-costs to measure)"
 
 
-def layer_seconds(layer: dict[str, Any], ckks: dict[str, Any], costs: dict[str, float]) -> float:
-    """Seconds one evaluation spends in ``layer`` (its counts at its input level)."""
-    counts = dict(layer)
+def layer_seconds(
+    layer: dict[str, Any], ckks: dict[str, Any], costs: dict[str, float], encodes: int = 0
+) -> float:
+    """Seconds one evaluation spends in ``layer`` (its counts at its input level), with
+    ``encodes`` plaintexts encoded anew."""
+    counts = {**layer, "plaintext_encodings": encodes}
     if "relinearizations" not in counts:  # slot packing relinearizes every product at once
         counts["relinearizations"] = counts.get("ciphertext_multiplies", 0)
     ms = sum(counts.get(key, 0) * cost for key, cost in costs.items())
@@ -96,15 +107,35 @@ def layer_seconds(layer: dict[str, Any], ckks: dict[str, Any], costs: dict[str, 
     return ms * (primes - layer.get("level_in", 0)) / primes / 1e3
 
 
+def uncached_plaintexts(report: dict[str, Any]) -> list[int]:
+    """Per layer, the plaintexts re-encoded every evaluation (past the executor's cache)."""
+    from hec.backend_openfhe.execute import PLAINTEXT_CACHE_BYTES
+
+    ck, budget, out = report["ckks"], PLAINTEXT_CACHE_BYTES, []
+    for layer in report["layers"]:
+        n = layer.get("plaintext_multiplies", 0) + layer.get("plaintext_additions", 0)
+        size = ck["ring_dim"] * 8 * (ck["depth"] + 1 - layer.get("level_in", 0))
+        cached = min(n, max(budget, 0) // size) if report.get("packing") != "batch" else n
+        budget -= cached * size
+        out.append(n - cached)
+    return out
+
+
 def predict_layers(report: dict[str, Any]) -> str:
     """Write ``predicted_ms`` into every layer of ``report`` (in place); returns the basis."""
     costs, basis = op_costs(report["ckks"])
-    for layer in report["layers"]:
-        layer["predicted_ms"] = round(layer_seconds(layer, report["ckks"], costs) * 1e3, 3)
+    for layer, encodes in zip(report["layers"], uncached_plaintexts(report), strict=True):
+        seconds = layer_seconds(layer, report["ckks"], costs, encodes)
+        layer["predicted_ms"] = round(seconds * 1e3, 3)
     return basis
 
 
 def estimated_seconds(report: dict[str, Any]) -> float:
-    """Seconds one evaluation of the reported program takes (one thread): the sum of layers."""
+    """Seconds one evaluation of the reported program takes (one thread): the sum of layers,
+    plaintexts cached as far as the executor's budget goes."""
     costs, _ = op_costs(report["ckks"])
-    return sum(layer_seconds(layer, report["ckks"], costs) for layer in report["layers"])
+    encodes = uncached_plaintexts(report)
+    return sum(
+        layer_seconds(layer, report["ckks"], costs, n)
+        for layer, n in zip(report["layers"], encodes, strict=True)
+    )

@@ -21,7 +21,9 @@ import numpy as np
 
 from hec.ir import Graph, Op
 
-__all__ = ["OpenFHEExecutor", "openfhe_chebyshev"]
+__all__ = ["OpenFHEExecutor", "openfhe_chebyshev", "PLAINTEXT_CACHE_BYTES"]
+
+PLAINTEXT_CACHE_BYTES = 2 << 30  # encoded constants kept across evaluations (the rest re-encoded)
 
 
 def openfhe_chebyshev(coeffs: tuple[float, ...]) -> list[float]:
@@ -40,7 +42,7 @@ class OpenFHEExecutor:
         cc,
         graph: Graph,
         depth: int,
-        plaintext_cache_bytes: int = 2 << 30,
+        plaintext_cache_bytes: int = PLAINTEXT_CACHE_BYTES,
         blocks: int = 1,
     ) -> None:
         self.cc = cc

@@ -5,7 +5,7 @@ built exactly as programs build theirs (``make_context``), one thread unless
 ``OMP_NUM_THREADS`` says otherwise; the median is kept. The keys are the report counts
 ``cost_model`` multiplies: a rotation, the saving per rotation when 8 share one hoisted
 decomposition, plaintext and scalar multiplies, additions, the tensor product and its
-relinearization, rescale and level reduction.
+relinearization, rescale, level reduction and the encoding of a constant.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def measure_op_costs(depth: int, ring_dim: int | None = None, repeats: int = 5) 
         "additions": _median_ms(lambda: cc.EvalAdd(ct, ct), repeats),
         "rescales": _median_ms(lambda: cc.Rescale(ct2), repeats),
         "level_reductions": _median_ms(lambda: cc.LevelReduce(ct, None, 1), repeats),
+        "plaintext_encodings": _median_ms(lambda: cc.MakeCKKSPackedPlaintext(values), repeats),
     }
     assert set(ms) == set(CALIBRATED)
     return {

@@ -36,7 +36,7 @@ COLUMNS = [
 
 def layer_rows(report: dict[str, Any], params, run: dict | None = None) -> list[dict[str, Any]]:
     """The table's rows (the last one is the total) from a report and the artifact's params."""
-    from hec.backend_openfhe.cost_model import layer_seconds, op_costs
+    from hec.backend_openfhe.cost_model import layer_seconds, op_costs, uncached_plaintexts
     from hec.backend_openfhe.params import key_switch_key_bytes
 
     ck = report["ckks"]
@@ -45,6 +45,7 @@ def layer_rows(report: dict[str, Any], params, run: dict | None = None) -> list[
     measured = (run or {}).get("layer_ms")
     if measured is not None and len(measured) != len(report["layers"]):
         raise click.UsageError("the run report is of another program (its layers differ)")
+    encodes = uncached_plaintexts(report)
     rows = []
     for i, layer in enumerate(report["layers"]):
         primes = ck["depth"] + 1 - layer["level_in"]
@@ -52,7 +53,7 @@ def layer_rows(report: dict[str, Any], params, run: dict | None = None) -> list[
         row = {
             **{k: layer.get(k, 0) for k, _, _ in COLUMNS if k in layer},
             "levels": f"{layer['level_in']}->{layer['level_out']}",
-            "predicted_ms": layer_seconds(layer, ck, costs) * 1e3,
+            "predicted_ms": layer_seconds(layer, ck, costs, encodes[i]) * 1e3,
             "key_mb": layer["rotation_keys"] * key / 1e6,
             "plaintext_mb": plaintexts * ck["ring_dim"] * primes * 8 / 1e6,
         }

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hec.backend_openfhe.artifact import Artifact
+from hec.backend_openfhe.execute import PLAINTEXT_CACHE_BYTES
 from hec.backend_openfhe.params import key_switch_digits, key_switch_key_bytes
 from hec.errors import ResourceError
 from hec.ir import CipherType, Graph
@@ -37,7 +38,6 @@ __all__ = [
 ]
 
 _PYTHON_BASELINE = 300 << 20  # interpreter, numpy, onnx and the OpenFHE library themselves
-_PLAINTEXT_CACHE = 2 << 30  # OpenFHEExecutor's default budget for encoded constants
 # Seconds per unit of key-switching work (digits x primes x ring_dim x log2 ring_dim), fitted on
 # the reference machine at ring 2^14 / depth 5, where that is 3 x 8 x 2^14 x 14 (rotation key
 # 50 ms, rotation 21 ms, ct x pt 0.6 ms over 6 primes; one thread).
@@ -82,7 +82,7 @@ def estimate(artifact: Artifact) -> Estimate:
     public = ct
     totals = artifact.report.get("totals", {})
     n_plain = int(totals.get("plaintext_multiplies", 0)) + int(totals.get("plaintext_additions", 0))
-    plain = min(_PLAINTEXT_CACHE, n_plain * p.ring_dim * towers * word)
+    plain = min(PLAINTEXT_CACHE_BYTES, n_plain * p.ring_dim * towers * word)
     # Live ciphertexts at once, plus one hoisted decomposition (as large as a key) per
     # rotated source; both are bounded by the program's liveness.
     live = _max_live(artifact.program) * ct + 2 * key
