@@ -38,19 +38,13 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from run import MODELS, print_table  # noqa: E402  (benchmarks/run.py: the bundled models)
 
 import hec  # noqa: E402
 from hec.backend_openfhe.cost_model import estimated_seconds  # noqa: E402
 from hec.frontend.reference import onnxruntime_outputs  # noqa: E402
 from hec.runtime import Client, Server  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
-MODELS = {
-    "cryptonets-digits": (EXAMPLES / "cryptonets_digits", None),
-    "lenet5-digits (ReLU, deg 2)": (EXAMPLES / "lenet5_digits", 2),
-    "cnn-silu-maxpool (deg 2)": (EXAMPLES / "cnn_silu_digits", 2),
-}
 BASE = hec.CompileOptions()
 VARIANTS = {
     "plain": replace(BASE, baby_step=1, input_layout="direct", fold_short_maps=False),
@@ -147,17 +141,6 @@ def _predicted(report: dict) -> list[dict]:
     return report["layers"]
 
 
-def print_table(rows: list[dict]) -> None:
-    cells = [[h for _, h, _ in COLUMNS]] + [
-        [f.format(r[k]) if k in r else "-" for k, _, f in COLUMNS] for r in rows
-    ]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    for j, row in enumerate(cells):
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
-        if j == 0:
-            print("  ".join("-" * w for w in widths))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="cryptonets", help="models whose name contains this")
@@ -186,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         f"rotation variants, {stamp}, {os.cpu_count()} CPUs, OMP_NUM_THREADS="
         f"{os.environ.get('OMP_NUM_THREADS')}, load {load:.1f}, {n} image(s) a variant"
     )
-    print_table(rows)
+    print_table(rows, COLUMNS)
     if args.json:
         args.json.write_text(json.dumps({"date": stamp, "load": load, "rows": rows}, indent=1))
     return 0

@@ -11,26 +11,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hec.ir import CipherType, Graph, Layout
+from hec.ir import Graph
 from hec.passes import PassManager, ScheduleRotations
 from hec.runtime.simulator import simulate_slots
 
-from bsgs_reference import bsgs_optimum
-
-
-def _matvec(slots: int, offsets: np.ndarray, seed: int = 0) -> Graph:
-    rng = np.random.default_rng(seed)
-    g = Graph("m", "slot")
-    x = g.add_input("x", CipherType(slots, 0, 1, Layout((slots,), slots)))
-    y = g.add(
-        "matvec",
-        [x],
-        CipherType(slots, 1, 1, Layout((slots,), slots)),
-        {"offsets": tuple(int(k) for k in offsets)},
-        {"diags": rng.normal(size=(len(offsets), slots)), "bias": np.zeros(slots)},
-    )
-    g.outputs = [y]
-    return g
+from bsgs_reference import bsgs_optimum, matvec_graph
 
 
 def _scheduled_rotations(g: Graph) -> int:
@@ -56,7 +41,7 @@ def _random_sets(seed: int) -> list[tuple[int, np.ndarray]]:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_scheduler_is_within_ten_percent_of_the_brute_force_optimum(seed: int) -> None:
     for slots, offsets in _random_sets(seed):
-        g = _matvec(slots, offsets, seed)
+        g = matvec_graph(slots, offsets, seed)
         v = np.random.default_rng(seed).normal(size=(2, slots))
         before = simulate_slots(g, v)[0]
         rotations = _scheduled_rotations(g)
@@ -72,6 +57,6 @@ def test_signed_offsets_split_a_convolution_better() -> None:
         np.count_nonzero(np.unique(offsets % n1)) + np.count_nonzero(np.unique(offsets // n1))
         for n1 in range(1, 65)
     )
-    rotations = _scheduled_rotations(_matvec(64, offsets))
+    rotations = _scheduled_rotations(matvec_graph(64, offsets))
     assert rotations == bsgs_optimum(offsets, 64) == 9
     assert unsigned_best == 11

@@ -164,7 +164,9 @@ def _expand(
     diags = op.consts["diags"]
     carried = np.ones(len(offsets), dtype=np.int64)  # diagonals each plaintext holds
     short = fold_short and not (baby_step or block_local)
-    fold = fold_plan(offsets, diags, S) if short else None
+    layout = op.result.type.layout
+    outputs = layout.size if layout is not None else S  # rows the result must hold exactly
+    fold = fold_plan(offsets, diags, S, outputs) if short else None
     if fold is not None:
         offsets, diags, carried = fold.offsets, fold.diags, fold.carried
     if baby_step:
@@ -266,12 +268,19 @@ class FoldPlan:
         return rotate(start * self.block, q) if start else q
 
 
-def fold_plan(offsets: np.ndarray, diags: np.ndarray, slots: int) -> FoldPlan | None:
-    """The ``FoldPlan`` of a map if it needs fewer rotations than plain BSGS, else ``None``."""
+def fold_plan(
+    offsets: np.ndarray, diags: np.ndarray, slots: int, outputs: int | None = None
+) -> FoldPlan | None:
+    """The ``FoldPlan`` of a map if it needs fewer rotations than plain BSGS, else ``None``.
+
+    ``outputs``: the result's rows ``0 .. outputs-1`` are read (the fold leaves partial sums in
+    the slots from ``B`` on, so ``B`` must cover them all, bias-only rows included).
+    """
     rows = np.flatnonzero(np.any(diags != 0, axis=0))
     if rows.size == 0:
         return None
-    block = 1 << int(rows.max()).bit_length()  # a power of two above every output row
+    last = max(int(rows.max()), (outputs or slots) - 1)
+    block = 1 << last.bit_length()  # a power of two above every output row
     if block > slots // 2:
         return None
     ks = np.asarray(offsets, dtype=np.int64) % slots
