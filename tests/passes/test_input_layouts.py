@@ -112,3 +112,25 @@ def test_encrypted_run_in_a_gathered_layout_matches_onnxruntime(kind, tmp_path) 
     art = hec.compile(model, tmp_path / "out", hec.CompileOptions(input_layout=kind))
     result = hec.run(art, x)
     np.testing.assert_allclose(result.logits, onnxruntime_outputs(model, x), atol=1e-2)
+
+
+@pytest.mark.slow
+def test_generated_program_packs_a_gathered_input(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    art = hec.compile(EXAMPLE / "model.onnx", tmp_path / "out")
+    assert art.input_layout.kind == "replicated"
+    x = np.load(EXAMPLE / "test.npz")["x"][:1]
+    np.save(tmp_path / "x.npy", x[0])
+    program = str(art.path / "openfhe_program.py")
+    proc = subprocess.run(
+        [sys.executable, program, str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout.split("logits:")[1].split("argmax:")[0]
+    logits = np.array(text.replace("[", " ").replace("]", " ").split(), dtype=float)
+    np.testing.assert_allclose(logits, onnxruntime_outputs(EXAMPLE / "model.onnx", x)[0], atol=1e-2)
