@@ -48,6 +48,8 @@ class CompileOptions:
         rotation_keys: ``"all"``: one key per rotation amount the program uses; ``"pow2"``:
             keys for ``±2^i`` only, every other rotation composed of them (fewer keys and
             less key memory, more rotations; see ``compose-rotations``).
+        max_rotation_keys: at most this many rotation keys: the amounts that save the most
+            rotations keep their own key, the others are composed of powers of two.
     """
 
     slots: int | None = None
@@ -67,3 +69,4 @@ class CompileOptions:
     input_layout: str = "auto"
     rotation_keys: str = "all"
     fold_short_maps: bool = True
+    max_rotation_keys: int | None = None

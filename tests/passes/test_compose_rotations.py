@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import hec
+from hec.errors import ParameterError
 from hec.frontend.reference import onnxruntime_outputs
 from hec.passes.compose_rotations import naf_steps
 
@@ -67,3 +70,24 @@ def test_pow2_keys_encrypted_match_onnxruntime(tmp_path) -> None:
     result = hec.run(art, x)
     ref = onnxruntime_outputs(EXAMPLE / "model.onnx", x)
     np.testing.assert_allclose(result.logits, ref, atol=1e-2)
+
+
+def test_a_key_cap_keeps_the_most_useful_keys_and_the_results(tmp_path) -> None:
+    x = np.load(EXAMPLE / "test.npz")["x"][:20]
+    base = hec.CompileOptions(input_layout="direct")
+    arts = {
+        cap: hec.compile(
+            EXAMPLE / "model.onnx", tmp_path / str(cap), replace(base, max_rotation_keys=cap)
+        )
+        for cap in (None, 20)
+    }
+    full, capped = arts[None], arts[20]
+    assert full.report["totals"]["rotation_keys"] > 20 >= capped.report["totals"]["rotation_keys"]
+    pow2 = hec.compile(EXAMPLE / "model.onnx", tmp_path / "p", replace(base, rotation_keys="pow2"))
+    rotations = [a.report["totals"]["rotations"] for a in (full, capped, pow2)]
+    assert rotations[0] < rotations[1] < rotations[2]  # a cap costs less than composing all
+    np.testing.assert_allclose(hec.simulate(capped, x), hec.simulate(full, x), rtol=1e-9, atol=1e-9)
+    used = {op.attrs["k"] for op in capped.program.ops if op.kind == "rotate"}
+    assert used == set(capped.params.rotation_indices)
+    with pytest.raises(ParameterError, match="at least"):
+        hec.compile(EXAMPLE / "model.onnx", tmp_path / "x", replace(base, max_rotation_keys=4))

@@ -90,6 +90,13 @@ __all__ = ["compile_cmd"]
     "only, other rotations composed of them (fewer keys and key memory, more rotations).",
 )
 @click.option(
+    "--max-rotation-keys",
+    type=click.IntRange(1),
+    default=None,
+    help="At most this many rotation keys: the amounts saving the most rotations keep their "
+    "own key, the others are composed of powers of two.",
+)
+@click.option(
     "--dump-ir-after",
     type=click.Path(path_type=Path),
     default=None,
@@ -114,6 +121,7 @@ def compile_cmd(
     memory_limit: str | None,
     input_layout: str,
     rotation_keys: str,
+    max_rotation_keys: int | None,
     dump_ir_after: Path | None,
     sample_blocks: bool,
     calib: Path | None,
@@ -147,6 +155,7 @@ def compile_cmd(
         memory_limit=parse_size(memory_limit) if memory_limit else None,
         input_layout=input_layout,
         rotation_keys=rotation_keys,
+        max_rotation_keys=max_rotation_keys,
     )
     x, y = load_dataset(calib) if calib is not None else (None, None)
     artifact = compile(model, out_dir, options, progress=stderr_progress(), calibration=x,

@@ -17,6 +17,7 @@ Preserves: the slot function, exactly. Requires: a scheduled slot graph (no ``ma
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -54,10 +55,14 @@ class ComposeRotations:
         basis: ``"pow2"`` (keys for ``±2^i`` only) or ``"all"`` (nothing to do).
         block_local: amounts are exact shifts (sample blocks); otherwise they are taken modulo
             the slot count, and a step that is a whole turn is dropped.
+        max_keys: a cap on the number of keys instead of composing everything: amounts keep
+            their own key, most rotations saved first, as long as they and the powers of two
+            the others need stay within the cap (``basis`` is then ignored).
     """
 
     basis: str = "pow2"
     block_local: bool = False
+    max_keys: int | None = None
     name: ClassVar[str] = "compose-rotations"
     dialect: ClassVar[str] = "slot"
 
@@ -66,13 +71,14 @@ class ComposeRotations:
             raise ParameterError(
                 f"rotation key basis {self.basis!r} is not one of {ROTATION_KEY_BASES}"
             )
-        if self.basis == "all":
+        if self.basis == "all" and self.max_keys is None:
             return False
+        direct = self._direct_keys(graph) if self.max_keys is not None else set()
         ops: list[Op] = []
         made: dict[tuple[int, int], Value] = {}  # (source, amount so far) -> rotated value
         changed = False
         for op in graph.ops:
-            if op.kind != "rotate" or _is_pow2(op.attrs["k"]):
+            if op.kind != "rotate" or _is_pow2(op.attrs["k"]) or op.attrs["k"] in direct:
                 ops.append(op)
                 continue
             src, t = op.inputs[0], op.result.type
@@ -90,6 +96,31 @@ class ComposeRotations:
             changed = True
         graph.ops = ops
         return changed
+
+    def _direct_keys(self, graph: Graph) -> set[int]:
+        """The amounts that keep their own key under ``max_keys`` (greedy by rotations saved)."""
+        uses = Counter(op.attrs["k"] for op in graph.ops if op.kind == "rotate")
+        slots = {op.result.type.slots for op in graph.ops if op.kind == "rotate"}
+        width = max(slots, default=1)
+        steps = {k: set(self._steps(k, width)) if not _is_pow2(k) else {k} for k in uses}
+
+        def keys(direct: set[int]) -> int:
+            return len(direct | set().union(*(steps[k] for k in uses if k not in direct)))
+
+        assert self.max_keys is not None
+        if len(uses) <= self.max_keys:
+            return set(uses)
+        direct: set[int] = set()
+        if keys(direct) > self.max_keys:
+            raise ParameterError(
+                f"the program's rotations need at least {keys(direct)} keys (powers of two), "
+                f"more than --max-rotation-keys {self.max_keys}"
+            )
+        saved = sorted(uses, key=lambda k: (-(len(steps[k]) - 1) * uses[k], abs(k)))
+        for k in saved:
+            if len(steps[k]) > 1 and keys(direct | {k}) <= self.max_keys:
+                direct.add(k)
+        return direct
 
     def _steps(self, k: int, slots: int) -> list[int]:
         if self.block_local:

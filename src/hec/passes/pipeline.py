@@ -49,8 +49,13 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
             options.baby_step, block_local=options.sample_blocks, fold=options.fold_short_maps
         ),
     ]
-    if options.rotation_keys != "all":  # rotations outside the key basis → chains inside it
-        passes.append(ComposeRotations(options.rotation_keys, block_local=options.sample_blocks))
+    if options.rotation_keys != "all" or options.max_rotation_keys is not None:
+        # rotations outside the key basis (or the cap) → chains of powers of two
+        passes.append(
+            ComposeRotations(
+                options.rotation_keys, options.sample_blocks, options.max_rotation_keys
+            )
+        )
     return passes
 
 
