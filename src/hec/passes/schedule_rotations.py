@@ -105,6 +105,14 @@ def choose_split(
     Returns ``(n1, ks)`` with ``ks[i]`` the representative of ``offsets[i]`` to split (ties:
     fewer giants, then the first representation, then the smaller ``n1``).
     """
+    n1, ks, _ = _search(offsets, slots, block_local, hoisted_cost)
+    return n1, ks
+
+
+def _search(
+    offsets: np.ndarray, slots: int, block_local: bool, hoisted_cost: float = 1.0
+) -> tuple[int, np.ndarray, int]:
+    """``choose_split`` and the number of rotations of the split it returns."""
     best, best_cost = None, None
     for rep, ks_all in enumerate(representations(offsets, slots, block_local)):
         ks = np.unique(ks_all)  # sorted, so ks // n1 is sorted too
@@ -113,11 +121,15 @@ def choose_split(
             seen[ks % n1] = True
             babies = int(np.count_nonzero(seen[1:]))
             g = ks // n1
-            g = g[np.r_[True, np.diff(g) != 0]]  # distinct giant steps
-            giants = int(np.count_nonzero(g if block_local else (g * n1) % slots))
+            giants = 1 + int(np.count_nonzero(g[1:] != g[:-1]))  # distinct giant steps
+            if not block_local and max(-g[0], g[-1]) * n1 >= slots:  # a whole turn is none
+                giants = int(np.count_nonzero(np.unique(g) * n1 % slots))
+            else:
+                i = int(np.searchsorted(g, 0))
+                giants -= int(i < len(g) and g[i] == 0)
             cost = (hoisted_cost * babies + giants, giants, rep)
             if best_cost is None or cost < best_cost:
-                best, best_cost = (n1, ks_all), cost
+                best, best_cost = (n1, ks_all, babies + giants), cost
     assert best is not None
     return best
 
@@ -164,15 +176,16 @@ def _expand(
     diags = op.consts["diags"]
     carried = np.ones(len(offsets), dtype=np.int64)  # diagonals each plaintext holds
     short = fold_short and not (baby_step or block_local)
-    layout = op.result.type.layout
-    outputs = layout.size if layout is not None else S  # rows the result must hold exactly
-    fold = fold_plan(offsets, diags, S, outputs) if short else None
-    if fold is not None:
-        offsets, diags, carried = fold.offsets, fold.diags, fold.carried
     if baby_step:
         n1, ks = baby_step, offsets
     else:
-        n1, ks = choose_split(offsets, S, block_local)
+        n1, ks, rotations = _search(offsets, S, block_local)
+    layout = op.result.type.layout
+    outputs = layout.size if layout is not None else S  # rows the result must hold exactly
+    fold = fold_plan(offsets, diags, S, outputs, rotations) if short else None
+    if fold is not None:
+        offsets, diags, carried = fold.offsets, fold.diags, fold.carried
+        n1, ks = fold.n1, fold.ks
     ops: list[Op] = []
 
     def amount(k: int) -> int:
@@ -234,6 +247,8 @@ class FoldPlan:
     carried: np.ndarray  # original diagonals merged into each d'_κ
     blocks: tuple[int, ...]  # the j's used
     slots: int
+    n1: int  # the baby step of P's map
+    ks: np.ndarray  # the κ's as that split writes them
 
     def sum_plan(self) -> tuple[str, int, int]:
         """``("hoisted", rotations, 0)`` or ``("tree", doublings, start)``."""
@@ -269,12 +284,17 @@ class FoldPlan:
 
 
 def fold_plan(
-    offsets: np.ndarray, diags: np.ndarray, slots: int, outputs: int | None = None
+    offsets: np.ndarray,
+    diags: np.ndarray,
+    slots: int,
+    outputs: int | None = None,
+    plain_rotations: int | None = None,
 ) -> FoldPlan | None:
     """The ``FoldPlan`` of a map if it needs fewer rotations than plain BSGS, else ``None``.
 
     ``outputs``: the result's rows ``0 .. outputs-1`` are read (the fold leaves partial sums in
     the slots from ``B`` on, so ``B`` must cover them all, bias-only rows included).
+    ``plain_rotations``: what plain BSGS needs (searched here when not given).
     """
     rows = np.flatnonzero(np.any(diags != 0, axis=0))
     if rows.size == 0:
@@ -286,18 +306,14 @@ def fold_plan(
     ks = np.asarray(offsets, dtype=np.int64) % slots
     kappa, j = ks % block, ks // block
     merged, which = np.unique(kappa, return_inverse=True)
-    folded = np.zeros((len(merged), slots))
-    for i in range(len(ks)):  # block j of d'_κ holds rows 0..B-1 of d_k
-        folded[which[i], j[i] * block : (j[i] + 1) * block] = diags[i, :block]
-    plan = FoldPlan(
-        block,
-        merged,
-        folded,
-        np.bincount(which, minlength=len(merged)),
-        tuple(sorted({int(v) for v in j})),
-        slots,
-    )
-    n1, rep = choose_split(offsets, slots)
-    plain = sum(split_cost(rep, n1, slots))
-    n1, rep = choose_split(merged, slots)
-    return plan if sum(split_cost(rep, n1, slots)) + plan.rotations() < plain else None
+    if plain_rotations is None:
+        plain_rotations = _search(offsets, slots, False)[2]
+    n1, rep, inner = _search(merged, slots, False)
+    blocks = tuple(sorted({int(v) for v in j}))
+    probe = FoldPlan(block, merged, np.empty((0, slots)), np.empty(0), blocks, slots, n1, rep)
+    if inner + probe.rotations() >= plain_rotations:
+        return None
+    folded = np.zeros((len(merged), slots))  # block j of d'_κ holds rows 0..B-1 of d_k
+    folded[which[:, None], j[:, None] * block + np.arange(block)] = diags[:, :block]
+    carried = np.bincount(which, minlength=len(merged))
+    return FoldPlan(block, merged, folded, carried, blocks, slots, n1, rep)
