@@ -17,7 +17,7 @@ from hec.frontend.reference import onnxruntime_outputs
 from hec.ir import Layout, interpret
 from hec.passes.input_layouts import NotApplicable
 
-from cli_helpers import assert_one_line_error
+from cli_helpers import assert_one_line_error, generated_program_logits
 from cli_helpers import hec as hec_cli
 from conftest import EXAMPLE, assert_matches_reference
 from onnx_builders import ModelBuilder
@@ -116,21 +116,8 @@ def test_encrypted_run_in_a_gathered_layout_matches_onnxruntime(kind, tmp_path) 
 
 @pytest.mark.slow
 def test_generated_program_packs_a_gathered_input(tmp_path) -> None:
-    import subprocess
-    import sys
-
     art = hec.compile(EXAMPLE / "model.onnx", tmp_path / "out")
     assert art.input_layout.kind == "replicated"
     x = np.load(EXAMPLE / "test.npz")["x"][:1]
-    np.save(tmp_path / "x.npy", x[0])
-    program = str(art.path / "openfhe_program.py")
-    proc = subprocess.run(
-        [sys.executable, program, str(tmp_path / "x.npy")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    text = proc.stdout.split("logits:")[1].split("argmax:")[0]
-    logits = np.array(text.replace("[", " ").replace("]", " ").split(), dtype=float)
+    logits = generated_program_logits(art.path, x[0], tmp_path)
     np.testing.assert_allclose(logits, onnxruntime_outputs(EXAMPLE / "model.onnx", x)[0], atol=1e-2)
