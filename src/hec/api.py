@@ -342,6 +342,7 @@ def run(
         "packing": "slots",
         "evaluations": len(chunks),
         "layer_ms": [round(t / len(chunks) * 1e3, 3) for t in layer_totals],
+        "precision_bits": float(min(precision)),  # OpenFHE's estimate, the worst sample
     }
     return RunResult(np.stack(logits), np.asarray(precision), timings, stats)
 

@@ -96,3 +96,4 @@ def test_encrypted_run_reports_time_per_layer(art) -> None:
     layer_ms = result.stats["layer_ms"]
     assert len(layer_ms) == len(art.report["layers"]) and all(t > 0 for t in layer_ms)
     assert sum(layer_ms) == pytest.approx(result.timings["evaluate"] * 1e3, rel=0.05)
+    assert result.stats["precision_bits"] == pytest.approx(result.precision_bits.min())

@@ -107,6 +107,8 @@ def inspect_cmd(artifact: Path, run_path: Path | None, html_path: Path | None) -
     )
     _, basis = op_costs(art.report["ckks"])
     click.echo(f"predicted from {basis}")
+    if run and "precision_bits" in run:
+        click.echo(f"measured precision: {run['precision_bits']:.1f} bits (OpenFHE's estimate)")
     choice = art.report.get("input_layout")
     if choice:
         click.echo(f"input layout: {choice['kind']}")
