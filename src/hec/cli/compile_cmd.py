@@ -79,6 +79,30 @@ __all__ = ["compile_cmd"]
     "machine's memory); compilation refuses one predicted to need more.",
 )
 @click.option(
+    "--input-layout",
+    type=click.Choice(["auto", "direct", "replicated", "im2col"]),
+    default="auto",
+    show_default=True,
+    help="How the client packs the input (slot packing): direct (contiguous), replicated "
+    "(a copy per output channel of the first convolution), im2col (a slot per term of the "
+    "first layer); auto compiles each that applies and keeps the fastest estimate.",
+)
+@click.option(
+    "--rotation-keys",
+    type=click.Choice(["all", "pow2"]),
+    default="all",
+    show_default=True,
+    help="all: one rotation key per amount the program uses; pow2: keys for powers of two "
+    "only, other rotations composed of them (fewer keys and key memory, more rotations).",
+)
+@click.option(
+    "--max-rotation-keys",
+    type=click.IntRange(1),
+    default=None,
+    help="At most this many rotation keys: the amounts saving the most rotations keep their "
+    "own key, the others are composed of powers of two.",
+)
+@click.option(
     "--dump-ir-after",
     type=click.Path(path_type=Path),
     default=None,
@@ -102,6 +126,9 @@ def compile_cmd(
     packing: str,
     batch_size: int | None,
     memory_limit: str | None,
+    input_layout: str,
+    rotation_keys: str,
+    max_rotation_keys: int | None,
     dump_ir_after: Path | None,
     sample_blocks: bool,
     calib: Path | None,
@@ -138,6 +165,9 @@ def compile_cmd(
         packing=packing,
         batch_size=batch_size,
         memory_limit=parse_size(memory_limit) if memory_limit else None,
+        input_layout=input_layout,
+        rotation_keys=rotation_keys,
+        max_rotation_keys=max_rotation_keys,
     )
     x, y = load_dataset(calib) if calib is not None else (None, None)
     settings = prune_settings(prune, rotation_budget, prune_per_layer, prune_score, recover,

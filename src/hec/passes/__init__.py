@@ -1,5 +1,6 @@
 """Passes over the IR, the pass manager and the named pipelines."""
 
+from hec.passes.compose_rotations import ComposeRotations
 from hec.passes.fuse_polynomials import FusePolynomials
 from hec.passes.lazy_relinearize import LazyRelinearize
 from hec.passes.lower_to_batch import LowerToBatch
@@ -11,6 +12,7 @@ from hec.passes.replace_activations import ReplaceActivations, ValueStats
 from hec.passes.schedule_rotations import ScheduleRotations
 
 __all__ = [
+    "ComposeRotations",
     "FusePolynomials",
     "LazyRelinearize",
     "LowerToBatch",
