@@ -67,6 +67,12 @@ def test_run_simulate_writes_output(compiled: Path, tmp_path: Path) -> None:
     assert np.load(tmp_path / "y.npy").shape == (4, 10)
 
 
+def test_run_takes_an_npz_dataset(compiled: Path) -> None:
+    proc = hec("run", str(compiled), "--input", str(EXAMPLE / "test.npz"), "--simulate")
+    assert proc.returncode == 0, proc.stderr
+    assert "simulated run of 360 sample(s)" in proc.stdout
+
+
 @pytest.mark.slow
 def test_run_encrypted_one_sample(compiled: Path, tmp_path: Path) -> None:
     proc = hec(

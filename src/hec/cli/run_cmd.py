@@ -16,6 +16,11 @@ _SHOWN = 10  # rows of logits printed before summarizing
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    """An ``.npy`` array, or the inputs ``x`` of an ``.npz`` dataset (as the examples ship)."""
+    if path.suffix == ".npz":
+        from hec.calibrate import load_dataset
+
+        return load_dataset(path, what="--input")[0]
     if not path.is_file():
         raise InputError(f"{path}: no such file; give an .npy array of inputs")
     try:
@@ -31,7 +36,7 @@ def _load_npy(path: Path) -> np.ndarray:
     "input_path",
     required=True,
     type=click.Path(path_type=Path),
-    help=".npy with one sample or a batch [B, ...].",
+    help=".npy with one sample or a batch [B, ...] (or an .npz dataset with an array x).",
 )
 @click.option(
     "--simulate",
