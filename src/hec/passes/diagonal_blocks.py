@@ -70,13 +70,15 @@ class _Recorder(_Lowering):
         super().__init__(graph, slots, negligible=0.0)
         self.maps: list[tuple[PendingMap, np.ndarray, np.ndarray]] = []
 
-    def materialize_pending(self, p: PendingMap, shape: tuple[int, ...]):
-        if p.is_identity:
-            return p.src
-        level = p.src.type.level + 1
-        t: CipherType = self.cipher_type(shape, level)
-        rows = t.layout.slot_of_element()
+    def materialize_pending(self, p: PendingMap, shape: tuple[int, ...], tensor=None):
+        free = tensor is not None and id(tensor) in self.free_layout
+        if p.is_identity and (free or p.src.type.layout.kind != "strided"):
+            return p.src  # as the lowering does
         cols = p.src.type.layout.slot_of_element()
+        A = p.A.tocoo()
+        # the output layout the lowering would pick (the same choice, from the same map)
+        layout, rows = self.output_layout(A.row, cols[A.col], shape, tensor)
+        t = CipherType(self.slots, p.src.type.level + 1, 1, layout)
         self.maps.append((p, rows, cols))
         return self._emit("matvec", [p.src], t, p.origin)
 
@@ -98,7 +100,7 @@ def slot_diagonals(
         if not found or len(p.factors) != len(p.origins):
             A = p.A.tocoo()
             offsets = np.unique((cols[A.col] - rows[A.row]) % S)
-            maps.append(SlotMap(p.origin, offsets, S, False, len(rows)))
+            maps.append(SlotMap(p.origin, offsets, S, False, int(rows.max()) + 1))
             continue
         per_layer = []
         for j, origin in found:
@@ -106,7 +108,7 @@ def slot_diagonals(
             weight, diag_offset = _incidence(op, p, j, rows, cols, S)
             per_layer.append((op, weight, diag_offset))
         offsets = np.unique(np.concatenate([d for _, _, d in per_layer]))
-        maps.append(SlotMap(p.origin, offsets, S, True, len(rows)))
+        maps.append(SlotMap(p.origin, offsets, S, True, int(rows.max()) + 1))
         for op, weight, diag_offset in per_layer:
             layers.append(LayerDiagonals(op, m, weight, np.searchsorted(offsets, diag_offset)))
     return maps, layers
