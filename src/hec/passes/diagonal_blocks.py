@@ -66,8 +66,8 @@ class LayerDiagonals:
 class _Recorder(_Lowering):
     """The slot lowering's walk, recording each map instead of building its diagonals."""
 
-    def __init__(self, graph: Graph, slots: int) -> None:
-        super().__init__(graph, slots, negligible=0.0)
+    def __init__(self, graph: Graph, slots: int, output_layouts: str = "strided") -> None:
+        super().__init__(graph, slots, negligible=0.0, output_layouts=output_layouts)
         self.maps: list[tuple[PendingMap, np.ndarray, np.ndarray]] = []
 
     def materialize_pending(self, p: PendingMap, shape: tuple[int, ...], tensor=None):
@@ -84,12 +84,13 @@ class _Recorder(_Lowering):
 
 
 def slot_diagonals(
-    graph: Graph, slots: int | None = None
+    graph: Graph, slots: int | None = None, output_layouts: str = "strided"
 ) -> tuple[list[SlotMap], list[LayerDiagonals]]:
     """The maps of ``graph``'s slot lowering and, per conv/matmul op, its weight-diagonal
-    incidence. ``graph`` must be HE-friendly (polynomial activations only)."""
+    incidence. ``graph`` must be HE-friendly (polynomial activations only).
+    ``output_layouts``: as ``lower-to-slots``'s option (``strided``: wherever a map can)."""
     S = slots or min_slots(graph)
-    rec = _Recorder(graph, S)
+    rec = _Recorder(graph, S, output_layouts)
     rec.lower()
     by_origin = {op.origin: op for op in graph.ops if op.kind in PRUNABLE_KINDS}
     maps: list[SlotMap] = []

@@ -30,7 +30,7 @@ from hec.errors import LayoutError
 from hec.ir import LINEAR_KINDS, CipherType, Graph, Layout, Value
 from hec.passes.chain_lowering import ChainLowering, PendingMap, require_polynomial
 from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable, design_input_layout, im2col_slots
-from hec.passes.output_layouts import choose_output_layout
+from hec.passes.output_layouts import OUTPUT_LAYOUTS, choose_output_layout
 
 __all__ = ["LowerToSlots", "min_slots", "MAX_SLOTS"]
 
@@ -61,16 +61,19 @@ class LowerToSlots:
         input_layout: how the client packs the input (``input_layouts``): ``direct``,
             ``replicated`` or ``im2col``, designed for the first linear map that reads it
             (``im2col`` may raise the slot count when ``slots`` is not given).
-        strided_outputs: a map whose output only linear maps read (through element-wise
-            polynomials) may keep it on its input's grid (``output_layouts``) when that
-            gives fewer diagonals; off: every output is contiguous.
+        output_layouts: a map whose output only linear maps read (through element-wise
+            polynomials) may keep it on its input's grid (``output_layouts``): ``auto`` where
+            that is cheaper (rotations, plaintext multiplies), ``strided`` wherever it can,
+            ``contiguous``: never.
+        fold_short_maps: whether the scheduler folds short maps (``auto`` costs it so).
     """
 
     slots: int | None = None
     negligible: float = 2.0**-26
     block_local: bool = False
     input_layout: str = "direct"
-    strided_outputs: bool = True
+    output_layouts: str = "auto"
+    fold_short_maps: bool = True
     name: ClassVar[str] = "lower-to-slots"
     dialect: ClassVar[str] = "tensor"
 
@@ -114,7 +117,8 @@ class LowerToSlots:
             self.negligible,
             self.block_local,
             self.input_layout,
-            self.strided_outputs,
+            self.output_layouts,
+            self.fold_short_maps,
         )
 
 
@@ -138,7 +142,8 @@ class _Lowering(ChainLowering):
         negligible: float,
         block_local: bool = False,
         input_layout: str = "direct",
-        strided_outputs: bool = True,
+        output_layouts: str = "auto",
+        fold_short_maps: bool = True,
     ) -> None:
         super().__init__(graph)
         self.slots = slots
@@ -148,7 +153,11 @@ class _Lowering(ChainLowering):
         self.input_fixed = input_layout == "direct"  # the input's layout can change no more
         self.designed = False
         # tensors only linear maps read (maybe through polynomials): their layout is free
-        self.free_layout = _read_by_maps_only(graph) if strided_outputs else set()
+        if output_layouts not in OUTPUT_LAYOUTS:
+            raise LayoutError(f"output layouts {output_layouts!r}: not one of {OUTPUT_LAYOUTS}")
+        self.output_layouts, self.fold = output_layouts, fold_short_maps
+        free = output_layouts != "contiguous"
+        self.free_layout = _read_by_maps_only(graph) if free else set()
 
     def cipher_type(self, shape: tuple[int, ...], level: int) -> CipherType:
         return CipherType(self.slots, level, 1, Layout(shape, self.slots))
@@ -166,7 +175,8 @@ class _Lowering(ChainLowering):
     ) -> tuple[Layout, np.ndarray]:
         """The layout of a map's output and the slot of each output element."""
         if tensor is not None and id(tensor) in self.free_layout:
-            return choose_output_layout(rows, read, shape, self.slots)
+            prefer = "strided" if self.output_layouts == "strided" else "cost"
+            return choose_output_layout(rows, read, shape, self.slots, prefer, self.fold)
         return Layout(shape, self.slots), np.arange(int(np.prod(shape)))
 
     def materialize_pending(

@@ -17,7 +17,10 @@ took (first fit: channels interleave in the gaps of the grid, then stack).
 The grid is read off the map (the most common step of the lowest slot each output row reads),
 so it does not depend on which weights are zero. Unused slots hold zeros (no row of the matrix
 writes them) or, after an element-wise polynomial, garbage that no later map reads: a map reads
-its input only through its layout. The choice is made per map, by the count of diagonals.
+its input only through its layout. The choice is made per map, by the cost of the schedule
+``schedule-rotations`` will give it (rotations, plaintext multiplies): fewer diagonals are not
+always cheaper, since a contiguous output of few rows folds (one plaintext per offset residue
+``k mod B``) where a strided one, spread over more slots, may not.
 
 Preserves: the map exactly (``A`` is unchanged; only where its outputs sit).
 """
@@ -27,8 +30,41 @@ from __future__ import annotations
 import numpy as np
 
 from hec.ir import Layout
+from hec.passes.schedule_rotations import FoldPlan, choose_split, split_cost
 
-__all__ = ["strided_output_slots", "choose_output_layout", "count_offsets"]
+OUTPUT_LAYOUTS = ("auto", "strided", "contiguous")
+
+__all__ = [
+    "OUTPUT_LAYOUTS",
+    "strided_output_slots",
+    "choose_output_layout",
+    "count_offsets",
+    "map_cost",
+]
+
+# one plaintext multiply costs about 1/30 of a rotation (ENVIRONMENT.md: 0.6 vs 21 ms at ring
+# 2^14, 4.4 vs 132 ms at 2^15)
+_PT_MUL_PER_ROTATION = 1 / 30
+
+
+def map_cost(offsets: np.ndarray, slots: int, extent: int, fold: bool = True) -> float:
+    """Rotations + plaintext multiplies / 30 of a map with these diagonal ``offsets`` whose
+    output uses slots ``0 .. extent-1``: plain baby-step/giant-step, or folded per residue
+    ``k mod B`` when the scheduler folds it (the estimate ``schedule-rotations`` decides by)."""
+    ks = np.unique(np.asarray(offsets, dtype=np.int64) % slots)
+    n1, rep = choose_split(ks, slots)
+    plain = sum(split_cost(rep, n1, slots))
+    best = plain + _PT_MUL_PER_ROTATION * ks.size
+    block = 1 << max(extent - 1, 0).bit_length()
+    if fold and block <= slots // 2:
+        merged = np.unique(ks % block)
+        n1, rep = choose_split(merged, slots)
+        blocks = tuple(sorted({int(v) for v in ks // block}))
+        probe = FoldPlan(block, merged, np.empty((0, slots)), np.empty(0), blocks, slots, n1, rep)
+        inner = sum(split_cost(rep, n1, slots)) + probe.rotations()
+        if inner < plain:
+            best = inner + _PT_MUL_PER_ROTATION * merged.size
+    return best
 
 
 def count_offsets(rows_slot: np.ndarray, read: np.ndarray, slots: int) -> int:
@@ -92,19 +128,30 @@ def strided_output_slots(
 
 
 def choose_output_layout(
-    rows: np.ndarray, read: np.ndarray, shape: tuple[int, ...], slots: int
+    rows: np.ndarray,
+    read: np.ndarray,
+    shape: tuple[int, ...],
+    slots: int,
+    prefer: str = "cost",
+    fold: bool = True,
 ) -> tuple[Layout, np.ndarray]:
-    """The output layout with the fewer diagonals: contiguous or strided (ties: contiguous).
+    """The output layout of a map: contiguous or strided.
 
+    ``prefer``: ``"cost"`` keeps the cheaper by ``map_cost`` (ties: contiguous);
+    ``"strided"`` takes the strided one wherever the map has one.
     Returns ``(layout, rows_slot)`` with ``rows_slot[e]`` the slot of output element ``e``.
     """
     n = int(np.prod(shape))
     contiguous = np.arange(n)
     strided = strided_output_slots(rows, read, shape, slots)
-    if strided is None or count_offsets(strided[rows], read, slots) >= count_offsets(
-        contiguous[rows], read, slots
-    ):
+    if strided is None:
         return Layout(shape, slots), contiguous
+    if prefer == "cost":
+        cost_c = map_cost((read - rows) % slots, slots, n, fold)
+        k_s = (read - strided[rows]) % slots
+        cost_s = map_cost(k_s, slots, int(strided.max()) + 1, fold)
+        if cost_s >= cost_c:
+            return Layout(shape, slots), contiguous
     source = np.full(slots, -1, dtype=np.int64)
     source[strided] = np.arange(n)
     return Layout(shape, slots, "strided", tuple(int(s) for s in source)), strided

@@ -92,6 +92,10 @@ class PruneBlocks:
         fold: slots: the scheduler folds short maps (``B`` output rows or fewer, ``B`` a power
             of two up to ``slots/2``) into one plaintext per residue ``k mod B`` of the
             offsets; a block is then such a residue class of diagonals.
+        output_layouts: slots: the compile option (``lower-to-slots``). Unless
+            ``contiguous``, the blocks are read off strided outputs wherever a map has one:
+            after pruning they are the cheaper layout (a conv weight on a few diagonals
+            instead of hundreds), which ``auto`` then picks.
     """
 
     sparsity: float = 0.9
@@ -103,6 +107,7 @@ class PruneBlocks:
     single_weights: bool = True
     score: str = "calibrated"
     fold: bool = False
+    output_layouts: str = "auto"
     name: ClassVar[str] = "prune-blocks"
     dialect: ClassVar[str] = "tensor"
 
@@ -138,7 +143,8 @@ class PruneBlocks:
 
     # -- slot packing: diagonal blocks ----------------------------------------------------
     def _prune_slots(self, graph: Graph, scores: dict[int, np.ndarray]) -> list[dict]:
-        maps, layers = slot_diagonals(graph, self.slots)
+        layouts = "contiguous" if self.output_layouts == "contiguous" else "strided"
+        maps, layers = slot_diagonals(graph, self.slots, layouts)
         if not layers:
             return []
         diag_base = np.cumsum([0] + [len(m.offsets) for m in maps])
