@@ -45,7 +45,8 @@ class SlotMap:
     offsets: np.ndarray  # sorted offsets of its diagonals
     slots: int
     prunable: bool  # whether its diagonals come from conv/matmul weights alone
-    outputs: int = 0  # elements of its result (rows the scheduler must compute)
+    outputs: int = 0  # slots its result's layout spans (rows the scheduler must compute)
+    sum_rotations: int = 0  # a folded map's block sum (rotations besides its offsets')
 
 
 @dataclass

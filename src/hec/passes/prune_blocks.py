@@ -43,7 +43,7 @@ from hec.errors import InputError
 from hec.ir import Graph, Op
 from hec.passes.diagonal_blocks import SlotMap, slot_diagonals
 from hec.passes.prune_filters import prune_filters
-from hec.passes.schedule_rotations import choose_baby_step
+from hec.passes.schedule_rotations import FoldPlan, choose_baby_step
 from hec.recover import layer_inputs, patches, prunable_ops
 
 __all__ = ["PruneBlocks", "rotation_count", "weight_scores"]
@@ -234,7 +234,11 @@ def _fold_units(maps: list[SlotMap], diag_base: np.ndarray, pd: np.ndarray):
         if _folds(m):
             kappa, which = np.unique(m.offsets % block, return_inverse=True)
             unit_of[diag_base[i] : diag_base[i + 1]] = base[-1] + which
-            new_maps.append(SlotMap(m.origin, kappa, m.slots, True, m.outputs))
+            # the block sum of the unpruned map: pruning leaves it the same or shorter
+            blocks = tuple(sorted({int(j) for j in (m.offsets % m.slots) // block}))
+            empty = np.empty((0, m.slots))
+            probe = FoldPlan(block, kappa, empty, np.empty(0), blocks, m.slots, 1, kappa)
+            new_maps.append(SlotMap(m.origin, kappa, m.slots, True, m.outputs, probe.rotations()))
         else:
             unit_of[diag_base[i] : diag_base[i + 1]] = base[-1] + np.arange(m.offsets.size)
             new_maps.append(m)
@@ -368,7 +372,7 @@ def _budget_cut(
         total = 0
         for i, m in enumerate(maps):
             offsets = m.offsets[live[diag_base[i] : diag_base[i + 1]]] if m.prunable else m.offsets
-            total += rotation_count(offsets, m.slots)
+            total += rotation_count(offsets, m.slots) + (m.sum_rotations if offsets.size else 0)
         return total
 
     lo, hi = 0, len(killed)
