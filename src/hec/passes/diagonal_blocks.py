@@ -17,8 +17,10 @@ map the lowering really builds, not derived by hand:
 For a dense layer with contiguous layouts a diagonal is one weight per output row (a wrapped
 diagonal of the weight matrix), and each weight is on one diagonal. For LeNet-5's fused
 pool1+conv2 map each conv2 weight lands on 220 diagonals (the pool's 4 taps times the
-``46y + x`` offsets of a 28-wide input read by a 10-wide output), so no small set of weights
-clears a diagonal: the incidence, not a formula, says what pruning can save.
+``46y + x`` offsets of a 28-wide input read by a 10-wide output) when that map's output is
+contiguous, so no small set of weights clears a diagonal; with the output on its input's grid
+(``output_layouts``, what the blocks are read with by default) it lands on its 4 pool-tap
+diagonals. The incidence, not a formula, says what pruning can save.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from hec.ir import CipherType, Graph, Op, affine_map
+from hec.ir import CipherType, Graph, Op, Value, affine_map
 from hec.passes.chain_lowering import PendingMap
 from hec.passes.lower_to_slots import _Lowering, min_slots
 
@@ -71,7 +73,9 @@ class _Recorder(_Lowering):
         super().__init__(graph, slots, negligible=0.0, output_layouts=output_layouts)
         self.maps: list[tuple[PendingMap, np.ndarray, np.ndarray]] = []
 
-    def materialize_pending(self, p: PendingMap, shape: tuple[int, ...], tensor=None):
+    def materialize_pending(
+        self, p: PendingMap, shape: tuple[int, ...], tensor: Value | None = None
+    ) -> Value:
         free = tensor is not None and id(tensor) in self.free_layout
         if p.is_identity and (free or p.src.type.layout.kind != "strided"):
             return p.src  # as the lowering does
