@@ -17,9 +17,12 @@ import hec
 from hec.frontend import import_onnx
 from hec.frontend.reference import onnxruntime_outputs
 from hec.ir import interpret
+from hec.options import CompileOptions
 from hec.passes import LowerToSlots
 from hec.passes.diagonal_blocks import slot_diagonals
 from hec.passes.output_layouts import strided_output_slots
+from hec.passes.prune_blocks import PruneBlocks
+from hec.prune import compiled_figures
 
 from conftest import assert_matches_reference
 from onnx_builders import ModelBuilder
@@ -129,3 +132,21 @@ def test_encrypted_run_with_strided_outputs_matches_onnxruntime(tmp_path) -> Non
     )
     result = hec.run(art, x)
     np.testing.assert_allclose(result.logits, onnxruntime_outputs(model, x), atol=1e-2)
+
+
+def test_pruning_blocks_read_off_strided_outputs_leave_fewer_plaintexts() -> None:
+    """Same sparsity, blocks read with strided vs contiguous outputs (each compiled with its
+    own setting): a pool+conv weight on its pool taps' diagonals only, so far fewer remain."""
+    model = _conv_pool_conv(c1=4, c2=6, size=16)
+    x = np.random.default_rng(3).uniform(0, 1, size=(64, 1, 16, 16))
+    pool_conv = {}
+    for layouts in ("auto", "contiguous"):
+        g = import_onnx(model)
+        PruneBlocks(0.8, "slots", per_layer=True, calibration=x, output_layouts=layouts).prune(g)
+        fig = compiled_figures(g, CompileOptions(output_layouts=layouts), "slots")
+        pool_conv[layouts] = fig["layers"][2]  # conv, square, pool+conv, square, dense
+    assert "Conv" in pool_conv["auto"]["name"] and "AveragePool" in pool_conv["auto"]["name"]
+    assert (
+        pool_conv["auto"]["plaintext_multiplies"]
+        < pool_conv["contiguous"]["plaintext_multiplies"] / 2
+    )
