@@ -10,7 +10,9 @@ counted (``report.json`` figures of the compiled program, never estimates from t
 - ``blocks``: ``prune-blocks`` (diagonals for slots, filters + culling for batch), no recovery;
 - ``blocks+refit``: the same, then the layer-wise least-squares refit;
 - ``random+refit``: the same number of weights zeroed uniformly at random (unstructured), then
-  the same refit: what pruning saves when the block shape ignores the packing.
+  the same refit: what pruning saves when the block shape ignores the packing;
+- with ``--rotation-budgets``, slots only: ``budget N+refit`` prunes whole baby/giant-step
+  groups until the compiled program needs at most ``N`` rotations, then refits.
 
 Accuracy is the interpreter's top-1 on the labelled held-out split (the simulator computes the
 same function to 1e-9; tests check that). Latency is ``cost_model.estimated_seconds`` of the
@@ -144,6 +146,28 @@ def sweep(
     return rows
 
 
+def budget_row(
+    base: Graph, calib: np.ndarray, x: np.ndarray, y: np.ndarray, budget: int, log
+) -> dict:
+    """Slots: whole baby/giant-step groups pruned to ``budget`` rotations, then the refit."""
+    t0 = time.perf_counter()
+    g = base.clone()
+    rep = prune_graph(
+        g, calib, PruneOptions(0.9, "slots", rotation_budget=budget, recover=False), count=False
+    )
+    refit(g, base, calib)
+    row = {
+        "packing": "slots",
+        "target": 0.0,
+        "sparsity": round(rep["sparsity"], 4),
+        "variant": f"budget {budget}+refit",
+        "accuracy": accuracy(g, x, y),
+        **counts(g, "slots"),
+    }
+    log(f"  slots budget {budget}: acc {row['accuracy']:.4f}, {time.perf_counter() - t0:.1f} s")
+    return row
+
+
 def print_table(rows: list[dict]) -> None:
     heads = [
         "packing",
@@ -225,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--example", default=None, help="examples/ folder (default lenet5_digits)")
     ap.add_argument("--packing", choices=["slots", "batch", "both"], default="both")
     ap.add_argument("--sparsities", default=None, help="comma-separated, e.g. 0,0.5,0.9")
+    ap.add_argument(
+        "--rotation-budgets",
+        type=lambda s: [int(v) for v in s.split(",") if v],
+        default=[],
+        help="slots: also prune to these rotation budgets (comma-separated), then refit",
+    )
     ap.add_argument("--calib-images", type=int, default=512)
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "prune_sweep.json")
     ap.add_argument("--png", type=Path, default=REPO / "benchmarks" / "prune_sweep.png")
@@ -249,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for packing in packings:
         rows += sweep(base, calib, x, y, packing, sparsities, log)
+    for budget in args.rotation_budgets:
+        rows.append(budget_row(base, calib, x, y, budget, log))
     print_table(rows)
     meta = {
         "example": example,

@@ -45,6 +45,10 @@ class CompileOptions:
         fold_short_maps: evaluate linear maps with few outputs (dense layers) as one plaintext
             per diagonal residue and a sum of blocks (``schedule_rotations.FoldPlan``) where
             that needs fewer rotations; off: plain baby-step/giant-step for every map.
+        output_layouts: slot packing: a map whose output only linear maps read (through
+            element-wise polynomials) may keep it on its input's grid
+            (``passes.output_layouts``): ``auto`` where that is cheaper, ``strided`` wherever
+            it can, ``contiguous`` never.
         rotation_keys: ``"all"``: one key per rotation amount the program uses; ``"pow2"``:
             keys for ``±2^i`` only, every other rotation composed of them (fewer keys and
             less key memory, more rotations; see ``compose-rotations``).
@@ -69,4 +73,5 @@ class CompileOptions:
     input_layout: str = "auto"
     rotation_keys: str = "all"
     fold_short_maps: bool = True
+    output_layouts: str = "auto"
     max_rotation_keys: int | None = None

@@ -97,6 +97,7 @@ def prune_graph(
         score=options.score,
         # a scheduler that folds short maps (one plaintext per offset residue) sets the blocks
         fold=getattr(copts, "fold_short_maps", False),
+        output_layouts=copts.output_layouts,
     ).prune(graph)
     progress("prune", 1, 3)
     report: dict[str, Any] = {

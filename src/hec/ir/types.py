@@ -14,8 +14,9 @@ import numpy as np
 
 __all__ = ["TensorType", "Layout", "LAYOUT_KINDS", "CipherType", "BatchCipherType", "Type"]
 
-# contiguous: element e in slot e; the others are gathered input layouts (``source`` map)
-LAYOUT_KINDS = ("contiguous", "replicated", "im2col")
+# contiguous: element e in slot e; the others are gathered (``source`` map): input layouts the
+# client encodes, and strided outputs of linear maps (``output_layouts``)
+LAYOUT_KINDS = ("contiguous", "replicated", "im2col", "strided")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class Layout:
     ``replicated`` / ``im2col`` (input layouts the client encodes, see ``input_layouts``): slot
     ``s`` holds element ``source[s]`` (``-1``: nothing), so an element may sit in several
     slots; ``slot_of_element`` gives its first copy.
+
+    ``strided`` (a linear map's output kept on its input's grid, see ``output_layouts``): slot
+    ``s`` holds element ``source[s]`` once; the other slots hold nothing the program reads.
     """
 
     shape: tuple[int, ...]

@@ -126,9 +126,19 @@ class ChainLowering:
     def cipher_type(self, shape: tuple[int, ...], level: int) -> Type:
         raise NotImplementedError
 
-    def materialize_pending(self, p: PendingMap, shape: tuple[int, ...]) -> Value:
-        """Emit ops computing ``p`` (a tensor of ``shape``); return ``p.src`` if identity."""
+    def materialize_pending(
+        self, p: PendingMap, shape: tuple[int, ...], tensor: Value | None = None
+    ) -> Value:
+        """Emit ops computing ``p`` (a tensor of ``shape``); return ``p.src`` if identity.
+
+        ``tensor``: the tensor-graph value ``p`` computes (or feeds, for the affine part of a
+        polynomial), so a dialect can look at who reads it.
+        """
         raise NotImplementedError
+
+    def elementwise_type(self, shape: tuple[int, ...], level: int, like: Value) -> Type:
+        """The type of an element-wise result of ``like`` (same slots): the tensor's type."""
+        return self.cipher_type(shape, level)
 
     # -- the walk -------------------------------------------------------------------------
     def lower(self) -> Graph:
@@ -180,7 +190,9 @@ class ChainLowering:
             if s == 1.0 and h == 0.0:
                 x = self._materialize(op.inputs[0])
             else:
-                x = self.materialize_pending(p.scaled(s, h, op.origin), op.inputs[0].shape)
+                x = self.materialize_pending(
+                    p.scaled(s, h, op.origin), op.inputs[0].shape, op.inputs[0]
+                )
             squared = self._square_or_product(None, x, x, op.origin)
             sign = float(np.sign(A))
             self.pending[id(op.result)] = PendingMap(squared, n).then(
@@ -197,7 +209,8 @@ class ChainLowering:
         if tensor is not None:
             self._result(tensor, "rescale", [prod], x.type.level + 1, origin)
             return self.pending[id(tensor)].src
-        return self._emit("rescale", [prod], self.cipher_type(x.shape, x.type.level + 1), origin)
+        t = self.elementwise_type(x.shape, x.type.level + 1, x)
+        return self._emit("rescale", [prod], t, origin)
 
     # -- helpers --------------------------------------------------------------------------
     def _identity(self, tensor: Value, cipher: Value) -> None:
@@ -212,8 +225,8 @@ class ChainLowering:
         origin: str,
         attrs: dict | None = None,
     ) -> None:
-        """Emit the op computing ``tensor`` (at scale Δ, in the tensor's layout)."""
-        t = self.cipher_type(tensor.shape, level)
+        """Emit the op computing ``tensor`` (at scale Δ, element-wise from ``inputs[0]``)."""
+        t = self.elementwise_type(tensor.shape, level, inputs[0])
         self._identity(tensor, self._emit(kind, inputs, t, origin, attrs))
 
     def _emit(
@@ -247,6 +260,6 @@ class ChainLowering:
 
     def _materialize(self, tensor: Value) -> Value:
         """Emit the pending affine map of ``tensor`` (once)."""
-        y = self.materialize_pending(self.pending[id(tensor)], tensor.shape)
+        y = self.materialize_pending(self.pending[id(tensor)], tensor.shape, tensor)
         self._identity(tensor, y)
         return y

@@ -17,8 +17,10 @@ map the lowering really builds, not derived by hand:
 For a dense layer with contiguous layouts a diagonal is one weight per output row (a wrapped
 diagonal of the weight matrix), and each weight is on one diagonal. For LeNet-5's fused
 pool1+conv2 map each conv2 weight lands on 220 diagonals (the pool's 4 taps times the
-``46y + x`` offsets of a 28-wide input read by a 10-wide output), so no small set of weights
-clears a diagonal: the incidence, not a formula, says what pruning can save.
+``46y + x`` offsets of a 28-wide input read by a 10-wide output) when that map's output is
+contiguous, so no small set of weights clears a diagonal; with the output on its input's grid
+(``output_layouts``, what the blocks are read with by default) it lands on its 4 pool-tap
+diagonals. The incidence, not a formula, says what pruning can save.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from hec.ir import CipherType, Graph, Op, affine_map
+from hec.ir import CipherType, Graph, Op, Value, affine_map
 from hec.passes.chain_lowering import PendingMap
 from hec.passes.lower_to_slots import _Lowering, min_slots
 
@@ -45,7 +47,8 @@ class SlotMap:
     offsets: np.ndarray  # sorted offsets of its diagonals
     slots: int
     prunable: bool  # whether its diagonals come from conv/matmul weights alone
-    outputs: int = 0  # elements of its result (rows the scheduler must compute)
+    outputs: int = 0  # slots its result's layout spans (rows the scheduler must compute)
+    sum_rotations: int = 0  # a folded map's block sum (rotations besides its offsets')
 
 
 @dataclass
@@ -66,28 +69,33 @@ class LayerDiagonals:
 class _Recorder(_Lowering):
     """The slot lowering's walk, recording each map instead of building its diagonals."""
 
-    def __init__(self, graph: Graph, slots: int) -> None:
-        super().__init__(graph, slots, negligible=0.0)
+    def __init__(self, graph: Graph, slots: int, output_layouts: str = "strided") -> None:
+        super().__init__(graph, slots, negligible=0.0, output_layouts=output_layouts)
         self.maps: list[tuple[PendingMap, np.ndarray, np.ndarray]] = []
 
-    def materialize_pending(self, p: PendingMap, shape: tuple[int, ...]):
-        if p.is_identity:
-            return p.src
-        level = p.src.type.level + 1
-        t: CipherType = self.cipher_type(shape, level)
-        rows = t.layout.slot_of_element()
+    def materialize_pending(
+        self, p: PendingMap, shape: tuple[int, ...], tensor: Value | None = None
+    ) -> Value:
+        free = tensor is not None and id(tensor) in self.free_layout
+        if p.is_identity and (free or p.src.type.layout.kind != "strided"):
+            return p.src  # as the lowering does
         cols = p.src.type.layout.slot_of_element()
+        A = p.A.tocoo()
+        # the output layout the lowering would pick (the same choice, from the same map)
+        layout, rows = self.output_layout(A.row, cols[A.col], shape, tensor)
+        t = CipherType(self.slots, p.src.type.level + 1, 1, layout)
         self.maps.append((p, rows, cols))
         return self._emit("matvec", [p.src], t, p.origin)
 
 
 def slot_diagonals(
-    graph: Graph, slots: int | None = None
+    graph: Graph, slots: int | None = None, output_layouts: str = "strided"
 ) -> tuple[list[SlotMap], list[LayerDiagonals]]:
     """The maps of ``graph``'s slot lowering and, per conv/matmul op, its weight-diagonal
-    incidence. ``graph`` must be HE-friendly (polynomial activations only)."""
+    incidence. ``graph`` must be HE-friendly (polynomial activations only).
+    ``output_layouts``: as ``lower-to-slots``'s option (``strided``: wherever a map can)."""
     S = slots or min_slots(graph)
-    rec = _Recorder(graph, S)
+    rec = _Recorder(graph, S, output_layouts)
     rec.lower()
     by_origin = {op.origin: op for op in graph.ops if op.kind in PRUNABLE_KINDS}
     maps: list[SlotMap] = []
@@ -98,7 +106,7 @@ def slot_diagonals(
         if not found or len(p.factors) != len(p.origins):
             A = p.A.tocoo()
             offsets = np.unique((cols[A.col] - rows[A.row]) % S)
-            maps.append(SlotMap(p.origin, offsets, S, False, len(rows)))
+            maps.append(SlotMap(p.origin, offsets, S, False, int(rows.max()) + 1))
             continue
         per_layer = []
         for j, origin in found:
@@ -106,7 +114,7 @@ def slot_diagonals(
             weight, diag_offset = _incidence(op, p, j, rows, cols, S)
             per_layer.append((op, weight, diag_offset))
         offsets = np.unique(np.concatenate([d for _, _, d in per_layer]))
-        maps.append(SlotMap(p.origin, offsets, S, True, len(rows)))
+        maps.append(SlotMap(p.origin, offsets, S, True, int(rows.max()) + 1))
         for op, weight, diag_offset in per_layer:
             layers.append(LayerDiagonals(op, m, weight, np.searchsorted(offsets, diag_offset)))
     return maps, layers

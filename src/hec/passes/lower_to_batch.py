@@ -206,7 +206,9 @@ class _BatchLowering(ChainLowering):
             self._record(out, mask, vx * vy)
         return out
 
-    def materialize_pending(self, p: PendingMap, shape: tuple[int, ...]) -> Value:
+    def materialize_pending(
+        self, p: PendingMap, shape: tuple[int, ...], tensor: Value | None = None
+    ) -> Value:
         if p.is_identity:
             return p.src
         p = self._folded(p)

@@ -27,9 +27,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from hec.errors import LayoutError
-from hec.ir import CipherType, Graph, Layout, Value
+from hec.ir import LINEAR_KINDS, CipherType, Graph, Layout, Value
 from hec.passes.chain_lowering import ChainLowering, PendingMap, require_polynomial
 from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable, design_input_layout, im2col_slots
+from hec.passes.output_layouts import OUTPUT_LAYOUTS, choose_output_layout
 
 __all__ = ["LowerToSlots", "min_slots", "MAX_SLOTS"]
 
@@ -60,12 +61,19 @@ class LowerToSlots:
         input_layout: how the client packs the input (``input_layouts``): ``direct``,
             ``replicated`` or ``im2col``, designed for the first linear map that reads it
             (``im2col`` may raise the slot count when ``slots`` is not given).
+        output_layouts: a map whose output only linear maps read (through element-wise
+            polynomials) may keep it on its input's grid (``output_layouts``): ``auto`` where
+            that is cheaper (rotations, plaintext multiplies), ``strided`` wherever it can,
+            ``contiguous``: never.
+        fold_short_maps: whether the scheduler folds short maps (``auto`` costs it so).
     """
 
     slots: int | None = None
     negligible: float = 2.0**-26
     block_local: bool = False
     input_layout: str = "direct"
+    output_layouts: str = "auto"
+    fold_short_maps: bool = True
     name: ClassVar[str] = "lower-to-slots"
     dialect: ClassVar[str] = "tensor"
 
@@ -103,7 +111,15 @@ class LowerToSlots:
         return True
 
     def _lowering(self, graph: Graph, slots: int) -> _Lowering:
-        return _Lowering(graph, slots, self.negligible, self.block_local, self.input_layout)
+        return _Lowering(
+            graph,
+            slots,
+            self.negligible,
+            self.block_local,
+            self.input_layout,
+            self.output_layouts,
+            self.fold_short_maps,
+        )
 
 
 class _MoreSlots(Exception):
@@ -126,6 +142,8 @@ class _Lowering(ChainLowering):
         negligible: float,
         block_local: bool = False,
         input_layout: str = "direct",
+        output_layouts: str = "auto",
+        fold_short_maps: bool = True,
     ) -> None:
         super().__init__(graph)
         self.slots = slots
@@ -134,28 +152,56 @@ class _Lowering(ChainLowering):
         self.input_layout = input_layout
         self.input_fixed = input_layout == "direct"  # the input's layout can change no more
         self.designed = False
+        # tensors only linear maps read (maybe through polynomials): their layout is free
+        if output_layouts not in OUTPUT_LAYOUTS:
+            raise LayoutError(f"output layouts {output_layouts!r}: not one of {OUTPUT_LAYOUTS}")
+        self.output_layouts, self.fold = output_layouts, fold_short_maps
+        free = output_layouts != "contiguous"
+        self.free_layout = _read_by_maps_only(graph) if free else set()
 
     def cipher_type(self, shape: tuple[int, ...], level: int) -> CipherType:
         return CipherType(self.slots, level, 1, Layout(shape, self.slots))
 
-    def materialize_pending(self, p: PendingMap, shape: tuple[int, ...]) -> Value:
+    def elementwise_type(self, shape: tuple[int, ...], level: int, like: Value) -> CipherType:
+        layout = like.type.layout
+        if layout is not None and layout.kind == "strided":  # slot for slot: the same slots
+            return CipherType(
+                self.slots, level, 1, Layout(shape, self.slots, "strided", layout.source)
+            )
+        return self.cipher_type(shape, level)
+
+    def output_layout(
+        self, rows: np.ndarray, read: np.ndarray, shape: tuple[int, ...], tensor: Value | None
+    ) -> tuple[Layout, np.ndarray]:
+        """The layout of a map's output and the slot of each output element."""
+        if tensor is not None and id(tensor) in self.free_layout:
+            prefer = "strided" if self.output_layouts == "strided" else "cost"
+            return choose_output_layout(rows, read, shape, self.slots, prefer, self.fold)
+        return Layout(shape, self.slots), np.arange(int(np.prod(shape)))
+
+    def materialize_pending(
+        self, p: PendingMap, shape: tuple[int, ...], tensor: Value | None = None
+    ) -> Value:
         """Emit ``p`` as a ``matvec`` holding a tensor of ``shape`` (nothing if identity)."""
         from_input = any(p.src is v for v in self.out.inputs)
-        if p.is_identity:
+        # a strided tensor read by something other than a map gets its contiguous copy
+        free = tensor is not None and id(tensor) in self.free_layout
+        if p.is_identity and (free or p.src.type.layout.kind != "strided"):
             self.input_fixed |= from_input  # read as it is: its layout stays
             return p.src
         S = self.slots
-        rows_slot = np.arange(p.A.shape[0])  # contiguous output layout
         A = p.A.tocoo()
         keep = np.abs(A.data) >= self.negligible
         A = sp.coo_matrix((A.data[keep], (A.row[keep], A.col[keep])), shape=A.shape)
-        r = rows_slot[A.row]
         if from_input and not self.input_fixed:  # the first map reading the input picks it
             c = self._design_input(p.src, A, shape)
+            layout, rows_slot = Layout(shape, S), np.arange(A.shape[0])  # designed for these
         else:
             c = p.src.type.layout.slot_of_element()[A.col]
             if np.any(c < 0):
                 raise LayoutError(f"{p.origin}: reads an input element its layout does not hold")
+            layout, rows_slot = self.output_layout(A.row, c, shape, tensor)
+        r = rows_slot[A.row]
         # Within one S-slot vector, shifts c - r and c - r - S are the same rotation; across
         # blocks they are not, so block-local programs keep them apart.
         k = c - r if self.block_local else (c - r) % S
@@ -165,7 +211,7 @@ class _Lowering(ChainLowering):
         bias = np.zeros(S)
         bias[rows_slot] = np.where(np.abs(p.b) >= self.negligible, p.b, 0.0)
         x = p.src
-        t = CipherType(S, x.type.level + 1, 1, Layout(shape, S))
+        t = CipherType(S, x.type.level + 1, 1, layout)
         return self._emit(
             "matvec",
             [x],
@@ -188,3 +234,21 @@ class _Lowering(ChainLowering):
         x.type = CipherType(self.slots, x.type.level, x.type.scale_deg, layout)
         self.input_fixed = self.designed = True
         return read
+
+
+def _read_by_maps_only(graph: Graph) -> set[int]:
+    """Ids of the tensors whose every reader is a linear op, or a polynomial whose result is
+    itself read by linear ops only: such a tensor may sit in any layout (maps read it through
+    its layout, and polynomials act slot by slot). Graph outputs are not among them."""
+    free: set[int] = set()
+    outputs = {id(v) for v in graph.outputs}
+    for op in reversed(graph.ops):  # readers come after: decided before their inputs
+        for v in op.results:
+            if id(v) in outputs or not v.uses:
+                continue
+            if all(
+                u.kind in LINEAR_KINDS or (u.kind == "poly" and id(u.result) in free)
+                for u in v.uses
+            ):
+                free.add(id(v))
+    return free

@@ -42,6 +42,8 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
             negligible=2.0 ** (14 - options.scaling_bits),
             block_local=options.sample_blocks,
             input_layout="direct" if options.input_layout == "auto" else options.input_layout,
+            output_layouts=options.output_layouts,
+            fold_short_maps=options.fold_short_maps,
         ),
         # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks); short maps
         # folded (merged diagonals + block sum)

@@ -43,7 +43,7 @@ from hec.errors import InputError
 from hec.ir import Graph, Op
 from hec.passes.diagonal_blocks import SlotMap, slot_diagonals
 from hec.passes.prune_filters import prune_filters
-from hec.passes.schedule_rotations import choose_baby_step
+from hec.passes.schedule_rotations import FoldPlan, choose_baby_step
 from hec.recover import layer_inputs, patches, prunable_ops
 
 __all__ = ["PruneBlocks", "rotation_count", "weight_scores"]
@@ -92,6 +92,10 @@ class PruneBlocks:
         fold: slots: the scheduler folds short maps (``B`` output rows or fewer, ``B`` a power
             of two up to ``slots/2``) into one plaintext per residue ``k mod B`` of the
             offsets; a block is then such a residue class of diagonals.
+        output_layouts: slots: the compile option (``lower-to-slots``). Unless
+            ``contiguous``, the blocks are read off strided outputs wherever a map has one:
+            after pruning they are the cheaper layout (a conv weight on a few diagonals
+            instead of hundreds), which ``auto`` then picks.
     """
 
     sparsity: float = 0.9
@@ -103,6 +107,7 @@ class PruneBlocks:
     single_weights: bool = True
     score: str = "calibrated"
     fold: bool = False
+    output_layouts: str = "auto"
     name: ClassVar[str] = "prune-blocks"
     dialect: ClassVar[str] = "tensor"
 
@@ -138,7 +143,8 @@ class PruneBlocks:
 
     # -- slot packing: diagonal blocks ----------------------------------------------------
     def _prune_slots(self, graph: Graph, scores: dict[int, np.ndarray]) -> list[dict]:
-        maps, layers = slot_diagonals(graph, self.slots)
+        layouts = "contiguous" if self.output_layouts == "contiguous" else "strided"
+        maps, layers = slot_diagonals(graph, self.slots, layouts)
         if not layers:
             return []
         diag_base = np.cumsum([0] + [len(m.offsets) for m in maps])
@@ -228,7 +234,11 @@ def _fold_units(maps: list[SlotMap], diag_base: np.ndarray, pd: np.ndarray):
         if _folds(m):
             kappa, which = np.unique(m.offsets % block, return_inverse=True)
             unit_of[diag_base[i] : diag_base[i + 1]] = base[-1] + which
-            new_maps.append(SlotMap(m.origin, kappa, m.slots, True, m.outputs))
+            # the block sum of the unpruned map: pruning leaves it the same or shorter
+            blocks = tuple(sorted({int(j) for j in (m.offsets % m.slots) // block}))
+            empty = np.empty((0, m.slots))
+            probe = FoldPlan(block, kappa, empty, np.empty(0), blocks, m.slots, 1, kappa)
+            new_maps.append(SlotMap(m.origin, kappa, m.slots, True, m.outputs, probe.rotations()))
         else:
             unit_of[diag_base[i] : diag_base[i + 1]] = base[-1] + np.arange(m.offsets.size)
             new_maps.append(m)
@@ -362,7 +372,7 @@ def _budget_cut(
         total = 0
         for i, m in enumerate(maps):
             offsets = m.offsets[live[diag_base[i] : diag_base[i + 1]]] if m.prunable else m.offsets
-            total += rotation_count(offsets, m.slots)
+            total += rotation_count(offsets, m.slots) + (m.sum_rotations if offsets.size else 0)
         return total
 
     lo, hi = 0, len(killed)

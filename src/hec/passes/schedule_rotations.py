@@ -181,7 +181,8 @@ def _expand(
     else:
         n1, ks, rotations = _search(offsets, S, block_local)
     layout = op.result.type.layout
-    outputs = layout.size if layout is not None else S  # rows the result must hold exactly
+    # rows the result must hold exactly: up to the last slot its layout uses
+    outputs = int(layout.slot_of_element().max()) + 1 if layout is not None else S
     fold = fold_plan(offsets, diags, S, outputs, rotations) if short else None
     if fold is not None:
         offsets, diags, carried = fold.offsets, fold.diags, fold.carried

@@ -1,0 +1,152 @@
+"""Strided output layouts: the same function, fewer diagonals, no unused slot ever read.
+
+Every map's output may sit on its input's grid (``output_layouts``); the compiled program must
+still equal the tensor interpreter to 1e-9 and onnxruntime to float32, whatever the layouts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hec
+from hec.frontend import import_onnx
+from hec.frontend.reference import onnxruntime_outputs
+from hec.ir import interpret
+from hec.options import CompileOptions
+from hec.passes import LowerToSlots
+from hec.passes.diagonal_blocks import slot_diagonals
+from hec.passes.output_layouts import strided_output_slots
+from hec.passes.prune_blocks import PruneBlocks
+from hec.prune import compiled_figures
+
+from conftest import assert_matches_reference
+from onnx_builders import ModelBuilder
+from op_cases import CASES
+
+
+def _exact(artifact, model, x) -> None:
+    out = hec.simulate(artifact, x)
+    ref = interpret(import_onnx(model), x)[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(ref).max()))
+    assert_matches_reference(out, onnxruntime_outputs(model, x))
+
+
+def _conv_pool_conv(
+    c1: int = 3, c2: int = 4, k: int = 3, pool: int = 2, size: int = 12, act: str = "Mul"
+):
+    """conv 1→c1 (k×k, same) · act · avgpool · conv c1→c2 (k×k) · act · dense → 5."""
+    b = ModelBuilder((1, size, size), seed=size + c1)
+    t = b.node("Conv", ["input", b.weight(c1, 1, k, k), b.weight(c1)], pads=[k // 2] * 4)
+    t = b.node("Mul", [t, t]) if act == "Mul" else b.node(act, [t])
+    t = b.node("AveragePool", [t], kernel_shape=[pool, pool], strides=[pool, pool])
+    t = b.node("Conv", [t, b.weight(c2, c1, k, k, scale=0.3), b.weight(c2)])
+    t = b.node("Mul", [t, t])
+    t = b.node("Flatten", [t])
+    side = size // pool - k + 1
+    return b.build(b.node("Gemm", [t, b.weight(5, c2 * side * side, scale=0.1)], transB=1))
+
+
+def test_pool_then_conv_output_on_the_input_grid_takes_fewer_diagonals(tmp_path) -> None:
+    """pool+conv: each conv weight on its pool taps' diagonals only, and the program exact."""
+    model = _conv_pool_conv()
+    x = np.random.default_rng(0).uniform(0, 1, size=(8, 1, 12, 12))
+    counts = {}
+    for mode in ("contiguous", "strided", "auto"):
+        art = hec.compile(model, tmp_path / mode, hec.CompileOptions(output_layouts=mode))
+        _exact(art, model, x)
+        counts[mode] = art.report["layers"][2]["diagonals"]  # the pool+conv map
+    assert counts["strided"] < counts["contiguous"]
+    maps, layers = slot_diagonals(import_onnx(model), output_layouts="strided")
+    conv2 = layers[1]
+    per_weight = np.bincount(conv2.pairs_weight)
+    assert per_weight.max() <= 4  # the 2x2 pool taps, whatever the output position
+    maps_c, layers_c = slot_diagonals(import_onnx(model), output_layouts="contiguous")
+    assert np.bincount(layers_c[1].pairs_weight).max() > 4
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_op_case_is_exact_with_strided_outputs(name, tmp_path) -> None:
+    model, x = CASES[name]()
+    art = hec.compile(model, tmp_path / "out", hec.CompileOptions(output_layouts="strided"))
+    _exact(art, model, x)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    c1=st.integers(1, 3),
+    c2=st.integers(1, 3),
+    k=st.sampled_from([1, 3]),
+    pool=st.sampled_from([1, 2]),
+    size=st.sampled_from([6, 8]),
+)
+def test_strided_layouts_preserve_the_map(c1, c2, k, pool, size) -> None:
+    """Random conv/pool/conv shapes: the slot program equals the interpreter (1e-9), and no
+    map reads a slot its input's layout leaves unused (those may hold a polynomial's garbage)."""
+    model = _conv_pool_conv(c1, c2, k, pool, size)
+    x = np.random.default_rng(1).uniform(0, 1, size=(3, 1, size, size))
+    graph = import_onnx(model)
+    ref = interpret(graph, x)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        art = hec.compile(model, tmp, hec.CompileOptions(output_layouts="strided"))
+        out = hec.simulate(art, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(ref).max()))
+    lowered = graph.clone()
+    LowerToSlots(negligible=0.0, output_layouts="strided").run(lowered)
+    for op in lowered.ops:
+        if op.kind != "matvec":
+            continue
+        layout = op.inputs[0].type.layout
+        used = np.zeros(layout.slots, dtype=bool)
+        used[layout.slot_of_element()] = True
+        for k_, d in zip(op.attrs["offsets"], op.consts["diags"], strict=True):
+            rows = np.flatnonzero(d)
+            assert used[(rows + k_) % layout.slots].all(), op.origin
+
+
+def test_strided_slots_are_distinct_and_fit() -> None:
+    """A 2-channel 3x3 output read at stride 2 from a 6-wide input: one slot each."""
+    rows = np.repeat(np.arange(18), 1)
+    ch, i, j = np.unravel_index(rows, (2, 3, 3))
+    read = 2 * 6 * i + 2 * j  # the input grid: rows 12 slots apart, columns 2
+    slots = strided_output_slots(rows, read, (2, 3, 3), 64)
+    assert slots is not None and len(set(slots.tolist())) == 18 and slots.max() < 64
+    grid = slots.reshape(2, 3, 3) - slots.reshape(2, 3, 3)[:, :1, :1]
+    assert (grid == (12 * np.arange(3)[:, None] + 2 * np.arange(3))[None]).all()
+
+
+@pytest.mark.slow
+def test_encrypted_run_with_strided_outputs_matches_onnxruntime(tmp_path) -> None:
+    """The garbage a polynomial leaves in unused slots stays unread under encryption too."""
+    model = _conv_pool_conv(c1=2, c2=2, size=8)
+    x = np.random.default_rng(2).uniform(0, 1, size=(2, 1, 8, 8))
+    art = hec.compile(model, tmp_path / "out", hec.CompileOptions(output_layouts="strided"))
+    assert any(
+        op.result.type.layout is not None and op.result.type.layout.kind == "strided"
+        for op in art.program.ops
+        if op.kind == "matvec" or op.kind == "rescale"
+    )
+    result = hec.run(art, x)
+    np.testing.assert_allclose(result.logits, onnxruntime_outputs(model, x), atol=1e-2)
+
+
+def test_pruning_blocks_read_off_strided_outputs_leave_fewer_plaintexts() -> None:
+    """Same sparsity, blocks read with strided vs contiguous outputs (each compiled with its
+    own setting): a pool+conv weight on its pool taps' diagonals only, so far fewer remain."""
+    model = _conv_pool_conv(c1=4, c2=6, size=16)
+    x = np.random.default_rng(3).uniform(0, 1, size=(64, 1, 16, 16))
+    pool_conv = {}
+    for layouts in ("auto", "contiguous"):
+        g = import_onnx(model)
+        PruneBlocks(0.8, "slots", per_layer=True, calibration=x, output_layouts=layouts).prune(g)
+        fig = compiled_figures(g, CompileOptions(output_layouts=layouts), "slots")
+        pool_conv[layouts] = fig["layers"][2]  # conv, square, pool+conv, square, dense
+    assert "Conv" in pool_conv["auto"]["name"] and "AveragePool" in pool_conv["auto"]["name"]
+    assert (
+        pool_conv["auto"]["plaintext_multiplies"]
+        < pool_conv["contiguous"]["plaintext_multiplies"] / 2
+    )
