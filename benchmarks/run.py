@@ -34,10 +34,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-
-import hec  # noqa: E402
 import peers  # noqa: E402  (benchmarks/peers/: TenSEAL and Concrete ML adapters)
 import plot_results  # noqa: E402
+
+import hec  # noqa: E402
 from hec.frontend.reference import onnxruntime_outputs  # noqa: E402
 from hec.runtime import Client, Server  # noqa: E402
 

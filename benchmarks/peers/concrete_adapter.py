@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CannotExpress, load_model, peak_rss_mb, run, load_split  # noqa: E402
+from common import CannotExpress, load_model, load_split, peak_rss_mb, run  # noqa: E402
 
 N_BITS = int(os.environ.get("HEC_PEERS_CONCRETE_BITS", "6"))  # weights and activations
 ROUNDING_BITS = int(os.environ.get("HEC_PEERS_CONCRETE_ROUNDING", "0"))  # 0: exact accumulators

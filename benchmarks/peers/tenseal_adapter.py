@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CannotExpress, attributes, initializers, load_model, run, load_split  # noqa: E402
+from common import CannotExpress, attributes, initializers, load_model, load_split, run  # noqa: E402
 
 # (ring dimension, bits of the largest coefficient modulus at 128-bit security) -- HE standard
 MAX_LOGQ_128 = {8192: 218, 16384: 438, 32768: 881}
@@ -243,8 +243,7 @@ def main(args) -> dict:
         "coeff_mod_bits": moduli,
         "scale_bits": scale,
         "params": f"CKKS N={ring}, log Q {sum(moduli)}, scale 2^{scale}, 24 Galois keys",
-        "security": "128-bit (HE standard: N=%d, log Q=%d <= %d)"
-        % (ring, sum(moduli), MAX_LOGQ_128[ring]),
+        "security": f"128-bit (HE standard: N={ring}, log Q={sum(moduli)} <= {MAX_LOGQ_128[ring]})",
         "threads": args.threads,
         "depth": levels(stages),
     }
