@@ -13,6 +13,18 @@ single-image latency. Each model also gets a throughput row in batch packing (on
 slot, one ciphertext per tensor element, ``--batch-images`` images in one evaluation, run in a
 fresh process so that its peak memory is its own, next to the prediction made before key
 generation) beside its latency row. Figures are measured, never asserted: this is not a test.
+
+A third table puts each model's latency row beside the tools users would pick instead, run on
+the same ``model.onnx``, test images and one thread (``benchmarks/peers/``): TenSEAL (CKKS,
+im2col convolution and vector-matrix products) and Concrete ML (quantized, TFHE), each in its
+own process with its own interpreter (``make bench-peers`` makes ``.venv-peers``), with ratios
+hec/peer. A peer that is not installed or cannot express a model says so in its row.
+
+    make bench-peers                                 # every model, latency rows and peers
+    python benchmarks/run.py --model cryptonets --packing slots --no-deploy   # the comparison
+
+Full runs write ``benchmarks/results.json`` (or ``--json``) and a PNG plot beside it when
+matplotlib is installed (the ``bench`` extra; ``plot_results.py`` redraws it from the JSON).
 """
 
 from __future__ import annotations
