@@ -481,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown peer {unknown[0]!r}: choose from {', '.join(peers.PEERS)}")
     peer_images = {
         "TenSEAL": args.peer_images or n,
+        "TenSEAL-40": args.peer_images or n,
         "Concrete ML": 1 if args.quick else args.concrete_images,
     }
     load_before = os.getloadavg()

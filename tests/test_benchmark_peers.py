@@ -43,6 +43,8 @@ def test_tenseal_parameters_are_128_bit() -> None:
     assert tenseal_adapter.levels(stages) == 6  # conv + pack_vectors, square, mm, square, mm
     ring, moduli, scale = tenseal_adapter.parameters(6)
     assert (ring, sum(moduli), scale) == (8192, 218, 26)  # HE standard: log Q <= 218 at 8192
+    ring, moduli, scale = tenseal_adapter.parameters(6, min_scale_bits=40)  # hec's precision
+    assert (ring, sum(moduli), scale) == (16384, 360, 40)
     ring, moduli, _ = tenseal_adapter.parameters(9)  # 60 + 9 x 40 + 60 > 438: 30-bit scales
     assert ring == 16384 and sum(moduli) <= 438
 
@@ -55,7 +57,7 @@ def test_tenseal_says_why_it_cannot_run_multichannel_convolutions(example: str) 
 
 def test_a_peer_that_is_not_installed_gets_a_row_saying_so(tmp_path, monkeypatch) -> None:
     assert peers.peer_python("hec_no_such_module") is None
-    monkeypatch.setitem(peers.PEERS, "Nothing", ("tenseal_adapter.py", "hec_no_such_module"))
+    monkeypatch.setitem(peers.PEERS, "Nothing", ("tenseal_adapter.py", "hec_no_such_module", []))
     row = peers.run_peer("Nothing", "m", EXAMPLE, 1, tmp_path, timeout=60)
     assert row == {"model": "m", "tool": "Nothing", "status": peers.NOT_INSTALLED}
 

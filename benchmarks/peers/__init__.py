@@ -21,10 +21,12 @@ REPO = HERE.parent.parent
 VENV_PYTHON = REPO / ".venv-peers" / "bin" / "python"
 NOT_INSTALLED = "not installed: make bench-peers"
 
-# name -> (adapter script, module the interpreter must import)
+# name -> (adapter script, module the interpreter must import, the adapter's own arguments)
 PEERS = {
-    "TenSEAL": ("tenseal_adapter.py", "tenseal"),
-    "Concrete ML": ("concrete_adapter.py", "concrete.ml"),
+    "TenSEAL": ("tenseal_adapter.py", "tenseal", []),
+    # the same at hec's precision: 40-bit scales need N = 16384
+    "TenSEAL-40": ("tenseal_adapter.py", "tenseal", ["--scale-bits", "40"]),
+    "Concrete ML": ("concrete_adapter.py", "concrete.ml", []),
 }
 
 
@@ -50,7 +52,7 @@ def run_peer(
     peer: str, model: str, folder: Path, images: int, work: Path, timeout: float, threads: int = 1
 ) -> dict:
     """One peer on one model, in its own process (its peak memory is its own); never raises."""
-    script, module = PEERS[peer]
+    script, module, extra = PEERS[peer]
     row: dict = {"model": model, "tool": peer}
     python = peer_python(module)
     if python is None:
@@ -68,6 +70,7 @@ def run_peer(
         str(out),
         "--threads",
         str(threads),
+        *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
     try:

@@ -19,13 +19,15 @@ import onnx
 from onnx import numpy_helper
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, options=None) -> argparse.Namespace:
+    """The arguments every adapter takes; ``options(parser)`` adds an adapter's own."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--model-dir", type=Path, required=True, help="examples/<model>/")
     ap.add_argument("--images", type=int, default=10, help="encrypted test images")
     ap.add_argument("--json", type=Path, required=True, help="result file to write")
     ap.add_argument("--threads", type=int, default=1, help="threads the peer library may use")
-    ap.add_argument("--quick", action="store_true", help="smallest run that exercises the code")
+    if options is not None:
+        options(ap)
     return ap.parse_args()
 
 
@@ -63,9 +65,9 @@ def write_result(path: Path, row: dict) -> None:
     path.write_text(json.dumps(row, indent=2) + "\n")
 
 
-def run(main, description: str) -> int:
+def run(main, description: str, options=None) -> int:
     """Run an adapter's ``main(args) -> row``; a model it cannot express is a result too."""
-    args = parse_args(description)
+    args = parse_args(description, options)
     try:
         row = main(args)
     except CannotExpress as e:

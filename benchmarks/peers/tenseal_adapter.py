@@ -14,8 +14,9 @@ the weights: they are read from the same ``model.onnx`` that hec compiles.
 
 Parameters follow the tutorial: ring N = 8192, coefficient moduli [31, 26 x 6, 31] = 218 bits,
 scale 2^26 -- the largest modulus the HE standard allows at 128-bit security for N = 8192.
-Models that need more levels move to N = 16384 with 40-bit scales (at most 438 bits). One
-thread (``n_threads``), as hec's ``OMP_NUM_THREADS=1``.
+Models that need more levels, or ``--scale-bits 40`` (hec's precision), move to N = 16384
+with 40-bit scales (at most 438 bits). One thread (``n_threads``), as hec's
+``OMP_NUM_THREADS=1``.
 """
 
 from __future__ import annotations
@@ -164,9 +165,12 @@ def levels(stages: list) -> int:
     return sum(2 if isinstance(s, Conv) else 1 for s in stages)
 
 
-def parameters(n_levels: int) -> tuple[int, list[int], int]:
-    """Ring, coefficient moduli and scale bits at 128-bit security for ``n_levels`` rescales."""
+def parameters(n_levels: int, min_scale_bits: int = 26) -> tuple[int, list[int], int]:
+    """Smallest ring, its coefficient moduli and scale bits at 128-bit security for ``n_levels``
+    rescales with scales of at least ``min_scale_bits`` bits."""
     for ring, scale, edge in ((8192, 26, 31), (16384, 40, 60), (16384, 30, 40), (32768, 50, 60)):
+        if scale < min_scale_bits:
+            continue
         moduli = [edge] + [scale] * n_levels + [edge]
         if sum(moduli) <= MAX_LOGQ_128[ring]:
             return ring, moduli, scale
@@ -233,16 +237,18 @@ def main(args) -> dict:
     import tenseal as ts
 
     stages, _ = plan(load_model(args.model_dir))
-    ring, moduli, scale = parameters(levels(stages))
+    ring, moduli, scale = parameters(levels(stages), args.scale_bits)
     x, y = load_split(args.model_dir)
     n = min(args.images, len(x))
+    n_keys = 2 * int(np.log2(ring // 2))  # generate_galois_keys(): every +-2^i step
     row: dict = {
         "tool": f"TenSEAL {ts.__version__}",
+        "galois_keys": n_keys,
         "approach": "im2col conv + pack_vectors, square, mm (vector x plain matrix)",
         "ring_dim": ring,
         "coeff_mod_bits": moduli,
         "scale_bits": scale,
-        "params": f"CKKS N={ring}, log Q {sum(moduli)}, scale 2^{scale}, 24 Galois keys",
+        "params": f"CKKS N={ring}, log Q {sum(moduli)}, scale 2^{scale}, {n_keys} Galois keys",
         "security": f"128-bit (HE standard: N={ring}, log Q={sum(moduli)} <= {MAX_LOGQ_128[ring]})",
         "threads": args.threads,
         "depth": levels(stages),
@@ -257,7 +263,6 @@ def main(args) -> dict:
     public = context.copy()
     public.make_context_public()  # what a server would hold: evaluation keys, no secret key
     row["eval_key_mb"] = len(public.serialize(save_galois_keys=True, save_relin_keys=True)) / 1e6
-    row["galois_keys"] = 2 * int(np.log2(ring // 2))  # generate_galois_keys(): every +-2^i step
     stages_s = np.zeros(3)
     correct, max_err = 0, 0.0
     cpu = time.process_time()  # all the process's threads
@@ -279,5 +284,15 @@ def main(args) -> dict:
     return row
 
 
+def options(ap) -> None:
+    ap.add_argument(
+        "--scale-bits",
+        type=int,
+        default=26,
+        help="smallest scale: 26 is TenSEAL's tutorial "
+        "(N = 8192); 40 is hec's precision (N = 16384, moduli [60, 40 x 6, 60])",
+    )
+
+
 if __name__ == "__main__":
-    sys.exit(run(main, __doc__.splitlines()[0]))
+    sys.exit(run(main, __doc__.splitlines()[0], options))
