@@ -242,7 +242,7 @@ def main(args) -> dict:
     n = min(args.images, len(x))
     n_keys = 2 * int(np.log2(ring // 2))  # generate_galois_keys(): every +-2^i step
     row: dict = {
-        "tool": f"TenSEAL {ts.__version__}",
+        "tool": f"TenSEAL {ts.__version__}" + (f", {scale}-bit" if scale != 26 else ""),
         "galois_keys": n_keys,
         "approach": "im2col conv + pack_vectors, square, mm (vector x plain matrix)",
         "ring_dim": ring,
