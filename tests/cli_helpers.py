@@ -9,6 +9,22 @@ import sys
 from conftest import REPO
 
 
+def generated_program_logits(artifact_dir, x, tmp_path):
+    """Run the artifact's generated ``openfhe_program.py`` on one sample; its printed logits."""
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run(
+        [sys.executable, str(artifact_dir / "openfhe_program.py"), str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.split("logits:")[1].split("argmax:")[0]
+    return np.array(line.replace("[", " ").replace("]", " ").split(), dtype=float)
+
+
 def hec(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "hec", *args],

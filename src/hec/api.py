@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ def compile(
     progress: ProgressFn = no_progress,
     calibration: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    prune=None,
 ) -> Artifact:
     """Compile an ONNX model into an artifact directory and return the loaded artifact.
 
@@ -65,17 +66,30 @@ def compile(
             activations or max pooling, which are then replaced (see ``hec optimize``).
         labels: labels of ``calibration``; when given, the report holds the accuracy of the
             original and of the converted model on them.
+        prune: ``hec.prune.PruneOptions``: prune the HE-friendly graph first (needs
+            ``calibration``); the report gets a ``pruning`` part.
     """
     options = options or CompileOptions()
     start = time.perf_counter()
     graph = import_onnx(model)
     original = graph.clone() if calibration is not None else None
     stats = make_he_friendly(model, graph, options, calibration, progress)
+    pruning = None
+    if prune is not None:
+        from hec.passes.replace_activations import CalibrationMissing
+        from hec.prune import prune_graph
+
+        if calibration is None:
+            raise CalibrationMissing("--prune needs calibration data: give --calib DATA.npz")
+        pruning = prune_graph(graph, calibration, prune, options, (calibration, labels),
+                              progress=progress)
     tensor_ir = graph.clone()
     first_index = len(he_friendly_pipeline(options, stats or None)) + 1
     if options.packing == "auto":
         program, params, figures = _auto_packing(graph, options, progress, first_index)
-    elif options.packing in ("slots", "batch"):
+    elif options.packing == "slots":
+        program, params, figures = _lower_slots(graph, options, progress, first_index)
+    elif options.packing == "batch":
         program, params, figures = _lower(graph, options, options.packing, progress, first_index)
     else:
         raise ParameterError(f"packing {options.packing!r} is not one of slots, batch, auto")
@@ -98,20 +112,24 @@ def compile(
     }
     if labels is not None and calibration is not None and original is not None:
         report["accuracy"] = accuracy(model, tensor_ir, calibration, labels)
+    if pruning is not None:
+        report["pruning"] = pruning
     return write_artifact(Path(out_dir), program, params, io, report, tensor_ir)
 
 
 def _estimates(figures: dict) -> dict:
-    """Rough evaluation time from the counts (``cost_model``): per evaluation and per image."""
-    from hec.backend_openfhe.cost_model import estimated_seconds
+    """Evaluation time from the counts (``cost_model``): per layer (``predicted_ms`` in each
+    layer), per evaluation and per image."""
+    from hec.backend_openfhe.cost_model import estimated_seconds, predict_layers
 
+    basis = predict_layers(figures)
     seconds = estimated_seconds(figures)
     per_eval = figures["ckks"]["slots"] if figures["packing"] == "batch" else 1
     return {
         "evaluation_seconds": round(seconds, 3),
         "images_per_evaluation": per_eval,
         "ms_per_image": round(seconds / per_eval * 1e3, 3),
-        "basis": "operation counts x per-operation costs measured at ring 2^14, one thread",
+        "basis": basis,
     }
 
 
@@ -155,6 +173,50 @@ def _lower(
     return program, params, program_report(program, params)
 
 
+def _lower_slots(
+    graph: Graph, options: CompileOptions, progress: ProgressFn, first_index: int = 1
+) -> tuple[Graph, CKKSParams, dict]:
+    """Slot packing with the input layout ``options.input_layout``; ``auto`` compiles every
+    layout that applies to the first linear map and keeps the lowest estimated time (ties:
+    the simpler layout). ``report.json`` → ``input_layout`` lists what each would cost."""
+    from hec.backend_openfhe.cost_model import estimated_seconds
+    from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable
+
+    given = options.input_layout
+    kinds = (given,) if given != "auto" else INPUT_LAYOUTS
+    if given == "auto" and options.sample_blocks:  # block-locality is proven for direct only
+        kinds = ("direct",)
+    results, candidates = {}, {}
+    for kind in kinds:
+        quiet = replace(options, input_layout=kind, dump_ir_after=None)
+        try:
+            results[kind] = _lower(graph, quiet, "slots", progress, first_index)
+        except (NotApplicable, ParameterError) as exc:  # e.g. im2col: more slots than allowed
+            if given != "auto":
+                raise
+            candidates[kind] = {"applies": False, "why": str(exc)}
+            continue
+        report = results[kind][2]
+        candidates[kind] = {
+            "applies": True,
+            "slots": report["ckks"]["slots"],
+            "ring_dim": report["ckks"]["ring_dim"],
+            **{key: report["totals"][key] for key in _LAYOUT_FIGURES},
+            "estimated_seconds": round(estimated_seconds(report), 3),
+        }
+    chosen = min(results, key=lambda k: (candidates[k]["estimated_seconds"], kinds.index(k)))
+    if options.dump_ir_after is not None:  # the chosen program once more, dumping its IR
+        results[chosen] = _lower(
+            graph, replace(options, input_layout=chosen), "slots", progress, first_index
+        )
+    program, params, figures = results[chosen]
+    figures["input_layout"] = {"kind": chosen, "choice": given, "candidates": candidates}
+    return program, params, figures
+
+
+_LAYOUT_FIGURES = ("rotations", "diagonals", "plaintext_multiplies", "rotation_keys")
+
+
 def _auto_packing(
     graph: Graph, options: CompileOptions, progress: ProgressFn, first_index: int = 1
 ) -> tuple[Graph, CKKSParams, dict]:
@@ -166,7 +228,7 @@ def _auto_packing(
     from hec.backend_openfhe.cost_model import estimated_seconds
     from hec.errors import ResourceError
 
-    slots = _lower(graph, options, "slots", progress, first_index)
+    slots = _lower_slots(graph, options, progress, first_index)
     n = options.batch_size or 1
     if n <= 1:
         return slots
@@ -269,14 +331,19 @@ def run(
     logits, precision = [], []
     per = art.params.blocks
     chunks = [xb[i : i + per] for i in range(0, len(xb), per)]
+    layer_totals: list[float] = []
     for i, chunk in enumerate(chunks):
         t = time.perf_counter()
         ct = client.encrypt_batch(chunk)
         timings["encrypt"] += time.perf_counter() - t
         t = time.perf_counter()
         stage = f"eval {i + 1}/{len(chunks)}"
-        out = server.evaluate(ct, lambda d, n, stage=stage: progress(stage, d, n))
+        layers: list[float] = []
+        out = server.evaluate(ct, lambda d, n, stage=stage: progress(stage, d, n), layers)
         timings["evaluate"] += time.perf_counter() - t
+        if layer_totals:
+            layers = [a + b for a, b in zip(layer_totals, layers, strict=True)]
+        layer_totals = layers
         t = time.perf_counter()
         dec = client.decrypt(out, len(chunk))
         timings["decrypt"] += time.perf_counter() - t
@@ -284,7 +351,14 @@ def run(
         precision.extend([dec.precision_bits] * len(chunk))
     for stage in ("encrypt", "evaluate", "decrypt"):
         timings[stage] /= len(xb)
-    return RunResult(np.stack(logits), np.asarray(precision), timings)
+    # per report layer, per evaluation (hec inspect --run shows them next to the predictions)
+    stats = {
+        "packing": "slots",
+        "evaluations": len(chunks),
+        "layer_ms": [round(t / len(chunks) * 1e3, 3) for t in layer_totals],
+        "precision_bits": float(min(precision)),  # OpenFHE's estimate, the worst sample
+    }
+    return RunResult(np.stack(logits), np.asarray(precision), timings, stats)
 
 
 def _run_batch(

@@ -95,13 +95,15 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, out_path: str | os.Path
              evaluation: tuple[np.ndarray, np.ndarray | None] | None = None,
              progress: ProgressFn = no_progress, fine_tune_epochs: int = 0,
              train: tuple[np.ndarray, np.ndarray] | None = None,
-             learning_rate: float = 1e-3) -> dict[str, Any]:
+             learning_rate: float = 1e-3, prune: Any = None) -> dict[str, Any]:
     """ONNX → HE-friendly ONNX. Returns the report (also written next to ``out_path``).
 
     Accuracy and the fraction of activations outside their intervals are measured on
     ``evaluation`` (inputs, labels) when given, else on the calibration data. With
     ``fine_tune_epochs``, the converted network (weights and polynomial coefficients) is then
     trained on ``train`` (default: the labelled calibration data); needs ``hec[train]``.
+    With ``prune`` (``hec.prune.PruneOptions``), the converted graph is then pruned in blocks
+    shaped by the packing and recovered (``hec.prune``); the report gets a ``pruning`` part.
     """
     import json
     from pathlib import Path
@@ -134,6 +136,11 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, out_path: str | os.Path
         if y_eval is not None:
             report["accuracy_before_fine_tune"] = report["accuracy"]
             report["accuracy"] = accuracy(model, graph, x_eval, y_eval)
+    if prune is not None:
+        from hec.prune import prune_graph
+
+        report["pruning"] = prune_graph(graph, calibration, prune, options,
+                                        (x_eval, y_eval), train, progress)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(export_onnx(graph), str(out))

@@ -38,6 +38,18 @@ class CompileOptions:
             program's depth allows.
         memory_limit: bytes a batch program may need at its peak; ``None``: this machine's
             memory. Compilation refuses a program predicted to need more.
+        input_layout: how the client packs the input in slot packing (``passes.input_layouts``):
+            ``direct`` (contiguous), ``replicated`` (one copy per output channel of the first
+            convolution), ``im2col`` (one slot per term of the first map), or ``auto``: each
+            that applies is compiled and the one with the lowest estimated time is kept.
+        fold_short_maps: evaluate linear maps with few outputs (dense layers) as one plaintext
+            per diagonal residue and a sum of blocks (``schedule_rotations.FoldPlan``) where
+            that needs fewer rotations; off: plain baby-step/giant-step for every map.
+        rotation_keys: ``"all"``: one key per rotation amount the program uses; ``"pow2"``:
+            keys for ``±2^i`` only, every other rotation composed of them (fewer keys and
+            less key memory, more rotations; see ``compose-rotations``).
+        max_rotation_keys: at most this many rotation keys: the amounts that save the most
+            rotations keep their own key, the others are composed of powers of two.
     """
 
     slots: int | None = None
@@ -54,3 +66,7 @@ class CompileOptions:
     packing: str = "slots"
     batch_size: int | None = None
     memory_limit: int | None = None
+    input_layout: str = "auto"
+    rotation_keys: str = "all"
+    fold_short_maps: bool = True
+    max_rotation_keys: int | None = None

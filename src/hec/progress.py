@@ -16,13 +16,16 @@ def no_progress(stage: str, done: int, total: int) -> None:
     pass
 
 
-def stderr_progress(min_interval: float = 0.2, log_after: float = 2.0) -> ProgressFn:
+def stderr_progress(
+    min_interval: float = 0.2, log_after: float = 2.0, log_every: float = 60.0
+) -> ProgressFn:
     """A callback drawing ``stage [done/total]`` on stderr.
 
     On a terminal the line is redrawn in place; in a log (not a terminal) a stage that took at
-    least ``log_after`` seconds gets one line when it finishes.
+    least ``log_after`` seconds gets one line when it finishes, and a long one a line every
+    ``log_every`` seconds meanwhile (a batch evaluation can take most of an hour).
     """
-    last = {"t": 0.0, "stage": ""}
+    last = {"t": 0.0, "stage": "", "logged": 0.0}
     started: dict[str, float] = {}
     tty = sys.stderr.isatty()
 
@@ -31,8 +34,14 @@ def stderr_progress(min_interval: float = 0.2, log_after: float = 2.0) -> Progre
         started.setdefault(stage, now)
         finished = done >= total
         if not tty:
-            if finished and now - started[stage] >= log_after:
-                print(f"  {stage}: done ({total}) in {now - started[stage]:.1f} s", file=sys.stderr)
+            elapsed = now - started[stage]
+            if finished and elapsed >= log_after:
+                print(f"  {stage}: done ({total}) in {elapsed:.1f} s", file=sys.stderr)
+            elif not finished and now - max(last["logged"], started[stage]) >= log_every:
+                last["logged"] = now
+                print(
+                    f"  {stage}: {done}/{total} after {elapsed:.0f} s", file=sys.stderr, flush=True
+                )
             return
         if finished or now - last["t"] >= min_interval or stage != last["stage"]:
             last["t"], last["stage"] = now, stage

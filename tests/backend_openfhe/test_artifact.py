@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import hec
 from hec.backend_openfhe import load_artifact
 from hec.errors import ArtifactError
 
+from cli_helpers import generated_program_logits
 from onnx_builders import run_onnxruntime
 from op_cases import CASES
 
@@ -70,15 +69,6 @@ def test_newer_format_is_refused(artifact, tmp_path) -> None:
 @pytest.mark.slow
 def test_generated_program_runs_and_agrees(artifact, tmp_path) -> None:
     art, model, x = artifact
-    np.save(tmp_path / "x.npy", x[0])
-    proc = subprocess.run(
-        [sys.executable, str(art.path / "openfhe_program.py"), str(tmp_path / "x.npy")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    logits_line = proc.stdout.split("logits:")[1].split("argmax:")[0]
-    logits = np.array(logits_line.replace("[", " ").replace("]", " ").split(), dtype=float)
+    logits = generated_program_logits(art.path, x[0], tmp_path)
     ref = run_onnxruntime(model, x[:1])[0]
     np.testing.assert_allclose(logits, ref, atol=1e-2)

@@ -67,6 +67,12 @@ def test_run_simulate_writes_output(compiled: Path, tmp_path: Path) -> None:
     assert np.load(tmp_path / "y.npy").shape == (4, 10)
 
 
+def test_run_takes_an_npz_dataset(compiled: Path) -> None:
+    proc = hec("run", str(compiled), "--input", str(EXAMPLE / "test.npz"), "--simulate")
+    assert proc.returncode == 0, proc.stderr
+    assert "simulated run of 360 sample(s)" in proc.stdout
+
+
 @pytest.mark.slow
 def test_run_encrypted_one_sample(compiled: Path, tmp_path: Path) -> None:
     proc = hec(
@@ -78,9 +84,13 @@ def test_run_encrypted_one_sample(compiled: Path, tmp_path: Path) -> None:
         str(tmp_path / "y.npy"),
         "--compare-onnx",
         str(EXAMPLE / "model.onnx"),
+        "--compare-simulator",
     )
     assert proc.returncode == 0, proc.stderr
     assert "agrees with onnxruntime on 1/1" in proc.stdout
+    assert "agrees with simulator on 1/1" in proc.stdout
+    diff = float(proc.stdout.split("agrees with simulator on 1/1; max |diff| ")[1].split()[0])
+    assert diff < 1e-2
     assert "keygen" in proc.stdout and "evaluate" in proc.stdout
 
 

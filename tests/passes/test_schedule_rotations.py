@@ -13,27 +13,14 @@ from hec.passes import PassManager, ScheduleRotations
 from hec.passes.schedule_rotations import choose_baby_step, signed_rotation
 from hec.runtime.simulator import simulate_slots
 
-
-def _matvec_graph(slots: int, offsets: list[int], seed: int) -> Graph:
-    rng = np.random.default_rng(seed)
-    g = Graph("m", "slot")
-    x = g.add_input("x", CipherType(slots, 0, 1, Layout((slots,), slots)))
-    y = g.add(
-        "matvec",
-        [x],
-        CipherType(slots, 1, 1, Layout((slots,), slots)),
-        {"offsets": tuple(offsets)},
-        {"diags": rng.normal(size=(len(offsets), slots)), "bias": rng.normal(size=slots)},
-    )
-    g.outputs = [y]
-    return g
+from bsgs_reference import matvec_graph
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from([8, 16, 64]), st.data(), st.one_of(st.none(), st.integers(1, 64)))
 def test_bsgs_preserves_the_map(slots: int, data, baby_step) -> None:
     offsets = sorted(data.draw(st.sets(st.integers(0, slots - 1), min_size=1, max_size=slots)))
-    g = _matvec_graph(slots, offsets, seed=len(offsets))
+    g = matvec_graph(slots, offsets, seed=len(offsets))
     v = np.random.default_rng(1).normal(size=(2, slots))
     before = simulate_slots(g, v)[0]
     PassManager([ScheduleRotations(baby_step and min(baby_step, slots))]).run(g)
@@ -43,7 +30,7 @@ def test_bsgs_preserves_the_map(slots: int, data, baby_step) -> None:
 
 def test_search_beats_the_plain_diagonal_method_on_dense_maps() -> None:
     slots = 256
-    g = _matvec_graph(slots, list(range(slots)), seed=0)
+    g = matvec_graph(slots, list(range(slots)), seed=0)
     PassManager([ScheduleRotations()]).run(g)
     rotations = Counter(op.kind for op in g.ops)["rotate"]
     assert rotations <= 2 * 16  # ~2·sqrt(256), against 255 for one rotation per diagonal
@@ -62,3 +49,39 @@ def test_signed_rotation_picks_the_short_way() -> None:
     assert signed_rotation(7, 8) == -1
     assert signed_rotation(4, 8) == 4
     assert signed_rotation(-3, 8) == -3
+
+
+def _short_map(slots: int, rows: int, offsets: list[int], seed: int, live: int = 0) -> Graph:
+    """A map whose outputs are the first ``rows`` slots (a dense layer's shape); only the first
+    ``live`` of them (all when 0) have weights, the others only a bias (pruned neurons)."""
+    g = matvec_graph(slots, offsets, seed)
+    op = g.ops[0]
+    op.consts["diags"][:, live or rows :] = 0.0
+    op.consts["bias"][rows:] = 0.0
+    op.result.type = CipherType(slots, 1, 1, Layout((rows,), slots))
+    return g
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from([16, 64, 256]), st.integers(1, 9), st.integers(0, 9), st.data())
+def test_folded_short_maps_compute_the_same_outputs(slots: int, rows: int, live: int, data):
+    offsets = sorted(data.draw(st.sets(st.integers(0, slots - 1), min_size=1, max_size=slots)))
+    g = _short_map(slots, rows, offsets, seed=len(offsets), live=min(live, rows))
+    v = np.random.default_rng(2).normal(size=(2, slots))
+    before = simulate_slots(g, v)[0][:, :rows]
+    PassManager([ScheduleRotations()]).run(g)
+    np.testing.assert_allclose(simulate_slots(g, v)[0][:, :rows], before, atol=1e-9)
+
+
+def test_a_dense_layer_folds_into_few_plaintexts_and_rotations() -> None:
+    slots, rows = 512, 32  # CryptoNets' fc1: 32 outputs from 512 inputs, every diagonal
+    counts = {}
+    for fold in (False, True):
+        g = _short_map(slots, rows, list(range(slots)), seed=0)
+        PassManager([ScheduleRotations(fold=fold)]).run(g)
+        counts[fold] = Counter(op.kind for op in g.ops)
+        carried = sum(op.attrs.get("diagonals", 1) for op in g.ops if op.kind == "mul_plain")
+        assert carried == slots  # every diagonal is still there, merged or not
+    assert counts[True]["mul_plain"] == rows and counts[False]["mul_plain"] == slots
+    # 32 merged diagonals (BSGS ~10) + 4 doublings for 16 blocks, against ~2·sqrt(512)
+    assert counts[True]["rotate"] <= 15 < counts[False]["rotate"]

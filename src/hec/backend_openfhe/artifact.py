@@ -78,7 +78,7 @@ class Artifact:
     @property
     def output_layout(self) -> Layout:
         layout = self.program.outputs[0].type.layout
-        return Layout(self.output_shape, layout.slots, layout.kind)
+        return Layout(self.output_shape, layout.slots, layout.kind, layout.source)
 
 
 def write_artifact(

@@ -77,9 +77,7 @@ def main(path):
     cc = make_context()
     keys = keygen(cc)
     x = np.load(path).astype(np.float64).reshape(-1)
-    slots = np.zeros(SLOTS)
-    slots[: x.size] = x  # contiguous input layout
-    ct = cc.Encrypt(keys.publicKey, cc.MakeCKKSPackedPlaintext(slots.tolist()))
+{pack}    ct = cc.Encrypt(keys.publicKey, cc.MakeCKKSPackedPlaintext(slots.tolist()))
     out = cc.Decrypt(keys.secretKey, evaluate(cc, ct))
     out.SetLength(SLOTS)
     y = np.array(out.GetRealPackedValue())[:{output_size}]
@@ -174,6 +172,20 @@ def generate_program(program: Graph, params: CKKSParams, io: dict[str, Any]) -> 
         keygen=keygen,
         body="\n".join(body),
         output_size=output_size,
+        pack=_pack_input(program),
+    )
+
+
+def _pack_input(program: Graph) -> str:
+    """The client's packing of the input into slots, as code (see ``Layout.pack``)."""
+    layout = program.inputs[0].type.layout
+    if layout.source is None:
+        return "    slots = np.zeros(SLOTS)\n    slots[: x.size] = x  # contiguous input layout\n"
+    source = ", ".join(map(str, layout.source))
+    return (
+        f"    # {layout.kind} input layout: slot s holds input element SOURCE[s] (-1: nothing)\n"
+        f"    SOURCE = np.array([{source}])\n"
+        "    slots = np.where(SOURCE >= 0, x[np.maximum(SOURCE, 0)], 0.0)\n"
     )
 
 

@@ -1,21 +1,43 @@
-"""Rough evaluation time from a report's operation counts: what ``--packing auto`` compares.
+"""Evaluation time from a report's operation counts, per layer: what ``auto`` choices compare and
+what ``report.json`` predicts.
 
-Per-operation costs were measured with OpenFHE 1.6.1 on the 2-core reference machine at ring
-2^14 and depth 5, one thread (``ENVIRONMENT.md``, and the batch primitives measured for
-``lower-to-batch``). Other parameters scale them by ``ring_dim × primes``, the size of the
-polynomials every operation touches; key switching grows a little faster, so this is an order
-of magnitude to choose a packing with, not a prediction to report.
+Per-operation costs come from ``hec calibrate-costs`` when it has measured this machine at the
+program's ring dimension and depth (a JSON table in the user's cache directory, or the file
+``HEC_COST_TABLE`` names); otherwise from the reference table below, measured with OpenFHE 1.6.1
+on the 2-core reference machine at ring 2^14 and depth 5, one thread (``ENVIRONMENT.md``), and
+scaled by ``ring_dim × primes``, the size of the polynomials every operation touches.
+
+Every cost is for a ciphertext at level 0 (all ``depth + 1`` primes); an operation at level
+``l`` touches ``depth + 1 - l`` primes and is scaled by that fraction (key switching also works
+on the auxiliary primes, so rotations deep in the program are slightly underestimated).
+
+Encoded plaintexts are kept across evaluations up to ``PLAINTEXT_CACHE_BYTES`` (in program
+order, as the executor fills its cache); the layers past that budget re-encode theirs every
+evaluation, which the prediction counts (it dominates large programs such as LeNet-5's).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
-__all__ = ["estimated_seconds", "MS_PER_OP"]
+__all__ = [
+    "estimated_seconds",
+    "layer_seconds",
+    "predict_layers",
+    "uncached_plaintexts",
+    "op_costs",
+    "cost_table_path",
+    "MS_PER_OP",
+    "CALIBRATED",
+]
 
-# report.json total -> milliseconds per operation at ring 2^14, 6 primes
+# report.json count -> milliseconds per operation at ring 2^14, 6 primes, level 0
 MS_PER_OP = {
     "rotations": 21.0,  # key switch; hoisted ones are discounted below
+    "hoisted_rotations": -8.0,  # saving per hoisted rotation: 8 take 107 ms instead of 185
     "plaintext_multiplies": 0.6,
     "plaintext_additions": 0.5,
     "ciphertext_multiplies": 3.0,  # the tensor product
@@ -25,15 +47,95 @@ MS_PER_OP = {
     "rescales": 6.0,
     "level_reductions": 0.5,
     "polynomials": 100.0,  # a low-degree Chebyshev series: about five products
+    # encoding a constant (first evaluation; every evaluation once the cache is full)
+    "plaintext_encodings": 2.0,
 }
-_HOISTED_SAVING_MS = 8.0  # 8 hoisted rotations take 107 ms instead of 185
+CALIBRATED = (  # what hec calibrate-costs measures (polynomials keep the reference figure)
+    "rotations",
+    "hoisted_rotations",
+    "plaintext_multiplies",
+    "plaintext_additions",
+    "ciphertext_multiplies",
+    "relinearizations",
+    "scalar_multiplies",
+    "additions",
+    "rescales",
+    "level_reductions",
+    "plaintext_encodings",
+)
+_REFERENCE_RING, _REFERENCE_PRIMES = 16384, 6
+
+
+def cost_table_path() -> Path:
+    """Where ``hec calibrate-costs`` stores its measurements (``HEC_COST_TABLE`` overrides)."""
+    if os.environ.get("HEC_COST_TABLE"):
+        return Path(os.environ["HEC_COST_TABLE"])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "hec" / "op_costs.json"
+
+
+def _calibrated(ring_dim: int, depth: int) -> dict[str, float] | None:
+    try:
+        table = json.loads(cost_table_path().read_text())
+    except (OSError, ValueError):
+        return None
+    entry = table.get(f"{ring_dim}/{depth}") if isinstance(table, dict) else None
+    return entry.get("ms") if isinstance(entry, dict) else None
+
+
+def op_costs(ckks: dict[str, Any]) -> tuple[dict[str, float], str]:
+    """Milliseconds per operation (at level 0) for a report's ``ckks`` section, and the basis."""
+    measured = _calibrated(ckks["ring_dim"], ckks["depth"])
+    scale = ckks["ring_dim"] / _REFERENCE_RING * (ckks["depth"] + 1) / _REFERENCE_PRIMES
+    costs = {key: ms * scale for key, ms in MS_PER_OP.items()}
+    if measured:
+        costs.update({k: float(v) for k, v in measured.items() if k in MS_PER_OP})
+        return costs, "calibrated on this machine (hec calibrate-costs)"
+    return costs, "reference costs at ring 2^14, scaled (run hec calibrate-costs to measure)"
+
+
+def layer_seconds(
+    layer: dict[str, Any], ckks: dict[str, Any], costs: dict[str, float], encodes: int = 0
+) -> float:
+    """Seconds one evaluation spends in ``layer`` (its counts at its input level), with
+    ``encodes`` plaintexts encoded anew."""
+    counts = {**layer, "plaintext_encodings": encodes}
+    if "relinearizations" not in counts:  # slot packing relinearizes every product at once
+        counts["relinearizations"] = counts.get("ciphertext_multiplies", 0)
+    ms = sum(counts.get(key, 0) * cost for key, cost in costs.items())
+    primes = ckks["depth"] + 1
+    return ms * (primes - layer.get("level_in", 0)) / primes / 1e3
+
+
+def uncached_plaintexts(report: dict[str, Any]) -> list[int]:
+    """Per layer, the plaintexts re-encoded every evaluation (past the executor's cache)."""
+    from hec.backend_openfhe.execute import PLAINTEXT_CACHE_BYTES
+
+    ck, budget, out = report["ckks"], PLAINTEXT_CACHE_BYTES, []
+    for layer in report["layers"]:
+        n = layer.get("plaintext_multiplies", 0) + layer.get("plaintext_additions", 0)
+        size = ck["ring_dim"] * 8 * (ck["depth"] + 1 - layer.get("level_in", 0))
+        cached = min(n, max(budget, 0) // size) if report.get("packing") != "batch" else n
+        budget -= cached * size
+        out.append(n - cached)
+    return out
+
+
+def predict_layers(report: dict[str, Any]) -> str:
+    """Write ``predicted_ms`` into every layer of ``report`` (in place); returns the basis."""
+    costs, basis = op_costs(report["ckks"])
+    for layer, encodes in zip(report["layers"], uncached_plaintexts(report), strict=True):
+        seconds = layer_seconds(layer, report["ckks"], costs, encodes)
+        layer["predicted_ms"] = round(seconds * 1e3, 3)
+    return basis
 
 
 def estimated_seconds(report: dict[str, Any]) -> float:
-    """Seconds one evaluation of the reported program takes (one thread, rough)."""
-    totals, ck = report["totals"], report["ckks"]
-    totals = {"relinearizations": totals.get("ciphertext_multiplies", 0), **totals}  # slots
-    ms = sum(totals.get(key, 0) * cost for key, cost in MS_PER_OP.items())
-    ms -= totals.get("hoisted_rotations", 0) * _HOISTED_SAVING_MS
-    scale = ck["ring_dim"] / 16384 * (ck["depth"] + 1) / 6
-    return ms * scale / 1e3
+    """Seconds one evaluation of the reported program takes (one thread): the sum of layers,
+    plaintexts cached as far as the executor's budget goes."""
+    costs, _ = op_costs(report["ckks"])
+    encodes = uncached_plaintexts(report)
+    return sum(
+        layer_seconds(layer, report["ckks"], costs, n)
+        for layer, n in zip(report["layers"], encodes, strict=True)
+    )

@@ -13,6 +13,7 @@ block-local program computes its own sample.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -20,7 +21,9 @@ import numpy as np
 
 from hec.ir import Graph, Op
 
-__all__ = ["OpenFHEExecutor", "openfhe_chebyshev"]
+__all__ = ["OpenFHEExecutor", "openfhe_chebyshev", "PLAINTEXT_CACHE_BYTES"]
+
+PLAINTEXT_CACHE_BYTES = 2 << 30  # encoded constants kept across evaluations (the rest re-encoded)
 
 
 def openfhe_chebyshev(coeffs: tuple[float, ...]) -> list[float]:
@@ -39,7 +42,7 @@ class OpenFHEExecutor:
         cc,
         graph: Graph,
         depth: int,
-        plaintext_cache_bytes: int = 2 << 30,
+        plaintext_cache_bytes: int = PLAINTEXT_CACHE_BYTES,
         blocks: int = 1,
     ) -> None:
         self.cc = cc
@@ -53,14 +56,22 @@ class OpenFHEExecutor:
         self._last_use = graph.last_uses()
         self._rotations = Counter(id(op.inputs[0]) for op in graph.ops if op.kind == "rotate")
 
-    def run(self, inputs: list, progress: ProgressFn | None = None) -> list:
+    def run(
+        self, inputs: list, progress: ProgressFn | None = None, layer_seconds: list | None = None
+    ) -> list:
+        """Evaluate; ``layer_seconds`` (a list) receives the time of each report layer (runs of
+        consecutive ops with one origin, as ``report.program_report`` groups them)."""
         env: dict[int, object] = {
             id(v): ct for v, ct in zip(self.graph.inputs, inputs, strict=True)
         }
         digits: dict[int, object] = {}
         keep = {id(v) for v in self.graph.outputs}
         n = len(self.graph.ops)
+        clock = time.perf_counter()
         for i, op in enumerate(self.graph.ops):
+            if layer_seconds is not None and i and op.origin != self.graph.ops[i - 1].origin:
+                layer_seconds.append(time.perf_counter() - clock)
+                clock = time.perf_counter()
             args = [env[id(v)] for v in op.inputs]
             if op.kind == "rotate" and self._rotations[id(op.inputs[0])] > 1:
                 key = id(op.inputs[0])
@@ -72,9 +83,11 @@ class OpenFHEExecutor:
             else:
                 out = self._apply(op, i, args)
             if out.GetLevel() != op.result.type.level:  # the IR's levels are OpenFHE's
-                raise RuntimeError(f"{op.kind} ({op.origin}): OpenFHE is at level "
-                                   f"{out.GetLevel()}, the program expects "
-                                   f"{op.result.type.level}")
+                raise RuntimeError(
+                    f"{op.kind} ({op.origin}): OpenFHE is at level "
+                    f"{out.GetLevel()}, the program expects "
+                    f"{op.result.type.level}"
+                )
             env[id(op.result)] = out
             for v in op.inputs:
                 if self._last_use[id(v)] == i and id(v) not in keep:
@@ -82,6 +95,8 @@ class OpenFHEExecutor:
                     digits.pop(id(v), None)
             if progress is not None:
                 progress(i + 1, n)
+        if layer_seconds is not None:
+            layer_seconds.append(time.perf_counter() - clock)
         return [env[id(v)] for v in self.graph.outputs]
 
     def _apply(self, op: Op, i: int, args: list):

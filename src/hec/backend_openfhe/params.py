@@ -10,6 +10,7 @@ where to rescale, so the level in every ciphertext's type is exactly what OpenFH
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from hec.ir import BatchCipherType, CipherType, Graph
 __all__ = [
     "CKKSParams",
     "choose_params",
+    "key_switch_digits",
+    "key_switch_key_bytes",
     "make_context",
     "min_ring_dim",
     "program_depth",
@@ -72,6 +75,31 @@ class CKKSParams:
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+_AUX_PRIME_BITS = 60  # OpenFHE's default size of the primes of P
+
+
+def key_switch_digits(params: CKKSParams) -> tuple[int, int]:
+    """OpenFHE's number of key-switching digits and of auxiliary primes for ``params``.
+
+    Hybrid key switching: ``dnum`` digits (OpenFHE's default: 3 above depth 3, 2 at depths
+    1-3) and enough 60-bit primes in ``P`` to cover the widest digit
+    (``tests/runtime/test_resources.py`` checks the sizes against the files OpenFHE writes).
+    """
+    towers = params.depth + 1
+    dnum = 3 if params.depth > 3 else (2 if params.depth > 0 else 1)
+    per_digit = math.ceil(towers / dnum)
+    # The first digit holds the first (largest) prime: the widest digit sets P's size.
+    widest = params.first_mod_bits + (per_digit - 1) * params.scaling_bits
+    return dnum, math.ceil(widest / _AUX_PRIME_BITS)
+
+
+def key_switch_key_bytes(params: CKKSParams) -> int:
+    """Bytes of one rotation (or relinearization) key: ``2·dnum`` polynomials over the
+    ``depth + 1`` primes of Q and the auxiliary primes of P, 64-bit words."""
+    dnum, aux = key_switch_digits(params)
+    return 2 * dnum * params.ring_dim * (params.depth + 1 + aux) * 8
 
 
 def program_depth(graph: Graph) -> int:
@@ -178,15 +206,14 @@ def choose_params(
     depth = max(program_depth(graph), 1)
     ring_dim = None
     try:
+        # the security-minimal ring first (OpenFHE refuses a batch larger than it offers)
         cc = openfhe.GenCryptoContext(
-            _cc_params(openfhe, depth, slots, scaling_bits, first_mod_bits, security, None)
+            _cc_params(openfhe, depth, 8, scaling_bits, first_mod_bits, security, None)
         )
-        ring_dim = cc.GetRingDimension()
-        if ring_dim < 2 * slots:  # more slots than the security-minimal ring offers
-            ring_dim = 2 * slots
-            openfhe.GenCryptoContext(
-                _cc_params(openfhe, depth, slots, scaling_bits, first_mod_bits, security, ring_dim)
-            )
+        ring_dim = max(int(cc.GetRingDimension()), 2 * slots)
+        openfhe.GenCryptoContext(
+            _cc_params(openfhe, depth, slots, scaling_bits, first_mod_bits, security, ring_dim)
+        )
     except RuntimeError as exc:
         raise ParameterError(
             f"OpenFHE accepts no parameters for depth {depth}, {slots} slots "

@@ -13,7 +13,7 @@ from typing import Any
 
 from hec.backend_openfhe.batch_memory import MemoryPlan
 from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule
-from hec.backend_openfhe.params import CKKSParams
+from hec.backend_openfhe.params import CKKSParams, key_switch_key_bytes
 from hec.ir import CipherType, Graph, Op
 
 __all__ = ["program_report", "batch_program_report", "COUNTED", "BATCH_COUNTED"]
@@ -34,6 +34,9 @@ COUNTED = {
 def _counts(ops: list[Op], rotations_of: Counter) -> dict[str, int]:
     kinds = Counter(op.kind for op in ops)
     counts = {key: kinds[kind] for key, kind in COUNTED.items()}
+    # schedule-rotations turns each non-zero diagonal of a map into one mul_plain (pre-rotated),
+    # or merges several into one plaintext (a short map's fold: attribute ``diagonals``)
+    counts["diagonals"] = sum(op.attrs.get("diagonals", 1) for op in ops if op.kind == "mul_plain")
     counts["hoisted_rotations"] = sum(
         1 for op in ops if op.kind == "rotate" and rotations_of[id(op.inputs[0])] > 1
     )
@@ -60,6 +63,7 @@ def program_report(graph: Graph, params: CKKSParams) -> dict[str, Any]:
         )
     totals = _counts(graph.ops, rotations_of)
     totals["rotation_keys"] = len(params.rotation_indices)
+    totals["rotation_key_bytes"] = len(params.rotation_indices) * key_switch_key_bytes(params)
     totals["depth"] = params.depth
     return {
         "packing": "slots",
@@ -153,7 +157,7 @@ def batch_program_report(
         i = int(eg.op_of[ct])
         per_op[i].update(_task_counts(graph.ops[i], int(eg.element_of[ct])))
         tasks[i] += 1
-    zero = {"rotations": 0, "hoisted_rotations": 0, "plaintext_multiplies": 0}
+    zero = {"rotations": 0, "hoisted_rotations": 0, "plaintext_multiplies": 0, "diagonals": 0}
     layers = []
     index = {id(op): i for i, op in enumerate(graph.ops)}
     for origin, group in groupby(graph.ops, key=lambda op: op.origin):
@@ -172,7 +176,12 @@ def batch_program_report(
             }
         )
     totals = {**zero, **{k: sum(lay[k] for lay in layers) for k in BATCH_COUNTED}}
-    totals.update(rotation_keys=0, depth=params.depth, ciphertexts=plan.ciphertexts_computed)
+    totals.update(
+        rotation_keys=0,
+        rotation_key_bytes=0,
+        depth=params.depth,
+        ciphertexts=plan.ciphertexts_computed,
+    )
     return {
         "packing": "batch",
         "ckks": {

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from hec.cli.conversion import conversion_options, print_conversion
+from hec.cli.conversion import (
+    conversion_options,
+    print_conversion,
+    print_pruning,
+    prune_options,
+    prune_settings,
+)
 from hec.cli.format import print_summary
 
 __all__ = ["compile_cmd"]
@@ -73,6 +79,30 @@ __all__ = ["compile_cmd"]
     "machine's memory); compilation refuses one predicted to need more.",
 )
 @click.option(
+    "--input-layout",
+    type=click.Choice(["auto", "direct", "replicated", "im2col"]),
+    default="auto",
+    show_default=True,
+    help="How the client packs the input (slot packing): direct (contiguous), replicated "
+    "(a copy per output channel of the first convolution), im2col (a slot per term of the "
+    "first layer); auto compiles each that applies and keeps the fastest estimate.",
+)
+@click.option(
+    "--rotation-keys",
+    type=click.Choice(["all", "pow2"]),
+    default="all",
+    show_default=True,
+    help="all: one rotation key per amount the program uses; pow2: keys for powers of two "
+    "only, other rotations composed of them (fewer keys and key memory, more rotations).",
+)
+@click.option(
+    "--max-rotation-keys",
+    type=click.IntRange(1),
+    default=None,
+    help="At most this many rotation keys: the amounts saving the most rotations keep their "
+    "own key, the others are composed of powers of two.",
+)
+@click.option(
     "--dump-ir-after",
     type=click.Path(path_type=Path),
     default=None,
@@ -85,6 +115,7 @@ __all__ = ["compile_cmd"]
     "(N/(2*slots)), one per block of slots.",
 )
 @conversion_options
+@prune_options
 def compile_cmd(
     model: Path,
     out_dir: Path,
@@ -95,12 +126,20 @@ def compile_cmd(
     packing: str,
     batch_size: int | None,
     memory_limit: str | None,
+    input_layout: str,
+    rotation_keys: str,
+    max_rotation_keys: int | None,
     dump_ir_after: Path | None,
     sample_blocks: bool,
     calib: Path | None,
     degree: int | None,
     error_budget: float,
     margin: float,
+    prune: float | None,
+    rotation_budget: int | None,
+    prune_per_layer: bool,
+    prune_score: str,
+    recover: bool,
 ) -> None:
     """Compile an ONNX MODEL into a CKKS program (artifact directory OUT, with report.json).
 
@@ -126,10 +165,17 @@ def compile_cmd(
         packing=packing,
         batch_size=batch_size,
         memory_limit=parse_size(memory_limit) if memory_limit else None,
+        input_layout=input_layout,
+        rotation_keys=rotation_keys,
+        max_rotation_keys=max_rotation_keys,
     )
     x, y = load_dataset(calib) if calib is not None else (None, None)
+    settings = prune_settings(prune, rotation_budget, prune_per_layer, prune_score, recover,
+                              packing)
     artifact = compile(model, out_dir, options, progress=stderr_progress(), calibration=x,
-                       labels=y)
+                       labels=y, prune=settings)
     click.echo(f"compiled {model} -> {out_dir} in {artifact.report['compile_seconds']:.2f} s")
     print_conversion(artifact.report["activations"], artifact.report.get("accuracy"))
+    if "pruning" in artifact.report:
+        print_pruning(artifact.report["pruning"])
     print_summary(artifact.report)

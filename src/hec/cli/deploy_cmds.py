@@ -199,7 +199,7 @@ def decrypt_cmd(artifact: Path, ciphertext: Path, keydir: Path, output_path: Pat
     art = slot_packed(hec.load_artifact(artifact), "decrypt")
     client = Client.from_keys(art, keydir, secret=True)
     dec = client.decrypt_bytes(read_ciphertext(ciphertext, art), str(ciphertext))
-    _print_results(dec.values, None, np.full(len(dec.values), dec.precision_bits))
+    _print_results(dec.values, {}, np.full(len(dec.values), dec.precision_bits))
     if output_path is not None:
         np.save(output_path, dec.values)
         click.echo(f"logits written to {output_path}")

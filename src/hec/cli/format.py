@@ -96,6 +96,7 @@ def print_summary(report: dict[str, Any]) -> None:
             f"(+ the process itself)"
         )
         return
+    _print_input_layout(report.get("input_layout"))
     n = ck.get("samples_per_ciphertext", 1)
     blocks = f" x {n} samples per ciphertext" if n > 1 else ""
     click.echo(
@@ -103,4 +104,31 @@ def print_summary(report: dict[str, Any]) -> None:
         f"depth {ck['depth']}, "
         f"log2 Q = {ck['log_q_bits']} bits, scale 2^{ck['scaling_bits']}, "
         f"{ck['security']}; {totals['rotation_keys']} rotation keys"
+        + (
+            f" ({totals['rotation_key_bytes'] / 1e6:,.0f} MB)"
+            if totals.get("rotation_keys")
+            else ""
+        )
+    )
+
+
+def _print_input_layout(choice: dict[str, Any] | None) -> None:
+    """One line: the input layout kept, and what the others would have cost."""
+    if not choice:
+        return
+    others = []
+    for kind, c in choice["candidates"].items():
+        if kind == choice["kind"]:
+            continue
+        if c["applies"]:
+            others.append(f"{kind} {c['rotations']} rot / {c['estimated_seconds']:.2f} s")
+        else:
+            others.append(f"{kind} n/a")
+    mine = choice["candidates"][choice["kind"]]
+    how = "chosen" if choice["choice"] == "auto" else "given"
+    click.echo(
+        f"input layout: {choice['kind']} ({how}; {mine['rotations']} rotations, "
+        f"~{mine['estimated_seconds']:.2f} s estimated"
+        + (f"; {', '.join(others)}" if others else "")
+        + ")"
     )

@@ -42,6 +42,8 @@ COMMANDS = {
     "serve": "hec.cli.serve_cmd:serve_cmd",
     "query": "hec.cli.serve_cmd:query_cmd",
     "vit": "hec.cli.vit:vit",
+    "calibrate-costs": "hec.cli.calibrate_costs_cmd:calibrate_costs_cmd",
+    "inspect": "hec.cli.inspect_cmd:inspect_cmd",
 }
 
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from hec.cli.conversion import conversion_options, print_conversion
+from hec.cli.conversion import (
+    conversion_options,
+    print_conversion,
+    print_pruning,
+    prune_options,
+    prune_settings,
+)
 
 __all__ = ["optimize_cmd"]
 
@@ -26,14 +32,23 @@ __all__ = ["optimize_cmd"]
               help="Labelled .npz (x, y) to fine-tune on (default: the calibration data).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
               help="Fine-tuning learning rate (Adam).")
+@prune_options
+@click.option("--packing", type=click.Choice(["slots", "batch"]), default="slots",
+              show_default=True,
+              help="The packing --prune shapes its blocks for (and counts savings in).")
 def optimize_cmd(model: Path, out_path: Path, calib: Path | None, degree: int | None,
                  error_budget: float, margin: float, eval_path: Path | None, epochs: int,
-                 train_path: Path | None, lr: float) -> None:
+                 train_path: Path | None, lr: float, prune: float | None,
+                 rotation_budget: int | None, prune_per_layer: bool, prune_score: str,
+                 recover: bool,
+                 packing: str) -> None:
     """Replace non-polynomial activations of MODEL by calibrated polynomials (ONNX to ONNX).
 
     ReLU, LeakyReLU, GELU, SiLU, Sigmoid, Tanh, Softplus, ELU become Chebyshev polynomials
     fitted where calibration data puts their inputs; MaxPool becomes AveragePool. The output is
-    an ordinary ONNX model that onnxruntime runs and `hec compile` compiles.
+    an ordinary ONNX model that onnxruntime runs and `hec compile` compiles. With --prune or
+    --rotation-budget it is then pruned in blocks that remove HE operations under --packing
+    (with --fine-tune: fine-tuned after pruning, the pruning masks fixed).
     """
     from hec.calibrate import load_dataset
     from hec.errors import InputError
@@ -52,11 +67,16 @@ def optimize_cmd(model: Path, out_path: Path, calib: Path | None, degree: int | 
 
         require_torch()  # say so before calibrating, not after
     options = CompileOptions(degree=degree, error_budget=error_budget, margin=margin)
-    report = optimize(model, out_path, x, y, options, evaluation, stderr_progress(), epochs,
-                      train, lr)
+    settings = prune_settings(prune, rotation_budget, prune_per_layer, prune_score, recover,
+                              packing, epochs,
+                              lr)
+    report = optimize(model, out_path, x, y, options, evaluation, stderr_progress(),
+                      0 if settings else epochs, train, lr, settings)
     click.echo(f"wrote {out_path} and {out_path.with_suffix('.report.json')}")
     if "accuracy_before_fine_tune" in report:
         before = report["accuracy_before_fine_tune"]
         click.echo(f"before fine-tuning: converted {100 * before['converted']:.2f}%")
     print_conversion(report["layers"], report.get("accuracy"))
     click.echo(f"levels spent on activations: {report['depth_of_activations']}")
+    if "pruning" in report:
+        print_pruning(report["pruning"])

@@ -16,6 +16,11 @@ _SHOWN = 10  # rows of logits printed before summarizing
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    """An ``.npy`` array, or the inputs ``x`` of an ``.npz`` dataset (as the examples ship)."""
+    if path.suffix == ".npz":
+        from hec.calibrate import load_dataset
+
+        return load_dataset(path, what="--input")[0]
     if not path.is_file():
         raise InputError(f"{path}: no such file; give an .npy array of inputs")
     try:
@@ -31,7 +36,7 @@ def _load_npy(path: Path) -> np.ndarray:
     "input_path",
     required=True,
     type=click.Path(path_type=Path),
-    help=".npy with one sample or a batch [B, ...].",
+    help=".npy with one sample or a batch [B, ...] (or an .npz dataset with an array x).",
 )
 @click.option(
     "--simulate",
@@ -50,6 +55,13 @@ def _load_npy(path: Path) -> np.ndarray:
     type=click.Path(path_type=Path),
     default=None,
     help="Also run this ONNX model in onnxruntime and show its prediction.",
+)
+@click.option(
+    "--compare-simulator",
+    is_flag=True,
+    help="Also run the same program on the simulator (numpy, no encryption) and show how "
+    "far the encrypted logits are from it: the check of the encryption itself, whatever "
+    "the polynomial approximations changed.",
 )
 @click.option(
     "--ignore-resource-check",
@@ -85,6 +97,7 @@ def run_cmd(
     simulate: bool,
     output_path: Path | None,
     compare_onnx: Path | None,
+    compare_simulator: bool,
     ignore_resource_check: bool,
     threads: int,
     memory_limit: str | None,
@@ -98,12 +111,14 @@ def run_cmd(
 
     art = hec.load_artifact(artifact)
     x = _load_npy(input_path)
-    reference = None
-    if compare_onnx is not None:  # before the run: its memory is then part of the baseline
+    references: dict[str, np.ndarray] = {}  # before the run: their memory is then baseline
+    if compare_onnx is not None:
         from hec.frontend.reference import onnxruntime_outputs
         from hec.runtime.inputs import as_batch
 
-        reference = onnxruntime_outputs(compare_onnx, as_batch(x, art.input_shape))
+        references["onnxruntime"] = onnxruntime_outputs(compare_onnx, as_batch(x, art.input_shape))
+    if compare_simulator:
+        references["simulator"] = hec.simulate(art, x)
     result = None
     if simulate:
         start = time.perf_counter()
@@ -119,7 +134,7 @@ def run_cmd(
         limit = parse_size(memory_limit) if memory_limit else None
         result = hec.run(art, x, progress=stderr_progress(), threads=threads, memory_limit=limit)
         logits, timings, precision = result.logits, result.timings, result.precision_bits
-    _print_results(logits, reference, precision)
+    _print_results(logits, references, precision)
     mode = "simulated" if simulate else "encrypted"
     stages = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timings.items())
     per = "" if simulate else " (keygen once; other stages per sample)"
@@ -139,20 +154,20 @@ def run_cmd(
 
 
 def _print_results(
-    logits: np.ndarray, reference: np.ndarray | None, precision: np.ndarray | None
+    logits: np.ndarray, references: dict[str, np.ndarray], precision: np.ndarray | None
 ) -> None:
     flat = logits.reshape(len(logits), -1)
+    refs = {name: ref.reshape(len(ref), -1) for name, ref in references.items()}
     header = ["#", "argmax"]
-    if reference is not None:
-        ref = reference.reshape(len(reference), -1)
-        header += ["onnxruntime", "max |diff|"]
+    for name in refs:
+        header += [name, "max |diff|"]
     if precision is not None:
         header.append("precision bits")
     header.append("logits")
     rows = []
     for i in range(min(len(flat), _SHOWN)):
         row: list = [i, int(flat[i].argmax())]
-        if reference is not None:
+        for ref in refs.values():
             row += [int(ref[i].argmax()), f"{np.abs(flat[i] - ref[i]).max():.2e}"]
         if precision is not None:
             row.append(f"{precision[i]:.1f}")
@@ -161,10 +176,10 @@ def _print_results(
     print_table(header, rows)
     if len(flat) > _SHOWN:
         click.echo(f"... {len(flat) - _SHOWN} more rows (use --output to save all)")
-    if reference is not None:
+    for name, ref in refs.items():
         agree = int((flat.argmax(1) == ref.argmax(1)).sum())
         click.echo(
-            f"argmax agrees with onnxruntime on {agree}/{len(flat)}; max |diff| "
+            f"argmax agrees with {name} on {agree}/{len(flat)}; max |diff| "
             f"{np.abs(flat - ref).max():.2e}"
         )
 

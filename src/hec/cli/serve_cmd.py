@@ -160,7 +160,7 @@ def query_cmd(
     received = time.perf_counter()
     dec = client.decrypt_bytes(result, "server reply")
     done = time.perf_counter()
-    _print_results(dec.values, None, np.full(len(dec.values), dec.precision_bits))
+    _print_results(dec.values, {}, np.full(len(dec.values), dec.precision_bits))
     click.echo(
         f"encrypt {1e3 * (encrypted - start):.0f} ms, round trip through {url} "
         f"{received - encrypted:.2f} s ({len(data) / 1e6:.1f} MB up, {len(result) / 1e6:.1f} MB "

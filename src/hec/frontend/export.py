@@ -28,10 +28,15 @@ class _Writer:
         self.inits: list[onnx.TensorProto] = []
         self._n = 0
         self._node_names: set[str] = set()
+        self.taken: set[str] = set()  # the graph's own value names (a re-imported hec export)
 
     def fresh(self, hint: str) -> str:
-        self._n += 1
-        return f"{hint}_{self._n}"
+        while True:
+            self._n += 1
+            name = f"{hint}_{self._n}"
+            if name not in self.taken:
+                self.taken.add(name)
+                return name
 
     def const(self, value, dtype=np.float32, hint: str = "c") -> str:
         name = self.fresh(hint)
@@ -133,6 +138,7 @@ def export_onnx(graph: Graph, opset: int = 17, producer: str = "hec") -> onnx.Mo
     if any(op.kind == "activation" and op.attrs["fn"].startswith("gelu") for op in graph.ops):
         opset = max(opset, 20)
     w = _Writer()
+    w.taken = {v.name for v in graph.values() if v.name}
     names: dict[int, str] = {}
     for v in graph.inputs:
         names[id(v)] = v.name

@@ -28,8 +28,15 @@ def _type_to_json(t: Type) -> dict[str, Any]:
         "cipher": t.slots,
         "level": t.level,
         "scale_deg": t.scale_deg,
-        "layout": None if layout is None else {"shape": list(layout.shape), "kind": layout.kind},
+        "layout": None if layout is None else _layout_to_json(layout),
     }
+
+
+def _layout_to_json(layout: Layout) -> dict[str, Any]:
+    d: dict[str, Any] = {"shape": list(layout.shape), "kind": layout.kind}
+    if layout.source is not None:
+        d["source"] = list(layout.source)
+    return d
 
 
 def _type_from_json(d: dict[str, Any]) -> Type:
@@ -40,7 +47,10 @@ def _type_from_json(d: dict[str, Any]) -> Type:
             tuple(d["ctensor"]), d["batch"], d["level"], d["scale_deg"], d.get("parts", 2)
         )
     lay = d["layout"]
-    layout = None if lay is None else Layout(tuple(lay["shape"]), d["cipher"], lay["kind"])
+    layout = None
+    if lay is not None:
+        source = tuple(lay["source"]) if "source" in lay else None
+        layout = Layout(tuple(lay["shape"]), d["cipher"], lay["kind"], source)
     return CipherType(d["cipher"], d["level"], d["scale_deg"], layout)
 
 

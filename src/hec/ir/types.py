@@ -7,11 +7,15 @@ table, so a pass that changes it must produce a new type and the verifier can ch
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TensorType", "Layout", "CipherType", "BatchCipherType", "Type"]
+__all__ = ["TensorType", "Layout", "LAYOUT_KINDS", "CipherType", "BatchCipherType", "Type"]
+
+# contiguous: element e in slot e; the others are gathered input layouts (``source`` map)
+LAYOUT_KINDS = ("contiguous", "replicated", "im2col")
 
 
 @dataclass(frozen=True)
@@ -35,31 +39,53 @@ class Layout:
 
     ``contiguous``: element ``e`` of the row-major flattened tensor sits in slot ``e``; the slots
     past ``size`` hold nothing the program reads (they may hold garbage after a polynomial).
+
+    ``replicated`` / ``im2col`` (input layouts the client encodes, see ``input_layouts``): slot
+    ``s`` holds element ``source[s]`` (``-1``: nothing), so an element may sit in several
+    slots; ``slot_of_element`` gives its first copy.
     """
 
     shape: tuple[int, ...]
     slots: int
     kind: str = "contiguous"
+    source: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.kind != "contiguous":
+        if self.kind not in LAYOUT_KINDS:
             raise ValueError(f"unknown layout kind {self.kind!r}")
         if self.size > self.slots:
             raise ValueError(f"{self.size} elements do not fit in {self.slots} slots")
+        if (self.source is None) != (self.kind == "contiguous"):
+            raise ValueError(f"a {self.kind} layout needs a source map exactly when gathered")
+        if self.source is not None:
+            src = np.asarray(self.source)
+            if src.shape != (self.slots,) or src.min() < -1 or src.max() >= self.size:
+                raise ValueError("a layout's source map needs one element index (or -1) a slot")
 
     @property
     def size(self) -> int:
         return math.prod(self.shape)
 
     def slot_of_element(self) -> np.ndarray:
-        """``slot_of_element()[e]`` is the slot holding flat element ``e``."""
-        return np.arange(self.size)
+        """``slot_of_element()[e]`` is the (first) slot holding flat element ``e``; -1: none."""
+        if self.source is None:
+            return np.arange(self.size)
+        src = np.asarray(self.source)
+        slots = np.flatnonzero(src >= 0)
+        first = np.full(self.size, -1, dtype=np.int64)
+        first[src[slots[::-1]]] = slots[::-1]  # the last write wins: the lowest slot
+        return first
 
     def pack(self, x: np.ndarray) -> np.ndarray:
         """Tensors ``[B, *shape]`` to slot vectors ``[B, slots]`` (unused slots zero)."""
         flat = np.asarray(x, dtype=np.float64).reshape(x.shape[0], self.size)
         vec = np.zeros((flat.shape[0], self.slots))
-        vec[:, self.slot_of_element()] = flat
+        if self.source is None:
+            vec[:, : self.size] = flat
+        else:
+            src = np.asarray(self.source)
+            used = np.flatnonzero(src >= 0)
+            vec[:, used] = flat[:, src[used]]
         return vec
 
     def unpack(self, vec: np.ndarray) -> np.ndarray:
@@ -67,7 +93,12 @@ class Layout:
         return np.asarray(vec)[:, self.slot_of_element()].reshape(-1, *self.shape)
 
     def __str__(self) -> str:
-        return f"{self.kind}<{'x'.join(map(str, self.shape))}>"
+        dims = "x".join(map(str, self.shape))
+        if self.source is None:
+            return f"{self.kind}<{dims}>"
+        src = np.asarray(self.source, dtype=np.int64)
+        crc = zlib.crc32(src.tobytes())
+        return f"{self.kind}<{dims}, {np.count_nonzero(src >= 0)} slots used>#{crc:08x}"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,12 @@ programming over the cut points, minimizing
 2. then the estimated time: scalar multiplies + additions + rescales, weighted by their measured
    relative cost (``RELATIVE_COST``).
 
+**Constant elements.** A row of a materialized map with no entry is a constant (its bias): a
+filter pruned to zero, say. Such elements are tracked through element-wise polynomials and
+products, and a linear map reading them gets their values folded into its bias instead (a
+first factor zeroes their columns), so nothing reads their ciphertexts and the schedule, which
+computes only what an output needs, never computes them (MOFHEI's culling, in the lowering).
+
 Before that, every factor whose rows each hold one magnitude is split into signs and a diagonal
 (``avgpool = diag(1/k) · sum-pool``), so the diagonal can move into the next factor while the
 signs stay a free sum: CryptoNets' pool + dense becomes 384 additions and 4,096 multiplies
@@ -157,13 +163,59 @@ class _BatchLowering(ChainLowering):
     def cipher_type(self, shape: tuple[int, ...], level: int) -> BatchCipherType:
         return BatchCipherType(shape, self.batch, level, 1)
 
+    # -- constant elements ----------------------------------------------------------------
+    # id(ciphertext value) -> (mask of its elements known constant, their values)
+    constants: dict[int, tuple[np.ndarray, np.ndarray]]
+
+    def lower(self) -> Graph:
+        self.constants = {}
+        return super().lower()
+
+    def _folded(self, p: PendingMap) -> PendingMap:
+        """``p`` reading its source's constant elements as constants: ``x ↦ D x + c`` first,
+        with ``D`` zeroing their columns and ``c`` holding their values (exact: those
+        elements hold ``c``)."""
+        known = self.constants.get(id(p.src))
+        if known is None:
+            return p
+        mask, values = known
+        c = np.zeros(mask.size)
+        c[mask] = values
+        first = (sp.diags((~mask).astype(np.float64), format="csr"), c)
+        return PendingMap(p.src, p.size, (first, *p.factors), ("", *p.origins))
+
+    def _record(self, v: Value, mask: np.ndarray, values: np.ndarray) -> None:
+        if mask.any():
+            self.constants[id(v)] = (mask, values[mask] if values.size == mask.size else values)
+
+    def _poly(self, op) -> None:
+        super()._poly(op)
+        x, y = self.pending[id(op.inputs[0])].src, self.pending[id(op.result)].src
+        known = self.constants.get(id(x))
+        if known is not None and y.producer is not None and y.producer.kind == "poly":
+            mask, values = known  # a polynomial of a constant is a constant
+            self._record(y, mask, np.polynomial.chebyshev.chebval(values, op.attrs["coeffs"]))
+
+    def _square_or_product(self, tensor, x: Value, y: Value, origin: str) -> Value:
+        out = super()._square_or_product(tensor, x, y, origin)
+        kx, ky = self.constants.get(id(x)), self.constants.get(id(y))
+        if kx is not None and ky is not None:
+            mask = kx[0] & ky[0]
+            vx, vy = np.zeros(mask.size), np.zeros(mask.size)
+            vx[kx[0]], vy[ky[0]] = kx[1], ky[1]
+            self._record(out, mask, vx * vy)
+        return out
+
     def materialize_pending(self, p: PendingMap, shape: tuple[int, ...]) -> Value:
         if p.is_identity:
             return p.src
+        p = self._folded(p)
         factors = list(p.factors) or [(p.A, p.b)]
         segments = plan_segments(factors)
         x = p.src
         for k, (A, b) in enumerate(segments):
+            # constant rows of the previous segment: into this one's bias, not read
+            A, b = self._fold_constants(x, sp.csr_matrix(A), b) if k else (A, b)
             out_shape = shape if k == len(segments) - 1 else (A.shape[0],)
             t: BatchCipherType = x.type
             if is_signed(A):
@@ -174,4 +226,17 @@ class _BatchLowering(ChainLowering):
                     BatchCipherType(out_shape, self.batch, t.level + 1, 1),
                 )
             x = self._emit(kind, [x], result, p.origin, consts=sparse_consts(A, b))
+            self._record(x, np.diff(sp.csr_matrix(A).indptr) == 0, b)  # rows reading nothing
         return x
+
+    def _fold_constants(self, x: Value, A: sp.csr_matrix, b: np.ndarray) -> Factor:
+        """``A x + b`` with ``x``'s constant elements moved into the bias."""
+        known = self.constants.get(id(x))
+        if known is None:
+            return A, b
+        mask, values = known
+        full = np.zeros(mask.size)
+        full[mask] = values
+        kept = (A @ sp.diags((~mask).astype(np.float64))).tocsr()
+        kept.eliminate_zeros()
+        return kept, b + A @ full

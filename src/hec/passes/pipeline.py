@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hec.options import CompileOptions
+from hec.passes.compose_rotations import ComposeRotations
 from hec.passes.fuse_polynomials import FusePolynomials
 from hec.passes.lazy_relinearize import LazyRelinearize
 from hec.passes.lower_to_batch import LowerToBatch
@@ -16,29 +17,46 @@ from hec.passes.schedule_rotations import ScheduleRotations
 __all__ = ["he_friendly_pipeline", "slot_packing_pipeline", "batch_packing_pipeline"]
 
 
-def he_friendly_pipeline(options: CompileOptions,
-                         stats: Mapping[str, ValueStats] | None = None) -> list[Pass]:
+def he_friendly_pipeline(
+    options: CompileOptions, stats: Mapping[str, ValueStats] | None = None
+) -> list[Pass]:
     """Tensor graph → tensor graph CKKS can evaluate (polynomials, average pools only)."""
     passes: list[Pass] = []
     if stats is not None:  # the model has non-polynomial ops and calibration data was given
-        passes.append(ReplaceActivations(stats, options.degree, options.error_budget,
-                                         options.margin, options.max_poly_depth))
+        passes.append(
+            ReplaceActivations(
+                stats, options.degree, options.error_budget, options.margin, options.max_poly_depth
+            )
+        )
     passes.append(FusePolynomials())  # any element-wise polynomial region → one poly op
     return passes
 
 
 def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
     """Tensor graph → scheduled slot program (latency mode: one sample per ciphertext)."""
-    return [
-        # fuse linear chains; one matvec per chain, levels assigned
+    passes: list[Pass] = [
+        # fuse linear chains; one matvec per chain, levels assigned; the input layout designed
+        # for the first map (auto is resolved by hec.api, which compiles each candidate)
         LowerToSlots(
             options.slots,
             negligible=2.0 ** (14 - options.scaling_bits),
             block_local=options.sample_blocks,
+            input_layout="direct" if options.input_layout == "auto" else options.input_layout,
         ),
-        # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks)
-        ScheduleRotations(options.baby_step, block_local=options.sample_blocks),
+        # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks); short maps
+        # folded (merged diagonals + block sum)
+        ScheduleRotations(
+            options.baby_step, block_local=options.sample_blocks, fold=options.fold_short_maps
+        ),
     ]
+    if options.rotation_keys != "all" or options.max_rotation_keys is not None:
+        # rotations outside the key basis (or the cap) → chains of powers of two
+        passes.append(
+            ComposeRotations(
+                options.rotation_keys, options.sample_blocks, options.max_rotation_keys
+            )
+        )
+    return passes
 
 
 def batch_packing_pipeline(options: CompileOptions, batch: int) -> list[Pass]:

@@ -7,8 +7,11 @@ With ``k = g·n1 + b`` (``0 <= b < n1``) and ``rot(d ⊙ u, r) = rot(d, r) ⊙ r
 so a map needs one *baby* rotation of ``x`` per distinct ``b ≠ 0`` (they share ``x`` and are
 hoisted by the backend) and one *giant* rotation per distinct ``g ≠ 0`` (on partial sums), while
 the diagonals are pre-rotated here, at compile time. ``n1`` is searched on the map's actual
-(sparse) offset set; ``n1 = slots`` is the plain hoisted diagonal method, ``n1 = 1`` rotates
-every term separately. Giant rotations act before the rescale, at scale Δ², which is allowed.
+(sparse) offset set, over every ``n1`` in ``1 .. slots`` when that is cheap, with the offsets
+taken in ``[0, slots)`` or in ``(-slots/2, slots/2]`` (``k`` and ``k - slots`` are the same
+rotation; a set clustered around 0 splits better signed); ``n1 = slots`` is the plain hoisted
+diagonal method, ``n1 = 1`` rotates every term separately (the plain, unhoisted one). Giant
+rotations act before the rescale, at scale Δ², which is allowed.
 
 Sample blocks (``block_local``): a ciphertext may hold B vectors of ``slots`` slots side by side,
 one sample each, with every plaintext tiled B times; rotations then act on all B·slots slots.
@@ -33,7 +36,16 @@ import numpy as np
 
 from hec.ir import CipherType, Graph, Op, Value
 
-__all__ = ["ScheduleRotations", "choose_baby_step", "signed_rotation"]
+__all__ = [
+    "FoldPlan",
+    "ScheduleRotations",
+    "choose_baby_step",
+    "fold_plan",
+    "choose_split",
+    "representations",
+    "signed_rotation",
+    "split_cost",
+]
 
 
 def signed_rotation(k: int, slots: int) -> int:
@@ -42,13 +54,19 @@ def signed_rotation(k: int, slots: int) -> int:
     return k - slots if k > slots // 2 else k
 
 
+# Above this many (n1, offset) pairs the search tries a shortlist of n1 instead of all of them.
+_FULL_SEARCH_LIMIT = 60_000_000
+
+
 def _candidates(ks: np.ndarray, slots: int) -> list[int]:
-    """Baby-step sizes worth trying.
+    """Baby-step sizes worth trying: all of ``1 .. slots`` when that is cheap, else a shortlist.
 
     With ``K`` offsets, ``K <= (#babies + 1)(#giants + 1)``, so good splits have ``n1`` near
-    ``sqrt(K)``: all of ``1 .. max(64, 4·sqrt(K))`` are tried, plus the offsets themselves
-    (row and channel strides of convolutions) when there are few, plus ``slots`` (all babies).
+    ``sqrt(K)``: the shortlist is ``1 .. max(64, 4·sqrt(K))``, the offsets themselves (row and
+    channel strides of convolutions) when there are few, and ``slots`` (all babies).
     """
+    if ks.size * slots <= _FULL_SEARCH_LIMIT:
+        return list(range(1, slots + 1))
     limit = min(slots, max(64, 4 * math.isqrt(ks.size) + 1))
     cands = set(range(1, limit + 1)) | {slots}
     if ks.size <= 512:
@@ -56,21 +74,69 @@ def _candidates(ks: np.ndarray, slots: int) -> list[int]:
     return sorted(cands)
 
 
-def choose_baby_step(offsets: np.ndarray, slots: int, hoisted_cost: float = 1.0) -> int:
-    """The ``n1`` minimizing ``hoisted_cost·#babies + #giants`` (ties: fewer giants)."""
-    ks = np.unique(np.asarray(offsets, dtype=np.int64))  # sorted, so ks // n1 is sorted too
-    best, best_cost = slots, None
-    for n1 in _candidates(ks, slots):
-        seen = np.zeros(n1, dtype=bool)
-        seen[ks % n1] = True
-        babies = int(np.count_nonzero(seen[1:]))
-        g = ks // n1
-        distinct = int(np.count_nonzero(np.diff(g))) + 1
-        giants = distinct - int(bool(np.any(g == 0)))  # distinct non-zero values
-        cost = (hoisted_cost * babies + giants, giants)
-        if best_cost is None or cost < best_cost:
-            best, best_cost = n1, cost
+def representations(offsets: np.ndarray, slots: int, block_local: bool) -> list[np.ndarray]:
+    """The ways to write each offset as an integer before splitting it as ``g·n1 + b``.
+
+    Within one ``slots``-slot vector ``k`` and ``k - slots`` are the same rotation, so offsets
+    may be taken in ``[0, slots)`` or in ``(-slots/2, slots/2]``; the second keeps a set
+    clustered around 0 (a convolution's ``±row ± 1``) in one short run, which needs fewer
+    steps. Block-local offsets are exact shifts and have one way only.
+    """
+    ks = np.asarray(offsets, dtype=np.int64)
+    if block_local:
+        return [ks]
+    unsigned = ks % slots
+    return [unsigned, np.where(unsigned > slots // 2, unsigned - slots, unsigned)]
+
+
+def split_cost(ks: np.ndarray, n1: int, slots: int, block_local: bool = False) -> tuple[int, int]:
+    """``(#babies, #giants)``: distinct non-zero ``b`` and giant amounts ``g·n1 ≠ 0``."""
+    ks = np.asarray(ks, dtype=np.int64)
+    babies = np.count_nonzero(np.unique(ks % n1))
+    giant = np.unique(ks // n1) * n1
+    return int(babies), int(np.count_nonzero(giant if block_local else giant % slots))
+
+
+def choose_split(
+    offsets: np.ndarray, slots: int, block_local: bool = False, hoisted_cost: float = 1.0
+) -> tuple[int, np.ndarray]:
+    """The ``n1`` and offset representation minimizing ``hoisted_cost·#babies + #giants``.
+
+    Returns ``(n1, ks)`` with ``ks[i]`` the representative of ``offsets[i]`` to split (ties:
+    fewer giants, then the first representation, then the smaller ``n1``).
+    """
+    n1, ks, _ = _search(offsets, slots, block_local, hoisted_cost)
+    return n1, ks
+
+
+def _search(
+    offsets: np.ndarray, slots: int, block_local: bool, hoisted_cost: float = 1.0
+) -> tuple[int, np.ndarray, int]:
+    """``choose_split`` and the number of rotations of the split it returns."""
+    best, best_cost = None, None
+    for rep, ks_all in enumerate(representations(offsets, slots, block_local)):
+        ks = np.unique(ks_all)  # sorted, so ks // n1 is sorted too
+        for n1 in _candidates(ks, slots):
+            seen = np.zeros(n1, dtype=bool)
+            seen[ks % n1] = True
+            babies = int(np.count_nonzero(seen[1:]))
+            g = ks // n1
+            giants = 1 + int(np.count_nonzero(g[1:] != g[:-1]))  # distinct giant steps
+            if not block_local and max(-g[0], g[-1]) * n1 >= slots:  # a whole turn is none
+                giants = int(np.count_nonzero(np.unique(g) * n1 % slots))
+            else:
+                i = int(np.searchsorted(g, 0))
+                giants -= int(i < len(g) and g[i] == 0)
+            cost = (hoisted_cost * babies + giants, giants, rep)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = (n1, ks_all, babies + giants), cost
+    assert best is not None
     return best
+
+
+def choose_baby_step(offsets: np.ndarray, slots: int, hoisted_cost: float = 1.0) -> int:
+    """The ``n1`` of ``choose_split`` (offsets as given, no signed representation)."""
+    return choose_split(offsets, slots, True, hoisted_cost)[0]
 
 
 @dataclass(frozen=True)
@@ -81,29 +147,45 @@ class ScheduleRotations:
         baby_step: force ``n1`` for every map; ``None`` searches it per map.
         block_local: rotate by exactly ``b`` and ``g·n1`` (offsets are the exact shifts of a
             ``block_local`` lowering) instead of their representatives modulo ``slots``.
+        fold: evaluate maps with few output rows as merged diagonals and a block sum
+            (``FoldPlan``) when that needs fewer rotations (not with ``block_local``).
     """
 
     baby_step: int | None = None
     block_local: bool = False
+    fold: bool = True
     name: ClassVar[str] = "schedule-rotations"
     dialect: ClassVar[str] = "slot"
 
     def run(self, graph: Graph) -> bool:
         changed = False
         for op in [op for op in graph.ops if op.kind == "matvec"]:
-            new_ops, result = _expand(op, self.baby_step, self.block_local)
+            new_ops, result = _expand(op, self.baby_step, self.block_local, self.fold)
             graph.replace_op(op, new_ops, result)
             changed = True
         return changed
 
 
-def _expand(op: Op, baby_step: int | None, block_local: bool) -> tuple[list[Op], Value]:
+def _expand(
+    op: Op, baby_step: int | None, block_local: bool, fold_short: bool = True
+) -> tuple[list[Op], Value]:
     x = op.inputs[0]
     xt: CipherType = x.type
     S, lvl = xt.slots, xt.level
     offsets = np.asarray(op.attrs["offsets"], dtype=np.int64)
     diags = op.consts["diags"]
-    n1 = baby_step or choose_baby_step(offsets, S)
+    carried = np.ones(len(offsets), dtype=np.int64)  # diagonals each plaintext holds
+    short = fold_short and not (baby_step or block_local)
+    if baby_step:
+        n1, ks = baby_step, offsets
+    else:
+        n1, ks, rotations = _search(offsets, S, block_local)
+    layout = op.result.type.layout
+    outputs = layout.size if layout is not None else S  # rows the result must hold exactly
+    fold = fold_plan(offsets, diags, S, outputs, rotations) if short else None
+    if fold is not None:
+        offsets, diags, carried = fold.offsets, fold.diags, fold.carried
+        n1, ks = fold.n1, fold.ks
     ops: list[Op] = []
 
     def amount(k: int) -> int:
@@ -115,20 +197,123 @@ def _expand(op: Op, baby_step: int | None, block_local: bool) -> tuple[list[Op],
         return new.result
 
     babies = {0: x}
-    for b in sorted({int(b) for b in offsets % n1} - {0}):
+    for b in sorted({int(b) for b in ks % n1} - {0}):
         babies[b] = emit("rotate", [x], 1, attrs={"k": amount(b)})
     acc = None
-    for g in sorted({int(g) for g in offsets // n1}):
+    for g in sorted({int(g) for g in ks // n1}):
         partial = None
-        for i in np.flatnonzero(offsets // n1 == g):
+        for i in np.flatnonzero(ks // n1 == g):
             pre_rotated = np.roll(diags[i], g * n1)  # rot(d, -g·n1)
-            term = emit("mul_plain", [babies[int(offsets[i] % n1)]], 2, consts={"p": pre_rotated})
+            attrs = {"diagonals": int(carried[i])} if carried[i] > 1 else None
+            baby = babies[int(ks[i] % n1)]
+            term = emit("mul_plain", [baby], 2, attrs=attrs, consts={"p": pre_rotated})
             partial = term if partial is None else emit("add", [partial, term], 2)
-        if g % S:
+        if g != 0 if block_local else (g * n1) % S:  # a whole turn of S slots moves nothing
             partial = emit("rotate", [partial], 2, attrs={"k": amount(g * n1)})
         acc = partial if acc is None else emit("add", [acc, partial], 2)
     result = emit("rescale", [acc], 1, level=lvl + 1)
+    if fold is not None:  # y[r] = Σ_j P[r + B·j], at the lower level (cheaper rotations)
+        result = fold.emit_sum(
+            result,
+            lambda k, v: emit("rotate", [v], 1, lvl + 1, {"k": amount(k)}),
+            lambda a, b: emit("add", [a, b], 1, lvl + 1),
+        )
     if op.consts["bias"].any():
         result = emit("add_plain", [result], 1, level=lvl + 1, consts={"p": op.consts["bias"]})
     result.type = op.result.type  # the last op holds the map's output tensor and layout
     return ops, result
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """A map with few output rows, evaluated as ``B`` merged diagonals and a block sum.
+
+    When every output row ``r`` is below ``B`` (a power of two, ``B <= slots/2``), write each
+    offset ``k = κ + B·j`` (``0 <= κ < B``). The term ``d_k[r]·x[r + k]`` is computed at slot
+    ``r + B·j`` of one vector ``P = Σ_κ d'_κ ⊙ rot(x, κ)`` with ``d'_κ[r + B·j] = d_{κ+B·j}[r]``
+    (the blocks ``[B·j, B·j + B)`` of different ``j`` are disjoint, so all diagonals with one
+    ``κ`` share a plaintext), and ``y[r] = Σ_j P[r + B·j] = Σ_j rot(P, B·j)[r]``. ``P`` is a
+    map with at most ``B`` diagonals (BSGS as usual); the block sum costs either one hoisted
+    rotation of ``P`` per block ``j ≠ 0`` used, or ``t = ceil(log2 L)`` doublings
+    ``Q += rot(Q, B·2^i)`` plus one rotation when the ``L`` blocks used (a cyclic window) do
+    not start at 0. Blocks outside the window hold zeros in ``P``, so summing them is
+    harmless; slots ``>= B`` of the result hold partial sums (unread: the output layout is
+    contiguous). This is the hybrid diagonal method (GAZELLE) for wide, short maps.
+    """
+
+    block: int
+    offsets: np.ndarray  # the κ's
+    diags: np.ndarray  # d'_κ, one row each
+    carried: np.ndarray  # original diagonals merged into each d'_κ
+    blocks: tuple[int, ...]  # the j's used
+    slots: int
+    n1: int  # the baby step of P's map
+    ks: np.ndarray  # the κ's as that split writes them
+
+    def sum_plan(self) -> tuple[str, int, int]:
+        """``("hoisted", rotations, 0)`` or ``("tree", doublings, start)``."""
+        nblocks = self.slots // self.block
+        used = sorted(self.blocks)
+        hoisted = len(used) - int(0 in used)
+        # the shortest cyclic window holding every used block: start after the largest gap
+        gaps = [(used[(i + 1) % len(used)] - b) % nblocks or nblocks for i, b in enumerate(used)]
+        i = int(np.argmax(gaps))
+        start, length = used[(i + 1) % len(used)], nblocks - gaps[i] + 1
+        doublings = (length - 1).bit_length()
+        if all(b < 1 << doublings for b in used):  # a window from block 0 needs no last turn
+            start = 0
+        tree = doublings + int(start != 0)
+        return ("hoisted", hoisted, 0) if hoisted <= tree else ("tree", doublings, start)
+
+    def rotations(self) -> int:
+        kind, n, start = self.sum_plan()
+        return n + int(kind == "tree" and start != 0)
+
+    def emit_sum(self, p: Value, rotate, add) -> Value:
+        kind, n, start = self.sum_plan()
+        if kind == "hoisted":
+            terms = [p if j == 0 else rotate(j * self.block, p) for j in sorted(self.blocks)]
+            total = terms[0]
+            for t in terms[1:]:
+                total = add(total, t)
+            return total
+        q = p
+        for i in range(n):
+            q = add(q, rotate(self.block << i, q))
+        return rotate(start * self.block, q) if start else q
+
+
+def fold_plan(
+    offsets: np.ndarray,
+    diags: np.ndarray,
+    slots: int,
+    outputs: int | None = None,
+    plain_rotations: int | None = None,
+) -> FoldPlan | None:
+    """The ``FoldPlan`` of a map if it needs fewer rotations than plain BSGS, else ``None``.
+
+    ``outputs``: the result's rows ``0 .. outputs-1`` are read (the fold leaves partial sums in
+    the slots from ``B`` on, so ``B`` must cover them all, bias-only rows included).
+    ``plain_rotations``: what plain BSGS needs (searched here when not given).
+    """
+    rows = np.flatnonzero(np.any(diags != 0, axis=0))
+    if rows.size == 0:
+        return None
+    last = max(int(rows.max()), (outputs or slots) - 1)
+    block = 1 << last.bit_length()  # a power of two above every output row
+    if block > slots // 2:
+        return None
+    ks = np.asarray(offsets, dtype=np.int64) % slots
+    kappa, j = ks % block, ks // block
+    merged, which = np.unique(kappa, return_inverse=True)
+    if plain_rotations is None:
+        plain_rotations = _search(offsets, slots, False)[2]
+    n1, rep, inner = _search(merged, slots, False)
+    blocks = tuple(sorted({int(v) for v in j}))
+    probe = FoldPlan(block, merged, np.empty((0, slots)), np.empty(0), blocks, slots, n1, rep)
+    if inner + probe.rotations() >= plain_rotations:
+        return None
+    folded = np.zeros((len(merged), slots))  # block j of d'_κ holds rows 0..B-1 of d_k
+    folded[which[:, None], j[:, None] * block + np.arange(block)] = diags[:, :block]
+    carried = np.bincount(which, minlength=len(merged))
+    return FoldPlan(block, merged, folded, carried, blocks, slots, n1, rep)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hec.backend_openfhe.artifact import Artifact
-from hec.backend_openfhe.params import CKKSParams
+from hec.backend_openfhe.execute import PLAINTEXT_CACHE_BYTES
+from hec.backend_openfhe.params import key_switch_digits, key_switch_key_bytes
 from hec.errors import ResourceError
 from hec.ir import CipherType, Graph
 
@@ -36,9 +37,7 @@ __all__ = [
     "check_in_process",
 ]
 
-_AUX_PRIME_BITS = 60  # OpenFHE's default size of the primes of P
 _PYTHON_BASELINE = 300 << 20  # interpreter, numpy, onnx and the OpenFHE library themselves
-_PLAINTEXT_CACHE = 2 << 30  # OpenFHEExecutor's default budget for encoded constants
 # Seconds per unit of key-switching work (digits x primes x ring_dim x log2 ring_dim), fitted on
 # the reference machine at ring 2^14 / depth 5, where that is 3 x 8 x 2^14 x 14 (rotation key
 # 50 ms, rotation 21 ms, ct x pt 0.6 ms over 6 primes; one thread).
@@ -70,30 +69,20 @@ class Estimate:
         )
 
 
-def _digits(params: CKKSParams) -> tuple[int, int]:
-    """OpenFHE's number of key-switching digits and of auxiliary primes for ``params``."""
-    towers = params.depth + 1
-    dnum = 3 if params.depth > 3 else (2 if params.depth > 0 else 1)
-    per_digit = math.ceil(towers / dnum)
-    # The first digit holds the first (largest) prime: the widest digit sets P's size.
-    widest = params.first_mod_bits + (per_digit - 1) * params.scaling_bits
-    return dnum, math.ceil(widest / _AUX_PRIME_BITS)
-
-
 def estimate(artifact: Artifact) -> Estimate:
     """Estimate what ``artifact`` needs (from its parameters and report; no OpenFHE call)."""
     p = artifact.params
     towers = p.depth + 1
-    dnum, aux = _digits(p)
+    dnum, aux = key_switch_digits(p)
     word = 8
-    key = 2 * dnum * p.ring_dim * (towers + aux) * word
+    key = key_switch_key_bytes(p)
     n_keys = len(p.rotation_indices) + int(p.needs_relinearization)
     eval_keys = n_keys * key
     ct = 2 * p.ring_dim * towers * word
     public = ct
     totals = artifact.report.get("totals", {})
     n_plain = int(totals.get("plaintext_multiplies", 0)) + int(totals.get("plaintext_additions", 0))
-    plain = min(_PLAINTEXT_CACHE, n_plain * p.ring_dim * towers * word)
+    plain = min(PLAINTEXT_CACHE_BYTES, n_plain * p.ring_dim * towers * word)
     # Live ciphertexts at once, plus one hoisted decomposition (as large as a key) per
     # rotated source; both are bounded by the program's liveness.
     live = _max_live(artifact.program) * ct + 2 * key

@@ -85,8 +85,9 @@ class Server:
             raise KeysError(f"{eval_keys}: the public key's OpenFHE tag does not match keys.json")
         return cls(artifact, cc, found.key_id, found.key_tag, public_key)
 
-    def evaluate(self, ct, progress: ProgressFn | None = None):
-        return self._executor.run([ct], progress)[0]
+    def evaluate(self, ct, progress: ProgressFn | None = None, layer_seconds: list | None = None):
+        """Evaluate one input ciphertext; ``layer_seconds`` receives the time per layer."""
+        return self._executor.run([ct], progress, layer_seconds)[0]
 
     def load_request(self, data: bytes, what: str = "ciphertext") -> tuple[object, int]:
         """Check an input ciphertext file's bytes and deserialize it; (ciphertext, samples).

@@ -17,15 +17,21 @@ __all__ = ["fine_tune"]
 
 
 def fine_tune(graph: Graph, x: np.ndarray, y: np.ndarray, epochs: int = 5, lr: float = 1e-3,
-              batch_size: int = 64, seed: int = 0, progress: ProgressFn = no_progress
-              ) -> list[float]:
-    """Train ``graph``'s constants in place; returns the mean loss of each epoch."""
+              batch_size: int = 64, seed: int = 0, progress: ProgressFn = no_progress,
+              masks: dict[int, np.ndarray] | None = None) -> list[float]:
+    """Train ``graph``'s constants in place; returns the mean loss of each epoch.
+
+    ``masks``: ``id(op) -> bool array`` over an op's ``weight``; weights outside the mask stay
+    exactly zero (pruned blocks stay pruned, so the HE cost does not change).
+    """
     torch = require_torch()
     from hec.train.torch_graph import TorchGraph
 
     torch.manual_seed(seed)
     model = TorchGraph(graph)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    fixed = [(model.params[f"op{i}_weight"], torch.tensor(masks[id(op)]))
+             for i, op in enumerate(graph.ops) if masks and id(op) in masks]
     xt = torch.tensor(np.asarray(x, dtype=np.float32))
     yt = torch.tensor(np.asarray(y, dtype=np.int64))
     gen = torch.Generator().manual_seed(seed)
@@ -41,6 +47,9 @@ def fine_tune(graph: Graph, x: np.ndarray, y: np.ndarray, epochs: int = 5, lr: f
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            with torch.no_grad():
+                for param, keep in fixed:
+                    param.mul_(keep)
             total += loss.item() * len(idx)
         losses.append(total / len(xt))
         progress("fine-tune", epoch + 1, epochs)

@@ -1,0 +1,216 @@
+"""Packing-aware pruning of an HE-friendly graph, its recovery, and what it saved.
+
+``hec optimize --prune`` and ``hec compile --prune`` run it after the HE-friendly conversion:
+``prune-blocks`` zeroes packing-shaped blocks, ``recover.refit`` refits the surviving weights on
+the calibration data, and (with ``hec[train]``) fine-tuning trains them with the pruning masks
+fixed. The savings are counted on the *compiled* programs before and after (``report.json``
+figures of the same lowering), never estimated from the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hec.ir import Graph, interpret
+from hec.options import CompileOptions
+from hec.passes.prune_blocks import PruneBlocks
+from hec.progress import ProgressFn, no_progress
+from hec.recover import prunable_ops, reconstruction_errors, refit
+
+__all__ = ["PruneOptions", "prune_graph", "compiled_figures"]
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """What to prune (see ``PruneBlocks``) and how to recover.
+
+    Args:
+        sparsity: fraction of the conv/matmul weights to remove.
+        packing: ``"slots"`` (diagonal blocks) or ``"batch"`` (filter blocks and culling).
+        rotation_budget: slots: prune until the program needs at most this many rotations.
+        per_layer: the sparsity in every layer rather than over all weights.
+        recover: refit the surviving weights by least squares on the calibration data.
+        fine_tune_epochs: then train them with the masks fixed (needs ``hec[train]``).
+        learning_rate: of that fine-tuning.
+        score: how blocks are ranked: ``"calibrated"`` (expected output error on the
+            calibration data) or ``"magnitude"`` (squared weights).
+    """
+
+    sparsity: float = 0.9
+    packing: str = "slots"
+    rotation_budget: int | None = None
+    per_layer: bool = False
+    recover: bool = True
+    fine_tune_epochs: int = 0
+    learning_rate: float = 1e-3
+    score: str = "calibrated"
+
+
+def compiled_figures(graph: Graph, options: CompileOptions, packing: str) -> dict[str, Any]:
+    """The report figures (``report.json`` totals and layers) of compiling ``graph``."""
+    from hec import api
+
+    # counting only: a batch program too large for this machine is still counted
+    opts = dataclasses.replace(options, memory_limit=1 << 60, dump_ir_after=None)
+    # the slot lowering `compile` uses (with its choice of input layout, where the compiler
+    # has one), so that these counts are those of the program `hec compile` writes
+    lower_slots = getattr(api, "_lower_slots", None)
+    if packing == "slots" and lower_slots is not None:
+        return lower_slots(graph, opts, no_progress)[2]
+    return api._lower(graph, opts, packing)[2]
+
+
+def _accuracy(graph: Graph, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(interpret(graph, x)[0].reshape(len(x), -1).argmax(1) == y))
+
+
+def prune_graph(
+    graph: Graph,
+    calibration: np.ndarray,
+    options: PruneOptions,
+    compile_options: CompileOptions | None = None,
+    evaluation: tuple[np.ndarray, np.ndarray | None] | None = None,
+    train: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: ProgressFn = no_progress,
+    count: bool = True,
+) -> dict[str, Any]:
+    """Prune ``graph`` (HE-friendly tensor graph) in place; returns the pruning report.
+
+    ``count``: compile before and after to report the HE operations each layer saved.
+    """
+    copts = compile_options or CompileOptions()
+    original = graph.clone()
+    packing = options.packing
+    before = compiled_figures(graph, copts, packing) if count else None
+    progress("prune", 0, 3)
+    rows = PruneBlocks(
+        options.sparsity,
+        packing,
+        options.rotation_budget,
+        options.per_layer,
+        calibration,
+        copts.slots,
+        score=options.score,
+        # a scheduler that folds short maps (one plaintext per offset residue) sets the blocks
+        fold=getattr(copts, "fold_short_maps", False),
+    ).prune(graph)
+    progress("prune", 1, 3)
+    report: dict[str, Any] = {
+        "packing": packing,
+        "target_sparsity": options.sparsity,
+        "score": options.score,
+        "rotation_budget": options.rotation_budget,
+        "per_layer": options.per_layer,
+    }
+    errors = reconstruction_errors(graph, original, calibration)
+    if options.recover:
+        report["refit"] = refit(graph, original, calibration)
+    if options.fine_tune_epochs:
+        from hec.train.fine_tune import fine_tune
+
+        xt, yt = train if train is not None else (calibration, None)
+        if yt is None:
+            from hec.passes.replace_activations import CalibrationMissing
+
+            raise CalibrationMissing(
+                "fine-tuning after pruning needs labels: give --train "
+                "DATA.npz with x and y, or labels y in the calibration data"
+            )
+        masks = {id(op): op.consts["weight"] != 0 for op in prunable_ops(graph)}
+        report["fine_tune"] = {
+            "epochs": options.fine_tune_epochs,
+            "losses": [
+                round(v, 5)
+                for v in fine_tune(
+                    graph, xt, yt, options.fine_tune_epochs, options.learning_rate, masks=masks
+                )
+            ],
+        }
+    progress("prune", 2, 3)
+    after_err = reconstruction_errors(graph, original, calibration)
+    for row, e0, e1 in zip(rows, errors, after_err, strict=True):
+        row["reconstruction_error"] = {"pruned": e0, "recovered": e1}
+    total = sum(r["weights"] for r in rows)
+    report["weights"] = total
+    report["weights_pruned"] = sum(r["weights_pruned"] for r in rows)
+    report["sparsity"] = report["weights_pruned"] / max(total, 1)
+    if evaluation is not None and evaluation[1] is not None:
+        x, y = evaluation
+        report["accuracy"] = {
+            "before": _accuracy(original, x, y),
+            "after": _accuracy(graph, x, y),
+            "samples": int(len(x)),
+        }
+    if count:
+        after = compiled_figures(graph, copts, packing)
+        _attach_counts(rows, before, after)
+        report["totals"] = {"before": _totals(before), "after": _totals(after)}
+    report["layers"] = rows
+    progress("prune", 3, 3)
+    return report
+
+
+_SLOT_KEYS = ("plaintext_multiplies", "rotations", "rotation_keys")
+_BATCH_KEYS = (
+    "scalar_multiplies",
+    "additions",
+    "ciphertexts",
+    "ciphertext_multiplies",
+    "rescales",
+    "polynomials",
+)
+
+
+def _keys(fig: dict) -> tuple[str, ...]:
+    return _BATCH_KEYS if fig["packing"] == "batch" else _SLOT_KEYS
+
+
+def _plaintext_bytes(layer: dict, ck: dict) -> int:
+    """Encoded diagonals of a slot layer: ``ring_dim`` 64-bit words per remaining prime."""
+    return (
+        layer.get("plaintext_multiplies", 0)
+        * ck["ring_dim"]
+        * 8
+        * (ck["depth"] + 1 - layer["level_in"])
+    )
+
+
+def _attach_counts(rows: list[dict], before: dict, after: dict) -> None:
+    """Per pruned layer, the compiled counts of the fused map(s) holding it, before/after."""
+    for row in rows:
+        for tag, fig in (("before", before), ("after", after)):
+            maps = [
+                lay
+                for lay in fig["layers"]
+                if row["name"] in lay["name"].split("+") and lay["kind"] == "linear"
+            ]
+            counts = {k: sum(m.get(k, 0) for m in maps) for k in _keys(fig)}
+            if fig["packing"] == "slots":
+                counts["plaintext_bytes"] = sum(_plaintext_bytes(m, fig["ckks"]) for m in maps)
+            row[tag] = counts
+
+
+def _totals(fig: dict) -> dict[str, Any]:
+    t = {k: fig["totals"].get(k, 0) for k in _keys(fig)}
+    if fig["packing"] == "batch":
+        t["he_operations"] = sum(
+            fig["totals"].get(k, 0)
+            for k in (
+                "scalar_multiplies",
+                "additions",
+                "plaintext_additions",
+                "ciphertext_multiplies",
+            )
+        )
+        t["peak_bytes"] = fig["memory"]["program_bytes"]
+        t["max_live_ciphertexts"] = fig["memory"]["max_live_ciphertexts"]
+    else:
+        t["plaintext_bytes"] = sum(_plaintext_bytes(m, fig["ckks"]) for m in fig["layers"])
+    from hec.backend_openfhe.cost_model import estimated_seconds
+
+    t["estimated_seconds"] = round(estimated_seconds(fig), 3)
+    return t

@@ -1,0 +1,132 @@
+"""Recovery after pruning without a training framework: layer-wise least-squares refit.
+
+Each conv/matmul layer of the pruned graph is refitted, in order, so that on calibration data
+it reproduces the *original* model's output of that layer from the inputs the *pruned* model
+gives it (so errors of earlier layers are corrected, not compounded). Only surviving weights
+and the bias move; a pruned weight stays exactly zero, so the HE cost does not change. Per
+output channel ``o`` with surviving inputs ``m``, this is the ridge-regularized normal system
+``(Xₘᵀ Xₘ + λI) w = Xₘᵀ y_o`` over im2col patches ``X`` (ones column for the bias).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hec.ir import Graph, Op
+from hec.ir.tensor_ops import conv_output_shape, evaluate_op
+from hec.passes.diagonal_blocks import PRUNABLE_KINDS
+
+__all__ = ["layer_inputs", "patches", "refit", "reconstruction_errors"]
+
+
+def prunable_ops(graph: Graph) -> list[Op]:
+    return [op for op in graph.ops if op.kind in PRUNABLE_KINDS and "weight" in op.consts]
+
+
+def layer_inputs(
+    graph: Graph, x: np.ndarray, ops: list[Op] | None = None, outputs: bool = False
+) -> dict[int, np.ndarray]:
+    """``id(op) -> its input`` (or output) on ``x``, for the conv/matmul ops of ``graph``."""
+    wanted = {id(op) for op in (ops if ops is not None else prunable_ops(graph))}
+    env: dict[int, np.ndarray] = {id(graph.inputs[0]): np.asarray(x, dtype=np.float64)}
+    found: dict[int, np.ndarray] = {}
+    for op in graph.ops:
+        args = [env[id(v)] for v in op.inputs]
+        env[id(op.result)] = evaluate_op(op, *args)
+        if id(op) in wanted:
+            found[id(op)] = env[id(op.result)] if outputs else args[0]
+    return found
+
+
+def patches(op: Op, x: np.ndarray) -> np.ndarray:
+    """The rows a layer multiplies by its weight: ``[B·positions, fan_in]`` (im2col for conv,
+    in the order of ``weight[o].ravel()``); the layer's output is ``patches @ W_flat.T + b``."""
+    if op.kind == "matmul":
+        return x.reshape(-1, x.shape[-1])
+    w = op.consts["weight"]
+    kernel, strides, dil = w.shape[2:], op.attrs["strides"], op.attrs["dilations"]
+    pads = op.attrs["pads"]
+    nd = len(kernel)
+    out_sp = conv_output_shape(x.shape[2:], kernel, strides, pads, dil)
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)])
+    cols = []
+    for kpos in np.ndindex(*kernel):
+        sl = tuple(
+            slice(kpos[i] * dil[i], kpos[i] * dil[i] + strides[i] * (out_sp[i] - 1) + 1, strides[i])
+            for i in range(nd)
+        )
+        cols.append(xp[(slice(None), slice(None), *sl)])  # [B, C, *out_sp]
+    p = np.stack(cols, axis=2)  # [B, C, K, *out_sp]
+    p = p.reshape(p.shape[0], p.shape[1] * p.shape[2], -1)  # [B, C·K, P]
+    return p.transpose(0, 2, 1).reshape(-1, p.shape[1])
+
+
+def _flat_weight(op: Op) -> np.ndarray:
+    """The weight as ``[out, fan_in]`` (rows: output channels / neurons)."""
+    w = op.consts["weight"]
+    return w.T if op.kind == "matmul" else w.reshape(w.shape[0], -1)
+
+
+def _set_flat_weight(op: Op, wf: np.ndarray, bias: np.ndarray) -> None:
+    w = op.consts["weight"]
+    new = wf.T if op.kind == "matmul" else wf.reshape(w.shape)
+    op.consts = {**op.consts, "weight": np.ascontiguousarray(new), "bias": bias}
+
+
+def _targets(op: Op, y: np.ndarray) -> np.ndarray:
+    """A layer's output as ``[B·positions, out]``."""
+    if op.kind == "matmul":
+        return y.reshape(-1, y.shape[-1])
+    return y.reshape(y.shape[0], y.shape[1], -1).transpose(0, 2, 1).reshape(-1, y.shape[1])
+
+
+def reconstruction_errors(pruned: Graph, original: Graph, x: np.ndarray) -> list[float]:
+    """Per layer: ``‖y_pruned - y_original‖ / ‖y_original‖`` of its output on ``x``."""
+    a = layer_inputs(pruned, x, outputs=True)
+    b = layer_inputs(original, x, outputs=True)
+    return [
+        float(np.linalg.norm(a[id(p)] - b[id(o)]) / max(np.linalg.norm(b[id(o)]), 1e-30))
+        for p, o in zip(prunable_ops(pruned), prunable_ops(original), strict=True)
+    ]
+
+
+def refit(
+    pruned: Graph, original: Graph, x: np.ndarray, ridge: float = 1e-4
+) -> list[dict[str, Any]]:
+    """Refit ``pruned``'s surviving weights in place, layer by layer (see the module doc).
+
+    ``original`` is the unpruned graph of the same structure. Returns per layer the relative
+    reconstruction error of its output before and after the refit.
+    """
+    ops_p, ops_o = prunable_ops(pruned), prunable_ops(original)
+    targets = layer_inputs(original, x, ops_o, outputs=True)
+    rows = []
+    for op, ref in zip(ops_p, ops_o, strict=True):
+        xin = layer_inputs(pruned, x, [op])[id(op)]  # what the refitted earlier layers give it
+        X = patches(op, xin)
+        Y = _targets(op, targets[id(ref)])
+        W = _flat_weight(op)
+        b = op.consts.get("bias", np.zeros(W.shape[0]))
+        before = _rel_err(X @ W.T + b, Y)
+        Xa = np.hstack([X, np.ones((len(X), 1))])
+        G, R = Xa.T @ Xa, Xa.T @ Y
+        lam = ridge * np.trace(G) / len(G)
+        newW, newb = np.zeros_like(W), np.array(b, dtype=np.float64)
+        for o in range(W.shape[0]):
+            keep = np.append(W[o] != 0, True)  # surviving weights and the bias
+            sol = np.linalg.solve(G[np.ix_(keep, keep)] + lam * np.eye(keep.sum()), R[keep, o])
+            newW[o, keep[:-1]] = sol[:-1]
+            newb[o] = sol[-1]
+        after = _rel_err(X @ newW.T + newb, Y)
+        if after < before:  # the ridge term can only make a near-perfect layer slightly worse
+            _set_flat_weight(op, newW, newb)
+        else:
+            after = before
+        rows.append({"name": op.origin, "error_before": before, "error_after": after})
+    return rows
+
+
+def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))

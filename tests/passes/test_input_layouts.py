@@ -1,0 +1,123 @@
+"""Input layouts (replicated, im2col): the same function, fewer diagonals, the client packs them.
+
+Three-way check per layout: onnxruntime on the model, the tensor interpreter (the compiled
+program must equal it to 1e-9: the layout only moves where inputs sit), and, in the slow tier,
+the encrypted run (1e-2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hec
+from hec.errors import LayoutError
+from hec.frontend import import_onnx
+from hec.frontend.reference import onnxruntime_outputs
+from hec.ir import Layout, interpret
+from hec.passes.input_layouts import NotApplicable
+
+from cli_helpers import assert_one_line_error, generated_program_logits
+from cli_helpers import hec as hec_cli
+from conftest import EXAMPLE, assert_matches_reference
+from onnx_builders import ModelBuilder
+from op_cases import CASES
+
+
+def _exact(artifact, model, x) -> None:
+    """The program equals the tensor interpreter to 1e-9 and onnxruntime to float32."""
+    out = hec.simulate(artifact, x)
+    ref = interpret(import_onnx(model), x)[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(ref).max()))
+    assert_matches_reference(out, onnxruntime_outputs(model, x))
+
+
+@pytest.mark.parametrize("kind", ["replicated", "im2col"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_op_case_computes_the_same_in_every_layout_that_applies(kind, name, tmp_path):
+    model, x = CASES[name]()
+    try:
+        art = hec.compile(model, tmp_path / "out", hec.CompileOptions(input_layout=kind))
+    except NotApplicable:
+        return  # e.g. replicated needs several output channels and room for the copies
+    assert art.input_layout.kind == kind
+    _exact(art, model, x)
+
+
+def test_replicated_convolution_needs_one_diagonal_per_kernel_tap(tmp_path) -> None:
+    model = EXAMPLE / "model.onnx"
+    x = np.load(EXAMPLE / "test.npz")["x"][:40]
+    layers = {}
+    for kind in ("direct", "replicated", "im2col"):
+        art = hec.compile(model, tmp_path / kind, hec.CompileOptions(input_layout=kind))
+        _exact(art, model, x)
+        layers[kind] = art.report["layers"][0]
+    assert layers["direct"]["diagonals"] == 72  # 8 channels x 9 taps
+    assert layers["replicated"]["diagonals"] == 9
+    assert layers["im2col"]["diagonals"] == 9  # offsets 0, m, .., 8m
+    assert layers["replicated"]["rotations"] < layers["direct"]["rotations"] / 2
+
+
+def test_auto_keeps_the_cheapest_estimate_and_reports_every_candidate(tmp_path) -> None:
+    art = hec.compile(EXAMPLE / "model.onnx", tmp_path / "out")
+    choice = art.report["input_layout"]
+    cands = choice["candidates"]
+    assert set(cands) == {"direct", "replicated", "im2col"} and choice["choice"] == "auto"
+    best = min(cands, key=lambda k: cands[k]["estimated_seconds"])
+    assert choice["kind"] == best == art.input_layout.kind == "replicated"
+    assert cands["im2col"]["slots"] == 8192 and cands["direct"]["slots"] == 512
+    assert art.report["totals"]["rotations"] == cands["replicated"]["rotations"]
+
+
+def test_replicated_layout_refuses_overlapping_copies_and_auto_falls_back(tmp_path) -> None:
+    b = ModelBuilder((2, 6, 6))  # two input channels, valid padding: 72 inputs, 16 per channel
+    model = b.build(b.node("Conv", ["input", b.weight(3, 2, 3, 3)]))
+    with pytest.raises(NotApplicable, match="overlap"):
+        hec.compile(model, tmp_path / "a", hec.CompileOptions(input_layout="replicated"))
+    art = hec.compile(model, tmp_path / "b")
+    assert art.report["input_layout"]["candidates"]["replicated"]["applies"] is False
+    assert art.input_layout.kind != "replicated"
+    x = np.random.default_rng(0).normal(size=(3, 2, 6, 6))
+    _exact(art, model, x)
+
+
+def test_packing_puts_every_copy_in_place() -> None:
+    src = (2, 0, -1, 1, 2, 0, -1, -1)
+    layout = Layout((3,), 8, "replicated", src)
+    x = np.array([[10.0, 20.0, 30.0]])
+    np.testing.assert_array_equal(layout.pack(x)[0], [30, 10, 0, 20, 30, 10, 0, 0])
+    np.testing.assert_array_equal(layout.slot_of_element(), [1, 3, 0])
+    np.testing.assert_array_equal(layout.unpack(layout.pack(x)), x)
+    with pytest.raises(ValueError):
+        Layout((3,), 8, "replicated", (3,) * 8)  # element 3 does not exist
+    assert "replicated<3, 5 slots used>" in str(layout)
+
+
+def test_cli_prints_the_choice_and_refuses_in_one_line(tmp_path) -> None:
+    proc = hec_cli("compile", str(EXAMPLE / "model.onnx"), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr
+    assert "input layout: replicated (chosen" in proc.stdout and "direct " in proc.stdout
+    args = ("--input-layout", "im2col", "--slots", "512")
+    proc = hec_cli("compile", str(EXAMPLE / "model.onnx"), "-o", str(tmp_path / "p"), *args)
+    assert_one_line_error(proc, "im2col input: needs 8192 slots, --slots gives 512")
+    with pytest.raises(LayoutError):
+        hec.compile(EXAMPLE / "model.onnx", tmp_path / "q", hec.CompileOptions(input_layout="x"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["replicated", "im2col"])
+def test_encrypted_run_in_a_gathered_layout_matches_onnxruntime(kind, tmp_path) -> None:
+    model = EXAMPLE / "model.onnx"
+    x = np.load(EXAMPLE / "test.npz")["x"][:2]
+    art = hec.compile(model, tmp_path / "out", hec.CompileOptions(input_layout=kind))
+    result = hec.run(art, x)
+    np.testing.assert_allclose(result.logits, onnxruntime_outputs(model, x), atol=1e-2)
+
+
+@pytest.mark.slow
+def test_generated_program_packs_a_gathered_input(tmp_path) -> None:
+    art = hec.compile(EXAMPLE / "model.onnx", tmp_path / "out")
+    assert art.input_layout.kind == "replicated"
+    x = np.load(EXAMPLE / "test.npz")["x"][:1]
+    logits = generated_program_logits(art.path, x[0], tmp_path)
+    np.testing.assert_allclose(logits, onnxruntime_outputs(EXAMPLE / "model.onnx", x)[0], atol=1e-2)

@@ -1,0 +1,35 @@
+"""Progress lines in a log (stderr not a terminal): long stages are heard from while they run."""
+
+from __future__ import annotations
+
+import io
+
+import hec.progress as progress
+
+
+def test_log_gets_periodic_lines_and_a_final_one(monkeypatch) -> None:
+    err = io.StringIO()  # not a terminal
+    clock = iter([0.0, 30.0, 61.0, 90.0, 125.0, 130.0])
+    monkeypatch.setattr(progress.sys, "stderr", err)
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    report = progress.stderr_progress(log_every=60.0)
+    for done in range(5):
+        report("eval 1/1", done, 5)
+    report("eval 1/1", 5, 5)
+    lines = err.getvalue().splitlines()
+    assert lines == [
+        "  eval 1/1: 2/5 after 61 s",
+        "  eval 1/1: 4/5 after 125 s",
+        "  eval 1/1: done (5) in 130.0 s",
+    ]
+
+
+def test_short_stage_stays_silent_in_a_log(monkeypatch) -> None:
+    err = io.StringIO()
+    clock = iter([0.0, 0.5, 1.0])
+    monkeypatch.setattr(progress.sys, "stderr", err)
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    report = progress.stderr_progress()
+    for done in range(3):
+        report("keygen", done, 2)
+    assert err.getvalue() == ""

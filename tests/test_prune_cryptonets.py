@@ -1,0 +1,93 @@
+"""Pruning the bundled CryptoNets digits model end to end: `hec optimize --prune`, the pruned
+ONNX model in onnxruntime, the compiled program (simulator, and encrypted in the slow tier)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import hec
+from hec.cli.main import cli
+from hec.frontend.reference import onnxruntime_outputs
+from hec.runtime import Client, Server
+
+from conftest import EXAMPLE, assert_matches_reference
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prune") / "pruned.onnx"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "optimize",
+            str(EXAMPLE / "model.onnx"),
+            "--calib",
+            str(EXAMPLE / "calib.npz"),
+            "--eval",
+            str(EXAMPLE / "test.npz"),
+            "--prune",
+            "0.5",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_cli_reports_compiled_savings_and_accuracy(pruned) -> None:
+    out, output = pruned
+    report = json.loads(out.with_suffix(".report.json").read_text())["pruning"]
+    assert report["sparsity"] >= 0.5
+    before, after = report["totals"]["before"], report["totals"]["after"]
+    assert after["plaintext_multiplies"] < before["plaintext_multiplies"]
+    assert report["accuracy"]["samples"] == 360
+    assert report["accuracy"]["after"] > 0.9  # refit keeps a real classifier at 50%
+    assert all("before" in row and "after" in row for row in report["layers"])
+    assert "plaintext multiplies" in output and "before pruning" in output
+
+
+def test_pruned_program_equals_onnxruntime_on_the_pruned_model(pruned, tmp_path) -> None:
+    out, _ = pruned
+    x = np.load(EXAMPLE / "test.npz")["x"][:40]
+    art = hec.compile(out, tmp_path / "art")
+    assert_matches_reference(hec.simulate(art, x), onnxruntime_outputs(out, x), rel=1e-5)
+
+
+def test_compile_prune_flag_counts_the_same_program(pruned, tmp_path) -> None:
+    """`hec compile --prune` prunes the same way `hec optimize --prune` does."""
+    result = CliRunner().invoke(
+        cli,
+        [
+            "compile",
+            str(EXAMPLE / "model.onnx"),
+            "--calib",
+            str(EXAMPLE / "calib.npz"),
+            "--prune",
+            "0.5",
+            "-o",
+            str(tmp_path / "art"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "art" / "report.json").read_text())
+    counted = report["pruning"]["totals"]["after"]
+    for key in ("rotations", "plaintext_multiplies", "rotation_keys"):
+        assert report["totals"][key] == counted[key], key
+
+
+@pytest.mark.slow
+def test_encrypted_pruned_program(pruned, tmp_path) -> None:
+    out, _ = pruned
+    x = np.load(EXAMPLE / "test.npz")["x"][:3]
+    ref = onnxruntime_outputs(out, x)
+    art = hec.compile(out, tmp_path / "art")
+    client = Client(art)
+    server = Server(art, client.context)
+    for i in range(len(x)):
+        dec = client.decrypt(server.evaluate(client.encrypt(x[i])))
+        np.testing.assert_allclose(dec.values, ref[i], atol=1e-2, rtol=0, err_msg=f"image {i}")
