@@ -388,8 +388,8 @@ PEER_COLUMNS = [  # (key, header, format): hec and the peers, same model, images
     ("acc_he_friendly", "acc HE-fr", "{:.3f}"),
     ("acc_encrypted", "acc enc", "{:.3f}"),
     ("n_encrypted", "n enc", "{}"),
-    ("hec_over_peer_latency", "hec/peer lat", "{:.2f}"),
-    ("hec_over_peer_memory", "hec/peer mem", "{:.2f}"),
+    ("hec_over_peer_latency", "hec/peer lat", "{:.3g}"),
+    ("hec_over_peer_memory", "hec/peer mem", "{:.3g}"),
     ("hec_over_peer_accuracy", "hec/peer acc", "{:.3f}"),
     ("status", "status", "{}"),
 ]
