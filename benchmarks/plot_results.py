@@ -33,7 +33,11 @@ def plot(results: dict, png: Path) -> str:
         ]
     if not rows:
         return "nothing to plot"
-    labels = [f"{r['model'].split()[0]}\n{r['tool']}" for r in rows]
+    models = {r["model"] for r in rows}
+    labels = [  # the model only when several share the plot; a tool's variant on its own line
+        (f"{r['model'].split()[0]}\n" if len(models) > 1 else "") + r["tool"].replace(", ", "\n")
+        for r in rows
+    ]
     xs = range(len(rows))
     fig, (ax_t, ax_m, ax_a) = plt.subplots(1, 3, figsize=(max(9, 2.2 * len(rows) * 1.5), 4.2))
     stages = (
@@ -60,7 +64,8 @@ def plot(results: dict, png: Path) -> str:
         ax.set_xticklabels(labels, fontsize=7)
     meta = results.get("meta", {})
     fig.suptitle(
-        f"hec benchmark {meta.get('date', '')}, {meta.get('cpus', '?')} CPUs, "
+        (f"{models.pop()}: " if len(models) == 1 else "")
+        + f"hec benchmark {meta.get('date', '')}, {meta.get('cpus', '?')} CPUs, "
         f"OMP_NUM_THREADS={meta.get('omp_threads', '?')}, load average "
         f"{(meta.get('load_average_before') or ['?'])[0]}",
         fontsize=9,
