@@ -61,6 +61,7 @@ def test_a_peer_that_is_not_installed_gets_a_row_saying_so(tmp_path, monkeypatch
     assert row == {"model": "m", "tool": "Nothing", "status": peers.NOT_INSTALLED}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(peers.peer_python("tenseal") is None, reason="tenseal not installed")
 def test_tenseal_adapter_runs_encrypted_and_reports(tmp_path) -> None:
     row = peers.run_peer("TenSEAL", "cryptonets", EXAMPLE, 1, tmp_path, timeout=600)
