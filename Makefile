@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make example   compile the bundled CryptoNets-style digits model and run one encrypted inference
 #   make test      run the test suite
+#   make bench-peers   the benchmark beside TenSEAL and Concrete ML (their own .venv-peers)
 # Both create .venv with Python 3.10 first (OpenFHE's wheel is CPython 3.10 only).
 
 PYTHON310 ?= $(shell ./scripts/find-python310)
@@ -10,9 +11,13 @@ HEC       := $(VENV)/bin/hec
 export OMP_NUM_THREADS ?= 1
 # The train extra (PyTorch, ~5 GB) lets the tests cover fine-tuning and ViT training;
 # `make setup EXTRAS=test` leaves it out (those tests then skip).
-EXTRAS    ?= test,train
+EXTRAS    ?= test,train,bench
+# The peers (TenSEAL, Concrete ML) pin numpy/torch versions hec's pins exclude: their own venv.
+PEERS_VENV := .venv-peers
+# e.g. make bench-peers BENCH_ARGS="--model cryptonets --images 10"
+BENCH_ARGS ?=
 
-.PHONY: setup example test test-fast lint bench clean
+.PHONY: setup example test test-fast lint bench bench-peers peers clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -n "$(PYTHON310)" || { echo "error: python3.10 not found; install CPython 3.10 (e.g. pyenv install 3.10) and retry" >&2; exit 3; }
@@ -38,7 +43,20 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
 bench: setup
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+$(PEERS_VENV)/.installed: benchmarks/peers/requirements.txt
+	@test -n "$(PYTHON310)" || { echo "error: python3.10 not found; install CPython 3.10 (e.g. pyenv install 3.10) and retry" >&2; exit 3; }
+	$(PYTHON310) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q -r benchmarks/peers/requirements.txt
+	touch $@
+
+peers: $(PEERS_VENV)/.installed
+
+# Latency rows of every model beside the peers (batch packing and deployment left out).
+bench-peers: setup peers
+	$(PY) benchmarks/run.py --peers all --packing slots --no-deploy $(BENCH_ARGS)
 
 clean:
-	rm -rf out $(VENV) .pytest_cache
+	rm -rf out $(VENV) $(PEERS_VENV) .pytest_cache

@@ -13,6 +13,18 @@ single-image latency. Each model also gets a throughput row in batch packing (on
 slot, one ciphertext per tensor element, ``--batch-images`` images in one evaluation, run in a
 fresh process so that its peak memory is its own, next to the prediction made before key
 generation) beside its latency row. Figures are measured, never asserted: this is not a test.
+
+A third table puts each model's latency row beside the tools users would pick instead, run on
+the same ``model.onnx``, test images and one thread (``benchmarks/peers/``): TenSEAL (CKKS,
+im2col convolution and vector-matrix products) and Concrete ML (quantized, TFHE), each in its
+own process with its own interpreter (``make bench-peers`` makes ``.venv-peers``), with ratios
+hec/peer. A peer that is not installed or cannot express a model says so in its row.
+
+    make bench-peers                                 # every model, latency rows and peers
+    python benchmarks/run.py --model cryptonets --packing slots --no-deploy   # the comparison
+
+Full runs write ``benchmarks/results.json`` (or ``--json``) and a PNG plot beside it when
+matplotlib is installed (the ``bench`` extra; ``plot_results.py`` redraws it from the JSON).
 """
 
 from __future__ import annotations
@@ -28,12 +40,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+import peers  # noqa: E402  (benchmarks/peers/: TenSEAL and Concrete ML adapters)
+import plot_results  # noqa: E402
 
 import hec  # noqa: E402
 from hec.frontend.reference import onnxruntime_outputs  # noqa: E402
@@ -81,6 +95,9 @@ def bench_model(name: str, folder: Path, degree: int | None, n_encrypted: int, w
         }
     )
     row["ring_dim"] = art.params.ring_dim
+    row["scale_bits"] = art.params.scaling_bits
+    row["log_q_bits"] = art.params.log_q_bits
+    row["security"] = art.params.security
 
     t = time.perf_counter()
     ref = onnxruntime_outputs(model, x)
@@ -97,6 +114,7 @@ def bench_model(name: str, folder: Path, degree: int | None, n_encrypted: int, w
     server = Server(art, client.context)
     stages = {"encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
     correct, max_err = 0, 0.0
+    cpu = time.process_time()  # over wall time: the share of a core a loaded machine gave us
     for i in range(n_encrypted):
         t = time.perf_counter()
         ct = client.encrypt(x[i])
@@ -109,6 +127,7 @@ def bench_model(name: str, folder: Path, degree: int | None, n_encrypted: int, w
         stages["decrypt"] += time.perf_counter() - t
         correct += int(dec.values.argmax() == y[i])
         max_err = max(max_err, float(np.abs(dec.values - simulated[i]).max()))
+    row["cpu_over_wall"] = (time.process_time() - cpu) / sum(stages.values())
     row["encrypt_ms"] = stages["encrypt"] / n_encrypted * 1e3
     row["evaluate_s"] = stages["evaluate"] / n_encrypted
     row["decrypt_ms"] = stages["decrypt"] / n_encrypted * 1e3
@@ -354,6 +373,56 @@ DEPLOY_COLUMNS = [  # (key, header, format)
 ]
 
 
+PEER_COLUMNS = [  # (key, header, format): hec and the peers, same model, images and threads
+    ("model", "model", "{}"),
+    ("tool", "tool", "{}"),
+    ("params", "parameters", "{}"),
+    ("keygen_s", "keygen s", "{:.2f}"),
+    ("encrypt_ms", "enc ms", "{:.1f}"),
+    ("evaluate_s", "eval s", "{:.2f}"),
+    ("decrypt_ms", "dec ms", "{:.1f}"),
+    ("cpu_over_wall", "cpu/wall", "{:.2f}"),
+    ("eval_key_mb", "key MB", "{:.0f}"),
+    ("peak_rss_mb", "peak MB", "{:.0f}"),
+    ("acc_plain", "acc plain", "{:.3f}"),
+    ("acc_he_friendly", "acc HE-fr", "{:.3f}"),
+    ("acc_encrypted", "acc enc", "{:.3f}"),
+    ("n_encrypted", "n enc", "{}"),
+    ("hec_over_peer_latency", "hec/peer lat", "{:.3g}"),
+    ("hec_over_peer_memory", "hec/peer mem", "{:.3g}"),
+    ("hec_over_peer_accuracy", "hec/peer acc", "{:.3f}"),
+    ("status", "status", "{}"),
+]
+
+
+def hec_peer_row(row: dict) -> dict:
+    """hec's latency row in the peers table's terms."""
+    return {
+        **row,
+        "tool": f"hec {hec.__version__}",
+        "params": f"CKKS N={row['ring_dim']}, log Q {row['log_q_bits']}, scale 2^"
+        f"{row['scale_bits']}, {row['rotation_keys']} rotation keys",
+        "acc_plain": row["acc_onnxruntime"],
+        "acc_he_friendly": row["acc_simulated"],
+        "status": "ok",
+    }
+
+
+def bench_peers(
+    row: dict, folder: Path, names: list[str], images: dict[str, int], timeout: float, work: Path
+) -> list[dict]:
+    """Each peer on the model of hec's latency row ``row``, with hec/peer ratios."""
+    out = [hec_peer_row(row)]
+    for peer in names:
+        print(f"  {peer} on {row['model']} ...", file=sys.stderr, flush=True)
+        result = peers.run_peer(peer, row["model"], folder, images[peer], work, timeout)
+        peers.compare(row, result)
+        if result.get("status", "").startswith("ok"):
+            result.setdefault("acc_plain", row["acc_onnxruntime"])  # the same ONNX model
+        out.append(result)
+    return out
+
+
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]] = COLUMNS) -> None:
     cells = [[h for _, h, _ in columns]] + [
         [f.format(r[k]) if k in r else "-" for k, _, f in columns] for r in rows
@@ -372,7 +441,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-images", type=int, default=1024, help="images in the batch run")
     ap.add_argument("--threads", type=int, default=1, help="batch packing: worker processes")
     ap.add_argument("--packing", choices=["slots", "batch", "both"], default="both")
-    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results.json")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="results file (default: benchmarks/results.json, "
+        "written by full runs only); a PNG plot goes beside it when matplotlib is installed",
+    )
+    ap.add_argument(
+        "--peers",
+        default=None,
+        help="comma-separated peers to compare with, 'none' or 'all' "
+        f"({', '.join(peers.PEERS)}; default all, --quick: TenSEAL)",
+    )
+    ap.add_argument(
+        "--peer-images", type=int, default=None, help="TenSEAL images (default --images)"
+    )
+    ap.add_argument("--concrete-images", type=int, default=3, help="Concrete ML FHE images")
+    ap.add_argument("--peer-timeout", type=float, default=3600, help="seconds per peer and model")
     ap.add_argument("--model", default="", help="only models whose name contains this")
     ap.add_argument("--requests", type=int, default=3, help="round trips through hec serve")
     ap.add_argument("--no-deploy", action="store_true", help="skip the deployment table")
@@ -387,14 +473,32 @@ def main(argv: list[str] | None = None) -> int:
     n_batch = 16 if args.quick else args.batch_images
     if args.quick and not args.model:
         args.model = "cryptonets"  # seconds, for CI; the others need minutes and GBs of keys
+    if args.peers is None:  # Concrete ML compiles for minutes: not in the quick mode CI runs
+        args.peers = "TenSEAL" if args.quick else "all"
+    names = {"all": list(peers.PEERS), "none": []}.get(args.peers, args.peers.split(","))
+    unknown = [p for p in names if p not in peers.PEERS]
+    if unknown:
+        ap.error(f"unknown peer {unknown[0]!r}: choose from {', '.join(peers.PEERS)}")
+    peer_images = {
+        "TenSEAL": args.peer_images or n,
+        "TenSEAL-40": args.peer_images or n,
+        "Concrete ML": 1 if args.quick else args.concrete_images,
+    }
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = []
+        rows, peer_rows = [], []
         for name, (folder, degree) in MODELS.items():
             if args.model and args.model not in name:
                 continue
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
             if args.packing in ("slots", "both"):
                 rows.append(bench_model(name, folder, degree, n, Path(tmp)))
+                if names:
+                    print(f"peers on {name} ...", file=sys.stderr, flush=True)
+                    timeout = min(args.peer_timeout, 600) if args.quick else args.peer_timeout
+                    peer_rows += bench_peers(
+                        rows[-1], folder, names, peer_images, timeout, Path(tmp)
+                    )
                 if not args.no_deploy:
                     print(f"deployment of {name} ...", file=sys.stderr, flush=True)
                     requests = 1 if args.quick else args.requests
@@ -404,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(bench_batch(name, n_batch, args.threads, Path(tmp)))
     meta = {
         "date": date.today().isoformat(),
+        "time_utc": datetime.now(timezone.utc).strftime("%H:%M"),
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "latency_images": n,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "omp_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -413,16 +521,27 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"hec benchmark {meta['date']}, {meta['cpus']} CPUs, OMP_NUM_THREADS="
-        f"{meta['omp_threads']}, {n} latency image(s), {n_batch} batch image(s) per model"
+        f"{meta['omp_threads']}, {n} latency image(s)"
+        + (f", {n_batch} batch image(s)" if args.packing != "slots" else "")
+        + " per model, "
+        f"load average {load_before[0]:.1f} before / {meta['load_average_after'][0]:.1f} after"
     )
     print_table(rows)
     deployed = [r for r in rows if "round_trip_s" in r]
     if deployed:
         print()
         print_table(deployed, DEPLOY_COLUMNS)
-    if not args.quick:
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    if peer_rows:
+        print()
+        print_table(peer_rows, PEER_COLUMNS)
+    if args.json is None and not args.quick:
+        args.json = REPO / "benchmarks" / "results.json"
+    if args.json is not None:
+        results = {"meta": meta, "rows": rows, "peers": peer_rows}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"written {args.json}")
+        print(plot_results.plot(results, args.json.with_suffix(".png")))
     return 0
 
 
