@@ -153,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["HEC_COST_TABLE"] = str(Path(tmp) / "op_costs.json")  # this run's own
-        for name, (folder, degree) in MODELS.items():
-            if args.model not in name:
+        for name, bench in MODELS.items():
+            if args.model not in name or bench.prune is not None:
                 continue
+            folder, degree = bench.folder, bench.degree
             for variant in args.variants.split(","):
                 print(f"{name}: {variant} ...", file=sys.stderr, flush=True)
                 rows.append(bench_variant(name, folder, degree, variant, n, Path(tmp)))

@@ -42,6 +42,7 @@ import tempfile
 import time
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -51,15 +52,37 @@ import plot_results  # noqa: E402
 
 import hec  # noqa: E402
 from hec.frontend.reference import onnxruntime_outputs  # noqa: E402
+from hec.prune import PruneOptions  # noqa: E402
 from hec.runtime import Client, Server  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
-# name -> (folder, polynomial degree for non-polynomial activations or None)
+
+
+class Bench(NamedTuple):
+    """A benchmark model: its example folder, the polynomial degree replacing non-polynomial
+    activations (``None``: it has none), and the fraction of its weights pruned in blocks
+    shaped by each row's packing (``hec compile --prune``; ``None``: unpruned)."""
+
+    folder: Path
+    degree: int | None = None
+    prune: float | None = None
+
+    def calibration(self) -> np.ndarray | None:
+        needed = self.degree is not None or self.prune is not None
+        return np.load(self.folder / "calib.npz")["x"] if needed else None
+
+    def prune_options(self, packing: str) -> PruneOptions | None:
+        return None if self.prune is None else PruneOptions(sparsity=self.prune, packing=packing)
+
+
+# Pruned variants compare with their unpruned model only (no peer or deployment rows).
 MODELS = {
-    "cryptonets-digits": (EXAMPLES / "cryptonets_digits", None),
-    "lenet5-digits (ReLU, deg 2)": (EXAMPLES / "lenet5_digits", 2),
-    "cnn-silu-maxpool (deg 2)": (EXAMPLES / "cnn_silu_digits", 2),
+    "cryptonets-digits": Bench(EXAMPLES / "cryptonets_digits"),
+    "cryptonets-digits-pruned50": Bench(EXAMPLES / "cryptonets_digits", prune=0.5),
+    "lenet5-digits (ReLU, deg 2)": Bench(EXAMPLES / "lenet5_digits", 2),
+    "lenet5-digits-pruned90 (deg 2)": Bench(EXAMPLES / "lenet5_digits", 2, prune=0.9),
+    "cnn-silu-maxpool (deg 2)": Bench(EXAMPLES / "cnn_silu_digits", 2),
 }
 
 
@@ -67,16 +90,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_model(name: str, folder: Path, degree: int | None, n_encrypted: int, work: Path) -> dict:
+def bench_model(name: str, bench: Bench, n_encrypted: int, work: Path) -> dict:
+    folder, degree = bench.folder, bench.degree
     model = folder / "model.onnx"
     data = np.load(folder / "test.npz")
     x, y = data["x"], data["y"]
     row: dict = {"model": name, "packing": "slots", "images_per_eval": 1}
 
-    calibration = np.load(folder / "calib.npz")["x"] if degree is not None else None
     t = time.perf_counter()
     art = hec.compile(
-        model, work / name.split()[0], hec.CompileOptions(degree=degree), calibration=calibration
+        model,
+        work / name.split()[0],
+        hec.CompileOptions(degree=degree),
+        calibration=bench.calibration(),
+        prune=bench.prune_options("slots"),
     )
     row["compile_s"] = time.perf_counter() - t
     totals = art.report["totals"]
@@ -268,14 +295,20 @@ def bench_batch(name: str, n: int, threads: int, work: Path) -> dict:
 
 
 def batch_worker(name: str, n: int, threads: int, work: Path) -> dict:
-    folder, degree = MODELS[name]
+    bench = MODELS[name]
+    folder = bench.folder
     model = folder / "model.onnx"
     x, y, n_test = images(folder, n)
-    calib = np.load(folder / "calib.npz")["x"] if degree is not None else None
     row: dict = {"model": name, "packing": "batch", "images_per_eval": n}
     t = time.perf_counter()
-    options = hec.CompileOptions(packing="batch", batch_size=n, degree=degree)
-    art = hec.compile(model, work / f"{name.split()[0]}-batch", options, calibration=calib)
+    options = hec.CompileOptions(packing="batch", batch_size=n, degree=bench.degree)
+    art = hec.compile(
+        model,
+        work / f"{name.split()[0]}-batch",
+        options,
+        calibration=bench.calibration(),
+        prune=bench.prune_options("batch"),
+    )
     row["compile_s"] = time.perf_counter() - t
     totals = art.report["totals"]
     row.update(
@@ -471,8 +504,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     n = 1 if args.quick else args.images
     n_batch = 16 if args.quick else args.batch_images
-    if args.quick and not args.model:
-        args.model = "cryptonets"  # seconds, for CI; the others need minutes and GBs of keys
+    selected = [name for name in MODELS if args.model in name]
+    if args.quick and not args.model:  # seconds, for CI; the others need minutes and GBs of keys
+        selected = ["cryptonets-digits"]
     if args.peers is None:  # Concrete ML compiles for minutes: not in the quick mode CI runs
         args.peers = "TenSEAL" if args.quick else "all"
     names = {"all": list(peers.PEERS), "none": []}.get(args.peers, args.peers.split(","))
@@ -487,12 +521,14 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         rows, peer_rows = [], []
-        for name, (folder, degree) in MODELS.items():
-            if args.model and args.model not in name:
-                continue
+        for name in selected:
+            bench = MODELS[name]
+            folder, degree = bench.folder, bench.degree
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
             if args.packing in ("slots", "both"):
-                rows.append(bench_model(name, folder, degree, n, Path(tmp)))
+                rows.append(bench_model(name, bench, n, Path(tmp)))
+            # a pruned variant is compared with its unpruned model, not with peers
+            if args.packing in ("slots", "both") and bench.prune is None:
                 if names:
                     print(f"peers on {name} ...", file=sys.stderr, flush=True)
                     timeout = min(args.peer_timeout, 600) if args.quick else args.peer_timeout
