@@ -56,11 +56,10 @@ def compiled_figures(graph: Graph, options: CompileOptions, packing: str) -> dic
 
     # counting only: a batch program too large for this machine is still counted
     opts = dataclasses.replace(options, memory_limit=1 << 60, dump_ir_after=None)
-    # the slot lowering `compile` uses (with its choice of input layout, where the compiler
-    # has one), so that these counts are those of the program `hec compile` writes
-    lower_slots = getattr(api, "_lower_slots", None)
-    if packing == "slots" and lower_slots is not None:
-        return lower_slots(graph, opts, no_progress)[2]
+    # the slot lowering `compile` uses (with its choice of input layout), so that these
+    # counts are those of the program `hec compile` writes
+    if packing == "slots":
+        return api._lower_slots(graph, opts, no_progress)[2]
     return api._lower(graph, opts, packing)[2]
 
 
@@ -96,7 +95,7 @@ def prune_graph(
         copts.slots,
         score=options.score,
         # a scheduler that folds short maps (one plaintext per offset residue) sets the blocks
-        fold=getattr(copts, "fold_short_maps", False),
+        fold=copts.fold_short_maps,
         output_layouts=copts.output_layouts,
     ).prune(graph)
     progress("prune", 1, 3)
