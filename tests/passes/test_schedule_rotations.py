@@ -8,12 +8,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import hec
 from hec.ir import CipherType, Graph, Layout
 from hec.passes import PassManager, ScheduleRotations
 from hec.passes.schedule_rotations import choose_baby_step, signed_rotation
 from hec.runtime.simulator import simulate_slots
 
 from bsgs_reference import matvec_graph
+from onnx_builders import ModelBuilder, run_onnxruntime
 
 
 @settings(max_examples=60, deadline=None)
@@ -85,3 +87,16 @@ def test_a_dense_layer_folds_into_few_plaintexts_and_rotations() -> None:
     assert counts[True]["mul_plain"] == rows and counts[False]["mul_plain"] == slots
     # 32 merged diagonals (BSGS ~10) + 4 doublings for 16 blocks, against ~2·sqrt(512)
     assert counts[True]["rotate"] <= 15 < counts[False]["rotate"]
+
+
+def test_an_all_zero_map_compiles_to_its_bias(tmp_path) -> None:
+    """A layer whose weights are all zero (pruned away) has no diagonal: y = b, no rotation."""
+    b = ModelBuilder((8,))
+    h = b.node("Gemm", ["input", b.weight(6, 8)], transB=1)
+    h = b.node("Mul", [h, h])
+    y = b.node("Gemm", [h, b.const(np.zeros((4, 6))), b.const(np.arange(4.0))], transB=1)
+    model = b.build(y)
+    x = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    art = hec.compile(model, tmp_path / "out")
+    np.testing.assert_allclose(hec.simulate(art, x), run_onnxruntime(model, x), atol=1e-9)
+    assert art.report["layers"][-1]["rotations"] == 0

@@ -174,6 +174,8 @@ def _expand(
     S, lvl = xt.slots, xt.level
     offsets = np.asarray(op.attrs["offsets"], dtype=np.int64)
     diags = op.consts["diags"]
+    if offsets.size == 0:  # an all-zero matrix (a layer pruned away): y = 0·x + b, no rotation
+        offsets, diags = np.zeros(1, dtype=np.int64), np.zeros((1, S))
     carried = np.ones(len(offsets), dtype=np.int64)  # diagonals each plaintext holds
     short = fold_short and not (baby_step or block_local)
     if baby_step:
