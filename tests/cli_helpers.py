@@ -43,3 +43,16 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
     assert lines[0].startswith("error: ") and "Traceback" not in proc.stderr
     for n in needles:
         assert n in lines[0], lines[0]
+
+
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``benchmarks/<script>`` as a user does; fail with its stderr if it exits non-zero."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 
 import pytest
 
+from cli_helpers import run_benchmark
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -17,14 +17,7 @@ from peers import peer_python  # noqa: E402
 
 @pytest.mark.slow
 def test_benchmark_quick_mode_prints_the_table() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_benchmark("run.py", "--quick")
     lines = proc.stdout.strip().splitlines()
     header, _, row = lines[1:4]
     for column in ("keygen s", "eval s", "rot", "pt-mul", "ct-mul", "keys", "key MB", "ort ms"):
@@ -63,15 +56,17 @@ def test_benchmark_quick_mode_prints_the_table() -> None:
 @pytest.mark.slow
 def test_benchmark_writes_results_json_and_says_whether_it_plotted(tmp_path) -> None:
     out = tmp_path / "bench" / "results.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--packing", "slots"]
-        + ["--no-deploy", "--peers", "none", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
+    proc = run_benchmark(
+        "run.py",
+        "--quick",
+        "--packing",
+        "slots",
+        "--no-deploy",
+        "--peers",
+        "none",
+        "--json",
+        str(out),
     )
-    assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())
     assert (
         results["meta"]["omp_threads"] == "1" and len(results["meta"]["load_average_before"]) == 3

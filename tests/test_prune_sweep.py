@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from conftest import REPO
+from cli_helpers import run_benchmark
 
 
 def test_prune_sweep_quick_mode(tmp_path) -> None:
     out = tmp_path / "sweep.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "prune_sweep.py"),
-            "--quick",
-            "--json",
-            str(out),
-            "--png",
-            str(tmp_path / "sweep.png"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
+    proc = run_benchmark(
+        "prune_sweep.py", "--quick", "--json", str(out), "--png", str(tmp_path / "sweep.png")
     )
-    assert proc.returncode == 0, proc.stderr
     header = proc.stdout.splitlines()[0]
     for column in ("packing", "sparsity", "variant", "accuracy", "rot", "pt-mul", "HE ops"):
         assert column in header

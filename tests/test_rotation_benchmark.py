@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from conftest import REPO
+from cli_helpers import run_benchmark
 
 
 def test_rotation_benchmark_prints_every_variant_counts_only() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "rotations.py"), "--counts-only"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_benchmark("rotations.py", "--counts-only")
     lines = proc.stdout.strip().splitlines()
     for column in ("variant", "rot", "hoisted", "diag", "keys", "key MB", "pred s", "x plain"):
         assert column in lines[1]
