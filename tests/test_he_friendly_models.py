@@ -31,8 +31,15 @@ def _data(folder):
 
 def _optimize(folder, out, degree, **kwargs):
     x, y, xt, yt = _data(folder)
-    return optimize(folder / "model.onnx", out, x, y, hec.CompileOptions(degree=degree),
-                    evaluation=(xt, yt), **kwargs)
+    return optimize(
+        folder / "model.onnx",
+        out,
+        x,
+        y,
+        hec.CompileOptions(degree=degree),
+        evaluation=(xt, yt),
+        **kwargs,
+    )
 
 
 def test_lenet5_keeps_its_accuracy_without_training(tmp_path) -> None:
@@ -64,21 +71,28 @@ def test_converted_onnx_runs_in_onnxruntime_and_compiles_to_it(folder, tmp_path)
 def test_compile_with_calib_equals_optimize_then_compile(tmp_path) -> None:
     _optimize(SILU, tmp_path / "silu.he.onnx", degree=5)
     x, y, xt, _ = _data(SILU)
-    direct = hec.compile(SILU / "model.onnx", tmp_path / "direct", hec.CompileOptions(degree=5),
-                         calibration=x, labels=y)
+    direct = hec.compile(
+        SILU / "model.onnx",
+        tmp_path / "direct",
+        hec.CompileOptions(degree=5),
+        calibration=x,
+        labels=y,
+    )
     via_onnx = hec.compile(tmp_path / "silu.he.onnx", tmp_path / "via")
     assert direct.report["totals"] == via_onnx.report["totals"]
     # the ONNX file stores float32 constants: agreement to float32 rounding
-    assert_matches_reference(hec.simulate(via_onnx, xt[:20]), hec.simulate(direct, xt[:20]),
-                             rel=1e-5)
+    assert_matches_reference(
+        hec.simulate(via_onnx, xt[:20]), hec.simulate(direct, xt[:20]), rel=1e-5
+    )
     assert direct.report["accuracy"]["samples"] == len(x)
 
 
 @pytest.mark.slow
 def test_encrypted_silu_cnn_agrees_with_the_simulator(tmp_path) -> None:
     x, y, xt, _ = _data(SILU)
-    art = hec.compile(SILU / "model.onnx", tmp_path / "out", hec.CompileOptions(degree=2),
-                      calibration=x)
+    art = hec.compile(
+        SILU / "model.onnx", tmp_path / "out", hec.CompileOptions(degree=2), calibration=x
+    )
     result = hec.run(art, xt[:2])
     np.testing.assert_allclose(result.logits, hec.simulate(art, xt[:2]), atol=1e-2, rtol=0)
 
@@ -86,8 +100,13 @@ def test_encrypted_silu_cnn_agrees_with_the_simulator(tmp_path) -> None:
 @pytest.mark.train
 def test_fine_tuning_recovers_accuracy(tmp_path) -> None:
     pytest.importorskip("torch")
-    report = _optimize(SILU, tmp_path / "ft.onnx", degree=2, fine_tune_epochs=6,
-                       train=load_dataset(SILU / "train.npz"))
+    report = _optimize(
+        SILU,
+        tmp_path / "ft.onnx",
+        degree=2,
+        fine_tune_epochs=6,
+        train=load_dataset(SILU / "train.npz"),
+    )
     before, after = report["accuracy_before_fine_tune"], report["accuracy"]
     assert after["converted"] > before["converted"]
     assert after["converted"] >= after["original"] - 0.015, report

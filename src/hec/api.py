@@ -81,8 +81,9 @@ def compile(
 
         if calibration is None:
             raise CalibrationMissing("--prune needs calibration data: give --calib DATA.npz")
-        pruning = prune_graph(graph, calibration, prune, options, (calibration, labels),
-                              progress=progress)
+        pruning = prune_graph(
+            graph, calibration, prune, options, (calibration, labels), progress=progress
+        )
     tensor_ir = graph.clone()
     first_index = len(he_friendly_pipeline(options, stats or None)) + 1
     if options.packing == "auto":

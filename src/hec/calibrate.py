@@ -27,13 +27,17 @@ __all__ = ["load_dataset", "calibrate", "activation_roots"]
 _BATCH = 256
 
 
-def load_dataset(path: str | os.PathLike, sample_shape: tuple[int, ...] | None = None,
-                 what: str = "calibration data") -> tuple[np.ndarray, np.ndarray | None]:
+def load_dataset(
+    path: str | os.PathLike,
+    sample_shape: tuple[int, ...] | None = None,
+    what: str = "calibration data",
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read ``x`` (and ``y`` if present) from an ``.npz``; ``x`` gets a batch axis checked."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such file; {what} is an .npz with an array x "
-                         f"(and optionally labels y)")
+        raise InputError(
+            f"{path}: no such file; {what} is an .npz with an array x (and optionally labels y)"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -43,8 +47,10 @@ def load_dataset(path: str | os.PathLike, sample_shape: tuple[int, ...] | None =
         raise InputError(f"{path}: has arrays {sorted(arrays)}, needs one named x (inputs)")
     x, y = arrays["x"].astype(np.float64), arrays.get("y")
     if sample_shape is not None and x.shape[1:] != tuple(sample_shape):
-        raise InputError(f"{path}: x has shape {list(x.shape)}, the model takes "
-                         f"[N, {', '.join(map(str, sample_shape))}]")
+        raise InputError(
+            f"{path}: x has shape {list(x.shape)}, the model takes "
+            f"[N, {', '.join(map(str, sample_shape))}]"
+        )
     if y is not None and len(y) != len(x):
         raise InputError(f"{path}: {len(x)} inputs but {len(y)} labels")
     if len(x) == 0:
@@ -58,17 +64,23 @@ def activation_roots(graph: Graph) -> list[str]:
     return list(dict.fromkeys(r.root.name for r in regions))
 
 
-def calibrate(model: str | os.PathLike | onnx.ModelProto, graph: Graph, x: np.ndarray,
-              max_samples: int = 20000, seed: int = 0,
-              progress: ProgressFn = no_progress) -> dict[str, ValueStats]:
+def calibrate(
+    model: str | os.PathLike | onnx.ModelProto,
+    graph: Graph,
+    x: np.ndarray,
+    max_samples: int = 20000,
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+) -> dict[str, ValueStats]:
     """Statistics of every activation root and max-pool input of ``graph`` over ``x``."""
     pools = {op.inputs[0].name: op for op in graph.ops if op.kind == "maxpool"}
     names = list(dict.fromkeys([*activation_roots(graph), *pools]))
     if not names:
         return {}
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
-    onnx_names = {o for n in proto.graph.node for o in n.output} | {i.name for i in
-                                                                   proto.graph.input}
+    onnx_names = {o for n in proto.graph.node for o in n.output} | {
+        i.name for i in proto.graph.input
+    }
     in_onnx = [n for n in names if n in onnx_names]
     values: dict[str, list[np.ndarray]] = {n: [] for n in names}
     if in_onnx:
@@ -78,13 +90,13 @@ def calibrate(model: str | os.PathLike | onnx.ModelProto, graph: Graph, x: np.nd
         present = {o.name for o in exposed.graph.output}
         for n in in_onnx:
             if n not in present:
-                exposed.graph.output.append(helper.make_tensor_value_info(n, TensorProto.FLOAT,
-                                                                          None))
-        sess = ort.InferenceSession(exposed.SerializeToString(),
-                                    providers=["CPUExecutionProvider"])
+                exposed.graph.output.append(
+                    helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                )
+        sess = ort.InferenceSession(exposed.SerializeToString(), providers=["CPUExecutionProvider"])
         input_name = sess.get_inputs()[0].name
         for start in range(0, len(x), _BATCH):
-            outs = sess.run(in_onnx, {input_name: x[start:start + _BATCH].astype(np.float32)})
+            outs = sess.run(in_onnx, {input_name: x[start : start + _BATCH].astype(np.float32)})
             for n, arr in zip(in_onnx, outs, strict=True):
                 values[n].append(np.asarray(arr, np.float64))
             progress("calibrate", min(start + _BATCH, len(x)), len(x))
@@ -99,11 +111,9 @@ def calibrate(model: str | os.PathLike | onnx.ModelProto, graph: Graph, x: np.nd
     for n, parts in values.items():
         batch = np.concatenate(parts)
         allv = batch.ravel()
-        sample = allv if allv.size <= max_samples else rng.choice(allv, max_samples,
-                                                                  replace=False)
+        sample = allv if allv.size <= max_samples else rng.choice(allv, max_samples, replace=False)
         fit = _max_from_average(pools[n], batch) if n in pools else None
-        stats[n] = ValueStats(n, float(allv.min()), float(allv.max()), sample, int(allv.size),
-                              fit)
+        stats[n] = ValueStats(n, float(allv.min()), float(allv.max()), sample, int(allv.size), fit)
     return stats
 
 
@@ -120,5 +130,3 @@ def _max_from_average(maxpool: Op, inputs: np.ndarray) -> tuple[np.ndarray, np.n
         design = np.stack([av[:, c].ravel(), np.ones(av[:, c].size)], axis=1)
         scale[c], shift[c] = np.linalg.lstsq(design, mx[:, c].ravel(), rcond=None)[0]
     return scale, shift
-
-

@@ -22,9 +22,13 @@ from hec.progress import ProgressFn, no_progress
 __all__ = ["make_he_friendly", "conversion_layers", "accuracy", "outside_fractions"]
 
 
-def make_he_friendly(model: str | os.PathLike | onnx.ModelProto, graph: Graph,
-                     options: CompileOptions, calibration: np.ndarray | None,
-                     progress: ProgressFn = no_progress) -> dict[str, ValueStats]:
+def make_he_friendly(
+    model: str | os.PathLike | onnx.ModelProto,
+    graph: Graph,
+    options: CompileOptions,
+    calibration: np.ndarray | None,
+    progress: ProgressFn = no_progress,
+) -> dict[str, ValueStats]:
     """Rewrite ``graph`` in place so CKKS can evaluate it; returns the calibration statistics."""
     pending = [op for op in graph.ops if op.kind in NON_POLYNOMIAL_KINDS]
     stats = None
@@ -35,7 +39,8 @@ def make_he_friendly(model: str | os.PathLike | onnx.ModelProto, graph: Graph,
             raise CalibrationMissing(
                 f"node '{op.origin}': {what} is not a polynomial; give calibration data with "
                 f"--calib DATA.npz (array x of typical inputs, optionally labels y) so hec can "
-                f"fit a polynomial to it ({len(pending)} such op(s) in the model)")
+                f"fit a polynomial to it ({len(pending)} such op(s) in the model)"
+            )
         stats = calibrate(model, graph, calibration, progress=progress)
     passes = he_friendly_pipeline(options, stats)
     PassManager(passes, dump_dir=options.dump_ir_after).run(graph)
@@ -49,26 +54,52 @@ def conversion_layers(graph: Graph, stats: dict[str, ValueStats]) -> list[dict[s
     rows = []
     for op in graph.ops:
         if op.kind == "poly" and "source" in op.attrs:
-            root = op.inputs[0].producer.inputs[0] if op.inputs[0].producer is not None and \
-                op.inputs[0].producer.kind == "scale_shift" else op.inputs[0]
+            root = (
+                op.inputs[0].producer.inputs[0]
+                if op.inputs[0].producer is not None and op.inputs[0].producer.kind == "scale_shift"
+                else op.inputs[0]
+            )
             st = stats.get(root.name)
-            fit = Fit(np.asarray(op.attrs["coeffs"]), tuple(op.attrs["interval"]),
-                      op.attrs["fit_rms"], op.attrs["fit_max"], 0.0)
-            rows.append({
-                "name": op.origin, "replaces": op.attrs["source"], "root": root.name,
-                "observed": [st.low, st.high] if st else None,
-                "interval": list(op.attrs["interval"]), "degree": fit.degree,
-                "depth": fit.depth, "fit_rms": op.attrs["fit_rms"],
-                "fit_max": op.attrs["fit_max"], "outside_err": op.attrs["outside_err"],
-            })
+            fit = Fit(
+                np.asarray(op.attrs["coeffs"]),
+                tuple(op.attrs["interval"]),
+                op.attrs["fit_rms"],
+                op.attrs["fit_max"],
+                0.0,
+            )
+            rows.append(
+                {
+                    "name": op.origin,
+                    "replaces": op.attrs["source"],
+                    "root": root.name,
+                    "observed": [st.low, st.high] if st else None,
+                    "interval": list(op.attrs["interval"]),
+                    "degree": fit.degree,
+                    "depth": fit.depth,
+                    "fit_rms": op.attrs["fit_rms"],
+                    "fit_max": op.attrs["fit_max"],
+                    "outside_err": op.attrs["outside_err"],
+                }
+            )
         elif op.kind == "avgpool" and op.attrs.get("replaces") == "maxpool":
-            rows.append({"name": op.origin, "replaces": "maxpool", "by": "avgpool",
-                         "kernel": list(op.attrs["kernel"]), "depth": 0})
+            rows.append(
+                {
+                    "name": op.origin,
+                    "replaces": "maxpool",
+                    "by": "avgpool",
+                    "kernel": list(op.attrs["kernel"]),
+                    "depth": 0,
+                }
+            )
     return rows
 
 
-def outside_fractions(model: str | os.PathLike | onnx.ModelProto, original: Graph,
-                      rows: list[dict[str, Any]], x: np.ndarray) -> None:
+def outside_fractions(
+    model: str | os.PathLike | onnx.ModelProto,
+    original: Graph,
+    rows: list[dict[str, Any]],
+    x: np.ndarray,
+) -> None:
     """Add to each polynomial row the fraction of ``x``'s activations outside its interval."""
     stats = calibrate(model, original, x)
     for row in rows:
@@ -78,24 +109,33 @@ def outside_fractions(model: str | os.PathLike | onnx.ModelProto, original: Grap
             row["outside_fraction"] = float(np.mean((st.samples < a) | (st.samples > b)))
 
 
-def accuracy(model: str | os.PathLike | onnx.ModelProto, graph: Graph, x: np.ndarray,
-             y: np.ndarray) -> dict[str, float]:
+def accuracy(
+    model: str | os.PathLike | onnx.ModelProto, graph: Graph, x: np.ndarray, y: np.ndarray
+) -> dict[str, float]:
     """Top-1 accuracy of the original model (onnxruntime) and of the converted graph."""
     original = onnxruntime_outputs(model, x).reshape(len(x), -1).argmax(1)
     converted = interpret(graph, x)[0].reshape(len(x), -1).argmax(1)
-    return {"original": float(np.mean(original == y)), "converted": float(np.mean(converted == y)),
-            "agreement": float(np.mean(original == converted)), "samples": int(len(x))}
+    return {
+        "original": float(np.mean(original == y)),
+        "converted": float(np.mean(converted == y)),
+        "agreement": float(np.mean(original == converted)),
+        "samples": int(len(x)),
+    }
 
 
-
-
-def optimize(model: str | os.PathLike | onnx.ModelProto, out_path: str | os.PathLike,
-             calibration: np.ndarray, labels: np.ndarray | None = None,
-             options: CompileOptions | None = None,
-             evaluation: tuple[np.ndarray, np.ndarray | None] | None = None,
-             progress: ProgressFn = no_progress, fine_tune_epochs: int = 0,
-             train: tuple[np.ndarray, np.ndarray] | None = None,
-             learning_rate: float = 1e-3, prune: Any = None) -> dict[str, Any]:
+def optimize(
+    model: str | os.PathLike | onnx.ModelProto,
+    out_path: str | os.PathLike,
+    calibration: np.ndarray,
+    labels: np.ndarray | None = None,
+    options: CompileOptions | None = None,
+    evaluation: tuple[np.ndarray, np.ndarray | None] | None = None,
+    progress: ProgressFn = no_progress,
+    fine_tune_epochs: int = 0,
+    train: tuple[np.ndarray, np.ndarray] | None = None,
+    learning_rate: float = 1e-3,
+    prune: Any = None,
+) -> dict[str, Any]:
     """ONNX → HE-friendly ONNX. Returns the report (also written next to ``out_path``).
 
     Accuracy and the fraction of activations outside their intervals are measured on
@@ -118,8 +158,12 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, out_path: str | os.Path
     rows = conversion_layers(graph, stats)
     x_eval, y_eval = evaluation if evaluation is not None else (calibration, labels)
     outside_fractions(model, original, rows, x_eval)
-    report: dict[str, Any] = {"model": str(model), "output": str(out_path), "layers": rows,
-                              "depth_of_activations": sum(r["depth"] for r in rows)}
+    report: dict[str, Any] = {
+        "model": str(model),
+        "output": str(out_path),
+        "layers": rows,
+        "depth_of_activations": sum(r["depth"] for r in rows),
+    }
     if y_eval is not None:
         report["accuracy"] = accuracy(model, graph, x_eval, y_eval)
     if fine_tune_epochs:
@@ -127,20 +171,27 @@ def optimize(model: str | os.PathLike | onnx.ModelProto, out_path: str | os.Path
 
         x_train, y_train = train if train is not None else (calibration, labels)
         if y_train is None:
-            raise CalibrationMissing("fine-tuning needs labels: give --train DATA.npz with x "
-                                     "and y, or labels y in the calibration data")
-        losses = fine_tune(graph, x_train, y_train, fine_tune_epochs, learning_rate,
-                           progress=progress)
-        report["fine_tune"] = {"epochs": fine_tune_epochs, "samples": int(len(x_train)),
-                               "losses": [round(v, 5) for v in losses]}
+            raise CalibrationMissing(
+                "fine-tuning needs labels: give --train DATA.npz with x "
+                "and y, or labels y in the calibration data"
+            )
+        losses = fine_tune(
+            graph, x_train, y_train, fine_tune_epochs, learning_rate, progress=progress
+        )
+        report["fine_tune"] = {
+            "epochs": fine_tune_epochs,
+            "samples": int(len(x_train)),
+            "losses": [round(v, 5) for v in losses],
+        }
         if y_eval is not None:
             report["accuracy_before_fine_tune"] = report["accuracy"]
             report["accuracy"] = accuracy(model, graph, x_eval, y_eval)
     if prune is not None:
         from hec.prune import prune_graph
 
-        report["pruning"] = prune_graph(graph, calibration, prune, options,
-                                        (x_eval, y_eval), train, progress)
+        report["pruning"] = prune_graph(
+            graph, calibration, prune, options, (x_eval, y_eval), train, progress
+        )
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(export_onnx(graph), str(out))

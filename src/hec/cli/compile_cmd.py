@@ -170,10 +170,12 @@ def compile_cmd(
         max_rotation_keys=max_rotation_keys,
     )
     x, y = load_dataset(calib) if calib is not None else (None, None)
-    settings = prune_settings(prune, rotation_budget, prune_per_layer, prune_score, recover,
-                              packing)
-    artifact = compile(model, out_dir, options, progress=stderr_progress(), calibration=x,
-                       labels=y, prune=settings)
+    settings = prune_settings(
+        prune, rotation_budget, prune_per_layer, prune_score, recover, packing
+    )
+    artifact = compile(
+        model, out_dir, options, progress=stderr_progress(), calibration=x, labels=y, prune=settings
+    )
     click.echo(f"compiled {model} -> {out_dir} in {artifact.report['compile_seconds']:.2f} s")
     print_conversion(artifact.report["activations"], artifact.report.get("accuracy"))
     if "pruning" in artifact.report:

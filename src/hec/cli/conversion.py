@@ -10,25 +10,49 @@ import click
 
 from hec.cli.format import print_table
 
-__all__ = ["conversion_options", "print_conversion", "prune_options", "prune_settings",
-           "print_pruning"]
+__all__ = [
+    "conversion_options",
+    "print_conversion",
+    "prune_options",
+    "prune_settings",
+    "print_pruning",
+]
 
 
 def conversion_options(fn: Callable) -> Callable:
     """``--calib``, ``--degree``, ``--error-budget``, ``--margin``."""
-    for option in reversed([
-        click.option("--calib", type=click.Path(path_type=Path), default=None,
-                     help="Calibration .npz (array x, optional labels y); needed when the "
-                          "model has ReLU, GELU, SiLU, Sigmoid, Tanh, Softplus or MaxPool."),
-        click.option("--degree", type=click.IntRange(2, 119), default=None,
-                     help="Polynomial degree for every activation (default: the lowest "
-                          "depth-efficient degree meeting --error-budget)."),
-        click.option("--error-budget", type=click.FloatRange(0, min_open=True), default=0.05,
-                     show_default=True,
-                     help="Largest relative RMS error of an activation's polynomial."),
-        click.option("--margin", type=click.FloatRange(0), default=0.05, show_default=True,
-                     help="Widen each observed activation range by this fraction per side."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--calib",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Calibration .npz (array x, optional labels y); needed when the "
+                "model has ReLU, GELU, SiLU, Sigmoid, Tanh, Softplus or MaxPool.",
+            ),
+            click.option(
+                "--degree",
+                type=click.IntRange(2, 119),
+                default=None,
+                help="Polynomial degree for every activation (default: the lowest "
+                "depth-efficient degree meeting --error-budget).",
+            ),
+            click.option(
+                "--error-budget",
+                type=click.FloatRange(0, min_open=True),
+                default=0.05,
+                show_default=True,
+                help="Largest relative RMS error of an activation's polynomial.",
+            ),
+            click.option(
+                "--margin",
+                type=click.FloatRange(0),
+                default=0.05,
+                show_default=True,
+                help="Widen each observed activation range by this fraction per side.",
+            ),
+        ]
+    ):
         fn = option(fn)
     return fn
 
@@ -40,71 +64,128 @@ def print_conversion(layers: list[dict[str, Any]], accuracy: dict[str, Any] | No
     rows = []
     for r in layers:
         if r["replaces"] == "maxpool":
-            rows.append([r["name"][:40], "maxpool", "avgpool (approximation)", "", "0", "", "",
-                         ""])
+            rows.append([r["name"][:40], "maxpool", "avgpool (approximation)", "", "0", "", "", ""])
             continue
         a, b = r["interval"]
         outside = r.get("outside_fraction")
-        rows.append([r["name"][:40], r["replaces"], f"[{a:.3g}, {b:.3g}]", r["degree"],
-                     r["depth"], f"{r['fit_rms']:.2e}", f"{r['fit_max']:.2e}",
-                     "" if outside is None else f"{100 * outside:.2f}%"])
-    print_table(["layer", "replaces", "interval", "degree", "levels", "rms err", "max err",
-                 "outside"], rows)
+        rows.append(
+            [
+                r["name"][:40],
+                r["replaces"],
+                f"[{a:.3g}, {b:.3g}]",
+                r["degree"],
+                r["depth"],
+                f"{r['fit_rms']:.2e}",
+                f"{r['fit_max']:.2e}",
+                "" if outside is None else f"{100 * outside:.2f}%",
+            ]
+        )
+    print_table(
+        ["layer", "replaces", "interval", "degree", "levels", "rms err", "max err", "outside"], rows
+    )
     if accuracy:
-        click.echo(f"accuracy on {accuracy['samples']} labelled inputs: original "
-                   f"{100 * accuracy['original']:.2f}%, converted "
-                   f"{100 * accuracy['converted']:.2f}% (same prediction on "
-                   f"{100 * accuracy['agreement']:.1f}%)")
+        click.echo(
+            f"accuracy on {accuracy['samples']} labelled inputs: original "
+            f"{100 * accuracy['original']:.2f}%, converted "
+            f"{100 * accuracy['converted']:.2f}% (same prediction on "
+            f"{100 * accuracy['agreement']:.1f}%)"
+        )
 
 
 def prune_options(fn: Callable) -> Callable:
     """``--prune``, ``--rotation-budget``, ``--prune-per-layer``, ``--prune-score``,
     ``--recover/--no-recover``."""
-    for option in reversed([
-        click.option("--prune", "prune", type=click.FloatRange(0, 1, max_open=True),
-                     default=None,
-                     help="Prune this fraction of the conv/matmul weights in blocks shaped by "
-                          "the packing (diagonals for slots, filters for batch); needs --calib."),
-        click.option("--rotation-budget", type=click.IntRange(0), default=None,
-                     help="Slot packing: prune diagonals until the program needs at most this "
-                          "many rotations (instead of --prune's sparsity)."),
-        click.option("--prune-per-layer", is_flag=True,
-                     help="Reach the --prune sparsity in every layer, not over all weights."),
-        click.option("--prune-score", type=click.Choice(["calibrated", "magnitude"]),
-                     default="calibrated", show_default=True,
-                     help="Rank blocks by their output error on the calibration data, or by "
-                          "weight magnitude."),
-        click.option("--recover/--no-recover", default=True, show_default=True,
-                     help="Refit the surviving weights by least squares on the calibration "
-                          "data after pruning."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--prune",
+                "prune",
+                type=click.FloatRange(0, 1, max_open=True),
+                default=None,
+                help="Prune this fraction of the conv/matmul weights in blocks shaped by "
+                "the packing (diagonals for slots, filters for batch); needs --calib.",
+            ),
+            click.option(
+                "--rotation-budget",
+                type=click.IntRange(0),
+                default=None,
+                help="Slot packing: prune diagonals until the program needs at most this "
+                "many rotations (instead of --prune's sparsity).",
+            ),
+            click.option(
+                "--prune-per-layer",
+                is_flag=True,
+                help="Reach the --prune sparsity in every layer, not over all weights.",
+            ),
+            click.option(
+                "--prune-score",
+                type=click.Choice(["calibrated", "magnitude"]),
+                default="calibrated",
+                show_default=True,
+                help="Rank blocks by their output error on the calibration data, or by "
+                "weight magnitude.",
+            ),
+            click.option(
+                "--recover/--no-recover",
+                default=True,
+                show_default=True,
+                help="Refit the surviving weights by least squares on the calibration "
+                "data after pruning.",
+            ),
+        ]
+    ):
         fn = option(fn)
     return fn
 
 
-def prune_settings(prune: float | None, rotation_budget: int | None, per_layer: bool,
-                   score: str, recover: bool, packing: str, epochs: int = 0, lr: float = 1e-3):
+def prune_settings(
+    prune: float | None,
+    rotation_budget: int | None,
+    per_layer: bool,
+    score: str,
+    recover: bool,
+    packing: str,
+    epochs: int = 0,
+    lr: float = 1e-3,
+):
     """The ``PruneOptions`` the flags ask for, or ``None`` (no pruning)."""
     if prune is None and rotation_budget is None:
         return None
     from hec.prune import PruneOptions
 
-    return PruneOptions(prune if prune is not None else 0.0,
-                        "batch" if packing == "batch" else "slots", rotation_budget, per_layer,
-                        recover, epochs, lr, score)
+    return PruneOptions(
+        prune if prune is not None else 0.0,
+        "batch" if packing == "batch" else "slots",
+        rotation_budget,
+        per_layer,
+        recover,
+        epochs,
+        lr,
+        score,
+    )
 
 
 def print_pruning(report: dict[str, Any]) -> None:
     """Per layer: blocks kept, weights pruned and the compiled counts before -> after."""
     batch = report["packing"] == "batch"
-    keys = (("scalar_multiplies", "sc-mul"), ("ciphertexts", "cts")) if batch else \
-        (("plaintext_multiplies", "pt-mul"), ("rotations", "rot"), ("plaintext_bytes", "pt MB"))
+    keys = (
+        (("scalar_multiplies", "sc-mul"), ("ciphertexts", "cts"))
+        if batch
+        else (
+            ("plaintext_multiplies", "pt-mul"),
+            ("rotations", "rot"),
+            ("plaintext_bytes", "pt MB"),
+        )
+    )
     rows = []
     for r in report["layers"]:
-        row = [r["name"][:28], f"{r['blocks_kept']}/{r['blocks']} {r['block']}s",
-               f"{100 * r['weights_pruned'] / r['weights']:.1f}%",
-               f"{r['reconstruction_error']['pruned']:.3f}->"
-               f"{r['reconstruction_error']['recovered']:.3f}"]
+        row = [
+            r["name"][:28],
+            f"{r['blocks_kept']}/{r['blocks']} {r['block']}s",
+            f"{100 * r['weights_pruned'] / r['weights']:.1f}%",
+            f"{r['reconstruction_error']['pruned']:.3f}->"
+            f"{r['reconstruction_error']['recovered']:.3f}",
+        ]
         for key, _ in keys:
             if "before" in r:
                 a, b = r["before"][key], r["after"][key]
@@ -116,19 +197,30 @@ def print_pruning(report: dict[str, Any]) -> None:
     if report["layers"] and "before" in report["layers"][0]:
         heads += [h for _, h in keys]
     print_table(heads, rows)
-    click.echo(f"pruned {100 * report['sparsity']:.1f}% of {report['weights']} weights "
-               f"({report['packing']} blocks)")
+    click.echo(
+        f"pruned {100 * report['sparsity']:.1f}% of {report['weights']} weights "
+        f"({report['packing']} blocks)"
+    )
     if "totals" in report:
         b, a = report["totals"]["before"], report["totals"]["after"]
-        what = ["he_operations", "max_live_ciphertexts", "peak_bytes"] if batch else \
-            ["rotations", "plaintext_multiplies", "rotation_keys"]
-        click.echo("compiled: " + ", ".join(
-            f"{k.replace('_', ' ')} {b[k]} -> {a[k]} ({_fewer(b[k], a[k])})" for k in what)
-            + f"; estimated {b['estimated_seconds']} s -> {a['estimated_seconds']} s")
+        what = (
+            ["he_operations", "max_live_ciphertexts", "peak_bytes"]
+            if batch
+            else ["rotations", "plaintext_multiplies", "rotation_keys"]
+        )
+        click.echo(
+            "compiled: "
+            + ", ".join(
+                f"{k.replace('_', ' ')} {b[k]} -> {a[k]} ({_fewer(b[k], a[k])})" for k in what
+            )
+            + f"; estimated {b['estimated_seconds']} s -> {a['estimated_seconds']} s"
+        )
     if "accuracy" in report:
         acc = report["accuracy"]
-        click.echo(f"accuracy on {acc['samples']} labelled inputs: before pruning "
-                   f"{100 * acc['before']:.2f}%, after {100 * acc['after']:.2f}%")
+        click.echo(
+            f"accuracy on {acc['samples']} labelled inputs: before pruning "
+            f"{100 * acc['before']:.2f}%, after {100 * acc['after']:.2f}%"
+        )
 
 
 def _fewer(before: float, after: float) -> str:

@@ -19,29 +19,72 @@ __all__ = ["optimize_cmd"]
 
 @click.command("optimize")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out_path", required=True, type=click.Path(path_type=Path),
-              help="HE-friendly ONNX model to write (its report goes next to it).")
+@click.option(
+    "-o",
+    "--output",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="HE-friendly ONNX model to write (its report goes next to it).",
+)
 @conversion_options
-@click.option("--eval", "eval_path", type=click.Path(path_type=Path), default=None,
-              help="Labelled .npz (x, y) to measure accuracy on (default: the calibration "
-                   "data, when it has labels).")
-@click.option("--fine-tune", "epochs", type=click.IntRange(0), default=0, show_default=True,
-              help="Then train weights and polynomial coefficients for this many epochs "
-                   "(needs hec[train], i.e. PyTorch).")
-@click.option("--train", "train_path", type=click.Path(path_type=Path), default=None,
-              help="Labelled .npz (x, y) to fine-tune on (default: the calibration data).")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
-              help="Fine-tuning learning rate (Adam).")
+@click.option(
+    "--eval",
+    "eval_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Labelled .npz (x, y) to measure accuracy on (default: the calibration "
+    "data, when it has labels).",
+)
+@click.option(
+    "--fine-tune",
+    "epochs",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Then train weights and polynomial coefficients for this many epochs "
+    "(needs hec[train], i.e. PyTorch).",
+)
+@click.option(
+    "--train",
+    "train_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Labelled .npz (x, y) to fine-tune on (default: the calibration data).",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help="Fine-tuning learning rate (Adam).",
+)
 @prune_options
-@click.option("--packing", type=click.Choice(["slots", "batch"]), default="slots",
-              show_default=True,
-              help="The packing --prune shapes its blocks for (and counts savings in).")
-def optimize_cmd(model: Path, out_path: Path, calib: Path | None, degree: int | None,
-                 error_budget: float, margin: float, eval_path: Path | None, epochs: int,
-                 train_path: Path | None, lr: float, prune: float | None,
-                 rotation_budget: int | None, prune_per_layer: bool, prune_score: str,
-                 recover: bool,
-                 packing: str) -> None:
+@click.option(
+    "--packing",
+    type=click.Choice(["slots", "batch"]),
+    default="slots",
+    show_default=True,
+    help="The packing --prune shapes its blocks for (and counts savings in).",
+)
+def optimize_cmd(
+    model: Path,
+    out_path: Path,
+    calib: Path | None,
+    degree: int | None,
+    error_budget: float,
+    margin: float,
+    eval_path: Path | None,
+    epochs: int,
+    train_path: Path | None,
+    lr: float,
+    prune: float | None,
+    rotation_budget: int | None,
+    prune_per_layer: bool,
+    prune_score: str,
+    recover: bool,
+    packing: str,
+) -> None:
     """Replace non-polynomial activations of MODEL by calibrated polynomials (ONNX to ONNX).
 
     ReLU, LeakyReLU, GELU, SiLU, Sigmoid, Tanh, Softplus, ELU become Chebyshev polynomials
@@ -57,8 +100,9 @@ def optimize_cmd(model: Path, out_path: Path, calib: Path | None, degree: int | 
     from hec.progress import stderr_progress
 
     if calib is None:
-        raise InputError("hec optimize needs --calib DATA.npz (array x of typical inputs, "
-                         "optionally labels y)")
+        raise InputError(
+            "hec optimize needs --calib DATA.npz (array x of typical inputs, optionally labels y)"
+        )
     x, y = load_dataset(calib)
     evaluation = load_dataset(eval_path, what="evaluation data") if eval_path else None
     train = load_dataset(train_path, what="training data") if train_path else None
@@ -67,11 +111,22 @@ def optimize_cmd(model: Path, out_path: Path, calib: Path | None, degree: int | 
 
         require_torch()  # say so before calibrating, not after
     options = CompileOptions(degree=degree, error_budget=error_budget, margin=margin)
-    settings = prune_settings(prune, rotation_budget, prune_per_layer, prune_score, recover,
-                              packing, epochs,
-                              lr)
-    report = optimize(model, out_path, x, y, options, evaluation, stderr_progress(),
-                      0 if settings else epochs, train, lr, settings)
+    settings = prune_settings(
+        prune, rotation_budget, prune_per_layer, prune_score, recover, packing, epochs, lr
+    )
+    report = optimize(
+        model,
+        out_path,
+        x,
+        y,
+        options,
+        evaluation,
+        stderr_progress(),
+        0 if settings else epochs,
+        train,
+        lr,
+        settings,
+    )
     click.echo(f"wrote {out_path} and {out_path.with_suffix('.report.json')}")
     if "accuracy_before_fine_tune" in report:
         before = report["accuracy_before_fine_tune"]

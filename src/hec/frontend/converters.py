@@ -383,8 +383,15 @@ def _reduce(ctx: Context, node, attrs) -> list:
     ]
 
 
-_ACTIVATION_OPS = {"Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh",
-                   "Softplus": "softplus", "Erf": "erf", "Elu": "elu"}
+_ACTIVATION_OPS = {
+    "Relu": "relu",
+    "LeakyRelu": "leaky_relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Softplus": "softplus",
+    "Erf": "erf",
+    "Elu": "elu",
+}
 
 
 @converter(*_ACTIVATION_OPS, "Gelu")
@@ -393,8 +400,11 @@ def _activation(ctx: Context, node, attrs) -> list:
     x = ctx.value(node.input[0])
     if node.op_type == "Gelu":
         approx = attrs.get("approximate", b"none")
-        fn = "gelu_tanh" if (approx.decode() if isinstance(approx, bytes) else approx) == "tanh" \
+        fn = (
+            "gelu_tanh"
+            if (approx.decode() if isinstance(approx, bytes) else approx) == "tanh"
             else "gelu"
+        )
         return [ctx.emit("activation", [x], x.shape, {"fn": fn})]
     a = {"fn": _ACTIVATION_OPS[node.op_type]}
     if node.op_type in ("LeakyRelu", "Elu"):

@@ -18,8 +18,15 @@ __all__ = ["export_onnx"]
 IR_VERSION = 9  # accepted by onnxruntime 1.20+; matches opset 17
 HELPER = "#"  # helper nodes are named "<origin>#<step>"; origins drop the suffix on import
 
-_ACTIVATION_ONNX = {"relu": "Relu", "leaky_relu": "LeakyRelu", "sigmoid": "Sigmoid",
-                    "tanh": "Tanh", "softplus": "Softplus", "erf": "Erf", "elu": "Elu"}
+_ACTIVATION_ONNX = {
+    "relu": "Relu",
+    "leaky_relu": "LeakyRelu",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "softplus": "Softplus",
+    "erf": "Erf",
+    "elu": "Elu",
+}
 
 
 class _Writer:
@@ -43,8 +50,9 @@ class _Writer:
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def node(self, op_type: str, inputs: list[str], out: str | None = None, name: str = "",
-             **attrs) -> str:
+    def node(
+        self, op_type: str, inputs: list[str], out: str | None = None, name: str = "", **attrs
+    ) -> str:
         out = out or self.fresh(op_type.lower())
         name = name or out
         if name in self._node_names:  # ONNX wants unique node names; keep the origin readable
@@ -83,8 +91,15 @@ def _op(w: _Writer, op: Op, x: list[str], out: str, opset: int) -> None:
     k = op.kind
     if k == "conv":
         ins = [x[0], w.const(c["weight"])] + ([w.const(c["bias"])] if "bias" in c else [])
-        w.node("Conv", ins, out, name, strides=list(a["strides"]), pads=list(a["pads"]),
-               dilations=list(a["dilations"]))
+        w.node(
+            "Conv",
+            ins,
+            out,
+            name,
+            strides=list(a["strides"]),
+            pads=list(a["pads"]),
+            dilations=list(a["dilations"]),
+        )
     elif k == "matmul":
         if "bias" in c and len(op.inputs[0].shape) == 1:  # [batch, K]: Gemm, as exporters do
             w.node("Gemm", [x[0], w.const(c["weight"]), w.const(c["bias"])], out, name)
@@ -95,14 +110,22 @@ def _op(w: _Writer, op: Op, x: list[str], out: str, opset: int) -> None:
             w.node("MatMul", [x[0], w.const(c["weight"])], out, name)
     elif k in ("avgpool", "maxpool"):
         extra = {"count_include_pad": int(a["count_include_pad"])} if k == "avgpool" else {}
-        w.node("AveragePool" if k == "avgpool" else "MaxPool", [x[0]], out, name,
-               kernel_shape=list(a["kernel"]), strides=list(a["strides"]), pads=list(a["pads"]),
-               **extra)
+        w.node(
+            "AveragePool" if k == "avgpool" else "MaxPool",
+            [x[0]],
+            out,
+            name,
+            kernel_shape=list(a["kernel"]),
+            strides=list(a["strides"]),
+            pads=list(a["pads"]),
+            **extra,
+        )
     elif k == "pad":
         n = len(a["pads"]) // 2
         pads = [0, *a["pads"][:n], 0, *a["pads"][n:]]
-        w.node("Pad", [x[0], w.const(pads, np.int64), w.const(a["value"])], out, name,
-               mode=a["mode"])
+        w.node(
+            "Pad", [x[0], w.const(pads, np.int64), w.const(a["value"])], out, name, mode=a["mode"]
+        )
     elif k == "reshape":
         w.node("Reshape", [x[0], w.const([-1, *a["shape"]], np.int64)], out, name)
     elif k == "transpose":
@@ -127,8 +150,7 @@ def _op(w: _Writer, op: Op, x: list[str], out: str, opset: int) -> None:
             extra = {"alpha": a["alpha"]} if "alpha" in a else {}
             w.node(_ACTIVATION_ONNX[fn], [x[0]], out, name, **extra)
         else:  # gelu, gelu_tanh: opset 20's Gelu
-            w.node("Gelu", [x[0]], out, name,
-                   approximate="tanh" if fn == "gelu_tanh" else "none")
+            w.node("Gelu", [x[0]], out, name, approximate="tanh" if fn == "gelu_tanh" else "none")
     else:
         raise ValueError(f"cannot export tensor op {k!r} to ONNX")
 
@@ -144,18 +166,22 @@ def export_onnx(graph: Graph, opset: int = 17, producer: str = "hec") -> onnx.Mo
         names[id(v)] = v.name
     used: set[str] = set(names.values())
     for op in graph.ops:
-        out = op.result.name if op.result.name and op.result.name not in used else \
-            w.fresh(op.kind)
+        out = op.result.name if op.result.name and op.result.name not in used else w.fresh(op.kind)
         used.add(out)
         names[id(op.result)] = out
         _op(w, op, [names[id(v)] for v in op.inputs], out, opset)
-    inputs = [helper.make_tensor_value_info(v.name, TensorProto.FLOAT, ["batch", *v.shape])
-              for v in graph.inputs]
-    outs = [helper.make_tensor_value_info(names[id(v)], TensorProto.FLOAT, ["batch", *v.shape])
-            for v in graph.outputs]
+    inputs = [
+        helper.make_tensor_value_info(v.name, TensorProto.FLOAT, ["batch", *v.shape])
+        for v in graph.inputs
+    ]
+    outs = [
+        helper.make_tensor_value_info(names[id(v)], TensorProto.FLOAT, ["batch", *v.shape])
+        for v in graph.outputs
+    ]
     g = helper.make_graph(w.nodes, graph.name, inputs, outs, initializer=w.inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name=producer)
+    model = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", opset)], producer_name=producer
+    )
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     return model

@@ -199,8 +199,15 @@ class Graph:
         for v in self.inputs:
             vmap[id(v)] = g.add_input(v.name, v.type)
         for op in self.ops:
-            new = Op(op.kind, [vmap[id(v)] for v in op.inputs], [r.type for r in op.results],
-                     op.attrs, None, op.origin, [r.name for r in op.results])
+            new = Op(
+                op.kind,
+                [vmap[id(v)] for v in op.inputs],
+                [r.type for r in op.results],
+                op.attrs,
+                None,
+                op.origin,
+                [r.name for r in op.results],
+            )
             new.consts = dict(op.consts)
             g.append(new)
             for r, nr in zip(op.results, new.results, strict=True):

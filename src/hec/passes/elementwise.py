@@ -53,14 +53,20 @@ def find_regions(graph: Graph, nonlinear: Callable[[Region], bool]) -> list[Regi
         start = position[id(root.producer)] + 1 if root.producer is not None else 0
         inside, members = {id(root)}, []
         for op in graph.ops[start:]:
-            if (id(op) not in claimed and op.kind in _ELEMENTWISE and _scalar(op)
-                    and all(id(v) in inside for v in op.inputs)):
+            if (
+                id(op) not in claimed
+                and op.kind in _ELEMENTWISE
+                and _scalar(op)
+                and all(id(v) in inside for v in op.inputs)
+            ):
                 members.append(op)
                 inside.add(id(op.result))
         member_ids = {id(op) for op in members}
-        escaping = [op.result for op in members
-                    if op.result in graph.outputs
-                    or any(id(u) not in member_ids for u in op.result.uses)]
+        escaping = [
+            op.result
+            for op in members
+            if op.result in graph.outputs or any(id(u) not in member_ids for u in op.result.uses)
+        ]
         if len(escaping) != 1:
             continue
         region = Region(root, _ancestors(members, escaping[0]), escaping[0])
@@ -83,7 +89,8 @@ def _ancestors(members: list[Op], output: Value) -> list[Op]:
 def _apply(op: Op, args: list, poly_eval: Callable) -> object:
     if op.kind == "scale_shift":
         return args[0] * float(op.consts["scale"].reshape(())) + float(
-            op.consts["shift"].reshape(()))
+            op.consts["shift"].reshape(())
+        )
     if op.kind == "add":
         return args[0] + args[1]
     if op.kind == "mul":
@@ -101,8 +108,9 @@ def region_function(region: Region) -> Callable[[np.ndarray], np.ndarray]:
         for op in region.ops:
             args = [env[id(v)] for v in op.inputs]
             if op.kind == "activation":
-                env[id(op.result)] = ACTIVATIONS[op.attrs["fn"]](args[0],
-                                                                 op.attrs.get("alpha", 0.0))
+                env[id(op.result)] = ACTIVATIONS[op.attrs["fn"]](
+                    args[0], op.attrs.get("alpha", 0.0)
+                )
             else:
                 env[id(op.result)] = _apply(op, args, np.polynomial.chebyshev.chebval)
         return env[id(region.output)]
@@ -126,8 +134,9 @@ def region_polynomial(region: Region, domain: tuple[float, float]) -> Chebyshev:
     return env[id(region.output)]
 
 
-def replace_region(graph: Graph, region: Region, domain: tuple[float, float],
-                   coeffs: np.ndarray, attrs: dict) -> Value:
+def replace_region(
+    graph: Graph, region: Region, domain: tuple[float, float], coeffs: np.ndarray, attrs: dict
+) -> Value:
     """Replace ``region`` by ``t = affine(root)`` (``domain`` → [-1, 1]) and ``poly(t)``."""
     a, b = domain
     shape = region.root.type.shape
@@ -136,13 +145,29 @@ def replace_region(graph: Graph, region: Region, domain: tuple[float, float],
     t = region.root
     if (a, b) != (-1.0, 1.0):
         alpha, beta = 2.0 / (b - a), -(a + b) / (b - a)
-        new_ops.append(Op("scale_shift", [t], [TensorType(shape)], {},
-                          {"scale": np.array(alpha), "shift": np.array(beta)}, region.origin,
-                          [f"{region.output.name}/t"]))
+        new_ops.append(
+            Op(
+                "scale_shift",
+                [t],
+                [TensorType(shape)],
+                {},
+                {"scale": np.array(alpha), "shift": np.array(beta)},
+                region.origin,
+                [f"{region.output.name}/t"],
+            )
+        )
         t = new_ops[-1].result
-    new_ops.append(Op("poly", [t], [TensorType(shape)],
-                      {"coeffs": tuple(float(c) for c in coeffs), **attrs}, None, region.origin,
-                      [region.output.name]))
+    new_ops.append(
+        Op(
+            "poly",
+            [t],
+            [TensorType(shape)],
+            {"coeffs": tuple(float(c) for c in coeffs), **attrs},
+            None,
+            region.origin,
+            [region.output.name],
+        )
+    )
     result = new_ops[-1].result
     graph.replace_all_uses_with(region.output, result)
     for op in reversed(region.ops):

@@ -64,8 +64,11 @@ class FusePolynomials:
 
     def run(self, graph: Graph) -> bool:
         def wanted(region: Region) -> bool:
-            return (("mul" in region.kinds or "poly" in region.kinds)
-                    and "activation" not in region.kinds and not _canonical(region))
+            return (
+                ("mul" in region.kinds or "poly" in region.kinds)
+                and "activation" not in region.kinds
+                and not _canonical(region)
+            )
 
         changed = False
         for region in find_regions(graph, wanted):
@@ -76,8 +79,11 @@ class FusePolynomials:
             coef = coef[: max(1, int(np.flatnonzero(np.abs(coef) > tol).max(initial=0)) + 1)]
             if len(coef) - 1 > self.max_degree:
                 continue
-            attrs = {k: v for k, v in region.ops[-1].attrs.items() if k != "coeffs"} \
-                if region.ops[-1].kind == "poly" else {}
+            attrs = (
+                {k: v for k, v in region.ops[-1].attrs.items() if k != "coeffs"}
+                if region.ops[-1].kind == "poly"
+                else {}
+            )
             replace_region(graph, region, domain, coef, attrs)
             changed = True
         return changed

@@ -56,16 +56,25 @@ def depth_efficient_degrees(max_depth: int = 7) -> list[int]:
     return [2] + [max_degree_for_depth(d) for d in range(3, max_depth + 1)]
 
 
-def fit_chebyshev(f: Callable[[np.ndarray], np.ndarray], samples: np.ndarray,
-                  interval: tuple[float, float], degree: int,
-                  grid_weight: float = 0.1, grid_points: int = 256) -> Fit:
+def fit_chebyshev(
+    f: Callable[[np.ndarray], np.ndarray],
+    samples: np.ndarray,
+    interval: tuple[float, float],
+    degree: int,
+    grid_weight: float = 0.1,
+    grid_points: int = 256,
+) -> Fit:
     a, b = interval
     x = np.asarray(samples, dtype=np.float64).ravel()
     x = x[(x >= a) & (x <= b)]  # outside, T_k grows like cosh: such samples would dominate
     grid = np.linspace(a, b, grid_points)
     pts = np.concatenate([x, grid])
-    w = np.concatenate([np.full(x.size, (1.0 - grid_weight) / max(x.size, 1)),
-                        np.full(grid.size, grid_weight / grid.size)])
+    w = np.concatenate(
+        [
+            np.full(x.size, (1.0 - grid_weight) / max(x.size, 1)),
+            np.full(grid.size, grid_weight / grid.size),
+        ]
+    )
     t = (2.0 * pts - (a + b)) / (b - a)
     V = np.polynomial.chebyshev.chebvander(t, degree) * np.sqrt(w)[:, None]
     coeffs = scipy.linalg.lstsq(V, f(pts) * np.sqrt(w))[0]
@@ -77,7 +86,11 @@ def fit_chebyshev(f: Callable[[np.ndarray], np.ndarray], samples: np.ndarray,
     dense = np.linspace(a, b, 4097)
     i = int(np.argmax(np.abs(fit(dense) - f(dense))))
     fine = np.linspace(dense[max(i - 1, 0)], dense[min(i + 1, dense.size - 1)], 4097)
-    worst = max(float(np.abs(err).max()), float(np.abs(fit(dense) - f(dense)).max()),
-                float(np.abs(fit(fine) - f(fine)).max()))
-    return Fit(coeffs, (a, b), float(np.sqrt(np.mean(err**2))), worst,
-               float(np.sqrt(np.mean(fx**2))))
+    worst = max(
+        float(np.abs(err).max()),
+        float(np.abs(fit(dense) - f(dense)).max()),
+        float(np.abs(fit(fine) - f(fine)).max()),
+    )
+    return Fit(
+        coeffs, (a, b), float(np.sqrt(np.mean(err**2))), worst, float(np.sqrt(np.mean(fx**2)))
+    )

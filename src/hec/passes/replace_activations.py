@@ -74,11 +74,16 @@ class ReplaceActivations:
             changed = True
         for region in find_regions(graph, lambda r: "activation" in r.kinds):
             fit = self.fit(region)
-            sources = "+".join(dict.fromkeys(op.attrs["fn"] for op in region.ops
-                                             if op.kind == "activation"))
-            attrs = {"source": sources, "interval": tuple(round(v, 6) for v in fit.interval),
-                     "fit_rms": round(fit.rms_error, 8), "fit_max": round(fit.max_error, 8),
-                     "outside_err": round(_outside_error(fit, region_function(region)), 6)}
+            sources = "+".join(
+                dict.fromkeys(op.attrs["fn"] for op in region.ops if op.kind == "activation")
+            )
+            attrs = {
+                "source": sources,
+                "interval": tuple(round(v, 6) for v in fit.interval),
+                "fit_rms": round(fit.rms_error, 8),
+                "fit_max": round(fit.max_error, 8),
+                "outside_err": round(_outside_error(fit, region_function(region)), 6),
+            }
             replace_region(graph, region, fit.interval, fit.coeffs, attrs)
             changed = True
         return changed
@@ -93,9 +98,15 @@ class ReplaceActivations:
         scale, shift = st.max_from_average
         bcast = (-1,) + (1,) * (len(op.result.shape) - 1)
         users = list(op.result.uses)
-        fix = Op("scale_shift", [op.result], [op.result.type], {"replaces": "maxpool"},
-                 {"scale": scale.reshape(bcast), "shift": shift.reshape(bcast)}, op.origin,
-                 [f"{op.result.name}/max"])
+        fix = Op(
+            "scale_shift",
+            [op.result],
+            [op.result.type],
+            {"replaces": "maxpool"},
+            {"scale": scale.reshape(bcast), "shift": shift.reshape(bcast)},
+            op.origin,
+            [f"{op.result.name}/max"],
+        )
         graph.ops.insert(graph.ops.index(op) + 1, fix)
         for user in users:
             user.inputs = [fix.result if v is op.result else v for v in user.inputs]
@@ -108,7 +119,8 @@ class ReplaceActivations:
         if st is None:
             raise CalibrationMissing(
                 f"node '{region.origin}': {_describe(region)} needs a polynomial replacement "
-                f"fitted on calibration data; pass --calib DATA.npz (array x of inputs)")
+                f"fitted on calibration data; pass --calib DATA.npz (array x of inputs)"
+            )
         width = max(st.high - st.low, 1e-6)
         interval = (st.low - self.margin * width, st.high + self.margin * width)
         f = region_function(region)

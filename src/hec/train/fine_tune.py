@@ -16,9 +16,17 @@ from hec.train import require_torch
 __all__ = ["fine_tune"]
 
 
-def fine_tune(graph: Graph, x: np.ndarray, y: np.ndarray, epochs: int = 5, lr: float = 1e-3,
-              batch_size: int = 64, seed: int = 0, progress: ProgressFn = no_progress,
-              masks: dict[int, np.ndarray] | None = None) -> list[float]:
+def fine_tune(
+    graph: Graph,
+    x: np.ndarray,
+    y: np.ndarray,
+    epochs: int = 5,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: ProgressFn = no_progress,
+    masks: dict[int, np.ndarray] | None = None,
+) -> list[float]:
     """Train ``graph``'s constants in place; returns the mean loss of each epoch.
 
     ``masks``: ``id(op) -> bool array`` over an op's ``weight``; weights outside the mask stay
@@ -30,8 +38,11 @@ def fine_tune(graph: Graph, x: np.ndarray, y: np.ndarray, epochs: int = 5, lr: f
     torch.manual_seed(seed)
     model = TorchGraph(graph)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    fixed = [(model.params[f"op{i}_weight"], torch.tensor(masks[id(op)]))
-             for i, op in enumerate(graph.ops) if masks and id(op) in masks]
+    fixed = [
+        (model.params[f"op{i}_weight"], torch.tensor(masks[id(op)]))
+        for i, op in enumerate(graph.ops)
+        if masks and id(op) in masks
+    ]
     xt = torch.tensor(np.asarray(x, dtype=np.float32))
     yt = torch.tensor(np.asarray(y, dtype=np.int64))
     gen = torch.Generator().manual_seed(seed)
@@ -40,7 +51,7 @@ def fine_tune(graph: Graph, x: np.ndarray, y: np.ndarray, epochs: int = 5, lr: f
         order = torch.randperm(len(xt), generator=gen)
         total = 0.0
         for start in range(0, len(xt), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             logits = model(xt[idx]).reshape(len(idx), -1)
             loss = torch.nn.functional.cross_entropy(logits, yt[idx])
             opt.zero_grad()

@@ -35,8 +35,10 @@ def _windows_sum(x, kernel, strides):
     out_sp = [(x.shape[2 + i] - kernel[i]) // strides[i] + 1 for i in range(nd)]
     total = 0
     for kpos in itertools.product(*(range(k) for k in kernel)):
-        sl = tuple(slice(kpos[i], kpos[i] + strides[i] * (out_sp[i] - 1) + 1, strides[i])
-                   for i in range(nd))
+        sl = tuple(
+            slice(kpos[i], kpos[i] + strides[i] * (out_sp[i] - 1) + 1, strides[i])
+            for i in range(nd)
+        )
         total = total + x[(slice(None), slice(None), *sl)]
     return total
 
@@ -53,10 +55,12 @@ class TorchGraph(torch.nn.Module):
         for i, op in enumerate(graph.ops):
             for name, arr in op.consts.items():
                 self.params[f"op{i}_{name}"] = torch.nn.Parameter(
-                    torch.tensor(np.asarray(arr, dtype=np.float32)))
+                    torch.tensor(np.asarray(arr, dtype=np.float32))
+                )
             if op.kind == "poly":
                 self.params[f"op{i}_coeffs"] = torch.nn.Parameter(
-                    torch.tensor(np.asarray(op.attrs["coeffs"], dtype=np.float32)))
+                    torch.tensor(np.asarray(op.attrs["coeffs"], dtype=np.float32))
+                )
 
     def forward(self, x):
         env = {id(self.graph.inputs[0]): x}
@@ -72,8 +76,13 @@ class TorchGraph(torch.nn.Module):
         if k == "conv":
             conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[x.dim() - 2]
             bias = self._p(i, "bias") if "bias" in op.consts else None
-            return conv(_pad_spatial(x, a["pads"]), self._p(i, "weight"), bias,
-                        stride=a["strides"], dilation=a["dilations"])
+            return conv(
+                _pad_spatial(x, a["pads"]),
+                self._p(i, "weight"),
+                bias,
+                stride=a["strides"],
+                dilation=a["dilations"],
+            )
         if k == "matmul":
             y = x @ self._p(i, "weight")
             return y + self._p(i, "bias") if "bias" in op.consts else y
@@ -88,10 +97,17 @@ class TorchGraph(torch.nn.Module):
             widths = []
             for j in reversed(range(n)):
                 widths += [a["pads"][j], a["pads"][j + n]]
-            mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate",
-                    "wrap": "circular"}[a["mode"]]
-            return F.pad(x, widths, mode=mode, value=a["value"]) if mode == "constant" else \
-                F.pad(x, widths, mode=mode)
+            mode = {
+                "constant": "constant",
+                "reflect": "reflect",
+                "edge": "replicate",
+                "wrap": "circular",
+            }[a["mode"]]
+            return (
+                F.pad(x, widths, mode=mode, value=a["value"])
+                if mode == "constant"
+                else F.pad(x, widths, mode=mode)
+            )
         if k == "reshape":
             return x.reshape(x.shape[0], *a["shape"])
         if k == "transpose":
