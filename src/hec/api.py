@@ -19,8 +19,8 @@ from hec.backend_openfhe import (
 )
 from hec.backend_openfhe.batch_memory import (
     PROCESS_BASELINE,
+    bound_plan,
     check_fits,
-    inputs_plan,
     machine_memory,
     plan_memory,
 )
@@ -265,9 +265,9 @@ def _batch_report(graph: Graph, params, options: CompileOptions) -> dict:
     min_ring = min_ring_dim(
         params.depth, options.scaling_bits, options.first_mod_bits, options.security
     )
-    # the inputs alone first: a model far too large is refused before it is scheduled
+    # a lower bound first: a model far too large is refused before it is scheduled
     check_fits(
-        inputs_plan(graph, params), params, limit, PROCESS_BASELINE, "compile", min_ring, what
+        bound_plan(graph, params), params, limit, PROCESS_BASELINE, "compile", min_ring, what
     )
     planned = plan_memory(graph, params)
     check_fits(planned.plan, params, limit, PROCESS_BASELINE, "compile", min_ring, what)
@@ -390,14 +390,15 @@ def _run_batch(
     groups = range(0, len(xb), params.slots)
     for g, start in enumerate(groups):
         chunk = xb[start : start + params.slots]
-        t = time.perf_counter()
-        cts = client.encrypt_elements(chunk)
-        totals["encrypt"] += time.perf_counter() - t
+        # each input ciphertext is encrypted when the evaluation first reads it (and freed
+        # after its last reader), so the inputs are never all alive at once
+        source = client.element_encryptor(chunk)
         t = time.perf_counter()
         stage = f"eval {g + 1}/{len(groups)}"
-        out = server.evaluate(cts, lambda d, n, stage=stage: progress(stage, d, n))
-        del cts
-        totals["evaluate"] += time.perf_counter() - t
+        out = server.evaluate(source, lambda d, n, stage=stage: progress(stage, d, n))
+        totals["evaluate"] += time.perf_counter() - t - source.seconds
+        totals["encrypt"] += source.seconds
+        del source
         t = time.perf_counter()
         dec = client.decrypt_elements(out, len(chunk))
         del out

@@ -15,6 +15,7 @@ import hec
 from hec.backend_openfhe.batch_memory import ciphertext_bytes, machine_memory, relin_key_bytes
 from hec.backend_openfhe.batch_schedule import (
     element_graph,
+    late_inputs,
     liveness,
     program_order,
     schedule,
@@ -54,11 +55,19 @@ def test_schedules_read_only_computed_ciphertexts_and_free_them_after_last_use(n
     demand = schedule(eg, lambda level, parts: 1)[0]
     w = waves(eg, demand, window=7)
     for s in (demand, liveness(eg, program_order(eg), "program"), wave_schedule(eg, w)):
-        alive = set(np.flatnonzero(eg.op_of < 0).tolist()) - set(s.free_first)
+        alive: set[int] = set()
+        loaded = [ct for load in s.load_before for ct in load]
+        assert len(loaded) == len(set(loaded))  # each input is brought in once
+        late = late_inputs(eg, s)  # outputs that are inputs nothing reads
+        assert set(loaded) | set(s.free_first) | set(late) == set(
+            np.flatnonzero(eg.op_of < 0).tolist()
+        )
         for k, ct in enumerate(s.order.tolist()):
+            alive |= set(s.load_before[k])
             assert set(eg.deps[ct].tolist()) <= alive, f"{s.kind}: task {ct} reads a dead input"
             alive.add(ct)
             alive -= set(s.free_after[k])
+        alive |= set(late)
         assert set(eg.outputs.tolist()) <= alive  # outputs are never freed
         assert len(alive) == len(set(eg.outputs.tolist()))  # everything else is
 
@@ -84,6 +93,23 @@ def test_demand_order_keeps_fewer_ciphertexts_alive_on_cryptonets() -> None:
     assert demand.kind == "demand" and peak < program_peak / 2
 
 
+def test_inputs_are_brought_in_at_their_first_reader_not_all_at_the_start() -> None:
+    """A 3x3 convolution over a 16x16 input reads it a few rows at a time: the input rows come
+    in as the demand order reaches them and go after their last window."""
+    b = ModelBuilder((1, 16, 16))
+    h = b.node("Conv", ["input", b.weight(1, 1, 3, 3)])
+    h = b.node("Flatten", [b.node("Mul", [h, h])])
+    model = b.build(b.node("Gemm", [h, b.weight(14 * 14, 2)]))
+    eg = element_graph(_program(model))
+    s, _ = schedule(eg, lambda level, parts: 1, only="demand")
+    inputs_alive, most = 0, 0
+    for k in range(len(s.order)):
+        inputs_alive += len(s.load_before[k])
+        most = max(most, inputs_alive)
+        inputs_alive -= sum(eg.op_of[ct] < 0 for ct in s.free_after[k])
+    assert inputs_alive == 0 and most < eg.n_inputs / 4  # never all 256 alive at once
+
+
 @pytest.mark.parametrize("depth", [2, 5])
 def test_key_and_ciphertext_sizes_match_openfhe(depth: int, tmp_path) -> None:
     import openfhe
@@ -104,9 +130,11 @@ def test_key_and_ciphertext_sizes_match_openfhe(depth: int, tmp_path) -> None:
 
 
 def test_compile_refuses_a_model_larger_than_the_machine_with_the_figure(tmp_path) -> None:
-    """The input ciphertexts alone exceed this machine's memory: refused before any key."""
+    """The output ciphertexts alone exceed this machine's memory: refused before scheduling.
+
+    (The inputs need not all fit: each is brought in just before its first reader.)"""
     total, _ = machine_memory()
-    n = int(total / (2 * 16384 * 2 * 8)) + 1000  # depth-1 ciphertexts at ring 2^14
+    n = int(total / (2 * 16384 * 1 * 8)) + 1000  # outputs at level 1 of depth 1, ring 2^14
     b = ModelBuilder((n,))
     h = b.node("Mul", ["input", "input"])
     model = b.build(h)
@@ -117,7 +145,7 @@ def test_compile_refuses_a_model_larger_than_the_machine_with_the_figure(tmp_pat
 
 
 def test_compile_refuses_beyond_the_memory_limit_with_the_predicted_figure(tmp_path) -> None:
-    options = hec.CompileOptions(packing="batch", memory_limit=300_000_000)
+    options = hec.CompileOptions(packing="batch", memory_limit=350_000_000)
     with pytest.raises(ResourceError, match=r"about 0\.[34] GB at its peak .* ring 2\^14"):
         hec.compile(EXAMPLE / "model.onnx", tmp_path / "out", options)
 

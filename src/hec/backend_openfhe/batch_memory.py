@@ -16,10 +16,14 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from hec.backend_openfhe.batch_schedule import (
+    ROW_OPS,
     ElementGraph,
     Schedule,
     element_graph,
+    late_inputs,
     peak_bytes,
     schedule,
     wave_schedule,
@@ -37,7 +41,7 @@ __all__ = [
     "relin_key_bytes",
     "machine_memory",
     "check_fits",
-    "inputs_plan",
+    "bound_plan",
     "PROCESS_BASELINE",
 ]
 
@@ -157,33 +161,46 @@ def plan_memory(program: Graph, params: CKKSParams, threads: int = 1) -> Planned
     return Planned(plan, eg, sched, w)
 
 
-def inputs_plan(program: Graph, params: CKKSParams) -> MemoryPlan:
-    """A lower bound, without scheduling: the input ciphertexts all exist before evaluation.
+def bound_plan(program: Graph, params: CKKSParams) -> MemoryPlan:
+    """A lower bound, without scheduling: the outputs all exist when evaluation ends, and the
+    inputs of a ``weighted_sum`` or ``signed_sum`` row all exist when it runs.
 
     Checked first, so a model far too large is refused before its element graph is built.
     """
-    n = sum(v.type.size for v in program.inputs)
-    size = ciphertext_bytes(params, 0)
+    outputs = sum(v.type.size for v in program.outputs)
+    out_bytes = sum(
+        v.type.size * ciphertext_bytes(params, v.type.level, v.type.parts) for v in program.outputs
+    )
+    widest, wide_bytes = 0, 0
+    for op in program.ops:
+        if op.kind in ROW_OPS and len(op.consts["indptr"]) > 1:
+            n = int(np.diff(op.consts["indptr"]).max()) + 1  # its inputs and the row
+            x = op.inputs[0].type
+            b = (n - 1) * ciphertext_bytes(params, x.level, x.parts) + ciphertext_bytes(
+                params, op.result.type.level, op.result.type.parts
+            )
+            if b > wide_bytes:
+                widest, wide_bytes = n, b
+    n_in = sum(v.type.size for v in program.inputs)
     return MemoryPlan(
-        schedule="inputs only (lower bound)",
+        schedule="lower bound (outputs, widest row)",
         ciphertexts_computed=0,
-        input_ciphertexts=n,
-        output_ciphertexts=0,
-        max_live_ciphertexts=n,
-        ciphertext_bytes=size,
-        peak_ciphertext_bytes=n * size,
+        input_ciphertexts=n_in,
+        output_ciphertexts=outputs,
+        max_live_ciphertexts=max(outputs, widest),
+        ciphertext_bytes=ciphertext_bytes(params, 0),
+        peak_ciphertext_bytes=max(out_bytes, wide_bytes),
         key_bytes=relin_key_bytes(params),
     )
 
 
 def _max_live(eg: ElementGraph, s: Schedule) -> int:
-    live = eg.n_inputs - len(s.free_first)
-    peak = live
+    live = peak = 0
     for k in range(len(s.order)):
-        live += 1
+        live += 1 + len(s.load_before[k])
         peak = max(peak, live)
         live -= len(s.free_after[k])
-    return peak
+    return max(peak, live + len(late_inputs(eg, s)))
 
 
 def machine_memory() -> tuple[int, int]:

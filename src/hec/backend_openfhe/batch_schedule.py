@@ -14,7 +14,11 @@ Two orders are considered and the one with the smaller predicted peak is kept:
   dependency graph), which computes each value just before its first consumer needs it, so a
   pooling window or a dense row consumes its inputs soon after they exist.
 
-A ciphertext is freed right after its last reader (``free_after``); outputs stay.
+A ciphertext is freed right after its last reader (``free_after``); outputs stay. An input
+ciphertext is brought in just before its first reader (``load_before``): the evaluator asks its
+source for it then (the client encrypts it, or it is read), so the inputs are not all alive
+when evaluation starts; without that, LeNet-5's 784 input ciphertexts alone would hold half of
+a pruned model's peak.
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ import numpy as np
 from hec.ir import Graph, Op
 from hec.ir.batch_ops import sparse_matrix
 
-__all__ = ["ElementGraph", "Schedule", "element_graph", "liveness", "program_order", "schedule"]
+__all__ = [
+    "ElementGraph",
+    "Schedule",
+    "element_graph",
+    "late_inputs",
+    "liveness",
+    "program_order",
+    "schedule",
+]
 
 ROW_OPS = ("weighted_sum", "signed_sum")
 CtBytes = Callable[[int, int], int]  # (level, parts) -> bytes of one ciphertext
@@ -70,14 +82,17 @@ class Schedule:
     Attributes:
         order: the ciphertexts to compute, in order.
         free_after: ``free_after[k]`` lists the ciphertexts to drop after computing ``order[k]``.
-        free_first: inputs nothing reads (dropped before evaluation starts).
+        free_first: inputs nothing reads (never brought in).
         kind: ``"program"`` or ``"demand"``.
+        load_before: ``load_before[k]`` lists the input ciphertexts to bring in before
+            computing ``order[k]`` (those ``order[k]`` is the first to read).
     """
 
     order: np.ndarray
     free_after: list[list[int]]
     free_first: list[int]
     kind: str
+    load_before: list[list[int]]
 
 
 def element_graph(program: Graph) -> ElementGraph:
@@ -185,10 +200,13 @@ def program_order(eg: ElementGraph) -> np.ndarray:
 
 
 def liveness(eg: ElementGraph, order: np.ndarray, kind: str) -> Schedule:
-    """When each ciphertext dies under ``order``."""
+    """When each input ciphertext is brought in and each ciphertext dies under ``order``."""
     last = np.full(len(eg.op_of), -1, dtype=np.int64)
+    first = np.full(len(eg.op_of), -1, dtype=np.int64)
     for k, ct in enumerate(order):
-        last[eg.deps[ct]] = k
+        d = eg.deps[ct]
+        last[d] = k
+        first[d[first[d] < 0]] = k
     keep = np.zeros(len(eg.op_of), dtype=bool)
     keep[eg.outputs] = True
     free_after: list[list[int]] = [[] for _ in order]
@@ -196,7 +214,17 @@ def liveness(eg: ElementGraph, order: np.ndarray, kind: str) -> Schedule:
         free_after[last[ct]].append(int(ct))
     inputs = np.flatnonzero(eg.op_of < 0)
     free_first = [int(ct) for ct in inputs if last[ct] < 0 and not keep[ct]]
-    return Schedule(order, free_after, free_first, kind)
+    load_before: list[list[int]] = [[] for _ in order]
+    for ct in inputs:
+        if first[ct] >= 0:
+            load_before[first[ct]].append(int(ct))
+    return Schedule(order, free_after, free_first, kind, load_before)
+
+
+def late_inputs(eg: ElementGraph, s: Schedule) -> list[int]:
+    """Inputs that are outputs and nothing reads: brought in at the end, with the outputs."""
+    loaded = {ct for load in s.load_before for ct in load}
+    return sorted({int(ct) for ct in eg.outputs if eg.op_of[ct] < 0 and int(ct) not in loaded})
 
 
 def schedule(
@@ -234,17 +262,15 @@ def peak_bytes(
     top = int(eg.level_of.max(initial=0)) + 1
     size = np.array([[ct_bytes(lv, parts) for parts in range(4)] for lv in range(top)])
     sizes = size[eg.level_of, eg.parts_of]
-    inputs = np.flatnonzero(eg.op_of < 0)
-    live = int(sizes[inputs].sum() - sizes[s.free_first].sum())
-    peak = live
+    live = peak = 0
     ops = eg.program.ops
     for k, ct in enumerate(s.order):
-        live += int(sizes[ct])
+        live += int(sizes[ct]) + int(sizes[s.load_before[k]].sum())
         extra = 0 if transient is None else transient(ops[eg.op_of[ct]], int(eg.level_of[ct]))
         peak = max(peak, live + extra)
         if s.free_after[k]:
             live -= int(sizes[s.free_after[k]].sum())
-    return peak
+    return max(peak, live + int(sizes[late_inputs(eg, s)].sum()))
 
 
 # -- parallel waves ---------------------------------------------------------------------------
@@ -306,13 +332,17 @@ def waves(eg: ElementGraph, s: Schedule, window: int) -> list[list[np.ndarray]]:
 
 
 def wave_schedule(eg: ElementGraph, w: list[list[np.ndarray]]) -> Schedule:
-    """The schedule running ``w`` wave by wave, each ciphertext freed at the end of the wave
-    holding its last reader (a wave's chains run in several processes at once)."""
+    """The schedule running ``w`` wave by wave, each input brought in at the start of the wave
+    holding its first reader and each ciphertext freed at the end of the wave holding its last
+    (a wave's chains run in several processes at once)."""
     order = np.concatenate([ch for wave in w for ch in wave]) if w else np.zeros(0, np.int64)
     s = liveness(eg, order, "waves")
     ends = np.cumsum([sum(len(ch) for ch in wave) for wave in w]) - 1
     wave_of = np.searchsorted(ends, np.arange(len(order)))
+    starts = ends - np.array([sum(len(ch) for ch in wave) for wave in w]) + 1
     free_after: list[list[int]] = [[] for _ in order]
-    for k, dead in enumerate(s.free_after):
+    load_before: list[list[int]] = [[] for _ in order]
+    for k, (dead, load) in enumerate(zip(s.free_after, s.load_before, strict=True)):
         free_after[int(ends[wave_of[k]])].extend(dead)
-    return Schedule(order, free_after, s.free_first, "waves")
+        load_before[int(starts[wave_of[k]])].extend(load)
+    return Schedule(order, free_after, s.free_first, "waves", load_before)

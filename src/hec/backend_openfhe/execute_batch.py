@@ -5,25 +5,40 @@ Each task computes one ciphertext: a row of a ``weighted_sum`` is a multiply-acc
 and subtractions, element-wise ops one call each. Not ``EvalLinearWSum``: it clones every input
 before summing, which for a dense row of 400 inputs holds 400 extra ciphertexts (1.8 GB at ring
 2^15) for no gain in time (measured); the loop holds two. A ciphertext is dropped as soon as
-its last reader has run (``Schedule.free_after``), which is what keeps thousands of them within
-memory. Plain scalars are passed as Python floats: OpenFHE encodes them on the fly, so no
-plaintext is stored.
+its last reader has run (``Schedule.free_after``), and an input ciphertext is taken from its
+source only just before its first reader (``Schedule.load_before``): with a source that
+encrypts or reads on demand (``Client.element_encryptor``), the inputs are never all alive at
+once. That is what keeps thousands of ciphertexts within memory. Plain scalars are passed as
+Python floats: OpenFHE encodes them on the fly, so no plaintext is stored.
 Needs the relinearization key only (no rotation keys exist in batch packing).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
-from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule
+from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule, late_inputs
 from hec.backend_openfhe.execute import openfhe_chebyshev
 from hec.ir import Op
 
-__all__ = ["BatchExecutor"]
+__all__ = ["BatchExecutor", "InputSource"]
 
 ProgressFn = Callable[[int, int], None]
+
+
+class InputSource(Protocol):
+    """The ciphertexts of one program input, element by element (a list will do).
+
+    Element ``e`` is read once, when first needed, then set to ``None``: a list lets go of
+    it; a source that encrypts (or reads) on ``source[e]`` holds nothing until then.
+    """
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, e: int) -> object: ...
+    def __setitem__(self, e: int, value: object) -> None: ...
 
 
 class BatchExecutor:
@@ -33,37 +48,49 @@ class BatchExecutor:
         self.cc = cc
         self.eg = eg
         self.schedule = schedule
-        self._inputs = {id(v): eg.ct_of[id(v)] for v in eg.program.inputs}
+        # per input ciphertext: (program input, element)
+        self._input_of = {
+            int(ct): (i, e)
+            for i, v in enumerate(eg.program.inputs)
+            for e, ct in enumerate(eg.ct_of[id(v)].tolist())
+        }
         self._operands = [[eg.ct_of[id(x)] for x in op.inputs] for op in eg.program.ops]
 
-    def run(self, inputs: list[list], progress: ProgressFn | None = None) -> list[list]:
+    def run(self, inputs: list[InputSource], progress: ProgressFn | None = None) -> list[list]:
         """``inputs[i][e]`` is element ``e`` of program input ``i``; returns the outputs alike.
 
-        The input lists are emptied: the evaluator owns the ciphertexts from then on, so that
-        each can be freed after its last reader (a caller's list would keep them all alive).
+        Each input element is read when first needed and its entry set to ``None``: the
+        evaluator owns the ciphertext from then on, so that it can be freed after its last
+        reader (a caller's list would keep them all alive).
         """
-        env = self._take_inputs(inputs)
+        self._check_inputs(inputs)
+        env: dict[int, object] = {}
         order, free_after = self.schedule.order, self.schedule.free_after
         n = len(order)
         step = max(1, n // 200)
         for k, ct in enumerate(order.tolist()):
+            self.load(self.schedule.load_before[k], inputs, env)
             env[ct] = self.compute(ct, env)
             for dead in free_after[k]:
                 del env[dead]
             if progress is not None and (k % step == 0 or k == n - 1):
                 progress(k + 1, n)
+        self.load(late_inputs(self.eg, self.schedule), inputs, env)
         return [[env[ct] for ct in self.eg.ct_of[id(v)].tolist()] for v in self.eg.program.outputs]
 
-    def _take_inputs(self, inputs: list[list]) -> dict[int, object]:
-        env: dict[int, object] = {}
+    def _check_inputs(self, inputs: list[InputSource]) -> None:
         for v, cts in zip(self.eg.program.inputs, inputs, strict=True):
             if len(cts) != v.type.size:
                 raise ValueError(f"input {v.name}: {len(cts)} ciphertexts for {v.type.size}")
-            env.update(zip(self._inputs[id(v)].tolist(), cts, strict=True))
-            cts.clear()
-        for ct in self.schedule.free_first:
-            del env[ct]
-        return env
+
+    def load(self, cts: list[int], inputs: list[InputSource], env: dict[int, object]) -> None:
+        """Bring input ciphertexts ``cts`` into ``env`` from their sources."""
+        for ct in cts:
+            i, e = self._input_of[ct]
+            env[ct] = inputs[i][e]
+            if env[ct] is None:
+                raise ValueError(f"input element {e} was already taken from its source")
+            inputs[i][e] = None
 
     def compute(self, ct: int, env: dict[int, object]):
         """The ciphertext ``ct`` from the ciphertexts it reads (all present in ``env``)."""

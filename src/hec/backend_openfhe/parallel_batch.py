@@ -30,8 +30,8 @@ import tempfile
 import numpy as np
 
 from hec._environment import load_openfhe
-from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule
-from hec.backend_openfhe.execute_batch import BatchExecutor, ProgressFn
+from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule, late_inputs
+from hec.backend_openfhe.execute_batch import BatchExecutor, InputSource, ProgressFn
 
 __all__ = ["ParallelBatchExecutor", "WINDOW"]
 
@@ -79,19 +79,28 @@ class ParallelBatchExecutor(BatchExecutor):
             [d for ch in wave for ct in ch.tolist() for d in schedule.free_after[position[ct]]]
             for wave in waves
         ]
+        self._loads = [
+            [d for ch in wave for ct in ch.tolist() for d in schedule.load_before[position[ct]]]
+            for wave in waves
+        ]
 
-    def run(self, inputs: list[list], progress: ProgressFn | None = None) -> list[list]:
-        first = inputs[0][0]
-        self._zeros = {(0, 1, 2): self.cc.EvalSub(first, first)}  # a zero made here
-        env = self._take_inputs(inputs)
+    def run(self, inputs: list[InputSource], progress: ProgressFn | None = None) -> list[list]:
+        self._check_inputs(inputs)
+        env: dict[int, object] = {}
+        self._zeros = {}
         done, total = 0, len(self.schedule.order)
-        for wave, dead in zip(self._waves, self._dead, strict=True):
+        for wave, dead, load in zip(self._waves, self._dead, self._loads, strict=True):
+            self.load(load, inputs, env)  # before the fork: the workers inherit them
+            if not self._zeros and load:
+                first = env[load[0]]
+                self._zeros = {(0, 1, 2): self.cc.EvalSub(first, first)}  # a zero made here
             self._run_wave(wave, env)
             for ct in dead:
                 env.pop(ct, None)
             done += sum(len(c) for c in wave)
             if progress is not None:
                 progress(done, total)
+        self.load(late_inputs(self.eg, self.schedule), inputs, env)
         return [[env[ct] for ct in self.eg.ct_of[id(v)].tolist()] for v in self.eg.program.outputs]
 
     def _chain(self, chain: np.ndarray, env: dict[int, object]) -> object:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.batch_memory import MemoryPlan, Planned, plan_memory
-from hec.backend_openfhe.execute_batch import BatchExecutor, ProgressFn
+from hec.backend_openfhe.execute_batch import BatchExecutor, InputSource, ProgressFn
 
 __all__ = ["BatchServer"]
 
@@ -52,9 +52,11 @@ class BatchServer:
         this one (0 with one thread)."""
         return getattr(self._executor, "worker_peak_bytes", 0)
 
-    def evaluate(self, cts: list, progress: ProgressFn | None = None) -> list:
-        """``cts``: one ciphertext per input element; returns one per output element.
+    def evaluate(self, cts: InputSource, progress: ProgressFn | None = None) -> list:
+        """``cts``: one ciphertext per input element (a list, or a source that encrypts or
+        reads each when asked: ``Client.element_encryptor``); returns one per output element.
 
-        ``cts`` is emptied: the server frees each input ciphertext after its last use.
+        Each input is taken from ``cts`` just before its first use (its entry is set to
+        ``None``) and freed after its last.
         """
         return self._executor.run([cts], progress)[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from hec.errors import CiphertextError, InputError, KeysError
 from hec.runtime import ciphertext_file, keys
 from hec.runtime.inputs import as_batch
 
-__all__ = ["Client", "Decrypted"]
+__all__ = ["Client", "Decrypted", "ElementEncryptor"]
 
 _KEY_CHUNK = 8  # rotation keys generated per call, so long key generation shows progress
 
@@ -209,17 +210,16 @@ class Client:
         Returns one ciphertext per input element: slot ``i`` of the ciphertext of element
         ``e`` holds element ``e`` of sample ``i``; slots past ``B`` hold zeros.
         """
-        slots = self.artifact.params.slots
-        flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-        if len(flat) > slots:
-            raise ValueError(f"{len(flat)} samples do not fit in {slots} slots")
-        column = np.zeros(slots)
-        cts = []
-        for e in range(flat.shape[1]):
-            column[: len(flat)] = flat[:, e]
-            pt = self.context.MakeCKKSPackedPlaintext(column.tolist())
-            cts.append(self.context.Encrypt(self.public_key, pt))
-        return cts
+        source = self.element_encryptor(x)
+        return [source[e] for e in range(len(source))]
+
+    def element_encryptor(self, x: np.ndarray) -> ElementEncryptor:
+        """``encrypt_elements`` on demand: ``source[e]`` encrypts element ``e`` when asked.
+
+        What a batch evaluator is given in one process, so that each input ciphertext exists
+        only from its first reader to its last (``batch_schedule``), not for the whole run.
+        """
+        return ElementEncryptor(self, x)
 
     def decrypt_elements(self, cts: list, samples: int) -> Decrypted:
         """Decrypt a batch-packed program's outputs into ``[samples, *output_shape]``.
@@ -270,3 +270,38 @@ def _deserialize(fn, path: Path):
     if not ok:
         raise KeysError(f"{path}: OpenFHE cannot read it")
     return obj
+
+
+class ElementEncryptor:
+    """The input ciphertexts of a batch-packed program, each encrypted when first asked for.
+
+    ``source[e]`` encrypts element ``e`` of the samples (one per slot); ``seconds`` is the
+    time spent encrypting so far. Entries set (the evaluator sets ``None`` once it holds
+    one) are remembered, so an element is never encrypted twice by mistake.
+    """
+
+    def __init__(self, client: Client, x: np.ndarray) -> None:
+        slots = client.artifact.params.slots
+        self._flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        if len(self._flat) > slots:
+            raise ValueError(f"{len(self._flat)} samples do not fit in {slots} slots")
+        self._client = client
+        self._column = np.zeros(slots)
+        self._set: dict[int, object] = {}
+        self.seconds = 0.0
+
+    def __len__(self) -> int:
+        return self._flat.shape[1]
+
+    def __getitem__(self, e: int) -> object:
+        if e in self._set:
+            return self._set[e]
+        t = time.perf_counter()
+        self._column[: len(self._flat)] = self._flat[:, e]
+        cc = self._client.context
+        ct = cc.Encrypt(self._client.public_key, cc.MakeCKKSPackedPlaintext(self._column.tolist()))
+        self.seconds += time.perf_counter() - t
+        return ct
+
+    def __setitem__(self, e: int, value: object) -> None:
+        self._set[e] = value
