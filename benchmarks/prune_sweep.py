@@ -179,6 +179,7 @@ def print_table(rows: list[dict]) -> None:
         "pt-mul",
         "HE ops",
         "live cts",
+        "peak GB",
         "est. s",
     ]
     body = [
@@ -192,6 +193,7 @@ def print_table(rows: list[dict]) -> None:
             r["plaintext_multiplies"],
             r["he_operations"],
             r["max_live_ciphertexts"],
+            f"{r['peak_bytes'] / 1e9:.2f}" if "peak_bytes" in r else "-",
             f"{r['estimated_seconds']:.1f}",
         ]
         for r in rows

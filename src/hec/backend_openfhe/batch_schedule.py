@@ -171,18 +171,34 @@ def _gather_rows(op: Op) -> np.ndarray:
     return alias
 
 
-def _demand_order(eg: ElementGraph) -> np.ndarray:
+def _demand_order(eg: ElementGraph, local: bool = False) -> np.ndarray:
+    """Depth-first from the outputs; a task's inputs are visited in id order, or (``local``)
+    in the order of the first program input each reaches, so that the ciphertexts made from
+    the same inputs are made together (a convolution's channels at one position) and the
+    inputs die soon after they come in."""
     import networkx as nx
 
+    reach = _first_input_reached(eg) if local else None
     g = nx.DiGraph()
     for ct, d in enumerate(eg.deps):
         if eg.op_of[ct] >= 0:
             g.add_node(ct)
+            if reach is not None:
+                d = d[np.argsort(reach[d], kind="stable")]
             g.add_edges_from((ct, int(x)) for x in d)
     root = -1  # one source reaching every output, in output order
     g.add_edges_from((root, int(o)) for o in eg.outputs)
     order = nx.dfs_postorder_nodes(g, source=root)
     return np.asarray([ct for ct in order if ct != root and eg.op_of[ct] >= 0], dtype=np.int64)
+
+
+def _first_input_reached(eg: ElementGraph) -> np.ndarray:
+    """Per ciphertext, the smallest program-input ciphertext it depends on."""
+    reach = np.arange(len(eg.op_of), dtype=np.int64)  # an input reaches itself
+    for ct in np.flatnonzero(eg.op_of >= 0).tolist():  # ids are in program order
+        d = eg.deps[ct]
+        reach[ct] = reach[d].min() if len(d) else len(eg.op_of)
+    return reach
 
 
 def program_order(eg: ElementGraph) -> np.ndarray:
@@ -242,7 +258,11 @@ def schedule(
         only: consider only this order.
     """
     best: tuple[Schedule, int] | None = None
-    orders = {"demand": _demand_order, "program": program_order}
+    orders = {
+        "demand": _demand_order,
+        "demand-local": lambda eg: _demand_order(eg, local=True),
+        "program": program_order,
+    }
     for kind, make in orders.items():
         if only is not None and kind != only:
             continue

@@ -211,7 +211,9 @@ def print_pruning(report: dict[str, Any]) -> None:
         click.echo(
             "compiled: "
             + ", ".join(
-                f"{k.replace('_', ' ')} {b[k]} -> {a[k]} ({_fewer(b[k], a[k])})" for k in what
+                f"{k.replace('_', ' ')} {_figure(k, b[k])} -> {_figure(k, a[k])} "
+                f"({_fewer(b[k], a[k])}{_times(b[k], a[k]) if k == 'peak_bytes' else ''})"
+                for k in what
             )
             + f"; estimated {b['estimated_seconds']} s -> {a['estimated_seconds']} s"
         )
@@ -225,3 +227,11 @@ def print_pruning(report: dict[str, Any]) -> None:
 
 def _fewer(before: float, after: float) -> str:
     return f"{100 * (1 - after / before):.1f}% fewer" if before else "-"
+
+
+def _times(before: float, after: float) -> str:
+    return f", {before / after:.1f}x lower" if after else ""
+
+
+def _figure(key: str, value: float) -> str:
+    return f"{value / 1e9:.2f} GB" if key == "peak_bytes" else f"{value:,}"
