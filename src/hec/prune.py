@@ -97,6 +97,7 @@ def prune_graph(
         # a scheduler that folds short maps (one plaintext per offset residue) sets the blocks
         fold=copts.fold_short_maps,
         output_layouts=copts.output_layouts,
+        input_layout=copts.input_layout,
     ).prune(graph)
     progress("prune", 1, 3)
     report: dict[str, Any] = {

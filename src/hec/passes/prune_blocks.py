@@ -43,6 +43,13 @@ from hec.errors import InputError
 from hec.ir import Graph, Op
 from hec.passes.diagonal_blocks import SlotMap, slot_diagonals
 from hec.passes.prune_filters import prune_filters
+from hec.passes.rotation_allocation import (
+    CalibrationLoss,
+    MapChain,
+    allocate,
+    chain_rotations,
+    map_rotations,
+)
 from hec.passes.schedule_rotations import FoldPlan, choose_baby_step
 from hec.recover import layer_inputs, patches, prunable_ops
 
@@ -96,6 +103,9 @@ class PruneBlocks:
             ``contiguous``, the blocks are read off strided outputs wherever a map has one:
             after pruning they are the cheaper layout (a conv weight on a few diagonals
             instead of hundreds), which ``auto`` then picks.
+        input_layout: slots: the compile option. Unless ``direct``, the first map's blocks
+            are read as the ``replicated`` input layout makes them (one diagonal per kernel
+            tap), where it applies (``auto`` picks it there: fewer diagonals).
     """
 
     sparsity: float = 0.9
@@ -108,6 +118,7 @@ class PruneBlocks:
     score: str = "calibrated"
     fold: bool = False
     output_layouts: str = "auto"
+    input_layout: str = "direct"
     name: ClassVar[str] = "prune-blocks"
     dialect: ClassVar[str] = "tensor"
 
@@ -144,7 +155,10 @@ class PruneBlocks:
     # -- slot packing: diagonal blocks ----------------------------------------------------
     def _prune_slots(self, graph: Graph, scores: dict[int, np.ndarray]) -> list[dict]:
         layouts = "contiguous" if self.output_layouts == "contiguous" else "strided"
-        maps, layers = slot_diagonals(graph, self.slots, layouts)
+        # `auto` compiles every input layout and keeps the cheapest: for a first convolution
+        # with one input channel that is `replicated` (a diagonal per kernel tap)
+        inputs = "direct" if self.input_layout == "direct" else "replicated"
+        maps, layers = slot_diagonals(graph, self.slots, layouts, inputs)
         if not layers:
             return []
         diag_base = np.cumsum([0] + [len(m.offsets) for m in maps])
@@ -156,6 +170,7 @@ class PruneBlocks:
         # zero weights are dead already: their diagonals may be free
         alive0 = np.concatenate([lay.op.consts["weight"].ravel() != 0 for lay in layers])
         n_diag = int(diag_base[-1])
+        unfolded = (maps, diag_base, pw, pd)  # diagonals, before merging them by residue
         if self.fold:  # blocks are the plaintexts of folded maps: diagonals merged by residue
             pd, diag_base, maps = _fold_units(maps, diag_base, pd)
             n_diag = int(diag_base[-1])
@@ -171,9 +186,15 @@ class PruneBlocks:
         if self.rotation_budget is not None:
             # blocks: whole baby-step and giant-step groups (each one rotation) of every map
             pw_u, pu, map_of_u = _bsgs_units(maps, diag_base, pw, pd)
-            _, killed = _greedy(pw_u, pu, s, len(map_of_u), alive0, False, map_of_w, map_of_u)
-            cut = _budget_cut(killed, maps, diag_base, pw, pd, alive0, self.rotation_budget)
-            dead_w = _dead_weights(killed, cut, len(s), alive0)
+            order, killed = _greedy(pw_u, pu, s, len(map_of_u), alive0, False, map_of_w, map_of_u)
+            if self.calibration is not None:  # each map's share by the network's loss
+                unit_pairs = (pw_u, map_of_u[pu], pu)
+                dead_w = self._allocate(
+                    graph, layers, w_base, unfolded, unit_pairs, order, killed, map_of_u, alive0
+                )
+            else:
+                cut = _budget_cut(killed, maps, diag_base, pw, pd, alive0, self.rotation_budget)
+                dead_w = _dead_weights(killed, cut, len(s), alive0)
         elif self.per_layer:
             dead_w = ~alive0
             for m in range(len(maps)):
@@ -212,6 +233,88 @@ class PruneBlocks:
                 }
             )
         return rows
+
+    def _allocate(
+        self,
+        graph: Graph,
+        layers: list,
+        w_base: np.ndarray,
+        unfolded: tuple,
+        unit_pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+        order: list[int],
+        killed: list[np.ndarray],
+        map_of_u: np.ndarray,
+        alive0: np.ndarray,
+    ) -> np.ndarray:
+        """Dead weights under ``rotation_budget``: each map's blocks go in its own greedy
+        order, and the budget is shared among the maps by the network's calibration loss
+        (``rotation_allocation``)."""
+        maps, diag_base, pw, pd = unfolded
+        uw, umap, uu = unit_pairs
+        map_of_d = np.repeat(np.arange(len(maps)), np.diff(diag_base))
+        fold = self.fold
+        chains, fixed = [], 0
+        for m, smap in enumerate(maps):
+            if not smap.prunable:
+                fixed += map_rotations(smap.offsets, smap, fold)
+                continue
+            steps = [ws for u, ws in zip(order, killed, strict=True) if map_of_u[u] == m]
+            sel_d = map_of_d[pd] == m
+            diag_pairs = (pw[sel_d], smap.offsets[pd[sel_d] - diag_base[m]])
+            sel_u = umap == m
+            rot = chain_rotations(smap, steps, (uw[sel_u], uu[sel_u]), diag_pairs, alive0, fold)
+            chains.append(MapChain(m, steps, rot))
+        positions = {op.origin: i for i, op in enumerate(prunable_ops(graph))}
+        first = {
+            c.index: min(positions[lay.op.origin] for lay in layers if lay.map_index == c.index)
+            for c in chains
+        }
+        loss = CalibrationLoss(graph, self.calibration[:512])
+
+        def dead_of(prefix: list[int]) -> np.ndarray:
+            dead = ~alive0
+            for c, p in zip(chains, prefix, strict=True):
+                for ws in c.steps[:p]:
+                    dead[ws] = True
+            return dead
+
+        def measure(prefix: list[int], start: int) -> tuple[float, Graph]:
+            dead = dead_of(prefix)
+            masks = {
+                lay.op.origin: dead[w_base[i] : w_base[i + 1]].reshape(
+                    lay.op.consts["weight"].shape
+                )
+                for i, lay in enumerate(layers)
+            }
+            return loss(masks, start)
+
+        def accept(g: Graph) -> None:
+            loss.current = g
+
+        def exact(prefix: list[int]) -> int:
+            live = ~dead_of(prefix)[pw]
+            total = fixed
+            for c in chains:
+                sel = live & (map_of_d[pd] == c.index)
+                offs = maps[c.index].offsets[pd[sel] - diag_base[c.index]]
+                total += map_rotations(offs, maps[c.index], fold)
+            return total
+
+        budget = self.rotation_budget
+        prefix = allocate(chains, fixed, budget, measure, accept, first)
+        feasible, ub = prefix, budget
+        for _ in range(3):  # the scheduler's own split may need fewer: give out what is left
+            left = budget - exact(prefix)
+            if left < 0:
+                break
+            feasible = prefix
+            if left == 0:
+                break
+            ub += left
+            prefix = allocate(chains, fixed, ub, measure, accept, first, prefix)
+            if prefix == feasible:
+                break
+        return dead_of(feasible)
 
 
 def _folds(m: SlotMap) -> bool:
