@@ -67,6 +67,44 @@ def _accuracy(graph: Graph, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(interpret(graph, x)[0].reshape(len(x), -1).argmax(1) == y))
 
 
+def _prune(
+    graph: Graph,
+    original: Graph,
+    calibration: np.ndarray,
+    options: PruneOptions,
+    copts: CompileOptions,
+) -> list[dict[str, Any]]:
+    """``prune-blocks`` on ``graph``. With a rotation budget, the compiled program is counted:
+    where the compiler's choices (layouts, splits) need more rotations than the pruning
+    counted, it is pruned again from ``original`` under a budget lowered by the excess."""
+    budget = options.rotation_budget
+    for _ in range(3):
+        rows = PruneBlocks(
+            options.sparsity,
+            options.packing,
+            budget,
+            options.per_layer,
+            calibration,
+            copts.slots,
+            score=options.score,
+            # a scheduler folding short maps (a plaintext per offset residue) sets the blocks
+            fold=copts.fold_short_maps,
+            output_layouts=copts.output_layouts,
+            input_layout=copts.input_layout,
+        ).prune(graph)
+        if budget is None or options.packing != "slots":
+            return rows
+        excess = compiled_figures(graph, copts, "slots")["totals"]["rotations"] - (
+            options.rotation_budget
+        )
+        if excess <= 0 or budget - excess < 0:
+            return rows
+        budget -= excess
+        for op, ref in zip(prunable_ops(graph), prunable_ops(original), strict=True):
+            op.consts = dict(ref.consts)
+    return rows
+
+
 def prune_graph(
     graph: Graph,
     calibration: np.ndarray,
@@ -86,19 +124,7 @@ def prune_graph(
     packing = options.packing
     before = compiled_figures(graph, copts, packing) if count else None
     progress("prune", 0, 3)
-    rows = PruneBlocks(
-        options.sparsity,
-        packing,
-        options.rotation_budget,
-        options.per_layer,
-        calibration,
-        copts.slots,
-        score=options.score,
-        # a scheduler that folds short maps (one plaintext per offset residue) sets the blocks
-        fold=copts.fold_short_maps,
-        output_layouts=copts.output_layouts,
-        input_layout=copts.input_layout,
-    ).prune(graph)
+    rows = _prune(graph, original, calibration, options, copts)
     progress("prune", 1, 3)
     report: dict[str, Any] = {
         "packing": packing,
@@ -110,6 +136,9 @@ def prune_graph(
     errors = reconstruction_errors(graph, original, calibration)
     if options.recover:
         report["refit"] = refit(graph, original, calibration)
+    labelled = evaluation is not None and evaluation[1] is not None
+    if options.fine_tune_epochs and labelled:  # what pruning and the refit alone leave
+        report["accuracy_before_fine_tune"] = _accuracy(graph, *evaluation)
     if options.fine_tune_epochs:
         from hec.train.fine_tune import fine_tune
 
@@ -139,7 +168,7 @@ def prune_graph(
     report["weights"] = total
     report["weights_pruned"] = sum(r["weights_pruned"] for r in rows)
     report["sparsity"] = report["weights_pruned"] / max(total, 1)
-    if evaluation is not None and evaluation[1] is not None:
+    if labelled:
         x, y = evaluation
         report["accuracy"] = {
             "before": _accuracy(original, x, y),

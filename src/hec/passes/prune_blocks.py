@@ -9,9 +9,11 @@ ciphertexts. So the block follows the packing:
   every weight putting a non-zero on it is zero (``diagonal_blocks`` builds that incidence from
   the lowering itself). Greedy: remove the diagonal whose still-alive weights cost least,
   kill those weights everywhere (other diagonals they fed may empty: free), repeat; cut the
-  removal order at a global weight sparsity, at a per-layer sparsity, or at the longest prefix
-  whose remaining offsets need at most ``rotation_budget`` rotations (baby + giant steps with
-  ``schedule-rotations``' own choice of ``n1``).
+  removal order at a global weight sparsity or at a per-layer sparsity. Under a
+  ``rotation_budget`` the blocks are whole baby/giant-step groups (a rotation each), removed
+  in each map's own greedy order, and the budget is shared among the maps by the network's
+  loss on the calibration data after the refit (``rotation_allocation``); the rotations are
+  counted as ``schedule-rotations`` will emit them.
 - **batch**: a block is a whole filter / neuron (an output channel). A dead channel's
   ciphertexts are constants; the next layer's weights reading them are *culled* and their
   constant contribution is folded into its bias, so nothing reads those elements and the batch
@@ -45,9 +47,9 @@ from hec.passes.diagonal_blocks import SlotMap, slot_diagonals
 from hec.passes.prune_filters import prune_filters
 from hec.passes.rotation_allocation import (
     CalibrationLoss,
-    MapChain,
     allocate,
-    chain_rotations,
+    fold_block,
+    map_chain,
     map_rotations,
 )
 from hec.passes.schedule_rotations import FoldPlan, choose_baby_step
@@ -106,6 +108,10 @@ class PruneBlocks:
         input_layout: slots: the compile option. Unless ``direct``, the first map's blocks
             are read as the ``replicated`` input layout makes them (one diagonal per kernel
             tap), where it applies (``auto`` picks it there: fewer diagonals).
+        allocation: with ``rotation_budget``: ``loss`` shares the budget among the maps by
+            the network's calibration loss (``rotation_allocation``; needs ``calibration``,
+            else ``global``); ``global`` cuts one removal order of all maps' blocks at the
+            longest prefix within the budget (the former method, kept to compare).
     """
 
     sparsity: float = 0.9
@@ -119,6 +125,7 @@ class PruneBlocks:
     fold: bool = False
     output_layouts: str = "auto"
     input_layout: str = "direct"
+    allocation: str = "loss"
     name: ClassVar[str] = "prune-blocks"
     dialect: ClassVar[str] = "tensor"
 
@@ -133,6 +140,8 @@ class PruneBlocks:
         ops = prunable_ops(graph)
         if not ops:
             return []
+        if self.allocation not in ("loss", "global"):
+            raise InputError(f"budget allocation {self.allocation!r} is not loss or global")
         if self.score not in ("calibrated", "magnitude"):
             raise InputError(f"pruning score {self.score!r} is not calibrated or magnitude")
         x = self.calibration
@@ -186,11 +195,17 @@ class PruneBlocks:
         if self.rotation_budget is not None:
             # blocks: whole baby-step and giant-step groups (each one rotation) of every map
             pw_u, pu, map_of_u = _bsgs_units(maps, diag_base, pw, pd)
-            order, killed = _greedy(pw_u, pu, s, len(map_of_u), alive0, False, map_of_w, map_of_u)
-            if self.calibration is not None:  # each map's share by the network's loss
+            by_loss = self.allocation == "loss" and self.calibration is not None
+            gw, gu, gmap = pw_u, pu, map_of_u
+            if by_loss and self.fold:  # and blocks of a block sum, which shortens as they go
+                pw_b, pb, map_of_b = _sum_blocks(*unfolded)
+                gw, gu = np.concatenate([pw_u, pw_b]), np.concatenate([pu, pb + len(map_of_u)])
+                gmap = np.concatenate([map_of_u, map_of_b])
+            order, killed = _greedy(gw, gu, s, len(gmap), alive0, False, map_of_w, gmap)
+            if by_loss:  # each map's share by the network's loss
                 unit_pairs = (pw_u, map_of_u[pu], pu)
                 dead_w = self._allocate(
-                    graph, layers, w_base, unfolded, unit_pairs, order, killed, map_of_u, alive0
+                    graph, layers, w_base, unfolded, unit_pairs, order, killed, gmap, alive0
                 )
             else:
                 cut = _budget_cut(killed, maps, diag_base, pw, pd, alive0, self.rotation_budget)
@@ -262,8 +277,8 @@ class PruneBlocks:
             sel_d = map_of_d[pd] == m
             diag_pairs = (pw[sel_d], smap.offsets[pd[sel_d] - diag_base[m]])
             sel_u = umap == m
-            rot = chain_rotations(smap, steps, (uw[sel_u], uu[sel_u]), diag_pairs, alive0, fold)
-            chains.append(MapChain(m, steps, rot))
+            pairs = (uw[sel_u], uu[sel_u])
+            chains.append(map_chain(m, smap, steps, pairs, diag_pairs, alive0, fold))
         positions = {op.origin: i for i, op in enumerate(prunable_ops(graph))}
         first = {
             c.index: min(positions[lay.op.origin] for lay in layers if lay.map_index == c.index)
@@ -301,7 +316,12 @@ class PruneBlocks:
             return total
 
         budget = self.rotation_budget
-        prefix = allocate(chains, fixed, budget, measure, accept, first)
+        # a sparsity asked for besides the budget: at most that many weights alive
+        kept = int(np.floor((1 - self.sparsity) * len(alive0))) - int(
+            alive0.sum() - sum(int(c.kept[0]) for c in chains)
+        )
+        cap = kept if self.sparsity > 0 else None
+        prefix = allocate(chains, fixed, budget, measure, accept, first, max_kept=cap)
         feasible, ub = prefix, budget
         for _ in range(3):  # the scheduler's own split may need fewer: give out what is left
             left = budget - exact(prefix)
@@ -311,7 +331,7 @@ class PruneBlocks:
             if left == 0:
                 break
             ub += left
-            prefix = allocate(chains, fixed, ub, measure, accept, first, prefix)
+            prefix = allocate(chains, fixed, ub, measure, accept, first, prefix, cap)
             if prefix == feasible:
                 break
         return dead_of(feasible)
@@ -452,6 +472,26 @@ def _bsgs_units(maps: list[SlotMap], diag_base: np.ndarray, pw: np.ndarray, pd: 
     span_of = np.array([m.slots + 1 for m in maps])
     map_of_u = np.array([u // 2 for u in units // span_of.max()])  # all maps share slots
     return np.concatenate(keys_w), pu, map_of_u
+
+
+def _sum_blocks(maps: list[SlotMap], diag_base: np.ndarray, pw: np.ndarray, pd: np.ndarray):
+    """Weight-unit pairs where a unit is a block ``j`` of a folded map's block sum (the
+    diagonals ``k`` with ``k mod slots`` in ``[B·j, B·j + B)``): once no weight is left on it,
+    the sum runs over fewer blocks, a shorter window. Returns
+    ``(pairs_weight, pairs_unit, map_of_unit)``; ``pd`` indexes the maps' own diagonals."""
+    keys_w, keys_u = [], []
+    span = max((m.slots for m in maps), default=1) + 1
+    for i, m in enumerate(maps):
+        if not _folds(m):
+            continue
+        sel = (pd >= diag_base[i]) & (pd < diag_base[i + 1])
+        k = m.offsets[pd[sel] - diag_base[i]] % m.slots
+        keys_w.append(pw[sel])
+        keys_u.append(i * span + k // fold_block(m))
+    if not keys_w:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    units, pu = np.unique(np.concatenate(keys_u), return_inverse=True)
+    return np.concatenate(keys_w), pu, units // span
 
 
 def _budget_cut(

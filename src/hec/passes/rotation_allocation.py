@@ -17,7 +17,8 @@ under a budget of 40 it left fc2 one residue class of 128 and the network at ~30
 3. **Allocation**: every map starts at its fewest rotations; then, while the budget allows,
    the map whose next step (a quarter more rotations, at least one) lowers the network's
    calibration loss most *per rotation* gets it. The loss is the KL divergence of the pruned
-   network's outputs from the unpruned network's, after the least-squares refit that
+   network's outputs from the unpruned network's (logits scaled by their spread, so that a
+   far-off network still ranks by how far), after the least-squares refit that
    recovery will do (``hec.recover.refit``, on 3/4 of the calibration inputs, the loss on
    the other quarter). Lazy greedy: a map's gain is measured again only when it comes out
    on top after another map moved.
@@ -41,7 +42,15 @@ from hec.passes.diagonal_blocks import SlotMap
 from hec.passes.schedule_rotations import FoldPlan, choose_split, split_cost
 from hec.recover import prunable_ops, refit
 
-__all__ = ["MapChain", "map_rotations", "block_sum_rotations", "allocate", "CalibrationLoss"]
+__all__ = [
+    "MapChain",
+    "fold_block",
+    "map_chain",
+    "map_rotations",
+    "block_sum_rotations",
+    "allocate",
+    "CalibrationLoss",
+]
 
 
 def fold_block(m: SlotMap) -> int:
@@ -82,12 +91,14 @@ class MapChain:
     """One map's removal order and what each prefix of it costs.
 
     ``steps[i]``: the weights (global indices) removal ``i`` kills; ``rotations[p]``: the
-    rotations (upper bound, see the module doc) once ``steps[:p]`` are removed.
+    rotations (upper bound, see the module doc) once ``steps[:p]`` are removed, ``kept[p]``:
+    the weights still alive then.
     """
 
     index: int
     steps: list[np.ndarray]
     rotations: np.ndarray
+    kept: np.ndarray
 
     def prefix_for(self, rotations: int) -> int:
         """The shortest prefix (most kept) needing at most ``rotations``."""
@@ -95,37 +106,41 @@ class MapChain:
         return int(ok[0]) if ok.size else len(self.steps)
 
 
-def chain_rotations(
+def map_chain(
+    index: int,
     m: SlotMap,
     steps: list[np.ndarray],
     unit_pairs: tuple[np.ndarray, np.ndarray],
     diag_pairs: tuple[np.ndarray, np.ndarray],
     alive0: np.ndarray,
     fold: bool,
-) -> np.ndarray:
-    """``rotations[p]`` for every prefix ``p`` of a map's ``steps``: live baby/giant groups
-    (``unit_pairs``: weight, group) plus a folded map's block sum over the blocks of its live
-    diagonals (``diag_pairs``: weight, offset)."""
+) -> MapChain:
+    """Map ``index``'s chain: after every prefix ``p`` of its ``steps``, its live baby/giant
+    groups (``unit_pairs``: weight, group) plus a folded map's block sum over the blocks of
+    its live diagonals (``diag_pairs``: weight, offset), and its live weights."""
     uw, uu = unit_pairs
     dw, dk = diag_pairs
     alive = alive0.copy()
     folds = fold and m.prunable and fold_block(m) <= m.slots // 2
-    out = []
+    rotations, kept = [], []
+    mine = np.unique(dw)
     for p in range(len(steps) + 1):
         if p:
             alive[steps[p - 1]] = False
+        kept.append(int(alive[mine].sum()))
         live_k = dk[alive[dw]]
         if live_k.size == 0:
-            out.append(0)
+            rotations.append(0)
             continue
         r = np.unique(uu[alive[uw]]).size
-        out.append(r + (block_sum_rotations(live_k, m) if folds else 0))
-    return np.asarray(out)
+        rotations.append(r + (block_sum_rotations(live_k, m) if folds else 0))
+    return MapChain(index, steps, np.asarray(rotations), np.asarray(kept))
 
 
 class CalibrationLoss:
     """The network's loss once some weights are dead: refit (as recovery will), then the KL
-    divergence of its outputs from the unpruned network's, on held-out calibration inputs.
+    divergence of its outputs from the unpruned network's, on held-out calibration inputs,
+    both logits divided by the unpruned logits' standard deviation (the temperature).
 
     Keeps the refitted graph of the current state, so a candidate that changes one map refits
     only from that map's first layer on.
@@ -136,7 +151,11 @@ class CalibrationLoss:
         n = len(x)
         cut = (3 * n) // 4 if n >= 64 else n
         self.fit, self.held = x[:cut], (x[cut:] if cut < n else x)
-        self.ref = _log_softmax(interpret(self.original, self.held)[0])
+        logits = interpret(self.original, self.held)[0].reshape(len(self.held), -1)
+        # at the logits' own scale: a network far off (early in the search) still ranks by
+        # how far, where at temperature 1 large logits make every loss saturate alike
+        self.temperature = max(float(logits.std()), 1e-12)
+        self.ref = _log_softmax(logits / self.temperature)
         self.ops = prunable_ops(self.original)
         self.position = {op.origin: i for i, op in enumerate(self.ops)}
         self.current = self.original.clone()
@@ -150,12 +169,13 @@ class CalibrationLoss:
                 w = ref.consts["weight"]
                 op.consts = {**ref.consts, "weight": np.where(dead[op.origin], 0.0, w)}
         refit(g, self.original, self.fit, start=start)
-        out = _log_softmax(interpret(g, self.held)[0])
+        out = _log_softmax(
+            interpret(g, self.held)[0].reshape(len(self.held), -1) / self.temperature
+        )
         return float(np.mean(np.sum(np.exp(self.ref) * (self.ref - out), axis=1))), g
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z.reshape(len(z), -1)
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
@@ -168,16 +188,26 @@ def allocate(
     accept: Callable[[Any], None],
     first_layer: dict[int, int],
     start: list[int] | None = None,
+    max_kept: int | None = None,
 ) -> list[int]:
     """Each chain's prefix (steps removed) under ``budget`` rotations (``fixed``: what maps
     outside the chains cost). ``loss(prefixes, start)`` measures a candidate, refitting from
     layer position ``start`` on, and returns ``(loss, state)``; ``accept(state)`` makes a
     measured candidate the current state; ``start``: the prefixes to grow from (default:
-    every map at its fewest rotations). See the module doc (3)."""
+    every map at its fewest rotations); ``max_kept``: at most this many weights alive (a
+    sparsity asked for besides the budget). See the module doc (3)."""
     prefix = list(start) if start else [c.prefix_for(int(c.rotations[-1])) for c in chains]
+
+    def alive_in(prefix: list[int]) -> int:
+        return sum(int(c.kept[p]) for c, p in zip(chains, prefix, strict=True))
+
+    if max_kept is not None and alive_in(prefix) > max_kept:
+        prefix = [len(c.steps) for c in chains]  # the fewest weights the floor allows
     used = fixed + sum(int(c.rotations[p]) for c, p in zip(chains, prefix, strict=True))
+    alive = alive_in(prefix)
     if used > budget:
         return prefix
+    limit = max(max_kept, alive) if max_kept is not None else None
     current, state = loss(prefix, 0)
     accept(state)
     stamp = 0
@@ -188,12 +218,14 @@ def allocate(
         c, p = chains[i], prefix[i]
         r = int(c.rotations[p])
         room = budget - used
+        # the first prefix within the weights allowed (kept only falls along the chain)
+        floor = 0 if limit is None else int(np.argmax(c.kept <= limit - alive + c.kept[p]))
         target = min(r + max(1, (r + 3) // 4), r + room)
-        q = c.prefix_for(target)
-        while q == p and target < r + room:  # the next prefix that keeps more
+        q = max(c.prefix_for(target), floor)
+        while q >= p and target < r + room:  # the next prefix that keeps more
             target += 1
-            q = c.prefix_for(target)
-        if q == p:
+            q = max(c.prefix_for(target), floor)
+        if q >= p:
             return
         trial = list(prefix)
         trial[i] = q
@@ -209,8 +241,13 @@ def allocate(
         if st_stamp != stamp or used + step > budget:  # measured against an older state
             push(i)
             continue
+        grown = int(chains[i].kept[q]) - int(chains[i].kept[prefix[i]])
+        if limit is not None and alive + grown > limit:  # measured before others grew
+            push(i)
+            continue
         accept(st)
         prefix[i], used, current = q, used + step, value
+        alive += grown
         stamp += 1
         push(i)
     return prefix
