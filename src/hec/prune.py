@@ -38,6 +38,9 @@ class PruneOptions:
         learning_rate: of that fine-tuning.
         score: how blocks are ranked: ``"calibrated"`` (expected output error on the
             calibration data) or ``"magnitude"`` (squared weights).
+        allocation: how a rotation budget is shared among the maps: ``"loss"`` (by the
+            network's calibration loss) or ``"global"`` (one removal order of all blocks,
+            the former method; see ``PruneBlocks``).
     """
 
     sparsity: float = 0.9
@@ -48,6 +51,7 @@ class PruneOptions:
     fine_tune_epochs: int = 0
     learning_rate: float = 1e-3
     score: str = "calibrated"
+    allocation: str = "loss"
 
 
 def compiled_figures(graph: Graph, options: CompileOptions, packing: str) -> dict[str, Any]:
@@ -91,6 +95,7 @@ def _prune(
             fold=copts.fold_short_maps,
             output_layouts=copts.output_layouts,
             input_layout=copts.input_layout,
+            allocation=options.allocation,
         ).prune(graph)
         if budget is None or options.packing != "slots":
             return rows

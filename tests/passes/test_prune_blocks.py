@@ -243,17 +243,16 @@ def _live_offsets(g, smap_index: int) -> np.ndarray:
     return maps[smap_index], maps[smap_index].offsets[np.unique(np.concatenate(live))]
 
 
-@pytest.mark.parametrize("budget", [14, 20])
+@pytest.mark.parametrize("budget", [14, 20, 22])
 def test_budget_rotations_are_counted_as_compiled(setup, budget) -> None:
-    """Per map, the rotations the allocation counts are the compiled program's; the total
-    is within the budget; every map keeps a block."""
+    """Per map, the rotations the allocation counts are those of the program compiled with
+    the layouts it reads the blocks with; within the budget; every map keeps a block."""
     model, x = setup
     g = _graph(model)
-    rows = PruneBlocks(
-        packing="slots", rotation_budget=budget, calibration=x, fold=True, input_layout="auto"
-    ).prune(g)
+    rows = PruneBlocks(0.0, "slots", budget, calibration=x, fold=True, input_layout="auto").prune(g)
     assert all(r["blocks_kept"] >= 1 for r in rows)
-    fig = compiled_figures(g, CompileOptions(), "slots")
+    opts = CompileOptions(output_layouts="strided", input_layout="replicated")
+    fig = compiled_figures(g, opts, "slots")
     assert fig["totals"]["rotations"] <= budget
     compiled = {lay["name"]: lay["rotations"] for lay in fig["layers"] if lay["kind"] == "linear"}
     maps, _ = slot_diagonals(g, input_layout="replicated")
@@ -262,20 +261,21 @@ def test_budget_rotations_are_counted_as_compiled(setup, budget) -> None:
         assert map_rotations(offsets, m, fold=True) == compiled[smap.origin], smap.origin
 
 
-def test_budget_allocation_loses_less_than_one_global_order(setup) -> None:
-    """At the same rotation budget, sharing it among maps by the calibration loss leaves the
-    network closer to the unpruned one (after the refit) than cutting one global order of
-    blocks, which starves whole layers."""
+def test_rotation_budget_holds_where_the_count_is_off(setup, monkeypatch) -> None:
+    """The compiler may choose layouts the blocks were not read with (`auto` input and
+    output layouts go by estimated time): prune_graph counts the compiled program and, over
+    budget, prunes again under a lower one. Here the pruning's own count is made too low."""
+    import hec.passes.prune_blocks as prune_blocks
+
+    true_count = prune_blocks.map_rotations
+    monkeypatch.setattr(
+        prune_blocks, "map_rotations", lambda offsets, m, fold: true_count(offsets, m, fold) // 2
+    )
     model, x = setup
-    losses = {}
-    for allocation in ("loss", "global"):
-        g = _graph(model)
-        original = g.clone()
-        PruneBlocks(
-            packing="slots", rotation_budget=14, calibration=x, fold=True, allocation=allocation
-        ).prune(g)
-        assert compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"] <= 14
-        refit(g, original, x)
-        ref, out = interpret(original, x)[0], interpret(g, x)[0]
-        losses[allocation] = np.linalg.norm(out - ref) / np.linalg.norm(ref)
-    assert losses["loss"] < losses["global"]
+    g = _graph(model)
+    PruneBlocks(0.0, "slots", 16, calibration=x, fold=True, input_layout="auto").prune(g)
+    assert compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"] > 16
+    g = _graph(model)
+    report = prune_graph(g, x, PruneOptions(0.0, rotation_budget=16), count=False)
+    assert compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"] <= 16
+    assert report["sparsity"] > 0

@@ -87,7 +87,8 @@ class PruneBlocks:
 
     Args:
         sparsity: fraction of the linear layers' weights to remove (global, or per layer with
-            ``per_layer``); ignored when ``rotation_budget`` is given.
+            ``per_layer``); with ``rotation_budget`` (and the ``loss`` allocation), at least
+            this fraction besides the budget (0: the budget alone).
         packing: ``"slots"`` (diagonal blocks) or ``"batch"`` (filter blocks + culling).
         rotation_budget: slots only: keep removing diagonals until the whole program needs at
             most this many rotations.
