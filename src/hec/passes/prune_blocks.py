@@ -323,16 +323,21 @@ class PruneBlocks:
         )
         cap = kept if self.sparsity > 0 else None
         prefix = allocate(chains, fixed, budget, measure, accept, first, max_kept=cap)
-        feasible, ub = prefix, budget
-        for _ in range(3):  # the scheduler's own split may need fewer: give out what is left
-            left = budget - exact(prefix)
-            if left < 0:
+        # the counts above are upper bounds; the scheduler's own split may need fewer: give
+        # out what is left (an allowance that overshoots is halved, from the last that fit)
+        feasible, fits, ub = prefix, budget, budget
+        for _ in range(4):
+            used = exact(prefix)
+            if used <= budget:
+                feasible, fits = prefix, ub
+                if used == budget:
+                    break
+                ub += budget - used
+            elif ub - fits > 1:
+                ub = fits + (ub - fits) // 2
+            else:
                 break
-            feasible = prefix
-            if left == 0:
-                break
-            ub += left
-            prefix = allocate(chains, fixed, ub, measure, accept, first, prefix, cap)
+            prefix = allocate(chains, fixed, ub, measure, accept, first, feasible, cap)
             if prefix == feasible:
                 break
         return dead_of(feasible)

@@ -7,13 +7,15 @@ classes. One global order of blocks by score (what the sparsity targets use) can
 under a budget of 40 it left fc2 one residue class of 128 and the network at ~30%. So:
 
 1. **Per map, an order**: the blocks are whole baby-step and giant-step groups (one rotation
-   each); each map's removal order is the greedy of ``prune_blocks`` (cheapest calibrated
-   score relative to what is left of the map first), which only looks at the map itself.
-   A map keeps at least one block (its offset-0 diagonal, or its last group).
+   each) and, for a folded map, the blocks ``j`` of its block sum (a sum over a shorter
+   window of blocks needs fewer rotations); each map's removal order is the greedy of
+   ``prune_blocks`` (cheapest calibrated score relative to what is left of the map first),
+   which only looks at the map itself. A map keeps at least one block (its offset-0
+   diagonal, or its last group).
 2. **Per map, its rotations** after each prefix of its order, as ``schedule-rotations`` will
    emit them at most: the groups still alive (the unpruned map's ``n1``; the scheduler may
-   only find a cheaper split) plus, for a folded map, the block sum of the blocks its live
-   diagonals still use (a sum over fewer blocks is shorter).
+   only find a cheaper split) plus, for a folded map, the block sum over the blocks its live
+   diagonals still use.
 3. **Allocation**: every map starts at its fewest rotations; then, while the budget allows,
    the map whose next step (a quarter more rotations, at least one) lowers the network's
    calibration loss most *per rotation* gets it. The loss is the KL divergence of the pruned
@@ -21,9 +23,10 @@ under a budget of 40 it left fc2 one residue class of 128 and the network at ~30
    far-off network still ranks by how far), after the least-squares refit that
    recovery will do (``hec.recover.refit``, on 3/4 of the calibration inputs, the loss on
    the other quarter). Lazy greedy: a map's gain is measured again only when it comes out
-   on top after another map moved.
+   on top after another map moved. A sparsity asked for besides the budget caps the weights
+   the steps may bring back.
 4. The rotations the scheduler will really emit (its own search of ``n1`` and of fold vs.
-   plain) are then counted; budget left over goes to further steps.
+   plain, ``map_rotations``) are then counted; budget left over goes to further steps.
 
 Preserves: nothing by itself (it chooses which weights ``prune-blocks`` zeroes).
 """
