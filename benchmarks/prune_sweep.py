@@ -12,7 +12,9 @@ counted (``report.json`` figures of the compiled program, never estimates from t
 - ``random+refit``: the same number of weights zeroed uniformly at random (unstructured), then
   the same refit: what pruning saves when the block shape ignores the packing;
 - with ``--rotation-budgets``, slots only: ``budget N+refit`` prunes whole baby/giant-step
-  groups until the compiled program needs at most ``N`` rotations, then refits.
+  groups until the compiled program needs at most ``N`` rotations, the budget shared among
+  the maps by the calibration loss, then refits; ``budget N global+refit`` cuts one global
+  removal order instead (the former method), for comparison.
 
 Accuracy is the interpreter's top-1 on the labelled held-out split (the simulator computes the
 same function to 1e-9; tests check that). Latency is ``cost_model.estimated_seconds`` of the
@@ -147,24 +149,35 @@ def sweep(
 
 
 def budget_row(
-    base: Graph, calib: np.ndarray, x: np.ndarray, y: np.ndarray, budget: int, log
+    base: Graph,
+    calib: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    budget: int,
+    log,
+    allocation: str = "loss",
 ) -> dict:
     """Slots: whole baby/giant-step groups pruned to ``budget`` rotations, then the refit."""
     t0 = time.perf_counter()
     g = base.clone()
-    rep = prune_graph(
-        g, calib, PruneOptions(0.9, "slots", rotation_budget=budget, recover=False), count=False
+    options = PruneOptions(
+        0.0, "slots", rotation_budget=budget, recover=False, allocation=allocation
     )
+    rep = prune_graph(g, calib, options, count=False)
     refit(g, base, calib)
+    name = "" if allocation == "loss" else f" {allocation}"
     row = {
         "packing": "slots",
         "target": 0.0,
         "sparsity": round(rep["sparsity"], 4),
-        "variant": f"budget {budget}+refit",
+        "variant": f"budget {budget}{name}+refit",
         "accuracy": accuracy(g, x, y),
         **counts(g, "slots"),
     }
-    log(f"  slots budget {budget}: acc {row['accuracy']:.4f}, {time.perf_counter() - t0:.1f} s")
+    log(
+        f"  slots budget {budget}{name}: acc {row['accuracy']:.4f}, "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     return row
 
 
@@ -282,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     for packing in packings:
         rows += sweep(base, calib, x, y, packing, sparsities, log)
     for budget in args.rotation_budgets:
-        rows.append(budget_row(base, calib, x, y, budget, log))
+        for allocation in ("loss", "global"):
+            rows.append(budget_row(base, calib, x, y, budget, log, allocation))
     print_table(rows)
     meta = {
         "example": example,

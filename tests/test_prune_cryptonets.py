@@ -80,6 +80,38 @@ def test_compile_prune_flag_counts_the_same_program(pruned, tmp_path) -> None:
         assert report["totals"][key] == counted[key], key
 
 
+def test_rotation_budget_shared_by_loss_beats_one_global_order() -> None:
+    """Under a tight rotation budget (16 of the unpruned program's 27), sharing it among the
+    maps by the calibration loss keeps a classifier (after the refit, before any training);
+    cutting one global order of blocks leaves the output layer one residue class of its
+    diagonals and the network near chance. Both programs are within the budget."""
+    from hec.frontend import import_onnx
+    from hec.ir import interpret
+    from hec.optimize import make_he_friendly
+    from hec.options import CompileOptions
+    from hec.passes.prune_blocks import PruneBlocks
+    from hec.prune import compiled_figures
+    from hec.recover import refit
+
+    x = np.load(EXAMPLE / "calib.npz")["x"]
+    test = np.load(EXAMPLE / "test.npz")
+    graph = import_onnx(EXAMPLE / "model.onnx")
+    make_he_friendly(EXAMPLE / "model.onnx", graph, CompileOptions(), x)
+    accuracy, kept = {}, {}
+    for allocation in ("loss", "global"):
+        g = graph.clone()
+        rows = PruneBlocks(
+            0.0, "slots", 16, calibration=x, fold=True, input_layout="auto", allocation=allocation
+        ).prune(g)
+        assert compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"] <= 16
+        refit(g, graph, x)
+        logits = interpret(g, test["x"])[0].reshape(len(test["x"]), -1)
+        accuracy[allocation] = float(np.mean(logits.argmax(1) == test["y"]))
+        kept[allocation] = [r["blocks_kept"] for r in rows]
+    assert accuracy["loss"] > 0.75, kept
+    assert accuracy["loss"] > accuracy["global"] + 0.2, (accuracy, kept)
+
+
 @pytest.mark.slow
 def test_encrypted_pruned_program(pruned, tmp_path) -> None:
     out, _ = pruned

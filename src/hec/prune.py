@@ -38,6 +38,9 @@ class PruneOptions:
         learning_rate: of that fine-tuning.
         score: how blocks are ranked: ``"calibrated"`` (expected output error on the
             calibration data) or ``"magnitude"`` (squared weights).
+        allocation: how a rotation budget is shared among the maps: ``"loss"`` (by the
+            network's calibration loss) or ``"global"`` (one removal order of all blocks,
+            the former method; see ``PruneBlocks``).
     """
 
     sparsity: float = 0.9
@@ -48,6 +51,7 @@ class PruneOptions:
     fine_tune_epochs: int = 0
     learning_rate: float = 1e-3
     score: str = "calibrated"
+    allocation: str = "loss"
 
 
 def compiled_figures(graph: Graph, options: CompileOptions, packing: str) -> dict[str, Any]:
@@ -65,6 +69,45 @@ def compiled_figures(graph: Graph, options: CompileOptions, packing: str) -> dic
 
 def _accuracy(graph: Graph, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(interpret(graph, x)[0].reshape(len(x), -1).argmax(1) == y))
+
+
+def _prune(
+    graph: Graph,
+    original: Graph,
+    calibration: np.ndarray,
+    options: PruneOptions,
+    copts: CompileOptions,
+) -> list[dict[str, Any]]:
+    """``prune-blocks`` on ``graph``. With a rotation budget, the compiled program is counted:
+    where the compiler's choices (layouts, splits) need more rotations than the pruning
+    counted, it is pruned again from ``original`` under a budget lowered by the excess."""
+    budget = options.rotation_budget
+    for _ in range(3):
+        rows = PruneBlocks(
+            options.sparsity,
+            options.packing,
+            budget,
+            options.per_layer,
+            calibration,
+            copts.slots,
+            score=options.score,
+            # a scheduler folding short maps (a plaintext per offset residue) sets the blocks
+            fold=copts.fold_short_maps,
+            output_layouts=copts.output_layouts,
+            input_layout=copts.input_layout,
+            allocation=options.allocation,
+        ).prune(graph)
+        if budget is None or options.packing != "slots":
+            return rows
+        excess = compiled_figures(graph, copts, "slots")["totals"]["rotations"] - (
+            options.rotation_budget
+        )
+        if excess <= 0 or budget - excess < 0:
+            return rows
+        budget -= excess
+        for op, ref in zip(prunable_ops(graph), prunable_ops(original), strict=True):
+            op.consts = dict(ref.consts)
+    return rows
 
 
 def prune_graph(
@@ -86,18 +129,7 @@ def prune_graph(
     packing = options.packing
     before = compiled_figures(graph, copts, packing) if count else None
     progress("prune", 0, 3)
-    rows = PruneBlocks(
-        options.sparsity,
-        packing,
-        options.rotation_budget,
-        options.per_layer,
-        calibration,
-        copts.slots,
-        score=options.score,
-        # a scheduler that folds short maps (one plaintext per offset residue) sets the blocks
-        fold=copts.fold_short_maps,
-        output_layouts=copts.output_layouts,
-    ).prune(graph)
+    rows = _prune(graph, original, calibration, options, copts)
     progress("prune", 1, 3)
     report: dict[str, Any] = {
         "packing": packing,
@@ -109,6 +141,9 @@ def prune_graph(
     errors = reconstruction_errors(graph, original, calibration)
     if options.recover:
         report["refit"] = refit(graph, original, calibration)
+    labelled = evaluation is not None and evaluation[1] is not None
+    if options.fine_tune_epochs and labelled:  # what pruning and the refit alone leave
+        report["accuracy_before_fine_tune"] = _accuracy(graph, *evaluation)
     if options.fine_tune_epochs:
         from hec.train.fine_tune import fine_tune
 
@@ -138,7 +173,7 @@ def prune_graph(
     report["weights"] = total
     report["weights_pruned"] = sum(r["weights_pruned"] for r in rows)
     report["sparsity"] = report["weights_pruned"] / max(total, 1)
-    if evaluation is not None and evaluation[1] is not None:
+    if labelled:
         x, y = evaluation
         report["accuracy"] = {
             "before": _accuracy(original, x, y),

@@ -93,14 +93,15 @@ def reconstruction_errors(pruned: Graph, original: Graph, x: np.ndarray) -> list
 
 
 def refit(
-    pruned: Graph, original: Graph, x: np.ndarray, ridge: float = 1e-4
+    pruned: Graph, original: Graph, x: np.ndarray, ridge: float = 1e-4, start: int = 0
 ) -> list[dict[str, Any]]:
     """Refit ``pruned``'s surviving weights in place, layer by layer (see the module doc).
 
-    ``original`` is the unpruned graph of the same structure. Returns per layer the relative
-    reconstruction error of its output before and after the refit.
+    ``original`` is the unpruned graph of the same structure. ``start``: the conv/matmul
+    layers before this one (in graph order) are left as they are (already refitted). Returns
+    per refitted layer the relative reconstruction error of its output before and after.
     """
-    ops_p, ops_o = prunable_ops(pruned), prunable_ops(original)
+    ops_p, ops_o = prunable_ops(pruned)[start:], prunable_ops(original)[start:]
     targets = layer_inputs(original, x, ops_o, outputs=True)
     rows = []
     for op, ref in zip(ops_p, ops_o, strict=True):

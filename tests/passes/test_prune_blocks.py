@@ -16,6 +16,7 @@ from hec.options import CompileOptions
 from hec.passes import FusePolynomials, LowerToBatch, LowerToSlots, ScheduleRotations
 from hec.passes.diagonal_blocks import slot_diagonals
 from hec.passes.prune_blocks import PruneBlocks
+from hec.passes.rotation_allocation import map_rotations
 from hec.prune import PruneOptions, compiled_figures, prune_graph
 from hec.recover import reconstruction_errors, refit
 from hec.runtime import simulate_slots
@@ -213,3 +214,68 @@ def test_batch_lowering_never_computes_constant_channels(setup) -> None:
     np.testing.assert_allclose(
         simulate_batch(lowered, x[:8])[0], interpret(g, x[:8])[0], rtol=1e-9, atol=1e-9
     )
+
+
+def test_replicated_input_blocks_are_kernel_taps(setup) -> None:
+    """Under the replicated input layout (what `auto` compiles for a one-channel first
+    convolution) a diagonal of the first map is a kernel tap shared by every output channel."""
+    g = _graph(setup[0])
+    maps, layers = slot_diagonals(g, input_layout="replicated")
+    first = layers[0]
+    assert first.map_index == 0 and len(maps[0].offsets) == 9
+    assert np.array_equal(np.sort(first.pairs_weight), np.arange(36))  # one diagonal each
+    diag = np.empty(36, dtype=np.int64)
+    diag[first.pairs_weight] = first.pairs_diag
+    by_tap = diag.reshape(4, 9)  # weight (o, 0, dy, dx) at o·9 + tap
+    assert (by_tap == by_tap[0]).all() and len(set(by_tap[0])) == 9
+    assert maps[0].outputs == 4 * 64  # every output row, not one channel's
+    direct, _ = slot_diagonals(g)
+    assert len(direct[0].offsets) == 36  # a diagonal per channel and tap
+
+
+def _live_offsets(g, smap_index: int) -> np.ndarray:
+    maps, layers = slot_diagonals(g, input_layout="replicated")
+    live = [
+        lay.pairs_diag[lay.op.consts["weight"].ravel()[lay.pairs_weight] != 0]
+        for lay in layers
+        if lay.map_index == smap_index
+    ]
+    return maps[smap_index], maps[smap_index].offsets[np.unique(np.concatenate(live))]
+
+
+@pytest.mark.parametrize("budget", [14, 20, 22])
+def test_budget_rotations_are_counted_as_compiled(setup, budget) -> None:
+    """Per map, the rotations the allocation counts are those of the program compiled with
+    the layouts it reads the blocks with; within the budget; every map keeps a block."""
+    model, x = setup
+    g = _graph(model)
+    rows = PruneBlocks(0.0, "slots", budget, calibration=x, fold=True, input_layout="auto").prune(g)
+    assert all(r["blocks_kept"] >= 1 for r in rows)
+    opts = CompileOptions(output_layouts="strided", input_layout="replicated")
+    fig = compiled_figures(g, opts, "slots")
+    assert fig["totals"]["rotations"] <= budget
+    compiled = {lay["name"]: lay["rotations"] for lay in fig["layers"] if lay["kind"] == "linear"}
+    maps, _ = slot_diagonals(g, input_layout="replicated")
+    for i, smap in enumerate(maps):
+        m, offsets = _live_offsets(g, i)
+        assert map_rotations(offsets, m, fold=True) == compiled[smap.origin], smap.origin
+
+
+def test_rotation_budget_holds_where_the_count_is_off(setup, monkeypatch) -> None:
+    """The compiler may choose layouts the blocks were not read with (`auto` input and
+    output layouts go by estimated time): prune_graph counts the compiled program and, over
+    budget, prunes again under a lower one. Here the pruning's own count is made too low."""
+    import hec.passes.prune_blocks as prune_blocks
+
+    true_count = prune_blocks.map_rotations
+    monkeypatch.setattr(
+        prune_blocks, "map_rotations", lambda offsets, m, fold: true_count(offsets, m, fold) // 2
+    )
+    model, x = setup
+    g = _graph(model)
+    PruneBlocks(0.0, "slots", 16, calibration=x, fold=True, input_layout="auto").prune(g)
+    assert compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"] > 16
+    g = _graph(model)
+    report = prune_graph(g, x, PruneOptions(0.0, rotation_budget=16), count=False)
+    assert compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"] <= 16
+    assert report["sparsity"] > 0

@@ -110,7 +110,7 @@ def prune_options(fn: Callable) -> Callable:
                 type=click.IntRange(0),
                 default=None,
                 help="Slot packing: prune diagonals until the program needs at most this "
-                "many rotations (instead of --prune's sparsity).",
+                "many rotations (with --prune S: and at least S of the weights).",
             ),
             click.option(
                 "--prune-per-layer",

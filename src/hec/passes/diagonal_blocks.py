@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from hec.ir import CipherType, Graph, Op, Value, affine_map
+from hec.ir import CipherType, Graph, Layout, Op, Value, affine_map
 from hec.passes.chain_lowering import PendingMap
+from hec.passes.input_layouts import NotApplicable, design_input_layout
 from hec.passes.lower_to_slots import _Lowering, min_slots
 
 __all__ = ["SlotMap", "LayerDiagonals", "slot_diagonals", "tagged_matrix", "PRUNABLE_KINDS"]
@@ -69,9 +70,16 @@ class LayerDiagonals:
 class _Recorder(_Lowering):
     """The slot lowering's walk, recording each map instead of building its diagonals."""
 
-    def __init__(self, graph: Graph, slots: int, output_layouts: str = "strided") -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        slots: int,
+        output_layouts: str = "strided",
+        input_layout: str = "direct",
+    ) -> None:
         super().__init__(graph, slots, negligible=0.0, output_layouts=output_layouts)
-        self.maps: list[tuple[PendingMap, np.ndarray, np.ndarray]] = []
+        self.replicated = input_layout == "replicated"
+        self.maps: list[tuple[PendingMap, np.ndarray, np.ndarray, int]] = []
 
     def materialize_pending(
         self, p: PendingMap, shape: tuple[int, ...], tensor: Value | None = None
@@ -81,32 +89,59 @@ class _Recorder(_Lowering):
             return p.src  # as the lowering does
         cols = p.src.type.layout.slot_of_element()
         A = p.A.tocoo()
+        t = CipherType(self.slots, p.src.type.level + 1, 1, Layout(shape, self.slots))
+        if self.replicated and any(p.src is v for v in self.out.inputs):
+            rows = self._replicated_rows(p, A, shape)
+            if rows is not None:  # the output is contiguous, as the lowering makes it
+                self.maps.append((p, rows, cols, int(np.prod(shape))))
+                return self._emit("matvec", [p.src], t, p.origin)
         # the output layout the lowering would pick (the same choice, from the same map)
         layout, rows = self.output_layout(A.row, cols[A.col], shape, tensor)
         t = CipherType(self.slots, p.src.type.level + 1, 1, layout)
-        self.maps.append((p, rows, cols))
+        self.maps.append((p, rows, cols, int(rows.max()) + 1))
         return self._emit("matvec", [p.src], t, p.origin)
+
+    def _replicated_rows(
+        self, p: PendingMap, A: sp.coo_matrix, shape: tuple[int, ...]
+    ) -> np.ndarray | None:
+        """The first map under the ``replicated`` input layout: row ``r`` of output channel
+        ``o`` reads copy ``o`` of the input, at slot ``c + o·HW``, so its diagonal is
+        ``c - (r mod HW)``: recorded as rows ``r mod HW`` over the plain input slots ``c``.
+        ``None`` where that layout does not apply (the lowering then reads it directly)."""
+        try:
+            design_input_layout(
+                "replicated", A.row, A.col, p.src.type.layout.shape, shape, self.slots
+            )
+        except NotApplicable:
+            return None
+        m = int(np.prod(shape))
+        return np.arange(m) % (m // shape[0])
 
 
 def slot_diagonals(
-    graph: Graph, slots: int | None = None, output_layouts: str = "strided"
+    graph: Graph,
+    slots: int | None = None,
+    output_layouts: str = "strided",
+    input_layout: str = "direct",
 ) -> tuple[list[SlotMap], list[LayerDiagonals]]:
     """The maps of ``graph``'s slot lowering and, per conv/matmul op, its weight-diagonal
     incidence. ``graph`` must be HE-friendly (polynomial activations only).
-    ``output_layouts``: as ``lower-to-slots``'s option (``strided``: wherever a map can)."""
+    ``output_layouts``: as ``lower-to-slots``'s option (``strided``: wherever a map can).
+    ``input_layout``: ``replicated`` reads the first map as that input layout makes it (one
+    diagonal per kernel tap, not per channel and tap) where it applies; else ``direct``."""
     S = slots or min_slots(graph)
-    rec = _Recorder(graph, S, output_layouts)
+    rec = _Recorder(graph, S, output_layouts, input_layout)
     rec.lower()
     by_origin = {op.origin: op for op in graph.ops if op.kind in PRUNABLE_KINDS}
     maps: list[SlotMap] = []
     layers: list[LayerDiagonals] = []
-    for m, (p, rows, cols) in enumerate(rec.maps):
+    for m, (p, rows, cols, outputs) in enumerate(rec.maps):
         found = [(j, o) for j, o in enumerate(p.origins) if o in by_origin]
         # a residual merges factors (no per-layer view): such a map stays as it is
         if not found or len(p.factors) != len(p.origins):
             A = p.A.tocoo()
             offsets = np.unique((cols[A.col] - rows[A.row]) % S)
-            maps.append(SlotMap(p.origin, offsets, S, False, int(rows.max()) + 1))
+            maps.append(SlotMap(p.origin, offsets, S, False, outputs))
             continue
         per_layer = []
         for j, origin in found:
@@ -114,7 +149,7 @@ def slot_diagonals(
             weight, diag_offset = _incidence(op, p, j, rows, cols, S)
             per_layer.append((op, weight, diag_offset))
         offsets = np.unique(np.concatenate([d for _, _, d in per_layer]))
-        maps.append(SlotMap(p.origin, offsets, S, True, int(rows.max()) + 1))
+        maps.append(SlotMap(p.origin, offsets, S, True, outputs))
         for op, weight, diag_offset in per_layer:
             layers.append(LayerDiagonals(op, m, weight, np.searchsorted(offsets, diag_offset)))
     return maps, layers

@@ -9,9 +9,11 @@ ciphertexts. So the block follows the packing:
   every weight putting a non-zero on it is zero (``diagonal_blocks`` builds that incidence from
   the lowering itself). Greedy: remove the diagonal whose still-alive weights cost least,
   kill those weights everywhere (other diagonals they fed may empty: free), repeat; cut the
-  removal order at a global weight sparsity, at a per-layer sparsity, or at the longest prefix
-  whose remaining offsets need at most ``rotation_budget`` rotations (baby + giant steps with
-  ``schedule-rotations``' own choice of ``n1``).
+  removal order at a global weight sparsity or at a per-layer sparsity. Under a
+  ``rotation_budget`` the blocks are whole baby/giant-step groups (a rotation each), removed
+  in each map's own greedy order, and the budget is shared among the maps by the network's
+  loss on the calibration data after the refit (``rotation_allocation``); the rotations are
+  counted as ``schedule-rotations`` will emit them.
 - **batch**: a block is a whole filter / neuron (an output channel). A dead channel's
   ciphertexts are constants; the next layer's weights reading them are *culled* and their
   constant contribution is folded into its bias, so nothing reads those elements and the batch
@@ -43,6 +45,13 @@ from hec.errors import InputError
 from hec.ir import Graph, Op
 from hec.passes.diagonal_blocks import SlotMap, slot_diagonals
 from hec.passes.prune_filters import prune_filters
+from hec.passes.rotation_allocation import (
+    CalibrationLoss,
+    allocate,
+    fold_block,
+    map_chain,
+    map_rotations,
+)
 from hec.passes.schedule_rotations import FoldPlan, choose_baby_step
 from hec.recover import layer_inputs, patches, prunable_ops
 
@@ -78,7 +87,8 @@ class PruneBlocks:
 
     Args:
         sparsity: fraction of the linear layers' weights to remove (global, or per layer with
-            ``per_layer``); ignored when ``rotation_budget`` is given.
+            ``per_layer``); with ``rotation_budget`` (and the ``loss`` allocation), at least
+            this fraction besides the budget (0: the budget alone).
         packing: ``"slots"`` (diagonal blocks) or ``"batch"`` (filter blocks + culling).
         rotation_budget: slots only: keep removing diagonals until the whole program needs at
             most this many rotations.
@@ -96,6 +106,13 @@ class PruneBlocks:
             ``contiguous``, the blocks are read off strided outputs wherever a map has one:
             after pruning they are the cheaper layout (a conv weight on a few diagonals
             instead of hundreds), which ``auto`` then picks.
+        input_layout: slots: the compile option. Unless ``direct``, the first map's blocks
+            are read as the ``replicated`` input layout makes them (one diagonal per kernel
+            tap), where it applies (``auto`` picks it there: fewer diagonals).
+        allocation: with ``rotation_budget``: ``loss`` shares the budget among the maps by
+            the network's calibration loss (``rotation_allocation``; needs ``calibration``,
+            else ``global``); ``global`` cuts one removal order of all maps' blocks at the
+            longest prefix within the budget (the former method, kept to compare).
     """
 
     sparsity: float = 0.9
@@ -108,6 +125,8 @@ class PruneBlocks:
     score: str = "calibrated"
     fold: bool = False
     output_layouts: str = "auto"
+    input_layout: str = "direct"
+    allocation: str = "loss"
     name: ClassVar[str] = "prune-blocks"
     dialect: ClassVar[str] = "tensor"
 
@@ -122,6 +141,8 @@ class PruneBlocks:
         ops = prunable_ops(graph)
         if not ops:
             return []
+        if self.allocation not in ("loss", "global"):
+            raise InputError(f"budget allocation {self.allocation!r} is not loss or global")
         if self.score not in ("calibrated", "magnitude"):
             raise InputError(f"pruning score {self.score!r} is not calibrated or magnitude")
         x = self.calibration
@@ -144,7 +165,10 @@ class PruneBlocks:
     # -- slot packing: diagonal blocks ----------------------------------------------------
     def _prune_slots(self, graph: Graph, scores: dict[int, np.ndarray]) -> list[dict]:
         layouts = "contiguous" if self.output_layouts == "contiguous" else "strided"
-        maps, layers = slot_diagonals(graph, self.slots, layouts)
+        # `auto` compiles every input layout and keeps the cheapest: for a first convolution
+        # with one input channel that is `replicated` (a diagonal per kernel tap)
+        inputs = "direct" if self.input_layout == "direct" else "replicated"
+        maps, layers = slot_diagonals(graph, self.slots, layouts, inputs)
         if not layers:
             return []
         diag_base = np.cumsum([0] + [len(m.offsets) for m in maps])
@@ -156,6 +180,7 @@ class PruneBlocks:
         # zero weights are dead already: their diagonals may be free
         alive0 = np.concatenate([lay.op.consts["weight"].ravel() != 0 for lay in layers])
         n_diag = int(diag_base[-1])
+        unfolded = (maps, diag_base, pw, pd)  # diagonals, before merging them by residue
         if self.fold:  # blocks are the plaintexts of folded maps: diagonals merged by residue
             pd, diag_base, maps = _fold_units(maps, diag_base, pd)
             n_diag = int(diag_base[-1])
@@ -171,9 +196,21 @@ class PruneBlocks:
         if self.rotation_budget is not None:
             # blocks: whole baby-step and giant-step groups (each one rotation) of every map
             pw_u, pu, map_of_u = _bsgs_units(maps, diag_base, pw, pd)
-            _, killed = _greedy(pw_u, pu, s, len(map_of_u), alive0, False, map_of_w, map_of_u)
-            cut = _budget_cut(killed, maps, diag_base, pw, pd, alive0, self.rotation_budget)
-            dead_w = _dead_weights(killed, cut, len(s), alive0)
+            by_loss = self.allocation == "loss" and self.calibration is not None
+            gw, gu, gmap = pw_u, pu, map_of_u
+            if by_loss and self.fold:  # and blocks of a block sum, which shortens as they go
+                pw_b, pb, map_of_b = _sum_blocks(*unfolded)
+                gw, gu = np.concatenate([pw_u, pw_b]), np.concatenate([pu, pb + len(map_of_u)])
+                gmap = np.concatenate([map_of_u, map_of_b])
+            order, killed = _greedy(gw, gu, s, len(gmap), alive0, False, map_of_w, gmap)
+            if by_loss:  # each map's share by the network's loss
+                unit_pairs = (pw_u, map_of_u[pu], pu)
+                dead_w = self._allocate(
+                    graph, layers, w_base, unfolded, unit_pairs, order, killed, gmap, alive0
+                )
+            else:
+                cut = _budget_cut(killed, maps, diag_base, pw, pd, alive0, self.rotation_budget)
+                dead_w = _dead_weights(killed, cut, len(s), alive0)
         elif self.per_layer:
             dead_w = ~alive0
             for m in range(len(maps)):
@@ -212,6 +249,98 @@ class PruneBlocks:
                 }
             )
         return rows
+
+    def _allocate(
+        self,
+        graph: Graph,
+        layers: list,
+        w_base: np.ndarray,
+        unfolded: tuple,
+        unit_pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+        order: list[int],
+        killed: list[np.ndarray],
+        map_of_u: np.ndarray,
+        alive0: np.ndarray,
+    ) -> np.ndarray:
+        """Dead weights under ``rotation_budget``: each map's blocks go in its own greedy
+        order, and the budget is shared among the maps by the network's calibration loss
+        (``rotation_allocation``)."""
+        maps, diag_base, pw, pd = unfolded
+        uw, umap, uu = unit_pairs
+        map_of_d = np.repeat(np.arange(len(maps)), np.diff(diag_base))
+        fold = self.fold
+        chains, fixed = [], 0
+        for m, smap in enumerate(maps):
+            if not smap.prunable:
+                fixed += map_rotations(smap.offsets, smap, fold)
+                continue
+            steps = [ws for u, ws in zip(order, killed, strict=True) if map_of_u[u] == m]
+            sel_d = map_of_d[pd] == m
+            diag_pairs = (pw[sel_d], smap.offsets[pd[sel_d] - diag_base[m]])
+            sel_u = umap == m
+            pairs = (uw[sel_u], uu[sel_u])
+            chains.append(map_chain(m, smap, steps, pairs, diag_pairs, alive0, fold))
+        positions = {op.origin: i for i, op in enumerate(prunable_ops(graph))}
+        first = {
+            c.index: min(positions[lay.op.origin] for lay in layers if lay.map_index == c.index)
+            for c in chains
+        }
+        loss = CalibrationLoss(graph, self.calibration[:512])
+
+        def dead_of(prefix: list[int]) -> np.ndarray:
+            dead = ~alive0
+            for c, p in zip(chains, prefix, strict=True):
+                for ws in c.steps[:p]:
+                    dead[ws] = True
+            return dead
+
+        def measure(prefix: list[int], start: int) -> tuple[float, Graph]:
+            dead = dead_of(prefix)
+            masks = {
+                lay.op.origin: dead[w_base[i] : w_base[i + 1]].reshape(
+                    lay.op.consts["weight"].shape
+                )
+                for i, lay in enumerate(layers)
+            }
+            return loss(masks, start)
+
+        def accept(g: Graph) -> None:
+            loss.current = g
+
+        def exact(prefix: list[int]) -> int:
+            live = ~dead_of(prefix)[pw]
+            total = fixed
+            for c in chains:
+                sel = live & (map_of_d[pd] == c.index)
+                offs = maps[c.index].offsets[pd[sel] - diag_base[c.index]]
+                total += map_rotations(offs, maps[c.index], fold)
+            return total
+
+        budget = self.rotation_budget
+        # a sparsity asked for besides the budget: at most that many weights alive
+        kept = int(np.floor((1 - self.sparsity) * len(alive0))) - int(
+            alive0.sum() - sum(int(c.kept[0]) for c in chains)
+        )
+        cap = kept if self.sparsity > 0 else None
+        prefix = allocate(chains, fixed, budget, measure, accept, first, max_kept=cap)
+        # the counts above are upper bounds; the scheduler's own split may need fewer: give
+        # out what is left (an allowance that overshoots is halved, from the last that fit)
+        feasible, fits, ub = prefix, budget, budget
+        for _ in range(4):
+            used = exact(prefix)
+            if used <= budget:
+                feasible, fits = prefix, ub
+                if used == budget:
+                    break
+                ub += budget - used
+            elif ub - fits > 1:
+                ub = fits + (ub - fits) // 2
+            else:
+                break
+            prefix = allocate(chains, fixed, ub, measure, accept, first, feasible, cap)
+            if prefix == feasible:
+                break
+        return dead_of(feasible)
 
 
 def _folds(m: SlotMap) -> bool:
@@ -349,6 +478,26 @@ def _bsgs_units(maps: list[SlotMap], diag_base: np.ndarray, pw: np.ndarray, pd: 
     span_of = np.array([m.slots + 1 for m in maps])
     map_of_u = np.array([u // 2 for u in units // span_of.max()])  # all maps share slots
     return np.concatenate(keys_w), pu, map_of_u
+
+
+def _sum_blocks(maps: list[SlotMap], diag_base: np.ndarray, pw: np.ndarray, pd: np.ndarray):
+    """Weight-unit pairs where a unit is a block ``j`` of a folded map's block sum (the
+    diagonals ``k`` with ``k mod slots`` in ``[B·j, B·j + B)``): once no weight is left on it,
+    the sum runs over fewer blocks, a shorter window. Returns
+    ``(pairs_weight, pairs_unit, map_of_unit)``; ``pd`` indexes the maps' own diagonals."""
+    keys_w, keys_u = [], []
+    span = max((m.slots for m in maps), default=1) + 1
+    for i, m in enumerate(maps):
+        if not _folds(m):
+            continue
+        sel = (pd >= diag_base[i]) & (pd < diag_base[i + 1])
+        k = m.offsets[pd[sel] - diag_base[i]] % m.slots
+        keys_w.append(pw[sel])
+        keys_u.append(i * span + k // fold_block(m))
+    if not keys_w:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    units, pu = np.unique(np.concatenate(keys_u), return_inverse=True)
+    return np.concatenate(keys_w), pu, units // span
 
 
 def _budget_cut(
