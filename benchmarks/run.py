@@ -62,18 +62,44 @@ EXAMPLES = REPO / "examples"
 class Bench(NamedTuple):
     """A benchmark model: its example folder, the polynomial degree replacing non-polynomial
     activations (``None``: it has none), and the fraction of its weights pruned in blocks
-    shaped by each row's packing (``hec compile --prune``; ``None``: unpruned)."""
+    shaped by each row's packing (``hec compile --prune``; ``None``: unpruned), or a rotation
+    budget (slot packing only; ``hec optimize --rotation-budget N --fine-tune E``, then
+    ``hec compile`` of the pruned model)."""
 
     folder: Path
     degree: int | None = None
     prune: float | None = None
+    budget: int | None = None
+    fine_tune: int = 0
+
+    @property
+    def pruned(self) -> bool:
+        return self.prune is not None or self.budget is not None
 
     def calibration(self) -> np.ndarray | None:
-        needed = self.degree is not None or self.prune is not None
+        needed = self.degree is not None or self.pruned
         return np.load(self.folder / "calib.npz")["x"] if needed else None
 
     def prune_options(self, packing: str) -> PruneOptions | None:
         return None if self.prune is None else PruneOptions(sparsity=self.prune, packing=packing)
+
+    def budget_model(self, work: Path) -> Path:
+        """The model pruned to the rotation budget and fine-tuned (``hec optimize``)."""
+        out = work / f"{self.folder.name}-budget{self.budget}.onnx"
+        train = np.load(self.folder / "train.npz")
+        test = np.load(self.folder / "test.npz")
+        hec.optimize(
+            self.folder / "model.onnx",
+            out,
+            self.calibration(),
+            options=hec.CompileOptions(degree=self.degree),
+            evaluation=(test["x"], test["y"]),
+            train=(train["x"], train["y"]),
+            prune=PruneOptions(
+                sparsity=0.0, rotation_budget=self.budget, fine_tune_epochs=self.fine_tune
+            ),
+        )
+        return out
 
 
 # Pruned variants compare with their unpruned model only (no peer or deployment rows).
@@ -84,6 +110,8 @@ MODELS = {
     "lenet5-digits-pruned90 (deg 2)": Bench(EXAMPLES / "lenet5_digits", 2, prune=0.9),
     # 80%: where batch (filter) pruning keeps the degree-2 model's accuracy
     "lenet5-digits-pruned80 (deg 2)": Bench(EXAMPLES / "lenet5_digits", 2, prune=0.8),
+    # slots only: at most 40 rotations, fine-tuned with the masks fixed (needs hec[train])
+    "lenet5-digits-budget40 (deg 2)": Bench(EXAMPLES / "lenet5_digits", 2, budget=40, fine_tune=15),
     "cnn-silu-maxpool (deg 2)": Bench(EXAMPLES / "cnn_silu_digits", 2),
 }
 
@@ -100,13 +128,16 @@ def bench_model(name: str, bench: Bench, n_encrypted: int, work: Path) -> dict:
     row: dict = {"model": name, "packing": "slots", "images_per_eval": 1}
 
     t = time.perf_counter()
-    art = hec.compile(
-        model,
-        work / name.split()[0],
-        hec.CompileOptions(degree=degree),
-        calibration=bench.calibration(),
-        prune=bench.prune_options("slots"),
-    )
+    if bench.budget is not None:  # pruned, fine-tuned and HE-friendly: compiled as it is
+        art = hec.compile(bench.budget_model(work), work / name.split()[0])
+    else:
+        art = hec.compile(
+            model,
+            work / name.split()[0],
+            hec.CompileOptions(degree=degree),
+            calibration=bench.calibration(),
+            prune=bench.prune_options("slots"),
+        )
     row["compile_s"] = time.perf_counter() - t
     totals = art.report["totals"]
     row.update(
@@ -530,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.packing in ("slots", "both"):
                 rows.append(bench_model(name, bench, n, Path(tmp)))
             # a pruned variant is compared with its unpruned model, not with peers
-            if args.packing in ("slots", "both") and bench.prune is None:
+            if args.packing in ("slots", "both") and not bench.pruned:
                 if names:
                     print(f"peers on {name} ...", file=sys.stderr, flush=True)
                     timeout = min(args.peer_timeout, 600) if args.quick else args.peer_timeout
@@ -541,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"deployment of {name} ...", file=sys.stderr, flush=True)
                     requests = 1 if args.quick else args.requests
                     bench_deployment(rows[-1], folder, degree, requests, Path(tmp))
-            if args.packing in ("batch", "both"):
+            if args.packing in ("batch", "both") and bench.budget is None:
                 print(f"batch packing of {name} ...", file=sys.stderr, flush=True)
                 rows.append(bench_batch(name, n_batch, args.threads, Path(tmp)))
     meta = {
