@@ -52,6 +52,7 @@ import plot_results  # noqa: E402
 
 import hec  # noqa: E402
 from hec.frontend.reference import onnxruntime_outputs  # noqa: E402
+from hec.optimize import optimize  # noqa: E402
 from hec.prune import PruneOptions  # noqa: E402
 from hec.runtime import Client, Server  # noqa: E402
 
@@ -88,7 +89,7 @@ class Bench(NamedTuple):
         out = work / f"{self.folder.name}-budget{self.budget}.onnx"
         train = np.load(self.folder / "train.npz")
         test = np.load(self.folder / "test.npz")
-        hec.optimize(
+        optimize(
             self.folder / "model.onnx",
             out,
             self.calibration(),

@@ -54,7 +54,9 @@ def test_schedules_read_only_computed_ciphertexts_and_free_them_after_last_use(n
     eg = element_graph(_program(CASES[name]()[0]))
     demand = schedule(eg, lambda level, parts: 1)[0]
     w = waves(eg, demand, window=7)
-    for s in (demand, liveness(eg, program_order(eg), "program"), wave_schedule(eg, w)):
+    unit = lambda level, parts: 1  # noqa: E731
+    others = [schedule(eg, unit, only=kind)[0] for kind in ("demand-local", "stream")]
+    for s in (demand, liveness(eg, program_order(eg), "program"), wave_schedule(eg, w), *others):
         alive: set[int] = set()
         loaded = [ct for load in s.load_before for ct in load]
         assert len(loaded) == len(set(loaded))  # each input is brought in once
@@ -93,8 +95,8 @@ def test_demand_order_keeps_fewer_ciphertexts_alive_on_cryptonets() -> None:
     assert demand.kind == "demand" and peak < program_peak / 2
     # visiting inputs by the first program input they reach makes a convolution's channels at
     # one position together, so the input ciphertexts die sooner (CryptoNets: 160 vs 180)
-    local, local_peak = schedule(eg, lambda level, parts: 1)
-    assert local.kind == "demand-local" and local_peak < peak
+    local, local_peak = schedule(eg, lambda level, parts: 1, only="demand-local")
+    assert local_peak < peak
 
 
 def test_inputs_are_brought_in_at_their_first_reader_not_all_at_the_start() -> None:

@@ -192,6 +192,27 @@ def _demand_order(eg: ElementGraph, local: bool = False) -> np.ndarray:
     return np.asarray([ct for ct in order if ct != root and eg.op_of[ct] >= 0], dtype=np.int64)
 
 
+def _stream_order(eg: ElementGraph) -> np.ndarray:
+    """Program inputs taken in id order (an image: raster order), each task computed when its
+    first reader can run, i.e. when the last program input that reader depends on has come in:
+    a convolution runs as its windows fill, like a line buffer, and a square waits for the
+    pooling sum that reads it. Ties in program order. Topological: a reader depends on every
+    input its operands depend on."""
+    last_input = np.arange(len(eg.op_of), dtype=np.int64)
+    for ct in np.flatnonzero(eg.op_of >= 0).tolist():  # ids are in program order
+        d = eg.deps[ct]
+        last_input[ct] = last_input[d].max() if len(d) else -1
+    tasks = program_order(eg)
+    when = last_input.copy()  # an output nothing reads: as soon as it can
+    read = np.zeros(len(eg.op_of), dtype=bool)
+    for ct in tasks.tolist():  # readers in id order: the first sets it, later ones lower it
+        d = eg.deps[ct]
+        when[d[~read[d]]] = last_input[ct]
+        read[d] = True
+        np.minimum.at(when, d, last_input[ct])
+    return tasks[np.lexsort((tasks, when[tasks]))]
+
+
 def _first_input_reached(eg: ElementGraph) -> np.ndarray:
     """Per ciphertext, the smallest program-input ciphertext it depends on."""
     reach = np.arange(len(eg.op_of), dtype=np.int64)  # an input reaches itself
@@ -261,6 +282,7 @@ def schedule(
     orders = {
         "demand": _demand_order,
         "demand-local": lambda eg: _demand_order(eg, local=True),
+        "stream": _stream_order,
         "program": program_order,
     }
     for kind, make in orders.items():
