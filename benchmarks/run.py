@@ -64,8 +64,8 @@ class Bench(NamedTuple):
     """A benchmark model: its example folder, the polynomial degree replacing non-polynomial
     activations (``None``: it has none), and the fraction of its weights pruned in blocks
     shaped by each row's packing (``hec compile --prune``; ``None``: unpruned), or a rotation
-    budget (slot packing only; ``hec optimize --rotation-budget N --fine-tune E``, then
-    ``hec compile`` of the pruned model)."""
+    budget (slot packing only); with ``fine_tune`` epochs, pruned and fine-tuned by ``hec
+    optimize`` first, then compiled."""
 
     folder: Path
     degree: int | None = None
@@ -84,9 +84,10 @@ class Bench(NamedTuple):
     def prune_options(self, packing: str) -> PruneOptions | None:
         return None if self.prune is None else PruneOptions(sparsity=self.prune, packing=packing)
 
-    def budget_model(self, work: Path) -> Path:
-        """The model pruned to the rotation budget and fine-tuned (``hec optimize``)."""
-        out = work / f"{self.folder.name}-budget{self.budget}.onnx"
+    def tuned_model(self, packing: str, work: Path) -> Path:
+        """The model pruned for ``packing`` and fine-tuned with the masks fixed (``hec
+        optimize --prune S | --rotation-budget N --fine-tune E``): HE-friendly, compiled as is."""
+        out = work / f"{self.folder.name}-{packing}-tuned.onnx"
         train = np.load(self.folder / "train.npz")
         test = np.load(self.folder / "test.npz")
         optimize(
@@ -97,7 +98,10 @@ class Bench(NamedTuple):
             evaluation=(test["x"], test["y"]),
             train=(train["x"], train["y"]),
             prune=PruneOptions(
-                sparsity=0.0, rotation_budget=self.budget, fine_tune_epochs=self.fine_tune
+                sparsity=self.prune or 0.0,
+                packing=packing,
+                rotation_budget=self.budget,
+                fine_tune_epochs=self.fine_tune,
             ),
         )
         return out
@@ -113,6 +117,10 @@ MODELS = {
     "lenet5-digits-pruned80 (deg 2)": Bench(EXAMPLES / "lenet5_digits", 2, prune=0.8),
     # slots only: at most 40 rotations, fine-tuned with the masks fixed (needs hec[train])
     "lenet5-digits-budget40 (deg 2)": Bench(EXAMPLES / "lenet5_digits", 2, budget=40, fine_tune=15),
+    # 90% of the weights and fine-tuned with the masks fixed (needs hec[train])
+    "lenet5-digits-pruned90-tuned (deg 2)": Bench(
+        EXAMPLES / "lenet5_digits", 2, prune=0.9, fine_tune=15
+    ),
     "cnn-silu-maxpool (deg 2)": Bench(EXAMPLES / "cnn_silu_digits", 2),
 }
 
@@ -129,8 +137,8 @@ def bench_model(name: str, bench: Bench, n_encrypted: int, work: Path) -> dict:
     row: dict = {"model": name, "packing": "slots", "images_per_eval": 1}
 
     t = time.perf_counter()
-    if bench.budget is not None:  # pruned, fine-tuned and HE-friendly: compiled as it is
-        art = hec.compile(bench.budget_model(work), work / name.split()[0])
+    if bench.fine_tune:  # pruned, fine-tuned and HE-friendly: compiled as it is
+        art = hec.compile(bench.tuned_model("slots", work), work / name.split()[0])
     else:
         art = hec.compile(
             model,
@@ -335,14 +343,20 @@ def batch_worker(name: str, n: int, threads: int, work: Path) -> dict:
     x, y, n_test = images(folder, n)
     row: dict = {"model": name, "packing": "batch", "images_per_eval": n}
     t = time.perf_counter()
-    options = hec.CompileOptions(packing="batch", batch_size=n, degree=bench.degree)
-    art = hec.compile(
-        model,
-        work / f"{name.split()[0]}-batch",
-        options,
-        calibration=bench.calibration(),
-        prune=bench.prune_options("batch"),
-    )
+    if bench.fine_tune:  # pruned, fine-tuned and HE-friendly: compiled as it is
+        options = hec.CompileOptions(packing="batch", batch_size=n)
+        art = hec.compile(
+            bench.tuned_model("batch", work), work / f"{name.split()[0]}-batch", options
+        )
+    else:
+        options = hec.CompileOptions(packing="batch", batch_size=n, degree=bench.degree)
+        art = hec.compile(
+            model,
+            work / f"{name.split()[0]}-batch",
+            options,
+            calibration=bench.calibration(),
+            prune=bench.prune_options("batch"),
+        )
     row["compile_s"] = time.perf_counter() - t
     totals = art.report["totals"]
     row.update(
