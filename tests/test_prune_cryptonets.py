@@ -112,6 +112,31 @@ def test_rotation_budget_shared_by_loss_beats_one_global_order() -> None:
     assert accuracy["loss"] > accuracy["global"] + 0.2, (accuracy, kept)
 
 
+def test_reported_recovery_error_is_the_refits_not_the_fine_tunings() -> None:
+    """Fine-tuning trains for the task, not to reproduce the original layers: the report's
+    recovered error is measured right after the refit, whether fine-tuning follows or not."""
+    pytest.importorskip("torch")
+    from hec.frontend import import_onnx
+    from hec.optimize import make_he_friendly
+    from hec.options import CompileOptions
+    from hec.prune import PruneOptions, prune_graph
+    from hec.recover import prunable_ops
+
+    data = np.load(EXAMPLE / "calib.npz")
+    graph = import_onnx(EXAMPLE / "model.onnx")
+    make_he_friendly(EXAMPLE / "model.onnx", graph, CompileOptions(), data["x"])
+    errors, weights = {}, {}
+    for epochs in (0, 2):
+        g = graph.clone()
+        options = PruneOptions(0.5, "batch", fine_tune_epochs=epochs, learning_rate=1e-2)
+        report = prune_graph(g, data["x"], options, train=(data["x"], data["y"]), count=False)
+        errors[epochs] = [r["reconstruction_error"]["recovered"] for r in report["layers"]]
+        weights[epochs] = [op.consts["weight"] for op in prunable_ops(g)]
+    moved = [not np.allclose(a, b) for a, b in zip(weights[0], weights[2], strict=True)]
+    assert any(moved)  # fine-tuning did change the weights
+    np.testing.assert_allclose(errors[2], errors[0], rtol=1e-12)
+
+
 @pytest.mark.slow
 def test_encrypted_pruned_program(pruned, tmp_path) -> None:
     out, _ = pruned

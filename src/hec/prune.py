@@ -141,6 +141,8 @@ def prune_graph(
     errors = reconstruction_errors(graph, original, calibration)
     if options.recover:
         report["refit"] = refit(graph, original, calibration)
+    # what recovery did, before fine-tuning moves the layers towards the task instead
+    after_err = reconstruction_errors(graph, original, calibration)
     labelled = evaluation is not None and evaluation[1] is not None
     if options.fine_tune_epochs and labelled:  # what pruning and the refit alone leave
         report["accuracy_before_fine_tune"] = _accuracy(graph, *evaluation)
@@ -166,7 +168,6 @@ def prune_graph(
             ],
         }
     progress("prune", 2, 3)
-    after_err = reconstruction_errors(graph, original, calibration)
     for row, e0, e1 in zip(rows, errors, after_err, strict=True):
         row["reconstruction_error"] = {"pruned": e0, "recovered": e1}
     total = sum(r["weights"] for r in rows)
