@@ -7,12 +7,17 @@ program is flattened into an *element graph*: one task per output ciphertext (a 
 ``signed_sum`` row that is a lone +1 with no bias (a reshape, a crop) is no task at all: it
 names its input ciphertext. Tasks no output depends on are dropped.
 
-Two orders are considered and the one with the smaller predicted peak is kept:
+Four orders are considered and the one with the smallest predicted peak is kept:
 
 - ``program``: op after op, element after element (what a layer-by-layer evaluator does);
 - ``demand``: depth-first from the outputs (networkx ``dfs_postorder_nodes`` over the
   dependency graph), which computes each value just before its first consumer needs it, so a
-  pooling window or a dense row consumes its inputs soon after they exist.
+  pooling window or a dense row consumes its inputs soon after they exist;
+- ``demand-local``: the same walk visiting a task's inputs by the first program input each
+  reaches, so a convolution's channels at one position are made together (LeNet-5: 8.4 → 4.0
+  GB);
+- ``stream``: program inputs in id (raster) order, each task when its first reader can run,
+  like a line buffer; best where sparse dense rows scatter a depth-first walk (pruned models).
 
 A ciphertext is freed right after its last reader (``free_after``); outputs stay. An input
 ciphertext is brought in just before its first reader (``load_before``): the evaluator asks its
@@ -83,7 +88,7 @@ class Schedule:
         order: the ciphertexts to compute, in order.
         free_after: ``free_after[k]`` lists the ciphertexts to drop after computing ``order[k]``.
         free_first: inputs nothing reads (never brought in).
-        kind: ``"program"`` or ``"demand"``.
+        kind: ``"program"``, ``"demand"``, ``"demand-local"``, ``"stream"`` or ``"waves"``.
         load_before: ``load_before[k]`` lists the input ciphertexts to bring in before
             computing ``order[k]`` (those ``order[k]`` is the first to read).
     """
@@ -178,7 +183,7 @@ def _demand_order(eg: ElementGraph, local: bool = False) -> np.ndarray:
     inputs die soon after they come in."""
     import networkx as nx
 
-    reach = _first_input_reached(eg) if local else None
+    reach = _input_reached(eg, np.min) if local else None
     g = nx.DiGraph()
     for ct, d in enumerate(eg.deps):
         if eg.op_of[ct] >= 0:
@@ -198,10 +203,7 @@ def _stream_order(eg: ElementGraph) -> np.ndarray:
     a convolution runs as its windows fill, like a line buffer, and a square waits for the
     pooling sum that reads it. Ties in program order. Topological: a reader depends on every
     input its operands depend on."""
-    last_input = np.arange(len(eg.op_of), dtype=np.int64)
-    for ct in np.flatnonzero(eg.op_of >= 0).tolist():  # ids are in program order
-        d = eg.deps[ct]
-        last_input[ct] = last_input[d].max() if len(d) else -1
+    last_input = _input_reached(eg, np.max)
     tasks = program_order(eg)
     when = last_input.copy()  # an output nothing reads: as soon as it can
     read = np.zeros(len(eg.op_of), dtype=bool)
@@ -213,12 +215,12 @@ def _stream_order(eg: ElementGraph) -> np.ndarray:
     return tasks[np.lexsort((tasks, when[tasks]))]
 
 
-def _first_input_reached(eg: ElementGraph) -> np.ndarray:
-    """Per ciphertext, the smallest program-input ciphertext it depends on."""
-    reach = np.arange(len(eg.op_of), dtype=np.int64)  # an input reaches itself
+def _input_reached(eg: ElementGraph, pick: Callable[[np.ndarray], int]) -> np.ndarray:
+    """Per ciphertext, the first (``np.min``) or last (``np.max``) program-input ciphertext it
+    depends on; an input reaches itself."""
+    reach = np.arange(len(eg.op_of), dtype=np.int64)
     for ct in np.flatnonzero(eg.op_of >= 0).tolist():  # ids are in program order
-        d = eg.deps[ct]
-        reach[ct] = reach[d].min() if len(d) else len(eg.op_of)
+        reach[ct] = pick(reach[eg.deps[ct]])  # every task reads at least one ciphertext
     return reach
 
 
