@@ -50,6 +50,21 @@ class ModelBuilder:
         return model
 
 
+def conv_pool_conv(
+    c1: int = 3, c2: int = 4, k: int = 3, pool: int = 2, size: int = 12, act: str = "Mul"
+):
+    """conv 1→c1 (k×k, same) · act · avgpool · conv c1→c2 (k×k) · act · dense → 5."""
+    b = ModelBuilder((1, size, size), seed=size + c1)
+    t = b.node("Conv", ["input", b.weight(c1, 1, k, k), b.weight(c1)], pads=[k // 2] * 4)
+    t = b.node("Mul", [t, t]) if act == "Mul" else b.node(act, [t])
+    t = b.node("AveragePool", [t], kernel_shape=[pool, pool], strides=[pool, pool])
+    t = b.node("Conv", [t, b.weight(c2, c1, k, k, scale=0.3), b.weight(c2)])
+    t = b.node("Mul", [t, t])
+    t = b.node("Flatten", [t])
+    side = size // pool - k + 1
+    return b.build(b.node("Gemm", [t, b.weight(5, c2 * side * side, scale=0.1)], transB=1))
+
+
 def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 

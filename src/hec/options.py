@@ -49,6 +49,10 @@ class CompileOptions:
             element-wise polynomials) may keep it on its input's grid
             (``passes.output_layouts``): ``auto`` where that is cheaper, ``strided`` wherever
             it can, ``contiguous`` never.
+        stencil_sums: slot packing: an average pool becomes rotate-and-add on its input's
+            grid (``passes.stencil_sums``: no plaintext multiply, no level; the map after it
+            reads one diagonal per weight instead of one per pool tap): ``auto`` where that
+            is cheaper than fusing the pool into that map, ``always``, or ``never``.
         rotation_keys: ``"all"``: one key per rotation amount the program uses; ``"pow2"``:
             keys for ``±2^i`` only, every other rotation composed of them (fewer keys and
             less key memory, more rotations; see ``compose-rotations``).
@@ -74,4 +78,5 @@ class CompileOptions:
     rotation_keys: str = "all"
     fold_short_maps: bool = True
     output_layouts: str = "auto"
+    stencil_sums: str = "auto"
     max_rotation_keys: int | None = None

@@ -80,9 +80,15 @@ def _prune(
 ) -> list[dict[str, Any]]:
     """``prune-blocks`` on ``graph``. With a rotation budget, the compiled program is counted:
     where the compiler's choices (layouts, splits) need more rotations than the pruning
-    counted, it is pruned again from ``original`` under a budget lowered by the excess."""
-    budget = options.rotation_budget
-    for _ in range(3):
+    counted, it is pruned again from ``original`` under a budget lowered by the excess; where
+    they need fewer (a pool the pruned program sums by rotations, ``stencil_sums``), under
+    one raised by what is left, kept if it still fits."""
+    target = budget = options.rotation_budget
+    fits: tuple[list[dict[str, Any]], list[dict]] | None = None  # the last pruning within
+    for attempt in range(3):
+        if attempt:  # each attempt prunes the original weights
+            for op, ref in zip(prunable_ops(graph), prunable_ops(original), strict=True):
+                op.consts = dict(ref.consts)
         rows = PruneBlocks(
             options.sparsity,
             options.packing,
@@ -95,19 +101,26 @@ def _prune(
             fold=copts.fold_short_maps,
             output_layouts=copts.output_layouts,
             input_layout=copts.input_layout,
+            stencil_sums=copts.stencil_sums,
             allocation=options.allocation,
         ).prune(graph)
-        if budget is None or options.packing != "slots":
+        if target is None or options.packing != "slots":
             return rows
-        excess = compiled_figures(graph, copts, "slots")["totals"]["rotations"] - (
-            options.rotation_budget
-        )
-        if excess <= 0 or budget - excess < 0:
-            return rows
-        budget -= excess
-        for op, ref in zip(prunable_ops(graph), prunable_ops(original), strict=True):
-            op.consts = dict(ref.consts)
-    return rows
+        used = compiled_figures(graph, copts, "slots")["totals"]["rotations"]
+        if used <= target:
+            fits = (rows, [dict(op.consts) for op in prunable_ops(graph)])
+            if used == target:
+                break
+            budget += target - used
+        elif fits is not None or budget - (used - target) < 0:
+            break  # raised too far (the last that fit is kept), or nothing left to lower
+        else:
+            budget -= used - target
+    if fits is None:
+        return rows
+    for op, consts in zip(prunable_ops(graph), fits[1], strict=True):
+        op.consts = consts
+    return fits[0]
 
 
 def prune_graph(

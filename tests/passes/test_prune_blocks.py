@@ -77,7 +77,7 @@ def test_pruned_diagonals_are_gone_from_the_compiled_program(setup, target) -> N
     # one prunable layer per map here: each lowered map has exactly the diagonals kept (the
     # blocks are read off strided outputs; the compiler's `auto` keeps them only if cheaper)
     lowered = g.clone()
-    LowerToSlots(negligible=0.0, output_layouts="strided").run(lowered)
+    LowerToSlots(negligible=0.0, output_layouts="strided", stencil_sums="never").run(lowered)
     kept = [len(op.attrs["offsets"]) for op in lowered.ops if op.kind == "matvec"]
     assert kept == [r["blocks_kept"] for r in rows]
     assert after["totals"]["plaintext_multiplies"] < before["totals"]["plaintext_multiplies"]
@@ -233,8 +233,8 @@ def test_replicated_input_blocks_are_kernel_taps(setup) -> None:
     assert len(direct[0].offsets) == 36  # a diagonal per channel and tap
 
 
-def _live_offsets(g, smap_index: int) -> np.ndarray:
-    maps, layers = slot_diagonals(g, input_layout="replicated")
+def _live_offsets(g, smap_index: int, stencils: bool) -> np.ndarray:
+    maps, layers = slot_diagonals(g, input_layout="replicated", stencils=stencils)
     live = [
         lay.pairs_diag[lay.op.consts["weight"].ravel()[lay.pairs_weight] != 0]
         for lay in layers
@@ -243,21 +243,27 @@ def _live_offsets(g, smap_index: int) -> np.ndarray:
     return maps[smap_index], maps[smap_index].offsets[np.unique(np.concatenate(live))]
 
 
-@pytest.mark.parametrize("budget", [14, 20, 22])
-def test_budget_rotations_are_counted_as_compiled(setup, budget) -> None:
+@pytest.mark.parametrize("budget,sums", [(14, "always"), (20, "never"), (22, "never")])
+def test_budget_rotations_are_counted_as_compiled(setup, budget, sums) -> None:
     """Per map, the rotations the allocation counts are those of the program compiled with
-    the layouts it reads the blocks with; within the budget; every map keeps a block."""
+    the layouts it reads the blocks with (pools as stencil sums or fused into the next map);
+    within the budget; every map keeps a block."""
     model, x = setup
     g = _graph(model)
-    rows = PruneBlocks(0.0, "slots", budget, calibration=x, fold=True, input_layout="auto").prune(g)
+    rows = PruneBlocks(
+        0.0, "slots", budget, calibration=x, fold=True, input_layout="auto", stencil_sums=sums
+    ).prune(g)
     assert all(r["blocks_kept"] >= 1 for r in rows)
-    opts = CompileOptions(output_layouts="strided", input_layout="replicated")
+    opts = CompileOptions(output_layouts="strided", input_layout="replicated", stencil_sums=sums)
     fig = compiled_figures(g, opts, "slots")
     assert fig["totals"]["rotations"] <= budget
     compiled = {lay["name"]: lay["rotations"] for lay in fig["layers"] if lay["kind"] == "linear"}
-    maps, _ = slot_diagonals(g, input_layout="replicated")
+    maps, _ = slot_diagonals(g, input_layout="replicated", stencils=sums == "always")
     for i, smap in enumerate(maps):
-        m, offsets = _live_offsets(g, i)
+        if smap.stencil:  # a pool as a stencil sum: rotations without diagonals
+            assert compiled[smap.origin] == smap.stencil == 2, smap.origin
+            continue
+        m, offsets = _live_offsets(g, i, sums == "always")
         assert map_rotations(offsets, m, fold=True) == compiled[smap.origin], smap.origin
 
 

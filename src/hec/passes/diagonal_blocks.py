@@ -34,6 +34,7 @@ from hec.ir import CipherType, Graph, Layout, Op, Value, affine_map
 from hec.passes.chain_lowering import PendingMap
 from hec.passes.input_layouts import NotApplicable, design_input_layout
 from hec.passes.lower_to_slots import _Lowering, min_slots
+from hec.passes.stencil_sums import Stencil, stencil_rotations
 
 __all__ = ["SlotMap", "LayerDiagonals", "slot_diagonals", "tagged_matrix", "PRUNABLE_KINDS"]
 
@@ -50,6 +51,7 @@ class SlotMap:
     prunable: bool  # whether its diagonals come from conv/matmul weights alone
     outputs: int = 0  # slots its result's layout spans (rows the scheduler must compute)
     sum_rotations: int = 0  # a folded map's block sum (rotations besides its offsets')
+    stencil: int = 0  # a stencil sum's rotations (no diagonals; ``stencil_sums``)
 
 
 @dataclass
@@ -76,10 +78,12 @@ class _Recorder(_Lowering):
         slots: int,
         output_layouts: str = "strided",
         input_layout: str = "direct",
+        stencils: bool = False,
     ) -> None:
-        super().__init__(graph, slots, negligible=0.0, output_layouts=output_layouts)
+        sums = "always" if stencils else "never"
+        super().__init__(graph, slots, 0.0, output_layouts=output_layouts, stencil_sums=sums)
         self.replicated = input_layout == "replicated"
-        self.maps: list[tuple[PendingMap, np.ndarray, np.ndarray, int]] = []
+        self.maps: list[tuple[PendingMap, np.ndarray, np.ndarray, int] | SlotMap] = []
 
     def materialize_pending(
         self, p: PendingMap, shape: tuple[int, ...], tensor: Value | None = None
@@ -87,6 +91,8 @@ class _Recorder(_Lowering):
         free = tensor is not None and id(tensor) in self.free_layout
         if p.is_identity and (free or p.src.type.layout.kind != "strided"):
             return p.src  # as the lowering does
+        if not any(p.src is v for v in self.out.inputs):
+            p = self.stencil_first(p, shape, tensor)
         cols = p.src.type.layout.slot_of_element()
         A = p.A.tocoo()
         t = CipherType(self.slots, p.src.type.level + 1, 1, Layout(shape, self.slots))
@@ -100,6 +106,13 @@ class _Recorder(_Lowering):
         t = CipherType(self.slots, p.src.type.level + 1, 1, layout)
         self.maps.append((p, rows, cols, int(rows.max()) + 1))
         return self._emit("matvec", [p.src], t, p.origin)
+
+    def emit_stencil(self, x: Value, st: Stencil) -> Value:
+        empty = np.empty(0, dtype=np.int64)
+        self.maps.append(
+            SlotMap(st.origin, empty, self.slots, False, stencil=stencil_rotations(st.taps))
+        )
+        return super().emit_stencil(x, st)
 
     def _replicated_rows(
         self, p: PendingMap, A: sp.coo_matrix, shape: tuple[int, ...]
@@ -123,19 +136,26 @@ def slot_diagonals(
     slots: int | None = None,
     output_layouts: str = "strided",
     input_layout: str = "direct",
+    stencils: bool = False,
 ) -> tuple[list[SlotMap], list[LayerDiagonals]]:
     """The maps of ``graph``'s slot lowering and, per conv/matmul op, its weight-diagonal
     incidence. ``graph`` must be HE-friendly (polynomial activations only).
     ``output_layouts``: as ``lower-to-slots``'s option (``strided``: wherever a map can).
     ``input_layout``: ``replicated`` reads the first map as that input layout makes it (one
-    diagonal per kernel tap, not per channel and tap) where it applies; else ``direct``."""
+    diagonal per kernel tap, not per channel and tap) where it applies; else ``direct``.
+    ``stencils``: pools become stencil sums (``stencil_sums``, as ``always`` compiles them)
+    whose maps hold their rotations; else they stay fused into the map after them."""
     S = slots or min_slots(graph)
-    rec = _Recorder(graph, S, output_layouts, input_layout)
+    rec = _Recorder(graph, S, output_layouts, input_layout, stencils)
     rec.lower()
     by_origin = {op.origin: op for op in graph.ops if op.kind in PRUNABLE_KINDS}
     maps: list[SlotMap] = []
     layers: list[LayerDiagonals] = []
-    for m, (p, rows, cols, outputs) in enumerate(rec.maps):
+    for m, entry in enumerate(rec.maps):
+        if isinstance(entry, SlotMap):  # a stencil sum: rotations, no diagonals
+            maps.append(entry)
+            continue
+        p, rows, cols, outputs = entry
         found = [(j, o) for j, o in enumerate(p.origins) if o in by_origin]
         # a residual merges factors (no per-layer view): such a map stays as it is
         if not found or len(p.factors) != len(p.origins):

@@ -30,7 +30,14 @@ from hec.errors import LayoutError
 from hec.ir import LINEAR_KINDS, CipherType, Graph, Layout, Value
 from hec.passes.chain_lowering import ChainLowering, PendingMap, require_polynomial
 from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable, design_input_layout, im2col_slots
-from hec.passes.output_layouts import OUTPUT_LAYOUTS, choose_output_layout
+from hec.passes.output_layouts import OUTPUT_LAYOUTS, choose_output_layout, map_cost
+from hec.passes.stencil_sums import (
+    STENCIL_SUMS,
+    Stencil,
+    find_stencil,
+    stencil_rotations,
+    sum_rounds,
+)
 
 __all__ = ["LowerToSlots", "min_slots", "MAX_SLOTS"]
 
@@ -66,6 +73,8 @@ class LowerToSlots:
             that is cheaper (rotations, plaintext multiplies), ``strided`` wherever it can,
             ``contiguous``: never.
         fold_short_maps: whether the scheduler folds short maps (``auto`` costs it so).
+        stencil_sums: an average pool as rotate-and-add (``stencil_sums``): ``auto`` where
+            cheaper than fusing it into the next map, ``always``, ``never``.
     """
 
     slots: int | None = None
@@ -74,6 +83,7 @@ class LowerToSlots:
     input_layout: str = "direct"
     output_layouts: str = "auto"
     fold_short_maps: bool = True
+    stencil_sums: str = "auto"
     name: ClassVar[str] = "lower-to-slots"
     dialect: ClassVar[str] = "tensor"
 
@@ -119,6 +129,7 @@ class LowerToSlots:
             self.input_layout,
             self.output_layouts,
             self.fold_short_maps,
+            self.stencil_sums,
         )
 
 
@@ -144,8 +155,12 @@ class _Lowering(ChainLowering):
         input_layout: str = "direct",
         output_layouts: str = "auto",
         fold_short_maps: bool = True,
+        stencil_sums: str = "auto",
     ) -> None:
         super().__init__(graph)
+        if stencil_sums not in STENCIL_SUMS:
+            raise LayoutError(f"stencil sums {stencil_sums!r}: not one of {STENCIL_SUMS}")
+        self.stencil_sums = stencil_sums
         self.slots = slots
         self.negligible = negligible
         self.block_local = block_local
@@ -189,6 +204,8 @@ class _Lowering(ChainLowering):
         if p.is_identity and (free or p.src.type.layout.kind != "strided"):
             self.input_fixed |= from_input  # read as it is: its layout stays
             return p.src
+        if not from_input:
+            p = self.stencil_first(p, shape, tensor)
         S = self.slots
         A = p.A.tocoo()
         keep = np.abs(A.data) >= self.negligible
@@ -220,6 +237,57 @@ class _Lowering(ChainLowering):
             attrs={"offsets": tuple(int(o) for o in offsets)},
             consts={"diags": diags, "bias": bias},
         )
+
+    def stencil_first(
+        self, p: PendingMap, shape: tuple[int, ...], tensor: Value | None
+    ) -> PendingMap:
+        """Emit the leading stencil of ``p`` (an average pool) by rotate-and-add where
+        ``stencil_sums`` says so (``auto``: where that is cheaper than fusing it into the
+        map after it); returns the rest of the chain, read from that result."""
+        layout = p.src.type.layout
+        if self.stencil_sums == "never" or self.block_local:
+            return p
+        if layout.kind not in ("contiguous", "strided"):
+            return p
+        st = find_stencil(p, layout.slot_of_element(), self.slots, self.negligible)
+        if st is None:
+            return p
+        head = (st.scale * sp.identity(st.size, format="csr"), st.bias)
+        rest = PendingMap(
+            p.src, st.size, (head, *p.factors[st.factors :]), ("", *p.origins[st.factors :])
+        )
+        if self.stencil_sums == "auto":
+            fused = self._map_cost(p.A, layout.slot_of_element(), shape, tensor)
+            split = self._map_cost(rest.A, st.anchors, shape, tensor)
+            if split + stencil_rotations(st.taps) >= fused:
+                return p
+        return PendingMap(self.emit_stencil(p.src, st), rest.size, rest.factors, rest.origins)
+
+    def emit_stencil(self, x: Value, st: Stencil) -> Value:
+        """``Σ_t rot(x, t)``, in the rounds of ``sum_rounds``: a strided value (anchors)."""
+        S = self.slots
+        source = np.full(S, -1, dtype=np.int64)
+        source[st.anchors] = np.arange(st.size)
+        t = CipherType(S, x.type.level, 1, Layout((st.size,), S, "strided", tuple(source.tolist())))
+        y = x
+        for shifts in sum_rounds(st.taps):
+            rotated = [self._emit("rotate", [y], t, st.origin, {"k": int(d)}) for d in shifts]
+            for r in rotated:
+                y = self._emit("add", [y, r], t, st.origin)
+        return y
+
+    def _map_cost(
+        self, A: sp.spmatrix, slot_of: np.ndarray, shape: tuple[int, ...], tensor: Value | None
+    ) -> float:
+        """``map_cost`` of ``A`` read at ``slot_of``, its output where ``output_layout`` puts it."""
+        A = A.tocoo()
+        keep = np.abs(A.data) >= self.negligible
+        rows, read = A.row[keep], slot_of[A.col[keep]]
+        if rows.size == 0:
+            return 0.0
+        _, rows_slot = self.output_layout(rows, read, shape, tensor)
+        extent = int(rows_slot.max()) + 1
+        return map_cost((read - rows_slot[rows]) % self.slots, self.slots, extent, self.fold)
 
     def _design_input(self, x: Value, A: sp.coo_matrix, shape: tuple[int, ...]) -> np.ndarray:
         """Give the input ``x`` the layout ``input_layout`` designed for map ``A``; the slots

@@ -43,6 +43,7 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
             block_local=options.sample_blocks,
             input_layout="direct" if options.input_layout == "auto" else options.input_layout,
             output_layouts=options.output_layouts,
+            stencil_sums=options.stencil_sums,
             fold_short_maps=options.fold_short_maps,
         ),
         # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks); short maps

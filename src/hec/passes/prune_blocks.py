@@ -109,6 +109,9 @@ class PruneBlocks:
         input_layout: slots: the compile option. Unless ``direct``, the first map's blocks
             are read as the ``replicated`` input layout makes them (one diagonal per kernel
             tap), where it applies (``auto`` picks it there: fewer diagonals).
+        stencil_sums: slots: the compile option. Under ``always`` the blocks are read with
+            every pool a stencil sum (``stencil_sums``: its rotations fixed, one diagonal per
+            weight after it); else with pools fused into the map after them.
         allocation: with ``rotation_budget``: ``loss`` shares the budget among the maps by
             the network's calibration loss (``rotation_allocation``; needs ``calibration``,
             else ``global``); ``global`` cuts one removal order of all maps' blocks at the
@@ -126,6 +129,7 @@ class PruneBlocks:
     fold: bool = False
     output_layouts: str = "auto"
     input_layout: str = "direct"
+    stencil_sums: str = "auto"
     allocation: str = "loss"
     name: ClassVar[str] = "prune-blocks"
     dialect: ClassVar[str] = "tensor"
@@ -168,7 +172,10 @@ class PruneBlocks:
         # `auto` compiles every input layout and keeps the cheapest: for a first convolution
         # with one input channel that is `replicated` (a diagonal per kernel tap)
         inputs = "direct" if self.input_layout == "direct" else "replicated"
-        maps, layers = slot_diagonals(graph, self.slots, layouts, inputs)
+        # pools fused into the next map (where `auto` leaves them until pruning makes a
+        # stencil sum cheaper) unless the compiler is told to make every pool one
+        stencils = self.stencil_sums == "always"
+        maps, layers = slot_diagonals(graph, self.slots, layouts, inputs, stencils)
         if not layers:
             return []
         diag_base = np.cumsum([0] + [len(m.offsets) for m in maps])
@@ -177,8 +184,10 @@ class PruneBlocks:
         pd = np.concatenate([lay.pairs_diag + diag_base[lay.map_index] for lay in layers])
         s = np.concatenate([scores[id(lay.op)].ravel() for lay in layers])
         layer_of_w = np.repeat(np.arange(len(layers)), np.diff(w_base))
-        # zero weights are dead already: their diagonals may be free
-        alive0 = np.concatenate([lay.op.consts["weight"].ravel() != 0 for lay in layers])
+        # zero weights are dead already: their diagonals may be free (and so are weights a
+        # billion times below their layer's largest, which training left at ~1e-15: the
+        # lowering drops them as negligible, the refit would bring them back)
+        alive0 = np.concatenate([_alive(lay.op.consts["weight"]).ravel() for lay in layers])
         n_diag = int(diag_base[-1])
         unfolded = (maps, diag_base, pw, pd)  # diagonals, before merging them by residue
         if self.fold:  # blocks are the plaintexts of folded maps: diagonals merged by residue
@@ -341,6 +350,11 @@ class PruneBlocks:
             if prefix == feasible:
                 break
         return dead_of(feasible)
+
+
+def _alive(w: np.ndarray) -> np.ndarray:
+    """The weights that count: not zero, nor negligible next to the layer's largest."""
+    return np.abs(w) > 1e-9 * float(np.abs(w).max(initial=0.0))
 
 
 def _folds(m: SlotMap) -> bool:
@@ -522,6 +536,7 @@ def _budget_cut(
         for i, m in enumerate(maps):
             offsets = m.offsets[live[diag_base[i] : diag_base[i + 1]]] if m.prunable else m.offsets
             total += rotation_count(offsets, m.slots) + (m.sum_rotations if offsets.size else 0)
+            total += m.stencil
         return total
 
     lo, hi = 0, len(killed)

@@ -33,7 +33,6 @@ Preserves: nothing by itself (it chooses which weights ``prune-blocks`` zeroes).
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +76,7 @@ def map_rotations(offsets: np.ndarray, m: SlotMap, fold: bool) -> int:
     needs fewer (``fold_plan``'s rule)."""
     ks = np.unique(np.asarray(offsets, dtype=np.int64) % m.slots)
     if ks.size == 0:
-        return 0
+        return m.stencil
     n1, rep = choose_split(ks, m.slots)
     plain = sum(split_cost(rep, n1, m.slots))
     block = fold_block(m)
@@ -213,44 +212,45 @@ def allocate(
     limit = max(max_kept, alive) if max_kept is not None else None
     current, state = loss(prefix, 0)
     accept(state)
-    stamp = 0
-    heap: list[tuple[float, int, int, int, float, Any]] = []
 
-    def push(i: int) -> None:
-        """Measure chain ``i``'s next step against the current state and queue it."""
+    def candidate(i: int) -> tuple[float, int, float, Any] | None:
+        """Chain ``i``'s best next step against the current state: ``(gain per rotation,
+        prefix, loss, state)``, or ``None`` if it cannot grow."""
         c, p = chains[i], prefix[i]
         r = int(c.rotations[p])
         room = budget - used
         # the first prefix within the weights allowed (kept only falls along the chain)
         floor = 0 if limit is None else int(np.argmax(c.kept <= limit - alive + c.kept[p]))
-        target = min(r + max(1, (r + 3) // 4), r + room)
-        q = max(c.prefix_for(target), floor)
-        while q >= p and target < r + room:  # the next prefix that keeps more
-            target += 1
+        best, tried = None, set()
+        # a quarter more, and twice as many: a map may need several rotations before they
+        # pay (a fully connected layer reading few inputs per row), which single small
+        # steps would never show
+        for step in (max(1, (r + 3) // 4), max(2, r)):
+            target = min(r + step, r + room)
             q = max(c.prefix_for(target), floor)
-        if q >= p:
-            return
-        trial = list(prefix)
-        trial[i] = q
-        value, st = loss(trial, first_layer[c.index])
-        gain = (current - value) / max(int(c.rotations[q]) - r, 1)
-        heapq.heappush(heap, (-gain, stamp, i, q, value, st))
+            while q >= p and target < r + room:  # the next prefix that keeps more
+                target += 1
+                q = max(c.prefix_for(target), floor)
+            if q >= p or q in tried:
+                continue
+            tried.add(q)
+            trial = list(prefix)
+            trial[i] = q
+            value, st = loss(trial, first_layer[c.index])
+            gain = (current - value) / max(int(c.rotations[q]) - r, 1)
+            if best is None or gain > best[0]:
+                best = (gain, q, value, st)
+        return best
 
-    for i in range(len(chains)):
-        push(i)
-    while heap:
-        _, st_stamp, i, q, value, st = heapq.heappop(heap)
-        step = int(chains[i].rotations[q]) - int(chains[i].rotations[prefix[i]])
-        if st_stamp != stamp or used + step > budget:  # measured against an older state
-            push(i)
-            continue
-        grown = int(chains[i].kept[q]) - int(chains[i].kept[prefix[i]])
-        if limit is not None and alive + grown > limit:  # measured before others grew
-            push(i)
-            continue
+    # Every map is measured again after each step: gains are not diminishing (a map's
+    # rotations pay more once the maps around it are good), so a lazy queue would keep a
+    # map measured early, against a poor network, at the bottom.
+    while True:
+        found = [(cand, i) for i in range(len(chains)) if (cand := candidate(i)) is not None]
+        if not found:
+            return prefix
+        (_, q, value, st), i = max(found, key=lambda f: f[0][0])
         accept(st)
-        prefix[i], used, current = q, used + step, value
-        alive += grown
-        stamp += 1
-        push(i)
-    return prefix
+        used += int(chains[i].rotations[q]) - int(chains[i].rotations[prefix[i]])
+        alive += int(chains[i].kept[q]) - int(chains[i].kept[prefix[i]])
+        prefix[i], current = q, value
