@@ -74,7 +74,8 @@ class LowerToSlots:
             ``contiguous``: never.
         fold_short_maps: whether the scheduler folds short maps (``auto`` costs it so).
         stencil_sums: an average pool as rotate-and-add (``stencil_sums``): ``auto`` where
-            cheaper than fusing it into the next map, ``always``, ``never``.
+            cheaper than fusing it into the next map, ``always``, ``never``. Not with
+            ``block_local`` (pools stay fused there).
     """
 
     slots: int | None = None

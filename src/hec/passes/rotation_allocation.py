@@ -17,14 +17,15 @@ under a budget of 40 it left fc2 one residue class of 128 and the network at ~30
    only find a cheaper split) plus, for a folded map, the block sum over the blocks its live
    diagonals still use.
 3. **Allocation**: every map starts at its fewest rotations; then, while the budget allows,
-   the map whose next step (a quarter more rotations, at least one) lowers the network's
-   calibration loss most *per rotation* gets it. The loss is the KL divergence of the pruned
-   network's outputs from the unpruned network's (logits scaled by their spread, so that a
-   far-off network still ranks by how far), after the least-squares refit that
-   recovery will do (``hec.recover.refit``, on 3/4 of the calibration inputs, the loss on
-   the other quarter). Lazy greedy: a map's gain is measured again only when it comes out
-   on top after another map moved. A sparsity asked for besides the budget caps the weights
-   the steps may bring back.
+   the map whose next step (the better per rotation of a quarter more rotations, at least
+   one, and twice as many) lowers the network's calibration loss most *per rotation* gets
+   it. The loss is the KL divergence of the pruned network's outputs from the unpruned
+   network's (logits scaled by their spread, so that a far-off network still ranks by how
+   far), after the least-squares refit that recovery will do (``hec.recover.refit``, on 3/4
+   of the calibration inputs, the loss on the other quarter). Every map is measured again
+   after each step (gains are not diminishing, so a lazy queue would rank maps by stale
+   measurements). A sparsity asked for besides the budget caps the weights the steps may
+   bring back.
 4. The rotations the scheduler will really emit (its own search of ``n1`` and of fold vs.
    plain, ``map_rotations``) are then counted; budget left over goes to further steps.
 
