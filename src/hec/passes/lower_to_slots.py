@@ -250,7 +250,8 @@ class _Lowering(ChainLowering):
             return p
         if layout.kind not in ("contiguous", "strided"):
             return p
-        st = find_stencil(p, layout.slot_of_element(), self.slots, self.negligible)
+        slot_of = layout.slot_of_element()
+        st = find_stencil(p, slot_of, self.slots, self.negligible)
         if st is None:
             return p
         head = (st.scale * sp.identity(st.size, format="csr"), st.bias)
@@ -258,7 +259,7 @@ class _Lowering(ChainLowering):
             p.src, st.size, (head, *p.factors[st.factors :]), ("", *p.origins[st.factors :])
         )
         if self.stencil_sums == "auto":
-            fused = self._map_cost(p.A, layout.slot_of_element(), shape, tensor)
+            fused = self._map_cost(p.A, slot_of, shape, tensor)
             split = self._map_cost(rest.A, st.anchors, shape, tensor)
             if split + stencil_rotations(st.taps) >= fused:
                 return p
