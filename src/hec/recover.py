@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from hec.ir import Graph, Op
+from hec.ir import PRUNABLE_KINDS, Graph, Op
 from hec.ir.tensor_ops import conv_output_shape, evaluate_op
-from hec.passes.diagonal_blocks import PRUNABLE_KINDS
 
 __all__ = ["layer_inputs", "patches", "refit", "reconstruction_errors"]
 

@@ -8,7 +8,7 @@ from hec.ir.core import Graph, Op, OpDef, Value, VerifyError, op_def, register_o
 from hec.ir.interpreter import interpret
 from hec.ir.linear_maps import affine_map
 from hec.ir.printer import digest, print_graph
-from hec.ir.tensor_ops import LINEAR_KINDS, NON_POLYNOMIAL_KINDS
+from hec.ir.tensor_ops import LINEAR_KINDS, NON_POLYNOMIAL_KINDS, PRUNABLE_KINDS
 from hec.ir.types import BatchCipherType, CipherType, Layout, TensorType, Type
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "print_graph",
     "LINEAR_KINDS",
     "NON_POLYNOMIAL_KINDS",
+    "PRUNABLE_KINDS",
     "BatchCipherType",
     "CipherType",
     "Layout",

@@ -19,6 +19,7 @@ __all__ = [
     "ACTIVATIONS",
     "LINEAR_KINDS",
     "NON_POLYNOMIAL_KINDS",
+    "PRUNABLE_KINDS",
     "evaluate_op",
     "conv_output_shape",
     "pool_output_shape",
@@ -32,6 +33,8 @@ LINEAR_KINDS = frozenset(
 
 # Kinds CKKS cannot evaluate; replace-activations turns them into polynomials / average pools.
 NON_POLYNOMIAL_KINDS = frozenset({"activation", "maxpool"})
+# ops with a weight tensor that pruning zeroes and recovery refits
+PRUNABLE_KINDS = frozenset({"conv", "matmul"})
 
 _EVAL: dict[str, Callable[..., np.ndarray]] = {}
 

@@ -30,15 +30,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from hec.ir import CipherType, Graph, Layout, Op, Value, affine_map
+from hec.ir import PRUNABLE_KINDS, CipherType, Graph, Layout, Op, Value, affine_map
 from hec.passes.chain_lowering import PendingMap
 from hec.passes.input_layouts import NotApplicable, design_input_layout
 from hec.passes.lower_to_slots import _Lowering, min_slots
 from hec.passes.stencil_sums import Stencil, stencil_rotations
 
-__all__ = ["SlotMap", "LayerDiagonals", "slot_diagonals", "tagged_matrix", "PRUNABLE_KINDS"]
+__all__ = ["SlotMap", "LayerDiagonals", "slot_diagonals", "tagged_matrix"]
 
-PRUNABLE_KINDS = frozenset({"conv", "matmul"})
 
 
 @dataclass
