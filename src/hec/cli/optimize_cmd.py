@@ -57,7 +57,7 @@ __all__ = ["optimize_cmd"]
     type=click.FloatRange(0, min_open=True),
     default=1e-3,
     show_default=True,
-    help="Fine-tuning learning rate (Adam).",
+    help="Fine-tuning learning rate (Adam), at the start: it decays to 0 along a cosine.",
 )
 @prune_options
 @click.option(
