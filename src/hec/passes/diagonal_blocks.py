@@ -39,7 +39,6 @@ from hec.passes.stencil_sums import Stencil, stencil_rotations
 __all__ = ["SlotMap", "LayerDiagonals", "slot_diagonals", "tagged_matrix"]
 
 
-
 @dataclass
 class SlotMap:
     """One fused linear map of the slot program: its origin and its diagonals' offsets."""
