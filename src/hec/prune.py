@@ -77,6 +77,7 @@ def _prune(
     calibration: np.ndarray,
     options: PruneOptions,
     copts: CompileOptions,
+    progress: ProgressFn = no_progress,
 ) -> list[dict[str, Any]]:
     """``prune-blocks`` on ``graph``. With a rotation budget, the compiled program is counted:
     where the compiler's choices (layouts, splits) need more rotations than the pruning
@@ -103,6 +104,7 @@ def _prune(
             input_layout=copts.input_layout,
             stencil_sums=copts.stencil_sums,
             allocation=options.allocation,
+            progress=progress,
         ).prune(graph)
         if target is None or options.packing != "slots":
             return rows
@@ -142,7 +144,7 @@ def prune_graph(
     packing = options.packing
     before = compiled_figures(graph, copts, packing) if count else None
     progress("prune", 0, 3)
-    rows = _prune(graph, original, calibration, options, copts)
+    rows = _prune(graph, original, calibration, options, copts, progress)
     progress("prune", 1, 3)
     report: dict[str, Any] = {
         "packing": packing,
@@ -176,7 +178,13 @@ def prune_graph(
             "losses": [
                 round(v, 5)
                 for v in fine_tune(
-                    graph, xt, yt, options.fine_tune_epochs, options.learning_rate, masks=masks
+                    graph,
+                    xt,
+                    yt,
+                    options.fine_tune_epochs,
+                    options.learning_rate,
+                    progress=progress,
+                    masks=masks,
                 )
             ],
         }

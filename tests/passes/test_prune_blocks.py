@@ -89,8 +89,17 @@ def test_rotation_budget_is_met_by_the_compiled_program(setup) -> None:
     g = _graph(model)
     before = compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"]
     budget = before // 2
-    PruneBlocks(packing="slots", rotation_budget=budget, calibration=x).prune(g)
+    calls = []
+    PruneBlocks(
+        packing="slots",
+        rotation_budget=budget,
+        calibration=x,
+        progress=lambda *a: calls.append(a),
+    ).prune(g)
     assert compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"] <= budget
+    # the allocation reports the rotations it has handed out, and finishes at the budget
+    assert len(calls) >= 2 and calls[-1] == ("allocate rotations", budget, budget)
+    assert all(0 <= done < budget for _, done, _ in calls[:-1])
 
 
 def test_refit_lowers_reconstruction_error(setup) -> None:

@@ -192,13 +192,15 @@ def allocate(
     first_layer: dict[int, int],
     start: list[int] | None = None,
     max_kept: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[int]:
     """Each chain's prefix (steps removed) under ``budget`` rotations (``fixed``: what maps
     outside the chains cost). ``loss(prefixes, start)`` measures a candidate, refitting from
     layer position ``start`` on, and returns ``(loss, state)``; ``accept(state)`` makes a
     measured candidate the current state; ``start``: the prefixes to grow from (default:
     every map at its fewest rotations); ``max_kept``: at most this many weights alive (a
-    sparsity asked for besides the budget). See the module doc (3)."""
+    sparsity asked for besides the budget); ``progress(used)``: called with the rotations
+    allocated so far, after each step. See the module doc (3)."""
     prefix = list(start) if start else [c.prefix_for(int(c.rotations[-1])) for c in chains]
 
     def alive_in(prefix: list[int]) -> int:
@@ -213,6 +215,8 @@ def allocate(
     limit = max(max_kept, alive) if max_kept is not None else None
     current, state = loss(prefix, 0)
     accept(state)
+    if progress is not None:
+        progress(used)
 
     def candidate(i: int) -> tuple[float, int, float, Any] | None:
         """Chain ``i``'s best next step against the current state: ``(gain per rotation,
@@ -255,3 +259,5 @@ def allocate(
         used += int(chains[i].rotations[q]) - int(chains[i].rotations[prefix[i]])
         alive += int(chains[i].kept[q]) - int(chains[i].kept[prefix[i]])
         prefix[i], current = q, value
+        if progress is not None:
+            progress(used)
