@@ -89,8 +89,7 @@ class _Recorder(_Lowering):
         free = tensor is not None and id(tensor) in self.free_layout
         if p.is_identity and (free or p.src.type.layout.kind != "strided"):
             return p.src  # as the lowering does
-        if not any(p.src is v for v in self.out.inputs):
-            p = self.stencil_first(p, shape, tensor)
+        p = self.stencil_first(p, shape, tensor)
         cols = p.src.type.layout.slot_of_element()
         A = p.A.tocoo()
         t = CipherType(self.slots, p.src.type.level + 1, 1, Layout(shape, self.slots))

@@ -205,8 +205,7 @@ class _Lowering(ChainLowering):
         if p.is_identity and (free or p.src.type.layout.kind != "strided"):
             self.input_fixed |= from_input  # read as it is: its layout stays
             return p.src
-        if not from_input:
-            p = self.stencil_first(p, shape, tensor)
+        p = self.stencil_first(p, shape, tensor)
         S = self.slots
         A = p.A.tocoo()
         keep = np.abs(A.data) >= self.negligible
@@ -244,9 +243,12 @@ class _Lowering(ChainLowering):
     ) -> PendingMap:
         """Emit the leading stencil of ``p`` (an average pool) by rotate-and-add where
         ``stencil_sums`` says so (``auto``: where that is cheaper than fusing it into the
-        map after it); returns the rest of the chain, read from that result."""
+        map after it); returns the rest of the chain, read from that result. A chain read
+        from the graph input is left whole (the input layout is designed for it)."""
         layout = p.src.type.layout
         if self.stencil_sums == "never" or self.block_local:
+            return p
+        if any(p.src is v for v in self.out.inputs):
             return p
         if layout.kind not in ("contiguous", "strided"):
             return p
