@@ -179,17 +179,22 @@ def _lower_slots(
 ) -> tuple[Graph, CKKSParams, dict]:
     """Slot packing with the input layout ``options.input_layout``; ``auto`` compiles every
     layout that applies to the first linear map and keeps the lowest estimated time (ties:
-    the simpler layout). ``report.json`` → ``input_layout`` lists what each would cost."""
+    the simpler layout). ``report.json`` → ``input_layout`` lists what each would cost.
+    With ``output_layouts="auto"`` and a pruned dense layer, each is also compiled with
+    ``anchored`` output layouts, kept where the whole program is cheaper (``output_layouts``
+    in the report says which)."""
     from hec.backend_openfhe.cost_model import estimated_seconds
     from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable
+    from hec.passes.output_layouts import may_anchor
 
     given = options.input_layout
     kinds = (given,) if given != "auto" else INPUT_LAYOUTS
     if given == "auto" and options.sample_blocks:  # block-locality is proven for direct only
         kinds = ("direct",)
-    results, candidates = {}, {}
+    results, candidates, outputs = {}, {}, {}
     for kind in kinds:
         quiet = replace(options, input_layout=kind, dump_ir_after=None)
+        outputs[kind] = options.output_layouts
         try:
             results[kind] = _lower(graph, quiet, "slots", progress, first_index)
         except (NotApplicable, ParameterError) as exc:  # e.g. im2col: more slots than allowed
@@ -197,6 +202,14 @@ def _lower_slots(
                 raise
             candidates[kind] = {"applies": False, "why": str(exc)}
             continue
+        if options.output_layouts == "auto" and may_anchor(graph):
+            # anchoring a pruned dense layer's neurons moves the input of the layer after it,
+            # which may then cost more: keep whichever whole program is cheaper
+            anchored = _lower(
+                graph, replace(quiet, output_layouts="anchored"), "slots", progress, first_index
+            )
+            if estimated_seconds(anchored[2]) < estimated_seconds(results[kind][2]):
+                results[kind], outputs[kind] = anchored, "anchored"
         report = results[kind][2]
         candidates[kind] = {
             "applies": True,
@@ -207,11 +220,11 @@ def _lower_slots(
         }
     chosen = min(results, key=lambda k: (candidates[k]["estimated_seconds"], kinds.index(k)))
     if options.dump_ir_after is not None:  # the chosen program once more, dumping its IR
-        results[chosen] = _lower(
-            graph, replace(options, input_layout=chosen), "slots", progress, first_index
-        )
+        again = replace(options, input_layout=chosen, output_layouts=outputs[chosen])
+        results[chosen] = _lower(graph, again, "slots", progress, first_index)
     program, params, figures = results[chosen]
     figures["input_layout"] = {"kind": chosen, "choice": given, "candidates": candidates}
+    figures["output_layouts"] = {"kind": outputs[chosen], "choice": options.output_layouts}
     return program, params, figures
 
 

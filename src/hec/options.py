@@ -47,8 +47,10 @@ class CompileOptions:
             that needs fewer rotations; off: plain baby-step/giant-step for every map.
         output_layouts: slot packing: a map whose output only linear maps read (through
             element-wise polynomials) may keep it on its input's grid
-            (``passes.output_layouts``): ``auto`` where that is cheaper, ``strided`` wherever
-            it can, ``contiguous`` never.
+            (``passes.output_layouts``): ``auto`` where that is cheaper, and a pruned dense
+            layer's neurons on slots they read (``anchored``) where the whole program is then
+            cheaper; ``anchored`` always tries those; ``strided`` grids wherever it can;
+            ``contiguous`` never.
         stencil_sums: slot packing: an average pool becomes rotate-and-add on its input's
             grid (``passes.stencil_sums``: no plaintext multiply, no level; the map after it
             reads one diagonal per weight instead of one per pool tap): ``auto`` where that

@@ -20,12 +20,12 @@ from hec.ir import interpret
 from hec.options import CompileOptions
 from hec.passes import LowerToSlots
 from hec.passes.diagonal_blocks import slot_diagonals
-from hec.passes.output_layouts import strided_output_slots
+from hec.passes.output_layouts import ANCHOR_READS, anchored_output_slots, strided_output_slots
 from hec.passes.prune_blocks import PruneBlocks
 from hec.prune import compiled_figures
 
 from conftest import assert_matches_reference
-from onnx_builders import conv_pool_conv
+from onnx_builders import ModelBuilder, conv_pool_conv
 from op_cases import CASES
 
 
@@ -135,3 +135,48 @@ def test_pruning_blocks_read_off_strided_outputs_leave_fewer_plaintexts() -> Non
         assert any("AveragePool" in r["name"] for r in between)
         pool_conv[layouts] = sum(r["plaintext_multiplies"] for r in between)
     assert pool_conv["auto"] < pool_conv["contiguous"] / 2
+
+
+def test_anchored_slots_put_each_neuron_on_a_slot_it_reads() -> None:
+    """One input a neuron: the neuron sits on it (offset 0 for all); a neuron reading nothing
+    takes a free slot; a dense row or two neurons on one lone slot: no anchored layout."""
+    read = np.array([40, 8, 100, 12])
+    slots = anchored_output_slots(np.arange(4), read, 5, 128)
+    assert slots is not None and np.array_equal(slots[:4], read)
+    assert slots[4] not in read and len(set(slots.tolist())) == 5
+    # two inputs a neuron, one shared offset (+4) among three of them: anchors follow it
+    rows = np.repeat(np.arange(3), 2)
+    read = np.array([0, 4, 20, 24, 52, 48])
+    slots = anchored_output_slots(rows, read, 3, 128)
+    assert slots is not None and set(((read - slots[rows]) % 128).tolist()) == {0, 4}
+    dense = np.repeat(np.arange(2), ANCHOR_READS + 1)
+    assert anchored_output_slots(dense, np.tile(np.arange(ANCHOR_READS + 1), 2), 2, 128) is None
+    assert anchored_output_slots(np.arange(2), np.array([7, 7]), 2, 128) is None
+
+
+def _one_input_per_neuron(n_in: int = 12, hidden: int = 6):
+    """dense → square → dense with one input a neuron (scattered) → square → dense → 3."""
+    b = ModelBuilder((n_in,), seed=4)
+    t = b.node("Gemm", ["input", b.weight(n_in, n_in, scale=0.3), b.weight(n_in)])
+    t = b.node("Mul", [t, t])
+    w = np.zeros((n_in, hidden))
+    w[b.rng.permutation(n_in)[:hidden], np.arange(hidden)] = b.rng.normal(0, 0.5, hidden)
+    t = b.node("Gemm", [t, b.const(w), b.weight(hidden)])
+    t = b.node("Mul", [t, t])
+    return b.build(b.node("Gemm", [t, b.weight(hidden, 3, scale=0.3), b.weight(3)]))
+
+
+def test_one_input_per_neuron_needs_no_rotation_and_stays_exact(tmp_path) -> None:
+    """A dense layer pruned to one input a neuron (what LeNet-5's fc1 and fc2 become at small
+    rotation budgets): anchored outputs give it the single diagonal 0, where contiguous ones
+    give each neuron its own offset; the program still equals the interpreter."""
+    model = _one_input_per_neuron()
+    x = np.random.default_rng(5).uniform(-1, 1, size=(4, 12))
+    rotations = {}
+    for mode in ("auto", "contiguous"):
+        art = hec.compile(model, tmp_path / mode, hec.CompileOptions(output_layouts=mode))
+        _exact(art, model, x)
+        sparse = [r for r in art.report["layers"] if r["kind"] == "linear"][1]
+        rotations[mode] = (sparse["rotations"], sparse["diagonals"])
+    assert rotations["auto"] == (0, 1)
+    assert rotations["contiguous"][0] > 0

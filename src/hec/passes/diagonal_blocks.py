@@ -77,9 +77,11 @@ class _Recorder(_Lowering):
         output_layouts: str = "strided",
         input_layout: str = "direct",
         stencils: bool = False,
+        anchor: bool = False,
     ) -> None:
         sums = "always" if stencils else "never"
         super().__init__(graph, slots, 0.0, output_layouts=output_layouts, stencil_sums=sums)
+        self.anchor = anchor
         self.replicated = input_layout == "replicated"
         self.maps: list[tuple[PendingMap, np.ndarray, np.ndarray, int] | SlotMap] = []
 
@@ -134,6 +136,7 @@ def slot_diagonals(
     output_layouts: str = "strided",
     input_layout: str = "direct",
     stencils: bool = False,
+    anchor: bool = False,
 ) -> tuple[list[SlotMap], list[LayerDiagonals]]:
     """The maps of ``graph``'s slot lowering and, per conv/matmul op, its weight-diagonal
     incidence. ``graph`` must be HE-friendly (polynomial activations only).
@@ -141,9 +144,11 @@ def slot_diagonals(
     ``input_layout``: ``replicated`` reads the first map as that input layout makes it (one
     diagonal per kernel tap, not per channel and tap) where it applies; else ``direct``.
     ``stencils``: pools become stencil sums (``stencil_sums``, as ``always`` compiles them)
-    whose maps hold their rotations; else they stay fused into the map after them."""
+    whose maps hold their rotations; else they stay fused into the map after them.
+    ``anchor``: a sparse dense layer's neurons sit on slots they read (``anchored`` outputs,
+    what ``hec.api`` compiles where cheaper), so one input a neuron is one diagonal."""
     S = slots or min_slots(graph)
-    rec = _Recorder(graph, S, output_layouts, input_layout, stencils)
+    rec = _Recorder(graph, S, output_layouts, input_layout, stencils, anchor)
     rec.lower()
     by_origin = {op.origin: op for op in graph.ops if op.kind in PRUNABLE_KINDS}
     maps: list[SlotMap] = []

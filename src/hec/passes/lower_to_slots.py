@@ -70,7 +70,8 @@ class LowerToSlots:
             (``im2col`` may raise the slot count when ``slots`` is not given).
         output_layouts: a map whose output only linear maps read (through element-wise
             polynomials) may keep it on its input's grid (``output_layouts``): ``auto`` where
-            that is cheaper (rotations, plaintext multiplies), ``strided`` wherever it can,
+            that is cheaper (rotations, plaintext multiplies), ``anchored`` the same and a
+            pruned dense layer's neurons on slots they read, ``strided`` wherever it can,
             ``contiguous``: never.
         fold_short_maps: whether the scheduler folds short maps (``auto`` costs it so).
         stencil_sums: an average pool as rotate-and-add (``stencil_sums``): ``auto`` where
@@ -172,6 +173,7 @@ class _Lowering(ChainLowering):
         if output_layouts not in OUTPUT_LAYOUTS:
             raise LayoutError(f"output layouts {output_layouts!r}: not one of {OUTPUT_LAYOUTS}")
         self.output_layouts, self.fold = output_layouts, fold_short_maps
+        self.anchor = output_layouts == "anchored"  # pruned dense layers' neurons on their inputs
         free = output_layouts != "contiguous"
         self.free_layout = _read_by_maps_only(graph) if free else set()
 
@@ -192,7 +194,9 @@ class _Lowering(ChainLowering):
         """The layout of a map's output and the slot of each output element."""
         if tensor is not None and id(tensor) in self.free_layout:
             prefer = "strided" if self.output_layouts == "strided" else "cost"
-            return choose_output_layout(rows, read, shape, self.slots, prefer, self.fold)
+            return choose_output_layout(
+                rows, read, shape, self.slots, prefer, self.fold, self.anchor
+            )
         return Layout(shape, self.slots), np.arange(int(np.prod(shape)))
 
     def materialize_pending(

@@ -15,7 +15,15 @@ Each channel ``o`` gets the lowest start ``t_o`` whose grid hits no slot an earl
 took (first fit: channels interleave in the gaps of the grid, then stack).
 
 The grid is read off the map (the most common step of the lowest slot each output row reads),
-so it does not depend on which weights are zero. Unused slots hold zeros (no row of the matrix
+so it does not depend on which weights are zero.
+
+An output without spatial axes (a fully connected layer's neurons) has no grid. When every
+neuron reads few slots (at most ``ANCHOR_READS``: a pruned layer), an **anchored** layout puts
+neuron ``r`` on one of the slots it reads (its anchor), the anchors chosen so that ``read slot -
+anchor`` takes as few values as possible: a layer left with one input per neuron (``x_r ↦
+w_r·x_σ(r) + b_r``) then has the single diagonal 0 and needs no rotation, where contiguous
+outputs put each neuron on its own offset (LeNet-5's fc1 and fc2 pruned to one input a neuron:
+24 and 21 rotations contiguous, 0 anchored). Unused slots hold zeros (no row of the matrix
 writes them) or, after an element-wise polynomial, garbage that no later map reads: a map reads
 its input only through its layout. The choice is made per map, by the cost of the schedule
 ``schedule-rotations`` will give it (rotations, plaintext multiplies): fewer diagonals are not
@@ -32,11 +40,17 @@ import numpy as np
 from hec.ir import Layout
 from hec.passes.schedule_rotations import FoldPlan, choose_split, split_cost
 
-OUTPUT_LAYOUTS = ("auto", "strided", "contiguous")
+OUTPUT_LAYOUTS = ("auto", "anchored", "strided", "contiguous")
+
+# an anchored layout is tried where no neuron reads more slots than this (its anchor search is
+# quadratic in them, and a denser layer gains nothing: its offsets are all the differences)
+ANCHOR_READS = 16
 
 __all__ = [
     "OUTPUT_LAYOUTS",
     "strided_output_slots",
+    "anchored_output_slots",
+    "may_anchor",
     "choose_output_layout",
     "count_offsets",
     "map_cost",
@@ -127,6 +141,67 @@ def strided_output_slots(
     return (starts[:, None] + grid[None, :]).ravel()
 
 
+def anchored_output_slots(
+    rows: np.ndarray, read: np.ndarray, size: int, slots: int
+) -> np.ndarray | None:
+    """One slot per output element, each neuron on a slot it reads (its anchor).
+
+    ``rows[i]`` is the output element of non-zero ``i`` and ``read[i]`` the input slot it reads.
+    Anchors start at each neuron's lowest read slot; then, twice, each neuron moves to the read
+    slot under which its offsets ``read - anchor`` are the most common ones of the others (a
+    vote), and anchors stay distinct (a neuron whose slots are all taken keeps none and the
+    layout does not apply). Neurons that read nothing take the lowest free slots. Returns
+    ``None`` when a neuron reads more than ``ANCHOR_READS`` slots or the anchors collide.
+    """
+    if rows.size == 0:
+        return None
+    order = np.lexsort((read, rows))
+    rows, read = rows[order], read[order].astype(np.int64)
+    pairs = np.unique(np.stack([rows, read]), axis=1)  # one entry per (row, slot)
+    rows, read = pairs[0], pairs[1]
+    counts = np.bincount(rows, minlength=size)
+    if counts.max() > ANCHOR_READS:
+        return None
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    reading = np.flatnonzero(counts)
+    anchor = np.full(size, -1, dtype=np.int64)
+    anchor[reading] = read[starts[reading]]
+    for _ in range(2):
+        values, tally = np.unique((read - anchor[rows]) % slots, return_counts=True)
+        votes = dict(zip(values.tolist(), tally.tolist(), strict=True))
+        taken: set[int] = set()
+        for r in sorted(reading, key=lambda r: (counts[r], r)):  # fewest choices first
+            mine = read[starts[r] : starts[r + 1]]
+            own = set(((mine - anchor[r]) % slots).tolist())  # this neuron's own votes
+            best, best_score = -1, -1
+            for a in mine.tolist():
+                k = ((mine - a) % slots).tolist()
+                score = sum(votes.get(v, 0) - (v in own) for v in k)
+                if a not in taken and score > best_score:
+                    best, best_score = a, score
+            if best < 0:
+                return None
+            anchor[r] = best
+            taken.add(best)
+    free = np.setdiff1d(np.arange(slots), anchor[reading], assume_unique=False)
+    idle = np.flatnonzero(counts == 0)
+    if free.size < idle.size:
+        return None
+    anchor[idle] = free[: idle.size]
+    return anchor
+
+
+def may_anchor(graph) -> bool:
+    """Whether an anchored layout may apply: some dense layer (``matmul``) has no neuron
+    reading more than ``ANCHOR_READS`` inputs (a pruned one; an unpruned layer never does)."""
+    for op in graph.ops:
+        if op.kind == "matmul" and "weight" in op.consts:
+            reads = np.count_nonzero(op.consts["weight"], axis=0)
+            if reads.size and int(reads.max()) <= ANCHOR_READS:
+                return True
+    return False
+
+
 def choose_output_layout(
     rows: np.ndarray,
     read: np.ndarray,
@@ -134,16 +209,22 @@ def choose_output_layout(
     slots: int,
     prefer: str = "cost",
     fold: bool = True,
+    anchor: bool = False,
 ) -> tuple[Layout, np.ndarray]:
     """The output layout of a map: contiguous or strided.
 
     ``prefer``: ``"cost"`` keeps the cheaper by ``map_cost`` (ties: contiguous);
-    ``"strided"`` takes the strided one wherever the map has one.
+    ``"strided"`` takes the strided one wherever the map has one. ``anchor``: an output
+    without spatial axes may take an anchored layout (its anchors depend on which weights are
+    zero, so the compiler tries it as a whole-program alternative, and pruning only where it
+    has made the layers sparse itself).
     Returns ``(layout, rows_slot)`` with ``rows_slot[e]`` the slot of output element ``e``.
     """
     n = int(np.prod(shape))
     contiguous = np.arange(n)
     strided = strided_output_slots(rows, read, shape, slots)
+    if strided is None and len(shape) == 1 and anchor:
+        strided = anchored_output_slots(rows, read, n, slots)
     if strided is None:
         return Layout(shape, slots), contiguous
     if prefer == "cost":

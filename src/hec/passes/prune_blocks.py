@@ -119,6 +119,9 @@ class PruneBlocks:
             longest prefix within the budget (the former method, kept to compare).
         progress: ``progress("allocate rotations", used, budget)`` as the ``loss``
             allocation hands out rotations (minutes on LeNet-5).
+        anchored: slots: read the blocks of dense layers that are sparse already (at most
+            ``ANCHOR_READS`` inputs a neuron) with their neurons on slots they read
+            (``output_layouts``' anchored layout), as the compiler lays them out when cheaper.
     """
 
     sparsity: float = 0.9
@@ -134,6 +137,7 @@ class PruneBlocks:
     input_layout: str = "direct"
     stencil_sums: str = "auto"
     allocation: str = "loss"
+    anchored: bool = False
     progress: ProgressFn = field(default=no_progress, compare=False, repr=False)
     name: ClassVar[str] = "prune-blocks"
     dialect: ClassVar[str] = "tensor"
@@ -179,7 +183,7 @@ class PruneBlocks:
         # pools fused into the next map (where `auto` leaves them until pruning makes a
         # stencil sum cheaper) unless the compiler is told to make every pool one
         stencils = self.stencil_sums == "always"
-        maps, layers = slot_diagonals(graph, self.slots, layouts, inputs, stencils)
+        maps, layers = slot_diagonals(graph, self.slots, layouts, inputs, stencils, self.anchored)
         if not layers:
             return []
         diag_base = np.cumsum([0] + [len(m.offsets) for m in maps])
