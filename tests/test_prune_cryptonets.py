@@ -148,3 +148,27 @@ def test_encrypted_pruned_program(pruned, tmp_path) -> None:
     for i in range(len(x)):
         dec = client.decrypt(server.evaluate(client.encrypt(x[i])))
         np.testing.assert_allclose(dec.values, ref[i], atol=1e-2, rtol=0, err_msg=f"image {i}")
+
+
+def test_budget_tries_one_input_neurons_and_keeps_the_lower_loss() -> None:
+    """Under a rotation budget the allocation also runs with the hidden dense layer reduced to
+    one input a neuron (anchored outputs, culled constants): both structures are measured by
+    the calibration loss, the lower is kept, and the compiled program is within the budget."""
+    from hec.frontend import import_onnx
+    from hec.optimize import make_he_friendly
+    from hec.options import CompileOptions
+    from hec.passes.one_input_neurons import hidden_dense_ops
+    from hec.prune import PruneOptions, compiled_figures, prune_graph
+
+    x = np.load(EXAMPLE / "calib.npz")["x"]
+    graph = import_onnx(EXAMPLE / "model.onnx")
+    make_he_friendly(EXAMPLE / "model.onnx", graph, CompileOptions(), x)
+    report = prune_graph(graph, x, PruneOptions(0.0, rotation_budget=12), count=False)
+    structures = report["structures"]
+    losses = structures["calibration_loss"]
+    assert set(losses) == {"as_is", "one_input_neurons"}
+    assert structures["kept"] == min(losses, key=losses.get)
+    hidden = hidden_dense_ops(graph)[0].consts["weight"]
+    one_input = bool((np.count_nonzero(hidden, axis=0) <= 1).all())
+    assert one_input == (structures["kept"] == "one_input_neurons")
+    assert compiled_figures(graph, CompileOptions(), "slots")["totals"]["rotations"] <= 12

@@ -10,6 +10,7 @@ figures of the same lowering), never estimated from the weights.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from hec.ir import Graph, interpret
 from hec.options import CompileOptions
+from hec.passes.one_input_neurons import hidden_dense_ops, one_input_per_neuron
 from hec.passes.prune_blocks import PruneBlocks
 from hec.progress import ProgressFn, no_progress
 from hec.recover import prunable_ops, reconstruction_errors, refit
@@ -78,8 +80,68 @@ def _prune(
     options: PruneOptions,
     copts: CompileOptions,
     progress: ProgressFn = no_progress,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """``prune-blocks`` on ``graph``; returns its rows and, for a slot rotation budget shared
+    by the loss, how the two structures below compared.
+
+    Under a rotation budget the allocation runs twice: on the network as it is, and with its
+    hidden dense layers first reduced to one input a neuron (``one_input_neurons``, matched to
+    the inputs the first run left live) and their blocks read under anchored outputs, the
+    inputs that pruning made constant then culled into the bias (``culling``). The one whose
+    calibration loss after the refit (``rotation_allocation.CalibrationLoss``) is lower is
+    kept."""
+    rows = _prune_within(graph, original, calibration, options, copts, progress)
+    budget_by_loss = options.rotation_budget is not None and options.allocation == "loss"
+    if options.packing != "slots" or not budget_by_loss or not hidden_dense_ops(graph):
+        return rows, None
+    from hec.passes.culling import constant_inputs, cull_constant_inputs
+    from hec.passes.rotation_allocation import CalibrationLoss
+
+    first = hidden_dense_ops(graph)[0]
+    live = ~constant_inputs(graph, [first], calibration)[id(first)]
+    matched = original.clone()
+    one_input_per_neuron(matched, live)
+    was_const = constant_inputs(original, prunable_ops(original), calibration)
+
+    def cull(g: Graph) -> None:
+        cull_constant_inputs(
+            g,
+            prunable_ops(g),
+            calibration,
+            dict(zip([id(op) for op in prunable_ops(g)], was_const.values(), strict=True)),
+        )
+
+    other = matched.clone()
+    rows_b = _prune_within(
+        other, matched, calibration, options, copts, progress, anchored=True, finish=cull
+    )
+    loss = CalibrationLoss(original, calibration[:512])
+
+    def loss_of(g: Graph) -> float:
+        dead = {op.origin: op.consts["weight"] == 0 for op in prunable_ops(g)}
+        return loss(dead, 0)[0]
+
+    losses = {"as_is": loss_of(graph), "one_input_neurons": loss_of(other)}
+    kept = min(losses, key=losses.get)
+    if kept == "one_input_neurons":
+        for op, new in zip(prunable_ops(graph), prunable_ops(other), strict=True):
+            op.consts = dict(new.consts)
+        rows = rows_b
+    return rows, {"kept": kept, "calibration_loss": {k: round(v, 5) for k, v in losses.items()}}
+
+
+def _prune_within(
+    graph: Graph,
+    original: Graph,
+    calibration: np.ndarray,
+    options: PruneOptions,
+    copts: CompileOptions,
+    progress: ProgressFn = no_progress,
+    anchored: bool = False,
+    finish: Callable[[Graph], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """``prune-blocks`` on ``graph``. With a rotation budget, the compiled program is counted:
+    """``prune-blocks`` on ``graph`` (``anchored``: its option; ``finish``: run on the pruned
+    graph before it is counted). With a rotation budget, the compiled program is counted:
     where the compiler's choices (layouts, splits) need more rotations than the pruning
     counted, it is pruned again from ``original`` under a budget lowered by the excess; where
     they need fewer (a pool the pruned program sums by rotations, ``stencil_sums``), under
@@ -104,8 +166,11 @@ def _prune(
             input_layout=copts.input_layout,
             stencil_sums=copts.stencil_sums,
             allocation=options.allocation,
+            anchored=anchored,
             progress=progress,
         ).prune(graph)
+        if finish is not None:
+            finish(graph)
         if target is None or options.packing != "slots":
             return rows
         used = compiled_figures(graph, copts, "slots")["totals"]["rotations"]
@@ -144,7 +209,7 @@ def prune_graph(
     packing = options.packing
     before = compiled_figures(graph, copts, packing) if count else None
     progress("prune", 0, 3)
-    rows = _prune(graph, original, calibration, options, copts, progress)
+    rows, structures = _prune(graph, original, calibration, options, copts, progress)
     progress("prune", 1, 3)
     report: dict[str, Any] = {
         "packing": packing,
@@ -153,6 +218,8 @@ def prune_graph(
         "rotation_budget": options.rotation_budget,
         "per_layer": options.per_layer,
     }
+    if structures is not None:
+        report["structures"] = structures
     errors = reconstruction_errors(graph, original, calibration)
     if options.recover:
         report["refit"] = refit(graph, original, calibration)

@@ -170,11 +170,13 @@ def test_culling_folds_constant_channels_exactly(setup) -> None:
     w[0] = 0.0
     conv1.consts = {**conv1.consts, "weight": w}
     reference = interpret(g, x)[0]
-    from hec.passes.prune_filters import _cull
+    from hec.passes.culling import cull_constant_inputs
     from hec.recover import prunable_ops
 
     ops = prunable_ops(g)
-    culled = _cull(g, ops, x, {id(op): np.zeros(op.inputs[0].type.size, bool) for op in ops})
+    culled = cull_constant_inputs(
+        g, ops, x, {id(op): np.zeros(op.inputs[0].type.size, bool) for op in ops}
+    )
     assert culled[id(ops[1])] == 16  # channel 0 of the pooled 4x4 map
     np.testing.assert_allclose(interpret(g, x)[0], reference, rtol=1e-9, atol=1e-9)
 

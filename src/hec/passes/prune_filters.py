@@ -15,8 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from hec.ir import Graph, Op, affine_map
+from hec.passes.culling import constant_inputs, cull_constant_inputs
 from hec.passes.diagonal_blocks import tagged_matrix
-from hec.recover import layer_inputs
 
 __all__ = ["prune_filters"]
 
@@ -58,7 +58,7 @@ def prune_filters(
             removed = (w.size // _n_out(op)) * uses + len(culled[c]) * next_uses
             units.append((per_channel[c] / removed, li, c))
     units.sort()
-    was_const = _constant_inputs(graph, ops, x)
+    was_const = constant_inputs(graph, ops, x)
     dead: dict[int, set[int]] = {li: set() for li in reach}
     layer_dead = [int(d.sum()) for d in dead_w]
 
@@ -101,7 +101,7 @@ def prune_filters(
         nli, _, reads = reach[li]
         for c in chans:
             was_const[id(ops[nli])][reads[c]] = False  # constant because its channel died
-    culled = _cull(graph, ops, x, was_const)
+    culled = cull_constant_inputs(graph, ops, x, was_const)
     rows = []
     for li, op in enumerate(ops):
         w = op.consts["weight"]
@@ -190,49 +190,3 @@ def _propagate(graph: Graph, start: Op, dep: sp.csr_matrix, index: dict[int, int
         else:
             return None
     return None
-
-
-def _constant_inputs(graph: Graph, ops: list[Op], x: np.ndarray) -> dict[int, np.ndarray]:
-    """Per layer: which of its input elements are constant over the calibration data."""
-    out = {}
-    for op in ops:
-        xin = layer_inputs(graph, x[:256], [op])[id(op)].reshape(min(len(x), 256), -1)
-        out[id(op)] = np.ptp(xin, axis=0) <= 1e-9 * max(1.0, float(np.abs(xin).max()))
-    return out
-
-
-def _cull(
-    graph: Graph, ops: list[Op], x: np.ndarray, was_const: dict[int, np.ndarray]
-) -> dict[int, int]:
-    """Zero the weights reading only inputs that pruning made constant (dead channels) and
-    fold what they contributed into the bias; returns per layer the input elements culled.
-    Inputs constant before pruning (a blank border pixel) are left alone: constant on the
-    calibration data is not constant on every input."""
-    culled = {}
-    for op in ops:
-        xin = layer_inputs(graph, x[:256], [op])[id(op)].reshape(min(len(x), 256), -1)
-        const = np.ptp(xin, axis=0) <= 1e-9 * max(1.0, float(np.abs(xin).max()))
-        const &= ~was_const[id(op)]
-        if not const.any():
-            continue
-        A, widx = tagged_matrix(op)
-        n_w = op.consts["weight"].size
-        touches = np.bincount(widx, minlength=n_w)
-        inside = np.bincount(widx[const[A.col]], minlength=n_w)
-        dead = ((inside == touches) & (touches > 0)).reshape(op.consts["weight"].shape)
-        dead &= op.consts["weight"] != 0
-        if not dead.any():
-            continue
-        # contribution of the constant inputs through the weights about to be zeroed
-        full, _ = affine_map(op)
-        w0 = op.consts["weight"]
-        op.consts = {**op.consts, "weight": np.where(dead, 0.0, w0)}
-        kept, _ = affine_map(op)
-        xc = np.where(const, xin[0], 0.0)
-        delta = (full - kept) @ xc
-        n_out = w0.shape[1] if op.kind == "matmul" else w0.shape[0]
-        per_channel = delta.reshape(n_out, -1).mean(1) if op.kind == "conv" else delta
-        bias = op.consts.get("bias", np.zeros(n_out))
-        op.consts = {**op.consts, "bias": np.asarray(bias, dtype=np.float64) + per_channel}
-        culled[id(op)] = int(const.sum())
-    return culled
