@@ -72,6 +72,7 @@ class Bench(NamedTuple):
     prune: float | None = None
     budget: int | None = None
     fine_tune: int = 0
+    learning_rate: float = 1e-3
 
     @property
     def pruned(self) -> bool:
@@ -102,6 +103,7 @@ class Bench(NamedTuple):
                 packing=packing,
                 rotation_budget=self.budget,
                 fine_tune_epochs=self.fine_tune,
+                learning_rate=self.learning_rate,
             ),
         )
         return out
@@ -117,6 +119,10 @@ MODELS = {
     "lenet5-digits-pruned80 (deg 2)": Bench(EXAMPLES / "lenet5_digits", 2, prune=0.8),
     # slots only: at most 40 rotations, fine-tuned with the masks fixed (needs hec[train])
     "lenet5-digits-budget40 (deg 2)": Bench(EXAMPLES / "lenet5_digits", 2, budget=40, fine_tune=15),
+    # at most 20 rotations: fc1 and fc2 at one input a neuron (anchored); longer fine-tuning
+    "lenet5-digits-budget20 (deg 2)": Bench(
+        EXAMPLES / "lenet5_digits", 2, budget=20, fine_tune=60, learning_rate=3e-3
+    ),
     # 90% of the weights and fine-tuned with the masks fixed (needs hec[train])
     "lenet5-digits-pruned90-tuned (deg 2)": Bench(
         EXAMPLES / "lenet5_digits", 2, prune=0.9, fine_tune=15

@@ -17,25 +17,18 @@ from hec.runtime import Client, Server
 from conftest import EXAMPLE, assert_matches_reference
 
 
+def _optimize(out, *options: str):
+    """`hec optimize` on the bundled CryptoNets model (calibration data, the given options)."""
+    args = ["optimize", str(EXAMPLE / "model.onnx"), "--calib", str(EXAMPLE / "calib.npz")]
+    result = CliRunner().invoke(cli, [*args, *options, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory):
     out = tmp_path_factory.mktemp("prune") / "pruned.onnx"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "optimize",
-            str(EXAMPLE / "model.onnx"),
-            "--calib",
-            str(EXAMPLE / "calib.npz"),
-            "--eval",
-            str(EXAMPLE / "test.npz"),
-            "--prune",
-            "0.5",
-            "-o",
-            str(out),
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    result = _optimize(out, "--eval", str(EXAMPLE / "test.npz"), "--prune", "0.5")
     return out, result.output
 
 
@@ -172,3 +165,10 @@ def test_budget_tries_one_input_neurons_and_keeps_the_lower_loss() -> None:
     one_input = bool((np.count_nonzero(hidden, axis=0) <= 1).all())
     assert one_input == (structures["kept"] == "one_input_neurons")
     assert compiled_figures(graph, CompileOptions(), "slots")["totals"]["rotations"] <= 12
+
+
+def test_cli_says_which_structure_a_budget_kept(tmp_path) -> None:
+    result = _optimize(tmp_path / "pruned.onnx", "--rotation-budget", "12")
+    report = json.loads((tmp_path / "pruned.report.json").read_text())["pruning"]
+    line = next(x for x in result.output.splitlines() if x.startswith("structure kept:"))
+    assert str(report["structures"]["calibration_loss"]["as_is"]) in line

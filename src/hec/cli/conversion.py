@@ -201,6 +201,19 @@ def print_pruning(report: dict[str, Any]) -> None:
         f"pruned {100 * report['sparsity']:.1f}% of {report['weights']} weights "
         f"({report['packing']} blocks)"
     )
+    if "structures" in report:
+        st = report["structures"]
+        loss = st["calibration_loss"]
+        click.echo(
+            "structure kept: "
+            + (
+                "hidden dense layers at one input a neuron"
+                if st["kept"] == "one_input_neurons"
+                else "as pruned"
+            )
+            + f" (calibration loss {loss['one_input_neurons']} one input a neuron, "
+            f"{loss['as_is']} as pruned)"
+        )
     if "totals" in report:
         b, a = report["totals"]["before"], report["totals"]["after"]
         what = (
