@@ -152,11 +152,12 @@ def test_budget_tries_one_input_neurons_and_keeps_the_lower_loss() -> None:
     from hec.options import CompileOptions
     from hec.passes.one_input_neurons import hidden_dense_ops
     from hec.prune import PruneOptions, compiled_figures, prune_graph
+    from hec.recover import prunable_ops
 
     x = np.load(EXAMPLE / "calib.npz")["x"]
     graph = import_onnx(EXAMPLE / "model.onnx")
     make_he_friendly(EXAMPLE / "model.onnx", graph, CompileOptions(), x)
-    report = prune_graph(graph, x, PruneOptions(0.0, rotation_budget=12), count=False)
+    report = prune_graph(graph, x, PruneOptions(0.0, rotation_budget=8), count=False)
     structures = report["structures"]
     losses = structures["calibration_loss"]
     assert set(losses) == {"as_is", "one_input_neurons"}
@@ -164,7 +165,10 @@ def test_budget_tries_one_input_neurons_and_keeps_the_lower_loss() -> None:
     hidden = hidden_dense_ops(graph)[0].consts["weight"]
     one_input = bool((np.count_nonzero(hidden, axis=0) <= 1).all())
     assert one_input == (structures["kept"] == "one_input_neurons")
-    assert compiled_figures(graph, CompileOptions(), "slots")["totals"]["rotations"] <= 12
+    assert compiled_figures(graph, CompileOptions(), "slots")["totals"]["rotations"] <= 8
+    weights = [op.consts["weight"] for op in prunable_ops(graph)]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.size for w in weights)
+    assert report["sparsity"] == pytest.approx(zeros)  # culled weights count as pruned
 
 
 def test_cli_says_which_structure_a_budget_kept(tmp_path) -> None:

@@ -171,6 +171,9 @@ def _prune_within(
         ).prune(graph)
         if finish is not None:
             finish(graph)
+            zeros = {op.origin: int((op.consts["weight"] == 0).sum()) for op in prunable_ops(graph)}
+            for row in rows:  # what `finish` zeroed counts as pruned
+                row["weights_pruned"] = zeros.get(row["name"], row["weights_pruned"])
         if target is None or options.packing != "slots":
             return rows
         used = compiled_figures(graph, copts, "slots")["totals"]["rotations"]

@@ -24,11 +24,16 @@ __all__ = ["constant_inputs", "cull_constant_inputs"]
 
 def constant_inputs(graph: Graph, ops: list[Op], x: np.ndarray) -> dict[int, np.ndarray]:
     """Per layer: which of its input elements are constant over the calibration data."""
-    out = {}
-    for op in ops:
-        xin = layer_inputs(graph, x[:256], [op])[id(op)].reshape(min(len(x), 256), -1)
-        out[id(op)] = np.ptp(xin, axis=0) <= 1e-9 * max(1.0, float(np.abs(xin).max()))
-    return out
+    return {id(op): _constant(_inputs(graph, op, x)) for op in ops}
+
+
+def _inputs(graph: Graph, op: Op, x: np.ndarray) -> np.ndarray:
+    """``op``'s input on (up to 256 of) the calibration inputs, one row each."""
+    return layer_inputs(graph, x[:256], [op])[id(op)].reshape(min(len(x), 256), -1)
+
+
+def _constant(xin: np.ndarray) -> np.ndarray:
+    return np.ptp(xin, axis=0) <= 1e-9 * max(1.0, float(np.abs(xin).max()))
 
 
 def cull_constant_inputs(
@@ -40,9 +45,8 @@ def cull_constant_inputs(
     calibration data is not constant on every input."""
     culled = {}
     for op in ops:
-        xin = layer_inputs(graph, x[:256], [op])[id(op)].reshape(min(len(x), 256), -1)
-        const = np.ptp(xin, axis=0) <= 1e-9 * max(1.0, float(np.abs(xin).max()))
-        const &= ~was_const[id(op)]
+        xin = _inputs(graph, op, x)
+        const = _constant(xin) & ~was_const[id(op)]
         if not const.any():
             continue
         A, widx = tagged_matrix(op)
