@@ -24,11 +24,14 @@ __all__ = ["constant_inputs", "cull_constant_inputs"]
 
 def constant_inputs(graph: Graph, ops: list[Op], x: np.ndarray) -> dict[int, np.ndarray]:
     """Per layer: which of its input elements are constant over the calibration data."""
-    return {id(op): _constant(_inputs(graph, op, x)) for op in ops}
+    n = min(len(x), 256)
+    inputs = layer_inputs(graph, x[:n], ops)  # one pass over the graph for every layer
+    return {id(op): _constant(inputs[id(op)].reshape(n, -1)) for op in ops}
 
 
 def _inputs(graph: Graph, op: Op, x: np.ndarray) -> np.ndarray:
-    """``op``'s input on (up to 256 of) the calibration inputs, one row each."""
+    """``op``'s input on (up to 256 of) the calibration inputs, one row each (again per layer
+    while culling: each cull changes what the layers after it read)."""
     return layer_inputs(graph, x[:256], [op])[id(op)].reshape(min(len(x), 256), -1)
 
 
