@@ -182,7 +182,8 @@ def _lower_slots(
     the simpler layout). ``report.json`` → ``input_layout`` lists what each would cost.
     With ``output_layouts="auto"`` and a pruned dense layer, each is also compiled with
     ``anchored`` output layouts, kept where the whole program is cheaper (``output_layouts``
-    in the report says which)."""
+    in the report says which); with ``readout="auto"``, also with the output layer on copies
+    of the input (``readout`` in the report)."""
     from hec.backend_openfhe.cost_model import estimated_seconds
     from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable
     from hec.passes.output_layouts import may_anchor
@@ -191,10 +192,11 @@ def _lower_slots(
     kinds = (given,) if given != "auto" else INPUT_LAYOUTS
     if given == "auto" and options.sample_blocks:  # block-locality is proven for direct only
         kinds = ("direct",)
-    results, candidates, outputs = {}, {}, {}
+    results, candidates, outputs, readouts = {}, {}, {}, {}
     for kind in kinds:
         quiet = replace(options, input_layout=kind, dump_ir_after=None)
         outputs[kind] = options.output_layouts
+        readouts[kind] = "matrix" if options.readout == "auto" else options.readout
         try:
             results[kind] = _lower(graph, quiet, "slots", progress, first_index)
         except (NotApplicable, ParameterError) as exc:  # e.g. im2col: more slots than allowed
@@ -210,6 +212,15 @@ def _lower_slots(
             )
             if estimated_seconds(anchored[2]) < estimated_seconds(results[kind][2]):
                 results[kind], outputs[kind] = anchored, "anchored"
+        if options.readout == "auto":  # the output layer on copies of the input, if cheaper
+            again = replace(quiet, output_layouts=outputs[kind], readout="copies")
+            try:
+                copies = _lower(graph, again, "slots", progress, first_index)
+            except (NotApplicable, ParameterError):
+                pass
+            else:
+                if estimated_seconds(copies[2]) < estimated_seconds(results[kind][2]):
+                    results[kind], readouts[kind] = copies, "copies"
         report = results[kind][2]
         candidates[kind] = {
             "applies": True,
@@ -220,11 +231,17 @@ def _lower_slots(
         }
     chosen = min(results, key=lambda k: (candidates[k]["estimated_seconds"], kinds.index(k)))
     if options.dump_ir_after is not None:  # the chosen program once more, dumping its IR
-        again = replace(options, input_layout=chosen, output_layouts=outputs[chosen])
+        again = replace(
+            options,
+            input_layout=chosen,
+            output_layouts=outputs[chosen],
+            readout=readouts[chosen],
+        )
         results[chosen] = _lower(graph, again, "slots", progress, first_index)
     program, params, figures = results[chosen]
     figures["input_layout"] = {"kind": chosen, "choice": given, "candidates": candidates}
     figures["output_layouts"] = {"kind": outputs[chosen], "choice": options.output_layouts}
+    figures["readout"] = {"kind": readouts[chosen], "choice": options.readout}
     return program, params, figures
 
 

@@ -55,6 +55,12 @@ class CompileOptions:
             grid (``passes.stencil_sums``: no plaintext multiply, no level; the map after it
             reads one diagonal per weight instead of one per pool tap): ``auto`` where that
             is cheaper than fusing the pool into that map, ``always``, or ``never``.
+        readout: slot packing: how the output layer is computed (``passes.expand_copies``):
+            ``matrix``: as a map like any other; ``copies``: the client packs one copy of the
+            input per output (the output size rounded up to a power of two, each copy the
+            program's slots) and each copy computes one output as a dot product, summed by
+            about log2(features) rotations, however many weights; ``auto``: both where the
+            copies fit a ciphertext, the one with the lower estimated time kept.
         rotation_keys: ``"all"``: one key per rotation amount the program uses; ``"pow2"``:
             keys for ``±2^i`` only, every other rotation composed of them (fewer keys and
             less key memory, more rotations; see ``compose-rotations``).
@@ -81,4 +87,5 @@ class CompileOptions:
     fold_short_maps: bool = True
     output_layouts: str = "auto"
     stencil_sums: str = "auto"
+    readout: str = "matrix"
     max_rotation_keys: int | None = None

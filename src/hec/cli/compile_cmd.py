@@ -88,6 +88,16 @@ __all__ = ["compile_cmd"]
     "first layer); auto compiles each that applies and keeps the fastest estimate.",
 )
 @click.option(
+    "--readout",
+    type=click.Choice(["matrix", "copies", "auto"]),
+    default="matrix",
+    show_default=True,
+    help="How the output layer is computed (slot packing): matrix (a linear map like the "
+    "others); copies (the client packs one copy of the input per output and each copy "
+    "computes one output, about log2(features) rotations however dense the layer; needs "
+    "a model small enough for the copies, e.g. after pruning); auto: the faster estimate.",
+)
+@click.option(
     "--rotation-keys",
     type=click.Choice(["all", "pow2"]),
     default="all",
@@ -127,6 +137,7 @@ def compile_cmd(
     batch_size: int | None,
     memory_limit: str | None,
     input_layout: str,
+    readout: str,
     rotation_keys: str,
     max_rotation_keys: int | None,
     dump_ir_after: Path | None,
@@ -166,6 +177,7 @@ def compile_cmd(
         batch_size=batch_size,
         memory_limit=parse_size(memory_limit) if memory_limit else None,
         input_layout=input_layout,
+        readout=readout,
         rotation_keys=rotation_keys,
         max_rotation_keys=max_rotation_keys,
     )

@@ -15,6 +15,9 @@ rescale        divide by the last prime                               level +1, 
 level_reduce   drop ``levels`` primes without rescaling               level + levels
 matvec         y = Σ_k d_k ⊙ rot(x, k) + b, rescaled (see lowering)   level +1
 poly{coeffs}   y = Σ c_k T_k(x) (Chebyshev, x in [-1, 1]) on each slot  level + poly_depth
+readout        copy b of x (``x``'s slots, repeated ``copies`` times)    level +1
+               gives output b at slot ``b·slots + anchor`` of a
+               ``copies·slots``-slot result (``expand-copies``)
 =============  =====================================================  =======================
 """
 
@@ -149,3 +152,18 @@ def _poly(op: Op) -> list[CipherType]:
     if x.scale_deg != 1:
         raise VerifyError(f"poly ({op.origin}): input must be at scale Δ")
     return _declared(op, x.level + poly_depth(tuple(op.attrs["coeffs"])), 1)
+
+
+@register_op("readout", "slot", 1)
+def _readout(op: Op) -> list[CipherType]:
+    x = _cipher(op, 0)
+    if x.scale_deg != 1:
+        raise VerifyError(f"readout ({op.origin}): input must be at scale Δ")
+    w, copies = op.consts["weights"], op.attrs["copies"]
+    if w.ndim != 2 or w.shape[1] != x.slots or not 0 < w.shape[0] <= copies:
+        raise VerifyError(f"readout ({op.origin}): weights {w.shape} for {copies} copies")
+    if op.consts["bias"].shape != (w.shape[0],):
+        raise VerifyError(f"readout ({op.origin}): one bias per output needed")
+    t = op.results[0].type
+    layout = t.layout if isinstance(t, CipherType) else None
+    return [CipherType(x.slots * copies, x.level + 1, 1, layout)]

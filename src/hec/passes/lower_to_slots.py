@@ -39,7 +39,12 @@ from hec.passes.stencil_sums import (
     sum_rounds,
 )
 
-__all__ = ["LowerToSlots", "min_slots", "MAX_SLOTS"]
+__all__ = ["LowerToSlots", "READOUTS", "min_slots", "MAX_SLOTS"]
+
+# How the last map (the output layer) is computed: ``matrix``: a map like any other;
+# ``copies``: the client packs one copy of the input per output and each copy computes one
+# output as a dot product (``readout`` op, expanded by ``expand-copies``).
+READOUTS = ("matrix", "copies")
 
 # The slots of the largest ring OpenFHE is asked for (2^17, see backend_openfhe.params): a tensor
 # beyond this fits no ciphertext, so it is refused before any matrix is built for it.
@@ -74,6 +79,11 @@ class LowerToSlots:
             pruned dense layer's neurons on slots they read, ``strided`` wherever it can,
             ``contiguous``: never.
         fold_short_maps: whether the scheduler folds short maps (``auto`` costs it so).
+        readout: ``matrix`` or ``copies``: the output layer as one ``readout`` op over
+            ``copies`` (the output size rounded up to a power of two) repeats of the
+            ``slots``-slot program, so that its dot products need no diagonal (see
+            ``expand_copies``). Raises ``NotApplicable`` where the model ends without a
+            linear map or the copies would not fit ``MAX_SLOTS``.
         stencil_sums: an average pool as rotate-and-add (``stencil_sums``): ``auto`` where
             cheaper than fusing it into the next map, ``always``, ``never``. Not with
             ``block_local`` (pools stay fused there).
@@ -86,6 +96,7 @@ class LowerToSlots:
     output_layouts: str = "auto"
     fold_short_maps: bool = True
     stencil_sums: str = "auto"
+    readout: str = "matrix"
     name: ClassVar[str] = "lower-to-slots"
     dialect: ClassVar[str] = "tensor"
 
@@ -106,6 +117,15 @@ class LowerToSlots:
             )
         if self.input_layout not in INPUT_LAYOUTS:
             raise LayoutError(f"input layout {self.input_layout!r} is not one of {INPUT_LAYOUTS}")
+        if self.readout not in READOUTS:
+            raise LayoutError(f"readout {self.readout!r} is not one of {READOUTS}")
+        if self.readout == "copies":
+            copies = 1 << (graph.outputs[0].type.size - 1).bit_length()
+            if len(graph.outputs) != 1 or copies * slots > MAX_SLOTS:
+                raise NotApplicable(
+                    f"copies readout: {copies} copies of {slots} slots exceed the "
+                    f"{MAX_SLOTS} slots of the largest ciphertext"
+                )
         try:
             lowering = self._lowering(graph, slots)
             out = lowering.lower()
@@ -132,6 +152,7 @@ class LowerToSlots:
             self.output_layouts,
             self.fold_short_maps,
             self.stencil_sums,
+            self.readout,
         )
 
 
@@ -158,8 +179,10 @@ class _Lowering(ChainLowering):
         output_layouts: str = "auto",
         fold_short_maps: bool = True,
         stencil_sums: str = "auto",
+        readout: str = "matrix",
     ) -> None:
         super().__init__(graph)
+        self.readout = readout
         if stencil_sums not in STENCIL_SUMS:
             raise LayoutError(f"stencil sums {stencil_sums!r}: not one of {STENCIL_SUMS}")
         self.stencil_sums = stencil_sums
@@ -204,6 +227,8 @@ class _Lowering(ChainLowering):
     ) -> Value:
         """Emit ``p`` as a ``matvec`` holding a tensor of ``shape`` (nothing if identity)."""
         from_input = any(p.src is v for v in self.out.inputs)
+        if self.readout == "copies" and any(tensor is v for v in self.src_graph.outputs):
+            return self.emit_readout(p, shape)
         # a strided tensor read by something other than a map gets its contiguous copy
         free = tensor is not None and id(tensor) in self.free_layout
         if p.is_identity and (free or p.src.type.layout.kind != "strided"):
@@ -240,6 +265,36 @@ class _Lowering(ChainLowering):
             p.origin,
             attrs={"offsets": tuple(int(o) for o in offsets)},
             consts={"diags": diags, "bias": bias},
+        )
+
+    def emit_readout(self, p: PendingMap, shape: tuple[int, ...]) -> Value:
+        """The output layer as a ``readout`` op: output ``b`` is the dot product of row ``b``
+        of ``p`` with its source, computed in copy ``b`` (``expand-copies``)."""
+        if p.is_identity or any(p.src is v for v in self.out.inputs):
+            raise NotApplicable("copies readout: the model does not end with a linear layer")
+        S, n = self.slots, int(np.prod(shape))
+        copies = 1 << (n - 1).bit_length()
+        A = p.A.tocoo()
+        keep = np.abs(A.data) >= self.negligible
+        slot = p.src.type.layout.slot_of_element()[A.col[keep]]
+        if np.any(slot < 0):
+            raise LayoutError(f"{p.origin}: reads an input element its layout does not hold")
+        weights = np.zeros((n, S))
+        np.add.at(weights, (A.row[keep], slot), A.data[keep])
+        used = np.flatnonzero(np.any(weights != 0, axis=0))
+        anchor = int(used[0]) if used.size else 0
+        source = np.full(copies * S, -1, dtype=np.int64)
+        source[np.arange(n) * S + anchor] = np.arange(n)
+        layout = Layout(shape, copies * S, "strided", tuple(source.tolist()))
+        t = CipherType(copies * S, p.src.type.level + 1, 1, layout)
+        bias = np.where(np.abs(p.b) >= self.negligible, p.b, 0.0)
+        return self._emit(
+            "readout",
+            [p.src],
+            t,
+            p.origin,
+            attrs={"copies": copies, "anchor": anchor},
+            consts={"weights": weights, "bias": bias},
         )
 
     def stencil_first(

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from hec.options import CompileOptions
 from hec.passes.compose_rotations import ComposeRotations
+from hec.passes.drop_channels import DropDeadChannels
+from hec.passes.expand_copies import ExpandCopies
 from hec.passes.fuse_polynomials import FusePolynomials
 from hec.passes.lazy_relinearize import LazyRelinearize
 from hec.passes.lower_to_batch import LowerToBatch
@@ -35,6 +37,8 @@ def he_friendly_pipeline(
 def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
     """Tensor graph → scheduled slot program (latency mode: one sample per ciphertext)."""
     passes: list[Pass] = [
+        # channels pruning left unread leave the tensors (constant ones fold into a bias first)
+        DropDeadChannels(),
         # fuse linear chains; one matvec per chain, levels assigned; the input layout designed
         # for the first map (auto is resolved by hec.api, which compiles each candidate)
         LowerToSlots(
@@ -45,6 +49,7 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
             output_layouts=options.output_layouts,
             stencil_sums=options.stencil_sums,
             fold_short_maps=options.fold_short_maps,
+            readout="copies" if options.readout == "copies" else "matrix",
         ),
         # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks); short maps
         # folded (merged diagonals + block sum)
@@ -52,6 +57,9 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
             options.baby_step, block_local=options.sample_blocks, fold=options.fold_short_maps
         ),
     ]
+    if options.readout == "copies":
+        # the program repeated once per output, each copy reading its own output
+        passes.append(ExpandCopies())
     if options.rotation_keys != "all" or options.max_rotation_keys is not None:
         # rotations outside the key basis (or the cap) → chains of powers of two
         passes.append(

@@ -29,7 +29,14 @@ import scipy.sparse as sp
 
 from hec.passes.chain_lowering import PendingMap
 
-__all__ = ["STENCIL_SUMS", "Stencil", "find_stencil", "sum_rounds", "stencil_rotations"]
+__all__ = [
+    "STENCIL_SUMS",
+    "Stencil",
+    "find_stencil",
+    "sum_rounds",
+    "stencil_rotations",
+    "tree_rounds",
+]
 
 STENCIL_SUMS = ("auto", "always", "never")
 
@@ -142,3 +149,59 @@ def _split(taps: list[int], d: int) -> tuple[list[int], int] | None:
 def stencil_rotations(taps: tuple[int, ...]) -> int:
     """Rotations the rounds of ``taps`` cost."""
     return sum(len(r) for r in sum_rounds(taps))
+
+
+def tree_rounds(taps: tuple[int, ...], room: int, widest: int = 8) -> list[tuple[int, ...]]:
+    """Rounds ``y ← y + Σ_{d ∈ round} rot(y, d)`` after which ``y[a]`` is ``Σ_{t ∈ taps}
+    z[a + t]``, for a vector ``z`` that is zero at every other slot ``a + u``, ``0 <= u <
+    room`` (``taps`` sorted, the first 0, all below ``room``).
+
+    Unlike ``sum_rounds`` the rounds may also sum such zero slots, so a run of 5 taps costs 3
+    doublings (``{0, d} ⊕ {0, 2d} ⊕ {0, 4d}`` covers 8, the last 3 zero) instead of 4
+    rotations. Greedy: each round is the progression ``{0, d, .., (m-1)·d}`` (``m <=
+    widest``) that divides the taps still to sum the most per rotation, where the taps it
+    pairs with zero slots are zero in every partial sum, and no sum reads past ``room``."""
+    target = set(taps)
+    need, covered = sorted(target), [0]  # y[a + u] = Σ_{c ∈ covered} z[a + u + c]
+    rounds: list[tuple[int, ...]] = []
+    while len(need) > 1:
+        best, best_score = None, 0.0
+        steps = {t - need[0] for t in need[1:]} | {b - a for a, b in zip(need, need[1:])}
+        for d in sorted(steps):
+            for m in range(2, widest + 1):
+                kept = _fold(need, d, m, target, covered, room)
+                if kept is None:
+                    continue
+                score = np.log(len(need) / len(kept)) / (m - 1)
+                if score > best_score + 1e-12:
+                    best, best_score = (d, m, kept), score
+        if best is None:  # no progression divides them: one round of every tap left
+            rounds.append(tuple(t - need[0] for t in need[1:]))
+            break
+        d, m, need = best
+        rounds.append(tuple(j * d for j in range(1, m)))
+        covered = sorted({c + j * d for c in covered for j in range(m)})
+    return rounds
+
+
+def _fold(
+    need: list[int], d: int, m: int, target: set[int], covered: list[int], room: int
+) -> list[int] | None:
+    """The taps left after the round ``{0, d, .., (m-1)·d}``, or ``None`` if it would sum a
+    slot that is neither a tap still needed nor zero, or read past ``room``."""
+    have, claimed, kept = set(need), set(), []
+    reach = covered[-1]
+    for u in need:
+        if u in claimed:
+            continue
+        for j in range(m):
+            w = u + j * d
+            if w in claimed:
+                return None
+            if w not in have and (
+                w + reach >= room or any(w + c in target for c in covered)
+            ):
+                return None
+            claimed.add(w)
+        kept.append(u)
+    return kept if len(kept) < len(need) else None
