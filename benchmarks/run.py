@@ -65,7 +65,8 @@ class Bench(NamedTuple):
     activations (``None``: it has none), and the fraction of its weights pruned in blocks
     shaped by each row's packing (``hec compile --prune``; ``None``: unpruned), or a rotation
     budget (slot packing only); with ``fine_tune`` epochs, pruned and fine-tuned by ``hec
-    optimize`` first, then compiled."""
+    optimize`` first, then compiled; ``readout``: how slot packing computes the output layer
+    (``CompileOptions.readout``; a rotation budget counts that program)."""
 
     folder: Path
     degree: int | None = None
@@ -73,6 +74,7 @@ class Bench(NamedTuple):
     budget: int | None = None
     fine_tune: int = 0
     learning_rate: float = 1e-3
+    readout: str = "matrix"
 
     @property
     def pruned(self) -> bool:
@@ -95,7 +97,7 @@ class Bench(NamedTuple):
             self.folder / "model.onnx",
             out,
             self.calibration(),
-            options=hec.CompileOptions(degree=self.degree),
+            options=hec.CompileOptions(degree=self.degree, readout=self.readout),
             evaluation=(test["x"], test["y"]),
             train=(train["x"], train["y"]),
             prune=PruneOptions(
@@ -123,6 +125,15 @@ MODELS = {
     "lenet5-digits-budget20 (deg 2)": Bench(
         EXAMPLES / "lenet5_digits", 2, budget=20, fine_tune=60, learning_rate=3e-3
     ),
+    # at most 15 rotations, the output layer on one copy of the input per class
+    "lenet5-digits-budget15-copies (deg 2)": Bench(
+        EXAMPLES / "lenet5_digits",
+        2,
+        budget=15,
+        fine_tune=60,
+        learning_rate=3e-3,
+        readout="copies",
+    ),
     # 90% of the weights and fine-tuned with the masks fixed (needs hec[train])
     "lenet5-digits-pruned90-tuned (deg 2)": Bench(
         EXAMPLES / "lenet5_digits", 2, prune=0.9, fine_tune=15
@@ -144,7 +155,8 @@ def bench_model(name: str, bench: Bench, n_encrypted: int, work: Path) -> dict:
 
     t = time.perf_counter()
     if bench.fine_tune:  # pruned, fine-tuned and HE-friendly: compiled as it is
-        art = hec.compile(bench.tuned_model("slots", work), work / name.split()[0])
+        options = hec.CompileOptions(readout=bench.readout)
+        art = hec.compile(bench.tuned_model("slots", work), work / name.split()[0], options)
     else:
         art = hec.compile(
             model,

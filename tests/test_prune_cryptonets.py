@@ -176,3 +176,32 @@ def test_cli_says_which_structure_a_budget_kept(tmp_path) -> None:
     report = json.loads((tmp_path / "pruned.report.json").read_text())["pruning"]
     line = next(x for x in result.output.splitlines() if x.startswith("structure kept:"))
     assert str(report["structures"]["calibration_loss"]["as_is"]) in line
+
+
+def test_budget_under_a_copies_readout_leaves_the_output_layer_whole() -> None:
+    """With ``readout="copies"`` the output layer costs a fixed sum of rotations, whatever
+    its weights (CryptoNets: 9, over the ~100 features spread across the conv's output):
+    the budget is spent on the layers before it and counted on the copies program, and the
+    output layer keeps every weight that reads a live input."""
+    from hec.frontend import import_onnx
+    from hec.optimize import make_he_friendly
+    from hec.options import CompileOptions
+    from hec.prune import PruneOptions, compiled_figures, prune_graph
+    from hec.recover import prunable_ops
+
+    x = np.load(EXAMPLE / "calib.npz")["x"]
+    graph = import_onnx(EXAMPLE / "model.onnx")
+    copies = CompileOptions(readout="copies")
+    make_he_friendly(EXAMPLE / "model.onnx", graph, copies, x)
+    dense = prunable_ops(graph)[-1].consts["weight"].copy()
+    report = prune_graph(graph, x, PruneOptions(0.0, rotation_budget=12), copies)
+    figures = compiled_figures(graph, copies, "slots")
+    assert figures["readout"]["kind"] == "copies"
+    assert figures["totals"]["rotations"] <= 12
+    assert report["totals"]["after"]["rotations"] == figures["totals"]["rotations"]
+    last = report["layers"][-1]
+    assert last["block"] == "none" and last["blocks"] == 0
+    kept = prunable_ops(graph)[-1].consts["weight"]
+    live_rows = kept.any(axis=1)  # inputs the pruned network still computes
+    assert live_rows.any()
+    assert (kept[live_rows] != 0).sum() == (dense[live_rows] != 0).sum()

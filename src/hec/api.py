@@ -200,7 +200,7 @@ def _lower_slots(
         try:
             results[kind] = _lower(graph, quiet, "slots", progress, first_index)
         except (NotApplicable, ParameterError) as exc:  # e.g. im2col: more slots than allowed
-            if given != "auto":
+            if given != "auto" or kind == kinds[-1] and not results:
                 raise
             candidates[kind] = {"applies": False, "why": str(exc)}
             continue

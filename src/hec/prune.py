@@ -9,16 +9,21 @@ figures of the same lowering), never estimated from the weights.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from hec.ir import Graph, interpret
 from hec.options import CompileOptions
-from hec.passes.one_input_neurons import hidden_dense_ops, one_input_per_neuron
+from hec.passes.input_layouts import NotApplicable
+from hec.passes.one_input_neurons import (
+    conv_ops,
+    hidden_dense_ops,
+    one_input_channel,
+    one_input_per_neuron,
+)
 from hec.passes.prune_blocks import PruneBlocks
 from hec.progress import ProgressFn, no_progress
 from hec.recover import prunable_ops, reconstruction_errors, refit
@@ -61,11 +66,16 @@ def compiled_figures(graph: Graph, options: CompileOptions, packing: str) -> dic
     from hec import api
 
     # counting only: a batch program too large for this machine is still counted
-    opts = dataclasses.replace(options, memory_limit=1 << 60, dump_ir_after=None)
+    opts = replace(options, memory_limit=1 << 60, dump_ir_after=None)
     # the slot lowering `compile` uses (with its choice of input layout), so that these
     # counts are those of the program `hec compile` writes
     if packing == "slots":
-        return api._lower_slots(graph, opts, no_progress)[2]
+        try:
+            return api._lower_slots(graph, opts, no_progress)[2]
+        except NotApplicable:  # copies that do not fit (yet): the program a matrix readout makes
+            if opts.readout != "copies":
+                raise
+            return api._lower_slots(graph, replace(opts, readout="matrix"), no_progress)[2]
     return api._lower(graph, opts, packing)[2]
 
 
@@ -87,9 +97,11 @@ def _prune(
     Under a rotation budget the allocation runs twice: on the network as it is, and with its
     hidden dense layers first reduced to one input a neuron (``one_input_neurons``, matched to
     the inputs the first run left live) and their blocks read under anchored outputs, the
-    inputs that pruning made constant then culled into the bias (``culling``). The one whose
-    calibration loss after the refit (``rotation_allocation.CalibrationLoss``) is lower is
-    kept."""
+    inputs that pruning made constant then culled into the bias (``culling``); under a copies
+    readout (``expand_copies``) its convolutions too are first reduced to as many channels as
+    the copies fit (``one_input_channel``: the first keeps its strongest filters, the later
+    ones read one channel a filter). The one whose calibration loss after the refit
+    (``rotation_allocation.CalibrationLoss``) is lower is kept."""
     rows = _prune_within(graph, original, calibration, options, copts, progress)
     budget_by_loss = options.rotation_budget is not None and options.allocation == "loss"
     if options.packing != "slots" or not budget_by_loss or not hidden_dense_ops(graph):
@@ -97,9 +109,15 @@ def _prune(
     from hec.passes.culling import constant_inputs, cull_constant_inputs
     from hec.passes.rotation_allocation import CalibrationLoss
 
-    first = hidden_dense_ops(graph)[0]
-    live = ~constant_inputs(graph, [first], calibration)[id(first)]
     matched = original.clone()
+    channels = _copies_channels(original) if copts.readout == "copies" else None
+    if channels is not None:  # and few conv channels, one input channel each
+        one_input_channel(matched, channels)
+        first = hidden_dense_ops(matched)[0]
+        live = ~constant_inputs(matched, [first], calibration)[id(first)]
+    else:
+        first = hidden_dense_ops(graph)[0]
+        live = ~constant_inputs(graph, [first], calibration)[id(first)]
     one_input_per_neuron(matched, live)
     was_const = constant_inputs(original, prunable_ops(original), calibration)
 
@@ -127,7 +145,32 @@ def _prune(
         for op, new in zip(prunable_ops(graph), prunable_ops(other), strict=True):
             op.consts = dict(new.consts)
         rows = rows_b
-    return rows, {"kept": kept, "calibration_loss": {k: round(v, 5) for k, v in losses.items()}}
+    report = {"kept": kept, "calibration_loss": {k: round(v, 5) for k, v in losses.items()}}
+    if channels is not None:
+        report["channels"] = channels
+    return rows, report
+
+
+# the copies readout's ciphertext at most this many slots (ring 2^16): the first convolution
+# keeps as many channels as fit that many copies of the program
+COPIES_SLOTS = 1 << 15
+
+
+def _copies_channels(graph: Graph) -> int | None:
+    """Channels of the first convolution with which ``readout="copies"`` fits
+    ``COPIES_SLOTS`` (``None``: the model has no convolution)."""
+    convs = conv_ops(graph)
+    if not convs:
+        return None
+    shape = convs[0].result.shape
+    per = int(np.prod(shape[1:]))
+    copies = 1 << (graph.outputs[0].type.size - 1).bit_length()
+    fits = [
+        k
+        for k in range(1, shape[0] + 1)
+        if (1 << (k * per - 1).bit_length()) * copies <= COPIES_SLOTS
+    ]
+    return max(fits, default=1)
 
 
 def _prune_within(
@@ -167,6 +210,7 @@ def _prune_within(
             stencil_sums=copts.stencil_sums,
             allocation=options.allocation,
             anchored=anchored,
+            readout="copies" if copts.readout == "copies" else "matrix",
             progress=progress,
         ).prune(graph)
         if finish is not None:

@@ -28,3 +28,18 @@ def test_pipeline_dumps(name: str, tmp_path) -> None:
         (tmp_path / "02-schedule-rotations.txt").read_text(),
         GOLDEN / f"{name}.schedule-rotations.txt",
     )
+
+
+def test_copies_readout_dumps(tmp_path) -> None:
+    """The output layer as a ``readout`` op, then the program widened to its copies."""
+    from hec.passes.expand_copies import ExpandCopies
+
+    model, _ = CASES["cryptonets_like"]()
+    graph = import_onnx(model, "cryptonets_like")
+    passes = [LowerToSlots(readout="copies"), ScheduleRotations(), ExpandCopies()]
+    PassManager(passes, dump_dir=tmp_path).run(graph)
+    for stage in ("01-lower-to-slots", "03-expand-copies"):
+        check_golden(
+            (tmp_path / f"{stage}.txt").read_text(),
+            GOLDEN / f"cryptonets_like.copies.{stage[3:]}.txt",
+        )

@@ -12,6 +12,7 @@ from hec.cli.conversion import (
     print_pruning,
     prune_options,
     prune_settings,
+    readout_option,
 )
 from hec.cli.format import print_summary
 
@@ -87,16 +88,7 @@ __all__ = ["compile_cmd"]
     "(a copy per output channel of the first convolution), im2col (a slot per term of the "
     "first layer); auto compiles each that applies and keeps the fastest estimate.",
 )
-@click.option(
-    "--readout",
-    type=click.Choice(["matrix", "copies", "auto"]),
-    default="matrix",
-    show_default=True,
-    help="How the output layer is computed (slot packing): matrix (a linear map like the "
-    "others); copies (the client packs one copy of the input per output and each copy "
-    "computes one output, about log2(features) rotations however dense the layer; needs "
-    "a model small enough for the copies, e.g. after pruning); auto: the faster estimate.",
-)
+@readout_option
 @click.option(
     "--rotation-keys",
     type=click.Choice(["all", "pow2"]),

@@ -92,6 +92,19 @@ def print_conversion(layers: list[dict[str, Any]], accuracy: dict[str, Any] | No
         )
 
 
+readout_option = click.option(
+    "--readout",
+    type=click.Choice(["matrix", "copies", "auto"]),
+    default="matrix",
+    show_default=True,
+    help="How the output layer is computed (slot packing): matrix (a linear map like the "
+    "others); copies (the client packs one copy of the input per output and each copy "
+    "computes one output: about log2(features) rotations however dense the layer; needs a "
+    "model small enough for the copies, e.g. after pruning); auto: the faster estimate. "
+    "A --rotation-budget counts the program this readout makes.",
+)
+
+
 def prune_options(fn: Callable) -> Callable:
     """``--prune``, ``--rotation-budget``, ``--prune-per-layer``, ``--prune-score``,
     ``--recover/--no-recover``."""
@@ -208,6 +221,11 @@ def print_pruning(report: dict[str, Any]) -> None:
             "structure kept: "
             + (
                 "hidden dense layers at one input a neuron"
+                + (
+                    f", convolutions at {st['channels']} channels, one input channel each"
+                    if "channels" in st
+                    else ""
+                )
                 if st["kept"] == "one_input_neurons"
                 else "as pruned"
             )

@@ -12,6 +12,7 @@ from hec.cli.conversion import (
     print_pruning,
     prune_options,
     prune_settings,
+    readout_option,
 )
 
 __all__ = ["optimize_cmd"]
@@ -67,6 +68,7 @@ __all__ = ["optimize_cmd"]
     show_default=True,
     help="The packing --prune shapes its blocks for (and counts savings in).",
 )
+@readout_option
 def optimize_cmd(
     model: Path,
     out_path: Path,
@@ -84,6 +86,7 @@ def optimize_cmd(
     prune_score: str,
     recover: bool,
     packing: str,
+    readout: str,
 ) -> None:
     """Replace non-polynomial activations of MODEL by calibrated polynomials (ONNX to ONNX).
 
@@ -110,7 +113,9 @@ def optimize_cmd(
         from hec.train import require_torch
 
         require_torch()  # say so before calibrating, not after
-    options = CompileOptions(degree=degree, error_budget=error_budget, margin=margin)
+    options = CompileOptions(
+        degree=degree, error_budget=error_budget, margin=margin, readout=readout
+    )
     settings = prune_settings(
         prune, rotation_budget, prune_per_layer, prune_score, recover, packing, epochs, lr
     )

@@ -78,9 +78,12 @@ class _Recorder(_Lowering):
         input_layout: str = "direct",
         stencils: bool = False,
         anchor: bool = False,
+        readout: str = "matrix",
     ) -> None:
         sums = "always" if stencils else "never"
-        super().__init__(graph, slots, 0.0, output_layouts=output_layouts, stencil_sums=sums)
+        super().__init__(
+            graph, slots, 0.0, output_layouts=output_layouts, stencil_sums=sums, readout=readout
+        )
         self.anchor = anchor
         self.replicated = input_layout == "replicated"
         self.maps: list[tuple[PendingMap, np.ndarray, np.ndarray, int] | SlotMap] = []
@@ -91,6 +94,8 @@ class _Recorder(_Lowering):
         free = tensor is not None and id(tensor) in self.free_layout
         if p.is_identity and (free or p.src.type.layout.kind != "strided"):
             return p.src  # as the lowering does
+        if self.readout == "copies" and any(tensor is v for v in self.src_graph.outputs):
+            return self._record_readout(p, shape)
         p = self.stencil_first(p, shape, tensor)
         cols = p.src.type.layout.slot_of_element()
         A = p.A.tocoo()
@@ -101,9 +106,25 @@ class _Recorder(_Lowering):
                 self.maps.append((p, rows, cols, int(np.prod(shape))))
                 return self._emit("matvec", [p.src], t, p.origin)
         # the output layout the lowering would pick (the same choice, from the same map)
-        layout, rows = self.output_layout(A.row, cols[A.col], shape, tensor)
+        layout, rows = self.output_layout(
+            A.row, cols[A.col], shape, tensor, A.col, p.src.type.layout
+        )
         t = CipherType(self.slots, p.src.type.level + 1, 1, layout)
         self.maps.append((p, rows, cols, int(rows.max()) + 1))
+        return self._emit("matvec", [p.src], t, p.origin)
+
+    def _record_readout(self, p: PendingMap, shape: tuple[int, ...]) -> Value:
+        """The output layer on copies (``expand_copies``): its weights are no blocks (every
+        weight is free), its rounds a fixed cost, counted as ``log2`` of the slots it reads
+        (what a sum of that many needs at least): pruning the layers before it removes
+        features, so what it will read is not known yet, and the compiled count corrects
+        the estimate (``hec.prune`` prunes again under a budget moved by the difference)."""
+        A = p.A.tocoo()
+        used = np.unique(p.src.type.layout.slot_of_element()[A.col[A.data != 0]])
+        empty = np.empty(0, dtype=np.int64)
+        rotations = max(int(used.size) - 1, 0).bit_length()
+        self.maps.append(SlotMap(p.origin, empty, self.slots, False, stencil=rotations))
+        t = CipherType(self.slots, p.src.type.level + 1, 1, Layout(shape, self.slots))
         return self._emit("matvec", [p.src], t, p.origin)
 
     def emit_stencil(self, x: Value, st: Stencil) -> Value:
@@ -137,6 +158,7 @@ def slot_diagonals(
     input_layout: str = "direct",
     stencils: bool = False,
     anchor: bool = False,
+    readout: str = "matrix",
 ) -> tuple[list[SlotMap], list[LayerDiagonals]]:
     """The maps of ``graph``'s slot lowering and, per conv/matmul op, its weight-diagonal
     incidence. ``graph`` must be HE-friendly (polynomial activations only).
@@ -146,9 +168,11 @@ def slot_diagonals(
     ``stencils``: pools become stencil sums (``stencil_sums``, as ``always`` compiles them)
     whose maps hold their rotations; else they stay fused into the map after them.
     ``anchor``: a sparse dense layer's neurons sit on slots they read (``anchored`` outputs,
-    what ``hec.api`` compiles where cheaper), so one input a neuron is one diagonal."""
+    what ``hec.api`` compiles where cheaper), so one input a neuron is one diagonal.
+    ``readout``: ``copies``: the output layer is a fixed number of rotations (the rounds of
+    ``expand_copies``), with no blocks to prune."""
     S = slots or min_slots(graph)
-    rec = _Recorder(graph, S, output_layouts, input_layout, stencils, anchor)
+    rec = _Recorder(graph, S, output_layouts, input_layout, stencils, anchor, readout)
     rec.lower()
     by_origin = {op.origin: op for op in graph.ops if op.kind in PRUNABLE_KINDS}
     maps: list[SlotMap] = []

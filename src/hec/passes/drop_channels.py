@@ -13,8 +13,8 @@ An unread channel is removed from its producer (filter or neuron, and bias), fro
 element-wise polynomials, pools, pads and flattening between the two layers, and from the next
 layer's weights. The tensors shrink and the function does not change, so slot packing lays out
 only what is read: a smaller ring, or room for one copy of the network per class
-(``lower-to-slots``'s ``readout="copies"``). Batch packing culls the same channels itself
-(``prune_filters``).
+(``lower-to-slots``'s ``readout="copies"``, whose pipeline runs this pass first). Batch
+packing culls the same channels itself (``prune_filters``).
 
 Preserves: the function, exactly (to float rounding). Requires: a tensor graph.
 """
@@ -153,7 +153,9 @@ def _fold_constants(graph: Graph, path: _Path) -> bool:
 def _with_weight(op: Op, weight: np.ndarray) -> SimpleNamespace:
     """``op`` with ``weight`` and no bias, for ``evaluate_op``."""
     consts = {k: v for k, v in op.consts.items() if k != "bias"}
-    return SimpleNamespace(kind=op.kind, attrs=op.attrs, origin=op.origin, consts={**consts, "weight": weight})
+    return SimpleNamespace(
+        kind=op.kind, attrs=op.attrs, origin=op.origin, consts={**consts, "weight": weight}
+    )
 
 
 def _value_at(graph: Graph, target: Value) -> np.ndarray:

@@ -12,8 +12,8 @@ program, every constant repeated ``C`` times, computes the same thing in every c
 same rotations. Only the ``readout`` op differs per copy: copy ``b`` multiplies by row ``b`` of
 the output layer (one plaintext for all copies, zero off the features), and the products
 within each copy are summed into slot ``b·S + anchor`` by rotate-and-add rounds
-(``stencil_sums.tree_rounds``): about ``log2`` of the features' spread, whatever the number
-of outputs or weights. The rounds read only the copy's own slots, so the copies never mix.
+(``readout_plan``): about ``log2`` of the features' spread, whatever the number of outputs
+or weights. The rounds read only the copy's own slots, so the copies never mix.
 
 Preserves: the function (each output is the same dot product, summed in another order).
 Requires: a scheduled slot graph with at most one ``readout`` op, its result the output.
@@ -29,7 +29,7 @@ import numpy as np
 from hec.ir import CipherType, Graph, Layout, Op, Value
 from hec.passes.stencil_sums import tree_rounds
 
-__all__ = ["ExpandCopies", "readout_rounds"]
+__all__ = ["ExpandCopies", "readout_plan"]
 
 _REPEATED = ("p", "diags", "bias")  # per-slot constants of the body's ops
 
@@ -64,11 +64,23 @@ class ExpandCopies:
         return True
 
 
-def readout_rounds(weights: np.ndarray, anchor: int) -> list[tuple[int, ...]]:
-    """The rotate-and-add rounds summing each copy's products into its anchor slot."""
-    slots = weights.shape[1]
-    taps = tuple(int(s) - anchor for s in np.flatnonzero(np.any(weights != 0, axis=0)))
-    return tree_rounds(taps or (0,), slots - anchor)
+def readout_plan(used: np.ndarray, slots: int) -> tuple[int, tuple[tuple[int, ...], ...]]:
+    """Where each copy's sum lands (its anchor slot) and the rotate-and-add rounds that sum
+    the copy's products, which lie at the slots ``used`` (sorted) and are zero at the others.
+
+    The rounds may read any slot of the copy, never the next one (another output's
+    products): from the first product on (``tree_rounds``), or, where that is cheaper,
+    ``log2`` doublings over a window of the copy that holds every product."""
+    if used.size == 0:
+        return 0, ()
+    first = int(used[0])
+    taps = tuple(int(s) - first for s in used)
+    best = first, tuple(tree_rounds(taps, slots - first))
+    doublings = max(taps[-1], 1).bit_length()
+    start = min(first, slots - (1 << doublings))
+    if doublings < sum(map(len, best[1])):
+        best = start, tuple((1 << i,) for i in range(doublings))
+    return best
 
 
 def _widened(t, copies: int):
@@ -82,7 +94,9 @@ def _widened(t, copies: int):
             else np.concatenate([np.arange(layout.size), np.full(t.slots - layout.size, -1)])
         )
         kind = "replicated" if layout.kind == "contiguous" else layout.kind
-        layout = Layout(layout.shape, t.slots * copies, kind, tuple(np.tile(source, copies).tolist()))
+        layout = Layout(
+            layout.shape, t.slots * copies, kind, tuple(np.tile(source, copies).tolist())
+        )
     return CipherType(t.slots * copies, t.level, t.scale_deg, layout)
 
 
@@ -104,7 +118,7 @@ def _expand(op: Op) -> tuple[list[Op], Value]:
     w[: n * S] = weights.ravel()
     y = emit("mul_plain", [x], 2, level, consts={"p": w})
     y = emit("rescale", [y], 1, level + 1)
-    for shifts in readout_rounds(weights, anchor):
+    for shifts in op.attrs["rounds"]:
         rotated = [emit("rotate", [y], 1, level + 1, {"k": int(d)}) for d in shifts]
         for r in rotated:
             y = emit("add", [y, r], 1, level + 1)

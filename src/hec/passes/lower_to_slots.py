@@ -29,8 +29,14 @@ import scipy.sparse as sp
 from hec.errors import LayoutError
 from hec.ir import LINEAR_KINDS, CipherType, Graph, Layout, Value
 from hec.passes.chain_lowering import ChainLowering, PendingMap, require_polynomial
+from hec.passes.expand_copies import readout_plan
 from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable, design_input_layout, im2col_slots
-from hec.passes.output_layouts import OUTPUT_LAYOUTS, choose_output_layout, map_cost
+from hec.passes.output_layouts import (
+    OUTPUT_LAYOUTS,
+    choose_output_layout,
+    map_cost,
+    one_channel_starts,
+)
 from hec.passes.stencil_sums import (
     STENCIL_SUMS,
     Stencil,
@@ -212,13 +218,24 @@ class _Lowering(ChainLowering):
         return self.cipher_type(shape, level)
 
     def output_layout(
-        self, rows: np.ndarray, read: np.ndarray, shape: tuple[int, ...], tensor: Value | None
+        self,
+        rows: np.ndarray,
+        read: np.ndarray,
+        shape: tuple[int, ...],
+        tensor: Value | None,
+        cols: np.ndarray | None = None,
+        source: Layout | None = None,
     ) -> tuple[Layout, np.ndarray]:
-        """The layout of a map's output and the slot of each output element."""
+        """The layout of a map's output and the slot of each output element. Under a copies
+        readout a filter reading one channel (``cols``: source elements, laid out as
+        ``source``) goes on that channel's grid where free (``one_channel_starts``)."""
         if tensor is not None and id(tensor) in self.free_layout:
             prefer = "strided" if self.output_layouts == "strided" else "cost"
+            starts = None
+            if self.readout == "copies" and cols is not None and source is not None:
+                starts = one_channel_starts(rows, cols, read, shape, source)
             return choose_output_layout(
-                rows, read, shape, self.slots, prefer, self.fold, self.anchor
+                rows, read, shape, self.slots, prefer, self.fold, self.anchor, starts
             )
         return Layout(shape, self.slots), np.arange(int(np.prod(shape)))
 
@@ -246,7 +263,9 @@ class _Lowering(ChainLowering):
             c = p.src.type.layout.slot_of_element()[A.col]
             if np.any(c < 0):
                 raise LayoutError(f"{p.origin}: reads an input element its layout does not hold")
-            layout, rows_slot = self.output_layout(A.row, c, shape, tensor)
+            layout, rows_slot = self.output_layout(
+                A.row, c, shape, tensor, A.col, p.src.type.layout
+            )
         r = rows_slot[A.row]
         # Within one S-slot vector, shifts c - r and c - r - S are the same rotation; across
         # blocks they are not, so block-local programs keep them apart.
@@ -281,8 +300,7 @@ class _Lowering(ChainLowering):
             raise LayoutError(f"{p.origin}: reads an input element its layout does not hold")
         weights = np.zeros((n, S))
         np.add.at(weights, (A.row[keep], slot), A.data[keep])
-        used = np.flatnonzero(np.any(weights != 0, axis=0))
-        anchor = int(used[0]) if used.size else 0
+        anchor, rounds = readout_plan(np.flatnonzero(np.any(weights != 0, axis=0)), S)
         source = np.full(copies * S, -1, dtype=np.int64)
         source[np.arange(n) * S + anchor] = np.arange(n)
         layout = Layout(shape, copies * S, "strided", tuple(source.tolist()))
@@ -293,7 +311,7 @@ class _Lowering(ChainLowering):
             [p.src],
             t,
             p.origin,
-            attrs={"copies": copies, "anchor": anchor},
+            attrs={"copies": copies, "anchor": anchor, "rounds": rounds},
             consts={"weights": weights, "bias": bias},
         )
 
@@ -327,11 +345,16 @@ class _Lowering(ChainLowering):
         return PendingMap(self.emit_stencil(p.src, st), rest.size, rest.factors, rest.origins)
 
     def emit_stencil(self, x: Value, st: Stencil) -> Value:
-        """``Σ_t rot(x, t)``, in the rounds of ``sum_rounds``: a strided value (anchors)."""
+        """``Σ_t rot(x, t)``, in the rounds of ``sum_rounds``: a strided value (anchors), its
+        elements grouped by ``x``'s channels (a pool keeps them)."""
         S = self.slots
         source = np.full(S, -1, dtype=np.int64)
         source[st.anchors] = np.arange(st.size)
-        t = CipherType(S, x.type.level, 1, Layout((st.size,), S, "strided", tuple(source.tolist())))
+        shape: tuple[int, ...] = (st.size,)
+        channels = x.type.layout.shape[0] if len(x.type.layout.shape) > 1 else 1
+        if channels > 1 and st.size % channels == 0:
+            shape = (channels, st.size // channels)
+        t = CipherType(S, x.type.level, 1, Layout(shape, S, "strided", tuple(source.tolist())))
         y = x
         for shifts in sum_rounds(st.taps):
             rotated = [self._emit("rotate", [y], t, st.origin, {"k": int(d)}) for d in shifts]

@@ -87,13 +87,18 @@ def count_offsets(rows_slot: np.ndarray, read: np.ndarray, slots: int) -> int:
 
 
 def strided_output_slots(
-    rows: np.ndarray, read: np.ndarray, shape: tuple[int, ...], slots: int
+    rows: np.ndarray,
+    read: np.ndarray,
+    shape: tuple[int, ...],
+    slots: int,
+    prefer: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Slots for the elements of an output of ``shape`` (channel first) on its input's grid.
 
     ``rows[i]`` is the output element of non-zero ``i`` and ``read[i]`` the input slot it
-    reads. Returns one slot per output element, or ``None`` when the output has no spatial
-    axes, no regular grid, or does not fit ``slots``.
+    reads. Channels go into the first gap of the grid, or at ``prefer[o]`` (a start slot, -1:
+    none) where that is free. Returns one slot per output element, or ``None`` when the
+    output has no spatial axes, no regular grid, or does not fit ``slots``.
     """
     if len(shape) < 2 or rows.size == 0:
         return None
@@ -136,7 +141,8 @@ def strided_output_slots(
         free = np.flatnonzero(~bad)
         if free.size == 0:
             return None
-        starts[o] = free[0]
+        want = -1 if prefer is None else int(prefer[o])
+        starts[o] = want if 0 <= want < bad.size and not bad[want] else free[0]
         taken[starts[o] + grid] = True
     return (starts[:, None] + grid[None, :]).ravel()
 
@@ -202,6 +208,38 @@ def may_anchor(graph) -> bool:
     return False
 
 
+def one_channel_starts(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    read: np.ndarray,
+    shape: tuple[int, ...],
+    source: Layout,
+) -> np.ndarray | None:
+    """Per output channel of a map (non-zeros ``rows``, ``cols`` over its source tensor laid
+    out as ``source``, read at slots ``read``): where a channel reading one source channel
+    only starts on that channel's grid, else -1. Placed there, depthwise filters' outputs
+    share their inputs' grids, so each weight's offset is its tap alone, the same for every
+    such filter; all are shifted by the smallest kept tap, whose offset is then 0 (no
+    rotation)."""
+    if len(shape) < 2 or len(source.shape) < 2 or rows.size == 0:
+        return None
+    per_out, per_in = int(np.prod(shape[1:])), int(np.prod(source.shape[1:]))
+    out_ch, in_ch = rows // per_out, cols // per_in
+    first = source.slot_of_element()
+    starts = np.full(shape[0], -1, dtype=np.int64)
+    shift = None
+    for o in np.unique(out_ch):
+        mine = out_ch == o
+        channel = np.unique(in_ch[mine])
+        if channel.size == 1:
+            starts[o] = first[channel[0] * per_in]
+            tap = int(read[mine].min()) - int(starts[o])
+            shift = tap if shift is None else min(shift, tap)
+    if shift is None:
+        return None
+    return np.where(starts >= 0, starts + shift, -1)
+
+
 def choose_output_layout(
     rows: np.ndarray,
     read: np.ndarray,
@@ -210,6 +248,7 @@ def choose_output_layout(
     prefer: str = "cost",
     fold: bool = True,
     anchor: bool = False,
+    starts: np.ndarray | None = None,
 ) -> tuple[Layout, np.ndarray]:
     """The output layout of a map: contiguous or strided.
 
@@ -217,12 +256,13 @@ def choose_output_layout(
     ``"strided"`` takes the strided one wherever the map has one. ``anchor``: an output
     without spatial axes may take an anchored layout (its anchors depend on which weights are
     zero, so the compiler tries it as a whole-program alternative, and pruning only where it
-    has made the layers sparse itself).
+    has made the layers sparse itself). ``starts``: preferred start slots of a strided
+    layout's channels (``strided_output_slots``'s ``prefer``).
     Returns ``(layout, rows_slot)`` with ``rows_slot[e]`` the slot of output element ``e``.
     """
     n = int(np.prod(shape))
     contiguous = np.arange(n)
-    strided = strided_output_slots(rows, read, shape, slots)
+    strided = strided_output_slots(rows, read, shape, slots, starts)
     if strided is None and len(shape) == 1 and anchor:
         strided = anchored_output_slots(rows, read, n, slots)
     if strided is None:

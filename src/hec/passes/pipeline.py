@@ -36,9 +36,12 @@ def he_friendly_pipeline(
 
 def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
     """Tensor graph → scheduled slot program (latency mode: one sample per ciphertext)."""
-    passes: list[Pass] = [
-        # channels pruning left unread leave the tensors (constant ones fold into a bias first)
-        DropDeadChannels(),
+    copies = options.readout == "copies"
+    # copies of the program must fit one ciphertext: channels pruning left unread leave the
+    # tensors first (constant ones fold into a bias). Not otherwise: the strided layouts of
+    # fewer channels differ from the ones a rotation budget was pruned under.
+    passes: list[Pass] = [DropDeadChannels()] if copies else []
+    passes += [
         # fuse linear chains; one matvec per chain, levels assigned; the input layout designed
         # for the first map (auto is resolved by hec.api, which compiles each candidate)
         LowerToSlots(
@@ -49,7 +52,7 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
             output_layouts=options.output_layouts,
             stencil_sums=options.stencil_sums,
             fold_short_maps=options.fold_short_maps,
-            readout="copies" if options.readout == "copies" else "matrix",
+            readout="copies" if copies else "matrix",
         ),
         # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks); short maps
         # folded (merged diagonals + block sum)
@@ -57,7 +60,7 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
             options.baby_step, block_local=options.sample_blocks, fold=options.fold_short_maps
         ),
     ]
-    if options.readout == "copies":
+    if copies:
         # the program repeated once per output, each copy reading its own output
         passes.append(ExpandCopies())
     if options.rotation_keys != "all" or options.max_rotation_keys is not None:

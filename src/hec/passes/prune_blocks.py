@@ -122,6 +122,8 @@ class PruneBlocks:
         anchored: slots: read the blocks of dense layers that are sparse already (at most
             ``ANCHOR_READS`` inputs a neuron) with their neurons on slots they read
             (``output_layouts``' anchored layout), as the compiler lays them out when cheaper.
+        readout: slots: ``copies``: the output layer is computed on copies of the input
+            (``expand_copies``): a fixed cost, its weights not pruned.
     """
 
     sparsity: float = 0.9
@@ -138,6 +140,7 @@ class PruneBlocks:
     stencil_sums: str = "auto"
     allocation: str = "loss"
     anchored: bool = False
+    readout: str = "matrix"
     progress: ProgressFn = field(default=no_progress, compare=False, repr=False)
     name: ClassVar[str] = "prune-blocks"
     dialect: ClassVar[str] = "tensor"
@@ -183,7 +186,9 @@ class PruneBlocks:
         # pools fused into the next map (where `auto` leaves them until pruning makes a
         # stencil sum cheaper) unless the compiler is told to make every pool one
         stencils = self.stencil_sums == "always"
-        maps, layers = slot_diagonals(graph, self.slots, layouts, inputs, stencils, self.anchored)
+        maps, layers = slot_diagonals(
+            graph, self.slots, layouts, inputs, stencils, self.anchored, self.readout
+        )
         if not layers:
             return []
         diag_base = np.cumsum([0] + [len(m.offsets) for m in maps])
@@ -265,7 +270,9 @@ class PruneBlocks:
                     "blocks_kept": int(live_diag[own + diag_base[lay.map_index]].sum()),
                 }
             )
-        return rows
+        # a layer with no blocks (the output layer of a copies readout) is left whole
+        by_name = {row["name"]: row for row in rows}
+        return [by_name.get(op.origin) or _unblocked_row(op) for op in prunable_ops(graph)]
 
     def _allocate(
         self,
@@ -365,6 +372,19 @@ class PruneBlocks:
                 break
         self.progress("allocate rotations", budget, budget)
         return dead_of(feasible)
+
+
+def _unblocked_row(op: Op) -> dict[str, Any]:
+    w = op.consts["weight"]
+    return {
+        "name": op.origin,
+        "map": op.origin,
+        "block": "none",
+        "weights": int(w.size),
+        "weights_pruned": int((w == 0).sum()),
+        "blocks": 0,
+        "blocks_kept": 0,
+    }
 
 
 def _alive(w: np.ndarray) -> np.ndarray:

@@ -168,7 +168,7 @@ class CalibrationLoss:
         position ``start`` are as in the current state. Returns the loss and the graph."""
         g = self.current.clone()
         for i, (op, ref) in enumerate(zip(prunable_ops(g), self.ops, strict=True)):
-            if i >= start:
+            if i >= start and op.origin in dead:  # a layer with no blocks stays as it is
                 w = ref.consts["weight"]
                 op.consts = {**ref.consts, "weight": np.where(dead[op.origin], 0.0, w)}
         refit(g, self.original, self.fit, start=start)
