@@ -26,7 +26,7 @@ from hec.backend_openfhe.batch_memory import (
 )
 from hec.backend_openfhe.params import MAX_RING_DIM, CKKSParams, min_ring_dim, program_depth
 from hec.backend_openfhe.report import batch_program_report
-from hec.errors import ParameterError
+from hec.errors import LayoutError, ParameterError
 from hec.frontend import import_onnx
 from hec.ir import Graph
 from hec.optimize import accuracy, conversion_layers, make_he_friendly
@@ -188,6 +188,11 @@ def _lower_slots(
     from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable
     from hec.passes.output_layouts import may_anchor
 
+    if options.sample_blocks and options.readout == "copies":
+        raise LayoutError(
+            "--readout copies and --sample-blocks both fill the ciphertext's spare slots "
+            "(copies of one input, or other inputs): choose one"
+        )
     given = options.input_layout
     kinds = (given,) if given != "auto" else INPUT_LAYOUTS
     if given == "auto" and options.sample_blocks:  # block-locality is proven for direct only
@@ -212,7 +217,7 @@ def _lower_slots(
             )
             if estimated_seconds(anchored[2]) < estimated_seconds(results[kind][2]):
                 results[kind], outputs[kind] = anchored, "anchored"
-        if options.readout == "auto":  # the output layer on copies of the input, if cheaper
+        if options.readout == "auto" and not options.sample_blocks:  # copies, if cheaper
             again = replace(quiet, output_layouts=outputs[kind], readout="copies")
             try:
                 copies = _lower(graph, again, "slots", progress, first_index)

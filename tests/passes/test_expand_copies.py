@@ -10,7 +10,7 @@ from hec.frontend.reference import onnxruntime_outputs
 from hec.options import CompileOptions
 from hec.passes.stencil_sums import tree_rounds
 
-from cli_helpers import assert_one_line_error
+from cli_helpers import assert_one_line_error, generated_program_logits
 from cli_helpers import hec as hec_cli
 from conftest import EXAMPLE, assert_matches_reference
 from onnx_builders import conv_pool_conv
@@ -96,3 +96,13 @@ def test_encrypted_copies_readout(model, tmp_path) -> None:
     for i in range(len(x)):
         dec = client.decrypt(server.evaluate(client.encrypt(x[i])))
         np.testing.assert_allclose(dec.values, ref[i], atol=1e-3 * np.abs(ref).max(), rtol=0)
+    # the generated stand-alone program reads the outputs from their copies too
+    logits = generated_program_logits(tmp_path / "art", x[0], tmp_path)
+    np.testing.assert_allclose(logits, ref[0], atol=1e-3 * np.abs(ref).max(), rtol=0)
+
+
+def test_copies_and_sample_blocks_are_refused_together(model, tmp_path) -> None:
+    from hec.errors import LayoutError
+
+    with pytest.raises(LayoutError, match="choose one"):
+        hec.compile(model, tmp_path / "art", CompileOptions(readout="copies", sample_blocks=True))

@@ -42,3 +42,25 @@ def test_each_neuron_keeps_one_distinct_input_live_ones_first() -> None:
 def test_live_flags_must_match_the_first_layer() -> None:
     with pytest.raises(ValueError, match="live flags"):
         one_input_per_neuron(_mlp(), np.ones(5, dtype=bool))
+
+
+def test_convolutions_keep_few_channels_one_input_channel_each() -> None:
+    from hec.passes.one_input_neurons import one_input_channel
+
+    from onnx_builders import conv_pool_conv
+
+    g = import_onnx(conv_pool_conv(c1=3, c2=4, k=3, pool=2, size=12))
+    conv1, conv2, dense = prunable_ops(g)
+    w1 = conv1.consts["weight"]
+    strongest = set(np.argsort(-np.sqrt((w1.reshape(3, -1) ** 2).sum(1)))[:2].tolist())
+    before = dense.consts["weight"].copy()
+    one_input_channel(g, 2)
+    live1 = set(np.flatnonzero(conv1.consts["weight"].reshape(3, -1).any(1)).tolist())
+    assert live1 == strongest  # the two filters of largest norm
+    reads = conv2.consts["weight"].reshape(4, 3, -1).any(2)  # [filter, channel]
+    assert (reads.sum(1) <= 1).all()  # one input channel a filter
+    assert (reads.sum(0) <= 1).all()  # each channel read by one filter at most
+    assert set(np.flatnonzero(reads.any(0)).tolist()) == live1  # live channels only
+    kept = conv2.consts["weight"][reads.any(1)]
+    assert np.count_nonzero(kept) == 2 * 9  # every tap of a kept filter stays
+    np.testing.assert_array_equal(dense.consts["weight"], before)  # the output layer too

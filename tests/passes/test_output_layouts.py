@@ -180,3 +180,26 @@ def test_one_input_per_neuron_needs_no_rotation_and_stays_exact(tmp_path) -> Non
         rotations[mode] = (sparse["rotations"], sparse["diagonals"])
     assert rotations["auto"] == (0, 1)
     assert rotations["contiguous"][0] > 0
+
+
+def test_depthwise_filters_share_their_taps_diagonals_under_copies() -> None:
+    """Under a copies readout a filter reading one channel sits on that channel's grid, so
+    two depthwise filters with the same taps need those taps' diagonals only."""
+    from hec.passes import LowerToSlots
+
+    from onnx_builders import conv_pool_conv
+
+    model = conv_pool_conv(c1=2, c2=2, k=3, pool=2, size=12)
+    offsets = {}
+    for readout in ("matrix", "copies"):
+        g = import_onnx(model)
+        conv2 = [op for op in g.ops if op.kind == "conv"][1]
+        w = np.zeros_like(conv2.consts["weight"])
+        for f in range(2):  # filter f reads channel f at 4 taps
+            w[f, f, :2, :2] = conv2.consts["weight"][f, f, :2, :2]
+        conv2.consts = {**conv2.consts, "weight": w}
+        LowerToSlots(output_layouts="strided", stencil_sums="always", readout=readout).run(g)
+        maps = [op for op in g.ops if op.kind == "matvec" and conv2.origin in op.origin]
+        offsets[readout] = len(maps[0].attrs["offsets"])
+    assert offsets["copies"] == 4
+    assert offsets["matrix"] > 4

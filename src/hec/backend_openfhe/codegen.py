@@ -80,7 +80,7 @@ def main(path):
 {pack}    ct = cc.Encrypt(keys.publicKey, cc.MakeCKKSPackedPlaintext(slots.tolist()))
     out = cc.Decrypt(keys.secretKey, evaluate(cc, ct))
     out.SetLength(SLOTS)
-    y = np.array(out.GetRealPackedValue())[:{output_size}]
+{unpack}
     print("logits:", np.array2string(y, precision=4))
     print("argmax:", int(np.argmax(y)))
 
@@ -171,7 +171,7 @@ def generate_program(program: Graph, params: CKKSParams, io: dict[str, Any]) -> 
         security=params.security,
         keygen=keygen,
         body="\n".join(body),
-        output_size=output_size,
+        unpack=_unpack_output(program, output_size),
         pack=_pack_input(program),
     )
 
@@ -186,6 +186,19 @@ def _pack_input(program: Graph) -> str:
         f"    # {layout.kind} input layout: slot s holds input element SOURCE[s] (-1: nothing)\n"
         f"    SOURCE = np.array([{source}])\n"
         "    slots = np.where(SOURCE >= 0, x[np.maximum(SOURCE, 0)], 0.0)\n"
+    )
+
+
+def _unpack_output(program: Graph, size: int) -> str:
+    """The client's reading of the output from its slots (see ``Layout.unpack``)."""
+    layout = program.outputs[0].type.layout
+    if layout is None or layout.source is None:
+        return f"    y = np.array(out.GetRealPackedValue())[:{size}]"
+    where = ", ".join(map(str, layout.slot_of_element()))
+    return (
+        f"    # {layout.kind} output layout: output element e sits in slot WHERE[e]\n"
+        f"    WHERE = np.array([{where}])\n"
+        "    y = np.array(out.GetRealPackedValue())[WHERE]"
     )
 
 
