@@ -106,3 +106,18 @@ def test_copies_and_sample_blocks_are_refused_together(model, tmp_path) -> None:
 
     with pytest.raises(LayoutError, match="choose one"):
         hec.compile(model, tmp_path / "art", CompileOptions(readout="copies", sample_blocks=True))
+
+
+def test_cli_compile_readout_copies_says_so(model, tmp_path) -> None:
+    import json
+
+    import onnx
+
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    proc = hec_cli(
+        "compile", str(tmp_path / "m.onnx"), "--readout", "copies", "-o", str(tmp_path / "a")
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "readout: copies (8 copies of the input" in proc.stdout
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["readout"] == {"kind": "copies", "choice": "copies"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -97,6 +98,13 @@ def print_summary(report: dict[str, Any]) -> None:
         )
         return
     _print_input_layout(report.get("input_layout"))
+    readout = report.get("readout", {})
+    if readout.get("kind") == "copies":
+        copies = 1 << (math.prod(report["output_shape"]) - 1).bit_length()
+        click.echo(
+            f"readout: copies ({copies} copies of the input, {ck['slots'] // copies} slots "
+            "each; every output read in its own copy)"
+        )
     n = ck.get("samples_per_ciphertext", 1)
     blocks = f" x {n} samples per ciphertext" if n > 1 else ""
     click.echo(
