@@ -126,8 +126,10 @@ class LowerToSlots:
         if self.readout not in READOUTS:
             raise LayoutError(f"readout {self.readout!r} is not one of {READOUTS}")
         if self.readout == "copies":
+            if len(graph.outputs) != 1:
+                raise NotApplicable("copies readout: the model has more than one output")
             copies = 1 << (graph.outputs[0].type.size - 1).bit_length()
-            if len(graph.outputs) != 1 or copies * slots > MAX_SLOTS:
+            if copies * slots > MAX_SLOTS:
                 raise NotApplicable(
                     f"copies readout: {copies} copies of {slots} slots exceed the "
                     f"{MAX_SLOTS} slots of the largest ciphertext"

@@ -160,17 +160,8 @@ def tree_rounds(taps: tuple[int, ...], room: int, widest: int = 8) -> list[tuple
     doublings (``{0, d} ⊕ {0, 2d} ⊕ {0, 4d}`` covers 8, the last 3 zero) instead of 4
     rotations. Greedy: each round is the progression ``{0, d, .., (m-1)·d}`` (``m <=
     widest``) that divides the taps still to sum the most per rotation, where the taps it
-    pairs with zero slots are zero in every partial sum, and no sum reads past ``room``; or,
-    where that is cheaper, plain doublings ``1, 2, 4, ..`` over the whole span (every slot
-    of it a tap or zero), when the span fits ``room``."""
-    greedy = _greedy_rounds(taps, room, widest)
-    doublings = max(taps[-1], 1).bit_length()
-    if 1 << doublings <= room and doublings < sum(map(len, greedy)):
-        return [(1 << i,) for i in range(doublings)]
-    return greedy
-
-
-def _greedy_rounds(taps: tuple[int, ...], room: int, widest: int) -> list[tuple[int, ...]]:
+    pairs with zero slots are zero in every partial sum, and no sum reads past ``room``.
+    (``expand_copies.readout_plan`` compares it with plain doublings over a window.)"""
     target = set(taps)
     need, covered = sorted(target), [0]  # y[a + u] = Σ_{c ∈ covered} z[a + u + c]
     rounds: list[tuple[int, ...]] = []
