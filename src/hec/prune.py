@@ -188,10 +188,15 @@ def _prune_within(
     where the compiler's choices (layouts, splits) need more rotations than the pruning
     counted, it is pruned again from ``original`` under a budget lowered by the excess; where
     they need fewer (a pool the pruned program sums by rotations, ``stencil_sums``), under
-    one raised by what is left, kept if it still fits."""
+    one raised by what is left, kept if it still fits; lowered up to five times while nothing
+    fits."""
     target = budget = options.rotation_budget
     fits: tuple[list[dict[str, Any]], list[dict]] | None = None  # the last pruning within
-    for attempt in range(3):
+    # three attempts; up to five while none has fit yet (a copies readout's estimate may be
+    # off by more than one lowering corrects)
+    for attempt in range(5):
+        if attempt >= 3 and fits is not None:
+            break
         if attempt:  # each attempt prunes the original weights
             for op, ref in zip(prunable_ops(graph), prunable_ops(original), strict=True):
                 op.consts = dict(ref.consts)
