@@ -201,6 +201,8 @@ def test_budget_under_a_copies_readout_leaves_the_output_layer_whole() -> None:
     assert report["totals"]["after"]["rotations"] == figures["totals"]["rotations"]
     last = report["layers"][-1]
     assert last["block"] == "none" and last["blocks"] == 0
+    # its 8 conv channels all fit the copies: the one count tried
+    assert set(report["structures"]["channels_tried"]) == {8}
     kept = prunable_ops(graph)[-1].consts["weight"]
     live_rows = kept.any(axis=1)  # inputs the pruned network still computes
     assert live_rows.any()

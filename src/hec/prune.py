@@ -98,10 +98,11 @@ def _prune(
     hidden dense layers first reduced to one input a neuron (``one_input_neurons``, matched to
     the inputs the first run left live) and their blocks read under anchored outputs, the
     inputs that pruning made constant then culled into the bias (``culling``); under a copies
-    readout (``expand_copies``) its convolutions too are first reduced to as many channels as
-    the copies fit (``one_input_channel``: the first keeps its strongest filters, the later
-    ones read one channel a filter). The one whose calibration loss after the refit
-    (``rotation_allocation.CalibrationLoss``) is lower is kept."""
+    readout (``expand_copies``) its convolutions too are first reduced to few channels
+    (``one_input_channel``: the first keeps its strongest filters, the later ones read one
+    channel a filter), as many as the copies fit and one more, each tried. The one whose
+    calibration loss after the refit (``rotation_allocation.CalibrationLoss``) is lower, and
+    whose program is within the budget, is kept."""
     rows = _prune_within(graph, original, calibration, options, copts, progress)
     budget_by_loss = options.rotation_budget is not None and options.allocation == "loss"
     if options.packing != "slots" or not budget_by_loss or not hidden_dense_ops(graph):
@@ -109,16 +110,6 @@ def _prune(
     from hec.passes.culling import constant_inputs, cull_constant_inputs
     from hec.passes.rotation_allocation import CalibrationLoss
 
-    matched = original.clone()
-    channels = _copies_channels(original) if copts.readout == "copies" else None
-    if channels is not None:  # and few conv channels, one input channel each
-        one_input_channel(matched, channels)
-        first = hidden_dense_ops(matched)[0]
-        live = ~constant_inputs(matched, [first], calibration)[id(first)]
-    else:
-        first = hidden_dense_ops(graph)[0]
-        live = ~constant_inputs(graph, [first], calibration)[id(first)]
-    one_input_per_neuron(matched, live)
     was_const = constant_inputs(original, prunable_ops(original), calibration)
 
     def cull(g: Graph) -> None:
@@ -129,25 +120,51 @@ def _prune(
             dict(zip([id(op) for op in prunable_ops(g)], was_const.values(), strict=True)),
         )
 
-    other = matched.clone()
-    rows_b = _prune_within(
-        other, matched, calibration, options, copts, progress, anchored=True, finish=cull
-    )
     loss = CalibrationLoss(original, calibration[:512])
 
     def loss_of(g: Graph) -> float:
         dead = {op.origin: op.consts["weight"] == 0 for op in prunable_ops(g)}
         return loss(dead, 0)[0]
 
-    losses = {"as_is": loss_of(graph), "one_input_neurons": loss_of(other)}
+    # under a copies readout, each channel count worth trying; the lowest loss within the
+    # budget is kept (more channels than fit may fit once pruning has dropped some)
+    counts = _copies_channels(original) if copts.readout == "copies" else [None]
+    best: tuple[float, Graph, list, int | None] | None = None
+    tried = {}
+    for channels in counts:
+        matched = original.clone()
+        if channels is not None:  # and few conv channels, one input channel each
+            one_input_channel(matched, channels)
+            first = hidden_dense_ops(matched)[0]
+            live = ~constant_inputs(matched, [first], calibration)[id(first)]
+        else:
+            first = hidden_dense_ops(graph)[0]
+            live = ~constant_inputs(graph, [first], calibration)[id(first)]
+        one_input_per_neuron(matched, live)
+        other = matched.clone()
+        rows_b = _prune_within(
+            other, matched, calibration, options, copts, progress, anchored=True, finish=cull
+        )
+        value = loss_of(other)
+        if channels is not None:
+            tried[channels] = round(value, 5)
+            used = compiled_figures(other, copts, "slots")["totals"]["rotations"]
+            if used > options.rotation_budget:
+                continue
+        if best is None or value < best[0]:
+            best = (value, other, rows_b, channels)
+    losses = {"as_is": loss_of(graph)}
+    if best is not None:
+        losses["one_input_neurons"] = best[0]
     kept = min(losses, key=losses.get)
     if kept == "one_input_neurons":
-        for op, new in zip(prunable_ops(graph), prunable_ops(other), strict=True):
+        for op, new in zip(prunable_ops(graph), prunable_ops(best[1]), strict=True):
             op.consts = dict(new.consts)
-        rows = rows_b
+        rows = best[2]
     report = {"kept": kept, "calibration_loss": {k: round(v, 5) for k, v in losses.items()}}
-    if channels is not None:
-        report["channels"] = channels
+    if best is not None and best[3] is not None:
+        report["channels"] = best[3]
+        report["channels_tried"] = tried
     return rows, report
 
 
@@ -156,12 +173,12 @@ def _prune(
 COPIES_SLOTS = 1 << 15
 
 
-def _copies_channels(graph: Graph) -> int | None:
-    """Channels of the first convolution with which ``readout="copies"`` fits
-    ``COPIES_SLOTS`` (``None``: the model has no convolution)."""
+def _copies_channels(graph: Graph) -> list[int | None]:
+    """Channel counts of the first convolution to try under ``readout="copies"``: the most
+    with which the copies fit ``COPIES_SLOTS``, and one more (``[None]``: no convolution)."""
     convs = conv_ops(graph)
     if not convs:
-        return None
+        return [None]
     shape = convs[0].result.shape
     per = int(np.prod(shape[1:]))
     copies = 1 << (graph.outputs[0].type.size - 1).bit_length()
@@ -170,7 +187,8 @@ def _copies_channels(graph: Graph) -> int | None:
         for k in range(1, shape[0] + 1)
         if (1 << (k * per - 1).bit_length()) * copies <= COPIES_SLOTS
     ]
-    return max(fits, default=1)
+    k = max(fits, default=1)
+    return [k, k + 1] if k < shape[0] else [k]
 
 
 def _prune_within(
