@@ -17,6 +17,7 @@ import numpy as np
 
 from hec.ir import Graph, interpret
 from hec.options import CompileOptions
+from hec.passes.expand_copies import copies_for
 from hec.passes.input_layouts import NotApplicable
 from hec.passes.one_input_neurons import (
     conv_ops,
@@ -181,7 +182,7 @@ def _copies_channels(graph: Graph) -> list[int | None]:
         return [None]
     shape = convs[0].result.shape
     per = int(np.prod(shape[1:]))
-    copies = 1 << (graph.outputs[0].type.size - 1).bit_length()
+    copies = copies_for(graph.outputs[0].type.size)
     fits = [
         k
         for k in range(1, shape[0] + 1)

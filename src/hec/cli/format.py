@@ -100,7 +100,9 @@ def print_summary(report: dict[str, Any]) -> None:
     _print_input_layout(report.get("input_layout"))
     readout = report.get("readout", {})
     if readout.get("kind") == "copies":
-        copies = 1 << (math.prod(report["output_shape"]) - 1).bit_length()
+        from hec.passes.expand_copies import copies_for
+
+        copies = copies_for(math.prod(report["output_shape"]))
         click.echo(
             f"readout: copies ({copies} copies of the input, {ck['slots'] // copies} slots "
             "each; every output read in its own copy)"

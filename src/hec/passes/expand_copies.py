@@ -29,7 +29,7 @@ import numpy as np
 from hec.ir import CipherType, Graph, Layout, Op, Value
 from hec.passes.stencil_sums import tree_rounds
 
-__all__ = ["ExpandCopies", "readout_plan"]
+__all__ = ["ExpandCopies", "copies_for", "readout_plan"]
 
 _REPEATED = ("p", "diags", "bias")  # per-slot constants of the body's ops
 
@@ -62,6 +62,12 @@ class ExpandCopies:
         graph.replace_all_uses_with(readout.result, result)
         graph.outputs = [result if v is readout.result else v for v in graph.outputs]
         return True
+
+
+def copies_for(outputs: int) -> int:
+    """Copies of the input a copies readout of ``outputs`` outputs packs: a power of two, so
+    that they divide the ciphertext's slots."""
+    return 1 << (outputs - 1).bit_length()
 
 
 def readout_plan(used: np.ndarray, slots: int) -> tuple[int, tuple[tuple[int, ...], ...]]:

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from hec.errors import LayoutError
 from hec.ir import LINEAR_KINDS, CipherType, Graph, Layout, Value
 from hec.passes.chain_lowering import ChainLowering, PendingMap, require_polynomial
-from hec.passes.expand_copies import readout_plan
+from hec.passes.expand_copies import copies_for, readout_plan
 from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable, design_input_layout, im2col_slots
 from hec.passes.output_layouts import (
     OUTPUT_LAYOUTS,
@@ -128,7 +128,7 @@ class LowerToSlots:
         if self.readout == "copies":
             if len(graph.outputs) != 1:
                 raise NotApplicable("copies readout: the model has more than one output")
-            copies = 1 << (graph.outputs[0].type.size - 1).bit_length()
+            copies = copies_for(graph.outputs[0].type.size)
             if copies * slots > MAX_SLOTS:
                 raise NotApplicable(
                     f"copies readout: {copies} copies of {slots} slots exceed the "
@@ -294,7 +294,7 @@ class _Lowering(ChainLowering):
         if p.is_identity or any(p.src is v for v in self.out.inputs):
             raise NotApplicable("copies readout: the model does not end with a linear layer")
         S, n = self.slots, int(np.prod(shape))
-        copies = 1 << (n - 1).bit_length()
+        copies = copies_for(n)
         A = p.A.tocoo()
         keep = np.abs(A.data) >= self.negligible
         slot = p.src.type.layout.slot_of_element()[A.col[keep]]
