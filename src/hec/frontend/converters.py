@@ -20,7 +20,7 @@ from hec.ir.tensor_ops import conv_output_shape, pool_output_shape
 if TYPE_CHECKING:
     from hec.frontend.importer import Context
 
-__all__ = ["CONVERTERS", "HINTS"]
+__all__ = ["CONVERTERS", "HINTS", "converter", "spatial_pads", "power_to_chebyshev"]
 
 Converter = Callable[["Context", onnx.NodeProto, dict[str, Any]], list]
 CONVERTERS: dict[str, Converter] = {}
@@ -84,7 +84,7 @@ def _per_sample_const(ctx: Context, c: np.ndarray, x: Value) -> np.ndarray:
     return c
 
 
-def _spatial_pads(ctx: Context, attrs: dict, spatial, kernel, strides, dilations):
+def spatial_pads(ctx: Context, attrs: dict, spatial, kernel, strides, dilations):
     """Explicit ``pads`` from ``auto_pad`` (SAME_UPPER puts the extra padding at the end)."""
     nd = len(spatial)
     auto = attrs.get("auto_pad", b"NOTSET")
@@ -133,7 +133,7 @@ def _conv(ctx: Context, node, attrs) -> list:
     nd = w.ndim - 2
     strides = tuple(attrs.get("strides", (1,) * nd))
     dil = tuple(attrs.get("dilations", (1,) * nd))
-    pads = _spatial_pads(ctx, attrs, x.shape[1:], w.shape[2:], strides, dil)
+    pads = spatial_pads(ctx, attrs, x.shape[1:], w.shape[2:], strides, dil)
     consts = {"weight": w}
     bias = ctx.optional_const(2)
     if bias is not None:
@@ -247,7 +247,7 @@ def _avgpool(ctx: Context, node, attrs) -> list:
         strides = tuple(attrs.get("strides", (1,) * nd))
         if any(d != 1 for d in attrs.get("dilations", (1,) * nd)):
             raise ctx.unsupported("dilated pooling")
-        pads = _spatial_pads(ctx, attrs, spatial, kernel, strides, (1,) * nd)
+        pads = spatial_pads(ctx, attrs, spatial, kernel, strides, (1,) * nd)
         include = attrs.get("count_include_pad", 0)
         if attrs.get("ceil_mode", 0):
             ceil = tuple(
@@ -381,50 +381,3 @@ def _reduce(ctx: Context, node, attrs) -> list:
     return [
         ctx.emit("reduce", [x], shape, {"axes": per_sample, "keepdims": int(keep), "mode": mode})
     ]
-
-
-_ACTIVATION_OPS = {
-    "Relu": "relu",
-    "LeakyRelu": "leaky_relu",
-    "Sigmoid": "sigmoid",
-    "Tanh": "tanh",
-    "Softplus": "softplus",
-    "Erf": "erf",
-    "Elu": "elu",
-}
-
-
-@converter(*_ACTIVATION_OPS, "Gelu")
-def _activation(ctx: Context, node, attrs) -> list:
-    """Non-polynomial activations; ``replace-activations`` fits polynomials to them."""
-    x = ctx.value(node.input[0])
-    if node.op_type == "Gelu":
-        approx = attrs.get("approximate", b"none")
-        fn = (
-            "gelu_tanh"
-            if (approx.decode() if isinstance(approx, bytes) else approx) == "tanh"
-            else "gelu"
-        )
-        return [ctx.emit("activation", [x], x.shape, {"fn": fn})]
-    a = {"fn": _ACTIVATION_OPS[node.op_type]}
-    if node.op_type in ("LeakyRelu", "Elu"):
-        a["alpha"] = float(attrs.get("alpha", 0.01 if node.op_type == "LeakyRelu" else 1.0))
-    return [ctx.emit("activation", [x], x.shape, a)]
-
-
-@converter("MaxPool")
-def _maxpool(ctx: Context, node, attrs) -> list:
-    """Max pooling; ``replace-activations`` turns it into average pooling (approximation)."""
-    x = ctx.value(node.input[0])
-    if len(node.output) > 1 and node.output[1]:
-        raise ctx.unsupported("the indices output is used")
-    spatial = x.shape[1:]
-    nd = len(spatial)
-    kernel = tuple(attrs["kernel_shape"])
-    strides = tuple(attrs.get("strides", (1,) * nd))
-    if any(d != 1 for d in attrs.get("dilations", (1,) * nd)) or attrs.get("ceil_mode", 0):
-        raise ctx.unsupported("dilated or ceil_mode max pooling")
-    pads = _spatial_pads(ctx, attrs, spatial, kernel, strides, (1,) * nd)
-    out = pool_output_shape(spatial, kernel, strides, pads)
-    a = {"kernel": kernel, "strides": strides, "pads": pads, "count_include_pad": 0}
-    return [ctx.emit("maxpool", [x], (x.shape[0], *out), a)]

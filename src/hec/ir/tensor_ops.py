@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hec.ir.activation_functions import ACTIVATIONS
 from hec.ir.core import Op, VerifyError, register_op
 from hec.ir.types import TensorType
 
@@ -249,25 +250,6 @@ def _reduce_eval(op: Op, x: np.ndarray) -> np.ndarray:
 
 
 # -- non-polynomial activations and max pooling (replaced before lowering) -------------------
-def _erf(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf
-
-    return erf(x)
-
-
-ACTIVATIONS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
-    "relu": lambda x, a: np.maximum(x, 0.0),
-    "leaky_relu": lambda x, a: np.where(x >= 0, x, a * x),
-    "sigmoid": lambda x, a: 0.5 * (1.0 + np.tanh(0.5 * x)),  # overflow-free logistic
-    "tanh": lambda x, a: np.tanh(x),
-    "softplus": lambda x, a: np.logaddexp(0.0, x),
-    "erf": lambda x, a: _erf(x),
-    "gelu": lambda x, a: 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0))),
-    "gelu_tanh": lambda x, a: 0.5 * x * (1.0 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))),
-    "elu": lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0.0))),
-}
-
-
 @_tensor_op("activation", 1)
 def _activation_infer(op: Op) -> list[TensorType]:
     if op.attrs["fn"] not in ACTIVATIONS:
