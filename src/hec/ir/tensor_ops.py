@@ -22,13 +22,14 @@ __all__ = [
     "NON_POLYNOMIAL_KINDS",
     "PRUNABLE_KINDS",
     "evaluate_op",
+    "register_semantics",
     "conv_output_shape",
     "pool_output_shape",
 ]
 
 # Kinds whose result is an affine function of their single encrypted input: lowering fuses
-# chains of them into one slot matrix.
-LINEAR_KINDS = frozenset(
+# chains of them into one slot matrix. A set: ir/linear_ops.py adds its kinds (register_semantics).
+LINEAR_KINDS: set[str] = set(
     {"conv", "matmul", "avgpool", "pad", "reshape", "transpose", "scale_shift", "reduce"}
 )
 
@@ -43,6 +44,13 @@ _EVAL: dict[str, Callable[..., np.ndarray]] = {}
 def _tensor_op(kind: str, arity: int):
     """Register the shape rule (decorated) of a tensor op; its numpy function goes in _EVAL."""
     return register_op(kind, "tensor", arity)
+
+
+def register_semantics(kind: str, fn: Callable[..., np.ndarray], linear: bool = False) -> None:
+    """Give a tensor op kind defined in another module its numpy semantics (and linearity)."""
+    _EVAL[kind] = fn
+    if linear:
+        LINEAR_KINDS.add(kind)
 
 
 def _semantics(kind: str):
@@ -247,6 +255,25 @@ def _reduce_infer(op: Op) -> list[TensorType]:
 def _reduce_eval(op: Op, x: np.ndarray) -> np.ndarray:
     fn = np.mean if op.attrs["mode"] == "mean" else np.sum
     return fn(x, axis=tuple(a + 1 for a in op.attrs["axes"]), keepdims=bool(op.attrs["keepdims"]))
+
+
+# -- select: pure data movement (Gather, Slice, Concat, Tile, DepthToSpace, ...) -----------
+@_tensor_op("select", 1)
+def _select_infer(op: Op) -> list[TensorType]:
+    shape, index = tuple(op.attrs["shape"]), op.consts["index"]
+    size = int(np.prod(_shape(op)))
+    if index.shape != shape or (index.size and not -1 <= index.min() <= index.max() < size):
+        raise VerifyError(f"select ({op.origin}): index {index.shape} does not fit {shape}/{size}")
+    return [TensorType(shape)]
+
+
+@_semantics("select")
+def _select_eval(op: Op, x: np.ndarray) -> np.ndarray:
+    """``y.flat[o] = x.flat[index[o]]`` per sample; index -1 reads the appended zero."""
+    flat = x.reshape(x.shape[0], -1)
+    flat = np.concatenate([flat, np.zeros((x.shape[0], 1), dtype=flat.dtype)], axis=1)
+    index = op.consts["index"].astype(np.int64).reshape(-1)
+    return flat[:, index].reshape(x.shape[0], *op.attrs["shape"])
 
 
 # -- non-polynomial activations and max pooling (replaced before lowering) -------------------
