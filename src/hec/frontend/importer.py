@@ -105,14 +105,14 @@ def build_graph(proto: onnx.ModelProto, name: str = "main") -> Graph:
 
     for node in proto.graph.node:
         ctx.node = node
-        if node.domain not in ("", "ai.onnx"):
-            raise UnsupportedOpError(
-                ctx.where, f"{node.domain}::{node.op_type}", "custom-domain ops cannot be compiled"
-            )
+        # other domains' converters are registered as "domain::op" (e.g. ai.onnx.ml::Scaler)
+        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        if key != node.op_type and key not in CONVERTERS:
+            raise UnsupportedOpError(ctx.where, key, "custom-domain ops cannot be compiled")
         if not any(ctx.is_encrypted(i) for i in node.input if i):
             _fold(ctx, node)
             continue
-        convert = CONVERTERS.get(node.op_type)
+        convert = CONVERTERS.get(key)
         if convert is None:
             raise UnsupportedOpError(ctx.where, node.op_type, HINTS.get(node.op_type, ""))
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
