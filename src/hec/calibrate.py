@@ -22,7 +22,7 @@ from hec.passes.elementwise import find_regions
 from hec.passes.replace_activations import ValueStats
 from hec.progress import ProgressFn, no_progress
 
-__all__ = ["load_dataset", "calibrate", "activation_roots"]
+__all__ = ["load_dataset", "calibrate", "observe", "check_samples", "activation_roots"]
 
 _BATCH = 256
 
@@ -64,6 +64,17 @@ def activation_roots(graph: Graph) -> list[str]:
     return list(dict.fromkeys(r.root.name for r in regions))
 
 
+def check_samples(x: np.ndarray, graph: Graph, what: str = "calibration data") -> None:
+    """Refuse inputs ``x`` whose shape is not ``[N, *model input shape]`` (one line, no trace)."""
+    want = tuple(graph.inputs[0].shape)
+    got = tuple(np.shape(x))
+    if got[1:] != want or len(got) == 0:
+        raise InputError(
+            f"{what}: x has shape {list(got)}, the model takes [N, {', '.join(map(str, want))}] "
+            f"(N inputs of shape {list(want)})"
+        )
+
+
 def calibrate(
     model: str | os.PathLike | onnx.ModelProto,
     graph: Graph,
@@ -74,17 +85,48 @@ def calibrate(
 ) -> dict[str, ValueStats]:
     """Statistics of every activation root and max-pool input of ``graph`` over ``x``."""
     pools = {op.inputs[0].name: op for op in graph.ops if op.kind == "maxpool"}
-    names = list(dict.fromkeys([*activation_roots(graph), *pools]))
+    values = observe(
+        model, graph, x, list(dict.fromkeys([*activation_roots(graph), *pools])), progress
+    )
+    rng = np.random.default_rng(seed)
+    stats = {}
+    for n, batch in values.items():
+        allv = batch.ravel()
+        sample = allv if allv.size <= max_samples else rng.choice(allv, max_samples, replace=False)
+        fit = _max_from_average(pools[n], batch) if n in pools else None
+        stats[n] = ValueStats(n, float(allv.min()), float(allv.max()), sample, int(allv.size), fit)
+    return stats
+
+
+def observe(
+    model: str | os.PathLike | onnx.ModelProto,
+    graph: Graph,
+    x: np.ndarray,
+    names: list[str],
+    progress: ProgressFn = no_progress,
+) -> dict[str, np.ndarray]:
+    """The values ``[N, ...]`` the tensors ``names`` of ``graph`` take on the inputs ``x``.
+
+    Tensors of the ONNX model come from onnxruntime (the reference); the graph input is ``x``
+    itself, as onnxruntime sees it (float32), never asked of onnxruntime, whose copy of an
+    input may live in a buffer it frees when the call returns. IR-only tensors come from
+    hec's interpreter.
+    """
+    check_samples(x, graph)
     if not names:
         return {}
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
-    onnx_names = {o for n in proto.graph.node for o in n.output} | {
-        i.name for i in proto.graph.input
-    }
-    in_onnx = [n for n in names if n in onnx_names]
-    values: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    graph_inputs = {i.name for i in proto.graph.input} - {t.name for t in proto.graph.initializer}
+    onnx_names = {o for n in proto.graph.node for o in n.output}
+    values: dict[str, np.ndarray] = {}
+    for n in names:
+        if n in graph_inputs:
+            values[n] = np.asarray(x, np.float32).astype(np.float64)
+    in_onnx = [n for n in names if n in onnx_names and n not in values]
     if in_onnx:
         import onnxruntime as ort
+
+        from hec.frontend.reference import run_session
 
         exposed = onnx.ModelProto.FromString(proto.SerializeToString())
         present = {o.name for o in exposed.graph.output}
@@ -94,27 +136,16 @@ def calibrate(
                     helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
                 )
         sess = ort.InferenceSession(exposed.SerializeToString(), providers=["CPUExecutionProvider"])
-        input_name = sess.get_inputs()[0].name
-        for start in range(0, len(x), _BATCH):
-            outs = sess.run(in_onnx, {input_name: x[start : start + _BATCH].astype(np.float32)})
-            for n, arr in zip(in_onnx, outs, strict=True):
-                values[n].append(np.asarray(arr, np.float64))
-            progress("calibrate", min(start + _BATCH, len(x)), len(x))
-    rest = [n for n in names if n not in onnx_names]
+        outs = run_session(sess, in_onnx, x, _BATCH, lambda d, t: progress("calibrate", d, t))
+        for n, arr in zip(in_onnx, outs, strict=True):
+            values[n] = arr.astype(np.float64)
+    rest = [n for n in names if n not in values]
     if rest:  # IR-only values: probe them as extra outputs of a copy of the graph
         probe = graph.clone()
         probe.outputs = [v for v in probe.values() if v.name in rest]
         for arr, v in zip(interpret(probe, x), probe.outputs, strict=True):
-            values[v.name].append(arr)
-    rng = np.random.default_rng(seed)
-    stats = {}
-    for n, parts in values.items():
-        batch = np.concatenate(parts)
-        allv = batch.ravel()
-        sample = allv if allv.size <= max_samples else rng.choice(allv, max_samples, replace=False)
-        fit = _max_from_average(pools[n], batch) if n in pools else None
-        stats[n] = ValueStats(n, float(allv.min()), float(allv.max()), sample, int(allv.size), fit)
-    return stats
+            values[v.name] = arr
+    return {n: values[n] for n in names}
 
 
 def _max_from_average(maxpool: Op, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hec.calibrate import calibrate
+from hec.calibrate import calibrate, check_samples, observe
 from hec.frontend.reference import onnxruntime_outputs
 from hec.ir import NON_POLYNOMIAL_KINDS, Graph, interpret
 from hec.options import CompileOptions
@@ -19,7 +19,7 @@ from hec.passes import PassManager, ValueStats, he_friendly_pipeline
 from hec.passes.replace_activations import CalibrationMissing
 from hec.progress import ProgressFn, no_progress
 
-__all__ = ["make_he_friendly", "conversion_layers", "accuracy", "outside_fractions"]
+__all__ = ["make_he_friendly", "conversion_layers", "accuracy", "inputs_outside"]
 
 
 def make_he_friendly(
@@ -41,6 +41,7 @@ def make_he_friendly(
                 f"--calib DATA.npz (array x of typical inputs, optionally labels y) so hec can "
                 f"fit a polynomial to it ({len(pending)} such op(s) in the model)"
             )
+        check_samples(calibration, graph, "calibration data (--calib)")
         stats = calibrate(model, graph, calibration, progress=progress)
     passes = he_friendly_pipeline(options, stats)
     PassManager(passes, dump_dir=options.dump_ir_after).run(graph)
@@ -94,30 +95,56 @@ def conversion_layers(graph: Graph, stats: dict[str, ValueStats]) -> list[dict[s
     return rows
 
 
-def outside_fractions(
+def inputs_outside(
     model: str | os.PathLike | onnx.ModelProto,
     original: Graph,
     rows: list[dict[str, Any]],
     x: np.ndarray,
+    what: str,
 ) -> None:
-    """Add to each polynomial row the fraction of ``x``'s activations outside its interval."""
-    stats = calibrate(model, original, x)
+    """Add to each polynomial row, under ``inputs_outside[what]``, how many inputs of ``x`` put
+    at least one value of the activation's input outside its fitted interval.
+
+    Counted per input, not per value: one value outside is enough for the polynomial to go
+    wrong on that input (and far outside, for CKKS to overflow).
+    """
+    roots = [r["root"] for r in rows if "root" in r]
+    values = observe(model, original, x, list(dict.fromkeys(roots)))
     for row in rows:
-        st = stats.get(row.get("root", ""))
-        if st is not None:
-            a, b = row["interval"]
-            row["outside_fraction"] = float(np.mean((st.samples < a) | (st.samples > b)))
+        if row.get("root") not in values:
+            continue
+        a, b = row["interval"]
+        per_input = values[row["root"]].reshape(len(x), -1)
+        outside = int(np.sum(np.any((per_input < a) | (per_input > b), axis=1)))
+        row.setdefault("inputs_outside", {})[what] = {
+            "inputs": int(len(x)),
+            "outside": outside,
+            "fraction": outside / len(x),
+        }
 
 
 def accuracy(
-    model: str | os.PathLike | onnx.ModelProto, graph: Graph, x: np.ndarray, y: np.ndarray
+    model: str | os.PathLike | onnx.ModelProto,
+    graph: Graph,
+    x: np.ndarray,
+    y: np.ndarray,
+    probability: bool | None = None,
 ) -> dict[str, float]:
-    """Top-1 accuracy of the original model (onnxruntime) and of the converted graph."""
-    original = onnxruntime_outputs(model, x).reshape(len(x), -1).argmax(1)
-    converted = interpret(graph, x)[0].reshape(len(x), -1).argmax(1)
+    """Top-1 accuracy of the original model (onnxruntime) and of the converted graph.
+
+    Predictions as ``hec.metrics.predictions``; ``probability`` (one output per input: is it
+    a probability?) defaults to whether the ONNX model ends with a Sigmoid.
+    """
+    from hec.metrics import as_classes, ends_with_sigmoid, predictions
+
+    if probability is None:
+        probability = ends_with_sigmoid(model)
+    original = predictions(onnxruntime_outputs(model, x), probability)
+    converted = predictions(interpret(graph, x)[0], probability)
+    labels = as_classes(y)
     return {
-        "original": float(np.mean(original == y)),
-        "converted": float(np.mean(converted == y)),
+        "original": float(np.mean(original == labels)),
+        "converted": float(np.mean(converted == labels)),
         "agreement": float(np.mean(original == converted)),
         "samples": int(len(x)),
     }
@@ -138,8 +165,9 @@ def optimize(
 ) -> dict[str, Any]:
     """ONNX → HE-friendly ONNX. Returns the report (also written next to ``out_path``).
 
-    Accuracy and the fraction of activations outside their intervals are measured on
-    ``evaluation`` (inputs, labels) when given, else on the calibration data. With
+    Accuracy is measured on ``evaluation`` (inputs, labels) when given, else on the
+    calibration data; the inputs that put an activation outside its interval are counted on
+    both (``inputs_outside`` in each polynomial row). With
     ``fine_tune_epochs``, the converted network (weights and polynomial coefficients) is then
     trained on ``train`` (default: the labelled calibration data); needs ``hec[train]``.
     With ``prune`` (``hec.prune.PruneOptions``), the converted graph is then pruned in blocks
@@ -153,11 +181,18 @@ def optimize(
 
     options = options or CompileOptions()
     graph = import_onnx(model)
+    check_samples(calibration, graph, "calibration data (--calib)")
+    if evaluation is not None:
+        check_samples(evaluation[0], graph, "evaluation data (--eval)")
+    if train is not None:
+        check_samples(train[0], graph, "training data (--train)")
     original = graph.clone()
     stats = make_he_friendly(model, graph, options, calibration, progress)
     rows = conversion_layers(graph, stats)
     x_eval, y_eval = evaluation if evaluation is not None else (calibration, labels)
-    outside_fractions(model, original, rows, x_eval)
+    inputs_outside(model, original, rows, calibration, "calibration")
+    if evaluation is not None:
+        inputs_outside(model, original, rows, x_eval, "evaluation")
     report: dict[str, Any] = {
         "model": str(model),
         "output": str(out_path),

@@ -67,7 +67,7 @@ def print_conversion(layers: list[dict[str, Any]], accuracy: dict[str, Any] | No
             rows.append([r["name"][:40], "maxpool", "avgpool (approximation)", "", "0", "", "", ""])
             continue
         a, b = r["interval"]
-        outside = r.get("outside_fraction")
+        outside = r.get("inputs_outside", {})  # inputs with a value outside the interval
         rows.append(
             [
                 r["name"][:40],
@@ -77,12 +77,29 @@ def print_conversion(layers: list[dict[str, Any]], accuracy: dict[str, Any] | No
                 r["depth"],
                 f"{r['fit_rms']:.2e}",
                 f"{r['fit_max']:.2e}",
-                "" if outside is None else f"{100 * outside:.2f}%",
+                " / ".join(f"{100 * outside[k]['fraction']:.1f}%" for k in outside),
             ]
         )
     print_table(
-        ["layer", "replaces", "interval", "degree", "levels", "rms err", "max err", "outside"], rows
+        [
+            "layer",
+            "replaces",
+            "interval",
+            "degree",
+            "levels",
+            "rms err",
+            "max err",
+            "inputs outside",
+        ],
+        rows,
     )
+    shares = next((r["inputs_outside"] for r in layers if r.get("inputs_outside")), None)
+    if shares:
+        click.echo(
+            "inputs outside: share of the "
+            + " / ".join(f"{v['inputs']} {k}" for k, v in shares.items())
+            + " inputs with a value outside the interval"
+        )
     if accuracy:
         click.echo(
             f"accuracy on {accuracy['samples']} labelled inputs: original "
