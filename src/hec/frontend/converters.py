@@ -25,28 +25,8 @@ __all__ = ["CONVERTERS", "HINTS", "converter", "spatial_pads", "power_to_chebysh
 Converter = Callable[["Context", onnx.NodeProto, dict[str, Any]], list]
 CONVERTERS: dict[str, Converter] = {}
 
-_POLY_HINT = (
-    "replace it by a polynomial (e.g. x*x) before export; automatic replacement "
-    "with calibration data is planned (`hec optimize --calib`)"
-)
+# What to do about an op no converter takes (an op with a converter never reads its hint).
 HINTS = {
-    **{
-        op: _POLY_HINT
-        for op in (
-            "Relu",
-            "LeakyRelu",
-            "Gelu",
-            "Erf",
-            "Sigmoid",
-            "Tanh",
-            "Softplus",
-            "Elu",
-            "Selu",
-            "HardSigmoid",
-            "HardSwish",
-        )
-    },
-    "MaxPool": "replace it by AveragePool before export (CKKS cannot compute a maximum)",
     "Softmax": "drop the final Softmax: argmax of the logits is the same class",
     "LogSoftmax": "drop the final LogSoftmax: argmax of the logits is the same class",
 }

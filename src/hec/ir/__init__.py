@@ -3,7 +3,7 @@
 ``ir`` imports nothing else from hec. Importing it registers every dialect's op kinds.
 """
 
-from hec.ir import batch_ops, linear_ops, slot_ops, tensor_ops  # noqa: F401  (registers op kinds)
+from hec.ir import batch_ops, linear_ops, norm_ops, slot_ops, tensor_ops  # noqa: F401 (kinds)
 from hec.ir.core import Graph, Op, OpDef, Value, VerifyError, op_def, register_op
 from hec.ir.interpreter import interpret
 from hec.ir.linear_maps import affine_map

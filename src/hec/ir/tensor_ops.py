@@ -33,8 +33,9 @@ LINEAR_KINDS: set[str] = set(
     {"conv", "matmul", "avgpool", "pad", "reshape", "transpose", "scale_shift", "reduce"}
 )
 
-# Kinds CKKS cannot evaluate; replace-activations turns them into polynomials / average pools.
-NON_POLYNOMIAL_KINDS = frozenset({"activation", "maxpool"})
+# Kinds CKKS cannot evaluate; replace-activations turns them into polynomials / average pools,
+# replace-norms normalizations (ir/norm_ops.py) into calibrated affine maps.
+NON_POLYNOMIAL_KINDS = frozenset({"activation", "maxpool", "normalize"})
 # ops with a weight tensor that pruning zeroes and recovery refits
 PRUNABLE_KINDS = frozenset({"conv", "matmul"})
 
