@@ -18,6 +18,7 @@ from onnx import TensorProto, helper
 from hec.errors import InputError
 from hec.ir import Graph, Op, interpret
 from hec.ir.tensor_ops import evaluate_op
+from hec.passes.calibrate_norms import norm_statistics
 from hec.passes.elementwise import find_regions
 from hec.passes.replace_activations import ValueStats
 from hec.progress import ProgressFn, no_progress
@@ -95,7 +96,7 @@ def calibrate(
         sample = allv if allv.size <= max_samples else rng.choice(allv, max_samples, replace=False)
         fit = _max_from_average(pools[n], batch) if n in pools else None
         stats[n] = ValueStats(n, float(allv.min()), float(allv.max()), sample, int(allv.size), fit)
-    return stats
+    return {**stats, **norm_statistics(graph, x)}  # normalizations: calibrated constants
 
 
 def observe(

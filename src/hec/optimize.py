@@ -35,11 +35,11 @@ def make_he_friendly(
     if pending:
         if calibration is None:
             op = pending[0]
-            what = op.attrs.get("fn", op.kind)
+            what = op.attrs.get("fn", op.attrs.get("source", op.kind))
             raise CalibrationMissing(
                 f"node '{op.origin}': {what} is not a polynomial; give calibration data with "
                 f"--calib DATA.npz (array x of typical inputs, optionally labels y) so hec can "
-                f"fit a polynomial to it ({len(pending)} such op(s) in the model)"
+                f"replace it ({len(pending)} such op(s) in the model)"
             )
         check_samples(calibration, graph, "calibration data (--calib)")
         stats = calibrate(model, graph, calibration, progress=progress)
@@ -92,7 +92,9 @@ def conversion_layers(graph: Graph, stats: dict[str, ValueStats]) -> list[dict[s
                     "depth": 0,
                 }
             )
-    return rows
+    from hec.passes.calibrate_norms import normalization_rows
+
+    return rows + normalization_rows(graph)  # normalization layers: calibrated constants
 
 
 def inputs_outside(

@@ -27,6 +27,8 @@ class CompileOptions:
         margin: fraction of an activation input's observed range added on each side of the
             interval its polynomial is fitted on.
         max_poly_depth: deepest polynomial (in levels) the automatic degree choice considers.
+        norm_tolerance: largest relative RMS error (calibration data) of a normalization layer's
+            output with its per-sample statistics replaced by calibrated constants.
         sample_blocks: throughput mode within slot packing: one ciphertext carries as many
             samples as the ring leaves room for (``ring_dim / (2·slots)`` blocks of ``slots``
             slots), at the price of block-local linear maps (up to twice the diagonals).
@@ -78,6 +80,7 @@ class CompileOptions:
     error_budget: float = 0.05
     margin: float = 0.05
     max_poly_depth: int = 5
+    norm_tolerance: float = 0.1
     sample_blocks: bool = False
     packing: str = "slots"
     batch_size: int | None = None

@@ -66,6 +66,10 @@ def print_conversion(layers: list[dict[str, Any]], accuracy: dict[str, Any] | No
         if r["replaces"] == "maxpool":
             rows.append([r["name"][:40], "maxpool", "avgpool (approximation)", "", "0", "", "", ""])
             continue
+        if "relative_error" in r:  # a normalization layer with calibrated constants
+            by, err = "constants (calibrated)", f"{r['relative_error']:.2e}"
+            rows.append([r["name"][:40], r["replaces"], by, "", "0", err, "", ""])
+            continue
         a, b = r["interval"]
         outside = r.get("inputs_outside", {})  # inputs with a value outside the interval
         rows.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hec.options import CompileOptions
+from hec.passes.calibrate_norms import NormStats, ReplaceNorms
 from hec.passes.compose_rotations import ComposeRotations
 from hec.passes.drop_channels import DropDeadChannels
 from hec.passes.expand_copies import ExpandCopies
@@ -30,6 +31,8 @@ def he_friendly_pipeline(
                 stats, options.degree, options.error_budget, options.margin, options.max_poly_depth
             )
         )
+        if any(isinstance(s, NormStats) for s in stats.values()):  # normalization layers
+            passes.append(ReplaceNorms(stats, options.norm_tolerance))
     passes.append(FusePolynomials())  # any element-wise polynomial region → one poly op
     return passes
 
