@@ -17,7 +17,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from hec.errors import ModelError, ShapeError, UnsupportedOpError
-from hec.frontend import convert_activations, convert_ml, convert_norm  # noqa: F401 (register)
+from hec.frontend import convert_activations, convert_linear, convert_ml, convert_norm  # noqa: F401
 from hec.frontend.converters import CONVERTERS, HINTS
 from hec.frontend.load import encrypted_input
 from hec.ir import Graph, TensorType, Value, VerifyError
