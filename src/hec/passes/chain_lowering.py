@@ -26,7 +26,14 @@ from hec.ir import LINEAR_KINDS, NON_POLYNOMIAL_KINDS, Graph, Op, Type, Value, a
 from hec.ir.slot_ops import poly_depth
 from hec.passes.replace_activations import CalibrationMissing
 
-__all__ = ["PendingMap", "ChainLowering", "require_polynomial"]
+__all__ = [
+    "PendingMap",
+    "ChainLowering",
+    "Quadratic",
+    "quadratic_form",
+    "require_polynomial",
+    "significant_coeffs",
+]
 
 Factor = tuple[sp.csr_matrix, np.ndarray]
 
@@ -95,6 +102,67 @@ class PendingMap:
     def origin(self) -> str:
         """The ONNX nodes the map came from, in order, without repeats."""
         return "+".join(dict.fromkeys(o for o in self.origins if o))
+
+
+# Completing the square is used while the parabola's vertex lies within this many half-widths
+# of the interval's centre: then ``|u| <= sqrt|A|·(1 + |h|)`` stays of the size of the result.
+_VERTEX_REACH = 2.0
+# Chebyshev coefficients this small relative to the largest are float noise, not the function.
+_NOISE = 1e-12
+
+
+def significant_coeffs(coeffs) -> np.ndarray:
+    """``coeffs`` without trailing terms below float noise (at least one coefficient left).
+
+    On ``[-1, 1]`` the dropped terms change the value by less than ``1e-12·max|c|`` in all.
+    """
+    c = np.trim_zeros(np.asarray(coeffs, dtype=np.float64), "b")
+    if c.size == 0:
+        return np.zeros(1)
+    big = float(np.abs(c).max())
+    keep = np.flatnonzero(np.abs(c) > _NOISE * big)
+    return c[: int(keep.max()) + 1]
+
+
+@dataclass(frozen=True)
+class Quadratic:
+    """``p(t) = outer · f(t) · g(t) + shift`` with ``f(t) = a₁t + b₁``, ``g(t) = a₂t + b₂``.
+
+    ``kind``: ``square`` (``f = g``: one affine map, squared) or ``product`` (two maps).
+    """
+
+    kind: str
+    factors: tuple[tuple[float, float], tuple[float, float]]
+    outer: float
+    shift: float
+
+    def __call__(self, t: np.ndarray) -> np.ndarray:
+        (a1, b1), (a2, b2) = self.factors
+        return self.outer * (a1 * t + b1) * (a2 * t + b2) + self.shift
+
+    def factor_bound(self, radius: float = 1.0) -> float:
+        """The largest ``|f(t)|, |g(t)|`` for ``|t| <= radius`` (what the ciphertexts hold)."""
+        return max(abs(a) * radius + abs(b) for a, b in self.factors)
+
+
+def quadratic_form(coeffs) -> Quadratic:
+    """A numerically safe way to evaluate a degree-2 Chebyshev series on ``t ∈ [-1, 1]``.
+
+    In power form ``A t² + B t + C``. Completing the square, ``sign(A)·u² + C - B²/(4A)`` with
+    ``u = sqrt|A|·(t + h)``, ``h = B/(2A)``, is exact but, when the vertex ``-h`` is far from
+    the interval (``A`` small next to ``B``), squares a huge ``u`` and cancels it with a huge
+    constant: CKKS keeps a fixed number of bits, so the result is lost (and ``u²`` may exceed
+    the modulus). There the product ``(A t + B)/g · (g t) + C`` is used instead, with
+    ``g = sqrt(|A| + |B|)`` so both factors stay below ``g`` on the interval.
+    """
+    C, B, A = np.polynomial.chebyshev.cheb2poly(np.asarray(coeffs, dtype=np.float64))
+    h = B / (2 * A)
+    if abs(h) <= _VERTEX_REACH:
+        s = float(np.sqrt(abs(A)))
+        u = (s, float(s * h))
+        return Quadratic("square", (u, u), float(np.sign(A)), float(C - B * B / (4 * A)))
+    g = float(np.sqrt(abs(A) + abs(B)))
+    return Quadratic("product", ((float(A / g), float(B / g)), (g, 0.0)), 1.0, float(C))
 
 
 def require_polynomial(graph: Graph) -> None:
@@ -169,39 +237,59 @@ class ChainLowering:
     def _poly(self, op: Op) -> None:
         """Degree <= 1 is affine (fused, free); degree 2 costs one level; more: a series.
 
-        Degree 2 in power form is ``A t² + B t + C = sign(A)·u² + C - B²/(4A)`` with
-        ``u = sqrt|A|·(t + B/(2A))``. ``u`` is an affine map of ``t``'s source, so it fuses into
-        the linear map before; the outer affine stays pending and fuses into the one after.
-        What is left is a single ciphertext square: one level, whatever the coefficients.
+        Coefficients below float rounding are dropped first (a tanh fitted on symmetric data
+        has an ``x²`` term of 1e-15 that is noise, not signal). Degree 2 is evaluated in the
+        well-conditioned form ``quadratic_form`` picks (see there): a square of an affine map
+        of the input, or a product of two affine maps of it. Affine maps of the input fuse
+        into the linear map before, the outer affine stays pending and fuses into the one
+        after: a single ciphertext product, one level, whatever the coefficients. Larger
+        degrees: the Chebyshev series on ``[-1, 1]``, the interval the input was mapped to.
         """
-        coeffs = np.trim_zeros(np.asarray(op.attrs["coeffs"], dtype=np.float64), "b")
-        power = np.polynomial.chebyshev.cheb2poly(coeffs)
+        coeffs = significant_coeffs(op.attrs["coeffs"])
         p = self.pending[id(op.inputs[0])]
         n = op.result.type.size
         if len(coeffs) <= 2:
+            power = np.polynomial.chebyshev.cheb2poly(coeffs)
             c0, c1 = (power.tolist() + [0.0, 0.0])[:2]
             self.pending[id(op.result)] = p.then(
                 c1 * sp.identity(n, format="csr"), np.full(n, c0), op.origin
             )
             return
         if len(coeffs) == 3:
-            C, B, A = power
-            s, h = np.sqrt(abs(A)), B / (2 * A)
-            if s == 1.0 and h == 0.0:
-                x = self._materialize(op.inputs[0])
-            else:
-                x = self.materialize_pending(
-                    p.scaled(s, h, op.origin), op.inputs[0].shape, op.inputs[0]
-                )
-            squared = self._square_or_product(None, x, x, op.origin)
-            sign = float(np.sign(A))
-            self.pending[id(op.result)] = PendingMap(squared, n).then(
-                sign * sp.identity(n, format="csr"), np.full(n, C - B * B / (4 * A))
-            )
+            self._quadratic(op, p, quadratic_form(coeffs))
             return
         x = self._materialize(op.inputs[0])
         level = x.type.level + poly_depth(tuple(coeffs))
         self._result(op.result, "poly", [x], level, op.origin, {"coeffs": tuple(coeffs)})
+
+    def _quadratic(self, op: Op, p: PendingMap, q: Quadratic) -> None:
+        """Emit ``q.outer · (f(t) ⊙ g(t)) + q.shift`` with ``f, g`` affine maps of ``t``."""
+        n, shape, tensor = op.result.type.size, op.inputs[0].shape, op.inputs[0]
+        eye = sp.identity(n, format="csr")
+        (a1, b1), (a2, b2) = q.factors
+        if q.kind == "square" and a1 == 1.0 and b1 == 0.0:
+            x = y = self._materialize(tensor)
+        elif q.kind == "square":
+            x = y = self.materialize_pending(
+                p.then(a1 * eye, np.full(n, b1), op.origin), shape, tensor
+            )
+        else:
+            y = self.materialize_pending(p.then(a2 * eye, np.full(n, b2), op.origin), shape, tensor)
+            x = self.materialize_pending(p.then(a1 * eye, np.full(n, b1), op.origin), shape, tensor)
+            if x.type.with_state(0, 1) != y.type.with_state(0, 1):
+                # the two maps chose different layouts: the first factor from the second
+                # ciphertext (one more level, but the same product)
+                ratio, offset = a1 / a2, b1 - a1 * b2 / a2
+                x = self.materialize_pending(
+                    PendingMap(y, n).then(ratio * eye, np.full(n, offset), op.origin),
+                    shape,
+                    tensor,
+                )
+            x, y = self._same_level(x, y, op.origin)
+        product = self._square_or_product(None, x, y, op.origin)
+        self.pending[id(op.result)] = PendingMap(product, n).then(
+            q.outer * eye, np.full(n, q.shift)
+        )
 
     def _square_or_product(self, tensor: Value | None, x: Value, y: Value, origin: str) -> Value:
         """``x ⊙ y`` then rescale: one level. Records it as ``tensor`` when given."""
@@ -242,7 +330,10 @@ class ChainLowering:
 
     def _aligned(self, a: Value, b: Value, origin: str) -> tuple[Value, Value]:
         """Materialize two tensors and bring them to one level (the deeper one's)."""
-        x, y = self._materialize(a), self._materialize(b)
+        return self._same_level(self._materialize(a), self._materialize(b), origin)
+
+    def _same_level(self, x: Value, y: Value, origin: str) -> tuple[Value, Value]:
+        """Bring two ciphertexts to one level (the deeper one's)."""
         level = max(x.type.level, y.type.level)
 
         def drop(v: Value) -> Value:

@@ -1,0 +1,100 @@
+"""Polynomials evaluated in a numerically safe form (degree 2: square or product, by condition).
+
+A degree-2 polynomial whose ``x²`` term is small next to its ``x`` term was lowered by completing
+the square: a huge square minus a huge constant, which CKKS (a fixed number of bits per value)
+turns into garbage. The lowering now picks a form whose intermediates stay of the size of the
+result; these tests check the forms, the compiled programs against onnxruntime, and (slow) the
+encrypted run against the simulator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hec
+from hec.frontend import import_onnx
+from hec.ir import interpret
+from hec.optimize import make_he_friendly
+from hec.passes.chain_lowering import quadratic_form, significant_coeffs
+
+from conftest import assert_matches_reference
+from onnx_builders import ModelBuilder, run_onnxruntime
+
+RNG = np.random.default_rng(7)
+
+
+def _power_to_cheb(c: float, b: float, a: float) -> np.ndarray:
+    return np.polynomial.chebyshev.poly2cheb([c, b, a])
+
+
+@pytest.mark.parametrize(
+    "a, b, c", [(1.0, 0.3, -0.2), (-2.0, 3.5, 1.0), (1e-6, 2.0, 0.5), (-3e-9, 1.0, 1e3)]
+)
+def test_quadratic_forms_are_exact_with_bounded_factors(a: float, b: float, c: float) -> None:
+    q = quadratic_form(_power_to_cheb(c, b, a))
+    t = np.linspace(-1, 1, 101)
+    assert np.allclose(q(t), a * t * t + b * t + c, rtol=1e-12, atol=1e-12 * abs(c))
+    # what the ciphertexts hold is of the size of the coefficients, not of B²/A
+    assert q.factor_bound() <= 2 * np.sqrt(abs(a) + abs(b)) + 2 * np.sqrt(abs(a))
+    assert abs(q.shift) <= abs(c) + 4 * (abs(a) + abs(b))
+    assert q.kind == ("square" if abs(b / (2 * a)) <= 2 else "product")
+
+
+def test_float_noise_coefficients_are_dropped_and_others_kept() -> None:
+    assert significant_coeffs([0.1, 2.0, 1e-15]).tolist() == [0.1, 2.0]
+    assert significant_coeffs([0.1, 2.0, 1e-9]).tolist() == [0.1, 2.0, 1e-9]
+    assert significant_coeffs([0.0, 0.0]).tolist() == [0.0]
+
+
+def _quadratic_model(a: float, b: float, c: float):
+    """``a·h² + b·h + c`` of a dense layer ``h``, written with ONNX Mul/Add (user polynomial)."""
+    m = ModelBuilder((6,), seed=3)
+    h = m.node("Gemm", ["input", m.weight(6, 5)])
+    sq = m.node("Mul", [h, h])
+    poly = m.node(
+        "Add", [m.node("Mul", [sq, m.const(np.array(a))]), m.node("Mul", [h, m.const(np.array(b))])]
+    )
+    poly = m.node("Add", [poly, m.const(np.array(c))])
+    return m.build(m.node("Gemm", [poly, m.weight(5, 3)]))
+
+
+@pytest.mark.parametrize("a", [1e-10, 1e-7, 0.5])
+def test_small_square_term_compiles_to_a_product_that_matches_onnxruntime(a, tmp_path) -> None:
+    model = _quadratic_model(a, 1.5, 0.25)
+    x = RNG.normal(0, 1, size=(16, 6))
+    art = hec.compile(model, tmp_path / "out")
+    # before: with a = 1e-10 the program squared ~5e4 and subtracted ~2.8e9 (off by 1e-6 in
+    # float64 already, far beyond what CKKS's modulus holds)
+    out = hec.simulate(art, x)
+    assert_matches_reference(out, run_onnxruntime(model, x), rel=1e-5)  # float32 reference
+    assert_matches_reference(out, interpret(import_onnx(model), x)[0], rel=1e-7)  # entries below 2^-26 are dropped
+    consts = [v for op in art.program.ops for v in op.consts.values()]
+    assert max(float(np.abs(v).max()) for v in consts) < 1e3  # no huge constant to cancel
+
+
+def _tanh_model():
+    m = ModelBuilder((4,), seed=5)
+    h = m.node("Gemm", ["input", m.weight(4, 4)])
+    return m.build(m.node("Gemm", [m.node("Tanh", [h]), m.weight(4, 3)]))
+
+
+def test_tanh_on_symmetric_data_at_degree_two_is_affine(tmp_path) -> None:
+    """The fit's x² coefficient is float noise (1e-15): dropped, so no square at all."""
+    model = _tanh_model()
+    x = RNG.normal(0, 1, size=(300, 4))
+    x = np.concatenate([x, -x])
+    art = hec.compile(model, tmp_path / "out", hec.CompileOptions(degree=2), calibration=x)
+    assert art.report["totals"]["ciphertext_multiplies"] == 0
+    graph = import_onnx(model)
+    make_he_friendly(model, graph, hec.CompileOptions(degree=2), x)
+    assert_matches_reference(hec.simulate(art, x[:20]), interpret(graph, x[:20])[0], rel=1e-7)  # entries below 2^-26 are dropped
+
+
+@pytest.mark.slow
+def test_small_square_term_runs_encrypted_like_the_simulator(tmp_path) -> None:
+    model = _quadratic_model(1e-7, 1.5, 0.25)
+    x = RNG.normal(0, 1, size=(2, 6))
+    art = hec.compile(model, tmp_path / "out")
+    encrypted = hec.run(art, x).logits
+    assert_matches_reference(encrypted, hec.simulate(art, x), rel=1e-4)
