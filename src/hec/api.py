@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from hec.backend_openfhe.batch_memory import (
 )
 from hec.backend_openfhe.params import MAX_RING_DIM, CKKSParams, min_ring_dim, program_depth
 from hec.backend_openfhe.report import batch_program_report
-from hec.errors import LayoutError, ParameterError
+from hec.errors import LayoutError, ParameterError, PrecisionError
 from hec.frontend import import_onnx
 from hec.ir import Graph
 from hec.optimize import accuracy, conversion_layers, make_he_friendly
@@ -329,10 +330,15 @@ class RunResult:
     precision_bits: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)  # batch packing: totals, memory, ciphertexts
+    # input index -> why its result was lost (precision/overflow); its logits rows are NaN
+    failed: dict[int, str] = field(default_factory=dict)
 
     @property
     def predictions(self) -> np.ndarray:
-        return self.logits.reshape(len(self.logits), -1).argmax(axis=1)
+        """Predicted classes (``hec.metrics.predictions``: one output is a logit here)."""
+        from hec.metrics import predictions
+
+        return predictions(self.logits)
 
 
 def run(
@@ -364,16 +370,20 @@ def run(
     client = Client(art, progress=lambda d, n: progress("keygen", d, n))
     timings = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
     server = Server(art, client.context)
-    logits, precision = [], []
+    logits = np.full((len(xb), *art.output_shape), np.nan)
+    precision = np.full(len(xb), np.nan)
     per = art.params.blocks
-    chunks = [xb[i : i + per] for i in range(0, len(xb), per)]
     layer_totals: list[float] = []
-    for i, chunk in enumerate(chunks):
+    evaluations = 0
+
+    def attempt(idx: list[int]) -> None:
+        nonlocal layer_totals, evaluations
         t = time.perf_counter()
-        ct = client.encrypt_batch(chunk)
+        ct = client.encrypt_batch(xb[idx])
         timings["encrypt"] += time.perf_counter() - t
         t = time.perf_counter()
-        stage = f"eval {i + 1}/{len(chunks)}"
+        evaluations += 1
+        stage = f"eval {evaluations}/{-(-len(xb) // per)}"
         layers: list[float] = []
         out = server.evaluate(ct, lambda d, n, stage=stage: progress(stage, d, n), layers)
         timings["evaluate"] += time.perf_counter() - t
@@ -381,20 +391,63 @@ def run(
             layers = [a + b for a, b in zip(layer_totals, layers, strict=True)]
         layer_totals = layers
         t = time.perf_counter()
-        dec = client.decrypt(out, len(chunk))
-        timings["decrypt"] += time.perf_counter() - t
-        logits.extend(dec.values)
-        precision.extend([dec.precision_bits] * len(chunk))
+        try:
+            dec = client.decrypt(out, len(idx), f"output of input(s) {_span(idx)}")
+        finally:
+            timings["decrypt"] += time.perf_counter() - t
+        logits[idx] = dec.values
+        precision[idx] = dec.precision_bits
+
+    failed: dict[int, str] = {}
+    for start in range(0, len(xb), per):
+        _evaluate_or_split(list(range(start, min(start + per, len(xb)))), attempt, failed)
     for stage in ("encrypt", "evaluate", "decrypt"):
         timings[stage] /= len(xb)
+    _explain_failures(art, xb, failed)
     # per report layer, per evaluation (hec inspect --run shows them next to the predictions)
     stats = {
         "packing": "slots",
-        "evaluations": len(chunks),
-        "layer_ms": [round(t / len(chunks) * 1e3, 3) for t in layer_totals],
-        "precision_bits": float(min(precision)),  # OpenFHE's estimate, the worst sample
+        "evaluations": evaluations,
+        "layer_ms": [round(t / max(evaluations, 1) * 1e3, 3) for t in layer_totals],
+        # OpenFHE's estimate, the worst sample decrypted
+        "precision_bits": float(np.nanmin(precision)) if len(failed) < len(xb) else None,
+        "failed_inputs": sorted(failed),
     }
-    return RunResult(np.stack(logits), np.asarray(precision), timings, stats)
+    return RunResult(logits, precision, timings, stats, failed)
+
+
+def _span(idx: list[int]) -> str:
+    return str(idx[0]) if len(idx) == 1 else f"{idx[0]}-{idx[-1]}"
+
+
+def _evaluate_or_split(
+    idx: list[int], attempt: Callable[[list[int]], None], failed: dict[int, str]
+) -> None:
+    """``attempt(idx)``; when its ciphertext overflows, the inputs it held again in halves,
+    so that one diverging input loses only its own result (``failed[i]`` says why)."""
+    try:
+        attempt(idx)
+    except PrecisionError as exc:
+        if len(idx) == 1:
+            failed[idx[0]] = str(exc)
+            return
+        half = len(idx) // 2
+        _evaluate_or_split(idx[:half], attempt, failed)
+        _evaluate_or_split(idx[half:], attempt, failed)
+
+
+def _explain_failures(art: Artifact, xb: np.ndarray, failed: dict[int, str]) -> None:
+    """Reword each failure for its input, with what the simulator (no encryption, no
+    overflow) computes for it: how large the values CKKS could not hold are."""
+    for i in sorted(failed):
+        out = np.abs(simulate(art, xb[i : i + 1]))
+        top = float(out.max()) if np.all(np.isfinite(out)) else float("inf")
+        failed[i] = (
+            f"input {i}: precision/overflow failure: its result exceeds what CKKS holds at "
+            f"scale 2^{art.params.scaling_bits} (the simulator's outputs for it reach "
+            f"{top:.3g}); likely cause: the input is outside the calibrated range, where an "
+            f"activation's polynomial blows up"
+        )
 
 
 def _run_batch(
@@ -421,25 +474,48 @@ def _run_batch(
     client = Client(art, progress=lambda d, n: progress("keygen", d, n))
     totals = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
     server = BatchServer(art, client.context, threads, planned)
-    logits, precision = [], []
+    logits = np.full((len(xb), *art.output_shape), np.nan)
+    precision = np.full(len(xb), np.nan)
     groups = range(0, len(xb), params.slots)
-    for g, start in enumerate(groups):
-        chunk = xb[start : start + params.slots]
+    evaluations = 0
+
+    def attempt(idx: list[int]) -> None:
+        nonlocal evaluations
         # each input ciphertext is encrypted when the evaluation first reads it (and freed
         # after its last reader), so the inputs are never all alive at once
-        source = client.element_encryptor(chunk)
+        source = client.element_encryptor(xb[idx])
         t = time.perf_counter()
-        stage = f"eval {g + 1}/{len(groups)}"
+        evaluations += 1
+        stage = f"eval {evaluations}/{len(groups)}"
         out = server.evaluate(source, lambda d, n, stage=stage: progress(stage, d, n))
         totals["evaluate"] += time.perf_counter() - t - source.seconds
         totals["encrypt"] += source.seconds
         del source
         t = time.perf_counter()
-        dec = client.decrypt_elements(out, len(chunk))
-        del out
-        totals["decrypt"] += time.perf_counter() - t
-        logits.append(dec.values)
-        precision.append(np.full(len(chunk), dec.precision_bits))
+        try:
+            dec = client.decrypt_elements(out, len(idx))
+        finally:
+            del out
+            totals["decrypt"] += time.perf_counter() - t
+        logits[idx] = dec.values
+        precision[idx] = dec.precision_bits
+
+    failed: dict[int, str] = {}
+    for start in groups:
+        idx = list(range(start, min(start + params.slots, len(xb))))
+        try:
+            attempt(idx)
+        except PrecisionError:
+            # One slot past what CKKS holds spoils the whole ciphertext (the overflow wraps
+            # coefficients, which decoding spreads over every slot): leave out the inputs
+            # the simulator sees diverge, then split what still fails.
+            suspects = _diverging(art, xb[idx])
+            for j in suspects:
+                failed[idx[j]] = ""
+            rest = [i for j, i in enumerate(idx) if j not in set(suspects)]
+            if rest:
+                _evaluate_or_split(rest, attempt, failed)
+    _explain_failures(art, xb, failed)
     n = len(xb)
     timings = {"keygen": totals["keygen"]}
     timings.update({k: totals[k] / n for k in ("encrypt", "evaluate", "decrypt")})
@@ -447,18 +523,28 @@ def _run_batch(
         "packing": "batch",
         "samples": n,
         "slots": params.slots,
-        "evaluations": len(groups),
+        "evaluations": evaluations,
         "threads": threads,
         "ring_dim": params.ring_dim,
-        "ciphertexts_computed": plan.ciphertexts_computed * len(groups),
+        "ciphertexts_computed": plan.ciphertexts_computed * evaluations,
         "max_live_ciphertexts": plan.max_live_ciphertexts,
         "predicted_peak_bytes": predicted,
         # this process's peak plus the most its forked workers held at once beyond it
         "measured_peak_bytes": _peak_resident_bytes() + server.worker_peak_bytes,
         "total_seconds": totals,
         "amortized_ms_per_image": totals["evaluate"] / n * 1e3,
+        "failed_inputs": sorted(failed),
     }
-    return RunResult(np.concatenate(logits), np.concatenate(precision), timings, stats)
+    return RunResult(logits, precision, timings, stats, failed)
+
+
+def _diverging(art: Artifact, x: np.ndarray) -> list[int]:
+    """Inputs whose simulated outputs are not finite or beyond what the last modulus holds
+    at the program's scale (``2^(first_mod_bits - scaling_bits - 1)``)."""
+    bound = 2.0 ** (art.params.first_mod_bits - art.params.scaling_bits - 1)
+    out = np.abs(simulate(art, x)).reshape(len(x), -1)
+    bad = ~np.all(np.isfinite(out), axis=1) | np.any(out > bound, axis=1)
+    return [int(j) for j in np.flatnonzero(bad)]
 
 
 def _peak_resident_bytes() -> int:

@@ -19,6 +19,7 @@ __all__ = [
     "ParameterError",
     "KeysError",
     "CiphertextError",
+    "PrecisionError",
     "ResourceError",
     "ServerError",
 ]
@@ -81,6 +82,12 @@ class KeysError(HecError):
 class CiphertextError(HecError):
     """A ciphertext file is damaged, or was made with other keys, for another artifact or for
     another layout; detected before anything is evaluated or decrypted."""
+
+
+class PrecisionError(CiphertextError):
+    """A ciphertext of these keys decrypts to values past what CKKS holds at its scale (OpenFHE:
+    "approximation error too high"): a value overflowed, typically because an input lies
+    outside the range calibrated for an activation, where its polynomial blows up."""
 
 
 class ResourceError(HecError):

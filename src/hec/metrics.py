@@ -74,16 +74,17 @@ def ends_with_sigmoid(model: str | os.PathLike | onnx.ModelProto) -> bool:
 def artifact_output_is_probability(artifact: Any, model: str | os.PathLike | None = None) -> bool:
     """Whether a compiled program's decrypted outputs are probabilities.
 
-    Read, in order: what the artifact records (``io["output_is_probability"]``, or an
-    ``io["client_activation"]`` of ``"sigmoid"``: the final Sigmoid run by the client after
-    decryption); else the last node of ``model`` (e.g. ``--compare-onnx``) or of the ONNX
-    model the artifact was compiled from, when that file is at hand; else a logit.
+    Read, in order: what the artifact records (``io["output_is_probability"]``; an artifact
+    with a ``client_tail`` runs the model's final Sigmoid/Softmax on the client after
+    decryption, so the program's own outputs are logits); else the last node of ``model``
+    (e.g. ``--compare-onnx``) or of the ONNX model the artifact was compiled from, when that
+    file is at hand; else a logit.
     """
     io = getattr(artifact, "io", {}) or {}
     if "output_is_probability" in io:
         return bool(io["output_is_probability"])
-    if "client_activation" in io:
-        return str(io["client_activation"]).lower() == "sigmoid"
+    if "client_tail" in io:
+        return False
     for path in (model, io.get("model")):
         if path is not None and Path(path).is_file():
             try:

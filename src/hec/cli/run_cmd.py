@@ -15,16 +15,17 @@ __all__ = ["run_cmd"]
 _SHOWN = 10  # rows of logits printed before summarizing
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    """An ``.npy`` array, or the inputs ``x`` of an ``.npz`` dataset (as the examples ship)."""
+def _load_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """An ``.npy`` array, or the inputs ``x`` and labels ``y`` (if any) of an ``.npz`` dataset
+    (as the examples ship)."""
     if path.suffix == ".npz":
         from hec.calibrate import load_dataset
 
-        return load_dataset(path, what="--input")[0]
+        return load_dataset(path, what="--input")
     if not path.is_file():
         raise InputError(f"{path}: no such file; give an .npy array of inputs")
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False), None
     except Exception as exc:
         raise InputError(f"{path}: not a readable .npy array ({type(exc).__name__})") from None
 
@@ -91,6 +92,14 @@ def _load_npy(path: Path) -> np.ndarray:
     help="Write the run's timings (and, in batch packing, totals, amortized ms/image, "
     "ciphertexts, predicted and measured peak memory) to this JSON file.",
 )
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="One-output models: predict class 1 when the program's output is above this "
+    "(default: 0.5 when it is a probability, i.e. the model ends with a Sigmoid the "
+    "program computes, else 0). --compare-onnx's output uses its own default.",
+)
 def run_cmd(
     artifact: Path,
     input_path: Path,
@@ -102,15 +111,23 @@ def run_cmd(
     threads: int,
     memory_limit: str | None,
     report_path: Path | None,
+    threshold: float | None,
 ) -> None:
-    """Run compiled program ARTIFACT on the inputs in --input; print logits and argmax."""
+    """Run compiled program ARTIFACT on the inputs in --input; print outputs and predictions.
+
+    With labels (an .npz with y), also the accuracy. An input whose encrypted result overflows
+    (typically: outside the calibrated range) loses only its own result: the others are
+    printed and saved, the failed ones named, and the exit code is non-zero.
+    """
     import time
 
     import hec
+    from hec.metrics import artifact_output_is_probability
     from hec.progress import stderr_progress
 
     art = hec.load_artifact(artifact)
-    x = _load_npy(input_path)
+    x, labels = _load_npy(input_path)
+    probability = artifact_output_is_probability(art, compare_onnx)
     references: dict[str, np.ndarray] = {}  # before the run: their memory is then baseline
     if compare_onnx is not None:
         from hec.frontend.reference import onnxruntime_outputs
@@ -134,8 +151,16 @@ def run_cmd(
         limit = parse_size(memory_limit) if memory_limit else None
         result = hec.run(art, x, progress=stderr_progress(), threads=threads, memory_limit=limit)
         logits, timings, precision = result.logits, result.timings, result.precision_bits
-    _print_results(logits, references, precision)
+    failed = {} if result is None else result.failed
+    predict = {name: _Predict(probability, threshold) for name in ["program", *references]}
+    if compare_onnx is not None:  # the ONNX model's own output: a probability after a Sigmoid
+        from hec.metrics import ends_with_sigmoid
+
+        predict["onnxruntime"] = _Predict(ends_with_sigmoid(compare_onnx), None)
+    _print_results(logits, references, precision, predict, failed)
     mode = "simulated" if simulate else "encrypted"
+    if labels is not None:
+        _print_accuracy(logits, references, labels, predict, failed, mode)
     stages = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timings.items())
     per = "" if simulate else " (keygen once; other stages per sample)"
     if result is not None and result.stats.get("packing") == "batch":
@@ -144,44 +169,105 @@ def run_cmd(
         click.echo(f"{mode} run of {len(logits)} sample(s): {stages}{per}")
     if output_path is not None:
         np.save(output_path, logits)
-        click.echo(f"logits written to {output_path}")
+        lost = f" (rows {_list(failed)} are NaN: failed)" if failed else ""
+        click.echo(f"logits written to {output_path}{lost}")
     if report_path is not None:
         import json
 
         stats = {} if result is None else result.stats
-        report_path.write_text(json.dumps({"timings": timings, **stats}, indent=2) + "\n")
+        extra = {"failed": {str(i): why for i, why in failed.items()}} if failed else {}
+        report_path.write_text(json.dumps({"timings": timings, **stats, **extra}, indent=2) + "\n")
         click.echo(f"run report written to {report_path}")
+    if failed:
+        from hec.errors import PrecisionError
+
+        for why in failed.values():
+            click.echo(why)
+        raise PrecisionError(
+            f"{len(failed)} of {len(logits)} input(s) failed (precision/overflow: "
+            f"input(s) {_list(failed)}); the others' results are above"
+        )
+
+
+def _list(failed: dict[int, str]) -> str:
+    shown = ", ".join(map(str, sorted(failed)[:20]))
+    return shown + (f" and {len(failed) - 20} more" if len(failed) > 20 else "")
+
+
+class _Predict:
+    """Outputs → classes, the one way (``hec.metrics.predictions``), with this run's settings."""
+
+    def __init__(self, probability: bool, threshold: float | None) -> None:
+        self.probability, self.threshold = probability, threshold
+
+    def __call__(self, outputs: np.ndarray) -> np.ndarray:
+        from hec.metrics import predictions
+
+        return predictions(outputs, self.probability, self.threshold)
+
+
+def _print_accuracy(
+    logits: np.ndarray,
+    references: dict[str, np.ndarray],
+    labels: np.ndarray,
+    predict: dict[str, _Predict],
+    failed: dict[int, str],
+    mode: str,
+) -> None:
+    """Accuracy on the labelled inputs (of this run, and of each reference on the same
+    inputs); failed inputs are left out, and the line says how many."""
+    from hec.metrics import as_classes
+
+    if len(labels) != len(logits):
+        click.echo(f"({len(labels)} labels for {len(logits)} inputs: no accuracy)")
+        return
+    keep = np.array([i not in failed for i in range(len(logits))])
+    truth = as_classes(labels)[keep]
+    if not keep.any():
+        return
+    parts = [f"{mode} {100 * np.mean(predict['program'](logits[keep]) == truth):.2f}%"]
+    for name, ref in references.items():
+        parts.append(f"{name} {100 * np.mean(predict[name](ref[keep]) == truth):.2f}%")
+    left = f" ({len(failed)} failed, left out)" if failed else ""
+    click.echo(f"accuracy on {int(keep.sum())} labelled inputs{left}: " + ", ".join(parts))
 
 
 def _print_results(
-    logits: np.ndarray, references: dict[str, np.ndarray], precision: np.ndarray | None
+    logits: np.ndarray,
+    references: dict[str, np.ndarray],
+    precision: np.ndarray | None,
+    predict: dict[str, _Predict],
+    failed: dict[int, str],
 ) -> None:
     flat = logits.reshape(len(logits), -1)
     refs = {name: ref.reshape(len(ref), -1) for name, ref in references.items()}
-    header = ["#", "argmax"]
+    word = "argmax" if flat.shape[1] > 1 else "class"  # one output: a threshold, see metrics
+    header = ["#", word]
     for name in refs:
         header += [name, "max |diff|"]
     if precision is not None:
         header.append("precision bits")
     header.append("logits")
     rows = []
+    ours = predict["program"](flat)
+    theirs = {name: predict[name](ref) for name, ref in refs.items()}
     for i in range(min(len(flat), _SHOWN)):
-        row: list = [i, int(flat[i].argmax())]
-        for ref in refs.values():
-            row += [int(ref[i].argmax()), f"{np.abs(flat[i] - ref[i]).max():.2e}"]
+        bad = i in failed
+        row: list = [i, "failed" if bad else int(ours[i])]
+        for name, ref in refs.items():
+            row += [int(theirs[name][i]), "" if bad else f"{np.abs(flat[i] - ref[i]).max():.2e}"]
         if precision is not None:
-            row.append(f"{precision[i]:.1f}")
-        row.append(format_row(flat[i]))
+            row.append("" if bad else f"{precision[i]:.1f}")
+        row.append("(lost: precision/overflow)" if bad else format_row(flat[i]))
         rows.append(row)
     print_table(header, rows)
     if len(flat) > _SHOWN:
         click.echo(f"... {len(flat) - _SHOWN} more rows (use --output to save all)")
+    keep = np.array([i not in failed for i in range(len(flat))])
     for name, ref in refs.items():
-        agree = int((flat.argmax(1) == ref.argmax(1)).sum())
-        click.echo(
-            f"argmax agrees with {name} on {agree}/{len(flat)}; max |diff| "
-            f"{np.abs(flat - ref).max():.2e}"
-        )
+        agree = int((ours[keep] == theirs[name][keep]).sum())
+        diff = np.abs(flat[keep] - ref[keep]).max() if keep.any() else float("nan")
+        click.echo(f"{word} agrees with {name} on {agree}/{int(keep.sum())}; max |diff| {diff:.2e}")
 
 
 def _print_batch_stats(stats: dict) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.params import make_context
-from hec.errors import CiphertextError, InputError, KeysError
+from hec.errors import CiphertextError, InputError, KeysError, PrecisionError
 from hec.runtime import ciphertext_file, keys
 from hec.runtime.inputs import as_batch
 
@@ -183,10 +183,7 @@ class Client:
             pt.SetLength(params.batch_size)
             vec = np.asarray(pt.GetRealPackedValue()).reshape(params.blocks, params.slots)
         except RuntimeError:  # OpenFHE: "the approximation error is too high"
-            raise CiphertextError(
-                f"{what}: decryption failed (OpenFHE finds the approximation error too high); "
-                f"the ciphertext was altered or not made with these keys"
-            ) from None
+            raise self._decryption_failure(ct, what) from None
         values = self.artifact.output_layout.unpack(vec[: samples or 1])
         return Decrypted(values[0] if samples is None else values, pt.GetLogPrecision())
 
@@ -227,13 +224,37 @@ class Client:
         ``precision_bits`` is the lowest of OpenFHE's estimates over the ciphertexts.
         """
         columns, precision = [], []
-        for ct in cts:
-            pt = self.context.Decrypt(self._require_secret(), ct)
-            pt.SetLength(self.artifact.params.slots)
+        for e, ct in enumerate(cts):
+            try:
+                pt = self.context.Decrypt(self._require_secret(), ct)
+                pt.SetLength(self.artifact.params.slots)
+            except RuntimeError:  # OpenFHE: "the approximation error is too high"
+                raise self._decryption_failure(ct, f"output ciphertext {e}") from None
             columns.append(np.asarray(pt.GetRealPackedValue())[:samples])
             precision.append(pt.GetLogPrecision())
         values = np.stack(columns, axis=1).reshape(samples, *self.artifact.output_shape)
         return Decrypted(values, float(min(precision)))
+
+    def _decryption_failure(self, ct, what: str) -> CiphertextError:
+        """Why OpenFHE refused to decrypt ``ct``: other keys, or a result CKKS cannot hold.
+
+        OpenFHE raises the same "approximation error is too high" in both cases (decrypting
+        with the wrong secret key gives noise, an overflowed value gives noise); the key tag
+        the ciphertext carries from its encryption tells them apart.
+        """
+        tag = ct.GetKeyTag()
+        if tag != self._require_secret().GetKeyTag():
+            return CiphertextError(
+                f"{what}: decryption failed: the ciphertext was not made with these keys "
+                f"(key tag {tag[:16]}, these keys {self.key_tag[:16]}); decrypt with the keys "
+                f"it was encrypted with"
+            )
+        return PrecisionError(
+            f"{what}: precision/overflow failure: the result exceeds what CKKS holds at this "
+            f"scale (OpenFHE finds the approximation error too high); likely cause: an input "
+            f"outside the calibrated range, where an activation's polynomial blows up "
+            f"(or the ciphertext was altered)"
+        )
 
     def _require_secret(self):
         if self._secret_key is None:
