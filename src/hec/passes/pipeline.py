@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from hec.options import CompileOptions
 from hec.passes.calibrate_norms import NormStats, ReplaceNorms
+from hec.passes.check_ranges import CheckRanges
 from hec.passes.compose_rotations import ComposeRotations
 from hec.passes.drop_channels import DropDeadChannels
 from hec.passes.expand_copies import ExpandCopies
@@ -45,6 +46,9 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
     # fewer channels differ from the ones a rotation budget was pruned under.
     passes: list[Pass] = [DropDeadChannels()] if copies else []
     passes += [
+        # every value the program will hold bounded from the calibrated ranges: refuse one
+        # that could pass what the first modulus holds at the scale (instead of garbage)
+        CheckRanges(options.scaling_bits, options.first_mod_bits),
         # fuse linear chains; one matvec per chain, levels assigned; the input layout designed
         # for the first map (auto is resolved by hec.api, which compiles each candidate)
         LowerToSlots(
@@ -79,6 +83,7 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
 def batch_packing_pipeline(options: CompileOptions, batch: int) -> list[Pass]:
     """Tensor graph → batch program (throughput mode: one sample per slot, ``batch`` slots)."""
     return [
+        CheckRanges(options.scaling_bits, options.first_mod_bits),  # as in slot packing
         LowerToBatch(batch),  # one ciphertext per element; linear chains as scalar weighted sums
         LazyRelinearize(),  # key switches and rescales after the maps that shrink the tensor
     ]
