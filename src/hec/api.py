@@ -28,7 +28,8 @@ from hec.backend_openfhe.batch_memory import (
 from hec.backend_openfhe.params import MAX_RING_DIM, CKKSParams, min_ring_dim, program_depth
 from hec.backend_openfhe.report import batch_program_report
 from hec.errors import LayoutError, ParameterError, PrecisionError
-from hec.frontend import import_onnx
+from hec.frontend import build_graph, load_model
+from hec.frontend.client_tail import split_tail, with_batch_of
 from hec.ir import Graph
 from hec.optimize import accuracy, conversion_layers, make_he_friendly
 from hec.options import CompileOptions
@@ -72,9 +73,12 @@ def compile(
     """
     options = options or CompileOptions()
     start = time.perf_counter()
-    graph = import_onnx(model)
+    # the model's last steps after the logits (Softmax, labels, ...) run on the client
+    split = split_tail(load_model(model))
+    graph = build_graph(split.head)
+    reference = model if split.tail is None else with_batch_of(split.head, _proto(model))
     original = graph.clone() if calibration is not None else None
-    stats = make_he_friendly(model, graph, options, calibration, progress)
+    stats = make_he_friendly(reference, graph, options, calibration, progress)
     pruning = None
     if prune is not None:
         from hec.passes.replace_activations import CalibrationMissing
@@ -102,6 +106,9 @@ def compile(
         "input_shape": list(tensor_ir.inputs[0].shape),
         "output_shape": list(tensor_ir.outputs[0].shape),
         "packing": figures["packing"],
+        "client_tail": split.ops,
+        "outputs": split.outputs,
+        "output_kind": split.outputs[0]["kind"],
     }
     report = {
         "model": name,
@@ -111,12 +118,21 @@ def compile(
         "estimates": _estimates(figures),
         "activations": conversion_layers(tensor_ir, stats),
         "compile_seconds": round(time.perf_counter() - start, 3),
+        "client_tail": split.ops,
     }
     if labels is not None and calibration is not None and original is not None:
-        report["accuracy"] = accuracy(model, tensor_ir, calibration, labels)
+        report["accuracy"] = accuracy(reference, tensor_ir, calibration, labels)
     if pruning is not None:
         report["pruning"] = pruning
-    return write_artifact(Path(out_dir), program, params, io, report, tensor_ir)
+    tail = None if split.tail is None else split.tail.SerializeToString()
+    return write_artifact(Path(out_dir), program, params, io, report, tensor_ir, tail)
+
+
+def _proto(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """The model as given (its input's batch axis unpinned), without external data."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    return onnx.load(str(model), load_external_data=False)
 
 
 def _estimates(figures: dict) -> dict:
@@ -332,6 +348,8 @@ class RunResult:
     stats: dict = field(default_factory=dict)  # batch packing: totals, memory, ciphertexts
     # input index -> why its result was lost (precision/overflow); its logits rows are NaN
     failed: dict[int, str] = field(default_factory=dict)
+    # what the ONNX model returns, by name: the client tail (Softmax, labels...) on the logits
+    outputs: dict = field(default_factory=dict)
 
     @property
     def predictions(self) -> np.ndarray:
@@ -365,7 +383,7 @@ def run(
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     xb = as_batch(x, art.input_shape)
     if art.program.dialect == "batch":
-        return _run_batch(art, xb, progress, threads, memory_limit)
+        return _with_outputs(art, _run_batch(art, xb, progress, threads, memory_limit))
     t = time.perf_counter()
     client = Client(art, progress=lambda d, n: progress("keygen", d, n))
     timings = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
@@ -413,7 +431,16 @@ def run(
         "precision_bits": float(np.nanmin(precision)) if len(failed) < len(xb) else None,
         "failed_inputs": sorted(failed),
     }
-    return RunResult(logits, precision, timings, stats, failed)
+    return _with_outputs(art, RunResult(logits, precision, timings, stats, failed))
+
+
+def _with_outputs(art: Artifact, result: RunResult) -> RunResult:
+    """``result`` with the model's outputs: the artifact's client tail on the decrypted logits
+    (rows of failed inputs hold what the tail makes of NaN logits)."""
+    from hec.runtime.tail import apply_tail
+
+    result.outputs = apply_tail(art, result.logits)
+    return result
 
 
 def _span(idx: list[int]) -> str:

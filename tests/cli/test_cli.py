@@ -112,10 +112,9 @@ def test_dump_ir_after(tmp_path: Path) -> None:
 
 def test_unsupported_op_is_one_line(tmp_path: Path) -> None:
     b = ModelBuilder((4,))
-    onnx.save(
-        b.build(b.node("Softmax", [b.node("Gemm", ["input", b.weight(4, 4)])])),
-        str(tmp_path / "softmax.onnx"),
-    )
+    # a Softmax inside the network (a final one runs on the client: test_client_tail.py)
+    hidden = b.node("Softmax", [b.node("Gemm", ["input", b.weight(4, 4)])])
+    onnx.save(b.build(b.node("Gemm", [hidden, b.weight(4, 2)])), str(tmp_path / "softmax.onnx"))
     proc = hec("compile", str(tmp_path / "softmax.onnx"), "-o", str(tmp_path / "o"))
     assert_one_line_error(proc, "Softmax_2", "op Softmax", "argmax")
     assert not (tmp_path / "o").exists()

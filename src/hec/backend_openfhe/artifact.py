@@ -11,6 +11,8 @@
     OUT/program.txt           the slot program, human-readable
     OUT/tensor_ir.txt         the tensor graph it was lowered from
     OUT/openfhe_program.py    a generated, standalone Python program making the same calls
+    OUT/tail.onnx             optional: the model's last steps after the logits (Softmax,
+                              labels, ...), run by the client on the decrypted logits
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ FORMAT = "hec-artifact"
 # 2: manifest.json holds per-file SHA-256 digests and the content hash.
 FORMAT_VERSION = 2
 _FILES = ("manifest.json", "program.json", "constants.npz", "params.json", "report.json")
+_TAIL = "tail.onnx"
 
 
 @dataclass
@@ -53,6 +56,24 @@ class Artifact:
     io: dict[str, Any]
     report: dict[str, Any]
     content_hash: str = ""
+    tail: bytes | None = None  # tail.onnx: what the client runs after decryption
+
+    @property
+    def client_tail(self) -> list[str]:
+        """Op types the client applies to the decrypted logits (empty: none)."""
+        return list(self.io.get("client_tail", []))
+
+    @property
+    def output_kinds(self) -> dict[str, str]:
+        """Each model output's kind: ``logits``, ``probability``, ``log_probability`` or
+        ``labels``. The program's own output (before the tail) is always the logits."""
+        outs = self.io.get("outputs") or [{"name": "output", "kind": "logits"}]
+        return {o["name"]: o["kind"] for o in outs}
+
+    @property
+    def output_kind(self) -> str:
+        """The kind of the model's first output, as ``hec.run``'s ``outputs`` hold it."""
+        return next(iter(self.output_kinds.values()))
 
     @property
     def key_binding(self) -> str:
@@ -88,6 +109,7 @@ def write_artifact(
     io: dict[str, Any],
     report: dict[str, Any],
     tensor_ir: Graph | None = None,
+    tail: bytes | None = None,
 ) -> Artifact:
     from hec import __version__
     from hec.backend_openfhe.codegen import generate_program
@@ -106,6 +128,9 @@ def write_artifact(
         written.append("tensor_ir.txt")
     (path / "openfhe_program.py").write_text(generate_program(program, params, io))
     written.append("openfhe_program.py")
+    if tail is not None:
+        (path / _TAIL).write_bytes(tail)
+        written.append(_TAIL)
     # Only the files written here are listed and hashed: stale files from an earlier compile
     # into the same directory are not part of this artifact.
     digests = {name: _file_digest(path / name) for name in sorted(written)}
@@ -117,7 +142,7 @@ def write_artifact(
         "content_hash": content_hash(digests),
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return Artifact(path, program, params, io, report, manifest["content_hash"])
+    return Artifact(path, program, params, io, report, manifest["content_hash"], tail)
 
 
 def content_hash(digests: dict[str, str]) -> str:
@@ -196,6 +221,7 @@ def load_artifact(path: str | Path) -> Artifact:
             program = graph_from_json(structure, _unpack_vectors(stored))
         params = CKKSParams.from_json(json.loads((path / "params.json").read_text()))
         report = json.loads((path / "report.json").read_text())
+        tail = (path / _TAIL).read_bytes() if _TAIL in manifest["files"] else None
         program.verify()
     except ArtifactError:
         raise
@@ -203,7 +229,7 @@ def load_artifact(path: str | Path) -> Artifact:
         raise ArtifactError(
             f"{path}: corrupted artifact ({type(exc).__name__}: {exc}); compile it again"
         ) from None
-    return Artifact(path, program, params, structure["io"], report, digest)
+    return Artifact(path, program, params, structure["io"], report, digest, tail)
 
 
 def _pack_vectors(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

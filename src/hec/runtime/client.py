@@ -12,8 +12,9 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from hec.backend_openfhe.params import make_context
 from hec.errors import CiphertextError, InputError, KeysError, PrecisionError
 from hec.runtime import ciphertext_file, keys
 from hec.runtime.inputs import as_batch
+from hec.runtime.tail import apply_tail
 
 __all__ = ["Client", "Decrypted", "ElementEncryptor"]
 
@@ -33,11 +35,14 @@ _KEY_CHUNK = 8  # rotation keys generated per call, so long key generation shows
 class Decrypted:
     """A decrypted output and OpenFHE's estimate of its precision (bits after the point).
 
-    ``values`` is one sample's output, or ``[samples, ...]`` when several were asked for.
+    ``values`` is one sample's output, or ``[samples, ...]`` when several were asked for: the
+    program's output (the logits). ``outputs`` is what the ONNX model returns, by name (the
+    artifact's client tail applied to the logits; batch axis first, one row for one sample).
     """
 
     values: np.ndarray
     precision_bits: float
+    outputs: dict[str, Any] = field(default_factory=dict)
 
 
 class Client:
@@ -185,7 +190,8 @@ class Client:
         except RuntimeError:  # OpenFHE: "the approximation error is too high"
             raise self._decryption_failure(ct, what) from None
         values = self.artifact.output_layout.unpack(vec[: samples or 1])
-        return Decrypted(values[0] if samples is None else values, pt.GetLogPrecision())
+        outputs = apply_tail(self.artifact, values)  # in the clear, on the client only
+        return Decrypted(values[0] if samples is None else values, pt.GetLogPrecision(), outputs)
 
     def decrypt_bytes(self, data: bytes, what: str = "ciphertext") -> Decrypted:
         """Check and decrypt a ciphertext file's bytes written by the server; ``[n, ...]``."""
@@ -233,7 +239,7 @@ class Client:
             columns.append(np.asarray(pt.GetRealPackedValue())[:samples])
             precision.append(pt.GetLogPrecision())
         values = np.stack(columns, axis=1).reshape(samples, *self.artifact.output_shape)
-        return Decrypted(values, float(min(precision)))
+        return Decrypted(values, float(min(precision)), apply_tail(self.artifact, values))
 
     def _decryption_failure(self, ct, what: str) -> CiphertextError:
         """Why OpenFHE refused to decrypt ``ct``: other keys, or a result CKKS cannot hold.
