@@ -29,10 +29,11 @@ def test_encrypted_weights_are_unsupported() -> None:
         import_onnx(b.build(b.node("MatMul", [b.weight(3, 1), h])))
 
 
-def test_grouped_conv_is_rejected() -> None:
+def test_grouped_conv_with_wrong_weight_is_rejected() -> None:
     b = ModelBuilder((2, 4, 4))
-    with pytest.raises(UnsupportedOpError, match="group=2"):
-        import_onnx(b.build(b.node("Conv", ["input", b.weight(2, 1, 3, 3)], group=2)))
+    model = b.build(b.node("Conv", ["input", b.weight(3, 1, 3, 3)], group=2))
+    with pytest.raises(ModelError, match="Conv_1"):
+        import_onnx(model)
 
 
 def test_reshape_across_batch_is_rejected() -> None:

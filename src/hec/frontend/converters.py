@@ -20,7 +20,7 @@ from hec.ir.tensor_ops import conv_output_shape, pool_output_shape
 if TYPE_CHECKING:
     from hec.frontend.importer import Context
 
-__all__ = ["CONVERTERS", "HINTS", "converter", "spatial_pads", "power_to_chebyshev"]
+__all__ = ["BATCH_FREE", "CONVERTERS", "HINTS", "converter", "spatial_pads", "power_to_chebyshev"]
 
 Converter = Callable[["Context", onnx.NodeProto, dict[str, Any]], list]
 CONVERTERS: dict[str, Converter] = {}
@@ -29,6 +29,37 @@ CONVERTERS: dict[str, Converter] = {}
 HINTS = {
     "Softmax": "drop the final Softmax: argmax of the logits is the same class",
     "LogSoftmax": "drop the final LogSoftmax: argmax of the logits is the same class",
+}
+
+
+# Op types whose converters read ONNX shapes through ``ctx.full`` (or act element by element),
+# so they also take tensors that lost the batch axis (fixed-batch models, see Context.flat).
+BATCH_FREE = {
+    "Identity",
+    "Dropout",
+    "Shape",
+    "Size",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Neg",
+    "Pow",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Softplus",
+    "Erf",
+    "Elu",
+    "Gelu",
 }
 
 
@@ -46,20 +77,16 @@ def power_to_chebyshev(n: int) -> tuple[float, ...]:
     return tuple(float(c) for c in np.polynomial.chebyshev.poly2cheb([0.0] * n + [1.0]))
 
 
-def _full(v: Value) -> tuple[int, ...]:
-    return (1, *v.shape)
-
-
-def _per_sample_const(ctx: Context, c: np.ndarray, x: Value) -> np.ndarray:
-    """A constant broadcast against ``[1, *x.shape]``, without the batch axis."""
+def _per_sample_const(ctx: Context, c: np.ndarray, name: str) -> np.ndarray:
+    """A constant broadcast against the encrypted tensor ``name``, without the batch axis."""
     c = np.asarray(c, dtype=np.float64)
-    full = _full(x)
+    full = ctx.full(name)
     if np.broadcast_shapes(c.shape, full) != full:
         raise ctx.unsupported(
             f"constant of shape {list(c.shape)} would widen the encrypted "
             f"tensor of shape {list(full)}"
         )
-    if c.ndim == len(full):
+    if c.ndim == len(full) and name not in ctx.flat:
         c = c[0]
     return c
 
@@ -85,31 +112,34 @@ def spatial_pads(ctx: Context, attrs: dict, spatial, kernel, strides, dilations)
 
 @converter("Identity", "Dropout")
 def _identity(ctx: Context, node, attrs) -> list:
+    """Identity, and Dropout at inference (``training_mode`` false or absent)."""
     if len(node.output) > 1 and node.output[1]:
         raise ctx.unsupported("the dropout mask output is used")
-    return [ctx.value(node.input[0])]
+    if node.op_type == "Dropout":
+        training = ctx.optional_const(2)
+        if training is not None and bool(np.asarray(training).reshape(-1)[0]):
+            raise ctx.unsupported("training_mode=True drops random elements; export in eval mode")
+    return [ctx.value(node.input[0], "data")]
 
 
 @converter("Shape")
 def _shape(ctx: Context, node, attrs) -> list:
-    full = np.array(_full(ctx.value(node.input[0])), dtype=np.int64)
+    full = np.array(ctx.full(node.input[0]), dtype=np.int64)
     return [full[attrs.get("start", 0) : attrs.get("end", len(full))]]
 
 
 @converter("Size")
 def _size(ctx: Context, node, attrs) -> list:
-    return [np.array(math.prod(_full(ctx.value(node.input[0]))), dtype=np.int64)]
+    return [np.array(math.prod(ctx.full(node.input[0])), dtype=np.int64)]
 
 
 @converter("Conv")
 def _conv(ctx: Context, node, attrs) -> list:
-    x = ctx.value(node.input[0])
+    x = ctx.value(node.input[0], "data")
     w = ctx.const(node.input[1], "weight")
-    if attrs.get("group", 1) != 1:
-        raise ctx.unsupported(
-            f"group={attrs['group']} (grouped/depthwise) convolution is not "
-            f"supported yet; only group=1"
-        )
+    group = int(attrs.get("group", 1))
+    if group != 1:
+        w = _block_diagonal(ctx, w, group, x.shape[0])
     nd = w.ndim - 2
     strides = tuple(attrs.get("strides", (1,) * nd))
     dil = tuple(attrs.get("dilations", (1,) * nd))
@@ -120,7 +150,28 @@ def _conv(ctx: Context, node, attrs) -> list:
         consts["bias"] = bias
     out = conv_output_shape(x.shape[1:], w.shape[2:], strides, pads, dil)
     a = {"strides": strides, "pads": pads, "dilations": dil}
+    if group != 1:
+        a["group"] = group  # informational: the weight is the exact block-diagonal group-1 form
     return [ctx.emit("conv", [x], (w.shape[0], *out), a, consts)]
+
+
+def _block_diagonal(ctx: Context, w: np.ndarray, group: int, channels: int) -> np.ndarray:
+    """A grouped conv's ``[O, C/g, *k]`` weight as the ``[O, C, *k]`` weight of a group-1 conv.
+
+    Output channel ``o`` of group ``o // (O/g)`` reads input channels ``g·C/g .. (g+1)·C/g``
+    only: the other entries are zero, so the group-1 conv computes exactly the grouped one.
+    """
+    out_ch, per_group = w.shape[0], w.shape[1]
+    if group < 1 or out_ch % group or per_group * group != channels:
+        raise ctx.unsupported(
+            f"group={group} does not divide weight {list(w.shape)} over {channels} channels"
+        )
+    full = np.zeros((out_ch, channels, *w.shape[2:]))
+    step = out_ch // group
+    for g in range(group):
+        rows = slice(g * step, (g + 1) * step)
+        full[rows, g * per_group : (g + 1) * per_group] = w[rows]
+    return full
 
 
 @converter("Gemm")
@@ -131,18 +182,23 @@ def _gemm(ctx: Context, node, attrs) -> list:
     w = ctx.const(node.input[1], "weight B").astype(np.float64)
     w = (w.T if attrs.get("transB", 0) else w) * attrs.get("alpha", 1.0)
     consts = {"weight": w}
+    rows = ctx.full(node.input[0])[0]
     c = ctx.optional_const(2)
     if c is not None:
-        consts["bias"] = np.broadcast_to(
-            np.asarray(c, np.float64) * attrs.get("beta", 1.0), (1, w.shape[1])
-        )[0]
-    return [ctx.emit("matmul", [x], (w.shape[1],), {}, consts)]
+        bias = np.broadcast_to(
+            np.asarray(c, np.float64) * attrs.get("beta", 1.0), (rows, w.shape[1])
+        )
+        # one bias row when every row gets the same one (always, with the batch axis)
+        consts["bias"] = bias[0] if (bias == bias[0]).all() else bias
+    return [ctx.emit("matmul", [x], (*x.shape[:-1], w.shape[1]), {}, consts)]
 
 
 @converter("MatMul")
 def _matmul(ctx: Context, node, attrs) -> list:
     if not ctx.is_encrypted(node.input[0]) or ctx.is_encrypted(node.input[1]):
-        raise ctx.unsupported("only MatMul(encrypted, constant) is supported")
+        raise ctx.unsupported(
+            "only MatMul(encrypted, constant) is supported: its weight must be a constant"
+        )
     x = ctx.value(node.input[0])
     w = ctx.const(node.input[1], "weight")
     if w.ndim != 2 or not x.shape:
@@ -170,7 +226,7 @@ def _binary(ctx: Context, node, attrs) -> list:
         raise ctx.unsupported("division by an encrypted tensor")
     enc_first = ctx.is_encrypted(a)
     x = ctx.value(a if enc_first else b)
-    c = _per_sample_const(ctx, ctx.const(b if enc_first else a), x)
+    c = _per_sample_const(ctx, ctx.const(b if enc_first else a), a if enc_first else b)
     one, zero = np.ones(()), np.zeros(())
     if op == "Add":
         scale, shift = one, c
@@ -193,7 +249,7 @@ def _neg(ctx: Context, node, attrs) -> list:
 
 @converter("Pow")
 def _pow(ctx: Context, node, attrs) -> list:
-    x = ctx.value(node.input[0])
+    x = ctx.value(node.input[0], "base")
     e = np.asarray(ctx.const(node.input[1], "exponent"))
     if e.size != 1 or float(e) != int(float(e)) or int(float(e)) < 1:
         raise ctx.unsupported(f"exponent {e.tolist()} (only positive integer powers)")
@@ -243,8 +299,8 @@ def _avgpool(ctx: Context, node, attrs) -> list:
 
 @converter("Pad")
 def _pad(ctx: Context, node, attrs) -> list:
-    x = ctx.value(node.input[0])
-    full = _full(x)
+    x = ctx.value(node.input[0], "data")
+    full = ctx.full(node.input[0])
     rank = len(full)
     pads = [int(p) for p in ctx.const(node.input[1], "pads")]
     axes = ctx.optional_const(3)
@@ -269,18 +325,26 @@ def _pad(ctx: Context, node, attrs) -> list:
     return [ctx.emit("pad", [x], shape, a)]
 
 
-def _reshaped(ctx: Context, x: Value, full_target: tuple[int, ...]) -> Value:
-    if not full_target or full_target[0] != 1:
-        raise ctx.unsupported(f"reshape to {list(full_target)} changes the batch axis")
-    shape = tuple(full_target[1:])
+def _reshaped(ctx: Context, name: str, full_target: tuple[int, ...], out: str) -> Value:
+    """``name`` reshaped to the ONNX shape ``full_target`` (row-major order is unchanged).
+
+    With a dynamic batch the target must keep the batch axis in front; with a fixed batch of 1
+    any target is one sample's reshape (the result may lose the batch axis: ``Context.flat``).
+    """
+    x = ctx.value(name, "data")
+    if not ctx.fixed_batch and (name in ctx.flat or not full_target or full_target[0] != 1):
+        raise ctx.unsupported(
+            f"reshape to {list(full_target)} changes the batch axis; export with a fixed "
+            f"batch of 1 to compile per-sample reshapes"
+        )
+    shape = ctx.per_sample_shape(tuple(full_target), out)
     return x if shape == x.shape else ctx.emit("reshape", [x], shape, {"shape": shape})
 
 
 @converter("Reshape")
 def _reshape(ctx: Context, node, attrs) -> list:
-    x = ctx.value(node.input[0])
     target = [int(d) for d in ctx.const(node.input[1], "target shape")]
-    full = _full(x)
+    full = ctx.full(node.input[0])
     if not attrs.get("allowzero", 0):
         target = [full[i] if d == 0 else d for i, d in enumerate(target)]
     if -1 in target:
@@ -288,26 +352,37 @@ def _reshape(ctx: Context, node, attrs) -> list:
         target[target.index(-1)] = math.prod(full) // known
     if math.prod(target) != math.prod(full):
         raise ctx.unsupported(f"cannot reshape {list(full)} to {target}")
-    return [_reshaped(ctx, x, tuple(target))]
+    return [_reshaped(ctx, node.input[0], tuple(target), node.output[0])]
 
 
 @converter("Flatten")
 def _flatten(ctx: Context, node, attrs) -> list:
-    x = ctx.value(node.input[0])
-    if attrs.get("axis", 1) != 1:
-        raise ctx.unsupported(f"axis={attrs['axis']} mixes the batch axis (only axis=1)")
-    return [_reshaped(ctx, x, (1, math.prod(x.shape)))]
+    full = ctx.full(node.input[0])
+    axis = int(attrs.get("axis", 1))
+    if not -len(full) <= axis <= len(full):
+        raise ctx.unsupported(f"axis={axis} outside rank {len(full)}")
+    axis = axis + len(full) if axis < 0 else axis
+    if axis != 1 and not ctx.fixed_batch:
+        raise ctx.unsupported(
+            f"axis={attrs['axis']} mixes the batch axis (only axis=1, or -{len(full) - 1} "
+            f"on rank {len(full)}, unless the batch is fixed at 1)"
+        )
+    target = (math.prod(full[:axis]), math.prod(full[axis:]))
+    return [_reshaped(ctx, node.input[0], target, node.output[0])]
 
 
 @converter("Squeeze", "Unsqueeze")
 def _squeeze(ctx: Context, node, attrs) -> list:
-    x = ctx.value(node.input[0])
-    full = list(_full(x))
+    full = list(ctx.full(node.input[0]))
     axes = ctx.optional_const(1)
+    if axes is None and "axes" in attrs:  # opset 11-12 attribute
+        axes = np.asarray(attrs["axes"])
+    keep_batch = node.input[0] not in ctx.flat and not ctx.fixed_batch
     if node.op_type == "Squeeze":
-        axes = [i for i, d in enumerate(full) if d == 1 and i] if axes is None else axes
+        if axes is None:
+            axes = [i for i, d in enumerate(full) if d == 1 and (i or not keep_batch)]
         axes = sorted(int(a) % len(full) for a in axes)
-        if 0 in axes:
+        if 0 in axes and keep_batch:
             raise ctx.unsupported("squeezing the batch axis")
         target = [d for i, d in enumerate(full) if i not in axes]
     else:
@@ -315,20 +390,26 @@ def _squeeze(ctx: Context, node, attrs) -> list:
             raise ctx.unsupported("missing axes")
         rank = len(full) + len(axes)
         axes = sorted(int(a) % rank for a in axes)
-        if 0 in axes:
+        if 0 in axes and keep_batch:
             raise ctx.unsupported("unsqueezing before the batch axis")
         target = full
         for a in axes:
             target.insert(a, 1)
-    return [_reshaped(ctx, x, tuple(target))]
+    return [_reshaped(ctx, node.input[0], tuple(target), node.output[0])]
 
 
 @converter("Transpose")
 def _transpose(ctx: Context, node, attrs) -> list:
-    x = ctx.value(node.input[0])
-    perm = tuple(attrs.get("perm", tuple(reversed(range(len(x.shape) + 1)))))
-    if perm[0] != 0:
-        raise ctx.unsupported(f"perm {list(perm)} moves the batch axis")
+    name = node.input[0]
+    full = ctx.full(name)
+    perm = tuple(int(p) for p in attrs.get("perm", tuple(reversed(range(len(full))))))
+    if name in ctx.flat or perm[0] != 0:
+        if not ctx.fixed_batch:
+            raise ctx.unsupported(f"perm {list(perm)} moves the batch axis")
+        from hec.frontend.movement import convert_movement
+
+        return convert_movement(ctx, node, attrs)
+    x = ctx.value(name, "data")
     perm = tuple(p - 1 for p in perm[1:])
     if perm == tuple(range(len(perm))):
         return [x]

@@ -17,9 +17,15 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from hec.errors import ModelError, ShapeError, UnsupportedOpError
-from hec.frontend import convert_activations, convert_linear, convert_ml, convert_norm  # noqa: F401
-from hec.frontend.converters import CONVERTERS, HINTS
-from hec.frontend.load import encrypted_input
+from hec.frontend import (  # noqa: F401 (register)
+    convert_activations,
+    convert_linear,
+    convert_ml,
+    convert_norm,
+    movement,
+)
+from hec.frontend.converters import BATCH_FREE, CONVERTERS, HINTS
+from hec.frontend.load import encrypted_input, has_fixed_batch
 from hec.ir import Graph, TensorType, Value, VerifyError
 
 __all__ = ["build_graph", "Context"]
@@ -27,12 +33,21 @@ __all__ = ["build_graph", "Context"]
 
 @dataclass
 class Context:
-    """What a converter sees: the graph being built and the name → constant/value tables."""
+    """What a converter sees: the graph being built and the name → constant/value tables.
+
+    ONNX tensors carry the batch axis in front, IR values do not: an encrypted tensor's ONNX
+    shape is ``(1, *value.shape)``. Exception: in a model whose batch is fixed at 1, data
+    movement may drop the batch axis (dynamo writes ``Reshape`` to ``[16]`` of one sample);
+    such tensors are in ``flat`` and their IR shape is their ONNX shape.
+    """
 
     graph: Graph
     opset: int
+    fixed_batch: bool = False
     consts: dict[str, np.ndarray] = field(default_factory=dict)
     values: dict[str, Value] = field(default_factory=dict)
+    flat: set[str] = field(default_factory=set)
+    declared_flat: dict[str, bool] = field(default_factory=dict)
     node: onnx.NodeProto | None = None
 
     @property
@@ -43,8 +58,53 @@ class Context:
     def is_encrypted(self, name: str) -> bool:
         return name in self.values
 
-    def value(self, name: str) -> Value:
-        return self.values[name]
+    def value(self, name: str, what: str = "") -> Value:
+        """The encrypted value behind ``name``; a constant here is an unsupported use."""
+        if name in self.values:
+            return self.values[name]
+        assert self.node is not None
+        pos = list(self.node.input).index(name) if name in self.node.input else "?"
+        raise UnsupportedOpError(
+            self.where,
+            self.node.op_type,
+            f"its input {pos}{f' ({what})' if what else ''} is a constant where hec needs the "
+            f"encrypted tensor (only the encrypted-data operand order is supported)",
+        )
+
+    def full(self, name: str) -> tuple[int, ...]:
+        """The ONNX shape of the encrypted tensor ``name`` (batch axis included unless flat)."""
+        v = self.value(name)
+        return tuple(v.shape) if name in self.flat else (1, *v.shape)
+
+    def emit_full(
+        self,
+        kind: str,
+        inputs: list[Value],
+        full: tuple[int, ...],
+        out: str,
+        attrs: dict[str, Any] | None = None,
+        consts: dict[str, np.ndarray] | None = None,
+    ) -> Value:
+        """Emit an op whose ONNX output ``out`` has shape ``full``; decides its batch axis."""
+        shape = self.per_sample_shape(full, out)
+        attrs = dict(attrs or {})
+        if "shape" in attrs:
+            attrs["shape"] = shape
+        return self.emit(kind, inputs, shape, attrs, consts)
+
+    def per_sample_shape(self, full: tuple[int, ...], out: str) -> tuple[int, ...]:
+        """IR shape of an ONNX tensor of shape ``full``: a leading 1 (rank >= 2) is the batch."""
+        full = tuple(int(d) for d in full)
+        if len(full) >= 2 and full[0] == 1:
+            self.declared_flat[out] = False
+            return full[1:]
+        if not self.fixed_batch:
+            raise self.unsupported(
+                f"its result of shape {list(full)} changes the batch axis; export with a "
+                f"fixed batch of 1 (torch: no dynamic_shapes) to compile per-sample reshapes"
+            )
+        self.declared_flat[out] = True
+        return full
 
     def const(self, name: str, what: str = "operand") -> np.ndarray:
         """The constant behind ``name``; an encrypted one here is an unsupported use."""
@@ -88,9 +148,14 @@ class Context:
 
 
 def build_graph(proto: onnx.ModelProto, name: str = "main") -> Graph:
-    """Convert a loaded, shape-inferred ONNX model into a tensor-dialect graph."""
+    """Convert a loaded, shape-inferred ONNX model into a tensor-dialect graph.
+
+    Every unsupported node is reported, not only the first: the import goes on past one
+    (its outputs become opaque encrypted tensors of the ONNX-inferred shape) and one error
+    lists them all at the end.
+    """
     opset = next(i.version for i in proto.opset_import if i.domain in ("", "ai.onnx"))
-    ctx = Context(Graph(name), opset)
+    ctx = Context(Graph(name), opset, fixed_batch=has_fixed_batch(proto))
     for init in proto.graph.initializer:
         try:
             ctx.consts[init.name] = numpy_helper.to_array(init)
@@ -102,49 +167,23 @@ def build_graph(proto: onnx.ModelProto, name: str = "main") -> Graph:
     inp = encrypted_input(proto)
     dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
     ctx.values[inp.name] = ctx.graph.add_input(inp.name, TensorType(tuple(dims[1:])))
+    inferred = _inferred_shapes(proto)
+    errors: list[ModelError] = []
+    unknown: set[str] = set()  # outputs of failed nodes whose shape ONNX could not infer
 
     for node in proto.graph.node:
         ctx.node = node
-        # other domains' converters are registered as "domain::op" (e.g. ai.onnx.ml::Scaler)
-        key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-        if key != node.op_type and key not in CONVERTERS:
-            raise UnsupportedOpError(ctx.where, key, "custom-domain ops cannot be compiled")
-        if not any(ctx.is_encrypted(i) for i in node.input if i):
-            _fold(ctx, node)
+        if any(i in unknown for i in node.input if i):
+            unknown.update(o for o in node.output if o)
             continue
-        convert = CONVERTERS.get(key)
-        if convert is None:
-            raise UnsupportedOpError(ctx.where, node.op_type, HINTS.get(node.op_type, ""))
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        first_new = len(ctx.graph.ops)
         try:
-            outputs = convert(ctx, node, attrs)
-        except (
-            ValueError,
-            TypeError,
-            IndexError,
-            ZeroDivisionError,
-            OverflowError,
-            MemoryError,
-        ) as exc:
-            # numpy refusing the node's operands: a model ONNX's checker let through but no
-            # runtime could execute (a bias that does not broadcast, a zero stride, ...).
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise ModelError(
-                f"node '{ctx.where}' ({node.op_type}): inconsistent operands or attributes "
-                f"({first})"
-            ) from None
-        created = {id(r) for op in ctx.graph.ops[first_new:] for r in op.results}
-        for out_name, out in zip(node.output, outputs, strict=False):
-            if not out_name:
-                continue
-            if isinstance(out, Value):
-                if id(out) in created:  # values keep the ONNX tensor name they stand for
-                    out.name = out_name
-                ctx.values[out_name] = out
-            else:
-                ctx.consts[out_name] = np.asarray(out)
+            _convert_node(ctx, node, inferred)
+        except ModelError as exc:
+            errors.append(exc)
+            _opaque_outputs(ctx, node, inferred, unknown)
     ctx.node = None
+    if errors:
+        raise _combined(errors)
 
     for out in proto.graph.output:
         if out.name not in ctx.values:
@@ -152,7 +191,7 @@ def build_graph(proto: onnx.ModelProto, name: str = "main") -> Graph:
                 f"output '{out.name}' does not depend on the input; nothing to encrypt"
             )
         v = ctx.values[out.name]
-        _check_inferred_shape(out, v)
+        _check_inferred_shape(out, v, out.name in ctx.flat)
         ctx.graph.outputs.append(v)
     try:
         ctx.graph.verify()
@@ -161,6 +200,131 @@ def build_graph(proto: onnx.ModelProto, name: str = "main") -> Graph:
             f"inconsistent model ({exc}); if onnxruntime runs it, please report it"
         ) from None
     return ctx.graph
+
+
+def _convert_node(
+    ctx: Context, node: onnx.NodeProto, inferred: dict[str, tuple[int, ...] | None]
+) -> None:
+    """Fold a constant node or convert one that touches the encrypted input."""
+    # other domains' converters are registered as "domain::op" (e.g. ai.onnx.ml::Scaler)
+    key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+    if key != node.op_type and key not in CONVERTERS:
+        raise UnsupportedOpError(ctx.where, key, "custom-domain ops cannot be compiled")
+    encrypted = [i for i in node.input if i and ctx.is_encrypted(i)]
+    if not encrypted:
+        _fold(ctx, node)
+        return
+    convert = CONVERTERS.get(key)
+    if convert is None:
+        raise UnsupportedOpError(ctx.where, node.op_type, HINTS.get(node.op_type, ""))
+    flat_in = [i for i in encrypted if i in ctx.flat]
+    if flat_in and node.op_type not in BATCH_FREE:
+        raise ctx.unsupported(
+            f"its input '{flat_in[0]}' (shape {list(ctx.full(flat_in[0]))}) has lost the "
+            f"batch axis; hec reads this op only on tensors with the batch axis in front"
+        )
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    first_new = len(ctx.graph.ops)
+    ctx.declared_flat.clear()
+    try:
+        outputs = convert(ctx, node, attrs)
+    except (
+        ValueError,
+        TypeError,
+        IndexError,
+        ZeroDivisionError,
+        OverflowError,
+        MemoryError,
+    ) as exc:
+        # numpy refusing the node's operands: a model ONNX's checker let through but no
+        # runtime could execute (a bias that does not broadcast, a zero stride, ...).
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ModelError(
+            f"node '{ctx.where}' ({node.op_type}): inconsistent operands or attributes ({first})"
+        ) from None
+    created = {id(r) for op in ctx.graph.ops[first_new:] for r in op.results}
+    for out_name, out in zip(node.output, outputs, strict=False):
+        if not out_name:
+            continue
+        if isinstance(out, Value):
+            if id(out) in created:  # values keep the ONNX tensor name they stand for
+                out.name = out_name
+            ctx.values[out_name] = out
+            if _is_flat(ctx, out_name, out, encrypted, inferred.get(out_name)):
+                ctx.flat.add(out_name)
+        else:
+            ctx.consts[out_name] = np.asarray(out)
+
+
+def _is_flat(
+    ctx: Context, name: str, v: Value, inputs: list[str], onnx_shape: tuple[int, ...] | None
+) -> bool:
+    """Whether the ONNX tensor ``name`` lost its batch axis: the converter says so, else its
+    inferred rank equals the IR rank, else it keeps its first encrypted input's state."""
+    if name in ctx.declared_flat:
+        return ctx.declared_flat[name]
+    if onnx_shape is not None:
+        if len(onnx_shape) == len(v.shape) + 1:
+            return False
+        if len(onnx_shape) == len(v.shape) and ctx.fixed_batch:
+            return True
+        raise ShapeError(
+            f"node '{ctx.where}': ONNX infers shape {list(onnx_shape)} for '{name}', hec "
+            f"built {list(v.shape)} per sample; please report this model"
+        )
+    return any(i in ctx.flat and ctx.values[i].shape == v.shape for i in inputs)
+
+
+def _inferred_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...] | None]:
+    """ONNX-inferred shapes by tensor name (``None`` where a dimension is unknown)."""
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    for info in [*proto.graph.value_info, *proto.graph.output, *proto.graph.input]:
+        t = info.type.tensor_type
+        if not t.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        shapes[info.name] = None if None in dims else tuple(int(d) for d in dims)
+    return shapes
+
+
+def _opaque_outputs(
+    ctx: Context,
+    node: onnx.NodeProto,
+    inferred: dict[str, tuple[int, ...] | None],
+    unknown: set[str],
+) -> None:
+    """Stand-ins for a failed node's outputs, so that the import can report later nodes too."""
+    for out in node.output:
+        if not out:
+            continue
+        shape = inferred.get(out)
+        if shape is None:
+            unknown.add(out)
+        elif len(shape) >= 2 and shape[0] == 1:
+            ctx.values[out] = Value(out, TensorType(shape[1:]))
+        else:
+            ctx.values[out] = Value(out, TensorType(shape))
+            ctx.flat.add(out)
+
+
+def _combined(errors: list[ModelError]) -> ModelError:
+    """One error for every failed node: a summary line, then one line per node."""
+    if len(errors) == 1:
+        return errors[0]
+    lines = "\n".join(f"  {e}" for e in errors)
+    unsupported = [e for e in errors if isinstance(e, UnsupportedOpError)]
+    msg = (
+        f"{len(errors)} nodes cannot be compiled (each listed below); replace or remove them "
+        f"before export\n{lines}"
+    )
+    if len(unsupported) == len(errors):
+        first = unsupported[0]
+        err: ModelError = UnsupportedOpError(first.node, first.op_type)
+        err.args = (msg,)
+    else:
+        err = ModelError(msg)
+    err.errors = errors  # type: ignore[attr-defined]
+    return err
 
 
 def _fold(ctx: Context, node: onnx.NodeProto) -> None:
@@ -180,10 +344,10 @@ def _fold(ctx: Context, node: onnx.NodeProto) -> None:
             ctx.consts[name] = np.asarray(arr)
 
 
-def _check_inferred_shape(out: onnx.ValueInfoProto, v: Value) -> None:
+def _check_inferred_shape(out: onnx.ValueInfoProto, v: Value, flat: bool) -> None:
     dims = out.type.tensor_type.shape.dim
     onnx_shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    ours = [1, *v.shape]
+    ours = list(v.shape) if flat else [1, *v.shape]
     if onnx_shape and None not in onnx_shape and onnx_shape != ours:
         raise ShapeError(
             f"output '{out.name}': ONNX infers shape {onnx_shape}, hec built "

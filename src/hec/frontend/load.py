@@ -10,9 +10,18 @@ from onnx import external_data_helper, shape_inference
 
 from hec.errors import ModelError, ShapeError
 
-__all__ = ["load_model", "SUPPORTED_OPSETS", "encrypted_input"]
+__all__ = [
+    "load_model",
+    "SUPPORTED_OPSETS",
+    "encrypted_input",
+    "FIXED_BATCH_KEY",
+    "has_fixed_batch",
+]
 
 SUPPORTED_OPSETS = range(13, 22)
+# metadata entry recording that the file itself fixed the batch at 1 (not a dynamic axis pinned
+# here): only then may tensors lose the batch axis (dynamo's flat reshapes of one sample)
+FIXED_BATCH_KEY = "hec.fixed_batch"
 
 
 def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
@@ -68,6 +77,11 @@ def encrypted_input(proto: onnx.ModelProto, where: str = "model") -> onnx.ValueI
     return inputs[0]
 
 
+def has_fixed_batch(proto: onnx.ModelProto) -> bool:
+    """Whether ``load_model`` found the input's batch axis fixed at 1 in the file."""
+    return any(p.key == FIXED_BATCH_KEY for p in proto.metadata_props)
+
+
 def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
     for tensor in external_data_helper._get_all_tensors(proto):
         if not external_data_helper.uses_external_data(tensor):
@@ -108,8 +122,14 @@ def _pin_batch(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
             f"{where}: input '{inp.name}' has a fixed batch of {batch.dim_value}; "
             f"export with batch 1 or a dynamic batch axis"
         )
+    fixed = batch.HasField("dim_value")
     batch.ClearField("dim_param")
     batch.dim_value = 1
+    stale = [p for p in proto.metadata_props if p.key == FIXED_BATCH_KEY]
+    for p in stale:
+        proto.metadata_props.remove(p)
+    if fixed:
+        proto.metadata_props.add(key=FIXED_BATCH_KEY, value="1")
     for i, d in enumerate(dims[1:], start=1):
         if not d.HasField("dim_value"):
             raise ShapeError(

@@ -30,7 +30,7 @@ __all__ = [
 # Kinds whose result is an affine function of their single encrypted input: lowering fuses
 # chains of them into one slot matrix. A set: ir/linear_ops.py adds its kinds (register_semantics).
 LINEAR_KINDS: set[str] = set(
-    {"conv", "matmul", "avgpool", "pad", "reshape", "transpose", "scale_shift", "reduce"}
+    {"conv", "matmul", "avgpool", "pad", "reshape", "transpose", "scale_shift", "reduce", "select"}
 )
 
 # Kinds CKKS cannot evaluate; replace-activations turns them into polynomials / average pools,

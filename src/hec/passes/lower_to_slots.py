@@ -263,6 +263,8 @@ class _Lowering(ChainLowering):
             layout, rows_slot = Layout(shape, S), np.arange(A.shape[0])  # designed for these
         else:
             c = p.src.type.layout.slot_of_element()[A.col]
+            if np.any(c < 0) and from_input and self.designed:  # e.g. Split: two maps read it
+                raise NotApplicable(f"{p.origin}: the layout the first reader chose lacks elements")
             if np.any(c < 0):
                 raise LayoutError(f"{p.origin}: reads an input element its layout does not hold")
             layout, rows_slot = self.output_layout(
