@@ -19,12 +19,12 @@ from hec.runtime.tail import apply_tail
 pytest.importorskip("skl2onnx")
 sklearn = pytest.importorskip("sklearn")
 
+from skl2onnx import to_onnx  # noqa: E402
 from sklearn.datasets import load_breast_cancer, load_digits  # noqa: E402
 from sklearn.linear_model import LinearRegression, LogisticRegression  # noqa: E402
 from sklearn.neural_network import MLPClassifier  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
-from skl2onnx import to_onnx  # noqa: E402
 
 # skl2onnx writes the newest default-domain opset it knows (22) unless told; hec reads 13-21
 OPSET = {"": 17, "ai.onnx.ml": 1}
