@@ -159,6 +159,17 @@ def _average_pool(ctx: Context, node, attrs) -> list:
     sizes = [pool_size(spatial[i], kernel[i], strides[i], span(i), dil[i], ceil) for i in range(nd)]
     if min(sizes) < 1:
         raise ctx.unsupported(f"the windows do not fit the input {list(spatial)}")
+    past_end = any(
+        (sizes[i] - 1) * strides[i] - pads[i] + dil[i] * (kernel[i] - 1)
+        >= spatial[i] + pads[i + nd]
+        for i in range(nd)
+    )
+    if include and past_end:
+        # onnxruntime's divisor for such windows depends on its version, opset and rank
+        raise ctx.unsupported(
+            "count_include_pad=1 with ceil_mode windows past the end padding (their divisor is "
+            "not well defined); use count_include_pad=0 or pad explicitly"
+        )
     maps = {
         i + 1: pool_matrix(spatial[i], kernel[i], strides[i], span(i), dil[i], ceil, include)
         for i in range(nd)
