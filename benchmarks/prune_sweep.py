@@ -65,7 +65,9 @@ def he_friendly(folder: Path, n_calib: int, degree: int | None) -> tuple[Graph, 
 
 
 def accuracy(graph: Graph, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(interpret(graph, x)[0].reshape(len(x), -1).argmax(1) == y))
+    from hec.metrics import accuracy, graph_ends_with_sigmoid
+
+    return accuracy(interpret(graph, x)[0], y, graph_ends_with_sigmoid(graph))
 
 
 def random_prune(graph: Graph, sparsity: float, seed: int = 0) -> None:

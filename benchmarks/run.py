@@ -52,6 +52,12 @@ import plot_results  # noqa: E402
 
 import hec  # noqa: E402
 from hec.frontend.reference import onnxruntime_outputs  # noqa: E402
+from hec.metrics import (  # noqa: E402
+    accuracy,
+    artifact_output_is_probability,
+    ends_with_sigmoid,
+    predictions,
+)
 from hec.optimize import optimize  # noqa: E402
 from hec.prune import PruneOptions  # noqa: E402
 from hec.runtime import Client, Server  # noqa: E402
@@ -189,9 +195,10 @@ def bench_model(name: str, bench: Bench, n_encrypted: int, work: Path) -> dict:
     t = time.perf_counter()
     ref = onnxruntime_outputs(model, x)
     row["onnxruntime_ms_per_image"] = (time.perf_counter() - t) / len(x) * 1e3
-    row["acc_onnxruntime"] = float((ref.argmax(1) == y).mean())
+    row["acc_onnxruntime"] = accuracy(ref, y, ends_with_sigmoid(model))
+    probability = artifact_output_is_probability(art, model)  # one output: its threshold
     simulated = np.concatenate([hec.simulate(art, x[i : i + 60]) for i in range(0, len(x), 60)])
-    row["acc_simulated"] = float((simulated.argmax(1) == y).mean())  # = HE-friendly model's
+    row["acc_simulated"] = accuracy(simulated, y, probability)  # = HE-friendly model's
 
     t = time.perf_counter()
     client = Client(art)
@@ -212,7 +219,7 @@ def bench_model(name: str, bench: Bench, n_encrypted: int, work: Path) -> dict:
         t = time.perf_counter()
         dec = client.decrypt(out)
         stages["decrypt"] += time.perf_counter() - t
-        correct += int(dec.values.argmax() == y[i])
+        correct += int(predictions(dec.values[None], probability)[0] == y[i])
         max_err = max(max_err, float(np.abs(dec.values - simulated[i]).max()))
     row["cpu_over_wall"] = (time.process_time() - cpu) / sum(stages.values())
     row["encrypt_ms"] = stages["encrypt"] / n_encrypted * 1e3
@@ -414,14 +421,15 @@ def batch_worker(name: str, n: int, threads: int, work: Path) -> dict:
     row["predicted_peak_mb"] = st["predicted_peak_bytes"] / 1e6
     row["max_live_ciphertexts"] = st["max_live_ciphertexts"]
     row["threads"] = threads
-    row["argmax_equals_simulator"] = int((result.predictions == sim.argmax(1)).sum())
+    row["argmax_equals_simulator"] = int((result.predictions == predictions(sim)).sum())
     row["max_abs_err_vs_simulator"] = float(np.abs(result.logits - sim).max())
     row["max_abs_err_vs_onnxruntime"] = float(np.abs(result.logits - ref).max())
     row["n_encrypted"] = len(x)
     row["n_test"] = n_test
-    row["acc_onnxruntime"] = float((ref[:n_test].argmax(1) == y[:n_test]).mean())
-    row["acc_simulated"] = float((sim[:n_test].argmax(1) == y[:n_test]).mean())
-    row["acc_encrypted"] = float((result.predictions[:n_test] == y[:n_test]).mean())
+    row["acc_onnxruntime"] = accuracy(ref[:n_test], y[:n_test], ends_with_sigmoid(model))
+    probability = artifact_output_is_probability(art, model)  # one output: its threshold
+    row["acc_simulated"] = accuracy(sim[:n_test], y[:n_test], probability)
+    row["acc_encrypted"] = accuracy(result.logits[:n_test], y[:n_test], probability)
     return row
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "accuracy",
     "as_classes",
     "ends_with_sigmoid",
+    "graph_ends_with_sigmoid",
     "artifact_output_is_probability",
 ]
 
@@ -71,7 +72,17 @@ def ends_with_sigmoid(model: str | os.PathLike | onnx.ModelProto) -> bool:
     return producer is not None and producer.op_type == "Sigmoid"
 
 
-def artifact_output_is_probability(artifact: Any, model: str | os.PathLike | None = None) -> bool:
+def graph_ends_with_sigmoid(graph: Any) -> bool:
+    """Whether a tensor-IR graph's output is a Sigmoid (or the polynomial that replaced one)."""
+    op = graph.outputs[0].producer
+    if op is None:
+        return False
+    return "sigmoid" in (op.attrs.get("source"), op.attrs.get("fn"))
+
+
+def artifact_output_is_probability(
+    artifact: Any, model: str | os.PathLike | onnx.ModelProto | None = None
+) -> bool:
     """Whether a compiled program's decrypted outputs are probabilities.
 
     Read, in order: what the artifact records (``io["output_is_probability"]``; an artifact
@@ -86,6 +97,8 @@ def artifact_output_is_probability(artifact: Any, model: str | os.PathLike | Non
     if "client_tail" in io:
         return False
     for path in (model, io.get("model")):
+        if isinstance(path, onnx.ModelProto):
+            return ends_with_sigmoid(path)
         if path is not None and Path(path).is_file():
             try:
                 return ends_with_sigmoid(path)

@@ -81,7 +81,9 @@ def compiled_figures(graph: Graph, options: CompileOptions, packing: str) -> dic
 
 
 def _accuracy(graph: Graph, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(interpret(graph, x)[0].reshape(len(x), -1).argmax(1) == y))
+    from hec.metrics import accuracy, graph_ends_with_sigmoid
+
+    return accuracy(interpret(graph, x)[0], y, graph_ends_with_sigmoid(graph))
 
 
 def _prune(

@@ -199,3 +199,21 @@ def test_optimize_eval_counts_inputs_outside_each_interval(data, tmp_path) -> No
     assert outside["calibration"]["inputs"] == 200 and outside["calibration"]["outside"] == 0
     assert "inputs outside" in proc.stdout
     assert "200 calibration / 50 evaluation inputs" in proc.stdout
+
+
+def test_converted_graph_knows_its_one_output_is_a_probability() -> None:
+    from hec.frontend import import_onnx
+    from hec.metrics import graph_ends_with_sigmoid
+    from hec.optimize import make_he_friendly
+    from hec.options import CompileOptions
+    from hec.prune import _accuracy
+
+    model = _relu_net("Sigmoid", outputs=1)
+    x = np.random.default_rng(1).uniform(-3, 3, (300, 2, 6, 6))
+    y = (run_onnxruntime(model, x)[:, 0] > 0.5).astype(np.int64)
+    graph = import_onnx(model)
+    assert graph_ends_with_sigmoid(graph)
+    assert not graph_ends_with_sigmoid(import_onnx(_relu_net()))
+    make_he_friendly(model, graph, CompileOptions(), x)
+    assert graph_ends_with_sigmoid(graph)  # the polynomial that replaced it
+    assert _accuracy(graph, x, y) > 0.8  # pruning's accuracy thresholds at 0.5, too
