@@ -37,7 +37,9 @@ def _normalized(
 
 def _unused_extra_outputs(ctx: Context, node) -> None:
     if any(node.output[1:]):
-        raise ctx.unsupported("its Mean / InvStdDev outputs are used (only Y can be compiled)")
+        raise ctx.unsupported(
+            "its Mean / InvStdDev outputs are requested; only Y is computed (export without them)"
+        )
 
 
 @converter("LayerNormalization")
