@@ -236,6 +236,34 @@ case(
     (2, 5),
 )
 
+case(
+    "convt_same_lower",
+    [
+        node(
+            "ConvTranspose",
+            ["input", "w"],
+            strides=[3, 2],
+            auto_pad="SAME_LOWER",
+        )
+    ],
+    {"w": w(2, 1, 4, 3)},
+    (2, 3, 3),
+)
+case(
+    "convt_output_shape_same_upper",
+    [
+        node(
+            "ConvTranspose",
+            ["input", "w"],
+            strides=[2, 2],
+            output_shape=[6, 5],
+            auto_pad="SAME_UPPER",
+        )
+    ],
+    {"w": w(1, 2, 3, 3)},
+    (1, 3, 3),
+)
+
 # -- Einsum -----------------------------------------------------------------------------------
 for opset in (13, 18):
     case(
@@ -278,6 +306,9 @@ case(
     {"k": w(3, 4)},
     (3, 4),
 )
+
+case("einsum_diagonal", [node("Einsum", ["input", "k"], equation="bii,i->bi")], {"k": w(3)}, (3, 3))
+case("einsum_sum_axis", [node("Einsum", ["input"], equation="bij->bi")], {}, (3, 4))
 
 # -- MatMul with a batched constant weight ----------------------------------------------------
 case("matmul_weight_3d", [node("MatMul", ["input", "k"])], {"k": w(2, 4, 3)}, (2, 5, 4))
@@ -371,6 +402,24 @@ def test_interpreter_matches_onnxruntime(name: str) -> None:
 def test_simulated_program_matches_onnxruntime(name: str, tmp_path) -> None:
     model, x = CASES[name]
     artifact = hec.compile(model, tmp_path / "out", hec.CompileOptions(packing="slots"))
+    assert_matches_reference(hec.simulate(artifact, x), reference(model, x))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "resize_linear_half_pixel_up",
+        "convt_group2",
+        "einsum_ellipsis",
+        "matmul_weight_3d",
+        "sum_encrypted_and_constants_18",
+        "avgpool_dilated_ceil_2d",
+    ],
+)
+def test_batch_packed_program_matches_onnxruntime(name: str, tmp_path) -> None:
+    model, x = CASES[name]
+    options = hec.CompileOptions(packing="batch", batch_size=len(x))
+    artifact = hec.compile(model, tmp_path / "out", options)
     assert_matches_reference(hec.simulate(artifact, x), reference(model, x))
 
 
