@@ -175,3 +175,25 @@ def test_encrypted_run_gives_the_simulators_labels(tmp_path) -> None:
     np.testing.assert_array_equal(result.outputs[label], simulated[label])
     np.testing.assert_allclose(_array(result.outputs[prob]), _array(simulated[prob]), atol=1e-3)
     np.testing.assert_array_equal(result.outputs[label], _ort(proto, x)[label])
+
+
+def test_hec_run_prints_the_models_outputs_against_onnxruntime(tmp_path) -> None:
+    """``hec run --simulate --compare-onnx``: the client tail's outputs, compared one by one."""
+    from cli_helpers import hec as hec_cli
+
+    est, data = _model("scaler-logreg")
+    _, _, x, _ = _data(data)
+    onnx.save(_export(est, x, zipmap=True), str(tmp_path / "m.onnx"))
+    np.save(tmp_path / "x.npy", x[:20])
+    proc = hec_cli("compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "art"))
+    assert proc.returncode == 0, proc.stderr
+    proc = hec_cli(
+        "run", str(tmp_path / "art"), "--input", str(tmp_path / "x.npy"), "--simulate",
+        "--compare-onnx", str(tmp_path / "m.onnx"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "client tail (LinearClassifier, Cast, ZipMap)" in proc.stdout
+    assert "output_label (labels)" in proc.stdout
+    assert "agrees with onnxruntime on 20/20" in proc.stdout
+    diff = float(proc.stdout.split("max |diff| from onnxruntime: ")[1].split()[0])
+    assert diff < 1e-4

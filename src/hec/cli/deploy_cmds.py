@@ -200,6 +200,9 @@ def decrypt_cmd(artifact: Path, ciphertext: Path, keydir: Path, output_path: Pat
     client = Client.from_keys(art, keydir, secret=True)
     dec = client.decrypt_bytes(read_ciphertext(ciphertext, art), str(ciphertext))
     _print_results(dec.values, {}, np.full(len(dec.values), dec.precision_bits))
+    from hec.cli.tail_output import print_model_outputs
+
+    print_model_outputs(art, dec.outputs)  # the client tail's (Softmax, labels, ...)
     if output_path is not None:
         np.save(output_path, dec.values)
         click.echo(f"logits written to {output_path}")

@@ -129,7 +129,13 @@ def run_cmd(
     x, labels = _load_npy(input_path)
     probability = artifact_output_is_probability(art, compare_onnx)
     references: dict[str, np.ndarray] = {}  # before the run: their memory is then baseline
-    if compare_onnx is not None:
+    model_outputs = None  # a client tail: the ONNX model's own outputs, compared one by one
+    if compare_onnx is not None and art.tail is not None:
+        from hec.cli.tail_output import onnx_model_outputs
+        from hec.runtime.inputs import as_batch
+
+        model_outputs = onnx_model_outputs(compare_onnx, as_batch(x, art.input_shape))
+    elif compare_onnx is not None:
         from hec.frontend.reference import onnxruntime_outputs
         from hec.runtime.inputs import as_batch
 
@@ -153,11 +159,17 @@ def run_cmd(
         logits, timings, precision = result.logits, result.timings, result.precision_bits
     failed = {} if result is None else result.failed
     predict = {name: _Predict(probability, threshold) for name in ["program", *references]}
-    if compare_onnx is not None:  # the ONNX model's own output: a probability after a Sigmoid
+    if "onnxruntime" in references:  # the ONNX model's own output: a probability after a Sigmoid
         from hec.metrics import ends_with_sigmoid
 
         predict["onnxruntime"] = _Predict(ends_with_sigmoid(compare_onnx), None)
     _print_results(logits, references, precision, predict, failed)
+    if art.tail is not None:
+        from hec.cli.tail_output import print_model_outputs
+        from hec.runtime.tail import apply_tail
+
+        outputs = result.outputs if result is not None else apply_tail(art, logits)
+        print_model_outputs(art, outputs, model_outputs)
     mode = "simulated" if simulate else "encrypted"
     if labels is not None:
         _print_accuracy(logits, references, labels, predict, failed, mode)
