@@ -266,7 +266,7 @@ def _is_flat(
     if onnx_shape is not None:
         if len(onnx_shape) == len(v.shape) + 1:
             return False
-        if len(onnx_shape) == len(v.shape) and ctx.fixed_batch:
+        if len(onnx_shape) == len(v.shape) and (ctx.fixed_batch or set(inputs) & ctx.flat):
             return True
         raise ShapeError(
             f"node '{ctx.where}': ONNX infers shape {list(onnx_shape)} for '{name}', hec "
@@ -298,9 +298,10 @@ def _opaque_outputs(
         if not out:
             continue
         shape = inferred.get(out)
-        if shape is None:
+        batched = shape is not None and len(shape) >= 2 and shape[0] == 1
+        if shape is None or not (batched or ctx.fixed_batch):  # later nodes: skipped, unreported
             unknown.add(out)
-        elif len(shape) >= 2 and shape[0] == 1:
+        elif batched:
             ctx.values[out] = Value(out, TensorType(shape[1:]))
         else:
             ctx.values[out] = Value(out, TensorType(shape))

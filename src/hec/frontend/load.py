@@ -141,10 +141,10 @@ def _pin_batch(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
     # Exporters' value_info may carry symbolic batch dims that clash with the pinned batch;
     # shape inference recomputes every intermediate shape anyway.
     del proto.graph.value_info[:]
-    # Outputs keep a symbolic batch in dynamic exports; drop it so inference fills in 1.
+    # Outputs keep symbolic dims in dynamic exports (the batch, or one computed from it such
+    # as a Flatten's leading axis): leave them unknown so that inference fills them in.
     for out in proto.graph.output:
-        odims = out.type.tensor_type.shape.dim
-        if odims and odims[0].HasField("dim_param"):
-            odims[0].ClearField("dim_param")
-            odims[0].dim_value = 1
+        for d in out.type.tensor_type.shape.dim:
+            if d.HasField("dim_param"):
+                d.ClearField("dim_param")
     return proto
