@@ -154,3 +154,56 @@ def test_decrypting_returns_the_models_outputs(tmp_path) -> None:
     assert art.output_kinds[name] == "probability"
     np.testing.assert_allclose(dec.outputs[name], _ort_all(model, x)[name], atol=1e-3)
     np.testing.assert_allclose(dec.values, hec.simulate(art, x), atol=1e-3)
+
+
+def _linear_classifier(targets: int, labels: list[int], post: str, multi: int):
+    rng = np.random.default_rng(targets + len(post) + multi)
+    w, b = rng.normal(size=(targets, 5)), rng.normal(size=targets)
+    node = helper.make_node(
+        "LinearClassifier", ["x"], ["label", "scores"], domain="ai.onnx.ml",
+        coefficients=w.ravel().tolist(), intercepts=b.tolist(), post_transform=post,
+        classlabels_ints=labels, multi_class=multi,
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [node],
+        "lc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", len(labels)]),
+        ],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=9)
+
+
+@pytest.mark.parametrize("post", ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO"])
+@pytest.mark.parametrize(("targets", "labels"), [(1, [0, 1]), (1, [3, 7]), (3, [0, 1, 2])])
+@pytest.mark.parametrize("multi", [0, 1])
+def test_a_linear_classifier_splits_into_scores_and_an_identity_classifier(
+    post: str, targets: int, labels: list[int], multi: int
+) -> None:
+    model = _linear_classifier(targets, labels, post, multi)
+    split = split_tail(load_model(model))
+    assert split.ops == ["LinearClassifier"]
+    assert [n.op_type for n in split.head.graph.node] == ["MatMul", "Add"]
+    x = np.random.default_rng(2).normal(size=(32, 5))
+    scores = _ort_all(with_batch_of(split.head, model), x)[split.logits]
+    got, want = _ort_all(split.tail, scores), _ort_all(model, x)
+    np.testing.assert_array_equal(got["label"], want["label"])
+    np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-5)
+
+
+@pytest.mark.parametrize("multi", [0, 1])
+def test_a_binary_classifiers_raw_scores_convert_as_onnxruntime_computes_them(multi) -> None:
+    """``post_transform`` NONE with one coefficient row: onnxruntime returns ``[1 - s, s]``."""
+    from hec.frontend import build_graph
+    from hec.ir import interpret
+
+    model = _linear_classifier(1, [0, 1], "NONE", multi)
+    proto = load_model(model)
+    proto.graph.node[0].output[0] = ""  # the label unused: the scores alone on the server
+    del proto.graph.output[0]
+    x = np.random.default_rng(3).normal(size=(8, 5))
+    got = interpret(build_graph(proto), x)[0]
+    np.testing.assert_allclose(got, _ort_all(model, x)["scores"], atol=1e-5)
