@@ -176,3 +176,18 @@ def test_replacement_keeps_exact_centering() -> None:
     PassManager([ReplaceNorms(stats)]).run(graph)
     assert "normalize" not in {op.kind for op in graph.ops}
     np.testing.assert_allclose(interpret(graph, x)[0], run_onnxruntime(model, x), atol=1e-4)
+
+
+def test_cli_refuses_in_one_line_and_the_tolerance_option_accepts(tmp_path) -> None:
+    """``hec compile --calib``: one line that says why; ``--norm-tolerance`` raises the bar."""
+    from cli_helpers import assert_one_line_error
+    from cli_helpers import hec as run_hec
+
+    onnx.save(_model("layer"), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "calib.npz", x=_data("layer", 200, 0.7))
+    args = ["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "art"), "--calib"]
+    proc = run_hec(*args, str(tmp_path / "calib.npz"))
+    assert_one_line_error(proc, "per-sample scale varies by", "--norm-tolerance")
+    proc = run_hec(*args, str(tmp_path / "calib.npz"), "--norm-tolerance", "0.9")
+    assert proc.returncode == 0, proc.stderr
+    assert "LayerNormalization" in proc.stdout

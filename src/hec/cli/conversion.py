@@ -20,7 +20,7 @@ __all__ = [
 
 
 def conversion_options(fn: Callable) -> Callable:
-    """``--calib``, ``--degree``, ``--error-budget``, ``--margin``."""
+    """``--calib``, ``--degree``, ``--error-budget``, ``--margin``, ``--norm-tolerance``."""
     for option in reversed(
         [
             click.option(
@@ -50,6 +50,14 @@ def conversion_options(fn: Callable) -> Callable:
                 default=0.05,
                 show_default=True,
                 help="Widen each observed activation range by this fraction per side.",
+            ),
+            click.option(
+                "--norm-tolerance",
+                type=click.FloatRange(0, min_open=True),
+                default=0.1,
+                show_default=True,
+                help="Largest relative RMS error of a normalization layer (Layer/Instance/"
+                "GroupNormalization) with calibrated constants for its statistics.",
             ),
         ]
     ):

@@ -76,6 +76,7 @@ def optimize_cmd(
     degree: int | None,
     error_budget: float,
     margin: float,
+    norm_tolerance: float,
     eval_path: Path | None,
     epochs: int,
     train_path: Path | None,
@@ -114,7 +115,11 @@ def optimize_cmd(
 
         require_torch()  # say so before calibrating, not after
     options = CompileOptions(
-        degree=degree, error_budget=error_budget, margin=margin, readout=readout
+        degree=degree,
+        error_budget=error_budget,
+        margin=margin,
+        readout=readout,
+        norm_tolerance=norm_tolerance,
     )
     settings = prune_settings(
         prune, rotation_budget, prune_per_layer, prune_score, recover, packing, epochs, lr

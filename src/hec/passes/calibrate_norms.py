@@ -186,7 +186,7 @@ class ReplaceNorms:
                     f"{100 * st.scale_variation:.0f}% across {st.samples} calibration inputs, "
                     f"so constants put its output off by {100 * st.relative_error:.1f}% "
                     f"(relative RMS; tolerance {100 * self.tolerance:.1f}%, "
-                    f"CompileOptions.norm_tolerance); "
+                    f"--norm-tolerance); "
                     f"normalization cannot be replaced by constants"
                 )
             attrs = {
