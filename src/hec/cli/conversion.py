@@ -28,7 +28,8 @@ def conversion_options(fn: Callable) -> Callable:
                 type=click.Path(path_type=Path),
                 default=None,
                 help="Calibration .npz (array x, optional labels y); needed when the "
-                "model has ReLU, GELU, SiLU, Sigmoid, Tanh, Softplus or MaxPool.",
+                "model has a non-polynomial activation (ReLU, GELU, Clip, ...), MaxPool or a "
+                "normalization layer (Layer/Instance/GroupNormalization).",
             ),
             click.option(
                 "--degree",
