@@ -267,6 +267,44 @@ def cryptonets_like():
     return b.build(b.node("Gemm", [h, b.weight(4, 6), b.weight(4)], transB=1)), _x(1, 8, 8)
 
 
+@case
+def concat_slice_gather():
+    """Data movement: Slice (negative step), Concat of two encrypted tensors, Gather."""
+    b = ModelBuilder((2, 4, 4), opset=18)
+    i64 = np.int64
+    s = b.node(
+        "Slice",
+        [
+            "input",
+            b.const(np.array([-1]), i64),
+            b.const(np.array([-5]), i64),
+            b.const(np.array([-1]), i64),
+            b.const(np.array([-1]), i64),
+        ],
+    )
+    c = b.node("Conv", ["input", b.weight(1, 2, 1, 1)])
+    h = b.node("Concat", [s, c], axis=1)
+    h = b.node("Gather", [h, b.const(np.array([2, 0, 0]), i64)], axis=1)
+    h = b.node("Flatten", [b.node("Mul", [h, h])])
+    return b.build(b.node("Gemm", [h, b.weight(3, 48)], transB=1)), _x(2, 4, 4)
+
+
+@case
+def depth_to_space_tile():
+    b = ModelBuilder((4, 2, 2))
+    h = b.node("DepthToSpace", ["input"], blocksize=2, mode="CRD")
+    h = b.node("Tile", [h, b.const(np.array([1, 2, 1, 1]), np.int64)])
+    return b.build(b.node("Conv", [h, b.weight(2, 2, 3, 3), b.weight(2)])), _x(4, 2, 2)
+
+
+@case
+def conv_grouped_depthwise():
+    b = ModelBuilder((4, 6, 6))
+    h = b.node("Conv", ["input", b.weight(4, 1, 3, 3), b.weight(4)], group=4, pads=[1] * 4)
+    h = b.node("Mul", [h, h])
+    return b.build(b.node("Conv", [h, b.weight(6, 2, 3, 3)], group=2, strides=[2, 2])), _x(4, 6, 6)
+
+
 # One case per op family for the encrypted (slow) tier.
 FAMILIES = [
     "conv_strided_asymmetric",
@@ -283,4 +321,6 @@ FAMILIES = [
     "pow_cubic",
     "residual_across_levels",
     "mul_two_encrypted",
+    "concat_slice_gather",
+    "conv_grouped_depthwise",
 ]
