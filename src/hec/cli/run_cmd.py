@@ -131,10 +131,11 @@ def run_cmd(
     references: dict[str, np.ndarray] = {}  # before the run: their memory is then baseline
     model_outputs = None  # a client tail: the ONNX model's own outputs, compared one by one
     if compare_onnx is not None and art.tail is not None:
-        from hec.cli.tail_output import onnx_model_outputs
+        from hec.cli.tail_output import onnx_logits, onnx_model_outputs
         from hec.runtime.inputs import as_batch
 
         model_outputs = onnx_model_outputs(compare_onnx, as_batch(x, art.input_shape))
+        references["onnxruntime"] = onnx_logits(compare_onnx, as_batch(x, art.input_shape))
     elif compare_onnx is not None:
         from hec.frontend.reference import onnxruntime_outputs
         from hec.runtime.inputs import as_batch
@@ -159,7 +160,7 @@ def run_cmd(
         logits, timings, precision = result.logits, result.timings, result.precision_bits
     failed = {} if result is None else result.failed
     predict = {name: _Predict(probability, threshold) for name in ["program", *references]}
-    if "onnxruntime" in references:  # the ONNX model's own output: a probability after a Sigmoid
+    if model_outputs is None and compare_onnx is not None:  # a probability after a Sigmoid
         from hec.metrics import ends_with_sigmoid
 
         predict["onnxruntime"] = _Predict(ends_with_sigmoid(compare_onnx), None)

@@ -15,7 +15,7 @@ import numpy as np
 
 from hec.backend_openfhe.artifact import Artifact
 
-__all__ = ["print_model_outputs", "onnx_model_outputs"]
+__all__ = ["print_model_outputs", "onnx_model_outputs", "onnx_logits"]
 
 _SHOWN = 3
 
@@ -35,6 +35,21 @@ def onnx_model_outputs(model: Path, x: np.ndarray) -> dict[str, Any]:
     names = [o.name for o in sess.get_outputs()]
     outs = run_session(sess, names, x)
     return {n: list(o) if o.dtype == object else o for n, o in zip(names, outs, strict=True)}
+
+
+def onnx_logits(model: Path, x: np.ndarray) -> np.ndarray:
+    """The ONNX model's logits in onnxruntime: its tensor before the client tail (what the
+    compiled program computes)."""
+    import onnx
+    import onnxruntime as ort
+
+    from hec.frontend import load_model
+    from hec.frontend.client_tail import split_tail, with_batch_of
+    from hec.frontend.reference import run_session
+
+    head = with_batch_of(split_tail(load_model(model)).head, onnx.load(str(model)))
+    sess = ort.InferenceSession(head.SerializeToString(), providers=["CPUExecutionProvider"])
+    return run_session(sess, [sess.get_outputs()[0].name], x)[0]
 
 
 def _show(value: Any) -> str:
