@@ -161,3 +161,19 @@ def test_clip_with_encrypted_bound_is_refused() -> None:
     h = b.node("Clip", ["input", "input"])
     with pytest.raises(UnsupportedOpError, match="Clip_1.*constant"):
         import_onnx(b.build(h))
+
+
+@pytest.mark.slow
+def test_prelu_per_channel_encrypted_matches_simulation(tmp_path) -> None:
+    """OpenFHE run of the per-channel PRelu network (two branches added): the simulator's
+    output to CKKS precision, onnxruntime's within the stated bound."""
+    model = _network("prelu_channels")
+    calib = _inputs(400, 3)
+    art = hec.compile(model, tmp_path / "art", CompileOptions(), calibration=calib)
+    x = calib[:1]
+    result = hec.run(art, x)
+    np.testing.assert_allclose(result.logits, hec.simulate(art, x), atol=1e-3, rtol=0)
+    ref = run_onnxruntime(model, x)
+    assert (
+        np.abs(result.logits - ref).max() <= MAX_ERROR * np.abs(run_onnxruntime(model, calib)).max()
+    )

@@ -191,3 +191,16 @@ def test_cli_refuses_in_one_line_and_the_tolerance_option_accepts(tmp_path) -> N
     proc = run_hec(*args, str(tmp_path / "calib.npz"), "--norm-tolerance", "0.9")
     assert proc.returncode == 0, proc.stderr
     assert "LayerNormalization" in proc.stdout
+
+
+@pytest.mark.slow
+def test_layer_norm_encrypted_matches_simulation(tmp_path) -> None:
+    """OpenFHE run of the LayerNormalization network: the simulator's output to CKKS
+    precision, onnxruntime's within the stated error."""
+    model = _model("layer")
+    x = _data("layer", 200, 0.02)
+    art = hec.compile(model, tmp_path / "art", CompileOptions(), calibration=x)
+    result = hec.run(art, x[:1])
+    np.testing.assert_allclose(result.logits, hec.simulate(art, x[:1]), atol=1e-3, rtol=0)
+    ref = run_onnxruntime(model, x[:1])
+    assert np.sqrt(np.mean((result.logits - ref) ** 2) / np.mean(ref**2)) <= MAX_RELATIVE_RMS
