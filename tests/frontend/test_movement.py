@@ -15,7 +15,7 @@ from hec.frontend import import_onnx
 from hec.ir import interpret
 
 from conftest import assert_matches_reference
-from onnx_builders import ModelBuilder, run_onnxruntime
+from onnx_builders import IR_VERSION, ModelBuilder, run_onnxruntime
 
 
 def _i64(b: ModelBuilder, *values) -> str:
@@ -209,3 +209,15 @@ def test_movement_across_a_dynamic_batch_is_refused() -> None:
     h = b.node("Gather", ["input", _i64(b, 0, 0)], axis=0)
     with pytest.raises(UnsupportedOpError, match="Gather_1.*batch axis.*fixed batch of 1"):
         import_onnx(b.build(h))
+
+
+@pytest.mark.parametrize("name", ["concat", "slice_steps", "gather", "depth_space_crd", "where"])
+def test_exported_select_runs_in_onnxruntime(name: str) -> None:
+    """``hec optimize`` writes the IR back to ONNX: a select is Reshape, Pad and Gather."""
+    from hec.frontend.export import export_onnx
+
+    model, x = _model(name, 18)
+    exported = export_onnx(import_onnx(model))
+    exported.ir_version = IR_VERSION
+    assert "Gather" in {n.op_type for n in exported.graph.node}
+    assert_matches_reference(run_onnxruntime(exported, x), run_onnxruntime(model, x))

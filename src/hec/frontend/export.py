@@ -151,6 +151,12 @@ def _op(w: _Writer, op: Op, x: list[str], out: str, opset: int) -> None:
             w.node(_ACTIVATION_ONNX[fn], [x[0]], out, name, **extra)
         else:  # gelu, gelu_tanh: opset 20's Gelu
             w.node("Gelu", [x[0]], out, name, approximate="tanh" if fn == "gelu_tanh" else "none")
+    elif k == "select":  # Gather from the flat sample with a zero appended (index -1)
+        n = int(np.prod(op.inputs[0].shape))
+        flat = w.node("Reshape", [x[0], w.const([-1, n], np.int64)], name=f"{name}{HELPER}flat")
+        padded = w.node("Pad", [flat, w.const([0, 0, 0, 1], np.int64)], name=f"{name}{HELPER}pad")
+        index = np.where(c["index"] < 0, n, c["index"]).astype(np.int64)
+        w.node("Gather", [padded, w.const(index, np.int64)], out, name, axis=1)
     else:
         raise ValueError(f"cannot export tensor op {k!r} to ONNX")
 
