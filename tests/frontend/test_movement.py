@@ -221,3 +221,26 @@ def test_exported_select_runs_in_onnxruntime(name: str) -> None:
     exported.ir_version = IR_VERSION
     assert "Gather" in {n.op_type for n in exported.graph.node}
     assert_matches_reference(run_onnxruntime(exported, x), run_onnxruntime(model, x))
+
+
+@pytest.mark.parametrize("packing", ["slots", "batch"])
+def test_pruning_reads_a_grouped_conv_weight(packing: str) -> None:
+    """Pruning and channel dropping see the block-diagonal weight: the zeros outside the
+    groups stay zero, the pruned program still computes the pruned graph."""
+    from hec.passes.drop_channels import DropDeadChannels
+    from hec.passes.fuse_polynomials import FusePolynomials
+    from hec.prune import PruneOptions, prune_graph
+
+    model, _ = _model("depthwise_conv", 17)
+    graph = import_onnx(model)
+    FusePolynomials().run(graph)
+    calib = _x((3, 6, 6), batch=32, seed=7)
+    prune_graph(graph, calib, PruneOptions(sparsity=0.5, packing=packing), count=False)
+    conv = next(op for op in graph.ops if op.kind == "conv")
+    w = conv.consts["weight"]
+    off_group = w[np.arange(3)[:, None] != np.arange(3)[None, :]]
+    assert conv.attrs["group"] == 3 and not off_group.any()
+    before = interpret(graph, calib)[0]
+    DropDeadChannels().run(graph)
+    graph.verify()
+    np.testing.assert_allclose(interpret(graph, calib)[0], before, rtol=1e-9, atol=1e-9)
