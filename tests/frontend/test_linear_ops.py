@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 import hec
 from hec.errors import UnsupportedOpError
 from hec.frontend import import_onnx
+from hec.frontend.export import export_onnx
 from hec.frontend.importer import build_graph
 from hec.ir import Graph, interpret
 
@@ -403,6 +404,17 @@ def test_simulated_program_matches_onnxruntime(name: str, tmp_path) -> None:
     model, x = CASES[name]
     artifact = hec.compile(model, tmp_path / "out", hec.CompileOptions(packing="slots"))
     assert_matches_reference(hec.simulate(artifact, x), reference(model, x))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_exported_onnx_matches_onnxruntime(name: str) -> None:
+    """The tensor graph written back to ONNX (what ``hec optimize`` saves) computes the same."""
+    model, x = CASES[name]
+    graph = import_any_opset(model)
+    if not graph.ops:  # Cast, Sum of one: the input itself (onnxruntime may alias its buffer)
+        assert graph.outputs[0] is graph.inputs[0]
+        return
+    assert_matches_reference(reference(export_onnx(graph), x), reference(model, x))
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from hec.frontend.export_linear import LINEAR_EXPORTS
 from hec.ir import Graph, Op
 
 __all__ = ["export_onnx"]
@@ -157,6 +158,8 @@ def _op(w: _Writer, op: Op, x: list[str], out: str, opset: int) -> None:
         padded = w.node("Pad", [flat, w.const([0, 0, 0, 1], np.int64)], name=f"{name}{HELPER}pad")
         index = np.where(c["index"] < 0, n, c["index"]).astype(np.int64)
         w.node("Gather", [padded, w.const(index, np.int64)], out, name, axis=1)
+    elif k in LINEAR_EXPORTS:  # the kinds of ir/linear_ops.py
+        LINEAR_EXPORTS[k](w, op, x, out, name)
     else:
         raise ValueError(f"cannot export tensor op {k!r} to ONNX")
 
