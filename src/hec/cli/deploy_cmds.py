@@ -127,7 +127,7 @@ def encrypt_cmd(artifact: Path, keydir: Path, input_path: Path, out: Path) -> No
     from hec.runtime import Client
 
     art = slot_packed(hec.load_artifact(artifact), "encrypt")
-    x = _load_npy(input_path)
+    x = _load_npy(input_path)[0]  # (inputs, labels)
     client = Client.from_keys(art, keydir, secret=False)
     start = time.perf_counter()
     data = client.encrypt_to_bytes(x)
@@ -193,13 +193,15 @@ def decrypt_cmd(artifact: Path, ciphertext: Path, keydir: Path, output_path: Pat
     import numpy as np
 
     import hec
-    from hec.cli.run_cmd import _print_results
+    from hec.cli.run_cmd import _Predict, _print_results
+    from hec.metrics import artifact_output_is_probability
     from hec.runtime import Client
 
     art = slot_packed(hec.load_artifact(artifact), "decrypt")
     client = Client.from_keys(art, keydir, secret=True)
     dec = client.decrypt_bytes(read_ciphertext(ciphertext, art), str(ciphertext))
-    _print_results(dec.values, {}, np.full(len(dec.values), dec.precision_bits))
+    predict = {"program": _Predict(artifact_output_is_probability(art), None)}
+    _print_results(dec.values, {}, np.full(len(dec.values), dec.precision_bits), predict, {})
     from hec.cli.tail_output import print_model_outputs
 
     print_model_outputs(art, dec.outputs)  # the client tail's (Softmax, labels, ...)
