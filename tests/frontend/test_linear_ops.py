@@ -417,6 +417,19 @@ def test_exported_onnx_matches_onnxruntime(name: str) -> None:
     assert_matches_reference(reference(export_onnx(graph), x), reference(model, x))
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_torch_form_matches_interpreter(name: str) -> None:
+    """Fine-tuning's torch module computes what the tensor graph does (float32 parameters)."""
+    torch = pytest.importorskip("torch")
+    from hec.train.torch_graph import TorchGraph
+
+    model, x = CASES[name]
+    graph = import_any_opset(model)
+    with torch.no_grad():
+        out = TorchGraph(graph)(torch.from_numpy(x)).numpy()
+    assert_matches_reference(out, interpret(graph, x)[0], rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "name",
     [

@@ -14,6 +14,7 @@ import numpy as np
 
 from hec.ir import Graph, Op
 from hec.train import require_torch
+from hec.train.torch_linear import TORCH_FORMS
 
 __all__ = ["TorchGraph"]
 
@@ -129,6 +130,8 @@ class TorchGraph(torch.nn.Module):
             for j in range(c.shape[0] - 1, 0, -1):
                 b1, b2 = 2 * x * b1 - b2 + c[j], b1
             return x * b1 - b2 + c[0]
+        if k in TORCH_FORMS:  # the kinds of ir/linear_ops.py
+            return TORCH_FORMS[k](lambda name: self._p(i, name), op, x)
         raise ValueError(f"op {k!r} has no torch form; run replace-activations first")
 
     def write_back(self) -> None:
