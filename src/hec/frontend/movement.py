@@ -42,7 +42,6 @@ MOVEMENT_OPS: dict[str, tuple[int, ...] | None] = {
     "DepthToSpace": (0,),
     "SpaceToDepth": (0,),
     "Where": (1, 2),
-    "ReverseSequence": (0,),
 }
 BATCH_FREE.update(MOVEMENT_OPS)
 
