@@ -120,6 +120,13 @@ def compile(
         "compile_seconds": round(time.perf_counter() - start, 3),
         "client_tail": split.ops,
     }
+    if calibration is not None and report["activations"]:
+        from hec.passes.replace_activations import outside_fractions
+
+        outside = outside_fractions(tensor_ir, calibration)  # per activation and overall
+        for row in report["activations"]:
+            row["calibration_outside"] = outside["per_activation"].get(row["name"])
+        report["calibration_outside"] = {"inputs": outside["inputs"], "values": outside["values"]}
     if labels is not None and calibration is not None and original is not None:
         report["accuracy"] = accuracy(reference, tensor_ir, calibration, labels)
     if pruning is not None:

@@ -17,6 +17,8 @@ from hec.frontend import import_onnx
 from hec.ir import interpret
 from hec.optimize import make_he_friendly
 from hec.passes.chain_lowering import quadratic_form, significant_coeffs
+from hec.passes.polyfit import fit_chebyshev
+from hec.passes.replace_activations import outside_fractions
 
 from conftest import assert_matches_reference
 from onnx_builders import ModelBuilder, run_onnxruntime
@@ -68,7 +70,9 @@ def test_small_square_term_compiles_to_a_product_that_matches_onnxruntime(a, tmp
     # float64 already, far beyond what CKKS's modulus holds)
     out = hec.simulate(art, x)
     assert_matches_reference(out, run_onnxruntime(model, x), rel=1e-5)  # float32 reference
-    assert_matches_reference(out, interpret(import_onnx(model), x)[0], rel=1e-7)  # entries below 2^-26 are dropped
+    assert_matches_reference(
+        out, interpret(import_onnx(model), x)[0], rel=1e-7
+    )  # entries below 2^-26 are dropped
     consts = [v for op in art.program.ops for v in op.consts.values()]
     assert max(float(np.abs(v).max()) for v in consts) < 1e3  # no huge constant to cancel
 
@@ -88,7 +92,9 @@ def test_tanh_on_symmetric_data_at_degree_two_is_affine(tmp_path) -> None:
     assert art.report["totals"]["ciphertext_multiplies"] == 0
     graph = import_onnx(model)
     make_he_friendly(model, graph, hec.CompileOptions(degree=2), x)
-    assert_matches_reference(hec.simulate(art, x[:20]), interpret(graph, x[:20])[0], rel=1e-7)  # entries below 2^-26 are dropped
+    assert_matches_reference(
+        hec.simulate(art, x[:20]), interpret(graph, x[:20])[0], rel=1e-7
+    )  # entries below 2^-26 are dropped
 
 
 @pytest.mark.slow
@@ -98,3 +104,78 @@ def test_small_square_term_runs_encrypted_like_the_simulator(tmp_path) -> None:
     art = hec.compile(model, tmp_path / "out")
     encrypted = hec.run(art, x).logits
     assert_matches_reference(encrypted, hec.simulate(art, x), rel=1e-4)
+
+
+# -- a little outside the calibrated interval ---------------------------------------------------
+
+
+def test_high_degree_fit_stays_bounded_a_little_beyond_its_interval() -> None:
+    relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
+    samples = RNG.normal(0.0, 2.0, size=4000)
+    interval = (samples.min(), samples.max())
+    plain = fit_chebyshev(relu, samples, interval, 27)
+    bounded = fit_chebyshev(relu, samples, interval, 27, tail=0.25)
+    a, b = interval
+    beyond = np.concatenate(
+        [np.linspace(a - 0.125 * (b - a), a, 50), np.linspace(b, b + 0.125 * (b - a), 50)]
+    )
+    assert np.abs(plain(beyond) - relu(beyond)).max() > 10 * (b - a)  # the failure: it explodes
+    assert np.abs(bounded(beyond) - relu(beyond)).max() <= bounded.max_error + (b - a) / 2
+    assert bounded.tail_max_error <= bounded.max_error + b  # what the fit reports
+    assert bounded.rms_error <= 1.5 * plain.rms_error  # inside, nearly as good
+
+
+def _series_net():
+    m = ModelBuilder((1, 48), seed=4)
+    h = m.node("Conv", ["input", m.weight(4, 1, 5), m.weight(4)], pads=[2, 2])
+    h = m.node("Relu", [h])
+    h = m.node("Conv", [h, m.weight(4, 4, 3, scale=0.4), m.weight(4)], pads=[1, 1], strides=[2])
+    h = m.node("Relu", [h])
+    return m.build(m.node("Gemm", [m.node("Flatten", [h]), m.weight(96, 3, scale=0.2)]))
+
+
+def _series(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, 48)
+    f, p = rng.uniform(1, 6, (n, 1)), rng.uniform(0, 2 * np.pi, (n, 1))
+    return (np.sin(2 * np.pi * f * t + p) + 0.2 * rng.normal(size=(n, 48)))[:, None, :]
+
+
+def _tabular_net_and_data():
+    datasets = pytest.importorskip("sklearn.datasets")
+    x = datasets.load_breast_cancer().data
+    x = (x - x.mean(0)) / x.std(0)
+    m = ModelBuilder((30,), seed=6)
+    h = m.node("Gemm", ["input", m.weight(30, 16, scale=0.3), m.weight(16, scale=0.1)])
+    h = m.node("Relu", [h])
+    h = m.node("Gemm", [h, m.weight(16, 8, scale=0.4)])
+    h = m.node("Relu", [h])
+    return m.build(m.node("Gemm", [h, m.weight(8, 2)])), x
+
+
+@pytest.mark.parametrize("net, gain", [("series-conv1d", 1.2), ("tabular-mlp", 1.1)])
+def test_inputs_a_little_outside_the_calibration_degrade_gracefully(net: str, gain: float) -> None:
+    if net == "series-conv1d":
+        model, x = _series_net(), _series(300, 1)
+    else:
+        model, x = _tabular_net_and_data()
+    calib, test = x[::2], x[1::2] * gain  # test inputs stronger than those calibrated on
+    graph = import_onnx(model)
+    make_he_friendly(model, graph, hec.CompileOptions(degree=27), calib)
+    ref = run_onnxruntime(model, test).reshape(len(test), -1)
+    out = interpret(graph, test)[0].reshape(len(test), -1)
+    assert outside_fractions(graph, test)["inputs"] > 0  # the inputs do leave the intervals
+    assert np.abs(out).max() <= 3 * np.abs(ref).max()  # before: 1e13 and more
+    assert np.mean(out.argmax(1) == ref.argmax(1)) >= 0.9
+
+
+def test_compile_report_has_the_fraction_of_calibration_inputs_outside(tmp_path) -> None:
+    model, x = _series_net(), _series(120, 2)
+    art = hec.compile(model, tmp_path / "o", hec.CompileOptions(degree=5), calibration=x)
+    rows = [r for r in art.report["activations"] if r["replaces"] == "relu"]
+    assert len(rows) == 2 and all(0.0 <= r["calibration_outside"] <= 1.0 for r in rows)
+    overall = art.report["calibration_outside"]
+    graph = import_onnx(model)
+    make_he_friendly(model, graph, hec.CompileOptions(degree=5), x)
+    assert overall == pytest.approx({k: outside_fractions(graph, x)[k] for k in overall})
+    assert outside_fractions(graph, 2.0 * x)["inputs"] > overall["inputs"]

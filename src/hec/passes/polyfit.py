@@ -5,6 +5,14 @@ distribution, so the fit is good where the network actually is) plus a uniform g
 interval carrying ``grid_weight`` of the total weight (so the polynomial stays sane between and
 near the edges of the samples). Work happens in ``t = affine(x) ∈ [-1, 1]``, where the Chebyshev
 basis is well conditioned.
+
+Outside ``[-1, 1]`` a least-squares polynomial of high degree grows like ``T_k``: an input 20%
+beyond the interval already meets values of 1e10 and more, and the next layer's polynomial turns
+that into 1e45. With ``tail > 0`` the fit also covers ``1 < |t| <= 1 + tail`` (a grid with
+target ``f`` there
+too), weighted only as much as it takes to keep the polynomial close to ``f``, hence bounded, a
+little beyond the interval: the interval keeps nearly all the weight, and a fit that is already
+bounded there is not changed at all (``tail_max_error`` reports how close).
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ class Fit:
     rms_error: float  # root mean square of p - f over the samples
     max_error: float  # largest |p - f| over the samples and the whole interval
     rms_value: float  # root mean square of f over the samples (the error's yardstick)
+    tail: float = 0.0  # the fit also covers 1 < |t| <= 1 + tail
+    tail_max_error: float = float("nan")  # largest |p - f| there (nan without tails)
 
     @property
     def degree(self) -> int:
@@ -63,21 +73,43 @@ def fit_chebyshev(
     degree: int,
     grid_weight: float = 0.1,
     grid_points: int = 256,
+    tail: float = 0.0,
+    tail_tolerance: float = 0.1,
 ) -> Fit:
+    """Weighted least squares; with ``tail``, tails weighted just enough to keep ``p`` near ``f``.
+
+    The tails' weight starts at zero (the plain fit) and grows until the largest ``|p - f|`` on
+    them is within the interval's largest error plus ``tail_tolerance`` of ``f``'s range on the
+    interval: a fit already bounded there is left as it is.
+    """
     a, b = interval
     x = np.asarray(samples, dtype=np.float64).ravel()
     x = x[(x >= a) & (x <= b)]  # outside, T_k grows like cosh: such samples would dominate
     grid = np.linspace(a, b, grid_points)
-    pts = np.concatenate([x, grid])
-    w = np.concatenate(
+    edge = np.linspace(1.0, 1.0 + tail, grid_points // 4 + 1)[1:] if tail > 0 else np.zeros(0)
+    tails = (a + b) / 2.0 + (b - a) / 2.0 * np.concatenate([-edge, edge])
+    pts = np.concatenate([x, grid, tails])
+    inside = np.concatenate(
         [
             np.full(x.size, (1.0 - grid_weight) / max(x.size, 1)),
             np.full(grid.size, grid_weight / grid.size),
+            np.zeros(tails.size),
         ]
     )
+    outside = np.concatenate([np.zeros(x.size + grid.size), np.full(tails.size, 1.0)])
+    outside /= max(tails.size, 1)
     t = (2.0 * pts - (a + b)) / (b - a)
-    V = np.polynomial.chebyshev.chebvander(t, degree) * np.sqrt(w)[:, None]
-    coeffs = scipy.linalg.lstsq(V, f(pts) * np.sqrt(w))[0]
+    V, y = np.polynomial.chebyshev.chebvander(t, degree), f(pts)
+    f_grid, f_tails = f(grid), f(tails)
+    allowed = tail_tolerance * float(np.ptp(f_grid))
+    for share in (0.0, 1e-4, 1e-3, 1e-2, 0.05, 0.2) if tails.size else (0.0,):
+        sw = np.sqrt((1.0 - share) * inside + share * outside)
+        coeffs = scipy.linalg.lstsq(V * sw[:, None], y * sw)[0]
+        p = np.polynomial.chebyshev.chebval
+        grid_err = float(np.abs(p(t[x.size : x.size + grid.size], coeffs) - f_grid).max())
+        tail_err = float(np.abs(p(t[x.size + grid.size :], coeffs) - f_tails).max(initial=0.0))
+        if tail_err <= grid_err + allowed:
+            break
     fit = Fit(coeffs, (a, b), 0.0, 0.0, 0.0)
     fx = f(x) if x.size else np.zeros(1)
     err = fit(x) - fx if x.size else np.zeros(1)
@@ -91,6 +123,13 @@ def fit_chebyshev(
         float(np.abs(fit(dense) - f(dense)).max()),
         float(np.abs(fit(fine) - f(fine)).max()),
     )
+    tail_err = tail_err if tails.size else float("nan")
     return Fit(
-        coeffs, (a, b), float(np.sqrt(np.mean(err**2))), worst, float(np.sqrt(np.mean(fx**2)))
+        coeffs,
+        (a, b),
+        float(np.sqrt(np.mean(err**2))),
+        worst,
+        float(np.sqrt(np.mean(fx**2))),
+        tail,
+        tail_err,
     )

@@ -23,11 +23,17 @@ from typing import ClassVar
 import numpy as np
 
 from hec.errors import HecError
-from hec.ir import Graph, Op
+from hec.ir import Graph, Op, interpret
 from hec.passes.elementwise import Region, find_regions, region_function, replace_region
 from hec.passes.polyfit import Fit, depth_efficient_degrees, fit_chebyshev
 
-__all__ = ["ReplaceActivations", "ValueStats", "CalibrationMissing"]
+__all__ = [
+    "ReplaceActivations",
+    "ValueStats",
+    "CalibrationMissing",
+    "calibrated_interval",
+    "outside_fractions",
+]
 
 
 class CalibrationMissing(HecError):
@@ -57,6 +63,13 @@ class ReplaceActivations:
         error_budget: largest relative RMS error accepted when picking the degree.
         margin: fraction of the observed range added on each side of the interval.
         max_depth: the deepest series considered when picking the degree.
+        spread: standard deviations of the observed values added on each side of the
+            interval when that is more than ``margin`` gives (a narrow range seen on a few
+            calibration inputs says little about the next input).
+        tail: the fit also keeps the polynomial close to the function for inputs up to this
+            fraction of the interval's half-width beyond either end (bounded, not exploding).
+        tail_tolerance: how far from the function (a fraction of its range on the interval,
+            beyond the fit's error inside) the polynomial may be on those tails.
     """
 
     stats: Mapping[str, ValueStats] = field(default_factory=dict, hash=False, compare=False)
@@ -64,6 +77,9 @@ class ReplaceActivations:
     error_budget: float = 0.05
     margin: float = 0.05
     max_depth: int = 5
+    spread: float = 0.25
+    tail: float = 0.25
+    tail_tolerance: float = 1.0
     name: ClassVar[str] = "replace-activations"
     dialect: ClassVar[str] = "tensor"
 
@@ -121,18 +137,57 @@ class ReplaceActivations:
                 f"node '{region.origin}': {_describe(region)} needs a polynomial replacement "
                 f"fitted on calibration data; pass --calib DATA.npz (array x of inputs)"
             )
-        width = max(st.high - st.low, 1e-6)
-        interval = (st.low - self.margin * width, st.high + self.margin * width)
+        interval = calibrated_interval(st, self.margin, self.spread)
         f = region_function(region)
-        if self.degree is not None:
-            return fit_chebyshev(f, st.samples, interval, self.degree)
-        best = None
-        for degree in depth_efficient_degrees(self.max_depth):
-            best = fit_chebyshev(f, st.samples, interval, degree)
-            if best.relative_error <= self.error_budget:
-                break
-        assert best is not None
-        return best
+        degree = self.degree
+        if degree is None:  # the degree the interval needs (tails do not cost depth)
+            for degree in depth_efficient_degrees(self.max_depth):
+                if fit_chebyshev(f, st.samples, interval, degree).relative_error <= (
+                    self.error_budget
+                ):
+                    break
+        tails = {"tail": self.tail, "tail_tolerance": self.tail_tolerance}
+        return fit_chebyshev(f, st.samples, interval, degree, **tails)
+
+
+def calibrated_interval(st: ValueStats, margin: float, spread: float) -> tuple[float, float]:
+    """The observed range widened on each side by ``margin`` of its width or ``spread``
+    standard deviations of the values, whichever is more."""
+    width = max(st.high - st.low, 1e-6)
+    sigma = float(np.std(st.samples)) if np.size(st.samples) else 0.0
+    m = max(margin * width, spread * sigma)
+    return st.low - m, st.high + m
+
+
+def outside_fractions(graph: Graph, x: np.ndarray, batch: int = 256) -> dict[str, object]:
+    """How often ``x`` drives a fitted polynomial outside its interval, in the converted graph.
+
+    The intervals come from the original model's values; the converted graph feeds each
+    polynomial the previous polynomials' approximations, which can land outside. Returns
+    ``{"per_activation": {origin: fraction of its input values outside}, "inputs": fraction
+    of the inputs with any value outside any interval, "values": fraction of all values}``.
+    """
+    polys = [op for op in graph.ops if op.kind == "poly" and "source" in op.attrs]
+    if not polys:
+        return {"per_activation": {}, "inputs": 0.0, "values": 0.0}
+    names = {op.inputs[0].name: op.origin for op in polys}
+    probe = graph.clone()
+    probe.outputs = [v for v in probe.values() if v.name in names]
+    outside = {v.name: 0 for v in probe.outputs}
+    sizes = {v.name: v.type.size for v in probe.outputs}
+    any_outside = 0
+    for start in range(0, len(x), batch):
+        part = interpret(probe, np.asarray(x[start : start + batch], dtype=np.float64))
+        hit = np.zeros(len(part[0]), dtype=bool)
+        for v, t in zip(probe.outputs, part, strict=True):
+            out = np.abs(t.reshape(len(t), -1)) > 1.0 + 1e-9  # t in [-1, 1] is the interval
+            outside[v.name] += int(out.sum())
+            hit |= out.any(axis=1)
+        any_outside += int(hit.sum())
+    n = max(len(x), 1)
+    per = {names[k]: outside[k] / (n * sizes[k]) for k in outside}
+    total = sum(outside.values()) / (n * sum(sizes.values()))
+    return {"per_activation": per, "inputs": any_outside / n, "values": total}
 
 
 def _outside_error(fit: Fit, f) -> float:
