@@ -320,9 +320,6 @@ case(
 )
 case("matmul_input_broadcasts", [node("MatMul", ["input", "k"])], {"k": w(3, 4, 2)}, (1, 5, 4))
 
-case("matmul_constant_first", [node("MatMul", ["k", "input"])], {"k": w(3, 5)}, (2, 5, 4))
-case("matmul_constant_first_3d", [node("MatMul", ["k", "input"])], {"k": w(2, 3, 5)}, (2, 5, 4))
-case("matmul_constant_first_1d", [node("MatMul", ["k", "input"])], {"k": w(5)}, (5, 4), opset=13)
 case("matmul_weight_1d", [node("MatMul", ["input", "k"])], {"k": w(4)}, (2, 4))
 
 # -- Sum / Mean ---------------------------------------------------------------------------
@@ -507,12 +504,6 @@ REFUSED = {
         {"k": w(2, 4, 3)},
         (5, 4),
         "batch axis",
-    ),
-    "matmul_constant_times_1d_sample": (
-        [node("MatMul", ["k", "input"])],
-        {"k": w(2, 1)},
-        (4,),
-        "mix samples",
     ),
     "resize_batch_axis": (
         [node("Resize", ["input", "", "s"])],

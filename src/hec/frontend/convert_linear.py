@@ -310,29 +310,21 @@ def _einsum_node(ctx: Context, node, attrs) -> list:
 @converter("MatMul")
 def _matmul(ctx: Context, node, attrs) -> list:
     """What the ``matmul`` kind does not cover, as an ``einsum``: a constant weight of rank 3 or
-    more (broadcast over the per-sample leading axes), a 1-D weight, a constant on the left."""
+    more (broadcast over the per-sample leading axes), or a 1-D weight."""
     a, b = node.input[0], node.input[1]
-    x_first = ctx.is_encrypted(a) and b in ctx.consts
-    if not (x_first or (a in ctx.consts and ctx.is_encrypted(b))):
+    if not (ctx.is_encrypted(a) and b in ctx.consts):  # the general converter refuses it
         return _MATMUL(ctx, node, attrs)
-    x, w = ctx.value(a if x_first else b), np.asarray(ctx.consts[b if x_first else a])
-    if (x_first and w.ndim == 2) or not x.shape:  # the matmul kind
+    x, w = ctx.value(a), np.asarray(ctx.consts[b])
+    if w.ndim == 2 or not x.shape:  # the matmul kind
         return _MATMUL(ctx, node, attrs)
     full = len(x.shape) + 1
-    if not x_first and full < 3:
-        raise ctx.unsupported(
-            f"constant {list(w.shape)} times input {[1, *x.shape]}: a 1-D sample is a row of the "
-            f"batch matrix, so the product would mix samples"
-        )
     if w.ndim > full or (w.ndim == full and w.shape[0] != 1):
         raise ctx.unsupported(
             f"weight {list(w.shape)} against input {[1, *x.shape]} broadcasts over the batch axis"
         )
     w = w[0] if w.ndim == full else w  # its leading 1 faces the batch axis
-    eq = "...mk,...kn->...mn"
-    if w.ndim == 1:  # ONNX drops the axis it adds to a 1-D operand
-        eq = "...k,k->..." if x_first else "k,...kn->...n"
-    return [_einsum(ctx, eq, x, w, x_first)]
+    eq = "...k,k->..." if w.ndim == 1 else "...mk,...kn->...mn"  # ONNX drops a 1-D's extra axis
+    return [_einsum(ctx, eq, x, w, True)]
 
 
 # -- Sum / Mean -------------------------------------------------------------------------------
