@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from hec.errors import ModelError
 from hec.frontend.convert_ml import ML_DOMAIN, linear_classifier_weights
 
-__all__ = ["Split", "split_tail", "output_kinds", "with_batch_of"]
+__all__ = ["Split", "split_tail", "with_batch_of"]
 
 # The steps that end a classifier: at least one of them starts every tail.
 _FINAL = {
@@ -280,14 +280,13 @@ def _batchless(v: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
 
 def _outputs(proto: onnx.ModelProto, nodes: list, tail: set[int], logits: str) -> list[dict]:
     """Each model output's name and kind: ``logits`` (what the network computes), ``probability``,
-    ``log_probability`` or ``labels`` (see ``output_kinds``)."""
+    ``log_probability`` or ``labels`` (see ``_kind``)."""
     return [
-        {"name": o.name, "kind": output_kinds(proto, nodes, tail, logits, o)}
-        for o in proto.graph.output
+        {"name": o.name, "kind": _kind(proto, nodes, tail, logits, o)} for o in proto.graph.output
     ]
 
 
-def output_kinds(
+def _kind(
     proto: onnx.ModelProto, nodes: list, tail: set[int], logits: str, out: onnx.ValueInfoProto
 ) -> str:
     """What one output holds, found by walking back through the tail to its final step."""
