@@ -311,6 +311,19 @@ case(
 case("einsum_diagonal", [node("Einsum", ["input", "k"], equation="bii,i->bi")], {"k": w(3)}, (3, 3))
 case("einsum_sum_axis", [node("Einsum", ["input"], equation="bij->bi")], {}, (3, 4))
 
+case(
+    "einsum_three_operands",
+    [node("Einsum", ["k", "input", "m"], equation="ij,bjk,kl->bil")],
+    {"k": w(3, 2), "m": w(4, 5)},
+    (2, 4),
+)
+case(
+    "einsum_three_operands_implicit_shared_label",
+    [node("Einsum", ["input", "k", "m"], equation="bij,jk,jm")],
+    {"k": w(4, 3), "m": w(4, 2)},
+    (3, 4),
+)
+
 # -- MatMul with a batched constant weight ----------------------------------------------------
 case("matmul_weight_3d", [node("MatMul", ["input", "k"])], {"k": w(2, 4, 3)}, (2, 5, 4))
 case("matmul_weight_3d_lead1", [node("MatMul", ["input", "k"])], {"k": w(1, 4, 3)}, (2, 5, 4))

@@ -295,16 +295,46 @@ def _einsum(ctx: Context, equation: str, x: Value, c: np.ndarray | None, x_first
     return ctx.emit("einsum", [x], shape[1:], {"equation": eq}, {"operand": c})
 
 
+def _fold_constants(
+    ctx: Context, equation: str, names: list[str], at: int
+) -> tuple[str, np.ndarray]:
+    """Contract the constant operands of a 3+-operand equation into one; returns the equation
+    ``x,c->out`` (x the encrypted operand at index ``at``) and ``c``. A label that only
+    constants carry is summed among them, which is exact."""
+    eq = equation.replace(" ", "")
+    if "..." in eq:
+        raise ctx.unsupported("an ellipsis with more than one constant operand")
+    lhs, out = eq.split("->") if "->" in eq else (eq, None)
+    terms = lhs.split(",")
+    if len(terms) != len(names):
+        raise ctx.unsupported(f"equation {equation!r} has {len(terms)} operands")
+    if out is None:
+        out = "".join(sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1))
+    xt = terms[at]
+    consts = [
+        (t, np.asarray(ctx.consts[n], np.float64))
+        for k, (t, n) in enumerate(zip(terms, names, strict=True))
+        if k != at
+    ]
+    kept = "".join(dict.fromkeys(c for t, _ in consts for c in t if c in xt + out))
+    folded = np.einsum(",".join(t for t, _ in consts) + "->" + kept, *(a for _, a in consts))
+    return f"{xt},{kept}->{out}", folded
+
+
 @converter("Einsum")
 def _einsum_node(ctx: Context, node, attrs) -> list:
-    """One encrypted operand and at most one constant (more constants: fold them first)."""
+    """One encrypted operand; the constant operands (any number) are contracted into one."""
     names = [n for n in node.input if n]
     enc = [i for i, n in enumerate(names) if ctx.is_encrypted(n)]
-    if len(enc) != 1 or len(names) > 2:
-        raise ctx.unsupported("only one encrypted operand and at most one constant operand")
+    if len(enc) != 1:
+        raise ctx.unsupported("only one encrypted operand (the others must be constants)")
     x = ctx.value(names[enc[0]])
+    equation = _text(attrs.get("equation"), "")
+    if len(names) > 2:
+        equation, c = _fold_constants(ctx, equation, names, enc[0])
+        return [_einsum(ctx, equation, x, c, True)]
     c = ctx.const(names[1 - enc[0]], "operand") if len(names) == 2 else None
-    return [_einsum(ctx, _text(attrs.get("equation"), ""), x, c, enc[0] == 0)]
+    return [_einsum(ctx, equation, x, c, enc[0] == 0)]
 
 
 @converter("MatMul")
