@@ -96,12 +96,13 @@ def test_batch_packing_keeps_the_good_slots(tmp_path) -> None:
 
 def test_hec_run_prints_and_saves_the_good_results(artifact, tmp_path) -> None:
     _, x = _inputs()
-    np.save(tmp_path / "x.npy", x)
+    y = hec.simulate(artifact, x).argmax(1)  # labels the good inputs' results must match
+    np.savez(tmp_path / "x.npz", x=x, y=y)
     proc = run_hec(
         "run",
         str(artifact.path),
         "--input",
-        str(tmp_path / "x.npy"),
+        str(tmp_path / "x.npz"),
         "--output",
         str(tmp_path / "out.npy"),
     )
@@ -114,3 +115,4 @@ def test_hec_run_prints_and_saves_the_good_results(artifact, tmp_path) -> None:
     np.testing.assert_allclose(saved[[0, 2]], hec.simulate(artifact, x)[[0, 2]], atol=1e-2)
     rows = [line.split() for line in proc.stdout.splitlines() if line[:2] in ("0 ", "1 ", "2 ")]
     assert [r[1] for r in rows][1] == "failed"
+    assert "accuracy on 2 labelled inputs (1 failed, left out): encrypted 100.00%" in proc.stdout
