@@ -179,3 +179,57 @@ def test_compile_report_has_the_fraction_of_calibration_inputs_outside(tmp_path)
     make_he_friendly(model, graph, hec.CompileOptions(degree=5), x)
     assert overall == pytest.approx({k: outside_fractions(graph, x)[k] for k in overall})
     assert outside_fractions(graph, 2.0 * x)["inputs"] > overall["inputs"]
+
+
+# -- ONNX's own node test cases, encrypted ---------------------------------------------------
+
+
+def _onnx_cases(prefixes: tuple[str, ...]) -> list:
+    import warnings
+
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some case generators overflow casts on purpose
+        return [c for c in collect_testcases(None) if c.name.startswith(prefixes)]
+
+
+def _with_batch_axis(model, on_server: bool):
+    """The element-wise case as a model with a batch axis of one in front. ``on_server``: its
+    output negated twice, so a final Sigmoid is not left to the client (``client_tail``)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for v in [*model.graph.input, *model.graph.output]:
+        dims = v.type.tensor_type.shape.dim
+        dims.insert(0, onnx.TensorShapeProto.Dimension(dim_value=1))
+    if on_server:
+        y = model.graph.output[0].name
+        model.graph.node[-1].output[0] = f"{y}_act"
+        model.graph.node.append(helper.make_node("Neg", [f"{y}_act"], [f"{y}_neg"]))
+        model.graph.node.append(helper.make_node("Neg", [f"{y}_neg"], [y]))
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("on_server", [False, True], ids=["as-is", "kept-on-server"])
+@pytest.mark.parametrize("case", _onnx_cases(("test_tanh", "test_sigmoid")), ids=lambda c: c.name)
+def test_onnx_tanh_and_sigmoid_cases_run_encrypted_like_the_simulator(
+    case, on_server: bool, tmp_path
+) -> None:
+    (inputs, expected), *_ = case.data_sets
+    model = _with_batch_axis(case.model, on_server)
+    x = inputs[0][None].astype(np.float64)
+    art = hec.compile(model, tmp_path / "o", calibration=x)  # calibrated on its own input
+    simulated = hec.simulate(art, x)
+    rows = [r for r in art.report["activations"] if r["replaces"] in ("tanh", "sigmoid")]
+    if rows:  # evaluated encrypted as a polynomial (as-is, a final Sigmoid is the client's)
+        (row,) = rows
+        assert np.abs(simulated - expected[0][None]).max() <= row["fit_max"] + 1e-6
+    else:
+        assert not on_server and art.report["client_tail"] == ["Sigmoid"]
+    encrypted = hec.run(art, x).logits
+    assert np.abs(encrypted - simulated).max() <= 1e-2
