@@ -142,6 +142,32 @@ case(
     (1, 4, 4),
 )
 case(
+    "resize_linear_antialias_down",
+    [node("Resize", ["input", "", "s"], mode="linear", antialias=1)],
+    {"s": f32(1, 1, 0.5, 0.4)},
+    (2, 8, 10),
+)
+case(
+    "resize_cubic_antialias_exclude_outside",
+    [node("Resize", ["input", "", "", "z"], mode="cubic", antialias=1, exclude_outside=1)],
+    {"z": np.array([1, 1, 3, 5], np.int64)},
+    (1, 7, 6),
+)
+case(
+    "resize_linear_antialias_up_align_corners",
+    [
+        node(
+            "Resize",
+            ["input", "", "s"],
+            mode="linear",
+            antialias=1,
+            coordinate_transformation_mode="align_corners",
+        )
+    ],
+    {"s": f32(1, 1, 2, 1.5)},
+    (1, 3, 4),
+)
+case(
     "resize_opset10_nearest",
     [node("Resize", ["input", "s"])],
     {"s": f32(1, 1, 2, 0.5)},
@@ -545,12 +571,6 @@ REFUSED = {
         {},
         (2, 8),
         "count_include_pad=1",
-    ),
-    "resize_antialias_down": (
-        [node("Resize", ["input", "", "s"], mode="linear", antialias=1)],
-        {"s": f32(1, 1, 0.5, 0.5)},
-        (1, 4, 4),
-        "antialias",
     ),
 }
 

@@ -60,12 +60,34 @@ def _nearest(c: np.float32, mode: str, downsampling: bool) -> int:
     raise ValueError(f"nearest_mode {mode!r}")
 
 
-def _cubic(t: float, a: float) -> np.ndarray:
-    """Weights of the taps at offsets -1, 0, 1, 2 from ``floor(c)``, ``t = c - floor(c)``."""
-    d = np.abs(np.array([t + 1, t, 1 - t, 2 - t]))
+def _cubic_kernel(d: np.ndarray, a: float) -> np.ndarray:
+    d = np.abs(d)
     near = ((a + 2) * d - (a + 3)) * d * d + 1
     far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
     return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+
+
+def _cubic(t: float, a: float) -> np.ndarray:
+    """Weights of the taps at offsets -1, 0, 1, 2 from ``floor(c)``, ``t = c - floor(c)``."""
+    return _cubic_kernel(np.array([t + 1, t, 1 - t, 2 - t]), a)
+
+
+def _antialiased_row(
+    c: float, n_in: int, scale: float, mode: str, a: float, exclude_outside: bool
+) -> np.ndarray:
+    """One output's weights with ONNX ``antialias``: the interpolation kernel stretched by
+    ``1/scale`` when shrinking, normalised, taps past the border folded onto the edge pixel."""
+    width = 1.0 / scale if scale < 1 else 1.0
+    support = (1.0 if mode == "linear" else 2.0) * width
+    center = c + 0.5
+    taps = np.arange(math.floor(center - support + 0.5), math.floor(center + support + 0.5))
+    t = (taps - center + 0.5) / width
+    w = np.maximum(0.0, 1.0 - np.abs(t)) if mode == "linear" else _cubic_kernel(t, a)
+    if exclude_outside:
+        w = np.where((taps >= 0) & (taps < n_in), w, 0.0)
+    row = np.zeros(n_in)
+    np.add.at(row, np.clip(taps, 0, n_in - 1), w / w.sum())
+    return row
 
 
 def resize_matrix(
@@ -77,12 +99,15 @@ def resize_matrix(
     nearest_mode: str = "round_prefer_floor",
     cubic_a: float = -0.75,
     exclude_outside: bool = False,
+    antialias: bool = False,
 ) -> np.ndarray:
     """The ``[n_out, n_in]`` matrix of one axis of ONNX Resize (``scale`` as the model gives it)."""
     m = np.zeros((n_out, n_in))
     for x in range(n_out):
         c = _source(x, n_in, n_out, scale, coordinate_mode)
-        if mode == "nearest":
+        if antialias and mode in ("linear", "cubic"):
+            m[x] = _antialiased_row(float(c), n_in, scale, mode, cubic_a, exclude_outside)
+        elif mode == "nearest":
             m[x, min(max(_nearest(c, nearest_mode, scale < 1), 0), n_in - 1)] = 1.0
         elif mode == "linear":
             c = min(max(float(c), 0.0), n_in - 1.0)

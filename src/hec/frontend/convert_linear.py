@@ -111,8 +111,6 @@ def _resize(ctx: Context, node, attrs) -> list:
     out, scale = _resize_targets(ctx, node, attrs, full)
     if out[0] != 1 or scale[0] != 1.0:
         raise ctx.unsupported("resizing the batch axis")
-    if attrs.get("antialias", 0) and mode != "nearest" and min(scale) < 1.0:
-        raise ctx.unsupported("antialias=1 when shrinking (not implemented; export without it)")
     if all(s == 1.0 for s in scale) and out == list(full):
         return [x]  # onnxruntime copies the input when nothing is resized
     maps = {
@@ -125,6 +123,7 @@ def _resize(ctx: Context, node, attrs) -> list:
             nearest,
             float(attrs.get("cubic_coeff_a", -0.75)),
             bool(attrs.get("exclude_outside", 0)),
+            bool(attrs.get("antialias", 0)),
         )
         for a in range(1, len(full))
     }
