@@ -9,10 +9,10 @@ basis is well conditioned.
 Outside ``[-1, 1]`` a least-squares polynomial of high degree grows like ``T_k``: an input 20%
 beyond the interval already meets values of 1e10 and more, and the next layer's polynomial turns
 that into 1e45. With ``tail > 0`` the fit also covers ``1 < |t| <= 1 + tail`` (a grid with
-target ``f`` there
-too), weighted only as much as it takes to keep the polynomial close to ``f``, hence bounded, a
-little beyond the interval: the interval keeps nearly all the weight, and a fit that is already
-bounded there is not changed at all (``tail_max_error`` reports how close).
+target ``f`` there too), weighted only as much as it takes to keep the polynomial close to
+``f``, hence bounded, a little beyond the interval: the interval keeps nearly all the weight,
+and a fit that is already bounded there is not changed at all (``tail_max_error`` says how
+close). See docs/polynomials.md.
 """
 
 from __future__ import annotations

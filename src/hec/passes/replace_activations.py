@@ -3,15 +3,18 @@
 Each element-wise region holding a non-polynomial activation (ReLU, GELU as exported, SiLU as
 ``x·sigmoid(x)``, Tanh, ...) is a scalar function ``f`` of its root. Its root's values on the
 calibration data (recorded beforehand with onnxruntime, see ``hec.calibrate``) give the interval
-— observed range widened by ``margin`` of its width on each side — and the weights of a
-least-squares Chebyshev fit (``polyfit.py``). The degree is given, or the lowest depth-efficient
-degree whose relative RMS error meets ``error_budget``. MaxPool becomes AveragePool with the same
-window. The poly op records ``source``, ``interval`` and the fit errors for the report.
+— observed range widened on each side by ``margin`` of its width or ``spread`` standard
+deviations, whichever is more — and the weights of a least-squares Chebyshev fit
+(``polyfit.py``), kept bounded ``tail`` of the half-width beyond the interval. The degree is
+given, or the lowest depth-efficient degree whose relative RMS error meets ``error_budget``.
+MaxPool becomes AveragePool with the same window. The poly op records ``source``, ``interval``
+and the fit errors for the report; ``outside_fractions`` measures how often the converted graph
+leaves the intervals (the compile report's ``calibration_outside``).
 
-Preserves: approximately. Within the interval the error is the fit's (reported); outside it the
-polynomial diverges quickly, which is the known failure mode (the report shows how much data
-fell outside). Accuracy is measured on labelled data by the caller. Requires: tensor graph and
-statistics for every region root. Golden: ``tests/passes/golden/replace_activations.txt``.
+Preserves: approximately. Within the interval the error is the fit's (reported); a little
+beyond it the polynomial stays near the function; farther out it diverges (docs/polynomials.md).
+Accuracy is measured on labelled data by the caller. Requires: tensor graph and statistics for
+every region root. Golden: ``tests/passes/golden/replace_activations.txt``.
 """
 
 from __future__ import annotations
