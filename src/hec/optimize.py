@@ -110,11 +110,9 @@ def inputs_outside(
     Counted per input, not per value: one value outside is enough for the polynomial to go
     wrong on that input (and far outside, for CKKS to overflow).
     """
-    roots = [r["root"] for r in rows if "root" in r]
-    values = observe(model, original, x, list(dict.fromkeys(roots)))
-    for row in rows:
-        if row.get("root") not in values:
-            continue
+    fitted = [r for r in rows if "root" in r and "interval" in r]  # polynomials only
+    values = observe(model, original, x, list(dict.fromkeys(r["root"] for r in fitted)))
+    for row in fitted:
         a, b = row["interval"]
         per_input = values[row["root"]].reshape(len(x), -1)
         outside = int(np.sum(np.any((per_input < a) | (per_input > b), axis=1)))
