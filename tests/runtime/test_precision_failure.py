@@ -116,3 +116,15 @@ def test_hec_run_prints_and_saves_the_good_results(artifact, tmp_path) -> None:
     rows = [line.split() for line in proc.stdout.splitlines() if line[:2] in ("0 ", "1 ", "2 ")]
     assert [r[1] for r in rows][1] == "failed"
     assert "accuracy on 2 labelled inputs (1 failed, left out): encrypted 100.00%" in proc.stdout
+
+
+def test_sample_blocks_split_a_ciphertext_that_overflows(tmp_path) -> None:
+    calib, x = _inputs()
+    art = hec.compile(
+        _model(), tmp_path / "blocks", CompileOptions(sample_blocks=True), calibration=calib
+    )
+    assert art.params.blocks >= len(x)  # the three inputs share one ciphertext
+    result = hec.run(art, x)
+    assert sorted(result.failed) == [1]
+    np.testing.assert_allclose(result.logits[[0, 2]], hec.simulate(art, x)[[0, 2]], atol=1e-2)
+    assert result.stats["evaluations"] > 1  # evaluated again without the failing input
