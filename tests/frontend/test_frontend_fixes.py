@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from hec.errors import UnsupportedOpError
+from hec.errors import ShapeError, UnsupportedOpError
 from hec.frontend import import_onnx
 from hec.ir import interpret
 
@@ -19,9 +19,9 @@ def _x(*shape: int, batch: int = 2) -> np.ndarray:
     return np.random.default_rng(5).uniform(-1, 1, (batch, *shape)).astype(np.float32)
 
 
-def _dropout(training: bool | None) -> ModelBuilder:
+def _dropout(training: bool | None, ratio: float = 0.3) -> ModelBuilder:
     b = ModelBuilder((6,), opset=13)
-    ins = ["input", b.const(np.array(0.3))]
+    ins = ["input", b.const(np.array(ratio))]
     if training is not None:
         ins.append(b.const(np.array(training), np.bool_))
     b.out = b.node("Gemm", [b.node("Dropout", ins), b.weight(6, 3)])
@@ -35,9 +35,9 @@ def test_dropout_in_training_mode_is_refused() -> None:
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("training", [False, None])
-def test_dropout_at_inference_is_identity(training: bool | None) -> None:
-    b = _dropout(training)
+@pytest.mark.parametrize(("training", "ratio"), [(False, 0.3), (None, 0.3), (True, 0.0)])
+def test_dropout_at_inference_is_identity(training: bool | None, ratio: float) -> None:
+    b = _dropout(training, ratio)
     model, x = b.build(b.out), _x(6)
     assert_matches_reference(interpret(import_onnx(model), x)[0], run_onnxruntime(model, x))
 
@@ -98,10 +98,20 @@ def test_flatten_any_axis_with_a_fixed_batch(axis: int) -> None:
     b.input = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 3, 3])
     h = b.node("Flatten", ["input"], axis=axis)
     width = {0: 18, 2: 9, -1: 3}[axis]
-    model, x = b.build(b.node("MatMul", [h, b.weight(width, 4)])), _x(2, 3, 3, batch=1)
-    ref = run_onnxruntime(model, x)
-    got = interpret(import_onnx(model), x)[0]
-    assert_matches_reference(got.reshape(ref.shape), ref)
+    h = b.node("MatMul", [h, b.weight(width, 4)])
+    model, x = (
+        b.build(b.node("Reshape", [h, b.const(np.array([1, -1]), np.int64)])),
+        _x(2, 3, 3, batch=1),
+    )
+    assert_matches_reference(interpret(import_onnx(model), x)[0], run_onnxruntime(model, x))
+
+
+def test_an_output_without_the_batch_axis_is_refused() -> None:
+    b = ModelBuilder((2, 3, 3))
+    b.input = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 3, 3])
+    h = b.node("Flatten", ["input"], axis=2)
+    with pytest.raises(ShapeError, match="output 't1' \\(shape \\[2, 9\\]\\) has lost the batch"):
+        import_onnx(b.build(h))
 
 
 def test_every_unsupported_node_is_listed() -> None:

@@ -117,7 +117,9 @@ def _identity(ctx: Context, node, attrs) -> list:
         raise ctx.unsupported("the dropout mask output is used")
     if node.op_type == "Dropout":
         training = ctx.optional_const(2)
-        if training is not None and bool(np.asarray(training).reshape(-1)[0]):
+        ratio = ctx.optional_const(1)
+        ratio = 0.5 if ratio is None else float(np.asarray(ratio).reshape(-1)[0])
+        if training is not None and bool(np.asarray(training).reshape(-1)[0]) and ratio:
             raise ctx.unsupported("training_mode=True drops random elements; export in eval mode")
     return [ctx.value(node.input[0], "data")]
 

@@ -191,7 +191,13 @@ def build_graph(proto: onnx.ModelProto, name: str = "main") -> Graph:
                 f"output '{out.name}' does not depend on the input; nothing to encrypt"
             )
         v = ctx.values[out.name]
-        _check_inferred_shape(out, v, out.name in ctx.flat)
+        if out.name in ctx.flat:
+            raise ShapeError(
+                f"output '{out.name}' (shape {list(v.shape)}) has lost the batch axis; hec "
+                f"returns outputs with it in front: end the model with a reshape to "
+                f"[1, ...]"
+            )
+        _check_inferred_shape(out, v)
         ctx.graph.outputs.append(v)
     try:
         ctx.graph.verify()
@@ -345,10 +351,10 @@ def _fold(ctx: Context, node: onnx.NodeProto) -> None:
             ctx.consts[name] = np.asarray(arr)
 
 
-def _check_inferred_shape(out: onnx.ValueInfoProto, v: Value, flat: bool) -> None:
+def _check_inferred_shape(out: onnx.ValueInfoProto, v: Value) -> None:
     dims = out.type.tensor_type.shape.dim
     onnx_shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    ours = list(v.shape) if flat else [1, *v.shape]
+    ours = [1, *v.shape]
     if onnx_shape and None not in onnx_shape and onnx_shape != ours:
         raise ShapeError(
             f"output '{out.name}': ONNX infers shape {onnx_shape}, hec built "
