@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from hec.calibrate import calibrate, check_samples, observe
+from hec.calibrate import calibrate, check_samples
 from hec.frontend.reference import onnxruntime_outputs
 from hec.ir import NON_POLYNOMIAL_KINDS, Graph, interpret
 from hec.options import CompileOptions
@@ -20,6 +20,8 @@ from hec.passes.replace_activations import CalibrationMissing
 from hec.progress import ProgressFn, no_progress
 
 __all__ = ["make_he_friendly", "conversion_layers", "accuracy", "inputs_outside"]
+
+_BATCH = 256  # inputs interpreted at once when counting those outside the intervals
 
 
 def make_he_friendly(
@@ -97,30 +99,40 @@ def conversion_layers(graph: Graph, stats: dict[str, ValueStats]) -> list[dict[s
     return rows + normalization_rows(graph)  # normalization layers: calibrated constants
 
 
-def inputs_outside(
-    model: str | os.PathLike | onnx.ModelProto,
-    original: Graph,
-    rows: list[dict[str, Any]],
-    x: np.ndarray,
-    what: str,
-) -> None:
+def inputs_outside(graph: Graph, rows: list[dict[str, Any]], x: np.ndarray, what: str) -> None:
     """Add to each polynomial row, under ``inputs_outside[what]``, how many inputs of ``x`` put
-    at least one value of the activation's input outside its fitted interval.
+    at least one value outside the polynomial's interval, in the converted ``graph``.
 
-    Counted per input, not per value: one value outside is enough for the polynomial to go
-    wrong on that input (and far outside, for CKKS to overflow).
+    Measured where the encrypted program evaluates the polynomial: its input there comes from
+    the previous polynomials' approximations (and any fine-tuning or pruning), so it can leave
+    the interval fitted on the original model's values. Counted per input, not per value: one
+    value outside is enough for the polynomial to go wrong on that input (and far outside, for
+    CKKS to overflow).
     """
-    fitted = [r for r in rows if "root" in r and "interval" in r]  # polynomials only
-    values = observe(model, original, x, list(dict.fromkeys(r["root"] for r in fitted)))
-    for row in fitted:
-        a, b = row["interval"]
-        per_input = values[row["root"]].reshape(len(x), -1)
-        outside = int(np.sum(np.any((per_input < a) | (per_input > b), axis=1)))
-        row.setdefault("inputs_outside", {})[what] = {
-            "inputs": int(len(x)),
-            "outside": outside,
-            "fraction": outside / len(x),
-        }
+    polys = {
+        op.inputs[0].name: op.origin
+        for op in graph.ops
+        if op.kind == "poly" and "source" in op.attrs
+    }
+    if not polys or not len(x):
+        return
+    probe = graph.clone()
+    probe.outputs = [v for v in probe.values() if v.name in polys]
+    hit = {origin: np.zeros(len(x), dtype=bool) for origin in polys.values()}
+    for start in range(0, len(x), _BATCH):
+        part = interpret(probe, np.asarray(x[start : start + _BATCH], dtype=np.float64))
+        for v, t in zip(probe.outputs, part, strict=True):
+            # a polynomial's input is mapped onto [-1, 1], its interval, by the op before it
+            out = np.abs(t.reshape(len(t), -1)) > 1.0 + 1e-9
+            hit[polys[v.name]][start : start + len(t)] |= out.any(axis=1)
+    for row in rows:
+        if row.get("name") in hit and "interval" in row:
+            outside = int(hit[row["name"]].sum())
+            row.setdefault("inputs_outside", {})[what] = {
+                "inputs": int(len(x)),
+                "outside": outside,
+                "fraction": outside / len(x),
+            }
 
 
 def accuracy(
@@ -166,8 +178,8 @@ def optimize(
     """ONNX → HE-friendly ONNX. Returns the report (also written next to ``out_path``).
 
     Accuracy is measured on ``evaluation`` (inputs, labels) when given, else on the
-    calibration data; the inputs that put an activation outside its interval are counted on
-    both (``inputs_outside`` in each polynomial row). With
+    calibration data; the inputs that put a polynomial's input outside its interval in the
+    final converted graph are counted on both (``inputs_outside`` in each polynomial row). With
     ``fine_tune_epochs``, the converted network (weights and polynomial coefficients) is then
     trained on ``train`` (default: the labelled calibration data); needs ``hec[train]``.
     With ``prune`` (``hec.prune.PruneOptions``), the converted graph is then pruned in blocks
@@ -186,13 +198,9 @@ def optimize(
         check_samples(evaluation[0], graph, "evaluation data (--eval)")
     if train is not None:
         check_samples(train[0], graph, "training data (--train)")
-    original = graph.clone()
     stats = make_he_friendly(model, graph, options, calibration, progress)
     rows = conversion_layers(graph, stats)
     x_eval, y_eval = evaluation if evaluation is not None else (calibration, labels)
-    inputs_outside(model, original, rows, calibration, "calibration")
-    if evaluation is not None:
-        inputs_outside(model, original, rows, x_eval, "evaluation")
     report: dict[str, Any] = {
         "model": str(model),
         "output": str(out_path),
@@ -227,6 +235,9 @@ def optimize(
         report["pruning"] = prune_graph(
             graph, calibration, prune, options, (x_eval, y_eval), train, progress
         )
+    inputs_outside(graph, rows, calibration, "calibration")  # the final graph's
+    if evaluation is not None:
+        inputs_outside(graph, rows, x_eval, "evaluation")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(export_onnx(graph), str(out))
