@@ -244,3 +244,16 @@ def test_pruning_reads_a_grouped_conv_weight(packing: str) -> None:
     DropDeadChannels().run(graph)
     graph.verify()
     np.testing.assert_allclose(interpret(graph, calib)[0], before, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["concat", "gather", "depth_space_dcr", "grouped_conv"])
+def test_fine_tuning_graph_computes_select(name: str) -> None:
+    """Fine-tuning runs the tensor graph in torch: a select computes what the interpreter does."""
+    torch = pytest.importorskip("torch")
+    from hec.train.torch_graph import TorchGraph
+
+    model, x = _model(name, 18)
+    graph = import_onnx(model)
+    with torch.no_grad():
+        got = TorchGraph(graph)(torch.tensor(x, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(got, interpret(graph, x)[0], rtol=1e-4, atol=1e-5)

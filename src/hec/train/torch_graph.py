@@ -130,6 +130,11 @@ class TorchGraph(torch.nn.Module):
             for j in range(c.shape[0] - 1, 0, -1):
                 b1, b2 = 2 * x * b1 - b2 + c[j], b1
             return x * b1 - b2 + c[0]
+        if k == "select":  # data movement: fixed indices (the graph's, not a trained copy)
+            flat = F.pad(x.reshape(x.shape[0], -1), (0, 1))  # index -1 reads the appended 0
+            index = op.consts["index"].reshape(-1).astype(np.int64)
+            index = torch.as_tensor(np.where(index < 0, flat.shape[1] - 1, index))
+            return flat[:, index].reshape(x.shape[0], *a["shape"])
         if k in TORCH_FORMS:  # the kinds of ir/linear_ops.py
             return TORCH_FORMS[k](lambda name: self._p(i, name), op, x)
         raise ValueError(f"op {k!r} has no torch form; run replace-activations first")
