@@ -16,8 +16,8 @@ import hec
 from hec.frontend import import_onnx
 from hec.ir import interpret
 from hec.optimize import make_he_friendly
-from hec.passes.chain_lowering import quadratic_form, significant_coeffs
-from hec.passes.polyfit import fit_chebyshev
+from hec.passes.chain_lowering import quadratic_form
+from hec.passes.polyfit import Fit, fit_chebyshev, significant_coeffs
 from hec.passes.replace_activations import outside_fractions
 
 from conftest import assert_matches_reference
@@ -47,6 +47,9 @@ def test_float_noise_coefficients_are_dropped_and_others_kept() -> None:
     assert significant_coeffs([0.1, 2.0, 1e-15]).tolist() == [0.1, 2.0]
     assert significant_coeffs([0.1, 2.0, 1e-9]).tolist() == [0.1, 2.0, 1e-9]
     assert significant_coeffs([0.0, 0.0]).tolist() == [0.0]
+    # the report's levels are what the lowering spends: none for an affine map
+    assert Fit(np.array([0.1, 2.0, 1e-15]), (-1.0, 1.0), 0.0, 0.0, 0.0).depth == 0
+    assert Fit(np.array([0.1, 2.0, 1e-9]), (-1.0, 1.0), 0.0, 0.0, 0.0).depth == 1
 
 
 def _quadratic_model(a: float, b: float, c: float):

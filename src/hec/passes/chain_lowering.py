@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from hec.ir import LINEAR_KINDS, NON_POLYNOMIAL_KINDS, Graph, Op, Type, Value, affine_map
 from hec.ir.slot_ops import poly_depth
+from hec.passes.polyfit import significant_coeffs
 from hec.passes.replace_activations import CalibrationMissing
 
 __all__ = [
@@ -107,21 +108,6 @@ class PendingMap:
 # Completing the square is used while the parabola's vertex lies within this many half-widths
 # of the interval's centre: then ``|u| <= sqrt|A|·(1 + |h|)`` stays of the size of the result.
 _VERTEX_REACH = 2.0
-# Chebyshev coefficients this small relative to the largest are float noise, not the function.
-_NOISE = 1e-12
-
-
-def significant_coeffs(coeffs) -> np.ndarray:
-    """``coeffs`` without trailing terms below float noise (at least one coefficient left).
-
-    On ``[-1, 1]`` the dropped terms change the value by less than ``1e-12·max|c|`` in all.
-    """
-    c = np.trim_zeros(np.asarray(coeffs, dtype=np.float64), "b")
-    if c.size == 0:
-        return np.zeros(1)
-    big = float(np.abs(c).max())
-    keep = np.flatnonzero(np.abs(c) > _NOISE * big)
-    return c[: int(keep.max()) + 1]
 
 
 @dataclass(frozen=True)

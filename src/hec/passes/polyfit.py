@@ -25,7 +25,23 @@ import scipy.linalg
 
 from hec.ir.slot_ops import max_degree_for_depth, poly_depth
 
-__all__ = ["Fit", "fit_chebyshev", "depth_efficient_degrees"]
+__all__ = ["Fit", "fit_chebyshev", "depth_efficient_degrees", "significant_coeffs"]
+
+# Chebyshev coefficients this small relative to the largest are float noise, not the function.
+_NOISE = 1e-12
+
+
+def significant_coeffs(coeffs) -> np.ndarray:
+    """``coeffs`` without trailing terms below float noise (at least one coefficient left).
+
+    On ``[-1, 1]`` the dropped terms change the value by less than ``1e-12·max|c|`` in all.
+    """
+    c = np.trim_zeros(np.asarray(coeffs, dtype=np.float64), "b")
+    if c.size == 0:
+        return np.zeros(1)
+    big = float(np.abs(c).max())
+    keep = np.flatnonzero(np.abs(c) > _NOISE * big)
+    return c[: int(keep.max()) + 1]
 
 
 @dataclass(frozen=True)
@@ -46,8 +62,11 @@ class Fit:
 
     @property
     def depth(self) -> int:
-        """Levels it costs: degree 2 is one square (lowering), larger degrees a series."""
-        return 1 if self.degree == 2 else poly_depth(tuple(self.coeffs))
+        """Levels it costs: affine none, degree 2 one product (lowering), larger a series
+        (terms below float noise are not evaluated)."""
+        coeffs = significant_coeffs(self.coeffs)
+        degree = len(coeffs) - 1
+        return 0 if degree <= 1 else 1 if degree == 2 else poly_depth(tuple(coeffs))
 
     @property
     def relative_error(self) -> float:
