@@ -9,6 +9,8 @@ encrypted run against the simulator.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -187,14 +189,20 @@ def test_compile_report_has_the_fraction_of_calibration_inputs_outside(tmp_path)
 # -- ONNX's own node test cases, encrypted ---------------------------------------------------
 
 
-def _onnx_cases(prefixes: tuple[str, ...]) -> list:
+# ONNX's node cases for these ops (collecting them imports every case: done once, when needed)
+_ONNX_CASES = ("test_sigmoid", "test_sigmoid_example", "test_tanh", "test_tanh_example")
+
+
+@functools.cache
+def _onnx_cases() -> dict:
     import warnings
 
     from onnx.backend.test.case.node import collect_testcases
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # some case generators overflow casts on purpose
-        return [c for c in collect_testcases(None) if c.name.startswith(prefixes)]
+        cases = collect_testcases(None)
+    return {c.name: c for c in cases if c.name.startswith(("test_tanh", "test_sigmoid"))}
 
 
 def _with_batch_axis(model, on_server: bool):
@@ -219,10 +227,12 @@ def _with_batch_axis(model, on_server: bool):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("on_server", [False, True], ids=["as-is", "kept-on-server"])
-@pytest.mark.parametrize("case", _onnx_cases(("test_tanh", "test_sigmoid")), ids=lambda c: c.name)
+@pytest.mark.parametrize("name", _ONNX_CASES)
 def test_onnx_tanh_and_sigmoid_cases_run_encrypted_like_the_simulator(
-    case, on_server: bool, tmp_path
+    name: str, on_server: bool, tmp_path
 ) -> None:
+    assert sorted(_onnx_cases()) == sorted(_ONNX_CASES)  # every such case of this onnx
+    case = _onnx_cases()[name]
     (inputs, expected), *_ = case.data_sets
     model = _with_batch_axis(case.model, on_server)
     x = inputs[0][None].astype(np.float64)
