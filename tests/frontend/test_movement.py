@@ -161,16 +161,17 @@ def _model(name: str, opset: int) -> tuple[onnx.ModelProto, np.ndarray]:
     return model, _x(shape, batch=1 if name in BATCH_ONE else 2)
 
 
-@pytest.mark.parametrize("opset", [13, 18])
+@pytest.mark.parametrize("opset", [13, 18, 21])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_interpreter_matches_onnxruntime(name: str, opset: int) -> None:
     model, x = _model(name, opset)
     assert_matches_reference(interpret(import_onnx(model), x)[0], run_onnxruntime(model, x))
 
 
+@pytest.mark.parametrize("opset", [13, 18])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_simulated_program_matches_onnxruntime(name: str, tmp_path) -> None:
-    model, x = _model(name, 18)
+def test_simulated_program_matches_onnxruntime(name: str, opset: int, tmp_path) -> None:
+    model, x = _model(name, opset)
     artifact = hec.compile(model, tmp_path / "out")
     assert_matches_reference(hec.simulate(artifact, x), run_onnxruntime(model, x))
 
