@@ -258,3 +258,18 @@ def test_fine_tuning_graph_computes_select(name: str) -> None:
     with torch.no_grad():
         got = TorchGraph(graph)(torch.tensor(x, dtype=torch.float32)).numpy()
     np.testing.assert_allclose(got, interpret(graph, x)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_select_matrix_matches_its_semantics() -> None:
+    """affine_map builds a select's matrix directly (no probing): it computes the op."""
+    from hec.ir.linear_maps import affine_map
+    from hec.ir.tensor_ops import evaluate_op
+
+    for name in ("gather", "concat", "expand_tile"):
+        model, _ = _model(name, 18)
+        for op in (op for op in import_onnx(model).ops if op.kind == "select"):
+            a, b = affine_map(op)
+            x = np.random.default_rng(0).normal(size=(1, *op.inputs[0].shape))
+            want = evaluate_op(op, x).reshape(-1)
+            np.testing.assert_array_equal(a @ x.reshape(-1) + b, want)
+            assert a.nnz == int((op.consts["index"] >= 0).sum())

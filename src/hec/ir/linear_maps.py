@@ -25,6 +25,11 @@ def affine_map(op: Op) -> tuple[sp.csr_matrix, np.ndarray]:
         raise ValueError(f"{op.kind} is not a linear op")
     in_shape, out_size = op.inputs[0].shape, op.result.type.size
     n = int(np.prod(in_shape))
+    if op.kind == "select":  # one 1 per read output element: no probing needed
+        index = op.consts["index"].reshape(-1).astype(np.int64)
+        rows = np.flatnonzero(index >= 0)
+        ones = np.ones(len(rows))
+        return sp.csr_matrix((ones, (rows, index[rows])), shape=(out_size, n)), np.zeros(out_size)
     b = evaluate_op(op, np.zeros((1, *in_shape))).reshape(out_size)
     blocks = []
     for start in range(0, n, _CHUNK):
