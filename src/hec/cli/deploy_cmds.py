@@ -123,11 +123,11 @@ def keygen_cmd(artifact: Path, keydir: Path, overwrite: bool, ignore_resource_ch
 def encrypt_cmd(artifact: Path, keydir: Path, input_path: Path, out: Path) -> None:
     """Encrypt --input for ARTIFACT with the public key in KEYDIR (client side)."""
     import hec
-    from hec.cli.run_cmd import _load_npy
+    from hec.cli.results import load_inputs
     from hec.runtime import Client
 
     art = slot_packed(hec.load_artifact(artifact), "encrypt")
-    x = _load_npy(input_path)[0]  # (inputs, labels)
+    x = load_inputs(input_path)[0]  # (inputs, labels)
     client = Client.from_keys(art, keydir, secret=False)
     start = time.perf_counter()
     data = client.encrypt_to_bytes(x)
@@ -193,18 +193,13 @@ def decrypt_cmd(artifact: Path, ciphertext: Path, keydir: Path, output_path: Pat
     import numpy as np
 
     import hec
-    from hec.cli.run_cmd import _Predict, _print_results
-    from hec.metrics import artifact_output_is_probability
+    from hec.cli.results import print_decrypted
     from hec.runtime import Client
 
     art = slot_packed(hec.load_artifact(artifact), "decrypt")
     client = Client.from_keys(art, keydir, secret=True)
     dec = client.decrypt_bytes(read_ciphertext(ciphertext, art), str(ciphertext))
-    predict = {"program": _Predict(artifact_output_is_probability(art), None)}
-    _print_results(dec.values, {}, np.full(len(dec.values), dec.precision_bits), predict, {})
-    from hec.cli.tail_output import print_model_outputs
-
-    print_model_outputs(art, dec.outputs)  # the client tail's (Softmax, labels, ...)
+    print_decrypted(art, dec)
     if output_path is not None:
         np.save(output_path, dec.values)
         click.echo(f"logits written to {output_path}")

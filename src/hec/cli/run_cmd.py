@@ -7,27 +7,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from hec.cli.format import format_row, print_table
-from hec.errors import InputError
+from hec.cli.results import Predictor, load_inputs, print_accuracy, print_results
 
 __all__ = ["run_cmd"]
-
-_SHOWN = 10  # rows of logits printed before summarizing
-
-
-def _load_npy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """An ``.npy`` array, or the inputs ``x`` and labels ``y`` (if any) of an ``.npz`` dataset
-    (as the examples ship)."""
-    if path.suffix == ".npz":
-        from hec.calibrate import load_dataset
-
-        return load_dataset(path, what="--input")
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; give an .npy array of inputs")
-    try:
-        return np.load(path, allow_pickle=False), None
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable .npy array ({type(exc).__name__})") from None
 
 
 @click.command("run")
@@ -126,7 +108,7 @@ def run_cmd(
     from hec.progress import stderr_progress
 
     art = hec.load_artifact(artifact)
-    x, labels = _load_npy(input_path)
+    x, labels = load_inputs(input_path)
     probability = artifact_output_is_probability(art, compare_onnx)
     references: dict[str, np.ndarray] = {}  # before the run: their memory is then baseline
     model_outputs = None  # a client tail: the ONNX model's own outputs, compared one by one
@@ -159,12 +141,12 @@ def run_cmd(
         result = hec.run(art, x, progress=stderr_progress(), threads=threads, memory_limit=limit)
         logits, timings, precision = result.logits, result.timings, result.precision_bits
     failed = {} if result is None else result.failed
-    predict = {name: _Predict(probability, threshold) for name in ["program", *references]}
+    predict = {name: Predictor(probability, threshold) for name in ["program", *references]}
     if model_outputs is None and compare_onnx is not None:  # a probability after a Sigmoid
         from hec.metrics import ends_with_sigmoid
 
-        predict["onnxruntime"] = _Predict(ends_with_sigmoid(compare_onnx), None)
-    _print_results(logits, references, precision, predict, failed)
+        predict["onnxruntime"] = Predictor(ends_with_sigmoid(compare_onnx), None)
+    print_results(logits, references, precision, predict, failed)
     if art.tail is not None:
         from hec.cli.tail_output import print_model_outputs
         from hec.runtime.tail import apply_tail
@@ -173,7 +155,7 @@ def run_cmd(
         print_model_outputs(art, outputs, model_outputs)
     mode = "simulated" if simulate else "encrypted"
     if labels is not None:
-        _print_accuracy(logits, references, labels, predict, failed, mode)
+        print_accuracy(logits, references, labels, predict, failed, mode)
     stages = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timings.items())
     per = "" if simulate else " (keygen once; other stages per sample)"
     if result is not None and result.stats.get("packing") == "batch":
@@ -205,82 +187,6 @@ def run_cmd(
 def _list(failed: dict[int, str]) -> str:
     shown = ", ".join(map(str, sorted(failed)[:20]))
     return shown + (f" and {len(failed) - 20} more" if len(failed) > 20 else "")
-
-
-class _Predict:
-    """Outputs → classes, the one way (``hec.metrics.predictions``), with this run's settings."""
-
-    def __init__(self, probability: bool, threshold: float | None) -> None:
-        self.probability, self.threshold = probability, threshold
-
-    def __call__(self, outputs: np.ndarray) -> np.ndarray:
-        from hec.metrics import predictions
-
-        return predictions(outputs, self.probability, self.threshold)
-
-
-def _print_accuracy(
-    logits: np.ndarray,
-    references: dict[str, np.ndarray],
-    labels: np.ndarray,
-    predict: dict[str, _Predict],
-    failed: dict[int, str],
-    mode: str,
-) -> None:
-    """Accuracy on the labelled inputs (of this run, and of each reference on the same
-    inputs); failed inputs are left out, and the line says how many."""
-    from hec.metrics import as_classes
-
-    if len(labels) != len(logits):
-        click.echo(f"({len(labels)} labels for {len(logits)} inputs: no accuracy)")
-        return
-    keep = np.array([i not in failed for i in range(len(logits))])
-    truth = as_classes(labels)[keep]
-    if not keep.any():
-        return
-    parts = [f"{mode} {100 * np.mean(predict['program'](logits[keep]) == truth):.2f}%"]
-    for name, ref in references.items():
-        parts.append(f"{name} {100 * np.mean(predict[name](ref[keep]) == truth):.2f}%")
-    left = f" ({len(failed)} failed, left out)" if failed else ""
-    click.echo(f"accuracy on {int(keep.sum())} labelled inputs{left}: " + ", ".join(parts))
-
-
-def _print_results(
-    logits: np.ndarray,
-    references: dict[str, np.ndarray],
-    precision: np.ndarray | None,
-    predict: dict[str, _Predict],
-    failed: dict[int, str],
-) -> None:
-    flat = logits.reshape(len(logits), -1)
-    refs = {name: ref.reshape(len(ref), -1) for name, ref in references.items()}
-    word = "argmax" if flat.shape[1] > 1 else "class"  # one output: a threshold, see metrics
-    header = ["#", word]
-    for name in refs:
-        header += [name, "max |diff|"]
-    if precision is not None:
-        header.append("precision bits")
-    header.append("logits")
-    rows = []
-    ours = predict["program"](flat)
-    theirs = {name: predict[name](ref) for name, ref in refs.items()}
-    for i in range(min(len(flat), _SHOWN)):
-        bad = i in failed
-        row: list = [i, "failed" if bad else int(ours[i])]
-        for name, ref in refs.items():
-            row += [int(theirs[name][i]), "" if bad else f"{np.abs(flat[i] - ref[i]).max():.2e}"]
-        if precision is not None:
-            row.append("" if bad else f"{precision[i]:.1f}")
-        row.append("(lost: precision/overflow)" if bad else format_row(flat[i]))
-        rows.append(row)
-    print_table(header, rows)
-    if len(flat) > _SHOWN:
-        click.echo(f"... {len(flat) - _SHOWN} more rows (use --output to save all)")
-    keep = np.array([i not in failed for i in range(len(flat))])
-    for name, ref in refs.items():
-        agree = int((ours[keep] == theirs[name][keep]).sum())
-        diff = np.abs(flat[keep] - ref[keep]).max() if keep.any() else float("nan")
-        click.echo(f"{word} agrees with {name} on {agree}/{int(keep.sum())}; max |diff| {diff:.2e}")
 
 
 def _print_batch_stats(stats: dict) -> None:

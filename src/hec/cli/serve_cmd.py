@@ -147,20 +147,18 @@ def query_cmd(
         return
     if keydir is None or input_path is None:
         raise InputError("give CIPHERTEXT -o RESULT, or --keys KEYDIR --input X.npy")
-    import numpy as np
-
-    from hec.cli.run_cmd import _load_npy, _print_results
+    from hec.cli.results import load_inputs, print_decrypted
     from hec.runtime import Client
 
     client = Client.from_keys(art, keydir, secret=True)
     start = time.perf_counter()
-    data = client.encrypt_to_bytes(_load_npy(input_path))
+    data = client.encrypt_to_bytes(load_inputs(input_path)[0])
     encrypted = time.perf_counter()
     result = remote_eval(url, data, art.content_hash, client.key_id, timeout_s)
     received = time.perf_counter()
     dec = client.decrypt_bytes(result, "server reply")
     done = time.perf_counter()
-    _print_results(dec.values, {}, np.full(len(dec.values), dec.precision_bits))
+    print_decrypted(art, dec)
     click.echo(
         f"encrypt {1e3 * (encrypted - start):.0f} ms, round trip through {url} "
         f"{received - encrypted:.2f} s ({len(data) / 1e6:.1f} MB up, {len(result) / 1e6:.1f} MB "
