@@ -29,7 +29,7 @@ from hec.backend_openfhe.params import MAX_RING_DIM, CKKSParams, min_ring_dim, p
 from hec.backend_openfhe.report import batch_program_report
 from hec.errors import LayoutError, ParameterError, PrecisionError
 from hec.frontend import build_graph, load_model
-from hec.frontend.client_tail import split_tail, with_batch_of
+from hec.frontend.client_tail import head_reference, split_tail
 from hec.ir import Graph
 from hec.optimize import accuracy, conversion_layers, make_he_friendly
 from hec.options import CompileOptions
@@ -76,7 +76,7 @@ def compile(
     # the model's last steps after the logits (Softmax, labels, ...) run on the client
     split = split_tail(load_model(model))
     graph = build_graph(split.head)
-    reference = model if split.tail is None else with_batch_of(split.head, _proto(model))
+    reference = head_reference(split, model)
     original = graph.clone() if calibration is not None else None
     stats = make_he_friendly(reference, graph, options, calibration, progress)
     pruning = None
@@ -133,13 +133,6 @@ def compile(
         report["pruning"] = pruning
     tail = None if split.tail is None else split.tail.SerializeToString()
     return write_artifact(Path(out_dir), program, params, io, report, tensor_ir, tail)
-
-
-def _proto(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
-    """The model as given (its input's batch axis unpinned), without external data."""
-    if isinstance(model, onnx.ModelProto):
-        return model
-    return onnx.load(str(model), load_external_data=False)
 
 
 def _estimates(figures: dict) -> dict:

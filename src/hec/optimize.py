@@ -188,11 +188,14 @@ def optimize(
     import json
     from pathlib import Path
 
-    from hec.frontend import import_onnx
+    from hec.frontend import build_graph, load_model
+    from hec.frontend.client_tail import append_tail, head_reference, split_tail
     from hec.frontend.export import export_onnx
 
     options = options or CompileOptions()
-    graph = import_onnx(model)
+    split = split_tail(load_model(model))  # Softmax, labels, ...: the client's, kept as they are
+    graph = build_graph(split.head)
+    source, model = model, head_reference(split, model)  # compared with the converted graph
     check_samples(calibration, graph, "calibration data (--calib)")
     if evaluation is not None:
         check_samples(evaluation[0], graph, "evaluation data (--eval)")
@@ -202,7 +205,7 @@ def optimize(
     rows = conversion_layers(graph, stats)
     x_eval, y_eval = evaluation if evaluation is not None else (calibration, labels)
     report: dict[str, Any] = {
-        "model": str(model),
+        "model": str(source) if not isinstance(source, onnx.ModelProto) else "<in-memory model>",
         "output": str(out_path),
         "layers": rows,
         "depth_of_activations": sum(r["depth"] for r in rows),
@@ -240,6 +243,6 @@ def optimize(
         inputs_outside(graph, rows, x_eval, "evaluation")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(export_onnx(graph), str(out))
+    onnx.save(append_tail(export_onnx(graph), split), str(out))
     out.with_suffix(".report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

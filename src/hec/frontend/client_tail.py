@@ -14,6 +14,7 @@ classifier on identity weights on the tail, which onnxruntime evaluates identica
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from hec.errors import ModelError
 from hec.frontend.convert_ml import ML_DOMAIN, linear_classifier_weights
 
-__all__ = ["Split", "split_tail", "with_batch_of"]
+__all__ = ["Split", "split_tail", "with_batch_of", "head_reference", "append_tail"]
 
 # The steps that end a classifier: at least one of them starts every tail.
 _FINAL = {
@@ -328,4 +329,41 @@ def with_batch_of(head: onnx.ModelProto, original: onnx.ModelProto) -> onnx.Mode
     del out.graph.value_info[:]
     for v in [*out.graph.input[:1], *out.graph.output]:
         _batchless(v)
+    return out
+
+
+def head_reference(
+    split: Split, model: str | os.PathLike | onnx.ModelProto
+) -> str | os.PathLike | onnx.ModelProto:
+    """The ONNX model whose output is what the compiled program computes (the logits), runnable
+    on batches: ``model`` itself when nothing runs on the client, else its head."""
+    if split.tail is None:
+        return model
+    original = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), False)
+    return with_batch_of(split.head, original)
+
+
+def append_tail(head: onnx.ModelProto, split: Split) -> onnx.ModelProto:
+    """``head`` (an exported HE-friendly head whose output is ``split.logits``) followed by the
+    split's tail: a whole model again, returning what the original model returns."""
+    if split.tail is None:
+        return head
+    out = onnx.ModelProto.FromString(head.SerializeToString())
+    tail = split.tail.graph
+    (logits,) = [o.name for o in out.graph.output]
+    rename = {tail.input[0].name: logits}
+    for node in tail.node:
+        copy = out.graph.node.add()
+        copy.CopyFrom(node)
+        for i, name in enumerate(copy.input):
+            copy.input[i] = rename.get(name, name)
+    out.graph.initializer.extend(tail.initializer)
+    del out.graph.output[:]
+    out.graph.output.extend(tail.output)
+    versions = {o.domain or "": o.version for o in out.opset_import}
+    for o in split.tail.opset_import:
+        versions[o.domain or ""] = max(versions.get(o.domain or "", 0), o.version)
+    del out.opset_import[:]
+    out.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(versions.items()))
+    out.ir_version = max(out.ir_version, split.tail.ir_version)
     return out
