@@ -9,6 +9,7 @@ for reading and for reproducing a run outside hec; the runtime evaluates through
 from __future__ import annotations
 
 import inspect
+import math
 from collections import Counter
 from typing import Any
 
@@ -82,7 +83,7 @@ def main(path):
     out.SetLength(SLOTS)
 {unpack}
     print("logits:", np.array2string(y, precision=4))
-    print("argmax:", int(np.argmax(y)))
+    print("{word}:", {predict})
 
 
 if __name__ == "__main__":
@@ -173,7 +174,21 @@ def generate_program(program: Graph, params: CKKSParams, io: dict[str, Any]) -> 
         body="\n".join(body),
         unpack=_unpack_output(program, output_size),
         pack=_pack_input(program),
+        **prediction_code(io, "y"),
     )
+
+
+def prediction_code(io: dict[str, Any], row: str) -> dict[str, str]:
+    """``word`` and ``predict`` (a Python expression on the output vector ``row``) for the
+    generated programs: argmax of several outputs, a threshold on one (``hec.metrics``)."""
+    from types import SimpleNamespace
+
+    from hec.metrics import artifact_output_is_probability
+
+    if math.prod(io["output_shape"]) > 1:
+        return {"word": "argmax", "predict": f"int(np.argmax({row}))"}
+    cut = 0.5 if artifact_output_is_probability(SimpleNamespace(io=io)) else 0.0
+    return {"word": "class", "predict": f"int({row}[0] > {cut})"}
 
 
 def _pack_input(program: Graph) -> str:

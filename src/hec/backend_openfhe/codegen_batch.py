@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hec.backend_openfhe.codegen import prelude
+from hec.backend_openfhe.codegen import prediction_code, prelude
 from hec.backend_openfhe.execute import openfhe_chebyshev
 from hec.backend_openfhe.params import CKKSParams
 from hec.ir import Graph
@@ -84,7 +84,7 @@ def main(path):
         logits.append(np.array(pt.GetRealPackedValue())[: len(x)])
     y = np.stack(logits, axis=1)
     for i, row in enumerate(y[:10]):
-        print(i, "argmax:", int(np.argmax(row)), "logits:", np.array2string(row, precision=4))
+        print(i, "{word}:", {predict}, "logits:", np.array2string(row, precision=4))
 
 
 if __name__ == "__main__":
@@ -143,4 +143,5 @@ def generate_batch_program(program: Graph, params: CKKSParams, io: dict[str, Any
         security=params.security,
         body="\n".join(body),
         input_size=math.prod(io["input_shape"]),
+        **prediction_code(io, "row"),
     )
