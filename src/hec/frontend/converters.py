@@ -197,15 +197,31 @@ def _gemm(ctx: Context, node, attrs) -> list:
 
 @converter("MatMul")
 def _matmul(ctx: Context, node, attrs) -> list:
-    if not ctx.is_encrypted(node.input[0]) or ctx.is_encrypted(node.input[1]):
-        raise ctx.unsupported(
-            "only MatMul(encrypted, constant) is supported: its weight must be a constant"
-        )
+    if ctx.is_encrypted(node.input[0]) and ctx.is_encrypted(node.input[1]):
+        raise ctx.unsupported("both operands are encrypted; one must be a constant weight")
+    if not ctx.is_encrypted(node.input[0]):
+        return [_left_matmul(ctx, ctx.const(node.input[0], "weight"), node.input[1])]
     x = ctx.value(node.input[0])
     w = ctx.const(node.input[1], "weight")
     if w.ndim != 2 or not x.shape:
         raise ctx.unsupported(f"weight of rank {w.ndim} (only 2-D weights are supported)")
     return [ctx.emit("matmul", [x], (*x.shape[:-1], w.shape[1]), {}, {"weight": w})]
+
+
+def _left_matmul(ctx: Context, w: np.ndarray, name: str) -> Value:
+    """``W @ x`` with a constant 2-D ``W``: ``(xᵀ Wᵀ)ᵀ`` over the last two axes of ``x``, so
+    two transposes around the ``matmul`` kind (all linear: lowering fuses them into one map)."""
+    x = ctx.value(name, "data")
+    if w.ndim != 2 or len(x.shape) < 2:
+        raise ctx.unsupported(
+            f"constant left operand of rank {w.ndim} times an encrypted tensor of shape "
+            f"{list(ctx.full(name))} (only a 2-D constant times a tensor with two matrix axes)"
+        )
+    n = len(x.shape)
+    swap = (*range(n - 2), n - 1, n - 2)
+    xt = ctx.emit("transpose", [x], tuple(x.shape[p] for p in swap), {"perm": swap})
+    y = ctx.emit("matmul", [xt], (*xt.shape[:-1], w.shape[0]), {}, {"weight": w.T})
+    return ctx.emit("transpose", [y], tuple(y.shape[p] for p in swap), {"perm": swap})
 
 
 @converter("Add", "Sub", "Mul", "Div")
