@@ -85,3 +85,25 @@ def test_pool_matrix_matches_onnxruntime(n, k, s, pb, pe, d, ceil, include) -> N
     np.testing.assert_allclose(
         pool_matrix(n, k, s, (pb, pe), d, bool(ceil), bool(include)), ref, atol=1e-6
     )
+
+
+CROP = list(
+    itertools.product(
+        (4, 7), ((0.2, 0.7), (-0.3, 1.2), (0.6, 0.3)), (0.5, 2.0), ("nearest", "linear", "cubic")
+    )
+)
+
+
+@pytest.mark.parametrize(("n", "roi", "scale", "mode"), CROP)
+def test_crop_and_resize_matrix_matches_onnxruntime(n, roi, scale, mode) -> None:
+    """tf_crop_and_resize with extrapolation_value 0: samples outside the input are zero rows."""
+    inits = [
+        numpy_helper.from_array(np.array([0, 0, 0, roi[0], 1, 1, 1, roi[1]], np.float32), "r"),
+        numpy_helper.from_array(np.array([1, 1, 1, scale], np.float32), "s"),
+    ]
+    attrs = {"mode": mode, "coordinate_transformation_mode": "tf_crop_and_resize"}
+    node = helper.make_node("Resize", ["x", "r", "s"], ["y"], extrapolation_value=0.0, **attrs)
+    ref = _ort_matrix(n, node, inits, 19)
+    out = int(np.floor(np.float32(n) * np.float32(scale)))
+    ours = resize_matrix(n, out, scale, mode, "tf_crop_and_resize", roi=roi)
+    np.testing.assert_allclose(ours, ref, atol=2e-6)

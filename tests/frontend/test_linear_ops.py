@@ -142,6 +142,34 @@ case(
     (1, 4, 4),
 )
 case(
+    "resize_crop_linear_inside",
+    [
+        node(
+            "Resize",
+            ["input", "r", "s"],
+            mode="linear",
+            coordinate_transformation_mode="tf_crop_and_resize",
+        )
+    ],
+    {"r": f32(0, 0, 0.2, 0.1, 1, 1, 0.8, 0.7), "s": f32(1, 1, 1.5, 2)},
+    (2, 4, 5),
+)
+case(
+    "resize_crop_nearest_outside_axes_opset18",
+    [
+        node(
+            "Resize",
+            ["input", "r", "", "z"],
+            coordinate_transformation_mode="tf_crop_and_resize",
+            axes=[3, 2],
+            nearest_mode="floor",
+        )
+    ],
+    {"r": f32(-0.3, 0.4, 1.2, 0.6), "z": np.array([6, 3], np.int64)},
+    (1, 4, 5),
+    opset=18,
+)
+case(
     "resize_linear_antialias_down",
     [node("Resize", ["input", "", "s"], mode="linear", antialias=1)],
     {"s": f32(1, 1, 0.5, 0.4)},
@@ -288,6 +316,13 @@ case(
         )
     ],
     {"w": w(1, 2, 3, 3)},
+    (1, 3, 3),
+)
+
+case(
+    "convt_output_shape_one_longer",
+    [node("ConvTranspose", ["input", "w", "b"], strides=[3, 2], output_shape=[10, 8])],
+    {"w": w(1, 2, 3, 3), "b": w(2)},
     (1, 3, 3),
 )
 
@@ -544,17 +579,43 @@ REFUSED = {
         (5, 4),
         "batch axis",
     ),
+    "resize_align_corners_fractional_scales": (
+        [
+            node(
+                "Resize",
+                ["input", "", "s"],
+                mode="linear",
+                coordinate_transformation_mode="align_corners",
+            )
+        ],
+        {"s": f32(1, 1, 0.6, 0.6)},
+        (1, 2, 4),
+        "sizes instead of scales",
+    ),
+    "convt_output_shape_two_longer": (
+        [node("ConvTranspose", ["input", "k"], strides=[3, 2], output_shape=[11, 9])],
+        {"k": w(1, 1, 3, 3)},
+        (1, 3, 3),
+        "larger than the full output",
+    ),
     "resize_batch_axis": (
         [node("Resize", ["input", "", "s"])],
         {"s": f32(2, 1, 1, 1)},
         (1, 2, 2),
         "batch",
     ),
-    "resize_tf_crop_and_resize": (
-        [node("Resize", ["input", "r", "s"], coordinate_transformation_mode="tf_crop_and_resize")],
-        {"r": f32(0, 0, 0, 0, 1, 1, 1, 1), "s": f32(1, 1, 2, 2)},
+    "resize_crop_outside_nonzero_extrapolation": (
+        [
+            node(
+                "Resize",
+                ["input", "r", "s"],
+                coordinate_transformation_mode="tf_crop_and_resize",
+                extrapolation_value=1.0,
+            )
+        ],
+        {"r": f32(0, 0, -0.2, 0, 1, 1, 1, 1), "s": f32(1, 1, 2, 2)},
         (1, 2, 2),
-        "tf_crop_and_resize",
+        "extrapolation_value",
     ),
     "avgpool_ceil_include_pad_past_end": (
         [

@@ -22,13 +22,21 @@ COORDINATE_MODES = (
     "align_corners",
     "asymmetric",
     "tf_half_pixel_for_nn",
+    "tf_crop_and_resize",
 )
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil", "simple")
 
 
-def _source(x: int, n_in: int, n_out: int, scale: float, mode: str) -> np.float32:
+def _source(
+    x: int, n_in: int, n_out: int, scale: float, mode: str, roi: tuple[float, float] = (0, 1)
+) -> np.float32:
     """Where output index ``x`` samples the input (ONNX's coordinate_transformation_mode)."""
     xs, s = F(x), F(scale)
+    if mode == "tf_crop_and_resize":
+        start, end = F(roi[0]), F(roi[1])
+        if n_out == 1:
+            return F(0.5) * (start + end) * F(n_in - 1)
+        return start * F(n_in - 1) + xs * (end - start) * F(n_in - 1) / F(n_out - 1)
     if mode == "half_pixel":
         return (xs + F(0.5)) / s - F(0.5)
     if mode == "half_pixel_symmetric":
@@ -100,11 +108,18 @@ def resize_matrix(
     cubic_a: float = -0.75,
     exclude_outside: bool = False,
     antialias: bool = False,
+    roi: tuple[float, float] = (0.0, 1.0),
 ) -> np.ndarray:
-    """The ``[n_out, n_in]`` matrix of one axis of ONNX Resize (``scale`` as the model gives it)."""
+    """The ``[n_out, n_in]`` matrix of one axis of ONNX Resize (``scale`` as the model gives it).
+
+    With ``tf_crop_and_resize`` an output sampling outside the input gets a zero row: there
+    the op writes ``extrapolation_value``, which the caller accepts only when it is 0.
+    """
     m = np.zeros((n_out, n_in))
     for x in range(n_out):
-        c = _source(x, n_in, n_out, scale, coordinate_mode)
+        c = _source(x, n_in, n_out, scale, coordinate_mode, roi)
+        if coordinate_mode == "tf_crop_and_resize" and not 0 <= c <= n_in - 1:
+            continue
         if antialias and mode in ("linear", "cubic"):
             m[x] = _antialiased_row(float(c), n_in, scale, mode, cubic_a, exclude_outside)
         elif mode == "nearest":

@@ -59,7 +59,8 @@ def _axis_maps(ctx: Context, x: Value, maps: dict[int, np.ndarray]) -> Value:
 
 # -- Resize / Upsample ------------------------------------------------------------------------
 def _resize_targets(ctx: Context, node, attrs, full: tuple[int, ...]):
-    """Per full axis: (output size, scale used by the coordinate formulas)."""
+    """Per full axis: output size and the scale the coordinate formulas use; whether the
+    model gave scales (not sizes)."""
     rank = len(full)
     legacy = node.op_type == "Upsample" or ctx.opset < 11
     if legacy:
@@ -77,7 +78,7 @@ def _resize_targets(ctx: Context, node, attrs, full: tuple[int, ...]):
     if scales is not None:
         for a, s in zip(axes, np.asarray(scales, f32), strict=True):
             out[a], scale[a] = int(math.floor(f32(full[a]) * s)), float(s)
-        return out, scale
+        return out, scale, True
     policy = _text(attrs.get("keep_aspect_ratio_policy"), "stretch")
     ratios = [f32(int(s)) / f32(full[a]) for a, s in zip(axes, sizes, strict=True)]
     for i, a in enumerate(axes):
@@ -86,7 +87,7 @@ def _resize_targets(ctx: Context, node, attrs, full: tuple[int, ...]):
         else:
             r = min(ratios) if policy == "not_larger" else max(ratios)
             out[a], scale[a] = int(math.floor(f32(full[a]) * r + f32(0.5))), float(r)
-    return out, scale
+    return out, scale, False
 
 
 @converter("Resize", "Upsample")
@@ -101,18 +102,29 @@ def _resize(ctx: Context, node, attrs) -> list:
     else:
         coord = _text(attrs.get("coordinate_transformation_mode"), "half_pixel")
         nearest = _text(attrs.get("nearest_mode"), "round_prefer_floor")
-    if coord not in COORDINATE_MODES or nearest not in NEAREST_MODES:
-        raise ctx.unsupported(
-            f"coordinate_transformation_mode {coord} / nearest_mode {nearest} (tf_crop_and_resize "
-            f"fills with a constant and is not linear)"
-        )
+    if coord not in COORDINATE_MODES:
+        raise ctx.unsupported(f"coordinate_transformation_mode {coord}")
+    if nearest not in NEAREST_MODES:
+        raise ctx.unsupported(f"nearest_mode {nearest}")
     if mode not in ("nearest", "linear", "cubic"):
         raise ctx.unsupported(f"mode {mode}")
-    out, scale = _resize_targets(ctx, node, attrs, full)
+    out, scale, from_scales = _resize_targets(ctx, node, attrs, full)
     if out[0] != 1 or scale[0] != 1.0:
         raise ctx.unsupported("resizing the batch axis")
-    if all(s == 1.0 for s in scale) and out == list(full):
+    roi = _crop_box(ctx, node, attrs, len(full)) if coord == "tf_crop_and_resize" else None
+    if roi is None and all(s == 1.0 for s in scale) and out == list(full):
         return [x]  # onnxruntime copies the input when nothing is resized
+    if (
+        from_scales
+        and coord == "align_corners"
+        and any(out[a] != full[a] * scale[a] for a in range(len(full)) if scale[a] != 1.0)
+    ):
+        # ONNX's reference divides by the fractional length in * scale, onnxruntime by the
+        # output length: no single answer
+        raise ctx.unsupported(
+            "align_corners with scales that do not give whole output lengths (ONNX and "
+            "onnxruntime differ); give sizes instead of scales"
+        )
     maps = {
         a - 1: resize_matrix(
             full[a],
@@ -124,10 +136,29 @@ def _resize(ctx: Context, node, attrs) -> list:
             float(attrs.get("cubic_coeff_a", -0.75)),
             bool(attrs.get("exclude_outside", 0)),
             bool(attrs.get("antialias", 0)),
+            roi[a] if roi else (0.0, 1.0),
         )
         for a in range(1, len(full))
     }
+    outside = any(not m.any(axis=1).all() for m in maps.values())
+    if outside and float(attrs.get("extrapolation_value", 0.0)) != 0.0:
+        raise ctx.unsupported(
+            "tf_crop_and_resize with a box leaving the input and extrapolation_value != 0 (not "
+            "linear); use extrapolation_value=0 or a box inside the input"
+        )
     return [_axis_maps(ctx, x, maps)]
+
+
+def _crop_box(ctx: Context, node, attrs, rank: int) -> list[tuple[float, float]]:
+    """Per full axis ``(start, end)`` of ``tf_crop_and_resize``'s box (normalised)."""
+    axes = [int(a) % rank for a in attrs.get("axes", range(rank))]
+    roi = ctx.optional_const(1)
+    if roi is None or roi.size != 2 * len(axes):
+        raise ctx.unsupported(f"tf_crop_and_resize needs a constant roi of {2 * len(axes)} values")
+    box = [(0.0, 1.0)] * rank
+    for i, a in enumerate(axes):
+        box[a] = (float(roi.flat[i]), float(roi.flat[i + len(axes)]))
+    return box
 
 
 # -- AveragePool with ceil_mode or dilations --------------------------------------------------
@@ -177,25 +208,32 @@ def _average_pool(ctx: Context, node, attrs) -> list:
 
 
 # -- ConvTranspose ----------------------------------------------------------------------------
-def _transpose_pads(ctx: Context, attrs, spatial, kernel, strides, dil, out_pad) -> tuple:
+def _transpose_pads(
+    ctx: Context, attrs, spatial, kernel, strides, dil, out_pad
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(pads, output_padding)``; an ``output_shape`` one longer than the full output appends
+    zeros (as onnxruntime does: one more output-padding row)."""
     nd = len(spatial)
     auto = _text(attrs.get("auto_pad"), "NOTSET")
     target = attrs.get("output_shape")
     if target is None and auto in ("NOTSET", "VALID"):
-        return tuple(attrs.get("pads", (0,) * (2 * nd))) if auto == "NOTSET" else (0,) * (2 * nd)
+        pads = attrs.get("pads", (0,) * (2 * nd)) if auto == "NOTSET" else (0,) * (2 * nd)
+        return tuple(pads), out_pad
     if target is None:  # SAME_*: the output is the input times the stride
         target = [spatial[i] * strides[i] for i in range(nd)]
     target = list(target)[-nd:]
-    begin, end = [], []
+    begin, end, extra = [], [], list(out_pad)
     for i in range(nd):
         total = strides[i] * (spatial[i] - 1) + out_pad[i] + dil[i] * (kernel[i] - 1) + 1
         total -= target[i]
-        if total < 0:
+        if total < -1:  # onnxruntime's output is not defined there
             raise ctx.unsupported(f"output_shape {list(target)} is larger than the full output")
+        extra[i] += max(0, -total)
+        total = max(0, total)
         small, big = total // 2, total - total // 2
         begin.append(small if auto == "SAME_UPPER" else big)
         end.append(big if auto == "SAME_UPPER" else small)
-    return tuple(begin + end)
+    return tuple(begin + end), tuple(extra)
 
 
 @converter("ConvTranspose")
@@ -217,7 +255,7 @@ def _conv_transpose(ctx: Context, node, attrs) -> list:
     strides = tuple(attrs.get("strides", (1,) * nd))
     dil = tuple(attrs.get("dilations", (1,) * nd))
     out_pad = tuple(attrs.get("output_padding", (0,) * nd))
-    pads = _transpose_pads(ctx, attrs, x.shape[1:], kernel, strides, dil, out_pad)
+    pads, out_pad = _transpose_pads(ctx, attrs, x.shape[1:], kernel, strides, dil, out_pad)
     out = conv_transpose_output_shape(x.shape[1:], kernel, strides, pads, dil, out_pad)
     if min(out) < 1:
         raise ctx.unsupported(f"pads {list(pads)} leave an empty output")
