@@ -19,8 +19,9 @@ def test_optimize_keeps_the_client_tail(tmp_path) -> None:
     model = _softmax_classifier()
     x = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
     labels = run_onnxruntime(model, x).argmax(axis=1)
-    out = tmp_path / "friendly.onnx"
-    report = optimize(model, out, x, labels)
+    path, out = tmp_path / "model.onnx", tmp_path / "friendly.onnx"
+    onnx.save(model, str(path))  # as a user passes it: a file
+    report = optimize(path, out, x, labels)
     friendly = onnx.load(str(out))
     assert friendly.graph.node[-1].op_type == "Softmax"  # exact, on the client, not approximated
     assert not any(n.op_type == "Relu" for n in friendly.graph.node)  # replaced by a polynomial

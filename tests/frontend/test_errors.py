@@ -8,8 +8,9 @@ import pytest
 
 from hec.errors import ModelError, ShapeError, UnsupportedOpError
 from hec.frontend import import_onnx
+from hec.ir import interpret
 
-from onnx_builders import ModelBuilder
+from onnx_builders import ModelBuilder, run_onnxruntime
 
 
 def test_unsupported_op_names_node_and_type() -> None:
@@ -57,10 +58,20 @@ def test_truncated_file(tmp_path) -> None:
         import_onnx(path)
 
 
-def test_opset_out_of_range() -> None:
-    b = ModelBuilder((4,), opset=11)
-    with pytest.raises(ModelError, match="opset 11"):
+def test_opset_too_new_is_refused() -> None:
+    b = ModelBuilder((4,), opset=24)
+    with pytest.raises(ModelError, match="opset 24"):
         import_onnx(b.build(b.node("Gemm", ["input", b.weight(4, 2)])))
+
+
+def test_older_opset_is_upgraded() -> None:
+    """skl2onnx writes the lowest opset its ops need (9 for a LogisticRegression with ZipMap):
+    ONNX's version converter brings it to 13, the same function."""
+    b = ModelBuilder((4,), opset=11)
+    model = b.build(b.node("Gemm", ["input", b.weight(4, 2), b.weight(2)]))
+    graph = import_onnx(model)
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    np.testing.assert_allclose(interpret(graph, x)[0], run_onnxruntime(model, x), rtol=1e-5)
 
 
 def test_symbolic_sample_axis() -> None:

@@ -339,7 +339,10 @@ def head_reference(
     on batches: ``model`` itself when nothing runs on the client, else its head."""
     if split.tail is None:
         return model
-    original = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), False)
+    if isinstance(model, onnx.ModelProto):
+        original = model
+    else:
+        original = onnx.load(str(model), load_external_data=False)
     return with_batch_of(split.head, original)
 
 

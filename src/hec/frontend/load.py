@@ -18,7 +18,7 @@ __all__ = [
     "has_fixed_batch",
 ]
 
-SUPPORTED_OPSETS = range(13, 22)
+SUPPORTED_OPSETS = range(13, 23)
 # metadata entry recording that the file itself fixed the batch at 1 (not a dynamic axis pinned
 # here): only then may tensors lose the batch axis (dynamo's flat reshapes of one sample)
 FIXED_BATCH_KEY = "hec.fixed_batch"
@@ -42,6 +42,8 @@ def load_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
             ) from None
         _load_external_data(proto, path)
     opset = _default_opset(proto, where)
+    if opset < SUPPORTED_OPSETS.start:
+        proto, opset = _upgrade(proto, opset)
     if opset not in SUPPORTED_OPSETS:
         raise ModelError(
             f"{where}: opset {opset} is not supported; re-export with an opset "
@@ -80,6 +82,19 @@ def encrypted_input(proto: onnx.ModelProto, where: str = "model") -> onnx.ValueI
 def has_fixed_batch(proto: onnx.ModelProto) -> bool:
     """Whether ``load_model`` found the input's batch axis fixed at 1 in the file."""
     return any(p.key == FIXED_BATCH_KEY for p in proto.metadata_props)
+
+
+def _upgrade(proto: onnx.ModelProto, opset: int) -> tuple[onnx.ModelProto, int]:
+    """An older opset (skl2onnx writes the lowest its ops need, e.g. 9) converted to the first
+    supported one by ONNX's own version converter; unchanged when the converter cannot."""
+    from onnx import version_converter
+
+    try:
+        upgraded = version_converter.convert_version(proto, SUPPORTED_OPSETS.start)
+        onnx.checker.check_model(upgraded)
+    except Exception:  # the converter lacks an adapter for one of its ops: refused below
+        return proto, opset
+    return upgraded, SUPPORTED_OPSETS.start
 
 
 def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
