@@ -1,0 +1,1 @@
+"""ONNX conformance tier: ONNX's own node test cases, adapted as a user would, run through hec."""
