@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hec.frontend.converters import converter, spatial_pads
+from hec.frontend.converters import converter, per_sample_const, spatial_pads
 from hec.ir import Value
 from hec.ir.tensor_ops import pool_output_shape
 
@@ -168,3 +168,28 @@ def _global_maxpool(ctx: Context, node, attrs) -> list:
         "count_include_pad": 0,
     }
     return [ctx.emit("maxpool", [x], (x.shape[0], *(1,) * nd), a)]
+
+
+@converter("Max", "Min")
+def _max_min(ctx: Context, node, attrs) -> list:
+    """``max(a, b) = b + relu(a - b)`` and ``min(a, b) = b - relu(b - a)``, folded over the
+    encrypted operands (equal shapes) and then the constants' own max/min (broadcast, never
+    widening the encrypted tensor): one replaced ReLU per pair, the rest exact."""
+    names = [n for n in node.input if n]
+    encrypted = [n for n in names if ctx.is_encrypted(n)]
+    consts = [np.asarray(ctx.const(n), dtype=np.float64) for n in names if n not in encrypted]
+    sign = 1.0 if node.op_type == "Max" else -1.0
+    m = ctx.value(encrypted[0])
+    for name in encrypted[1:]:
+        e = ctx.value(name)
+        if e.shape != m.shape:
+            raise ctx.unsupported(f"broadcasting {list(m.shape)} against {list(e.shape)}")
+        diff = ctx.emit("add", [m, _affine(ctx, e, -1.0, 0.0)], m.shape)  # m - e
+        gap = _apply(ctx, _affine(ctx, diff, sign, 0.0), "relu")  # relu(±(m - e))
+        m = ctx.emit("add", [e, _affine(ctx, gap, sign, 0.0)], m.shape)
+    if consts:
+        fold = np.maximum.reduce if sign > 0 else np.minimum.reduce
+        c = per_sample_const(ctx, fold(np.broadcast_arrays(*consts)), encrypted[0])
+        t = _affine(ctx, m, sign, -sign * c, "t")  # ±(m - c)
+        m = _affine(ctx, _apply(ctx, t, "relu"), sign, c)
+    return [m]

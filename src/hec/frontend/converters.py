@@ -20,15 +20,25 @@ from hec.ir.tensor_ops import conv_output_shape, pool_output_shape
 if TYPE_CHECKING:
     from hec.frontend.importer import Context
 
-__all__ = ["BATCH_FREE", "CONVERTERS", "HINTS", "converter", "spatial_pads", "power_to_chebyshev"]
+__all__ = [
+    "BATCH_FREE",
+    "CONVERTERS",
+    "HINTS",
+    "converter",
+    "per_sample_const",
+    "spatial_pads",
+    "power_to_chebyshev",
+]
 
 Converter = Callable[["Context", onnx.NodeProto, dict[str, Any]], list]
 CONVERTERS: dict[str, Converter] = {}
 
 # What to do about an op no converter takes (an op with a converter never reads its hint).
 HINTS = {
-    "Softmax": "drop the final Softmax: argmax of the logits is the same class",
-    "LogSoftmax": "drop the final LogSoftmax: argmax of the logits is the same class",
+    "Softmax": "inside the network it divides by an encrypted sum, which CKKS cannot; a final "
+    "Softmax (on the logits, at the end of the model) runs on the client and is supported",
+    "LogSoftmax": "inside the network it needs a logarithm of encrypted data, which CKKS cannot; "
+    "a final LogSoftmax (at the end of the model) runs on the client and is supported",
 }
 
 
@@ -77,7 +87,7 @@ def power_to_chebyshev(n: int) -> tuple[float, ...]:
     return tuple(float(c) for c in np.polynomial.chebyshev.poly2cheb([0.0] * n + [1.0]))
 
 
-def _per_sample_const(ctx: Context, c: np.ndarray, name: str) -> np.ndarray:
+def per_sample_const(ctx: Context, c: np.ndarray, name: str) -> np.ndarray:
     """A constant broadcast against the encrypted tensor ``name``, without the batch axis."""
     c = np.asarray(c, dtype=np.float64)
     full = ctx.full(name)
@@ -244,7 +254,7 @@ def _binary(ctx: Context, node, attrs) -> list:
         raise ctx.unsupported("division by an encrypted tensor")
     enc_first = ctx.is_encrypted(a)
     x = ctx.value(a if enc_first else b)
-    c = _per_sample_const(ctx, ctx.const(b if enc_first else a), a if enc_first else b)
+    c = per_sample_const(ctx, ctx.const(b if enc_first else a), a if enc_first else b)
     one, zero = np.ones(()), np.zeros(())
     if op == "Add":
         scale, shift = one, c

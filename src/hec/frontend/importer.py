@@ -47,6 +47,7 @@ class Context:
     consts: dict[str, np.ndarray] = field(default_factory=dict)
     values: dict[str, Value] = field(default_factory=dict)
     flat: set[str] = field(default_factory=set)
+    emitted_names: set[str] = field(default_factory=set)
     declared_flat: dict[str, bool] = field(default_factory=dict)
     node: onnx.NodeProto | None = None
 
@@ -132,6 +133,12 @@ class Context:
     ) -> Value:
         assert self.node is not None
         consts = {k: np.asarray(v, dtype=np.float64) for k, v in (consts or {}).items()}
+        # unique: calibration statistics are keyed by value name, and a converter may emit
+        # several ops of one kind (Max of three operands: two ReLUs on different roots)
+        name = base = f"{self.node.output[0]}/{kind}"
+        while name in self.emitted_names:
+            name = f"{base}.{len(self.emitted_names)}"
+        self.emitted_names.add(name)
         return self.graph.add(
             kind,
             inputs,
@@ -139,7 +146,7 @@ class Context:
             attrs,
             consts,
             origin=self.where,
-            name=f"{self.node.output[0]}/{kind}",  # renamed to the ONNX name if it is one
+            name=name,  # renamed to the ONNX name if it is one
         )
 
     def unsupported(self, why: str) -> UnsupportedOpError:
