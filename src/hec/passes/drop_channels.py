@@ -182,6 +182,7 @@ def _drop_unread(path: _Path) -> bool:
     if b is not None:
         consts["bias"] = np.asarray(b)[keep]
     op.consts = consts
+    _forget_groups(op)
     _reinfer(op)
     for mid in path.between:
         if mid.kind == "reshape":
@@ -193,8 +194,16 @@ def _drop_unread(path: _Path) -> bool:
         **reader.consts,
         "weight": rw[:, keep] if reader.kind == "conv" else rw[rows],
     }
+    _forget_groups(reader)
     _reinfer(reader)
     return True
+
+
+def _forget_groups(op: Op) -> None:
+    """A conv's ``group`` (informational: its weight is the block-diagonal group-1 form) no
+    longer describes a weight with channels removed."""
+    if "group" in op.attrs:
+        op.attrs = {k: v for k, v in op.attrs.items() if k != "group"}
 
 
 def _reinfer(op: Op) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from hec.ir import Graph, Op, affine_map
+from hec.ir import LINEAR_KINDS, PRUNABLE_KINDS, Graph, Op, affine_map
 from hec.passes.culling import constant_inputs, cull_constant_inputs
 from hec.passes.diagonal_blocks import tagged_matrix
 
@@ -184,7 +184,7 @@ def _propagate(graph: Graph, start: Op, dep: sp.csr_matrix, index: dict[int, int
             for more in ins[1:]:
                 d = d + more
             deps[id(op.result)] = d
-        elif op.kind in ("avgpool", "pad", "reshape", "transpose", "reduce"):
+        elif op.kind in LINEAR_KINDS and op.kind not in PRUNABLE_KINDS:  # data movement, pools
             A, _ = affine_map(op)
             deps[id(op.result)] = (abs(A) @ ins[0]).tocsr()
         else:
