@@ -31,7 +31,7 @@ from hec.errors import LayoutError, ParameterError, PrecisionError
 from hec.frontend import build_graph, load_model
 from hec.frontend.client_tail import head_reference, split_tail
 from hec.ir import Graph
-from hec.optimize import accuracy, conversion_layers, make_he_friendly
+from hec.optimize import accuracy, conversion_layers, inputs_outside, make_he_friendly
 from hec.options import CompileOptions
 from hec.passes import (
     LowerToBatch,
@@ -120,13 +120,9 @@ def compile(
         "compile_seconds": round(time.perf_counter() - start, 3),
         "client_tail": split.ops,
     }
-    if calibration is not None and report["activations"]:
-        from hec.passes.replace_activations import outside_fractions
-
-        outside = outside_fractions(tensor_ir, calibration)  # per activation and overall
-        for row in report["activations"]:
-            row["calibration_outside"] = outside["per_activation"].get(row["name"])
-        report["calibration_outside"] = {"inputs": outside["inputs"], "values": outside["values"]}
+    if calibration is not None and report["activations"]:  # per activation, and overall
+        shares = inputs_outside(tensor_ir, report["activations"], calibration, "calibration")
+        report["inputs_outside"] = {"calibration": shares}
     if labels is not None and calibration is not None and original is not None:
         report["accuracy"] = accuracy(reference, tensor_ir, calibration, labels)
     if pruning is not None:

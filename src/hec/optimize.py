@@ -21,7 +21,6 @@ from hec.progress import ProgressFn, no_progress
 
 __all__ = ["make_he_friendly", "conversion_layers", "accuracy", "inputs_outside"]
 
-_BATCH = 256  # inputs interpreted at once when counting those outside the intervals
 
 
 def make_he_friendly(
@@ -99,40 +98,29 @@ def conversion_layers(graph: Graph, stats: dict[str, ValueStats]) -> list[dict[s
     return rows + normalization_rows(graph)  # normalization layers: calibrated constants
 
 
-def inputs_outside(graph: Graph, rows: list[dict[str, Any]], x: np.ndarray, what: str) -> None:
+def inputs_outside(
+    graph: Graph, rows: list[dict[str, Any]], x: np.ndarray, what: str
+) -> dict[str, float]:
     """Add to each polynomial row, under ``inputs_outside[what]``, how many inputs of ``x`` put
-    at least one value outside the polynomial's interval, in the converted ``graph``.
-
-    Measured where the encrypted program evaluates the polynomial: its input there comes from
-    the previous polynomials' approximations (and any fine-tuning or pruning), so it can leave
-    the interval fitted on the original model's values. Counted per input, not per value: one
-    value outside is enough for the polynomial to go wrong on that input (and far outside, for
-    CKKS to overflow).
+    at least one value outside the polynomial's interval in the converted ``graph`` (and the
+    fraction of its values outside); return the shares over all polynomials (``inputs``,
+    ``values``). Measured by ``outside_fractions``, where the encrypted program evaluates each
+    polynomial: after the previous polynomials' approximations (and any fine-tuning or pruning).
     """
-    polys = {
-        op.inputs[0].name: op.origin
-        for op in graph.ops
-        if op.kind == "poly" and "source" in op.attrs
-    }
-    if not polys or not len(x):
-        return
-    probe = graph.clone()
-    probe.outputs = [v for v in probe.values() if v.name in polys]
-    hit = {origin: np.zeros(len(x), dtype=bool) for origin in polys.values()}
-    for start in range(0, len(x), _BATCH):
-        part = interpret(probe, np.asarray(x[start : start + _BATCH], dtype=np.float64))
-        for v, t in zip(probe.outputs, part, strict=True):
-            # a polynomial's input is mapped onto [-1, 1], its interval, by the op before it
-            out = np.abs(t.reshape(len(t), -1)) > 1.0 + 1e-9
-            hit[polys[v.name]][start : start + len(t)] |= out.any(axis=1)
+    from hec.passes.replace_activations import outside_fractions
+
+    found = outside_fractions(graph, x)
+    n = found["samples"]
     for row in rows:
-        if row.get("name") in hit and "interval" in row:
-            outside = int(hit[row["name"]].sum())
+        hit = found["per_activation"].get(row.get("name"))
+        if hit is not None and "interval" in row:
             row.setdefault("inputs_outside", {})[what] = {
-                "inputs": int(len(x)),
-                "outside": outside,
-                "fraction": outside / len(x),
+                "inputs": n,
+                "outside": hit["outside"],
+                "fraction": hit["outside"] / n,
+                "values": hit["values"],
             }
+    return {"inputs": found["inputs"], "values": found["values"]}
 
 
 def accuracy(

@@ -178,8 +178,11 @@ def test_compile_report_has_the_fraction_of_calibration_inputs_outside(tmp_path)
     model, x = _series_net(), _series(120, 2)
     art = hec.compile(model, tmp_path / "o", hec.CompileOptions(degree=5), calibration=x)
     rows = [r for r in art.report["activations"] if r["replaces"] == "relu"]
-    assert len(rows) == 2 and all(0.0 <= r["calibration_outside"] <= 1.0 for r in rows)
-    overall = art.report["calibration_outside"]
+    assert len(rows) == 2
+    for r in rows:
+        share = r["inputs_outside"]["calibration"]
+        assert share["inputs"] == len(x) and 0.0 <= share["fraction"] <= 1.0
+    overall = art.report["inputs_outside"]["calibration"]
     graph = import_onnx(model)
     make_he_friendly(model, graph, hec.CompileOptions(degree=5), x)
     assert overall == pytest.approx({k: outside_fractions(graph, x)[k] for k in overall})

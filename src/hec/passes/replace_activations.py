@@ -9,7 +9,7 @@ deviations, whichever is more — and the weights of a least-squares Chebyshev f
 given, or the lowest depth-efficient degree whose relative RMS error meets ``error_budget``.
 MaxPool becomes AveragePool with the same window. The poly op records ``source``, ``interval``
 and the fit errors for the report; ``outside_fractions`` measures how often the converted graph
-leaves the intervals (the compile report's ``calibration_outside``).
+leaves the intervals (the reports' ``inputs_outside``).
 
 Preserves: approximately. Within the interval the error is the fit's (reported); a little
 beyond it the polynomial stays near the function; farther out it diverges (docs/polynomials.md).
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -162,35 +162,40 @@ def calibrated_interval(st: ValueStats, margin: float, spread: float) -> tuple[f
     return st.low - m, st.high + m
 
 
-def outside_fractions(graph: Graph, x: np.ndarray, batch: int = 256) -> dict[str, object]:
+def outside_fractions(graph: Graph, x: np.ndarray, batch: int = 256) -> dict[str, Any]:
     """How often ``x`` drives a fitted polynomial outside its interval, in the converted graph.
 
     The intervals come from the original model's values; the converted graph feeds each
-    polynomial the previous polynomials' approximations, which can land outside. Returns
-    ``{"per_activation": {origin: fraction of its input values outside}, "inputs": fraction
-    of the inputs with any value outside any interval, "values": fraction of all values}``.
+    polynomial the previous polynomials' approximations, which can land outside. Counted per
+    input as well as per value: one value outside is enough for the polynomial to go wrong on
+    that input (and far outside, for CKKS to overflow). Returns ``{"samples": n,
+    "per_activation": {origin: {"outside": inputs with a value outside, "values": fraction of
+    its input values outside}}, "inputs": fraction of the inputs with any value outside any
+    interval, "values": fraction of all values}``.
     """
     polys = [op for op in graph.ops if op.kind == "poly" and "source" in op.attrs]
-    if not polys:
-        return {"per_activation": {}, "inputs": 0.0, "values": 0.0}
+    n = len(x)
+    if not polys or not n:
+        return {"samples": n, "per_activation": {}, "inputs": 0.0, "values": 0.0}
     names = {op.inputs[0].name: op.origin for op in polys}
     probe = graph.clone()
     probe.outputs = [v for v in probe.values() if v.name in names]
-    outside = {v.name: 0 for v in probe.outputs}
+    values = {v.name: 0 for v in probe.outputs}
+    hits = {v.name: np.zeros(n, dtype=bool) for v in probe.outputs}
     sizes = {v.name: v.type.size for v in probe.outputs}
-    any_outside = 0
-    for start in range(0, len(x), batch):
+    for start in range(0, n, batch):
         part = interpret(probe, np.asarray(x[start : start + batch], dtype=np.float64))
-        hit = np.zeros(len(part[0]), dtype=bool)
         for v, t in zip(probe.outputs, part, strict=True):
             out = np.abs(t.reshape(len(t), -1)) > 1.0 + 1e-9  # t in [-1, 1] is the interval
-            outside[v.name] += int(out.sum())
-            hit |= out.any(axis=1)
-        any_outside += int(hit.sum())
-    n = max(len(x), 1)
-    per = {names[k]: outside[k] / (n * sizes[k]) for k in outside}
-    total = sum(outside.values()) / (n * sum(sizes.values()))
-    return {"per_activation": per, "inputs": any_outside / n, "values": total}
+            values[v.name] += int(out.sum())
+            hits[v.name][start : start + len(t)] = out.any(axis=1)
+    per = {
+        names[k]: {"outside": int(hits[k].sum()), "values": values[k] / (n * sizes[k])}
+        for k in values
+    }
+    any_input = np.logical_or.reduce(list(hits.values()))
+    total = sum(values.values()) / (n * sum(sizes.values()))
+    return {"samples": n, "per_activation": per, "inputs": float(any_input.mean()), "values": total}
 
 
 def _outside_error(fit: Fit, f) -> float:
