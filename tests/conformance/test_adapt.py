@@ -22,6 +22,8 @@ def test_selection_covers_every_converter_and_the_cnn_list() -> None:
     assert "Conv" in ops and "Relu" in ops
     assert ops <= CNN_MLP_OPS | accepted_op_types()
     assert "Attention" not in ops  # a transformer op no converter takes
+    # an expanded case counts under its base op, even when its body is one other node
+    assert case_op_type(CASES["test_clip_default_inbounds_expanded"]) == "Clip"
 
 
 def test_weights_become_constants_and_opset_moves_into_range() -> None:
