@@ -5,7 +5,9 @@ when hec asks for calibration data) and simulated with ``hec.api.simulate``; the
 logits, through the artifact's client tail (what the client runs after decryption), are compared
 with ONNX's expected output. Statuses:
 
-- ``pass``: no approximation, every element within ``EXACT_RTOL``·|expected| + ``EXACT_ATOL``;
+- ``pass``: no approximation, every element within ``EXACT_RTOL``·|expected| + ``EXACT_ATOL``
+  (the relative part widened to the type's resolution where ONNX's output is float16 or
+  bfloat16: hec computes on reals and does not round to the narrower type);
 - ``approximated``: hec replaced a non-polynomial op by a calibrated polynomial (activations,
   ...): the output is within ``APPROX_BOUND`` relative RMS error (``‖out − expected‖₂ /
   ‖expected‖₂``) of ONNX's expected output. Max pooling becomes average pooling times a
@@ -159,14 +161,16 @@ def _compare(result: Result, adapted: Adapted, out: np.ndarray, kinds: set[str])
             f"({'within' if ok else 'over'} the bound {APPROX_BOUND})"
         )
     else:
-        _exact(result, got, want, "pass")
+        _exact(result, got, want, "pass", _rtol(adapted.expected.dtype))
 
 
-def _exact(result: Result, got: np.ndarray, want: np.ndarray, status: str) -> None:
+def _exact(
+    result: Result, got: np.ndarray, want: np.ndarray, status: str, rtol: float = EXACT_RTOL
+) -> None:
     """``status`` if every element is within the exact tolerance, else ``wrong`` (and why)."""
     diff = np.abs(got - want)
     result.error = float(diff.max()) if diff.size else 0.0
-    bad = ~(diff <= EXACT_ATOL + EXACT_RTOL * np.abs(want))
+    bad = ~(diff <= EXACT_ATOL + rtol * np.abs(want))
     if not bad.any():
         result.status = status
         return
@@ -176,6 +180,13 @@ def _exact(result: Result, got: np.ndarray, want: np.ndarray, status: str) -> No
         f"{int(bad.sum())} of {bad.size} elements off, worst at {list(map(int, i))}: "
         f"{got[i]:.6g} for {want[i]:.6g}"
     )
+
+
+def _rtol(dtype: np.dtype) -> float:
+    """``EXACT_RTOL``, or the resolution of a narrower float output type (float16, bfloat16):
+    hec computes on reals and does not round to it (its Cast between floats is the identity)."""
+    bits = {"float16": 10, "bfloat16": 7}.get(np.dtype(dtype).name)
+    return max(EXACT_RTOL, 2.0**-bits) if bits else EXACT_RTOL
 
 
 def _max_from_average(adapted: Adapted) -> np.ndarray:

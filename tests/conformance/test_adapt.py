@@ -101,3 +101,11 @@ def test_max_pooling_checked_against_its_substitute() -> None:
     harness._compare(result, a, substitute + 0.5, {"maxpool"})
     assert result.status == "wrong"
     assert np.isfinite(substitute).all()
+
+
+def test_non_finite_samples_left_out_and_narrow_floats_compared_at_their_resolution() -> None:
+    a = adapt(CASES["test_cast_FLOAT_to_FLOAT16"])
+    assert any("NaN or infinity left out" in n for n in a.adaptations)
+    assert np.isfinite(a.x).all() and len(a.x) == len(a.expected)
+    assert harness._rtol(np.dtype(np.float16)) == 2.0**-10
+    assert harness._rtol(np.dtype(np.float32)) == harness.EXACT_RTOL
