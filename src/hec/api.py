@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -72,6 +73,9 @@ def compile(
             ``calibration``); the report gets a ``pruning`` part.
     """
     options = options or CompileOptions()
+    if calibration is not None and options.input_range is None:  # for check-ranges
+        low, high = float(np.min(calibration)), float(np.max(calibration))
+        options = dataclasses.replace(options, input_range=(low, high))
     start = time.perf_counter()
     # the model's last steps after the logits (Softmax, labels, ...) run on the client
     split = split_tail(load_model(model))

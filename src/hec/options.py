@@ -29,6 +29,9 @@ class CompileOptions:
         max_poly_depth: deepest polynomial (in levels) the automatic degree choice considers.
         norm_tolerance: largest relative RMS error (calibration data) of a normalization layer's
             output with its per-sample statistics replaced by calibrated constants.
+        input_range: ``(low, high)`` of the input's elements; ``check-ranges`` bounds the values
+            computed from the input before any calibrated polynomial from it. ``hec.compile``
+            takes it from the calibration data when not given; ``None``: those are not checked.
         sample_blocks: throughput mode within slot packing: one ciphertext carries as many
             samples as the ring leaves room for (``ring_dim / (2·slots)`` blocks of ``slots``
             slots), at the price of block-local linear maps (up to twice the diagonals).
@@ -81,6 +84,7 @@ class CompileOptions:
     margin: float = 0.05
     max_poly_depth: int = 5
     norm_tolerance: float = 0.1
+    input_range: tuple[float, float] | None = None
     sample_blocks: bool = False
     packing: str = "slots"
     batch_size: int | None = None

@@ -83,6 +83,20 @@ def test_an_input_range_bounds_a_program_without_polynomials() -> None:
         PassManager([CheckRanges(input_range=(0.0, 1.0))]).run(graph)
 
 
+def test_compile_bounds_the_input_by_its_calibration_data(tmp_path) -> None:
+    """A square-only network (nothing calibrated to anchor on): the calibration data's range
+    bounds the values from the input, so a product that outgrows q0 is refused."""
+    m = ModelBuilder((4,), seed=1)
+    h = m.node("Gemm", ["input", m.const(np.full((4, 2), 300.0))])
+    model = m.build(m.node("Gemm", [m.node("Mul", [h, h]), m.weight(2, 2)]))
+    x = RNG.uniform(0, 1, size=(50, 4))
+    hec.compile(model, tmp_path / "plain")  # no data: nothing known of the input, no bound
+    with pytest.raises(RangeOverflow, match="Mul_2"):
+        hec.compile(model, tmp_path / "calibrated", calibration=x)
+    small = hec.CompileOptions(input_range=(0.0, 0.01))  # a user-given range wins
+    hec.compile(model, tmp_path / "given", small, calibration=x)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_golden_models_pass(name: str) -> None:
     model, x = CASES[name]()

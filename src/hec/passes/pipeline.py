@@ -48,7 +48,7 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
     passes += [
         # every value the program will hold bounded from the calibrated ranges: refuse one
         # that could pass what the first modulus holds at the scale (instead of garbage)
-        CheckRanges(options.scaling_bits, options.first_mod_bits),
+        CheckRanges(options.scaling_bits, options.first_mod_bits, input_range=options.input_range),
         # fuse linear chains; one matvec per chain, levels assigned; the input layout designed
         # for the first map (auto is resolved by hec.api, which compiles each candidate)
         LowerToSlots(
@@ -83,7 +83,8 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
 def batch_packing_pipeline(options: CompileOptions, batch: int) -> list[Pass]:
     """Tensor graph → batch program (throughput mode: one sample per slot, ``batch`` slots)."""
     return [
-        CheckRanges(options.scaling_bits, options.first_mod_bits),  # as in slot packing
+        # as in slot packing
+        CheckRanges(options.scaling_bits, options.first_mod_bits, input_range=options.input_range),
         LowerToBatch(batch),  # one ciphertext per element; linear chains as scalar weighted sums
         LazyRelinearize(),  # key switches and rescales after the maps that shrink the tensor
     ]
