@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from conformance.cases import LARGE
 from conformance.harness import APPROX_BOUND, EXACT_ATOL, EXACT_RTOL, STATUSES, Result
 
 __all__ = ["results_json", "render_markdown", "REGENERATE"]
@@ -63,14 +64,21 @@ def render_markdown(data: dict) -> str:
         f"whose op type hec has a converter for or a CNN/MLP user meets, adapted as a user "
         f"would (see `tests/conformance/adapt.py`; each case's adaptations are in the JSON): the "
         f"first floating-point input is encrypted and the other inputs become constants; a "
-        f"batch axis is added, or a leading batch of several samples split into samples; only "
-        f"the first output is kept; an opset outside 13..21 moves to the nearest bound. Every "
-        f"adapted model must still reproduce ONNX's expected output in ONNX's reference "
+        f"batch axis is added, or a leading batch of several samples split into samples "
+        f"(samples with NaN or infinity left out); only the first output is kept, optional node "
+        f"outputs nothing reads left out; an opset outside 13..21 moves to the nearest bound. "
+        f"Every adapted model must still reproduce ONNX's expected output in ONNX's reference "
         f"evaluator, else the case is *not adapted*. hec compiles it (slot packing, calibrated "
-        f"on the case's own input where it approximates) and its simulator runs it.",
+        f"on the case's own input where it asks for calibration data) and its simulator runs "
+        f"it; the artifact's client tail (e.g. a final Sigmoid) runs on the simulated logits. "
+        f"`pytest tests/conformance -m 'not slow'` runs the simulated tier (one test per case: "
+        f"it fails on a wrong output or a crash); the slow tier adds the few cases with tensors "
+        f"over {LARGE} elements and one encrypted run per op family (within 1e-2 of the "
+        f"simulator).",
         "",
         f"- **pass**: every element within {tol['exact_atol']:g} + "
-        f"{tol['exact_rtol']:g}·|expected|.",
+        f"{tol['exact_rtol']:g}·|expected| (the relative part widened to the type's "
+        f"resolution where ONNX's output is float16 or bfloat16: hec computes on reals).",
         f"- **approximated**: hec replaced a non-polynomial op by a calibrated polynomial and the "
         f"output is within {tol['approximated_relative_rms']:g} relative RMS error "
         f"(‖out − expected‖ / ‖expected‖) of the expected output; max pooling (average pooling "
@@ -78,7 +86,8 @@ def render_markdown(data: dict) -> str:
         f"tolerance against that substitute, computed independently.",
         "- **refused**: hec raised one of its errors (one line naming the node).",
         "- **wrong**: an output of the wrong shape, or outside the tolerance or bound.",
-        "- **crash**: any other exception (a bug in hec).",
+        "- **crash**: any other exception, or a hec error raised from one (a pass's internal "
+        "failure wrapped in a PassError): a bug in hec.",
         "- **not adapted**: no adaptation reproduces ONNX's output (no floating-point input, "
         "an axis that merges the batch, a type the opsets hec reads lack, ...).",
         "",
