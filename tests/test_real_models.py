@@ -134,22 +134,9 @@ def test_compiles_and_simulates_within_one_point(name: str, compiled) -> None:
     assert acc >= reference - TOLERANCE, f"simulated {acc:.4f}, onnxruntime {reference:.4f}"
 
 
-@pytest.fixture
-def release_keys():
-    """Free OpenFHE's evaluation keys after the test: OpenFHE keeps them in process-wide maps
-    after the client and server are gone (0.4 GB per run at ring 2^15, several GB at 2^16), so
-    a file of encrypted runs would hold every run's keys at once."""
-    yield
-    import openfhe
-
-    openfhe.ClearEvalMultKeys()
-    openfhe.CryptoContext.ClearEvalAutomorphismKeys()
-    openfhe.ReleaseAllContexts()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ENCRYPTED)
-def test_encrypted_predicts_what_the_simulator_predicts(name: str, compiled, release_keys) -> None:
+def test_encrypted_predicts_what_the_simulator_predicts(name: str, compiled) -> None:
     art = compiled(name)
     x, _ = _split(name, "test")
     x = x[: 1 if _entry(name)["model"] in HEAVY else ENCRYPTED_SAMPLES]

@@ -44,6 +44,7 @@ from hec.passes import (
 from hec.progress import ProgressFn, no_progress
 from hec.runtime import Client, Server, simulate_slots
 from hec.runtime.inputs import as_batch
+from hec.runtime.key_cache import release_unused_keys
 from hec.runtime.simulator import check_block_local
 
 __all__ = ["compile", "load_artifact", "run", "simulate", "RunResult"]
@@ -421,6 +422,10 @@ def run(
         _evaluate_or_split(list(range(start, min(start + per, len(xb)))), attempt, failed)
     for stage in ("encrypt", "evaluate", "decrypt"):
         timings[stage] /= len(xb)
+    # drop them (the closure holds them too): the keys OpenFHE keeps for them are then freed
+    # if no other hec object needs them
+    client = server = attempt = None  # type: ignore[assignment]
+    release_unused_keys()
     _explain_failures(art, xb, failed)
     # per report layer, per evaluation (hec inspect --run shows them next to the predictions)
     stats = {
@@ -542,6 +547,11 @@ def _run_batch(
             rest = [i for j, i in enumerate(idx) if j not in set(suspects)]
             if rest:
                 _evaluate_or_split(rest, attempt, failed)
+    worker_peak = server.worker_peak_bytes
+    # drop them (the closure holds them too): the keys OpenFHE keeps for them are then freed
+    # if no other hec object needs them
+    client = server = attempt = None  # type: ignore[assignment]
+    release_unused_keys()
     _explain_failures(art, xb, failed)
     n = len(xb)
     timings = {"keygen": totals["keygen"]}
@@ -557,7 +567,7 @@ def _run_batch(
         "max_live_ciphertexts": plan.max_live_ciphertexts,
         "predicted_peak_bytes": predicted,
         # this process's peak plus the most its forked workers held at once beyond it
-        "measured_peak_bytes": _peak_resident_bytes() + server.worker_peak_bytes,
+        "measured_peak_bytes": _peak_resident_bytes() + worker_peak,
         "total_seconds": totals,
         "amortized_ms_per_image": totals["evaluate"] / n * 1e3,
         "failed_inputs": sorted(failed),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.batch_memory import MemoryPlan, Planned, plan_memory
 from hec.backend_openfhe.execute_batch import BatchExecutor, InputSource, ProgressFn
+from hec.runtime.key_cache import hold_keys
 
 __all__ = ["BatchServer"]
 
@@ -33,6 +34,7 @@ class BatchServer:
         if artifact.program.dialect != "batch":
             raise ValueError("BatchServer runs batch-packed artifacts; use Server")
         self.artifact = artifact
+        hold_keys(self)  # OpenFHE keeps its keys in process-wide maps (key_cache)
         planned = planned or plan_memory(artifact.program, artifact.params, threads)
         self.plan: MemoryPlan = planned.plan
         self.threads = threads

@@ -24,6 +24,7 @@ from hec.backend_openfhe.params import make_context
 from hec.errors import CiphertextError, InputError, KeysError, PrecisionError
 from hec.runtime import ciphertext_file, keys
 from hec.runtime.inputs import as_batch
+from hec.runtime.key_cache import hold_keys
 from hec.runtime.tail import apply_tail
 
 __all__ = ["Client", "Decrypted", "ElementEncryptor"]
@@ -53,6 +54,7 @@ class Client:
     ) -> None:
         openfhe = load_openfhe()
         self.artifact = artifact
+        hold_keys(self)  # OpenFHE keeps its keys in process-wide maps (key_cache)
         params = artifact.params
         self.context = make_context(params)
         pair = self.context.KeyGen()
@@ -82,6 +84,7 @@ class Client:
         )
         self = cls.__new__(cls)
         self.artifact = artifact
+        hold_keys(self)  # OpenFHE keeps its keys in process-wide maps (key_cache)
         self.context = _deserialize_context(public, artifact)
         self.public_key = _deserialize(
             openfhe.DeserializePublicKey, public.path(keys.PUBLIC_KEY_FILE)

@@ -10,6 +10,7 @@ from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.execute import OpenFHEExecutor, ProgressFn
 from hec.errors import KeysError
 from hec.runtime import ciphertext_file, keys
+from hec.runtime.key_cache import hold_keys
 
 __all__ = ["Server"]
 
@@ -31,6 +32,7 @@ class Server:
         public_key=None,
     ) -> None:
         self.artifact = artifact
+        hold_keys(self)  # OpenFHE keeps its keys in process-wide maps (key_cache)
         self.context = context
         self.key_id, self.key_tag = key_id, key_tag
         # OpenFHE computes 3-10x slower on a deserialized ciphertext (measured: additions 0.5 vs
