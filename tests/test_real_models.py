@@ -38,7 +38,13 @@ ENCRYPTED_SAMPLES = 2
 HEAVY = {"resnet", "mobilenet", "lenet5"}
 # LeNet-5 with one key per rotation amount needs about 9 GB of rotation keys (104 keys at ring
 # 2^16); power-of-two keys (21, 1.9 GB) compose the others. Accuracy does not depend on it.
-MODEL_OPTIONS = {"lenet5": hec.CompileOptions(rotation_keys="pow2")}
+# MobileNet's ReLU6 (a clip to [0, 6] of inputs reaching [-21, 17]) at the default error budget
+# (5%) simulates 91.67% against onnxruntime's 92.78%, 0.1 point past the tolerance; a 2% budget
+# (degree 27) gives 92.22%. Choosing degrees from an accuracy budget by default is open work.
+MODEL_OPTIONS = {
+    "lenet5": hec.CompileOptions(rotation_keys="pow2"),
+    "mobilenet": hec.CompileOptions(error_budget=0.02),
+}
 ENCRYPTED = [
     n
     for n in FIXTURES
