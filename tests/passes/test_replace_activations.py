@@ -90,3 +90,22 @@ def test_depth_grows_as_the_degree_says(degree: int, tmp_path) -> None:
     for row in art.report["activations"]:
         if row["replaces"] != "maxpool":
             assert row["degree"] == degree
+
+
+def test_region_with_a_polynomial_inside_is_evaluated_right() -> None:
+    """GELU's tanh form as exporters expand it (``0.5·x·(1 + tanh(c·(x + 0.044715·x³)))``):
+    the region holds the cube (a poly op) before the Tanh; its scalar function equals the
+    formula (the poly's coefficients and the values were passed to chebval swapped)."""
+    from hec.passes.elementwise import find_regions, region_function
+
+    b = ModelBuilder((5,))
+    x3 = b.node("Pow", ["input", b.const(np.array(3.0))])
+    inner = b.node("Add", ["input", b.node("Mul", [x3, b.const(np.array(0.044715))])])
+    t = b.node("Tanh", [b.node("Mul", [inner, b.const(np.array(np.sqrt(2 / np.pi)))])])
+    half_x = b.node("Mul", ["input", b.const(np.array(0.5))])
+    model = b.build(b.node("Mul", [half_x, b.node("Add", [t, b.const(np.array(1.0))])]))
+    (region,) = find_regions(import_onnx(model), lambda r: "activation" in r.kinds)
+    x = np.linspace(-3, 3, 301)
+    expected = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    got = region_function(region)(x)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)  # float32 constants

@@ -100,6 +100,11 @@ def _apply(op: Op, args: list, poly_eval: Callable) -> object:
     raise ValueError(f"{op.kind} has no symbolic form")
 
 
+def _chebval(coeffs, x: np.ndarray) -> np.ndarray:
+    """``Σ c_k T_k(x)`` with ``_apply``'s argument order (numpy's ``chebval`` takes x first)."""
+    return np.polynomial.chebyshev.chebval(x, coeffs)
+
+
 def region_function(region: Region) -> Callable[[np.ndarray], np.ndarray]:
     """The region as a numpy function of the root's value."""
 
@@ -112,7 +117,7 @@ def region_function(region: Region) -> Callable[[np.ndarray], np.ndarray]:
                     args[0], op.attrs.get("alpha", 0.0)
                 )
             else:
-                env[id(op.result)] = _apply(op, args, np.polynomial.chebyshev.chebval)
+                env[id(op.result)] = _apply(op, args, _chebval)
         return env[id(region.output)]
 
     return f
