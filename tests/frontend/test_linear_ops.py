@@ -4,6 +4,7 @@ and the refusals of what would mix samples or is not linear."""
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx
 import pytest
@@ -560,6 +561,18 @@ def test_ceil_mode_pooling_keeps_its_last_window() -> None:
 REFUSED = {
     "cast_to_int": ([node("Cast", ["input"], to=TensorProto.INT64)], {}, (3,), "INT64"),
     "cast_to_bool": ([node("Cast", ["input"], to=TensorProto.BOOL)], {}, (3,), "BOOL"),
+    "cast_to_float8": (
+        [node("Cast", ["input"], to=TensorProto.FLOAT8E5M2)],
+        {},
+        (3,),
+        "FLOAT8E5M2",
+    ),
+    "castlike_float8": (
+        [node("CastLike", ["input", "c"])],
+        {"c": np.zeros(1, dtype=ml_dtypes.float8_e5m2)},
+        (3,),
+        "float8",
+    ),
     "einsum_contracts_batch": (
         [node("Einsum", ["input", "k"], equation="bi,ij->j")],
         {"k": w(3, 2)},
