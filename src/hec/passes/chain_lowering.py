@@ -106,8 +106,11 @@ class PendingMap:
 
 
 # Completing the square is used while the parabola's vertex lies within this many half-widths
-# of the interval's centre: then ``|u| <= sqrt|A|·(1 + |h|)`` stays of the size of the result.
-_VERTEX_REACH = 2.0
+# of the interval's centre. ``u² ≈ |A|·(1 + |h|)²`` against a result of size ``|A| + |B|`` (``B =
+# 2Ah``): CKKS's error on ``u²`` is magnified about ``|h|/2`` times, so 64 loses at most 5 bits
+# of the result's precision. Beyond it, the product form costs a second linear map (a second
+# matvec and its rotations: LeNet-5's first ReLU fit has its vertex at 6.9 half-widths).
+_VERTEX_REACH = 64.0
 
 
 @dataclass(frozen=True)
