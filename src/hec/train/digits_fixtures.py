@@ -31,6 +31,7 @@ __all__ = [
     "save_splits",
     "check_exports",
     "activation_ranges",
+    "scrub_paths",
 ]
 
 # The exporters write IR 7 (TorchScript, opset 13) and IR 10 (dynamo, opset 18); onnxruntime 1.23
@@ -102,18 +103,28 @@ def fit(model: nn.Module, x_tr: np.ndarray, y_tr: np.ndarray, recipe: Recipe) ->
     return model
 
 
+def scrub_paths(model: onnx.ModelProto, repo: Path = REPO) -> onnx.ModelProto:
+    """Make the dynamo exporter's per-node stack traces independent of where ``repo`` lives.
+
+    The metadata stays (real files carry it); only the absolute paths of the checkout and of the
+    Python installation are shortened, so the files do not depend on the machine that wrote them.
+    """
+    prefixes = {}  # the Python installation first: the venv may live inside the repo
+    for site_dir in (Path(torch.__file__).resolve().parents[1], Path(os.__file__).resolve().parent):
+        prefixes[str(site_dir) + os.sep] = "<python>/"
+    prefixes[str(repo) + os.sep] = ""
+    for node in model.graph.node:
+        for prop in node.metadata_props:
+            for old, new in prefixes.items():
+                prop.value = prop.value.replace(old, new)
+    return model
+
+
 def _set_ir(path: Path) -> None:
     """Cap the IR version; shorten absolute paths in the dynamo exporter's per-node stack traces."""
     m = onnx.load(str(path))
     m.ir_version = min(m.ir_version, MAX_IR_VERSION)
-    prefixes = {}  # the Python installation first: the venv may live inside the repo
-    for site_dir in (Path(torch.__file__).resolve().parents[1], Path(os.__file__).resolve().parent):
-        prefixes[str(site_dir) + os.sep] = "<python>/"
-    prefixes[str(REPO) + os.sep] = ""
-    for node in m.graph.node:
-        for prop in node.metadata_props:
-            for old, new in prefixes.items():
-                prop.value = prop.value.replace(old, new)
+    scrub_paths(m)
     onnx.checker.check_model(m, full_check=True)
     onnx.save_model(m, str(path))
 
