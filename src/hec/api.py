@@ -41,6 +41,7 @@ from hec.passes import (
     he_friendly_pipeline,
     slot_packing_pipeline,
 )
+from hec.passes.lower_to_slots import check_fits_one_ciphertext
 from hec.progress import ProgressFn, no_progress
 from hec.runtime import Client, Server, simulate_slots
 from hec.runtime.inputs import as_batch
@@ -81,6 +82,8 @@ def compile(
     # the model's last steps after the logits (Softmax, labels, ...) run on the client
     split = split_tail(load_model(model))
     graph = build_graph(split.head)
+    if options.packing == "slots":  # before calibration, which can take minutes
+        check_fits_one_ciphertext(graph)
     reference = head_reference(split, model)
     original = graph.clone() if calibration is not None else None
     stats = make_he_friendly(reference, graph, options, calibration, progress)

@@ -121,3 +121,21 @@ def test_generated_program_packs_a_gathered_input(tmp_path) -> None:
     x = np.load(EXAMPLE / "test.npz")["x"][:1]
     logits = generated_program_logits(art.path, x[0], tmp_path)
     np.testing.assert_allclose(logits, onnxruntime_outputs(EXAMPLE / "model.onnx", x)[0], atol=1e-2)
+
+
+def test_a_tensor_too_large_for_one_ciphertext_is_refused_before_calibration(
+    tmp_path, monkeypatch
+) -> None:
+    """Slot packing holds each tensor in one ciphertext: a 3-D max pool on a 48^3 grid is
+    refused in one line naming the tensor, before calibration (which took minutes)."""
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("calibration ran before the size check")
+
+    monkeypatch.setattr("hec.api.make_he_friendly", no_calibration)
+    b = ModelBuilder((1, 48, 48, 48))
+    model = b.build(b.node("MaxPool", ["input"], kernel_shape=[2, 2, 2], strides=[2, 2, 2]))
+    x = np.random.default_rng(0).normal(size=(4, 1, 48, 48, 48))
+    with pytest.raises(LayoutError, match="'input' has 110592 elements") as info:
+        hec.compile(model, tmp_path / "o", calibration=x)
+    assert "\n" not in str(info.value) and "--packing batch" in str(info.value)

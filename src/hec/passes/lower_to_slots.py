@@ -45,7 +45,7 @@ from hec.passes.stencil_sums import (
     sum_rounds,
 )
 
-__all__ = ["LowerToSlots", "READOUTS", "min_slots", "MAX_SLOTS"]
+__all__ = ["LowerToSlots", "READOUTS", "min_slots", "MAX_SLOTS", "check_fits_one_ciphertext"]
 
 # How the last map (the output layer) is computed: ``matrix``: a map like any other;
 # ``copies``: the client packs one copy of the input per output and each copy computes one
@@ -55,6 +55,19 @@ READOUTS = ("matrix", "copies")
 # The slots of the largest ring OpenFHE is asked for (2^17, see backend_openfhe.params): a tensor
 # beyond this fits no ciphertext, so it is refused before any matrix is built for it.
 MAX_SLOTS = 1 << 16
+
+
+def check_fits_one_ciphertext(graph: Graph) -> None:
+    """Refuse a graph with a tensor larger than the largest ciphertext (slot packing holds each
+    tensor in one); cheap, so ``hec.compile`` asks before calibrating."""
+    largest = max(v.type.size for v in graph.values())
+    if largest > MAX_SLOTS:
+        name = next(v for v in graph.values() if v.type.size == largest).name
+        raise LayoutError(
+            f"tensor '{name}' has {largest} elements, more than the {MAX_SLOTS} slots of the "
+            f"largest ciphertext; multi-ciphertext layouts are not supported yet (batch packing, "
+            f"--packing batch, holds one element per ciphertext)"
+        )
 
 
 def min_slots(graph: Graph) -> int:
@@ -108,12 +121,7 @@ class LowerToSlots:
 
     def run(self, graph: Graph) -> bool:
         require_polynomial(graph)
-        largest = max(v.type.size for v in graph.values())
-        if largest > MAX_SLOTS:
-            raise LayoutError(
-                f"a tensor of {largest} elements exceeds the {MAX_SLOTS} slots of the largest "
-                f"ciphertext; multi-ciphertext layouts are not supported yet"
-            )
+        check_fits_one_ciphertext(graph)
         slots = self.slots or min_slots(graph)
         if slots < min_slots(graph):
             raise LayoutError(
