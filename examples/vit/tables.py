@@ -1,4 +1,4 @@
-"""Print the markdown tables of the README's ViT section from the experiment results.
+"""Print the markdown tables of docs/vit.md from the experiment results.
 
     .venv/bin/python examples/vit/tables.py examples/vit/results/collaborative.json \
         [examples/vit/results/collaborative_per_block.json]

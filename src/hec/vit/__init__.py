@@ -1,4 +1,4 @@
-"""ViT block-wise image encryption with disposable keys (``hec vit``; see the README).
+"""ViT block-wise image encryption with disposable keys (``hec vit``; see docs/vit.md).
 
 Modules: ``keys`` (``BlockKey``: seed + block settings), ``transforms`` (exact, vectorised
 encrypt/decrypt), ``adapt`` (the ``vit-adapt-key`` ONNX pass), ``attacks`` (jigsaw and
