@@ -91,9 +91,11 @@ def optimize_cmd(
 ) -> None:
     """Replace non-polynomial activations of MODEL by calibrated polynomials (ONNX to ONNX).
 
-    ReLU, LeakyReLU, GELU, SiLU, Sigmoid, Tanh, Softplus, ELU become Chebyshev polynomials
-    fitted where calibration data puts their inputs; MaxPool becomes AveragePool. The output is
-    an ordinary ONNX model that onnxruntime runs and `hec compile` compiles. With --prune or
+    ReLU, LeakyReLU, PReLU, Clip (ReLU6), Max/Min, GELU, SiLU, Sigmoid, Tanh, Softplus, ELU,
+    SELU, HardSigmoid, HardSwish, Mish and Abs become Chebyshev polynomials fitted where
+    calibration data puts their inputs; MaxPool becomes AveragePool; normalization layers get
+    calibrated statistics. A final Softmax/Sigmoid/ArgMax stays as it is (the client runs it).
+    The output is an ordinary ONNX model that onnxruntime runs and `hec compile` compiles. With --prune or
     --rotation-budget it is then pruned in blocks that remove HE operations under --packing
     (with --fine-tune: fine-tuned after pruning, the pruning masks fixed).
     """
