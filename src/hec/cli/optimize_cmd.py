@@ -95,9 +95,9 @@ def optimize_cmd(
     SELU, HardSigmoid, HardSwish, Mish and Abs become Chebyshev polynomials fitted where
     calibration data puts their inputs; MaxPool becomes AveragePool; normalization layers get
     calibrated statistics. A final Softmax/Sigmoid/ArgMax stays as it is (the client runs it).
-    The output is an ordinary ONNX model that onnxruntime runs and `hec compile` compiles. With --prune or
-    --rotation-budget it is then pruned in blocks that remove HE operations under --packing
-    (with --fine-tune: fine-tuned after pruning, the pruning masks fixed).
+    The output is an ordinary ONNX model that onnxruntime runs and `hec compile` compiles.
+    With --prune or --rotation-budget it is then pruned in blocks that remove HE operations
+    under --packing (with --fine-tune: fine-tuned after pruning, the pruning masks fixed).
     """
     from hec.calibrate import load_dataset
     from hec.errors import InputError
