@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 
 from hec.optimize import optimize
+
 from onnx_builders import ModelBuilder, run_onnxruntime
 
 

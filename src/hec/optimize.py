@@ -22,7 +22,6 @@ from hec.progress import ProgressFn, no_progress
 __all__ = ["make_he_friendly", "conversion_layers", "accuracy", "inputs_outside"]
 
 
-
 def make_he_friendly(
     model: str | os.PathLike | onnx.ModelProto,
     graph: Graph,
