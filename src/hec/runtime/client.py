@@ -85,8 +85,8 @@ class Client:
         self = cls.__new__(cls)
         self.artifact = artifact
         hold_keys(self)  # OpenFHE keeps its keys in process-wide maps (key_cache)
-        self.context = _deserialize_context(public, artifact)
-        self.public_key = _deserialize(
+        self.context = keys.load_context(public, artifact)
+        self.public_key = keys.deserialize(
             openfhe.DeserializePublicKey, public.path(keys.PUBLIC_KEY_FILE)
         )
         self._secret_key = None
@@ -99,7 +99,7 @@ class Client:
                     f"{keydir}: secret/ and public/ come from different keygen runs; "
                     f"run hec keygen again"
                 )
-            self._secret_key = _deserialize(
+            self._secret_key = keys.deserialize(
                 openfhe.DeserializePrivateKey, private.path(keys.SECRET_KEY_FILE)
             )
         self.key_tag, self.key_id = public.key_tag, public.key_id
@@ -269,37 +269,6 @@ class Client:
         if self._secret_key is None:
             raise KeysError("this client was loaded without its secret key (public keys only)")
         return self._secret_key
-
-
-def _deserialize_context(public: keys.KeyFiles, artifact: Artifact):
-    """The context from ``context.bin``, checked against the artifact's parameters."""
-    openfhe = load_openfhe()
-    cc = _deserialize(openfhe.DeserializeCryptoContext, public.path(keys.CONTEXT_FILE))
-    params = artifact.params
-    got = (cc.GetRingDimension(), cc.GetBatchSize())
-    if got != (params.ring_dim, params.batch_size):
-        raise KeysError(
-            f"{public.directory}: context has ring dimension {got[0]} and {got[1]} slots, "
-            f"the artifact needs {params.ring_dim} and {params.batch_size}"
-        )
-    # The file records which features were on; the program needs these whatever it says.
-    for feature in [openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE] + (
-        [openfhe.ADVANCEDSHE] if params.needs_poly else []
-    ):
-        cc.Enable(feature)
-    return cc
-
-
-def _deserialize(fn, path: Path):
-    """Call an OpenFHE ``Deserialize*(path, BINARY) -> (object, ok)``; errors name the file."""
-    openfhe = load_openfhe()
-    try:
-        obj, ok = fn(str(path), openfhe.BINARY)
-    except (RuntimeError, ValueError, MemoryError, TypeError) as exc:
-        raise KeysError(f"{path}: OpenFHE cannot read it ({type(exc).__name__})") from None
-    if not ok:
-        raise KeysError(f"{path}: OpenFHE cannot read it")
-    return obj
 
 
 class ElementEncryptor:

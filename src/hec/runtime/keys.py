@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
 from hec.errors import KeysError
 
@@ -41,6 +42,8 @@ __all__ = [
     "read_key_files",
     "refuse_secret_material",
     "write_sidecar",
+    "load_context",
+    "deserialize",
 ]
 
 KEYS_FORMAT = "hec-keys"
@@ -193,3 +196,34 @@ def private_directory(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     return path
+
+
+def load_context(public: KeyFiles, artifact: Artifact):
+    """The context from ``context.bin``, checked against the artifact's parameters."""
+    openfhe = load_openfhe()
+    cc = deserialize(openfhe.DeserializeCryptoContext, public.path(CONTEXT_FILE))
+    params = artifact.params
+    got = (cc.GetRingDimension(), cc.GetBatchSize())
+    if got != (params.ring_dim, params.batch_size):
+        raise KeysError(
+            f"{public.directory}: context has ring dimension {got[0]} and {got[1]} slots, "
+            f"the artifact needs {params.ring_dim} and {params.batch_size}"
+        )
+    # The file records which features were on; the program needs these whatever it says.
+    for feature in [openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE] + (
+        [openfhe.ADVANCEDSHE] if params.needs_poly else []
+    ):
+        cc.Enable(feature)
+    return cc
+
+
+def deserialize(fn, path: Path):
+    """Call an OpenFHE ``Deserialize*(path, BINARY) -> (object, ok)``; errors name the file."""
+    openfhe = load_openfhe()
+    try:
+        obj, ok = fn(str(path), openfhe.BINARY)
+    except (RuntimeError, ValueError, MemoryError, TypeError) as exc:
+        raise KeysError(f"{path}: OpenFHE cannot read it ({type(exc).__name__})") from None
+    if not ok:
+        raise KeysError(f"{path}: OpenFHE cannot read it")
+    return obj

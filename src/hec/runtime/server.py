@@ -59,15 +59,13 @@ class Server:
             KeysError: the directory holds a secret key (checked before anything in it is
                 opened), was made for another artifact, or lacks keys the program needs.
         """
-        from hec.runtime.client import _deserialize, _deserialize_context
-
         eval_keys = Path(eval_keys)
         keys.refuse_secret_material(eval_keys)
         needed = (keys.CONTEXT_FILE, keys.PUBLIC_KEY_FILE, *keys.EVAL_KEY_FILES)
         found = keys.read_key_files(eval_keys, "public", artifact, needed)
         params = artifact.params
         openfhe = load_openfhe()
-        cc = _deserialize_context(found, artifact)
+        cc = keys.load_context(found, artifact)
         # OpenFHE refuses to insert relinearization keys for a tag it already holds; that
         # happens only when this process made or loaded this very key pair (tests, hec run).
         if params.needs_relinearization and not _has_mult_key(cc, found.key_tag):
@@ -82,7 +80,9 @@ class Server:
                     f"{eval_keys}: {have} rotation keys for this key pair, the program uses "
                     f"{len(params.rotation_indices)}; run hec keygen again"
                 )
-        public_key = _deserialize(openfhe.DeserializePublicKey, found.path(keys.PUBLIC_KEY_FILE))
+        public_key = keys.deserialize(
+            openfhe.DeserializePublicKey, found.path(keys.PUBLIC_KEY_FILE)
+        )
         if public_key.GetKeyTag() != found.key_tag:
             raise KeysError(f"{eval_keys}: the public key's OpenFHE tag does not match keys.json")
         return cls(artifact, cc, found.key_id, found.key_tag, public_key)
