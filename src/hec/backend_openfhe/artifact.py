@@ -34,6 +34,7 @@ __all__ = [
     "Artifact",
     "write_artifact",
     "load_artifact",
+    "unpack_vectors",
     "content_hash",
     "FORMAT",
     "FORMAT_VERSION",
@@ -218,7 +219,7 @@ def load_artifact(path: str | Path) -> Artifact:
         digest = _check_integrity(path, manifest)
         structure = json.loads((path / "program.json").read_text())
         with np.load(path / "constants.npz") as stored:
-            program = graph_from_json(structure, _unpack_vectors(stored))
+            program = graph_from_json(structure, unpack_vectors(stored))
         params = CKKSParams.from_json(json.loads((path / "params.json").read_text()))
         report = json.loads((path / "report.json").read_text())
         tail = (path / _TAIL).read_bytes() if _TAIL in manifest["files"] else None
@@ -257,7 +258,7 @@ def _pack_vectors(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _unpack_vectors(stored) -> dict[str, np.ndarray]:
+def unpack_vectors(stored) -> dict[str, np.ndarray]:
     arrays = {k: stored[k] for k in stored.files if not k.startswith("rows")}
     for name in stored.files:
         if not (name.startswith("rows") and name.endswith(".keys")):

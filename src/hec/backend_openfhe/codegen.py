@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from hec.backend_openfhe.artifact import _unpack_vectors
+from hec.backend_openfhe.artifact import unpack_vectors
 from hec.backend_openfhe.execute import openfhe_chebyshev
 from hec.backend_openfhe.params import CKKSParams
 from hec.ir import Graph
@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 {unpack_source}
 
 with np.load(os.path.join(HERE, "constants.npz")) as _stored:
-    C = _unpack_vectors(_stored)
+    C = unpack_vectors(_stored)
 SLOTS = {slots}
 
 
@@ -223,7 +223,7 @@ def prelude(params: CKKSParams) -> str:
         ", fhe.ADVANCEDSHE" if params.needs_poly else ""
     )
     return _PRELUDE.format(
-        unpack_source=inspect.getsource(_unpack_vectors),  # the artifact's own reader, verbatim
+        unpack_source=inspect.getsource(unpack_vectors),  # the artifact's own reader, verbatim
         slots=params.slots,
         depth=params.depth,
         scaling_bits=params.scaling_bits,
