@@ -1,0 +1,32 @@
+"""The replay tier: each reference model compiles to the program and report figures stored in
+``goldens/`` (see ``cases.py``). A difference means the compiler's behaviour changed: if that
+is intended, regenerate the goldens (``python tests/replay/make_goldens.py``) in the commit that
+changes it and say why."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.replay.cases import CASES, GOLDENS, onnx_fingerprint, run_case
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_replay_is_identical(case, tmp_path):
+    want = json.loads((GOLDENS / f"{case.name}.json").read_text())
+    got = run_case(case, tmp_path)
+    for name, digest in want["files"].items():
+        assert got["files"][name] == digest, f"{case.name}: {name} changed"
+    assert got["constants"] == want["constants"], f"{case.name}: the program's constants changed"
+    assert got["report"] == want["report"], f"{case.name}: report.json's figures changed"
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.optimize_args], ids=lambda c: c.name
+)
+def test_committed_optimized_models_are_the_goldens(case):
+    """CI replays the compile of the committed ``hec optimize`` outputs: they are the ones the
+    goldens were made from (``make_goldens.py --full`` reruns the optimization)."""
+    want = json.loads((GOLDENS / f"{case.name}.json").read_text())
+    assert onnx_fingerprint(case.optimized) == want["optimized"]
