@@ -15,6 +15,7 @@ __all__ = [
     "LayoutError",
     "PassError",
     "ArtifactError",
+    "ParseError",
     "InputError",
     "ParameterError",
     "KeysError",
@@ -64,6 +65,10 @@ class PassError(HecError):
 
 class ArtifactError(HecError):
     """An artifact directory is missing, incomplete or corrupted."""
+
+
+class ParseError(HecError):
+    """IR text (a dump, a golden file) that ``hec.ir.parser`` cannot read; names the line."""
 
 
 class InputError(HecError):

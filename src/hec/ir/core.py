@@ -122,7 +122,7 @@ class Op:
 
 
 class Graph:
-    """An ordered block of ops in SSA form with typed inputs and outputs.
+    """An ordered block of ops in SSA form with typed inputs and outputs, and attributes.
 
     Every op of a graph belongs to its ``dialect``: ``tensor`` (close to ONNX), ``slot`` (close
     to CKKS, one sample per ciphertext) or ``batch`` (tensors of ciphertexts, one sample per
@@ -137,6 +137,8 @@ class Graph:
         self.inputs: list[Value] = []
         self.ops: list[Op] = []
         self.outputs: list[Value] = []
+        # decisions recorded on the whole program (plain hashable values, like op attributes)
+        self.attrs: dict[str, Any] = {}
 
     # -- building -------------------------------------------------------------------------
     def add_input(self, name: str, type: Type) -> Value:
@@ -189,12 +191,13 @@ class Graph:
 
     def become(self, other: Graph) -> None:
         """Take over ``other``'s contents (how a conversion pass replaces the whole program)."""
-        self.name, self.dialect = other.name, other.dialect
+        self.name, self.dialect, self.attrs = other.name, other.dialect, other.attrs
         self.inputs, self.ops, self.outputs = other.inputs, other.ops, other.outputs
 
     def clone(self) -> Graph:
         """A structural copy; constant arrays are shared (passes never mutate them in place)."""
         g = Graph(self.name, self.dialect)
+        g.attrs = dict(self.attrs)
         vmap: dict[int, Value] = {}
         for v in self.inputs:
             vmap[id(v)] = g.add_input(v.name, v.type)

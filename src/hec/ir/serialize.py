@@ -85,19 +85,22 @@ def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
                 "origin": op.origin,
             }
         )
-    structure = {
+    structure: dict[str, Any] = {
         "name": graph.name,
         "dialect": graph.dialect,
         "inputs": [{"name": v.name, "type": _type_to_json(v.type)} for v in graph.inputs],
         "ops": ops,
         "outputs": [ids[id(v)] for v in graph.outputs],
     }
+    if graph.attrs:  # only when set, so that program.json files without any stay unchanged
+        structure["attrs"] = {k: _attr_to_json(v) for k, v in graph.attrs.items()}
     return structure, arrays
 
 
 def graph_from_json(structure: dict[str, Any], arrays: Any) -> Graph:
     """Rebuild a graph; ``arrays`` maps the keys of ``graph_to_json`` to numpy arrays."""
     g = Graph(structure["name"], structure["dialect"])
+    g.attrs = {k: _attr_from_json(v) for k, v in structure.get("attrs", {}).items()}
     values: list[Value] = [
         g.add_input(i["name"], _type_from_json(i["type"])) for i in structure["inputs"]
     ]
