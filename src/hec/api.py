@@ -6,47 +6,31 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from hec.backend_openfhe import (
-    Artifact,
-    choose_params,
-    load_artifact,
-    program_report,
-    write_artifact,
-)
-from hec.backend_openfhe.batch_memory import (
-    PROCESS_BASELINE,
-    bound_plan,
-    check_fits,
-    machine_memory,
-    plan_memory,
-)
-from hec.backend_openfhe.params import MAX_RING_DIM, CKKSParams, min_ring_dim, program_depth
-from hec.backend_openfhe.report import batch_program_report
-from hec.errors import LayoutError, ParameterError, PrecisionError
+from hec.backend_openfhe import Artifact, load_artifact, write_artifact
+from hec.backend_openfhe.batch_memory import check_fits, machine_memory, plan_memory
+from hec.backend_openfhe.params import min_ring_dim
+from hec.backend_openfhe.report_schema import ProgramReport
+from hec.errors import PrecisionError
 from hec.frontend import build_graph, load_model
 from hec.frontend.client_tail import head_reference, split_tail
-from hec.ir import Graph
-from hec.optimize import accuracy, conversion_layers, inputs_outside, make_he_friendly
+from hec.optimize import accuracy, calibrated_stats, conversion_layers, inputs_outside
 from hec.options import CompileOptions
-from hec.passes import (
-    LowerToBatch,
-    PassManager,
-    batch_packing_pipeline,
-    he_friendly_pipeline,
-    slot_packing_pipeline,
-)
+from hec.passes import PassManager, he_friendly_pipeline
 from hec.passes.lower_to_slots import check_fits_one_ciphertext
+from hec.passes.replace_activations import CalibrationMissing
+from hec.plan import read_plan, replay_plan
 from hec.progress import ProgressFn, no_progress
+from hec.prune import Prune, PruneOptions
 from hec.runtime import Client, Server, simulate_slots
 from hec.runtime.inputs import as_batch
 from hec.runtime.key_cache import release_unused_keys
-from hec.runtime.simulator import check_block_local
+from hec.search import Search
 
 __all__ = ["compile", "load_artifact", "run", "simulate", "RunResult"]
 
@@ -58,7 +42,8 @@ def compile(
     progress: ProgressFn = no_progress,
     calibration: np.ndarray | None = None,
     labels: np.ndarray | None = None,
-    prune=None,
+    prune: PruneOptions | None = None,
+    use_plan: bool = True,
 ) -> Artifact:
     """Compile an ONNX model into an artifact directory and return the loaded artifact.
 
@@ -73,40 +58,44 @@ def compile(
             original and of the converted model on them.
         prune: ``hec.prune.PruneOptions``: prune the HE-friendly graph first (needs
             ``calibration``); the report gets a ``pruning`` part.
+        use_plan: replay the plan ``hec optimize`` recorded in the model (``hec.plan``):
+            options left at their defaults take its decisions; ``False`` ignores it.
     """
     options = options or CompileOptions()
     if calibration is not None and options.input_range is None:  # for check-ranges
         low, high = float(np.min(calibration)), float(np.max(calibration))
         options = dataclasses.replace(options, input_range=(low, high))
     start = time.perf_counter()
+    loaded = load_model(model)
+    recorded = read_plan(loaded, str(model)) if use_plan else None
+    plan = None
+    if recorded is not None:  # what `hec optimize` decided: the same program
+        options, plan = replay_plan(options, recorded)
     # the model's last steps after the logits (Softmax, labels, ...) run on the client
-    split = split_tail(load_model(model))
+    split = split_tail(loaded)
     graph = build_graph(split.head)
     if options.packing == "slots":  # before calibration, which can take minutes
         check_fits_one_ciphertext(graph)
     reference = head_reference(split, model)
     original = graph.clone() if calibration is not None else None
-    stats = make_he_friendly(reference, graph, options, calibration, progress)
+    stats = calibrated_stats(reference, graph, calibration, progress)
+    he_friendly = he_friendly_pipeline(options, stats or None)
+    search = Search(options, plan, progress, len(he_friendly) + 1 + (prune is not None))
     pruning = None
     if prune is not None:
-        from hec.passes.replace_activations import CalibrationMissing
-        from hec.prune import prune_graph
-
         if calibration is None:
             raise CalibrationMissing("--prune needs calibration data: give --calib DATA.npz")
-        pruning = prune_graph(
-            graph, calibration, prune, options, (calibration, labels), progress=progress
-        )
+        pruning = Prune(prune, calibration, search, (calibration, labels), progress=progress)
+    PassManager(
+        [
+            *he_friendly,  # calibrated polynomials for activations, constants for norms
+            *([pruning] if pruning is not None else []),  # packing-aware block pruning
+        ],
+        dump_dir=options.dump_ir_after,
+    ).run(graph)
     tensor_ir = graph.clone()
-    first_index = len(he_friendly_pipeline(options, stats or None)) + 1
-    if options.packing == "auto":
-        program, params, figures = _auto_packing(graph, options, progress, first_index)
-    elif options.packing == "slots":
-        program, params, figures = _lower_slots(graph, options, progress, first_index)
-    elif options.packing == "batch":
-        program, params, figures = _lower(graph, options, options.packing, progress, first_index)
-    else:
-        raise ParameterError(f"packing {options.packing!r} is not one of slots, batch, auto")
+    lowered = search.best(graph)  # the packing pipeline under the cheapest (or recorded) plan
+    program, params, figures = lowered.program, lowered.params, lowered.figures
     name = str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>"
     io = {
         "model": name,
@@ -134,9 +123,10 @@ def compile(
     if labels is not None and calibration is not None and original is not None:
         report["accuracy"] = accuracy(reference, tensor_ir, calibration, labels)
     if pruning is not None:
-        report["pruning"] = pruning
+        report["pruning"] = pruning.report
     tail = None if split.tail is None else split.tail.SerializeToString()
-    return write_artifact(Path(out_dir), program, params, io, report, tensor_ir, tail)
+    typed = ProgramReport.from_dict(report)
+    return write_artifact(Path(out_dir), program, params, io, typed, tensor_ir, tail)
 
 
 def _estimates(figures: dict) -> dict:
@@ -153,181 +143,6 @@ def _estimates(figures: dict) -> dict:
         "ms_per_image": round(seconds / per_eval * 1e3, 3),
         "basis": basis,
     }
-
-
-def _lower(
-    graph: Graph,
-    options: CompileOptions,
-    packing: str,
-    progress: ProgressFn = no_progress,
-    first_index: int = 1,
-) -> tuple[Graph, CKKSParams, dict]:
-    """Run ``packing``'s pipeline on a copy of ``graph``: the program, its parameters and its
-    report figures (batch packing: refused here if predicted not to fit in memory)."""
-    program = graph.clone()
-    if packing == "batch":
-        passes = batch_packing_pipeline(options, _batch_slots(program, options))
-    else:
-        passes = slot_packing_pipeline(options)
-    total = len(passes)
-    done = iter(range(total))
-    PassManager(
-        passes,
-        dump_dir=options.dump_ir_after,
-        progress=lambda name: progress(f"compile: {name}", next(done), total),
-        first_index=first_index,
-    ).run(program)
-    progress("compile", total, total)
-    if packing == "batch":
-        params = choose_params(
-            program, options.scaling_bits, options.first_mod_bits, options.security
-        )
-        return program, params, _batch_report(program, params, options)
-    params = choose_params(
-        program,
-        options.scaling_bits,
-        options.first_mod_bits,
-        options.security,
-        options.sample_blocks,
-    )
-    if params.blocks > 1:
-        check_block_local(program, params.blocks)  # the guarantee the runtime relies on
-    return program, params, program_report(program, params)
-
-
-def _lower_slots(
-    graph: Graph, options: CompileOptions, progress: ProgressFn, first_index: int = 1
-) -> tuple[Graph, CKKSParams, dict]:
-    """Slot packing with the input layout ``options.input_layout``; ``auto`` compiles every
-    layout that applies to the first linear map and keeps the lowest estimated time (ties:
-    the simpler layout). ``report.json`` → ``input_layout`` lists what each would cost.
-    With ``output_layouts="auto"`` and a pruned dense layer, each is also compiled with
-    ``anchored`` output layouts, kept where the whole program is cheaper (``output_layouts``
-    in the report says which); with ``readout="auto"``, also with the output layer on copies
-    of the input (``readout`` in the report)."""
-    from hec.backend_openfhe.cost_model import estimated_seconds
-    from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable
-    from hec.passes.output_layouts import may_anchor
-
-    if options.sample_blocks and options.readout == "copies":
-        raise LayoutError(
-            "--readout copies and --sample-blocks both fill the ciphertext's spare slots "
-            "(copies of one input, or other inputs): choose one"
-        )
-    given = options.input_layout
-    kinds = (given,) if given != "auto" else INPUT_LAYOUTS
-    if given == "auto" and options.sample_blocks:  # block-locality is proven for direct only
-        kinds = ("direct",)
-    results, candidates, outputs, readouts = {}, {}, {}, {}
-    for kind in kinds:
-        quiet = replace(options, input_layout=kind, dump_ir_after=None)
-        outputs[kind] = options.output_layouts
-        readouts[kind] = "matrix" if options.readout == "auto" else options.readout
-        try:
-            results[kind] = _lower(graph, quiet, "slots", progress, first_index)
-        except (NotApplicable, ParameterError) as exc:  # e.g. im2col: more slots than allowed
-            if given != "auto" or kind == kinds[-1] and not results:
-                raise
-            candidates[kind] = {"applies": False, "why": str(exc)}
-            continue
-        if options.output_layouts == "auto" and may_anchor(graph):
-            # anchoring a pruned dense layer's neurons moves the input of the layer after it,
-            # which may then cost more: keep whichever whole program is cheaper
-            anchored = _lower(
-                graph, replace(quiet, output_layouts="anchored"), "slots", progress, first_index
-            )
-            if estimated_seconds(anchored[2]) < estimated_seconds(results[kind][2]):
-                results[kind], outputs[kind] = anchored, "anchored"
-        if options.readout == "auto" and not options.sample_blocks:  # copies, if cheaper
-            again = replace(quiet, output_layouts=outputs[kind], readout="copies")
-            try:
-                copies = _lower(graph, again, "slots", progress, first_index)
-            except (NotApplicable, ParameterError):
-                pass
-            else:
-                if estimated_seconds(copies[2]) < estimated_seconds(results[kind][2]):
-                    results[kind], readouts[kind] = copies, "copies"
-        report = results[kind][2]
-        candidates[kind] = {
-            "applies": True,
-            "slots": report["ckks"]["slots"],
-            "ring_dim": report["ckks"]["ring_dim"],
-            **{key: report["totals"][key] for key in _LAYOUT_FIGURES},
-            "estimated_seconds": round(estimated_seconds(report), 3),
-        }
-    chosen = min(results, key=lambda k: (candidates[k]["estimated_seconds"], kinds.index(k)))
-    if options.dump_ir_after is not None:  # the chosen program once more, dumping its IR
-        again = replace(
-            options,
-            input_layout=chosen,
-            output_layouts=outputs[chosen],
-            readout=readouts[chosen],
-        )
-        results[chosen] = _lower(graph, again, "slots", progress, first_index)
-    program, params, figures = results[chosen]
-    figures["input_layout"] = {"kind": chosen, "choice": given, "candidates": candidates}
-    figures["output_layouts"] = {"kind": outputs[chosen], "choice": options.output_layouts}
-    figures["readout"] = {"kind": readouts[chosen], "choice": options.readout}
-    return program, params, figures
-
-
-_LAYOUT_FIGURES = ("rotations", "diagonals", "plaintext_multiplies", "rotation_keys")
-
-
-def _auto_packing(
-    graph: Graph, options: CompileOptions, progress: ProgressFn, first_index: int = 1
-) -> tuple[Graph, CKKSParams, dict]:
-    """Slot packing unless ``batch_size`` inputs evaluate faster batch-packed (and fit).
-
-    Slot packing runs ``B`` evaluations, batch packing ``ceil(B / slots)``; each is timed with
-    ``cost_model.estimated_seconds`` from the compiled programs' counts.
-    """
-    from hec.backend_openfhe.cost_model import estimated_seconds
-    from hec.errors import ResourceError
-
-    slots = _lower_slots(graph, options, progress, first_index)
-    n = options.batch_size or 1
-    if n <= 1:
-        return slots
-    try:
-        batch = _lower(graph, options, "batch", progress, first_index)
-    except ResourceError:
-        return slots
-    t_slots = n * estimated_seconds(slots[2])
-    t_batch = -(-n // batch[1].slots) * estimated_seconds(batch[2])
-    return batch if t_batch < t_slots else slots
-
-
-def _batch_slots(graph: Graph, options: CompileOptions) -> int:
-    """Slots per ciphertext in batch packing: ``batch_size`` rounded up to a power of two, or
-    half the smallest ring the program's depth allows (what fills it)."""
-    if options.batch_size is not None:
-        if options.batch_size < 1 or options.batch_size > MAX_RING_DIM // 2:
-            raise ParameterError(
-                f"batch size {options.batch_size} is outside 1..{MAX_RING_DIM // 2} "
-                f"(half the largest ring dimension)"
-            )
-        return 1 << (options.batch_size - 1).bit_length()
-    probe = graph.clone()
-    LowerToBatch(1).run(probe)  # the depth does not depend on the batch
-    depth = program_depth(probe)
-    return min_ring_dim(depth, options.scaling_bits, options.first_mod_bits, options.security) // 2
-
-
-def _batch_report(graph: Graph, params, options: CompileOptions) -> dict:
-    """The batch program's counts and memory plan; refuses one that cannot fit."""
-    limit = options.memory_limit or machine_memory()[0]
-    what = "allowed (memory limit)" if options.memory_limit else "this machine has"
-    min_ring = min_ring_dim(
-        params.depth, options.scaling_bits, options.first_mod_bits, options.security
-    )
-    # a lower bound first: a model far too large is refused before it is scheduled
-    check_fits(
-        bound_plan(graph, params), params, limit, PROCESS_BASELINE, "compile", min_ring, what
-    )
-    planned = plan_memory(graph, params)
-    check_fits(planned.plan, params, limit, PROCESS_BASELINE, "compile", min_ring, what)
-    return batch_program_report(graph, params, planned.plan, planned.eg, planned.schedule)
 
 
 def simulate(artifact: Artifact | str | os.PathLike, x: np.ndarray) -> np.ndarray:

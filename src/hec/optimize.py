@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -19,7 +21,37 @@ from hec.passes import PassManager, ValueStats, he_friendly_pipeline
 from hec.passes.replace_activations import CalibrationMissing
 from hec.progress import ProgressFn, no_progress
 
-__all__ = ["make_he_friendly", "conversion_layers", "accuracy", "inputs_outside"]
+__all__ = [
+    "calibrated_stats",
+    "make_he_friendly",
+    "conversion_layers",
+    "accuracy",
+    "inputs_outside",
+]
+
+
+def calibrated_stats(
+    model: str | os.PathLike | onnx.ModelProto,
+    graph: Graph,
+    calibration: np.ndarray | None,
+    progress: ProgressFn = no_progress,
+) -> dict[str, ValueStats]:
+    """The calibration statistics ``he_friendly_pipeline`` needs to replace ``graph``'s
+    non-polynomial ops (``{}`` when it has none); refuses a graph that has some without
+    calibration data."""
+    pending = [op for op in graph.ops if op.kind in NON_POLYNOMIAL_KINDS]
+    if not pending:
+        return {}
+    if calibration is None:
+        op = pending[0]
+        what = op.attrs.get("fn", op.attrs.get("source", op.kind))
+        raise CalibrationMissing(
+            f"node '{op.origin}': {what} is not a polynomial; give calibration data with "
+            f"--calib DATA.npz (array x of typical inputs, optionally labels y) so hec can "
+            f"replace it ({len(pending)} such op(s) in the model)"
+        )
+    check_samples(calibration, graph, "calibration data (--calib)")
+    return calibrate(model, graph, calibration, progress=progress)
 
 
 def make_he_friendly(
@@ -30,22 +62,9 @@ def make_he_friendly(
     progress: ProgressFn = no_progress,
 ) -> dict[str, ValueStats]:
     """Rewrite ``graph`` in place so CKKS can evaluate it; returns the calibration statistics."""
-    pending = [op for op in graph.ops if op.kind in NON_POLYNOMIAL_KINDS]
-    stats = None
-    if pending:
-        if calibration is None:
-            op = pending[0]
-            what = op.attrs.get("fn", op.attrs.get("source", op.kind))
-            raise CalibrationMissing(
-                f"node '{op.origin}': {what} is not a polynomial; give calibration data with "
-                f"--calib DATA.npz (array x of typical inputs, optionally labels y) so hec can "
-                f"replace it ({len(pending)} such op(s) in the model)"
-            )
-        check_samples(calibration, graph, "calibration data (--calib)")
-        stats = calibrate(model, graph, calibration, progress=progress)
-    passes = he_friendly_pipeline(options, stats)
-    PassManager(passes, dump_dir=options.dump_ir_after).run(graph)
-    return stats or {}
+    stats = calibrated_stats(model, graph, calibration, progress)
+    PassManager(he_friendly_pipeline(options, stats or None), options.dump_ir_after).run(graph)
+    return stats
 
 
 def conversion_layers(graph: Graph, stats: dict[str, ValueStats]) -> list[dict[str, Any]]:
@@ -149,6 +168,49 @@ def accuracy(
     }
 
 
+@dataclass
+class FineTune:
+    """fine-tune: train an HE-friendly graph's weights and polynomial coefficients on labelled
+    data (``hec.train.fine_tune``, needs ``hec[train]``), run by the pass manager like any pass.
+    ``report``: epochs, samples and the loss of each epoch."""
+
+    epochs: int
+    learning_rate: float
+    train: tuple[np.ndarray, np.ndarray]
+    progress: ProgressFn = no_progress
+    report: dict[str, Any] = field(default_factory=dict)
+    name: ClassVar[str] = "fine-tune"
+    dialect: ClassVar[str] = "tensor"
+
+    def run(self, graph: Graph) -> bool:
+        from hec.train.fine_tune import fine_tune
+
+        x, y = self.train
+        losses = fine_tune(graph, x, y, self.epochs, self.learning_rate, progress=self.progress)
+        self.report = {
+            "epochs": self.epochs,
+            "samples": int(len(x)),
+            "losses": [round(v, 5) for v in losses],
+        }
+        return True
+
+
+@dataclass
+class MeasureAccuracy:
+    """measure-accuracy: an analysis (changes nothing): ``accuracy`` of the ONNX ``model`` and
+    of the graph as it is at this point of the pipeline, on labelled ``data``."""
+
+    model: str | os.PathLike | onnx.ModelProto
+    data: tuple[np.ndarray, np.ndarray]
+    result: dict[str, float] = field(default_factory=dict)
+    name: ClassVar[str] = "measure-accuracy"
+    dialect: ClassVar[str] = "tensor"
+
+    def run(self, graph: Graph) -> bool:
+        self.result = accuracy(self.model, graph, *self.data)
+        return False
+
+
 def optimize(
     model: str | os.PathLike | onnx.ModelProto,
     out_path: str | os.PathLike,
@@ -188,48 +250,63 @@ def optimize(
         check_samples(evaluation[0], graph, "evaluation data (--eval)")
     if train is not None:
         check_samples(train[0], graph, "training data (--train)")
-    stats = make_he_friendly(model, graph, options, calibration, progress)
-    rows = conversion_layers(graph, stats)
+    stats = calibrated_stats(model, graph, calibration, progress)
     x_eval, y_eval = evaluation if evaluation is not None else (calibration, labels)
-    report: dict[str, Any] = {
-        "model": str(source) if not isinstance(source, onnx.ModelProto) else "<in-memory model>",
-        "output": str(out_path),
-        "layers": rows,
-        "depth_of_activations": sum(r["depth"] for r in rows),
-    }
-    if y_eval is not None:
-        report["accuracy"] = accuracy(model, graph, x_eval, y_eval)
+    measured = [MeasureAccuracy(model, (x_eval, y_eval)) for _ in range(2)]
+    if y_eval is None:
+        measured = []
+    tuning = pruning = None
     if fine_tune_epochs:
-        from hec.train.fine_tune import fine_tune
-
         x_train, y_train = train if train is not None else (calibration, labels)
         if y_train is None:
             raise CalibrationMissing(
                 "fine-tuning needs labels: give --train DATA.npz with x "
                 "and y, or labels y in the calibration data"
             )
-        losses = fine_tune(
-            graph, x_train, y_train, fine_tune_epochs, learning_rate, progress=progress
-        )
-        report["fine_tune"] = {
-            "epochs": fine_tune_epochs,
-            "samples": int(len(x_train)),
-            "losses": [round(v, 5) for v in losses],
-        }
-        if y_eval is not None:
-            report["accuracy_before_fine_tune"] = report["accuracy"]
-            report["accuracy"] = accuracy(model, graph, x_eval, y_eval)
+        tuning = FineTune(fine_tune_epochs, learning_rate, (x_train, y_train), progress)
     if prune is not None:
-        from hec.prune import prune_graph
+        from hec.prune import Prune
+        from hec.search import Search
 
-        report["pruning"] = prune_graph(
-            graph, calibration, prune, options, (x_eval, y_eval), train, progress
-        )
+        pruning = Prune(prune, calibration, Search(options), (x_eval, y_eval), train, progress)
+    PassManager(
+        [
+            *he_friendly_pipeline(options, stats or None),  # polynomials, norm constants
+            *measured[:1],  # the converted model's accuracy (with labels)
+            *([tuning] if tuning else []),  # weights and coefficients trained (hec[train])
+            *(measured[1:] if tuning else []),  # the accuracy after training
+            *([pruning] if pruning else []),  # packing-aware block pruning, then recovery
+        ],
+        dump_dir=options.dump_ir_after,
+    ).run(graph)
+    rows = conversion_layers(graph, stats)
+    report: dict[str, Any] = {
+        "model": str(source) if not isinstance(source, onnx.ModelProto) else "<in-memory model>",
+        "output": str(out_path),
+        "layers": rows,
+        "depth_of_activations": sum(r["depth"] for r in rows),
+    }
+    if measured:
+        report["accuracy"] = measured[0].result
+    if tuning is not None:
+        report["fine_tune"] = tuning.report
+        if measured:
+            report["accuracy_before_fine_tune"] = measured[0].result
+            report["accuracy"] = measured[1].result
+    plan = None
+    if pruning is not None:
+        report["pruning"], plan = pruning.report, pruning.plan
     inputs_outside(graph, rows, calibration, "calibration")  # the final graph's
     if evaluation is not None:
         inputs_outside(graph, rows, x_eval, "evaluation")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(append_tail(export_onnx(graph), split), str(out))
+    exported = append_tail(export_onnx(graph), split)
+    if plan is not None:  # what the pruning counted: `hec compile` lowers exactly this
+        from hec.plan import write_plan
+
+        write_plan(exported, plan)
+        report["plan"] = dataclasses.asdict(plan)
+    onnx.save(exported, str(out))
     out.with_suffix(".report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

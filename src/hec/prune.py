@@ -10,11 +10,12 @@ figures of the same lowering), never estimated from the weights.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
+from hec.backend_openfhe.report_schema import CkksParameters, Layer, ProgramFigures
 from hec.ir import Graph, interpret
 from hec.options import CompileOptions
 from hec.passes.expand_copies import copies_for
@@ -26,10 +27,12 @@ from hec.passes.one_input_neurons import (
     one_input_per_neuron,
 )
 from hec.passes.prune_blocks import PruneBlocks
+from hec.plan import Plan
 from hec.progress import ProgressFn, no_progress
 from hec.recover import prunable_ops, reconstruction_errors, refit
+from hec.search import Lowered, LoweringCache, Search
 
-__all__ = ["PruneOptions", "prune_graph", "compiled_figures"]
+__all__ = ["PruneOptions", "Prune", "prune_graph", "compiled_figures", "counted_program"]
 
 
 @dataclass(frozen=True)
@@ -62,22 +65,65 @@ class PruneOptions:
     allocation: str = "loss"
 
 
-def compiled_figures(graph: Graph, options: CompileOptions, packing: str) -> dict[str, Any]:
-    """The report figures (``report.json`` totals and layers) of compiling ``graph``."""
-    from hec import api
-
-    # counting only: a batch program too large for this machine is still counted
-    opts = replace(options, memory_limit=1 << 60, dump_ir_after=None)
-    # the slot lowering `compile` uses (with its choice of input layout), so that these
-    # counts are those of the program `hec compile` writes
+def counted_program(
+    graph: Graph, options: CompileOptions, packing: str, cache: LoweringCache | None = None
+) -> Lowered:
+    """The program ``hec compile`` writes for ``graph`` (the search's choice of layouts), as
+    pruning counts it: a batch program too large for this machine is still counted.
+    ``cache``: the compilation's, so that a graph counted once is not lowered again."""
+    search = Search(options, cache=cache or LoweringCache())
+    counting = search.derive(memory_limit=1 << 60, dump_ir_after=None)
     if packing == "slots":
         try:
-            return api._lower_slots(graph, opts, no_progress)[2]
+            return counting.best_slots(graph)
         except NotApplicable:  # copies that do not fit (yet): the program a matrix readout makes
-            if opts.readout != "copies":
+            if options.readout != "copies":
                 raise
-            return api._lower_slots(graph, replace(opts, readout="matrix"), no_progress)[2]
-    return api._lower(graph, opts, packing)[2]
+            return counting.derive(readout="matrix").best_slots(graph)
+    return counting.lower(graph, Plan.of(counting.options, packing=packing))
+
+
+def compiled_figures(
+    graph: Graph, options: CompileOptions, packing: str, cache: LoweringCache | None = None
+) -> ProgramFigures:
+    """The report figures (``report.json`` totals and layers) of ``counted_program``."""
+    return ProgramFigures.from_dict(counted_program(graph, options, packing, cache).figures)
+
+
+@dataclass
+class Prune:
+    """prune: packing-aware block pruning of an HE-friendly tensor graph, then its recovery
+    (``prune_graph``), run by the pass manager like any pass (verified, dumped).
+
+    ``report`` is the pruning report after ``run``; ``plan`` the plan the pruned program was
+    counted under (what ``hec optimize`` records for ``hec compile``).
+    """
+
+    options: PruneOptions
+    calibration: np.ndarray
+    search: Search  # the compilation's: its options, and its lowerings shared
+    evaluation: tuple[np.ndarray, np.ndarray | None] | None = None
+    train: tuple[np.ndarray, np.ndarray] | None = None
+    progress: ProgressFn = no_progress
+    report: dict[str, Any] = field(default_factory=dict)
+    plan: Plan | None = None
+    name: ClassVar[str] = "prune"
+    dialect: ClassVar[str] = "tensor"
+
+    def run(self, graph: Graph) -> bool:
+        options, cache = self.search.options, self.search.cache
+        self.report = prune_graph(
+            graph,
+            self.calibration,
+            self.options,
+            options,
+            self.evaluation,
+            self.train,
+            self.progress,
+            cache=cache,
+        )
+        self.plan = counted_program(graph, options, self.options.packing, cache).plan
+        return True
 
 
 def _accuracy(graph: Graph, x: np.ndarray, y: np.ndarray) -> float:
@@ -92,6 +138,7 @@ def _prune(
     calibration: np.ndarray,
     options: PruneOptions,
     copts: CompileOptions,
+    cache: LoweringCache,
     progress: ProgressFn = no_progress,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """``prune-blocks`` on ``graph``; returns its rows and, for a slot rotation budget shared
@@ -106,7 +153,7 @@ def _prune(
     channel a filter), as many as the copies fit and one more, each tried. The one whose
     calibration loss after the refit (``rotation_allocation.CalibrationLoss``) is lower, and
     whose program is within the budget, is kept."""
-    rows = _prune_within(graph, original, calibration, options, copts, progress)
+    rows = _prune_within(graph, original, calibration, options, copts, cache, progress)
     budget_by_loss = options.rotation_budget is not None and options.allocation == "loss"
     if options.packing != "slots" or not budget_by_loss or not hidden_dense_ops(graph):
         return rows, None
@@ -146,12 +193,20 @@ def _prune(
         one_input_per_neuron(matched, live)
         other = matched.clone()
         rows_b = _prune_within(
-            other, matched, calibration, options, copts, progress, anchored=True, finish=cull
+            other,
+            matched,
+            calibration,
+            options,
+            copts,
+            cache,
+            progress,
+            anchored=True,
+            finish=cull,
         )
         value = loss_of(other)
         if channels is not None:
             tried[channels] = round(value, 5)
-            used = compiled_figures(other, copts, "slots")["totals"]["rotations"]
+            used = compiled_figures(other, copts, "slots", cache).totals.rotations
             if used > options.rotation_budget:
                 continue
         if best is None or value < best[0]:
@@ -200,6 +255,7 @@ def _prune_within(
     calibration: np.ndarray,
     options: PruneOptions,
     copts: CompileOptions,
+    cache: LoweringCache,
     progress: ProgressFn = no_progress,
     anchored: bool = False,
     finish: Callable[[Graph], None] | None = None,
@@ -246,7 +302,7 @@ def _prune_within(
                 row["weights_pruned"] = zeros.get(row["name"], row["weights_pruned"])
         if target is None or options.packing != "slots":
             return rows
-        used = compiled_figures(graph, copts, "slots")["totals"]["rotations"]
+        used = compiled_figures(graph, copts, "slots", cache).totals.rotations
         if used <= target:
             fits = (rows, [dict(op.consts) for op in prunable_ops(graph)])
             if used == target:
@@ -272,17 +328,20 @@ def prune_graph(
     train: tuple[np.ndarray, np.ndarray] | None = None,
     progress: ProgressFn = no_progress,
     count: bool = True,
+    cache: LoweringCache | None = None,
 ) -> dict[str, Any]:
     """Prune ``graph`` (HE-friendly tensor graph) in place; returns the pruning report.
 
     ``count``: compile before and after to report the HE operations each layer saved.
+    ``cache``: the lowerings of the compilation this pruning is part of (shared, not redone).
     """
     copts = compile_options or CompileOptions()
+    cache = cache or LoweringCache()
     original = graph.clone()
     packing = options.packing
-    before = compiled_figures(graph, copts, packing) if count else None
+    before = compiled_figures(graph, copts, packing, cache) if count else None
     progress("prune", 0, 3)
-    rows, structures = _prune(graph, original, calibration, options, copts, progress)
+    rows, structures = _prune(graph, original, calibration, options, copts, cache, progress)
     progress("prune", 1, 3)
     report: dict[str, Any] = {
         "packing": packing,
@@ -343,7 +402,7 @@ def prune_graph(
             "samples": int(len(x)),
         }
     if count:
-        after = compiled_figures(graph, copts, packing)
+        after = compiled_figures(graph, copts, packing, cache)
         _attach_counts(rows, before, after)
         report["totals"] = {"before": _totals(before), "after": _totals(after)}
     report["layers"] = rows
@@ -362,40 +421,35 @@ _BATCH_KEYS = (
 )
 
 
-def _keys(fig: dict) -> tuple[str, ...]:
-    return _BATCH_KEYS if fig["packing"] == "batch" else _SLOT_KEYS
+def _keys(fig: ProgramFigures) -> tuple[str, ...]:
+    return _BATCH_KEYS if fig.packing == "batch" else _SLOT_KEYS
 
 
-def _plaintext_bytes(layer: dict, ck: dict) -> int:
+def _plaintext_bytes(layer: Layer, ck: CkksParameters) -> int:
     """Encoded diagonals of a slot layer: ``ring_dim`` 64-bit words per remaining prime."""
-    return (
-        layer.get("plaintext_multiplies", 0)
-        * ck["ring_dim"]
-        * 8
-        * (ck["depth"] + 1 - layer["level_in"])
-    )
+    return layer.plaintext_multiplies * ck.ring_dim * 8 * (ck.depth + 1 - layer.level_in)
 
 
-def _attach_counts(rows: list[dict], before: dict, after: dict) -> None:
+def _attach_counts(rows: list[dict], before: ProgramFigures, after: ProgramFigures) -> None:
     """Per pruned layer, the compiled counts of the fused map(s) holding it, before/after."""
     for row in rows:
         for tag, fig in (("before", before), ("after", after)):
             maps = [
                 lay
-                for lay in fig["layers"]
-                if row["name"] in lay["name"].split("+") and lay["kind"] == "linear"
+                for lay in fig.layers
+                if row["name"] in lay.name.split("+") and lay.kind == "linear"
             ]
-            counts = {k: sum(m.get(k, 0) for m in maps) for k in _keys(fig)}
-            if fig["packing"] == "slots":
-                counts["plaintext_bytes"] = sum(_plaintext_bytes(m, fig["ckks"]) for m in maps)
+            counts = {k: sum(getattr(m, k) for m in maps) for k in _keys(fig)}
+            if fig.packing == "slots":
+                counts["plaintext_bytes"] = sum(_plaintext_bytes(m, fig.ckks) for m in maps)
             row[tag] = counts
 
 
-def _totals(fig: dict) -> dict[str, Any]:
-    t = {k: fig["totals"].get(k, 0) for k in _keys(fig)}
-    if fig["packing"] == "batch":
+def _totals(fig: ProgramFigures) -> dict[str, Any]:
+    t = {k: getattr(fig.totals, k) for k in _keys(fig)}
+    if fig.packing == "batch" and fig.memory is not None:
         t["he_operations"] = sum(
-            fig["totals"].get(k, 0)
+            getattr(fig.totals, k)
             for k in (
                 "scalar_multiplies",
                 "additions",
@@ -403,10 +457,10 @@ def _totals(fig: dict) -> dict[str, Any]:
                 "ciphertext_multiplies",
             )
         )
-        t["peak_bytes"] = fig["memory"]["program_bytes"]
-        t["max_live_ciphertexts"] = fig["memory"]["max_live_ciphertexts"]
+        t["peak_bytes"] = fig.memory.program_bytes
+        t["max_live_ciphertexts"] = fig.memory.max_live_ciphertexts
     else:
-        t["plaintext_bytes"] = sum(_plaintext_bytes(m, fig["ckks"]) for m in fig["layers"])
+        t["plaintext_bytes"] = sum(_plaintext_bytes(m, fig.ckks) for m in fig.layers)
     from hec.backend_openfhe.cost_model import estimated_seconds
 
     t["estimated_seconds"] = round(estimated_seconds(fig), 3)

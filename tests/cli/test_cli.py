@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 import pytest
 
+from hec.backend_openfhe.report_schema import ProgramReport
+
 from cli_helpers import assert_one_line_error, hec
 from conftest import EXAMPLE, REPO
 from onnx_builders import ModelBuilder
@@ -28,22 +30,12 @@ def compiled(tmp_path_factory) -> Path:
 
 
 def test_compile_writes_report(compiled: Path) -> None:
-    report = json.loads((compiled / "report.json").read_text())
-    totals = report["totals"]
-    for key in (
-        "rotations",
-        "hoisted_rotations",
-        "plaintext_multiplies",
-        "ciphertext_multiplies",
-        "rescales",
-        "rotation_keys",
-        "depth",
-    ):
-        assert key in totals and key in report["layers"][0] or key == "depth"
-    assert report["ckks"]["security"] == "HEStd_128_classic"
-    assert report["ckks"]["ring_dim"] >= 2 * report["ckks"]["slots"]
-    assert totals["rotation_keys"] == len(report["rotation_indices"])
-    assert sum(layer["rotations"] for layer in report["layers"]) == totals["rotations"]
+    report = ProgramReport.read(compiled)  # every field the schema requires is there
+    totals = report.totals
+    assert report.ckks.security == "HEStd_128_classic"
+    assert report.ckks.ring_dim >= 2 * report.ckks.slots
+    assert totals.rotation_keys == len(report.rotation_indices)
+    assert sum(layer.rotations for layer in report.layers) == totals.rotations
     for name in ("program.txt", "tensor_ir.txt", "openfhe_program.py", "params.json"):
         assert (compiled / name).is_file()
 
@@ -106,8 +98,15 @@ def test_dump_ir_after(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "dumps").iterdir())
     # fuse-polynomials (01) finds nothing to change in this model and check-ranges (02) never
-    # changes anything, so they write no dump
-    assert names == ["00-input.txt", "03-lower-to-slots.txt", "04-schedule-rotations.txt"]
+    # changes anything, so they write no dump; choose-kernels records each map's kernel
+    assert names == [
+        "00-input.txt",
+        "03-lower-to-slots.txt",
+        "04-choose-kernels.txt",
+        "05-schedule-rotations.txt",
+    ]
+    kernels = (tmp_path / "dumps" / "04-choose-kernels.txt").read_text()
+    assert "kernel='bsgs'" in kernels and "baby_step=" in kernels
 
 
 def test_unsupported_op_is_one_line(tmp_path: Path) -> None:
@@ -228,8 +227,8 @@ def test_compile_batch_prints_its_summary_and_simulates(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "batch of 128 inputs (one per slot)" in proc.stdout and "no rotation keys" in proc.stdout
     assert "sc-mul" in proc.stdout and "predicted peak" in proc.stdout
-    report = json.loads((out / "report.json").read_text())
-    assert report["packing"] == "batch" and report["totals"]["rotation_keys"] == 0
+    report = ProgramReport.read(out)
+    assert report.packing == "batch" and report.totals.rotation_keys == 0
     np.save(tmp_path / "x.npy", np.load(EXAMPLE / "test.npz")["x"][:5])
     run = hec(
         "run",
@@ -245,7 +244,7 @@ def test_compile_batch_prints_its_summary_and_simulates(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "argmax agrees with onnxruntime on 5/5" in run.stdout
     assert "simulate" in json.loads((tmp_path / "run.json").read_text())["timings"]
-    assert report["estimates"]["images_per_evaluation"] == 128
+    assert report.estimates.images_per_evaluation == 128
 
 
 def test_batch_memory_refusals_are_one_line_errors(tmp_path: Path) -> None:

@@ -19,6 +19,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cases import CASES, GOLDENS, MODELS, run_case  # noqa: E402
 
 
+def differences(want, got, where: str = "") -> list[str]:
+    """Where two fingerprints differ, as ``files/program.txt``-style paths."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        out = []
+        for key in sorted(set(want) | set(got)):
+            if key not in got or key not in want:
+                out.append(f"{where}{key}: only in {'goldens' if key in want else 'this run'}")
+            else:
+                out += differences(want[key], got[key], f"{where}{key}/")
+        return out
+    return [] if want == got else [f"{where.rstrip('/')}: {str(want)[:60]} -> {str(got)[:60]}"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="run the hec optimize steps too")
@@ -34,9 +47,7 @@ def main() -> int:
             path = GOLDENS / f"{case.name}.json"
             if args.check:
                 want = json.loads(path.read_text())
-                for key in got:
-                    if key in want and got[key] != want[key]:
-                        failed.append(f"{case.name}: {key} differs")
+                failed += [f"{case.name}: {d}" for d in differences(want, got)]
                 continue
             if args.full and case.optimize_args is not None:
                 MODELS.mkdir(exist_ok=True)

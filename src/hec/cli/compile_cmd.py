@@ -116,6 +116,13 @@ __all__ = ["compile_cmd"]
     help="Throughput mode: as many samples per ciphertext as the ring has room for "
     "(N/(2*slots)), one per block of slots.",
 )
+@click.option(
+    "--no-plan",
+    is_flag=True,
+    help="Ignore the plan `hec optimize` recorded in MODEL (layouts, readout, the slots it "
+    "pruned for) and search again. Without it, options left at their defaults take the plan's "
+    "decisions.",
+)
 @conversion_options
 @prune_options
 def compile_cmd(
@@ -134,6 +141,7 @@ def compile_cmd(
     max_rotation_keys: int | None,
     dump_ir_after: Path | None,
     sample_blocks: bool,
+    no_plan: bool,
     calib: Path | None,
     degree: int | None,
     error_budget: float,
@@ -180,10 +188,18 @@ def compile_cmd(
         prune, rotation_budget, prune_per_layer, prune_score, recover, packing
     )
     artifact = compile(
-        model, out_dir, options, progress=stderr_progress(), calibration=x, labels=y, prune=settings
+        model,
+        out_dir,
+        options,
+        progress=stderr_progress(),
+        calibration=x,
+        labels=y,
+        prune=settings,
+        use_plan=not no_plan,
     )
-    click.echo(f"compiled {model} -> {out_dir} in {artifact.report['compile_seconds']:.2f} s")
-    print_conversion(artifact.report["activations"], artifact.report.get("accuracy"))
-    if "pruning" in artifact.report:
-        print_pruning(artifact.report["pruning"])
-    print_summary(artifact.report)
+    report = artifact.report
+    click.echo(f"compiled {model} -> {out_dir} in {report.compile_seconds:.2f} s")
+    print_conversion(report.activations, report.accuracy)
+    if report.pruning is not None:
+        print_pruning(report.pruning)
+    print_summary(report)

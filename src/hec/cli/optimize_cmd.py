@@ -147,3 +147,10 @@ def optimize_cmd(
     click.echo(f"levels spent on activations: {report['depth_of_activations']}")
     if "pruning" in report:
         print_pruning(report["pruning"])
+    if "plan" in report:  # what `hec compile` will replay
+        plan = report["plan"]
+        click.echo(
+            f"plan recorded in the model: {plan['packing']} packing, input layout "
+            f"{plan['input_layout']}, output layouts {plan['output_layouts']}, readout "
+            f"{plan['readout']} (hec compile replays it; --no-plan searches again)"
+        )

@@ -1,5 +1,6 @@
 """Passes over the IR, the pass manager and the named pipelines."""
 
+from hec.passes.choose_kernels import ChooseKernels
 from hec.passes.compose_rotations import ComposeRotations
 from hec.passes.fuse_polynomials import FusePolynomials
 from hec.passes.lazy_relinearize import LazyRelinearize
@@ -12,6 +13,7 @@ from hec.passes.replace_activations import ReplaceActivations, ValueStats
 from hec.passes.schedule_rotations import ScheduleRotations
 
 __all__ = [
+    "ChooseKernels",
     "ComposeRotations",
     "FusePolynomials",
     "LazyRelinearize",

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from hec.ir import PRUNABLE_KINDS, CipherType, Graph, Layout, Op, Value, affine_map
 from hec.passes.chain_lowering import PendingMap
 from hec.passes.input_layouts import NotApplicable, design_input_layout
-from hec.passes.lower_to_slots import _Lowering, min_slots
+from hec.passes.lower_to_slots import SlotLowering, min_slots
 from hec.passes.stencil_sums import Stencil, stencil_rotations
 
 __all__ = ["SlotMap", "LayerDiagonals", "slot_diagonals", "tagged_matrix"]
@@ -67,7 +67,7 @@ class LayerDiagonals:
     notes: list[str] = field(default_factory=list)
 
 
-class _Recorder(_Lowering):
+class _Recorder(SlotLowering):
     """The slot lowering's walk, recording each map instead of building its diagonals."""
 
     def __init__(

@@ -45,7 +45,14 @@ from hec.passes.stencil_sums import (
     sum_rounds,
 )
 
-__all__ = ["LowerToSlots", "READOUTS", "min_slots", "MAX_SLOTS", "check_fits_one_ciphertext"]
+__all__ = [
+    "LowerToSlots",
+    "SlotLowering",
+    "READOUTS",
+    "min_slots",
+    "MAX_SLOTS",
+    "check_fits_one_ciphertext",
+]
 
 # How the last map (the output layer) is computed: ``matrix``: a map like any other;
 # ``copies``: the client packs one copy of the input per output and each copy computes one
@@ -158,8 +165,8 @@ class LowerToSlots:
         graph.become(out)
         return True
 
-    def _lowering(self, graph: Graph, slots: int) -> _Lowering:
-        return _Lowering(
+    def _lowering(self, graph: Graph, slots: int) -> SlotLowering:
+        return SlotLowering(
             graph,
             slots,
             self.negligible,
@@ -180,8 +187,9 @@ class _MoreSlots(Exception):
         self.slots = slots
 
 
-class _Lowering(ChainLowering):
-    """The shared walk (``chain_lowering``) with one ``matvec`` per materialized chain."""
+class SlotLowering(ChainLowering):
+    """The shared walk (``chain_lowering``) with one ``matvec`` per materialized chain (the
+    pruner's ``diagonal_blocks`` replays it to read which weights feed which diagonal)."""
 
     dialect = "slot"
 

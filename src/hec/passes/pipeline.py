@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from hec.options import CompileOptions
 from hec.passes.calibrate_norms import NormStats, ReplaceNorms
 from hec.passes.check_ranges import CheckRanges
+from hec.passes.choose_kernels import ChooseKernels
 from hec.passes.compose_rotations import ComposeRotations
 from hec.passes.drop_channels import DropDeadChannels
 from hec.passes.expand_copies import ExpandCopies
@@ -61,11 +62,14 @@ def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
             fold_short_maps=options.fold_short_maps,
             readout="copies" if copies else "matrix",
         ),
-        # matvec → hoisted baby steps + giant steps (exact shifts when sample blocks); short maps
-        # folded (merged diagonals + block sum)
-        ScheduleRotations(
+        # each matvec's kernel, as attributes: baby-step/giant-step with its split, or folded
+        # (short maps: merged diagonals + block sum)
+        ChooseKernels(
             options.baby_step, block_local=options.sample_blocks, fold=options.fold_short_maps
         ),
+        # matvec → hoisted baby steps + giant steps as its kernel says (exact shifts when
+        # sample blocks)
+        ScheduleRotations(block_local=options.sample_blocks),
     ]
     if copies:
         # the program repeated once per output, each copy reading its own output

@@ -38,7 +38,10 @@ from hec.ir import CipherType, Graph, Op, Value
 
 __all__ = [
     "FoldPlan",
+    "KERNEL",
     "ScheduleRotations",
+    "build_fold",
+    "choose_kernel",
     "choose_baby_step",
     "fold_plan",
     "choose_split",
@@ -141,7 +144,9 @@ def choose_baby_step(offsets: np.ndarray, slots: int, hoisted_cost: float = 1.0)
 
 @dataclass(frozen=True)
 class ScheduleRotations:
-    """Expand ``matvec`` ops by baby-step/giant-step.
+    """Expand ``matvec`` ops by baby-step/giant-step, as their kernel attributes say
+    (``choose-kernels``). A map without them (this pass run on its own, as tests do) gets them
+    here first, from the same ``choose_kernel`` and the arguments below.
 
     Args:
         baby_step: force ``n1`` for every map; ``None`` searches it per map.
@@ -160,35 +165,69 @@ class ScheduleRotations:
     def run(self, graph: Graph) -> bool:
         changed = False
         for op in [op for op in graph.ops if op.kind == "matvec"]:
-            new_ops, result = _expand(op, self.baby_step, self.block_local, self.fold)
+            if KERNEL not in op.attrs:  # no choose-kernels before (a pass run on its own)
+                op.attrs.update(choose_kernel(op, self.baby_step, self.block_local, self.fold))
+            new_ops, result = _expand(op, self.block_local)
             graph.replace_op(op, new_ops, result)
             changed = True
         return changed
 
 
-def _expand(
+# the matvec attribute naming its kernel (``choose-kernels``): "bsgs" or "folded"
+KERNEL = "kernel"
+
+
+def _terms(op: Op) -> tuple[np.ndarray, np.ndarray]:
+    """A matvec's offsets and diagonals (an all-zero matrix, a layer pruned away: one zero
+    diagonal, so that ``y = 0·x + b`` needs no rotation)."""
+    offsets = np.asarray(op.attrs["offsets"], dtype=np.int64)
+    if offsets.size == 0:
+        return np.zeros(1, dtype=np.int64), np.zeros((1, op.inputs[0].type.slots))
+    return offsets, op.consts["diags"]
+
+
+def _signed(ks: np.ndarray, offsets: np.ndarray, slots: int, block_local: bool) -> bool:
+    """Whether ``ks`` is the signed representation of ``offsets`` (``representations``)."""
+    return not np.array_equal(ks, representations(offsets, slots, block_local)[0])
+
+
+def choose_kernel(
     op: Op, baby_step: int | None, block_local: bool, fold_short: bool = True
-) -> tuple[list[Op], Value]:
+) -> dict[str, object]:
+    """How a ``matvec`` is evaluated, as its attributes: ``kernel`` ``"bsgs"`` (baby-step/
+    giant-step with ``baby_step`` n1, offsets in their ``signed`` representation or not) or
+    ``"folded"`` (``FoldPlan``: ``block`` B, and the split of the merged map the same way).
+    ``baby_step`` forces n1 (and no folding); otherwise the cheapest split is searched."""
+    S = op.inputs[0].type.slots
+    offsets, diags = _terms(op)
+    if baby_step:
+        return {KERNEL: "bsgs", "baby_step": baby_step, "signed": False}
+    n1, ks, rotations = _search(offsets, S, block_local)
+    if fold_short and not block_local:
+        layout = op.result.type.layout
+        # rows the result must hold exactly: up to the last slot its layout uses
+        outputs = int(layout.slot_of_element().max()) + 1 if layout is not None else S
+        fold = fold_plan(offsets, diags, S, outputs, rotations)
+        if fold is not None:
+            signed = _signed(fold.ks, fold.offsets, S, False)
+            return {KERNEL: "folded", "block": fold.block, "baby_step": fold.n1, "signed": signed}
+    return {KERNEL: "bsgs", "baby_step": n1, "signed": _signed(ks, offsets, S, block_local)}
+
+
+def _expand(op: Op, block_local: bool) -> tuple[list[Op], Value]:
+    """The rotations and plaintext multiplies of a ``matvec`` under its kernel attributes."""
     x = op.inputs[0]
     xt: CipherType = x.type
     S, lvl = xt.slots, xt.level
-    offsets = np.asarray(op.attrs["offsets"], dtype=np.int64)
-    diags = op.consts["diags"]
-    if offsets.size == 0:  # an all-zero matrix (a layer pruned away): y = 0·x + b, no rotation
-        offsets, diags = np.zeros(1, dtype=np.int64), np.zeros((1, S))
+    offsets, diags = _terms(op)
     carried = np.ones(len(offsets), dtype=np.int64)  # diagonals each plaintext holds
-    short = fold_short and not (baby_step or block_local)
-    if baby_step:
-        n1, ks = baby_step, offsets
+    n1, signed = int(op.attrs["baby_step"]), bool(op.attrs["signed"])
+    fold = None
+    if op.attrs[KERNEL] == "folded":
+        fold = build_fold(offsets, diags, S, int(op.attrs["block"]), n1, signed)
+        offsets, diags, carried, ks = fold.offsets, fold.diags, fold.carried, fold.ks
     else:
-        n1, ks, rotations = _search(offsets, S, block_local)
-    layout = op.result.type.layout
-    # rows the result must hold exactly: up to the last slot its layout uses
-    outputs = int(layout.slot_of_element().max()) + 1 if layout is not None else S
-    fold = fold_plan(offsets, diags, S, outputs, rotations) if short else None
-    if fold is not None:
-        offsets, diags, carried = fold.offsets, fold.diags, fold.carried
-        n1, ks = fold.n1, fold.ks
+        ks = representations(offsets, S, block_local)[int(signed)]
     ops: list[Op] = []
 
     def amount(k: int) -> int:
@@ -308,7 +347,7 @@ def fold_plan(
         return None
     ks = np.asarray(offsets, dtype=np.int64) % slots
     kappa, j = ks % block, ks // block
-    merged, which = np.unique(kappa, return_inverse=True)
+    merged = np.unique(kappa)
     if plain_rotations is None:
         plain_rotations = _search(offsets, slots, False)[2]
     n1, rep, inner = _search(merged, slots, False)
@@ -316,7 +355,20 @@ def fold_plan(
     probe = FoldPlan(block, merged, np.empty((0, slots)), np.empty(0), blocks, slots, n1, rep)
     if inner + probe.rotations() >= plain_rotations:
         return None
+    return build_fold(offsets, diags, slots, block, n1, _signed(rep, merged, slots, False))
+
+
+def build_fold(
+    offsets: np.ndarray, diags: np.ndarray, slots: int, block: int, n1: int, signed: bool
+) -> FoldPlan:
+    """The ``FoldPlan`` of a map folded in blocks of ``block`` slots, its merged map split with
+    baby step ``n1`` (offsets in their ``signed`` representation or not)."""
+    ks = np.asarray(offsets, dtype=np.int64) % slots
+    kappa, j = ks % block, ks // block
+    merged, which = np.unique(kappa, return_inverse=True)
+    blocks = tuple(sorted({int(v) for v in j}))
     folded = np.zeros((len(merged), slots))  # block j of d'_κ holds rows 0..B-1 of d_k
     folded[which[:, None], j[:, None] * block + np.arange(block)] = diags[:, :block]
     carried = np.bincount(which, minlength=len(merged))
+    rep = representations(merged, slots, False)[int(signed)]
     return FoldPlan(block, merged, folded, carried, blocks, slots, n1, rep)

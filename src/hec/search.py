@@ -1,0 +1,337 @@
+"""The search layer: lower an HE-friendly tensor graph under candidate plans, keep the cheapest.
+
+A candidate is a packing pipeline (``passes.pipeline``) run on a clone of the tensor graph with
+one ``Plan``: the input layout, the output layouts, the readout and the packing. Candidates are
+compared on ``ProgramStats`` (the compiled counts and the cost model's estimate), never on
+guesses. Lowerings are memoized by the graph's contents and the options, so a graph lowered
+twice (the pruner's last count and the program ``hec compile`` writes, or the same candidate
+asked for by two comparisons) is lowered once; ``Search.lowerings`` counts those that ran.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from hec.backend_openfhe import choose_params, program_report
+from hec.backend_openfhe.batch_memory import (
+    PROCESS_BASELINE,
+    bound_plan,
+    check_fits,
+    machine_memory,
+    plan_memory,
+)
+from hec.backend_openfhe.cost_model import estimated_seconds
+from hec.backend_openfhe.params import MAX_RING_DIM, CKKSParams, min_ring_dim, program_depth
+from hec.backend_openfhe.report import batch_program_report
+from hec.errors import LayoutError, ParameterError, ResourceError
+from hec.ir import Graph
+from hec.options import CompileOptions
+from hec.passes import LowerToBatch, PassManager, batch_packing_pipeline, slot_packing_pipeline
+from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable
+from hec.passes.output_layouts import may_anchor
+from hec.plan import Plan
+from hec.progress import ProgressFn, no_progress
+from hec.runtime.simulator import check_block_local
+
+__all__ = ["ProgramStats", "Lowered", "Search", "graph_fingerprint"]
+
+# the counts a candidate layout is listed with in ``report.json`` → ``input_layout``
+_LAYOUT_FIGURES = ("rotations", "diagonals", "plaintext_multiplies", "rotation_keys")
+
+
+@dataclass(frozen=True)
+class ProgramStats:
+    """What the search compares of a compiled program (from its report figures)."""
+
+    rotations: int
+    diagonals: int
+    plaintext_multiplies: int
+    rotation_keys: int
+    slots: int
+    ring_dim: int
+    estimated_seconds: float
+
+    @classmethod
+    def of(cls, figures: dict[str, Any]) -> ProgramStats:
+        totals = figures["totals"]
+        return cls(
+            rotations=int(totals.get("rotations", 0)),
+            diagonals=int(totals.get("diagonals", 0)),
+            plaintext_multiplies=int(totals.get("plaintext_multiplies", 0)),
+            rotation_keys=int(totals.get("rotation_keys", 0)),
+            slots=int(figures["ckks"]["slots"]),
+            ring_dim=int(figures["ckks"]["ring_dim"]),
+            estimated_seconds=estimated_seconds(figures),
+        )
+
+
+@dataclass
+class Lowered:
+    """One lowered candidate: the program, its CKKS parameters, its report figures, its plan."""
+
+    program: Graph
+    params: CKKSParams
+    figures: dict[str, Any]
+    plan: Plan
+
+    @property
+    def stats(self) -> ProgramStats:
+        return ProgramStats.of(self.figures)
+
+
+def graph_fingerprint(graph: Graph) -> str:
+    """SHA-256 of everything a lowering reads of ``graph``: ops, wiring, attributes, types and
+    constants (exact bytes). Two graphs with the same fingerprint lower to the same program."""
+    h = hashlib.sha256()
+    index: dict[int, int] = {}
+    for v in graph.inputs:
+        index[id(v)] = len(index)
+        h.update(f"in {v.type}\n".encode())
+    for op in graph.ops:
+        args = [index[id(v)] for v in op.inputs]
+        h.update(f"{op.kind} {args} {sorted(op.attrs.items())!r} {op.origin}\n".encode())
+        for key in sorted(op.consts):
+            c = np.ascontiguousarray(op.consts[key])
+            h.update(f"{key} {c.dtype} {c.shape}\n".encode())
+            h.update(c.tobytes())
+        for r in op.results:
+            index[id(r)] = len(index)
+            h.update(f"{r.name}: {r.type}\n".encode())
+    h.update(f"out {[index[id(v)] for v in graph.outputs]}".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class LoweringCache:
+    """Lowered programs by (graph fingerprint, options, plan), and how many lowerings ran."""
+
+    programs: dict[tuple, Lowered] = field(default_factory=dict, repr=False)
+    lowerings: int = 0
+
+
+@dataclass
+class Search:
+    """Lowers candidates of one compilation (``options`` says which are allowed).
+
+    Args:
+        options: the compile options; ``packing``, ``input_layout``, ``output_layouts`` and
+            ``readout`` may be ``auto`` (every candidate that applies is lowered and the one with
+            the lowest estimated time kept).
+        plan: a recorded plan to lower exactly (``hec.plan.replay_plan``): no candidates.
+        progress: progress callback of the lowering passes.
+        first_index: where the IR dumps' numbering continues (after the HE-friendly passes).
+        cache: shared by the searches of one compilation (``derive``).
+    """
+
+    options: CompileOptions
+    plan: Plan | None = None
+    progress: ProgressFn = no_progress
+    first_index: int = 1
+    cache: LoweringCache = field(default_factory=LoweringCache)
+
+    @property
+    def lowerings(self) -> int:
+        """Lowerings that ran (a memoized one is not counted again)."""
+        return self.cache.lowerings
+
+    def derive(self, **changes: Any) -> Search:
+        """A search with some options changed, sharing this one's cache (no plan, quiet)."""
+        options = replace(self.options, **changes)
+        return Search(options, None, no_progress, self.first_index, self.cache)
+
+    # -- one candidate ----------------------------------------------------------------------
+    def lower(self, graph: Graph, plan: Plan, options: CompileOptions | None = None) -> Lowered:
+        """Run ``plan``'s packing pipeline on a copy of ``graph``: the program, its parameters
+        and its report figures (batch packing: refused here if predicted not to fit in memory).
+        """
+        opts = plan.apply(options or self.options)
+        # dumping and (in slot packing) the memory limit do not change the program
+        same = replace(opts, dump_ir_after=None)
+        if plan.packing == "slots":
+            same = replace(same, memory_limit=None)
+        key = (graph_fingerprint(graph), same, plan)
+        programs = self.cache.programs
+        if key not in programs or opts.dump_ir_after is not None:
+            programs[key] = self._run(graph, opts, plan)
+        done = programs[key]
+        return Lowered(done.program, done.params, copy.deepcopy(done.figures), plan)
+
+    def _run(self, graph: Graph, options: CompileOptions, plan: Plan) -> Lowered:
+        self.cache.lowerings += 1
+        program = graph.clone()
+        if plan.packing == "batch":
+            passes = batch_packing_pipeline(options, self._batch_slots(program, options))
+        else:
+            passes = slot_packing_pipeline(options)
+        total = len(passes)
+        done = iter(range(total))
+        PassManager(
+            passes,
+            dump_dir=options.dump_ir_after,
+            progress=lambda name: self.progress(f"compile: {name}", next(done), total),
+            first_index=self.first_index,
+        ).run(program)
+        self.progress("compile", total, total)
+        if plan.packing == "batch":
+            params = choose_params(
+                program, options.scaling_bits, options.first_mod_bits, options.security
+            )
+            return Lowered(program, params, self._batch_report(program, params, options), plan)
+        params = choose_params(
+            program,
+            options.scaling_bits,
+            options.first_mod_bits,
+            options.security,
+            options.sample_blocks,
+        )
+        if params.blocks > 1:
+            check_block_local(program, params.blocks)  # the guarantee the runtime relies on
+        return Lowered(program, params, program_report(program, params), plan)
+
+    # -- the choices --------------------------------------------------------------------------
+    def best(self, graph: Graph) -> Lowered:
+        """The program ``options.packing`` asks for (``auto``: the faster packing), or the
+        recorded plan's."""
+        if self.plan is not None:
+            return self.replay(graph, self.plan)
+        packing = self.options.packing
+        if packing == "auto":
+            return self.best_packing(graph)
+        if packing == "slots":
+            return self.best_slots(graph)
+        if packing == "batch":
+            return self.lower(graph, Plan.of(self.options))
+        raise ParameterError(f"packing {packing!r} is not one of slots, batch, auto")
+
+    def best_slots(self, graph: Graph) -> Lowered:
+        """Slot packing with the input layout ``options.input_layout``; ``auto`` lowers every
+        layout that applies to the first linear map and keeps the lowest estimated time (ties:
+        the simpler layout). ``report.json`` → ``input_layout`` lists what each would cost.
+        With ``output_layouts="auto"`` and a pruned dense layer, each is also lowered with
+        ``anchored`` output layouts, kept where the whole program is cheaper (``output_layouts``
+        in the report says which); with ``readout="auto"``, also with the output layer on
+        copies of the input (``readout`` in the report)."""
+        options = self.options
+        if options.sample_blocks and options.readout == "copies":
+            raise LayoutError(
+                "--readout copies and --sample-blocks both fill the ciphertext's spare slots "
+                "(copies of one input, or other inputs): choose one"
+            )
+        given = options.input_layout
+        kinds = (given,) if given != "auto" else INPUT_LAYOUTS
+        if given == "auto" and options.sample_blocks:  # block-locality is proven for direct only
+            kinds = ("direct",)
+        quiet = replace(options, dump_ir_after=None)
+        results: dict[str, Lowered] = {}
+        candidates: dict[str, dict[str, Any]] = {}
+        for kind in kinds:
+            plan = Plan.of(options, packing="slots", input_layout=kind)
+            try:
+                results[kind] = self.lower(graph, plan, quiet)
+            except (NotApplicable, ParameterError) as exc:  # e.g. im2col: too many slots
+                if given != "auto" or kind == kinds[-1] and not results:
+                    raise
+                candidates[kind] = {"applies": False, "why": str(exc)}
+                continue
+            if options.output_layouts == "auto" and may_anchor(graph):
+                # anchoring a pruned dense layer's neurons moves the input of the layer after
+                # it, which may then cost more: keep whichever whole program is cheaper
+                anchored = self.lower(graph, replace(plan, output_layouts="anchored"), quiet)
+                if anchored.stats.estimated_seconds < results[kind].stats.estimated_seconds:
+                    results[kind] = anchored
+            if options.readout == "auto" and not options.sample_blocks:  # copies, if cheaper
+                again = replace(results[kind].plan, readout="copies")
+                try:
+                    copies = self.lower(graph, again, quiet)
+                except (NotApplicable, ParameterError):
+                    pass
+                else:
+                    if copies.stats.estimated_seconds < results[kind].stats.estimated_seconds:
+                        results[kind] = copies
+            figures = results[kind].figures
+            candidates[kind] = {
+                "applies": True,
+                "slots": figures["ckks"]["slots"],
+                "ring_dim": figures["ckks"]["ring_dim"],
+                **{key: figures["totals"][key] for key in _LAYOUT_FIGURES},
+                "estimated_seconds": round(results[kind].stats.estimated_seconds, 3),
+            }
+        chosen = min(results, key=lambda k: (candidates[k]["estimated_seconds"], kinds.index(k)))
+        best = results[chosen]
+        if options.dump_ir_after is not None:  # the chosen program once more, dumping its IR
+            best = self.lower(graph, best.plan)
+        best.figures["input_layout"] = {"kind": chosen, "choice": given, "candidates": candidates}
+        best.figures["output_layouts"] = {
+            "kind": best.plan.output_layouts,
+            "choice": options.output_layouts,
+        }
+        best.figures["readout"] = {"kind": best.plan.readout, "choice": options.readout}
+        return best
+
+    def replay(self, graph: Graph, plan: Plan) -> Lowered:
+        """``plan`` lowered as it is (the report says it was recorded, not searched)."""
+        best = self.lower(graph, plan)
+        if plan.packing == "slots":
+            recorded = {"choice": "recorded plan"}
+            best.figures["input_layout"] = {"kind": plan.input_layout, **recorded}
+            best.figures["output_layouts"] = {"kind": plan.output_layouts, **recorded}
+            best.figures["readout"] = {"kind": plan.readout, **recorded}
+        return best
+
+    def best_packing(self, graph: Graph) -> Lowered:
+        """Slot packing unless ``batch_size`` inputs evaluate faster batch-packed (and fit).
+
+        Slot packing runs ``B`` evaluations, batch packing ``ceil(B / slots)``; each is timed
+        with ``cost_model.estimated_seconds`` from the compiled programs' counts.
+        """
+        slots = self.best_slots(graph)
+        n = self.options.batch_size or 1
+        if n <= 1:
+            return slots
+        try:
+            batch = self.lower(graph, Plan.of(self.options, packing="batch"))
+        except ResourceError:
+            return slots
+        t_slots = n * slots.stats.estimated_seconds
+        t_batch = -(-n // batch.params.slots) * batch.stats.estimated_seconds
+        return batch if t_batch < t_slots else slots
+
+    # -- batch packing ------------------------------------------------------------------------
+    @staticmethod
+    def _batch_slots(graph: Graph, options: CompileOptions) -> int:
+        """Slots per ciphertext in batch packing: ``batch_size`` rounded up to a power of two,
+        or half the smallest ring the program's depth allows (what fills it)."""
+        if options.batch_size is not None:
+            if options.batch_size < 1 or options.batch_size > MAX_RING_DIM // 2:
+                raise ParameterError(
+                    f"batch size {options.batch_size} is outside 1..{MAX_RING_DIM // 2} "
+                    f"(half the largest ring dimension)"
+                )
+            return 1 << (options.batch_size - 1).bit_length()
+        probe = graph.clone()
+        LowerToBatch(1).run(probe)  # the depth does not depend on the batch
+        depth = program_depth(probe)
+        return (
+            min_ring_dim(depth, options.scaling_bits, options.first_mod_bits, options.security) // 2
+        )
+
+    @staticmethod
+    def _batch_report(graph: Graph, params: CKKSParams, options: CompileOptions) -> dict:
+        """The batch program's counts and memory plan; refuses one that cannot fit."""
+        limit = options.memory_limit or machine_memory()[0]
+        what = "allowed (memory limit)" if options.memory_limit else "this machine has"
+        min_ring = min_ring_dim(
+            params.depth, options.scaling_bits, options.first_mod_bits, options.security
+        )
+        # a lower bound first: a model far too large is refused before it is scheduled
+        check_fits(
+            bound_plan(graph, params), params, limit, PROCESS_BASELINE, "compile", min_ring, what
+        )
+        planned = plan_memory(graph, params)
+        check_fits(planned.plan, params, limit, PROCESS_BASELINE, "compile", min_ring, what)
+        return batch_program_report(graph, params, planned.plan, planned.eg, planned.schedule)
