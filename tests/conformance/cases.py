@@ -71,7 +71,7 @@ def family(op_type: str) -> str:
 def accepted_op_types() -> frozenset[str]:
     """Op types hec has a converter for, as registered now (new converters count at once)."""
     from hec.frontend import importer  # noqa: F401 (registers every converter module)
-    from hec.frontend.converters import CONVERTERS
+    from hec.frontend.registry import CONVERTERS
 
     return frozenset(CONVERTERS)
 

@@ -15,7 +15,7 @@ import pytest
 import hec
 from hec.errors import UnsupportedOpError
 from hec.frontend import import_onnx
-from hec.frontend.converters import CONVERTERS, HINTS
+from hec.frontend.registry import CONVERTERS, HINTS
 from hec.ir import interpret
 from hec.options import CompileOptions
 

@@ -10,16 +10,13 @@ becomes one polynomial. PRelu with a per-channel slope is not a scalar function:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from hec.frontend.converters import converter, per_sample_const, spatial_pads
+from hec.frontend.context import Context
+from hec.frontend.converters import per_sample_const, spatial_pads
+from hec.frontend.registry import converter
 from hec.ir import Value
 from hec.ir.tensor_ops import pool_output_shape
-
-if TYPE_CHECKING:
-    from hec.frontend.importer import Context
 
 __all__: list[str] = []
 

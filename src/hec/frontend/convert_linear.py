@@ -1,6 +1,6 @@
 """Converters of more linear ONNX ops: ConvTranspose, Einsum, MatMul with a batched or 1-D
-constant weight, Sum/Mean, Cast; importing it also registers ``convert_resample`` (Resize,
-Upsample, AveragePool with ``ceil_mode``/dilations).
+constant weight, Sum/Mean, Cast (Resize, Upsample and AveragePool with ``ceil_mode``/dilations:
+``convert_resample``).
 
 Each becomes a linear kind of ``ir/linear_ops.py`` (or existing ``add``/``scale_shift`` ops):
 exact, so the compiled program equals onnxruntime up to CKKS noise. What would mix samples (the
@@ -10,18 +10,15 @@ batch axis) or is not linear in the encrypted values is refused with the reason.
 from __future__ import annotations
 
 import string
-from typing import TYPE_CHECKING
 
 import numpy as np
 from onnx import TensorProto
 
-from hec.frontend import convert_resample  # noqa: F401 (registers Resize, Upsample, AveragePool)
-from hec.frontend.converters import CONVERTERS, converter
+from hec.frontend import converters  # noqa: F401 (registers the MatMul converter extended here)
+from hec.frontend.context import Context
+from hec.frontend.registry import CONVERTERS, converter
 from hec.ir import Value
 from hec.ir.linear_ops import conv_transpose_output_shape, einsum_output_shape
-
-if TYPE_CHECKING:
-    from hec.frontend.importer import Context
 
 __all__: list[str] = []
 

@@ -8,15 +8,11 @@ the client after decryption (``hec.frontend.client_tail``) or is refused here wi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from onnx import TensorProto
 
-from hec.frontend.converters import CONVERTERS, converter
-
-if TYPE_CHECKING:
-    from hec.frontend.importer import Context
+from hec.frontend.context import Context
+from hec.frontend.registry import CONVERTERS, converter
 
 __all__ = ["ML_DOMAIN", "linear_classifier_weights"]
 

@@ -10,15 +10,12 @@ sample's standard deviation with calibrated constants, or refuses the model.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hec.frontend.converters import converter
+from hec.frontend.context import Context
+from hec.frontend.registry import converter
 from hec.ir import Value
-
-if TYPE_CHECKING:
-    from hec.frontend.importer import Context
 
 __all__: list[str] = []
 

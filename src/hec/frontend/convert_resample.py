@@ -9,7 +9,6 @@ ONNX and onnxruntime, is refused with the reason.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,15 +19,15 @@ from hec.frontend.axis_maps import (
     pool_size,
     resize_matrix,
 )
-from hec.frontend.converters import CONVERTERS, converter, spatial_pads
+from hec.frontend.context import Context
+from hec.frontend.converters import spatial_pads
+from hec.frontend.registry import CONVERTERS, converter
 from hec.ir import Value
-
-if TYPE_CHECKING:
-    from hec.frontend.importer import Context
 
 __all__: list[str] = []
 
-# the general converter this module extends, taken before it registers its own
+# the general converter this module extends (registered by ``converters``, imported above),
+# taken before it registers its own
 _AVERAGE_POOL = CONVERTERS["AveragePool"]
 
 

@@ -8,78 +8,16 @@ IR shapes do not, so ``full = (1, *value.shape)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
+from hec.frontend.context import Context
+from hec.frontend.movement import convert_movement
+from hec.frontend.registry import converter
 from hec.ir import Value
 from hec.ir.tensor_ops import conv_output_shape, pool_output_shape
 
-if TYPE_CHECKING:
-    from hec.frontend.importer import Context
-
-__all__ = [
-    "BATCH_FREE",
-    "CONVERTERS",
-    "HINTS",
-    "converter",
-    "per_sample_const",
-    "spatial_pads",
-    "power_to_chebyshev",
-]
-
-Converter = Callable[["Context", onnx.NodeProto, dict[str, Any]], list]
-CONVERTERS: dict[str, Converter] = {}
-
-# What to do about an op no converter takes (an op with a converter never reads its hint).
-HINTS = {
-    "Softmax": "inside the network it divides by an encrypted sum, which CKKS cannot; a final "
-    "Softmax (on the logits, at the end of the model) runs on the client and is supported",
-    "LogSoftmax": "inside the network it needs a logarithm of encrypted data, which CKKS cannot; "
-    "a final LogSoftmax (at the end of the model) runs on the client and is supported",
-}
-
-
-# Op types whose converters read ONNX shapes through ``ctx.full`` (or act element by element),
-# so they also take tensors that lost the batch axis (fixed-batch models, see Context.flat).
-BATCH_FREE = {
-    "Identity",
-    "Dropout",
-    "Shape",
-    "Size",
-    "Gemm",
-    "MatMul",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Neg",
-    "Pow",
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Transpose",
-    "Relu",
-    "LeakyRelu",
-    "Sigmoid",
-    "Tanh",
-    "Softplus",
-    "Erf",
-    "Elu",
-    "Gelu",
-}
-
-
-def converter(*op_types: str) -> Callable[[Converter], Converter]:
-    def wrap(fn: Converter) -> Converter:
-        for t in op_types:
-            CONVERTERS[t] = fn
-        return fn
-
-    return wrap
+__all__ = ["per_sample_const", "spatial_pads", "power_to_chebyshev"]
 
 
 def power_to_chebyshev(n: int) -> tuple[float, ...]:
@@ -434,8 +372,6 @@ def _transpose(ctx: Context, node, attrs) -> list:
     if name in ctx.flat or perm[0] != 0:
         if not ctx.fixed_batch:
             raise ctx.unsupported(f"perm {list(perm)} moves the batch axis")
-        from hec.frontend.movement import convert_movement
-
         return convert_movement(ctx, node, attrs)
     x = ctx.value(name, "data")
     perm = tuple(p - 1 for p in perm[1:])

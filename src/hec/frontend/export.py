@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from hec.frontend.export_linear import LINEAR_EXPORTS
+from hec.frontend.onnx_writer import HELPER, OnnxWriter
 from hec.ir import Graph, Op
 
 __all__ = ["export_onnx"]
 
 IR_VERSION = 9  # accepted by onnxruntime 1.20+; matches opset 17
-HELPER = "#"  # helper nodes are named "<origin>#<step>"; origins drop the suffix on import
 
 _ACTIVATION_ONNX = {
     "relu": "Relu",
@@ -30,40 +30,7 @@ _ACTIVATION_ONNX = {
 }
 
 
-class _Writer:
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self._n = 0
-        self._node_names: set[str] = set()
-        self.taken: set[str] = set()  # the graph's own value names (a re-imported hec export)
-
-    def fresh(self, hint: str) -> str:
-        while True:
-            self._n += 1
-            name = f"{hint}_{self._n}"
-            if name not in self.taken:
-                self.taken.add(name)
-                return name
-
-    def const(self, value, dtype=np.float32, hint: str = "c") -> str:
-        name = self.fresh(hint)
-        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
-
-    def node(
-        self, op_type: str, inputs: list[str], out: str | None = None, name: str = "", **attrs
-    ) -> str:
-        out = out or self.fresh(op_type.lower())
-        name = name or out
-        if name in self._node_names:  # ONNX wants unique node names; keep the origin readable
-            name = self.fresh(name)
-        self._node_names.add(name)
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
-        return out
-
-
-def _poly(w: _Writer, t: str, coeffs: tuple[float, ...], out: str, name: str) -> str:
+def _poly(w: OnnxWriter, t: str, coeffs: tuple[float, ...], out: str, name: str) -> str:
     c = [float(v) for v in coeffs]
 
     def node(op_type: str, inputs: list[str], step: str) -> str:
@@ -87,7 +54,7 @@ def _poly(w: _Writer, t: str, coeffs: tuple[float, ...], out: str, name: str) ->
     return w.node("Identity", [result], out, name)
 
 
-def _op(w: _Writer, op: Op, x: list[str], out: str, opset: int) -> None:
+def _op(w: OnnxWriter, op: Op, x: list[str], out: str, opset: int) -> None:
     a, c, name = op.attrs, op.consts, op.origin or out
     k = op.kind
     if k == "conv":
@@ -168,7 +135,7 @@ def export_onnx(graph: Graph, opset: int = 17, producer: str = "hec") -> onnx.Mo
     """Write a tensor graph as an ONNX model with a dynamic batch axis."""
     if any(op.kind == "activation" and op.attrs["fn"].startswith("gelu") for op in graph.ops):
         opset = max(opset, 20)
-    w = _Writer()
+    w = OnnxWriter()
     w.taken = {v.name for v in graph.values() if v.name}
     names: dict[int, str] = {}
     for v in graph.inputs:

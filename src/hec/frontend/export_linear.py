@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable
-from typing import Any
 
+from hec.frontend.onnx_writer import HELPER, OnnxWriter
 from hec.ir import Op
 
 __all__ = ["LINEAR_EXPORTS"]
 
 
-def _axis_maps(w: Any, op: Op, x: list[str], out: str, name: str) -> None:
+def _axis_maps(w: OnnxWriter, op: Op, x: list[str], out: str, name: str) -> None:
     """One Einsum per mapped axis: ``y[..., o, ...] = Σ_i m[o, i] x[..., i, ...]``."""
-    from hec.frontend.export import HELPER
-
     src = string.ascii_lowercase[: len(op.inputs[0].shape) + 1]
     t, axes = x[0], op.attrs["axes"]
     for i, a in enumerate(axes):
@@ -31,14 +29,14 @@ def _axis_maps(w: Any, op: Op, x: list[str], out: str, name: str) -> None:
         )
 
 
-def _conv_transpose(w: Any, op: Op, x: list[str], out: str, name: str) -> None:
+def _conv_transpose(w: OnnxWriter, op: Op, x: list[str], out: str, name: str) -> None:
     a, c = op.attrs, op.consts
     ins = [x[0], w.const(c["weight"])] + ([w.const(c["bias"])] if "bias" in c else [])
     attrs = {k: list(a[k]) for k in ("strides", "pads", "dilations", "output_padding")}
     w.node("ConvTranspose", ins, out, name, **attrs)  # the weight is group-expanded
 
 
-def _einsum(w: Any, op: Op, x: list[str], out: str, name: str) -> None:
+def _einsum(w: OnnxWriter, op: Op, x: list[str], out: str, name: str) -> None:
     lhs, result = op.attrs["equation"].split("->")
     xt, ct = lhs.split(",")
     c = op.consts["operand"]
@@ -47,13 +45,11 @@ def _einsum(w: Any, op: Op, x: list[str], out: str, name: str) -> None:
     elif float(c) == 1.0:  # a one-operand equation
         w.node("Einsum", [x[0]], out, name, equation=f"{xt}->{result}")
     else:  # times a scalar constant
-        from hec.frontend.export import HELPER
-
         t = w.node("Einsum", [x[0]], None, f"{name}{HELPER}einsum", equation=f"{xt}->{result}")
         w.node("Mul", [t, w.const(c)], out, name)
 
 
-LINEAR_EXPORTS: dict[str, Callable[[Any, Op, list[str], str, str], None]] = {
+LINEAR_EXPORTS: dict[str, Callable[[OnnxWriter, Op, list[str], str, str], None]] = {
     "axis_maps": _axis_maps,
     "conv_transpose": _conv_transpose,
     "einsum": _einsum,

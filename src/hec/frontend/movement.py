@@ -15,17 +15,15 @@ them into the neighbouring maps.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
 
-from hec.frontend.converters import BATCH_FREE, converter
+from hec.frontend.context import Context
+from hec.frontend.registry import BATCH_FREE, converter
 from hec.ir import Value
-
-if TYPE_CHECKING:
-    from hec.frontend.importer import Context
 
 __all__ = ["MOVEMENT_OPS", "convert_movement"]
 
