@@ -12,6 +12,7 @@ import numpy as np
 
 from hec.ir import Graph, Op
 from hec.ir.batch_ops import sparse_matrix
+from hec.runtime.plain_eval import COMMON_SEMANTICS, evaluate_plain
 
 __all__ = ["simulate_batch"]
 
@@ -21,24 +22,16 @@ def _sum(op: Op, x: np.ndarray) -> np.ndarray:
 
 
 _SEMANTICS = {
+    **COMMON_SEMANTICS,
     "weighted_sum": _sum,
     "signed_sum": _sum,
-    "add": lambda op, x, y: x + y,
-    "mul": lambda op, x, y: x * y,
-    "mul_norelin": lambda op, x, y: x * y,
-    "relinearize": lambda op, x: x,
-    "rescale": lambda op, x: x,
-    "level_reduce": lambda op, x: x,
-    "poly": lambda op, x: np.polynomial.chebyshev.chebval(x, op.attrs["coeffs"]),
+    "mul_norelin": COMMON_SEMANTICS["mul"],  # the product, relinearized later
+    "relinearize": lambda op, x: x,  # HE bookkeeping too
 }
 
 
 def simulate_batch(graph: Graph, *inputs: np.ndarray) -> list[np.ndarray]:
     """Run a batch graph on inputs ``[B, *shape]``; returns outputs ``[B, *output shape]``."""
-    env = {
-        id(v): np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-        for v, x in zip(graph.inputs, inputs, strict=True)
-    }
-    for op in graph.ops:
-        env[id(op.result)] = _SEMANTICS[op.kind](op, *(env[id(v)] for v in op.inputs))
-    return [env[id(v)].reshape(-1, *v.shape) for v in graph.outputs]
+    flat = [np.asarray(x, dtype=np.float64).reshape(len(x), -1) for x in inputs]
+    outs = evaluate_plain(graph, _SEMANTICS, flat)
+    return [out.reshape(-1, *v.shape) for out, v in zip(outs, graph.outputs, strict=True)]

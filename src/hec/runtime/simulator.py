@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from hec.ir import Graph, Op
+from hec.runtime.plain_eval import COMMON_SEMANTICS, evaluate_plain
 
 __all__ = ["simulate_slots", "simulate_blocks", "check_block_local", "rotate"]
 
@@ -37,30 +38,17 @@ def _matvec(op: Op, x: np.ndarray) -> np.ndarray:
 
 
 _SEMANTICS = {
+    **COMMON_SEMANTICS,
     "rotate": lambda op, x: rotate(x, op.attrs["k"]),
     "mul_plain": lambda op, x: x * _tiled(op.consts["p"], x),
     "add_plain": lambda op, x: x + _tiled(op.consts["p"], x),
-    "add": lambda op, x, y: x + y,
-    "mul": lambda op, x, y: x * y,
-    "rescale": lambda op, x: x,
-    "level_reduce": lambda op, x: x,
     "matvec": _matvec,
-    "poly": lambda op, x: np.polynomial.chebyshev.chebval(x, op.attrs["coeffs"]),
 }
 
 
 def simulate_slots(graph: Graph, *inputs: np.ndarray) -> list[np.ndarray]:
     """Run a slot graph on packed inputs ``[B, slots]``; returns packed outputs."""
-    env = {
-        id(v): np.asarray(x, dtype=np.float64) for v, x in zip(graph.inputs, inputs, strict=True)
-    }
-    last, keep = graph.last_uses(), {id(v) for v in graph.outputs}
-    for i, op in enumerate(graph.ops):
-        env[id(op.result)] = _SEMANTICS[op.kind](op, *(env[id(v)] for v in op.inputs))
-        for v in op.inputs:  # free what no later op reads: programs hold thousands of values
-            if last[id(v)] == i and id(v) not in keep:
-                env.pop(id(v), None)
-    return [env[id(v)] for v in graph.outputs]
+    return evaluate_plain(graph, _SEMANTICS, [np.asarray(x, dtype=np.float64) for x in inputs])
 
 
 def simulate_blocks(graph: Graph, x: np.ndarray, blocks: int) -> np.ndarray:
