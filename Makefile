@@ -41,6 +41,7 @@ test-fast: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/mypy src
 
 bench: setup
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
