@@ -86,10 +86,10 @@ def counts(graph: Graph, packing: str) -> dict:
     fig = compiled_figures(graph, CompileOptions(), packing)
     from hec.backend_openfhe.cost_model import estimated_seconds
 
-    t = fig["totals"]
-    out = {k: t.get(k, 0) for k in ("rotations", "plaintext_multiplies", "rotation_keys")}
+    t = fig.totals
+    out = {k: getattr(t, k) for k in ("rotations", "plaintext_multiplies", "rotation_keys")}
     out["he_operations"] = sum(
-        t.get(k, 0)
+        getattr(t, k) or 0
         for k in (
             "plaintext_multiplies",
             "scalar_multiplies",
@@ -98,9 +98,9 @@ def counts(graph: Graph, packing: str) -> dict:
             "ciphertext_multiplies",
         )
     )
-    out["max_live_ciphertexts"] = fig.get("memory", {}).get("max_live_ciphertexts", 1)
-    if "memory" in fig:
-        out["peak_bytes"] = fig["memory"]["program_bytes"]
+    out["max_live_ciphertexts"] = fig.memory.max_live_ciphertexts if fig.memory else 1
+    if fig.memory is not None:
+        out["peak_bytes"] = fig.memory.program_bytes
     out["estimated_seconds"] = round(estimated_seconds(fig), 3)
     return out
 

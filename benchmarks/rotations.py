@@ -41,7 +41,8 @@ import numpy as np  # noqa: E402
 from run import MODELS, print_table  # noqa: E402  (benchmarks/run.py: the bundled models)
 
 import hec  # noqa: E402
-from hec.backend_openfhe.cost_model import estimated_seconds  # noqa: E402
+from hec.backend_openfhe.cost_model import estimated_seconds, predicted_layer_ms  # noqa: E402
+from hec.backend_openfhe.report_schema import CkksParameters  # noqa: E402
 from hec.frontend.reference import onnxruntime_outputs  # noqa: E402
 from hec.runtime import Client, Server  # noqa: E402
 
@@ -81,19 +82,20 @@ def bench_variant(
     options = replace(VARIANTS[variant], degree=degree)
     out = work / f"{name.split()[0]}-{variant}"
     art = hec.compile(model, out, options, calibration=calibration)
-    totals = art.report["totals"]
+    totals = art.report.totals
     row = {
         "model": name,
         "variant": variant,
         "input_layout": art.input_layout.kind,
-        **{k: totals[k] for k in ("rotations", "hoisted_rotations", "diagonals", "rotation_keys")},
-        "key_mb": totals["rotation_key_bytes"] / 1e6,
+        **{k: getattr(totals, k) for k in ("rotations", "hoisted_rotations", "diagonals")},
+        "rotation_keys": totals.rotation_keys,
+        "key_mb": totals.rotation_key_bytes / 1e6,
         "ring_dim": art.params.ring_dim,
     }
     if n == 0:
         row["predicted_s"] = estimated_seconds(art.report)
         return row
-    _calibrate(art.report["ckks"])  # per-op costs measured now, in this run's conditions
+    _calibrate(art.report.ckks)  # per-op costs measured now, in this run's conditions
     row["predicted_s"] = estimated_seconds(art.report)
     x = np.load(folder / "test.npz")["x"][:n]
     t = time.perf_counter()
@@ -103,7 +105,7 @@ def bench_variant(
     t = time.perf_counter()
     server.evaluate(client.encrypt(x[0]))  # warm-up: encodes the program's plaintexts once
     first = time.perf_counter() - t
-    evaluate, layers, logits = 0.0, np.zeros(len(art.report["layers"])), []
+    evaluate, layers, logits = 0.0, np.zeros(len(art.report.layers)), []
     for sample in x:
         ct = client.encrypt(sample)
         t = time.perf_counter()
@@ -121,24 +123,18 @@ def bench_variant(
         images=n,
         pred_over_meas=row["predicted_s"] / (evaluate / n),
         layer_ms=(layers / n * 1e3).round(3).tolist(),
-        predicted_layer_ms=[layer["predicted_ms"] for layer in _predicted(art.report)],
+        # with the costs calibrated in this run
+        predicted_layer_ms=predicted_layer_ms(art.report),
     )
     return row
 
 
-def _calibrate(ckks: dict) -> None:
+def _calibrate(ckks: CkksParameters) -> None:
     """Measure per-op costs at this ring and depth right before the variant runs: on a shared
     machine the load moves between variants, and the prediction should see the same load."""
     from hec.backend_openfhe.measure_costs import measure_op_costs, store_op_costs
 
-    store_op_costs(measure_op_costs(ckks["depth"], ckks["ring_dim"], repeats=9))
-
-
-def _predicted(report: dict) -> list[dict]:
-    from hec.backend_openfhe.cost_model import predict_layers
-
-    predict_layers(report)  # with the costs calibrated in this run
-    return report["layers"]
+    store_op_costs(measure_op_costs(ckks.depth, ckks.ring_dim, repeats=9))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -172,10 +172,10 @@ def bench_model(name: str, bench: Bench, n_encrypted: int, work: Path) -> dict:
             prune=bench.prune_options("slots"),
         )
     row["compile_s"] = time.perf_counter() - t
-    totals = art.report["totals"]
+    totals = art.report.totals
     row.update(
         {
-            k: totals[k]
+            k: getattr(totals, k)
             for k in (
                 "rotations",
                 "hoisted_rotations",
@@ -310,7 +310,7 @@ def bench_deployment(
     reference = hec.simulate(blocked, batch)
     row["samples_per_ct"] = blocks
     row["batch_eval_s"] = evaluate
-    row["batch_rotation_keys"] = blocked.report["totals"]["rotation_keys"]
+    row["batch_rotation_keys"] = blocked.report.totals.rotation_keys
     row["batch_images_per_s"] = blocks / (encrypt + evaluate)
     row["single_images_per_s"] = 1 / (row["encrypt_ms"] / 1e3 + row["evaluate_s"])
     row["batch_max_abs_err_vs_simulator"] = float(np.abs(values - reference).max())
@@ -383,10 +383,10 @@ def batch_worker(name: str, n: int, threads: int, work: Path) -> dict:
             prune=bench.prune_options("batch"),
         )
     row["compile_s"] = time.perf_counter() - t
-    totals = art.report["totals"]
+    totals = art.report.totals
     row.update(
         {
-            k: totals[k]
+            k: getattr(totals, k)
             for k in (
                 "rotations",
                 "hoisted_rotations",
@@ -416,7 +416,7 @@ def batch_worker(name: str, n: int, threads: int, work: Path) -> dict:
     row["evaluate_s"] = st["total_seconds"]["evaluate"]
     row["decrypt_ms"] = st["total_seconds"]["decrypt"] * 1e3
     row["ms_per_image"] = st["amortized_ms_per_image"]
-    row["eval_key_mb"] = art.report["memory"]["key_bytes"] / 1e6
+    row["eval_key_mb"] = art.report.memory.key_bytes / 1e6
     row["peak_rss_mb"] = st["measured_peak_bytes"] / 1e6
     row["predicted_peak_mb"] = st["predicted_peak_bytes"] / 1e6
     row["max_live_ciphertexts"] = st["max_live_ciphertexts"]

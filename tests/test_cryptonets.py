@@ -36,7 +36,7 @@ def test_simulator_matches_onnxruntime_on_the_whole_test_split(artifact, test_sp
 
 def test_dynamo_export_compiles_to_the_same_program(artifact, test_split, tmp_path) -> None:
     other = hec.compile(EXAMPLE / "model_dynamo.onnx", tmp_path / "dyn")
-    assert other.report["totals"] == artifact.report["totals"]
+    assert other.report.totals == artifact.report.totals
     x = test_split[0][:20]
     np.testing.assert_allclose(hec.simulate(other, x), hec.simulate(artifact, x), atol=1e-9)
 

@@ -64,7 +64,7 @@ def test_converted_onnx_runs_in_onnxruntime_and_compiles_to_it(folder, tmp_path)
     _, _, xt, _ = _data(folder)
     reference = onnxruntime_outputs(he_model, xt[:20])
     art = hec.compile(he_model, tmp_path / "out")
-    assert art.report["totals"]["ciphertext_multiplies"] > 0  # degree 2: one square each
+    assert art.report.totals.ciphertext_multiplies > 0  # degree 2: one square each
     assert_matches_reference(hec.simulate(art, xt[:20]), reference, rel=1e-5)
 
 
@@ -79,12 +79,12 @@ def test_compile_with_calib_equals_optimize_then_compile(tmp_path) -> None:
         labels=y,
     )
     via_onnx = hec.compile(tmp_path / "silu.he.onnx", tmp_path / "via")
-    assert direct.report["totals"] == via_onnx.report["totals"]
+    assert direct.report.totals == via_onnx.report.totals
     # the ONNX file stores float32 constants: agreement to float32 rounding
     assert_matches_reference(
         hec.simulate(via_onnx, xt[:20]), hec.simulate(direct, xt[:20]), rel=1e-5
     )
-    assert direct.report["accuracy"]["samples"] == len(x)
+    assert direct.report.accuracy["samples"] == len(x)
 
 
 @pytest.mark.slow

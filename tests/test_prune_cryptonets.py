@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import hec
+from hec.backend_openfhe.report_schema import ProgramReport
 from hec.cli.main import cli
 from hec.frontend.reference import onnxruntime_outputs
 from hec.runtime import Client, Server
@@ -67,10 +68,10 @@ def test_compile_prune_flag_counts_the_same_program(pruned, tmp_path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "art" / "report.json").read_text())
-    counted = report["pruning"]["totals"]["after"]
+    report = ProgramReport.read(tmp_path / "art")
+    counted = report.pruning["totals"]["after"]
     for key in ("rotations", "plaintext_multiplies", "rotation_keys"):
-        assert report["totals"][key] == counted[key], key
+        assert getattr(report.totals, key) == counted[key], key
 
 
 def test_rotation_budget_shared_by_loss_beats_one_global_order() -> None:
@@ -96,7 +97,7 @@ def test_rotation_budget_shared_by_loss_beats_one_global_order() -> None:
         rows = PruneBlocks(
             0.0, "slots", 16, calibration=x, fold=True, input_layout="auto", allocation=allocation
         ).prune(g)
-        assert compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"] <= 16
+        assert compiled_figures(g, CompileOptions(), "slots").totals.rotations <= 16
         refit(g, graph, x)
         logits = interpret(g, test["x"])[0].reshape(len(test["x"]), -1)
         accuracy[allocation] = float(np.mean(logits.argmax(1) == test["y"]))
@@ -165,7 +166,7 @@ def test_budget_tries_one_input_neurons_and_keeps_the_lower_loss() -> None:
     hidden = hidden_dense_ops(graph)[0].consts["weight"]
     one_input = bool((np.count_nonzero(hidden, axis=0) <= 1).all())
     assert one_input == (structures["kept"] == "one_input_neurons")
-    assert compiled_figures(graph, CompileOptions(), "slots")["totals"]["rotations"] <= 8
+    assert compiled_figures(graph, CompileOptions(), "slots").totals.rotations <= 8
     weights = [op.consts["weight"] for op in prunable_ops(graph)]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.size for w in weights)
     assert report["sparsity"] == pytest.approx(zeros)  # culled weights count as pruned
@@ -196,9 +197,9 @@ def test_budget_under_a_copies_readout_leaves_the_output_layer_whole() -> None:
     dense = prunable_ops(graph)[-1].consts["weight"].copy()
     report = prune_graph(graph, x, PruneOptions(0.0, rotation_budget=12), copies)
     figures = compiled_figures(graph, copies, "slots")
-    assert figures["readout"]["kind"] == "copies"
-    assert figures["totals"]["rotations"] <= 12
-    assert report["totals"]["after"]["rotations"] == figures["totals"]["rotations"]
+    assert figures.readout.kind == "copies"
+    assert figures.totals.rotations <= 12
+    assert report["totals"]["after"]["rotations"] == figures.totals.rotations
     last = report["layers"][-1]
     assert last["block"] == "none" and last["blocks"] == 0
     # its 8 conv channels all fit the copies: the one count tried

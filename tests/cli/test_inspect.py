@@ -23,32 +23,32 @@ def art(tmp_path_factory):
 
 
 def test_report_predicts_every_layer_and_the_total_is_their_sum(art) -> None:
-    layers = art.report["layers"]
-    assert all(layer["predicted_ms"] > 0 for layer in layers)
-    total = sum(layer["predicted_ms"] for layer in layers) / 1e3
-    assert total == pytest.approx(art.report["estimates"]["evaluation_seconds"], abs=2e-3)
+    layers = art.report.layers
+    assert all(layer.predicted_ms > 0 for layer in layers)
+    total = sum(layer.predicted_ms for layer in layers) / 1e3
+    assert total == pytest.approx(art.report.estimates.evaluation_seconds, abs=2e-3)
     assert total == pytest.approx(estimated_seconds(art.report), abs=2e-3)
 
 
 def test_a_calibrated_table_replaces_the_reference_costs(art, tmp_path, monkeypatch) -> None:
-    ck = art.report["ckks"]
+    ck = art.report.ckks
     reference, basis = op_costs(ck)
     assert "reference" in basis
     table = tmp_path / "costs.json"
     doubled = {k: 2 * v for k, v in reference.items()}
-    table.write_text(json.dumps({f"{ck['ring_dim']}/{ck['depth']}": {"ms": doubled}}))
+    table.write_text(json.dumps({f"{ck.ring_dim}/{ck.depth}": {"ms": doubled}}))
     monkeypatch.setenv("HEC_COST_TABLE", str(table))
     costs, basis = op_costs(ck)
     assert "calibrated" in basis and costs == pytest.approx(doubled)
     assert estimated_seconds(art.report) == pytest.approx(
-        2 * sum(layer["predicted_ms"] for layer in art.report["layers"]) / 1e3, rel=1e-3
+        2 * sum(layer.predicted_ms for layer in art.report.layers) / 1e3, rel=1e-3
     )
     table.write_text(json.dumps({"1024/1": {"ms": doubled}}))  # another ring: not used
     assert "reference" in op_costs(ck)[1]
 
 
 def test_inspect_prints_the_layers_and_writes_an_html_report(art, tmp_path) -> None:
-    n = len(art.report["layers"])
+    n = len(art.report.layers)
     run = tmp_path / "run.json"
     run.write_text(json.dumps({"layer_ms": [10.0 * (i + 1) for i in range(n)]}))
     html = tmp_path / "r.html"
@@ -59,8 +59,8 @@ def test_inspect_prints_the_layers_and_writes_an_html_report(art, tmp_path) -> N
         assert column in lines[0]
     total = next(line for line in lines if line.startswith("total")).split()
     assert total[3:5] == [
-        str(art.report["totals"]["diagonals"]),
-        str(art.report["totals"]["rotations"]),
+        str(art.report.totals.diagonals),
+        str(art.report.totals.rotations),
     ]
     assert float(total[-3]) == pytest.approx(10.0 * n * (n + 1) / 2)  # measured: their sum
     page = html.read_text()
@@ -94,6 +94,6 @@ def test_encrypted_run_reports_time_per_layer(art) -> None:
     x = np.load(EXAMPLE / "test.npz")["x"][:1]
     result = hec.run(art, x)
     layer_ms = result.stats["layer_ms"]
-    assert len(layer_ms) == len(art.report["layers"]) and all(t > 0 for t in layer_ms)
+    assert len(layer_ms) == len(art.report.layers) and all(t > 0 for t in layer_ms)
     assert sum(layer_ms) == pytest.approx(result.timings["evaluate"] * 1e3, rel=0.05)
     assert result.stats["precision_bits"] == pytest.approx(result.precision_bits.min())

@@ -108,7 +108,7 @@ def test_compiled_with_calibration_matches_onnxruntime(case: str, tmp_path) -> N
     model = _network(case)
     calib = _inputs(400, 3)
     art = hec.compile(model, tmp_path / "art", CompileOptions(), calibration=calib)
-    assert [r["degree"] for r in art.report["activations"]]  # one polynomial, degree chosen
+    assert [r["degree"] for r in art.report.activations]  # one polynomial, degree chosen
     err, agree = _errors(art, model, calib)
     print(f"\nMEASURED {case}: max {err.max():.4f} agreement {agree:.4f}", end="")
     assert err.max() <= MAX_ERROR and agree >= AGREEMENT
@@ -122,7 +122,7 @@ def test_global_max_pool_compiled_with_calibration(tmp_path) -> None:
     model = _network("global_max_pool")
     calib = _inputs(400, 3)
     art = hec.compile(model, tmp_path / "art", CompileOptions(), calibration=calib)
-    assert [r["by"] for r in art.report["activations"]] == ["avgpool"]
+    assert [r["by"] for r in art.report.activations] == ["avgpool"]
     err, agree = _errors(art, model, calib)
     print(
         f"\nMEASURED global_max_pool: max {err.max():.4f} median {np.median(err):.4f} "
@@ -140,7 +140,7 @@ def test_relu6_error_and_predictions(tmp_path) -> None:
     for degree in (None, 27):
         options = CompileOptions(degree=degree)
         art = hec.compile(model, tmp_path / f"art{degree}", options, calibration=calib)
-        (row,) = art.report["activations"]
+        (row,) = art.report.activations
         assert row["replaces"] == "clip01"
         # the interval covers the pre-activation values seen on the calibration data
         assert row["interval"][0] < row["observed"][0] < row["observed"][1] < row["interval"][1]

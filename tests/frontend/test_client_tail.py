@@ -50,7 +50,7 @@ def test_the_tail_runs_on_the_client_and_matches_onnxruntime(
 ) -> None:
     model, logits = _classifier(tail, classes)
     art = hec.compile(model, tmp_path / "art")
-    assert art.client_tail == [tail] and art.report["client_tail"] == [tail]
+    assert art.client_tail == [tail] and art.report.client_tail == [tail]
     assert art.output_kind == kind
     assert (tmp_path / "art" / "tail.onnx").is_file()
     x = _x()

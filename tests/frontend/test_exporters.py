@@ -49,7 +49,7 @@ def test_exported_relu_needs_calibration(path: Path, tmp_path) -> None:
     x, _ = _io(path)
     calib = np.random.default_rng(0).uniform(0, 1, size=(64, *x.shape[1:]))
     art = hec.compile(path, tmp_path / "out", calibration=calib)
-    assert [row["replaces"] for row in art.report["activations"]] == ["relu"]
+    assert [row["replaces"] for row in art.report.activations] == ["relu"]
 
 
 def test_both_exporters_are_covered() -> None:

@@ -32,5 +32,5 @@ def test_batch_packed_program_matches_onnxruntime(name: str, tmp_path) -> None:
     model, x = CASES[name]()
     options = hec.CompileOptions(packing="batch", batch_size=len(x))
     artifact = hec.compile(model, tmp_path / "out", options)
-    assert artifact.report["packing"] == "batch" and artifact.report["totals"]["rotations"] == 0
+    assert artifact.report.packing == "batch" and artifact.report.totals.rotations == 0
     assert_matches_reference(hec.simulate(artifact, x), run_onnxruntime(model, x))

@@ -110,7 +110,7 @@ def test_linear_models_simulate_as_onnxruntime(kind: str, zipmap: bool, tmp_path
     else:
         assert "LinearClassifier" in art.client_tail
         assert ("ZipMap" in art.client_tail) == zipmap
-        assert art.report["client_tail"] == art.client_tail
+        assert art.report.client_tail == art.client_tail
         assert art.output_kind == "labels"
         assert sorted(art.output_kinds.values()) == ["labels", "probability"]
         # the program itself computes the raw scores: one per row of the classifier

@@ -49,7 +49,7 @@ def test_huge_constant_multiply_is_refused_in_one_line_naming_the_node(
 def test_the_same_model_with_a_sane_gain_compiles(tmp_path) -> None:
     x = RNG.normal(0, 1, size=(200, 8))
     art = hec.compile(_model(3.0), tmp_path / "o", hec.CompileOptions(degree=5), calibration=x)
-    assert art.report["totals"]["depth"] >= 3
+    assert art.report.totals.depth >= 3
 
 
 @pytest.mark.parametrize("activation", ["Relu", "Tanh", "Sigmoid"])

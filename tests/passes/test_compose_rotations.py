@@ -47,10 +47,10 @@ def test_pow2_keys_leave_cryptonets_unchanged(sample_blocks: bool, tmp_path) -> 
     assert all(_pow2(k) for k in pow2.params.rotation_indices)
     used = {op.attrs["k"] for op in pow2.program.ops if op.kind == "rotate"}
     assert used == set(pow2.params.rotation_indices)  # every key is used
-    t_full, t_pow2 = full.report["totals"], pow2.report["totals"]
-    assert t_pow2["rotation_keys"] < t_full["rotation_keys"]
-    assert t_pow2["rotation_key_bytes"] < t_full["rotation_key_bytes"]
-    assert t_pow2["rotations"] > t_full["rotations"]  # the price, shown in the report
+    t_full, t_pow2 = full.report.totals, pow2.report.totals
+    assert t_pow2.rotation_keys < t_full.rotation_keys
+    assert t_pow2.rotation_key_bytes < t_full.rotation_key_bytes
+    assert t_pow2.rotations > t_full.rotations  # the price, shown in the report
 
 
 @pytest.mark.parametrize("name", ["conv_strided_asymmetric", "matmul_add_3d", "pad_modes"])
@@ -82,9 +82,9 @@ def test_a_key_cap_keeps_the_most_useful_keys_and_the_results(tmp_path) -> None:
         for cap in (None, 20)
     }
     full, capped = arts[None], arts[20]
-    assert full.report["totals"]["rotation_keys"] > 20 >= capped.report["totals"]["rotation_keys"]
+    assert full.report.totals.rotation_keys > 20 >= capped.report.totals.rotation_keys
     pow2 = hec.compile(EXAMPLE / "model.onnx", tmp_path / "p", replace(base, rotation_keys="pow2"))
-    rotations = [a.report["totals"]["rotations"] for a in (full, capped, pow2)]
+    rotations = [a.report.totals.rotations for a in (full, capped, pow2)]
     assert rotations[0] < rotations[1] < rotations[2]  # a cap costs less than composing all
     np.testing.assert_allclose(hec.simulate(capped, x), hec.simulate(full, x), rtol=1e-9, atol=1e-9)
     used = {op.attrs["k"] for op in capped.program.ops if op.kind == "rotate"}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import hec
+from hec.backend_openfhe.report_schema import Choice, ProgramReport
 from hec.frontend.reference import onnxruntime_outputs
 from hec.options import CompileOptions
 from hec.passes.stencil_sums import tree_rounds
@@ -59,20 +60,20 @@ def test_copies_readout_equals_onnxruntime_with_fewer_rotations(model, tmp_path)
     matrix = hec.compile(model, tmp_path / "matrix")
     copies = hec.compile(model, tmp_path / "copies", CompileOptions(readout="copies"))
     assert_matches_reference(hec.simulate(copies, x), onnxruntime_outputs(model, x), rel=1e-6)
-    assert copies.report["readout"] == {"kind": "copies", "choice": "copies"}
+    assert copies.report.readout == Choice(kind="copies", choice="copies")
     # 5 outputs: 8 copies of the program's 512 slots (2x12x12 elements, direct input)
     direct = CompileOptions(readout="copies", input_layout="direct")
-    assert hec.compile(model, tmp_path / "direct", direct).report["ckks"]["slots"] == 8 * 512
-    last = {r["name"]: r for r in copies.report["layers"]}
+    assert hec.compile(model, tmp_path / "direct", direct).report.ckks.slots == 8 * 512
+    last = {r.name: r for r in copies.report.layers}
     dense = next(name for name in last if "Gemm" in name)
-    assert last[dense]["plaintext_multiplies"] == 1  # one plaintext for the 5 dot products
-    assert copies.report["totals"]["rotations"] < matrix.report["totals"]["rotations"]
+    assert last[dense].plaintext_multiplies == 1  # one plaintext for the 5 dot products
+    assert copies.report.totals.rotations < matrix.report.totals.rotations
 
 
 def test_auto_keeps_the_faster_readout(model, tmp_path) -> None:
     art = hec.compile(model, tmp_path / "auto", CompileOptions(readout="auto"))
-    assert art.report["readout"]["choice"] == "auto"
-    assert art.report["readout"]["kind"] in ("matrix", "copies")
+    assert art.report.readout.choice == "auto"
+    assert art.report.readout.kind in ("matrix", "copies")
 
 
 def test_copies_that_do_not_fit_are_a_one_line_error(tmp_path) -> None:
@@ -109,8 +110,6 @@ def test_copies_and_sample_blocks_are_refused_together(model, tmp_path) -> None:
 
 
 def test_cli_compile_readout_copies_says_so(model, tmp_path) -> None:
-    import json
-
     import onnx
 
     onnx.save(model, str(tmp_path / "m.onnx"))
@@ -119,5 +118,5 @@ def test_cli_compile_readout_copies_says_so(model, tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "readout: copies (8 copies of the input" in proc.stdout
-    report = json.loads((tmp_path / "a" / "report.json").read_text())
-    assert report["readout"] == {"kind": "copies", "choice": "copies"}
+    report = ProgramReport.read(tmp_path / "a")
+    assert report.readout == Choice(kind="copies", choice="copies")

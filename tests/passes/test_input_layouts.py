@@ -51,22 +51,22 @@ def test_replicated_convolution_needs_one_diagonal_per_kernel_tap(tmp_path) -> N
     for kind in ("direct", "replicated", "im2col"):
         art = hec.compile(model, tmp_path / kind, hec.CompileOptions(input_layout=kind))
         _exact(art, model, x)
-        layers[kind] = art.report["layers"][0]
-    assert layers["direct"]["diagonals"] == 72  # 8 channels x 9 taps
-    assert layers["replicated"]["diagonals"] == 9
-    assert layers["im2col"]["diagonals"] == 9  # offsets 0, m, .., 8m
-    assert layers["replicated"]["rotations"] < layers["direct"]["rotations"] / 2
+        layers[kind] = art.report.layers[0]
+    assert layers["direct"].diagonals == 72  # 8 channels x 9 taps
+    assert layers["replicated"].diagonals == 9
+    assert layers["im2col"].diagonals == 9  # offsets 0, m, .., 8m
+    assert layers["replicated"].rotations < layers["direct"].rotations / 2
 
 
 def test_auto_keeps_the_cheapest_estimate_and_reports_every_candidate(tmp_path) -> None:
     art = hec.compile(EXAMPLE / "model.onnx", tmp_path / "out")
-    choice = art.report["input_layout"]
-    cands = choice["candidates"]
-    assert set(cands) == {"direct", "replicated", "im2col"} and choice["choice"] == "auto"
+    choice = art.report.input_layout
+    cands = choice.candidates
+    assert set(cands) == {"direct", "replicated", "im2col"} and choice.choice == "auto"
     best = min(cands, key=lambda k: cands[k]["estimated_seconds"])
-    assert choice["kind"] == best == art.input_layout.kind == "replicated"
+    assert choice.kind == best == art.input_layout.kind == "replicated"
     assert cands["im2col"]["slots"] == 8192 and cands["direct"]["slots"] == 512
-    assert art.report["totals"]["rotations"] == cands["replicated"]["rotations"]
+    assert art.report.totals.rotations == cands["replicated"]["rotations"]
 
 
 def test_replicated_layout_refuses_overlapping_copies_and_auto_falls_back(tmp_path) -> None:
@@ -75,7 +75,7 @@ def test_replicated_layout_refuses_overlapping_copies_and_auto_falls_back(tmp_pa
     with pytest.raises(NotApplicable, match="overlap"):
         hec.compile(model, tmp_path / "a", hec.CompileOptions(input_layout="replicated"))
     art = hec.compile(model, tmp_path / "b")
-    assert art.report["input_layout"]["candidates"]["replicated"]["applies"] is False
+    assert art.report.input_layout.candidates["replicated"]["applies"] is False
     assert art.input_layout.kind != "replicated"
     x = np.random.default_rng(0).normal(size=(3, 2, 6, 6))
     _exact(art, model, x)

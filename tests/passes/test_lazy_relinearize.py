@@ -52,10 +52,10 @@ def test_cryptonets_relinearizes_42_times_instead_of_544(tmp_path) -> None:
     art = hec.compile(
         EXAMPLE / "model.onnx", tmp_path / "out", hec.CompileOptions(packing="batch", batch_size=8)
     )
-    totals = art.report["totals"]
-    assert totals["ciphertext_multiplies"] == 544
-    assert totals["relinearizations"] == 32 + 10 and totals["rescales"] == 714
-    assert art.report["ckks"]["depth"] == 5
+    totals = art.report.totals
+    assert totals.ciphertext_multiplies == 544
+    assert totals.relinearizations == 32 + 10 and totals.rescales == 714
+    assert art.report.ckks.depth == 5
 
 
 def test_a_growing_map_gets_relinearized_inputs() -> None:

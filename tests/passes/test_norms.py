@@ -107,7 +107,7 @@ def test_nearly_constant_scale_is_accepted_within_stated_error(case: str, tmp_pa
     model = _model(case)
     x = _data(case, 300, 0.02)
     art = hec.compile(model, tmp_path / "art", CompileOptions(), calibration=x)
-    (row,) = [r for r in art.report["activations"] if "relative_error" in r]
+    (row,) = [r for r in art.report.activations if "relative_error" in r]
     assert row["replaces"] == NORMS[case][0] and row["depth"] == 0
     assert row["relative_error"] <= CompileOptions().norm_tolerance
     ref = run_onnxruntime(model, x)
@@ -140,7 +140,7 @@ def test_reported_error_is_the_op_output_error(tmp_path) -> None:
     model = _model("instance", head=False)
     x = _data("instance", 200, 0.5)
     art = hec.compile(model, tmp_path / "art", CompileOptions(norm_tolerance=1.0), calibration=x)
-    (row,) = art.report["activations"]
+    (row,) = art.report.activations
     ref = run_onnxruntime(model, x)
     got = hec.simulate(art, x).reshape(ref.shape)
     measured = np.sqrt(np.mean((got - ref) ** 2) / np.mean(ref**2))

@@ -44,7 +44,7 @@ def test_pool_then_conv_output_on_the_input_grid_takes_fewer_diagonals(tmp_path)
     for mode in ("contiguous", "strided", "auto"):
         art = hec.compile(model, tmp_path / mode, hec.CompileOptions(output_layouts=mode))
         _exact(art, model, x)
-        counts[mode] = art.report["layers"][2]["diagonals"]  # the pool+conv map
+        counts[mode] = art.report.layers[2].diagonals  # the pool+conv map
     assert counts["strided"] < counts["contiguous"]
     maps, layers = slot_diagonals(import_onnx(model), output_layouts="strided")
     conv2 = layers[1]
@@ -130,10 +130,10 @@ def test_pruning_blocks_read_off_strided_outputs_leave_fewer_plaintexts() -> Non
         g = import_onnx(model)
         PruneBlocks(0.8, "slots", per_layer=True, calibration=x, output_layouts=layouts).prune(g)
         fig = compiled_figures(g, CompileOptions(output_layouts=layouts), "slots")
-        squares = [i for i, r in enumerate(fig["layers"]) if r["kind"] == "square"]
-        between = fig["layers"][squares[0] + 1 : squares[1]]  # pool+conv (or pool, conv)
-        assert any("AveragePool" in r["name"] for r in between)
-        pool_conv[layouts] = sum(r["plaintext_multiplies"] for r in between)
+        squares = [i for i, r in enumerate(fig.layers) if r.kind == "square"]
+        between = fig.layers[squares[0] + 1 : squares[1]]  # pool+conv (or pool, conv)
+        assert any("AveragePool" in r.name for r in between)
+        pool_conv[layouts] = sum(r.plaintext_multiplies for r in between)
     assert pool_conv["auto"] < pool_conv["contiguous"] / 2
 
 
@@ -176,8 +176,8 @@ def test_one_input_per_neuron_needs_no_rotation_and_stays_exact(tmp_path) -> Non
     for mode in ("auto", "contiguous"):
         art = hec.compile(model, tmp_path / mode, hec.CompileOptions(output_layouts=mode))
         _exact(art, model, x)
-        sparse = [r for r in art.report["layers"] if r["kind"] == "linear"][1]
-        rotations[mode] = (sparse["rotations"], sparse["diagonals"])
+        sparse = [r for r in art.report.layers if r.kind == "linear"][1]
+        rotations[mode] = (sparse.rotations, sparse.diagonals)
     assert rotations["auto"] == (0, 1)
     assert rotations["contiguous"][0] > 0
 

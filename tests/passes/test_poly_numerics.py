@@ -94,7 +94,7 @@ def test_tanh_on_symmetric_data_at_degree_two_is_affine(tmp_path) -> None:
     x = RNG.normal(0, 1, size=(300, 4))
     x = np.concatenate([x, -x])
     art = hec.compile(model, tmp_path / "out", hec.CompileOptions(degree=2), calibration=x)
-    assert art.report["totals"]["ciphertext_multiplies"] == 0
+    assert art.report.totals.ciphertext_multiplies == 0
     graph = import_onnx(model)
     make_he_friendly(model, graph, hec.CompileOptions(degree=2), x)
     assert_matches_reference(
@@ -177,12 +177,12 @@ def test_inputs_a_little_outside_the_calibration_degrade_gracefully(net: str, ga
 def test_compile_report_has_the_fraction_of_calibration_inputs_outside(tmp_path) -> None:
     model, x = _series_net(), _series(120, 2)
     art = hec.compile(model, tmp_path / "o", hec.CompileOptions(degree=5), calibration=x)
-    rows = [r for r in art.report["activations"] if r["replaces"] == "relu"]
+    rows = [r for r in art.report.activations if r["replaces"] == "relu"]
     assert len(rows) == 2
     for r in rows:
         share = r["inputs_outside"]["calibration"]
         assert share["inputs"] == len(x) and 0.0 <= share["fraction"] <= 1.0
-    overall = art.report["inputs_outside"]["calibration"]
+    overall = art.report.inputs_outside["calibration"]
     graph = import_onnx(model)
     make_he_friendly(model, graph, hec.CompileOptions(degree=5), x)
     assert overall == pytest.approx({k: outside_fractions(graph, x)[k] for k in overall})
@@ -241,11 +241,11 @@ def test_onnx_tanh_and_sigmoid_cases_run_encrypted_like_the_simulator(
     x = inputs[0][None].astype(np.float64)
     art = hec.compile(model, tmp_path / "o", calibration=x)  # calibrated on its own input
     simulated = hec.simulate(art, x)
-    rows = [r for r in art.report["activations"] if r["replaces"] in ("tanh", "sigmoid")]
+    rows = [r for r in art.report.activations if r["replaces"] in ("tanh", "sigmoid")]
     if rows:  # evaluated encrypted as a polynomial (as-is, a final Sigmoid is the client's)
         (row,) = rows
         assert np.abs(simulated - expected[0][None]).max() <= row["fit_max"] + 1e-6
     else:
-        assert not on_server and art.report["client_tail"] == ["Sigmoid"]
+        assert not on_server and art.report.client_tail == ["Sigmoid"]
     encrypted = hec.run(art, x).logits
     assert np.abs(encrypted - simulated).max() <= 1e-2

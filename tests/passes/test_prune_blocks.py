@@ -80,14 +80,14 @@ def test_pruned_diagonals_are_gone_from_the_compiled_program(setup, target) -> N
     LowerToSlots(negligible=0.0, output_layouts="strided", stencil_sums="never").run(lowered)
     kept = [len(op.attrs["offsets"]) for op in lowered.ops if op.kind == "matvec"]
     assert kept == [r["blocks_kept"] for r in rows]
-    assert after["totals"]["plaintext_multiplies"] < before["totals"]["plaintext_multiplies"]
+    assert after.totals.plaintext_multiplies < before.totals.plaintext_multiplies
     assert any(r["blocks_kept"] < r["blocks"] for r in rows)
 
 
 def test_rotation_budget_is_met_by_the_compiled_program(setup) -> None:
     model, x = setup
     g = _graph(model)
-    before = compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"]
+    before = compiled_figures(g, CompileOptions(), "slots").totals.rotations
     budget = before // 2
     calls = []
     PruneBlocks(
@@ -96,7 +96,7 @@ def test_rotation_budget_is_met_by_the_compiled_program(setup) -> None:
         calibration=x,
         progress=lambda *a: calls.append(a),
     ).prune(g)
-    assert compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"] <= budget
+    assert compiled_figures(g, CompileOptions(), "slots").totals.rotations <= budget
     # the allocation reports the rotations it has handed out, and finishes at the budget
     assert len(calls) >= 2 and calls[-1] == ("allocate rotations", budget, budget)
     assert all(0 <= done < budget for _, done, _ in calls[:-1])
@@ -149,10 +149,10 @@ def test_batch_culling_removes_ciphertexts(setup) -> None:
     conv1 = rows[0]
     assert conv1["blocks_kept"] < conv1["blocks"]
     assert rows[1]["inputs_culled"] == (conv1["blocks"] - conv1["blocks_kept"]) * 16
-    first = next(lay for lay in after["layers"] if lay["kind"] == "linear")
-    assert first["ciphertexts"] == conv1["blocks_kept"] * 64  # one per kept output element
-    assert after["totals"]["ciphertexts"] < before["totals"]["ciphertexts"]
-    assert after["totals"]["scalar_multiplies"] < before["totals"]["scalar_multiplies"]
+    first = next(lay for lay in after.layers if lay.kind == "linear")
+    assert first.ciphertexts == conv1["blocks_kept"] * 64  # one per kept output element
+    assert after.totals.ciphertexts < before.totals.ciphertexts
+    assert after.totals.scalar_multiplies < before.totals.scalar_multiplies
     # the folded constants keep the pruned model's function: batch program = interpreter
     lowered = g.clone()
     LowerToBatch(8).run(lowered)
@@ -191,9 +191,9 @@ def test_batch_single_weights_save_multiplies_one_for_one(setup) -> None:
     w[:, 0][:5] = 0.0  # five weights of output neuron 0
     fc.consts = {**fc.consts, "weight": w}
     after = compiled_figures(g, CompileOptions(), "batch")
-    last = [lay for lay in before["layers"] if lay["kind"] == "linear"][-1]["name"]
+    last = [lay for lay in before.layers if lay.kind == "linear"][-1].name
     mults = {
-        tag: next(lay["scalar_multiplies"] for lay in fig["layers"] if lay["name"] == last)
+        tag: next(lay.scalar_multiplies for lay in fig.layers if lay.name == last)
         for tag, fig in (("before", before), ("after", after))
     }
     assert mults["before"] - mults["after"] == 5
@@ -217,9 +217,9 @@ def test_batch_lowering_never_computes_constant_channels(setup) -> None:
     w[0] = 0.0  # bias of channel 0 stays: the channel is the constant bias², not zero
     conv1.consts = {**conv1.consts, "weight": w}
     after = compiled_figures(g, CompileOptions(), "batch")
-    first = [lay for lay in after["layers"] if lay["kind"] == "linear"][0]
-    assert first["ciphertexts"] == 3 * 64  # channels 1..3 of the 4x8x8 output
-    assert after["totals"]["ciphertexts"] < before["totals"]["ciphertexts"]
+    first = [lay for lay in after.layers if lay.kind == "linear"][0]
+    assert first.ciphertexts == 3 * 64  # channels 1..3 of the 4x8x8 output
+    assert after.totals.ciphertexts < before.totals.ciphertexts
     lowered = g.clone()
     LowerToBatch(8).run(lowered)
     np.testing.assert_allclose(
@@ -267,8 +267,8 @@ def test_budget_rotations_are_counted_as_compiled(setup, budget, sums) -> None:
     assert all(r["blocks_kept"] >= 1 for r in rows)
     opts = CompileOptions(output_layouts="strided", input_layout="replicated", stencil_sums=sums)
     fig = compiled_figures(g, opts, "slots")
-    assert fig["totals"]["rotations"] <= budget
-    compiled = {lay["name"]: lay["rotations"] for lay in fig["layers"] if lay["kind"] == "linear"}
+    assert fig.totals.rotations <= budget
+    compiled = {lay.name: lay.rotations for lay in fig.layers if lay.kind == "linear"}
     maps, _ = slot_diagonals(g, input_layout="replicated", stencils=sums == "always")
     for i, smap in enumerate(maps):
         if smap.stencil:  # a pool as a stencil sum: rotations without diagonals
@@ -291,8 +291,8 @@ def test_rotation_budget_holds_where_the_count_is_off(setup, monkeypatch) -> Non
     model, x = setup
     g = _graph(model)
     PruneBlocks(0.0, "slots", 16, calibration=x, fold=True, input_layout="auto").prune(g)
-    assert compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"] > 16
+    assert compiled_figures(g, CompileOptions(), "slots").totals.rotations > 16
     g = _graph(model)
     report = prune_graph(g, x, PruneOptions(0.0, rotation_budget=16), count=False)
-    assert compiled_figures(g, CompileOptions(), "slots")["totals"]["rotations"] <= 16
+    assert compiled_figures(g, CompileOptions(), "slots").totals.rotations <= 16
     assert report["sparsity"] > 0

@@ -86,8 +86,8 @@ def test_depth_grows_as_the_degree_says(degree: int, tmp_path) -> None:
     art = hec.compile(model, tmp_path / "out", hec.CompileOptions(degree=degree), calibration=x)
     linear_levels = 3  # conv; pool+gemm; gemm
     per_activation = 1 if degree == 2 else poly_depth((0.0,) * (degree + 1))
-    assert art.report["totals"]["depth"] == linear_levels + 2 * per_activation
-    for row in art.report["activations"]:
+    assert art.report.totals.depth == linear_levels + 2 * per_activation
+    for row in art.report.activations:
         if row["replaces"] != "maxpool":
             assert row["degree"] == degree
 

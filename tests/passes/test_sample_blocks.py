@@ -68,12 +68,12 @@ def test_sample_blocks_cost_little(tmp_path) -> None:
     many = hec.compile(
         EXAMPLE / "model.onnx", tmp_path / "many", CompileOptions(sample_blocks=True)
     )
-    a, b = one.report["totals"], many.report["totals"]
+    a, b = one.report.totals, many.report.totals
     assert many.params.blocks == 16 and many.params.depth == one.params.depth
     # Exact shifts split a diagonal at most in two; the schedule keeps rotations close.
-    assert a["plaintext_multiplies"] <= b["plaintext_multiplies"] <= 2 * a["plaintext_multiplies"]
-    assert b["rotation_keys"] <= 2 * a["rotation_keys"]
-    assert many.report["ckks"]["samples_per_ciphertext"] == 16
+    assert a.plaintext_multiplies <= b.plaintext_multiplies <= 2 * a.plaintext_multiplies
+    assert b.rotation_keys <= 2 * a.rotation_keys
+    assert many.report.ckks.samples_per_ciphertext == 16
 
 
 @settings(max_examples=60, deadline=None)

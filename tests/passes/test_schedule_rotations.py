@@ -99,4 +99,4 @@ def test_an_all_zero_map_compiles_to_its_bias(tmp_path) -> None:
     x = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
     art = hec.compile(model, tmp_path / "out")
     np.testing.assert_allclose(hec.simulate(art, x), run_onnxruntime(model, x), atol=1e-9)
-    assert art.report["layers"][-1]["rotations"] == 0
+    assert art.report.layers[-1].rotations == 0

@@ -89,7 +89,7 @@ def test_auto_sums_the_pool_once_pruning_leaves_few_weights_after_it() -> None:
     PruneBlocks(0.95, "slots", calibration=x).prune(g)
     auto = compiled_figures(g, CompileOptions(), "slots")
     never = compiled_figures(g, CompileOptions(stencil_sums="never"), "slots")
-    pool = [r for r in auto["layers"] if r["name"].startswith("AveragePool")]
-    assert pool and pool[0]["rotations"] == 2 and pool[0]["plaintext_multiplies"] == 0
-    assert pool[0]["level_in"] == pool[0]["level_out"]  # no level
-    assert auto["totals"]["rotations"] < never["totals"]["rotations"]
+    pool = [r for r in auto.layers if r.name.startswith("AveragePool")]
+    assert pool and pool[0].rotations == 2 and pool[0].plaintext_multiplies == 0
+    assert pool[0].level_in == pool[0].level_out  # no level
+    assert auto.totals.rotations < never.totals.rotations

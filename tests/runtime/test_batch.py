@@ -173,10 +173,10 @@ def test_batch_artifact_round_trips_and_reports_memory(tmp_path) -> None:
     art = hec.compile(model, tmp_path / "out", BATCH)
     loaded = hec.load_artifact(tmp_path / "out")
     assert loaded.program.dialect == "batch" and loaded.params.rotation_indices == ()
-    mem = loaded.report["memory"]
-    assert mem["input_ciphertexts"] == 64 and mem["output_ciphertexts"] == 4
-    assert mem["program_bytes"] == mem["peak_ciphertext_bytes"] + mem["key_bytes"]
-    assert loaded.report["totals"]["ciphertexts"] == mem["ciphertexts_computed"]
+    mem = loaded.report.memory
+    assert mem.input_ciphertexts == 64 and mem.output_ciphertexts == 4
+    assert mem.program_bytes == mem.peak_ciphertext_bytes + mem.key_bytes
+    assert loaded.report.totals.ciphertexts == mem.ciphertexts_computed
     np.testing.assert_array_equal(hec.simulate(loaded, x), hec.simulate(art, x))
 
 
@@ -187,7 +187,7 @@ def test_auto_packing_follows_the_batch_size(tmp_path) -> None:
     many = hec.compile(
         EXAMPLE / "model.onnx", tmp_path / "b", hec.CompileOptions(packing="auto", batch_size=4096)
     )
-    assert one.report["packing"] == "slots" and many.report["packing"] == "batch"
+    assert one.report.packing == "slots" and many.report.packing == "batch"
 
 
 def test_slot_and_batch_packings_agree_with_onnxruntime(tmp_path) -> None:

@@ -7,7 +7,7 @@
     OUT/program.json          the scheduled slot program (structure)
     OUT/constants.npz         its plaintext constants (diagonals, biases)
     OUT/params.json           CKKS parameters and the rotation indices
-    OUT/report.json           operation counts per layer and in total (see report.py)
+    OUT/report.json           operation counts per layer and in total (see report_schema.py)
     OUT/program.txt           the slot program, human-readable
     OUT/tensor_ir.txt         the tensor graph it was lowered from
     OUT/openfhe_program.py    a generated, standalone Python program making the same calls
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from hec.backend_openfhe.params import CKKSParams
+from hec.backend_openfhe.report_schema import ProgramReport
 from hec.errors import ArtifactError
 from hec.ir import Graph, Layout
 from hec.ir.serialize import graph_from_json, graph_to_json
@@ -55,7 +56,7 @@ class Artifact:
     program: Graph
     params: CKKSParams
     io: dict[str, Any]
-    report: dict[str, Any]
+    report: ProgramReport
     content_hash: str = ""
     tail: bytes | None = None  # tail.onnx: what the client runs after decryption
 
@@ -108,7 +109,7 @@ def write_artifact(
     program: Graph,
     params: CKKSParams,
     io: dict[str, Any],
-    report: dict[str, Any],
+    report: ProgramReport,
     tensor_ir: Graph | None = None,
     tail: bytes | None = None,
 ) -> Artifact:
@@ -121,7 +122,7 @@ def write_artifact(
     np.savez_compressed(path / "constants.npz", **_pack_vectors(arrays))
     (path / "program.json").write_text(json.dumps(structure) + "\n")
     params.save(path / "params.json")
-    (path / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    report.write(path / "report.json")
     (path / "program.txt").write_text(str(program))
     written = ["constants.npz", "program.json", "params.json", "report.json", "program.txt"]
     if tensor_ir is not None:
@@ -221,7 +222,7 @@ def load_artifact(path: str | Path) -> Artifact:
         with np.load(path / "constants.npz") as stored:
             program = graph_from_json(structure, unpack_vectors(stored))
         params = CKKSParams.from_json(json.loads((path / "params.json").read_text()))
-        report = json.loads((path / "report.json").read_text())
+        report = ProgramReport.read(path / "report.json")
         tail = (path / _TAIL).read_bytes() if _TAIL in manifest["files"] else None
         program.verify()
     except ArtifactError:

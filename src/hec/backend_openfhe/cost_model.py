@@ -23,10 +23,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hec.backend_openfhe.report_schema import CkksParameters, Layer, ProgramFigures
+
 __all__ = [
     "estimated_seconds",
     "layer_seconds",
     "predict_layers",
+    "predicted_layer_ms",
     "uncached_plaintexts",
     "op_costs",
     "cost_table_path",
@@ -83,10 +86,10 @@ def _calibrated(ring_dim: int, depth: int) -> dict[str, float] | None:
     return entry.get("ms") if isinstance(entry, dict) else None
 
 
-def op_costs(ckks: dict[str, Any]) -> tuple[dict[str, float], str]:
+def op_costs(ckks: CkksParameters) -> tuple[dict[str, float], str]:
     """Milliseconds per operation (at level 0) for a report's ``ckks`` section, and the basis."""
-    measured = _calibrated(ckks["ring_dim"], ckks["depth"])
-    scale = ckks["ring_dim"] / _REFERENCE_RING * (ckks["depth"] + 1) / _REFERENCE_PRIMES
+    measured = _calibrated(ckks.ring_dim, ckks.depth)
+    scale = ckks.ring_dim / _REFERENCE_RING * (ckks.depth + 1) / _REFERENCE_PRIMES
     costs = {key: ms * scale for key, ms in MS_PER_OP.items()}
     if measured:
         costs.update({k: float(v) for k, v in measured.items() if k in MS_PER_OP})
@@ -95,47 +98,65 @@ def op_costs(ckks: dict[str, Any]) -> tuple[dict[str, float], str]:
 
 
 def layer_seconds(
-    layer: dict[str, Any], ckks: dict[str, Any], costs: dict[str, float], encodes: int = 0
+    layer: Layer, ckks: CkksParameters, costs: dict[str, float], encodes: int = 0
 ) -> float:
     """Seconds one evaluation spends in ``layer`` (its counts at its input level), with
     ``encodes`` plaintexts encoded anew."""
-    counts = {**layer, "plaintext_encodings": encodes}
-    if "relinearizations" not in counts:  # slot packing relinearizes every product at once
-        counts["relinearizations"] = counts.get("ciphertext_multiplies", 0)
+    counts = {key: getattr(layer, key) or 0 for key in MS_PER_OP if hasattr(layer, key)}
+    counts["plaintext_encodings"] = encodes
+    if layer.relinearizations is None:  # slot packing relinearizes every product at once
+        counts["relinearizations"] = layer.ciphertext_multiplies
     ms = sum(counts.get(key, 0) * cost for key, cost in costs.items())
-    primes = ckks["depth"] + 1
-    return ms * (primes - layer.get("level_in", 0)) / primes / 1e3
+    primes = ckks.depth + 1
+    return ms * (primes - layer.level_in) / primes / 1e3
 
 
-def uncached_plaintexts(report: dict[str, Any]) -> list[int]:
+def uncached_plaintexts(report: ProgramFigures) -> list[int]:
     """Per layer, the plaintexts re-encoded every evaluation (past the executor's cache)."""
     from hec.backend_openfhe.execute import PLAINTEXT_CACHE_BYTES
 
-    ck, budget, out = report["ckks"], PLAINTEXT_CACHE_BYTES, []
-    for layer in report["layers"]:
-        n = layer.get("plaintext_multiplies", 0) + layer.get("plaintext_additions", 0)
-        size = ck["ring_dim"] * 8 * (ck["depth"] + 1 - layer.get("level_in", 0))
-        cached = min(n, max(budget, 0) // size) if report.get("packing") != "batch" else n
+    ck, budget, out = report.ckks, PLAINTEXT_CACHE_BYTES, []
+    for layer in report.layers:
+        n = layer.plaintext_multiplies + layer.plaintext_additions
+        size = ck.ring_dim * 8 * (ck.depth + 1 - layer.level_in)
+        cached = min(n, max(budget, 0) // size) if report.packing != "batch" else n
         budget -= cached * size
         out.append(n - cached)
     return out
 
 
-def predict_layers(report: dict[str, Any]) -> str:
-    """Write ``predicted_ms`` into every layer of ``report`` (in place); returns the basis."""
-    costs, basis = op_costs(report["ckks"])
-    for layer, encodes in zip(report["layers"], uncached_plaintexts(report), strict=True):
-        seconds = layer_seconds(layer, report["ckks"], costs, encodes)
-        layer["predicted_ms"] = round(seconds * 1e3, 3)
-    return basis
+def predicted_layer_ms(report: ProgramFigures | dict[str, Any]) -> list[float]:
+    """Milliseconds one evaluation spends in each layer (rounded as the report holds them)."""
+    figures = _typed(report)
+    costs, _ = op_costs(figures.ckks)
+    encodes = uncached_plaintexts(figures)
+    return [
+        round(layer_seconds(layer, figures.ckks, costs, n) * 1e3, 3)
+        for layer, n in zip(figures.layers, encodes, strict=True)
+    ]
 
 
-def estimated_seconds(report: dict[str, Any]) -> float:
+def predict_layers(figures: dict[str, Any]) -> str:
+    """Write ``predicted_ms`` into every layer of the figures ``compile()`` is assembling (in
+    place); returns the basis."""
+    for layer, ms in zip(figures["layers"], predicted_layer_ms(figures), strict=True):
+        layer["predicted_ms"] = ms
+    return op_costs(_typed(figures).ckks)[1]
+
+
+def estimated_seconds(report: ProgramFigures | dict[str, Any]) -> float:
     """Seconds one evaluation of the reported program takes (one thread): the sum of layers,
-    plaintexts cached as far as the executor's budget goes."""
-    costs, _ = op_costs(report["ckks"])
-    encodes = uncached_plaintexts(report)
+    plaintexts cached as far as the executor's budget goes. ``report``: a report, or the
+    figures ``compile()`` compares before it writes one."""
+    figures = _typed(report)
+    costs, _ = op_costs(figures.ckks)
+    encodes = uncached_plaintexts(figures)
     return sum(
-        layer_seconds(layer, report["ckks"], costs, n)
-        for layer, n in zip(report["layers"], encodes, strict=True)
+        layer_seconds(layer, figures.ckks, costs, n)
+        for layer, n in zip(figures.layers, encodes, strict=True)
     )
+
+
+def _typed(report: ProgramFigures | dict[str, Any]) -> ProgramFigures:
+    """``compile()`` estimates its candidates' figures while they are still dicts."""
+    return report if isinstance(report, ProgramFigures) else ProgramFigures.from_dict(report)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
+
+if TYPE_CHECKING:
+    from hec.backend_openfhe.report_schema import Choice, ProgramReport
 
 __all__ = ["print_summary", "print_table", "format_row", "parse_size"]
 
@@ -62,82 +65,79 @@ def parse_size(text: str) -> int:
         raise InputError(f"{text!r} is not a size (examples: 8GB, 512MB)") from None
 
 
-def print_summary(report: dict[str, Any]) -> None:
+def print_summary(report: ProgramReport) -> None:
     """The compile summary: one row per layer, totals, CKKS parameters."""
-    batch = report.get("packing") == "batch"
+    batch = report.packing == "batch"
     columns = _BATCH_COLUMNS if batch else _LAYER_COLUMNS
     header = ["layer", "kind", "levels", *(short for _, short in columns)]
     rows = []
-    for layer in report["layers"]:
-        name = layer["name"] if len(layer["name"]) <= 40 else layer["name"][:37] + "..."
+    for layer in report.layers:
+        name = layer.name if len(layer.name) <= 40 else layer.name[:37] + "..."
         rows.append(
             [
                 name,
-                layer["kind"],
-                f"{layer['level_in']}->{layer['level_out']}",
-                *(layer[key] for key, _ in columns),
+                layer.kind,
+                f"{layer.level_in}->{layer.level_out}",
+                *(getattr(layer, key) for key, _ in columns),
             ]
         )
-    totals = report["totals"]
-    rows.append(["total", "", f"depth {totals['depth']}", *(totals[key] for key, _ in columns)])
+    totals = report.totals
+    rows.append(
+        ["total", "", f"depth {totals.depth}", *(getattr(totals, key) for key, _ in columns)]
+    )
     print_table(header, rows)
-    ck = report["ckks"]
-    if batch:
-        mem = report["memory"]
+    ck = report.ckks
+    if batch and report.memory is not None:
+        mem = report.memory
         click.echo(
-            f"CKKS: ring dimension {ck['ring_dim']}, batch of {ck['slots']} inputs (one per "
-            f"slot), depth {ck['depth']}, log2 Q = {ck['log_q_bits']} bits, scale "
-            f"2^{ck['scaling_bits']}, {ck['security']}; no rotation keys"
+            f"CKKS: ring dimension {ck.ring_dim}, batch of {ck.slots} inputs (one per "
+            f"slot), depth {ck.depth}, log2 Q = {ck.log_q_bits} bits, scale "
+            f"2^{ck.scaling_bits}, {ck.security}; no rotation keys"
         )
         click.echo(
-            f"memory: {mem['input_ciphertexts']} input and {mem['output_ciphertexts']} output "
-            f"ciphertexts, {mem['ciphertexts_computed']} computed, at most "
-            f"{mem['max_live_ciphertexts']} alive ({mem['schedule']} order); predicted peak "
-            f"{mem['program_bytes'] / 1e6:.0f} MB for ciphertexts and keys "
+            f"memory: {mem.input_ciphertexts} input and {mem.output_ciphertexts} output "
+            f"ciphertexts, {mem.ciphertexts_computed} computed, at most "
+            f"{mem.max_live_ciphertexts} alive ({mem.schedule} order); predicted peak "
+            f"{mem.program_bytes / 1e6:.0f} MB for ciphertexts and keys "
             f"(+ the process itself)"
         )
         return
-    _print_input_layout(report.get("input_layout"))
-    readout = report.get("readout", {})
-    if readout.get("kind") == "copies":
+    _print_input_layout(report.input_layout)
+    if report.readout is not None and report.readout.kind == "copies":
         from hec.passes.expand_copies import copies_for
 
-        copies = copies_for(math.prod(report["output_shape"]))
+        copies = copies_for(math.prod(report.output_shape))
         click.echo(
-            f"readout: copies ({copies} copies of the input, {ck['slots'] // copies} slots "
+            f"readout: copies ({copies} copies of the input, {ck.slots // copies} slots "
             "each; every output read in its own copy)"
         )
-    n = ck.get("samples_per_ciphertext", 1)
+    n = ck.samples_per_ciphertext or 1
     blocks = f" x {n} samples per ciphertext" if n > 1 else ""
     click.echo(
-        f"CKKS: ring dimension {ck['ring_dim']}, {ck['slots']} slots{blocks}, "
-        f"depth {ck['depth']}, "
-        f"log2 Q = {ck['log_q_bits']} bits, scale 2^{ck['scaling_bits']}, "
-        f"{ck['security']}; {totals['rotation_keys']} rotation keys"
-        + (
-            f" ({totals['rotation_key_bytes'] / 1e6:,.0f} MB)"
-            if totals.get("rotation_keys")
-            else ""
-        )
+        f"CKKS: ring dimension {ck.ring_dim}, {ck.slots} slots{blocks}, "
+        f"depth {ck.depth}, "
+        f"log2 Q = {ck.log_q_bits} bits, scale 2^{ck.scaling_bits}, "
+        f"{ck.security}; {totals.rotation_keys} rotation keys"
+        + (f" ({totals.rotation_key_bytes / 1e6:,.0f} MB)" if totals.rotation_keys else "")
     )
 
 
-def _print_input_layout(choice: dict[str, Any] | None) -> None:
+def _print_input_layout(choice: Choice | None) -> None:
     """One line: the input layout kept, and what the others would have cost."""
-    if not choice:
+    if choice is None or choice.candidates is None:
         return
     others = []
-    for kind, c in choice["candidates"].items():
-        if kind == choice["kind"]:
+    for kind, c in choice.candidates.items():
+        if kind == choice.kind:
             continue
         if c["applies"]:
             others.append(f"{kind} {c['rotations']} rot / {c['estimated_seconds']:.2f} s")
         else:
             others.append(f"{kind} n/a")
-    mine = choice["candidates"][choice["kind"]]
-    how = "chosen" if choice["choice"] == "auto" else "given"
+    mine = choice.candidates[choice.kind]
+    how = "chosen" if choice.choice == "auto" else "given"
     click.echo(
-        f"input layout: {choice['kind']} ({how}; {mine['rotations']} rotations, "
+        f"input layout: {choice.kind} ({how}; {mine['rotations']} rotations, "
         f"~{mine['estimated_seconds']:.2f} s estimated"
         + (f"; {', '.join(others)}" if others else "")
         + ")"

@@ -73,18 +73,19 @@ def write_html(
             for k, _, f in columns
         )
         body.append(f'<tr class="{"total" if r is total else ""}">{cells}</tr>')
-    ck = art.report["ckks"]
-    choice = art.report.get("input_layout", {}).get("kind", "contiguous")
+    ck = art.report.ckks
+    layout = art.report.input_layout
+    choice = layout.kind if layout is not None else "contiguous"
     summary = (
-        f"ring dimension {ck['ring_dim']}, {ck['slots']} slots, depth {ck['depth']}, "
-        f"scale 2^{ck['scaling_bits']}, {ck['security']}; input layout {choice}; "
-        f"{art.report['totals']['rotation_keys']} rotation keys "
+        f"ring dimension {ck.ring_dim}, {ck.slots} slots, depth {ck.depth}, "
+        f"scale 2^{ck.scaling_bits}, {ck.security}; input layout {choice}; "
+        f"{art.report.totals.rotation_keys} rotation keys "
         f"({total['key_mb']:.0f} MB); predicted from {basis}"
     )
     html = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>hec inspect: {escape(str(art.path))}</title>
 <style>{_STYLE}</style></head><body>
-<h1>{escape(art.report.get("model", str(art.path)))}</h1>
+<h1>{escape(art.report.model)}</h1>
 <p>{escape(summary)}</p>
 <table><tr>{head}</tr>
 {chr(10).join(body)}

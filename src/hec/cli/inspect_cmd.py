@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from hec.backend_openfhe.params import CKKSParams
+    from hec.backend_openfhe.report_schema import ProgramReport
 
 __all__ = ["inspect_cmd", "layer_rows"]
 
@@ -34,40 +38,42 @@ COLUMNS = [
 ]
 
 
-def layer_rows(report: dict[str, Any], params, run: dict | None = None) -> list[dict[str, Any]]:
+def layer_rows(
+    report: ProgramReport, params: CKKSParams, run: dict | None = None
+) -> list[dict[str, Any]]:
     """The table's rows (the last one is the total) from a report and the artifact's params."""
     from hec.backend_openfhe.cost_model import layer_seconds, op_costs, uncached_plaintexts
     from hec.backend_openfhe.params import key_switch_key_bytes
 
-    ck = report["ckks"]
+    ck = report.ckks
     costs, _ = op_costs(ck)
-    key = key_switch_key_bytes(params) if report.get("packing") != "batch" else 0
+    key = key_switch_key_bytes(params) if report.packing != "batch" else 0
     measured = (run or {}).get("layer_ms")
-    if measured is not None and len(measured) != len(report["layers"]):
+    if measured is not None and len(measured) != len(report.layers):
         raise click.UsageError("the run report is of another program (its layers differ)")
     encodes = uncached_plaintexts(report)
     rows = []
-    for i, layer in enumerate(report["layers"]):
-        primes = ck["depth"] + 1 - layer["level_in"]
-        plaintexts = layer["plaintext_multiplies"] + layer.get("plaintext_additions", 0)
+    for i, layer in enumerate(report.layers):
+        primes = ck.depth + 1 - layer.level_in
+        plaintexts = layer.plaintext_multiplies + layer.plaintext_additions
         row = {
-            **{k: layer.get(k, 0) for k, _, _ in COLUMNS if k in layer},
-            "levels": f"{layer['level_in']}->{layer['level_out']}",
+            **{k: getattr(layer, k) for k, _, _ in COLUMNS if getattr(layer, k, None) is not None},
+            "levels": f"{layer.level_in}->{layer.level_out}",
             "predicted_ms": layer_seconds(layer, ck, costs, encodes[i]) * 1e3,
-            "key_mb": layer["rotation_keys"] * key / 1e6,
-            "plaintext_mb": plaintexts * ck["ring_dim"] * primes * 8 / 1e6,
+            "key_mb": layer.rotation_keys * key / 1e6,
+            "plaintext_mb": plaintexts * ck.ring_dim * primes * 8 / 1e6,
         }
         if measured is not None:
             row["measured_ms"] = measured[i]
         rows.append(row)
-    totals = report["totals"]
+    totals = report.totals
     total = {
         "name": "total",
         "kind": "",
-        "levels": f"depth {totals['depth']}",
-        **{k: totals.get(k, 0) for k, _, _ in COLUMNS[3:8]},
+        "levels": f"depth {totals.depth}",
+        **{k: getattr(totals, k) for k, _, _ in COLUMNS[3:8]},
         "predicted_ms": sum(r["predicted_ms"] for r in rows),
-        "key_mb": totals.get("rotation_key_bytes", 0) / 1e6,  # keys shared by layers once
+        "key_mb": totals.rotation_key_bytes / 1e6,  # keys shared by layers once
         "plaintext_mb": sum(r["plaintext_mb"] for r in rows),
     }
     if measured is not None:
@@ -105,13 +111,12 @@ def inspect_cmd(artifact: Path, run_path: Path | None, html_path: Path | None) -
         [h for _, h, _ in columns],
         [[f.format(r[k]) if k in r else "-" for k, _, f in columns] for r in rows],
     )
-    _, basis = op_costs(art.report["ckks"])
+    _, basis = op_costs(art.report.ckks)
     click.echo(f"predicted from {basis}")
     if run and "precision_bits" in run:
         click.echo(f"measured precision: {run['precision_bits']:.1f} bits (OpenFHE's estimate)")
-    choice = art.report.get("input_layout")
-    if choice:
-        click.echo(f"input layout: {choice['kind']}")
+    if art.report.input_layout is not None:
+        click.echo(f"input layout: {art.report.input_layout.kind}")
     if html_path is not None:
         from hec.cli.html_report import write_html
 

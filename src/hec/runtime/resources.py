@@ -80,8 +80,8 @@ def estimate(artifact: Artifact) -> Estimate:
     eval_keys = n_keys * key
     ct = 2 * p.ring_dim * towers * word
     public = ct
-    totals = artifact.report.get("totals", {})
-    n_plain = int(totals.get("plaintext_multiplies", 0)) + int(totals.get("plaintext_additions", 0))
+    totals = artifact.report.totals
+    n_plain = totals.plaintext_multiplies + totals.plaintext_additions
     plain = min(PLAINTEXT_CACHE_BYTES, n_plain * p.ring_dim * towers * word)
     # Live ciphertexts at once, plus one hoisted decomposition (as large as a key) per
     # rotated source; both are bounded by the program's liveness.
@@ -89,8 +89,8 @@ def estimate(artifact: Artifact) -> Estimate:
     keygen_memory = _PYTHON_BASELINE + eval_keys + public + ct + key
     server_memory = _PYTHON_BASELINE + eval_keys + plain + live
     unit = (towers + aux) * dnum * p.ring_dim * math.log2(p.ring_dim)
-    rotations = int(totals.get("rotations", 0))
-    ct_muls = int(totals.get("ciphertext_multiplies", 0)) + 4 * int(totals.get("polynomials", 0))
+    rotations = totals.rotations
+    ct_muls = totals.ciphertext_multiplies + 4 * totals.polynomials
     eval_s = (rotations + ct_muls) * _ROTATE_S * unit + n_plain * _PTMUL_S * towers * p.ring_dim
     return Estimate(
         key_bytes=key,
