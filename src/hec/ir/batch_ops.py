@@ -55,7 +55,7 @@ def sparse_consts(A: sp.spmatrix, bias: np.ndarray) -> dict[str, np.ndarray]:
 def sparse_matrix(op: Op) -> sp.csr_matrix:
     """The matrix ``A`` of a ``weighted_sum``/``signed_sum`` op, ``[out.size, in.size]``."""
     c = op.consts
-    shape = (len(c["indptr"]) - 1, op.inputs[0].type.size)
+    shape = (len(c["indptr"]) - 1, _operand(op, 0).size)
     return sp.csr_matrix((c["weights"], c["indices"], c["indptr"]), shape=shape)
 
 

@@ -23,7 +23,7 @@ def affine_map(op: Op) -> tuple[sp.csr_matrix, np.ndarray]:
     """Return ``(A, b)`` with ``A`` of shape ``[out.size, in.size]`` (row-major flattening)."""
     if op.kind not in LINEAR_KINDS:
         raise ValueError(f"{op.kind} is not a linear op")
-    in_shape, out_size = op.inputs[0].shape, op.result.type.size
+    in_shape, out_size = op.inputs[0].shape, int(np.prod(op.result.shape))
     n = int(np.prod(in_shape))
     if op.kind == "select":  # one 1 per read output element: no probing needed
         index = op.consts["index"].reshape(-1).astype(np.int64)

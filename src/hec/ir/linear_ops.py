@@ -93,9 +93,8 @@ def _conv_transpose_eval(op: Op, x: np.ndarray) -> np.ndarray:
             slice(start[i], start[i] + strides[i] * (spatial[i] - 1) + 1, strides[i])
             for i in range(nd)
         )
-        y[(slice(None), slice(None), *at)] += np.einsum(
-            "bc...,co->bo...", x, w[(slice(None), slice(None), *kpos)]
-        )
+        tap: tuple[slice | int, ...] = (slice(None), slice(None), *kpos)
+        y[(slice(None), slice(None), *at)] += np.einsum("bc...,co->bo...", x, w[tap])
     y = y[(slice(None), slice(None), *(slice(pads[i], full[i] - pads[i + nd]) for i in range(nd)))]
     if "bias" in op.consts:
         y = y + op.consts["bias"].reshape(-1, *[1] * nd)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 
@@ -38,6 +39,12 @@ LINEAR_KINDS: set[str] = set(
 NON_POLYNOMIAL_KINDS = frozenset({"activation", "maxpool", "normalize"})
 # ops with a weight tensor that pruning zeroes and recovery refits
 PRUNABLE_KINDS = frozenset({"conv", "matmul"})
+# ONNX Pad modes besides "constant", as numpy.pad names them
+_NUMPY_PAD_MODES: dict[str, Literal["reflect", "edge", "wrap"]] = {
+    "reflect": "reflect",
+    "edge": "edge",
+    "wrap": "wrap",
+}
 
 _EVAL: dict[str, Callable[..., np.ndarray]] = {}
 
@@ -200,7 +207,7 @@ def _pad_eval(op: Op, x: np.ndarray) -> np.ndarray:
     width = [(0, 0)] + [(max(0, pads[i]), max(0, pads[i + n])) for i in range(n)]
     if mode == "constant":
         return np.pad(x, width, mode="constant", constant_values=op.attrs["value"])
-    return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
+    return np.pad(x, width, mode=_NUMPY_PAD_MODES[mode])
 
 
 @_tensor_op("reshape", 1)

@@ -9,10 +9,20 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["TensorType", "Layout", "LAYOUT_KINDS", "CipherType", "BatchCipherType", "Type"]
+__all__ = [
+    "TensorType",
+    "Layout",
+    "LAYOUT_KINDS",
+    "CipherType",
+    "BatchCipherType",
+    "Type",
+    "type_as",
+    "encrypted_type",
+]
 
 # contiguous: element e in slot e; the others are gathered (``source`` map): input layouts the
 # client encodes, and strided outputs of linear maps (``output_layouts``)
@@ -160,3 +170,24 @@ class BatchCipherType:
 
 
 Type = TensorType | CipherType | BatchCipherType
+
+_T = TypeVar("_T", TensorType, CipherType, BatchCipherType)
+
+
+def type_as(t: Type, kind: type[_T]) -> _T:
+    """``t`` as a ``kind``, where the dialect fixes it and the type checker cannot see it.
+
+    Every value of a tensor graph holds a ``TensorType``, of a slot graph a ``CipherType``, of
+    a batch graph a ``BatchCipherType``; a value of another kind there is a compiler bug.
+    """
+    if not isinstance(t, kind):
+        raise TypeError(f"expected a {kind.__name__}, got {t}")
+    return t
+
+
+def encrypted_type(t: Type) -> CipherType | BatchCipherType:
+    """``t``, the type of a value of a lowered (slot or batch) graph: a ciphertext or a tensor
+    of ciphertexts; TypeError for a plaintext tensor (a compiler bug)."""
+    if isinstance(t, TensorType):
+        raise TypeError(f"expected a ciphertext type, got {t}")
+    return t
