@@ -30,9 +30,10 @@ import numpy as np
 from hec.errors import ModelError
 from hec.ir import Graph, Op, TensorType, interpret
 from hec.ir.norm_ops import normalize_rows
-from hec.passes.replace_activations import CalibrationMissing
+from hec.passes.replace_activations import CalibrationMissing, ValueStats
 
 __all__ = [
+    "CalibrationStats",
     "NormStats",
     "NormalizationRefused",
     "ReplaceNorms",
@@ -61,6 +62,11 @@ class NormStats:
     scale_variation: float  # largest std / mean of a group's standard deviation over samples
     agreement: float  # argmax agreement of the model with every normalization replaced
     samples: int
+
+
+# What calibration measured (``hec.calibrate.calibrate``): a value's distribution by its name,
+# a normalization's constants by ``norm_key`` of its op.
+CalibrationStats = Mapping[str, ValueStats | NormStats]
 
 
 def norm_key(op: Op) -> str:
@@ -165,7 +171,7 @@ class ReplaceNorms:
         tolerance: largest relative RMS error of a replaced op's output accepted.
     """
 
-    stats: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    stats: CalibrationStats = field(default_factory=dict, hash=False, compare=False)
     tolerance: float = DEFAULT_TOLERANCE
     name: ClassVar[str] = "replace-norms"
     dialect: ClassVar[str] = "tensor"

@@ -22,13 +22,25 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from hec.ir import LINEAR_KINDS, NON_POLYNOMIAL_KINDS, Graph, Op, Type, Value, affine_map
+from hec.ir import (
+    LINEAR_KINDS,
+    NON_POLYNOMIAL_KINDS,
+    Graph,
+    Op,
+    TensorType,
+    Type,
+    Value,
+    affine_map,
+)
 from hec.ir.slot_ops import poly_depth
+from hec.ir.types import encrypted_type, type_as
 from hec.passes.polyfit import significant_coeffs
 from hec.passes.replace_activations import CalibrationMissing
 
 __all__ = [
     "PendingMap",
+    "compose_factors",
+    "is_identity_map",
     "ChainLowering",
     "Quadratic",
     "quadratic_form",
@@ -37,6 +49,28 @@ __all__ = [
 ]
 
 Factor = tuple[sp.csr_matrix, np.ndarray]
+
+
+def compose_factors(factors: tuple[Factor, ...], size: int) -> Factor:
+    """The affine maps ``factors``, applied in order to ``size`` elements, as one ``A x + b``."""
+    A: sp.csr_matrix = sp.identity(size, format="csr")
+    b = np.zeros(size)
+    if factors:
+        A, b = factors[0]
+        for Ak, bk in factors[1:]:
+            A, b = (Ak @ A).tocsr(), Ak @ b + bk
+    return A, b
+
+
+def is_identity_map(A: sp.csr_matrix, b: np.ndarray) -> bool:
+    """Whether ``x ↦ A x + b`` is the identity."""
+    return (
+        A.shape[0] == A.shape[1]
+        and A.nnz == A.shape[0]
+        and not b.any()
+        and np.array_equal(A.indices, np.arange(A.shape[0]))
+        and bool(np.all(A.data == 1.0))
+    )
 
 
 @dataclass(frozen=True)
@@ -79,25 +113,12 @@ class PendingMap:
 
     def _product(self) -> Factor:
         if "product" not in self._cache:
-            A: sp.csr_matrix = sp.identity(self.size, format="csr")
-            b = np.zeros(self.size)
-            if self.factors:
-                A, b = self.factors[0]
-                for Ak, bk in self.factors[1:]:
-                    A, b = (Ak @ A).tocsr(), Ak @ b + bk
-            self._cache["product"] = (A, b)
+            self._cache["product"] = compose_factors(self.factors, self.size)
         return self._cache["product"]
 
     @cached_property
     def is_identity(self) -> bool:
-        A = self.A
-        return (
-            A.shape[0] == A.shape[1]
-            and A.nnz == A.shape[0]
-            and not self.b.any()
-            and np.array_equal(A.indices, np.arange(A.shape[0]))
-            and bool(np.all(A.data == 1.0))
-        )
+        return is_identity_map(self.A, self.b)
 
     @property
     def origin(self) -> str:
@@ -210,10 +231,10 @@ class ChainLowering:
                 if p.src is q.src:  # both branches read one ciphertext: one fused map
                     self.pending[id(op.result)] = p.plus(q, op.origin)
                 else:
-                    x, y = self._aligned(*op.inputs, op.origin)
-                    self._result(op.result, "add", [x, y], x.type.level, op.origin)
+                    x, y = self._aligned(op.inputs[0], op.inputs[1], op.origin)
+                    self._result(op.result, "add", [x, y], encrypted_type(x.type).level, op.origin)
             elif op.kind == "mul":
-                x, y = self._aligned(*op.inputs, op.origin)
+                x, y = self._aligned(op.inputs[0], op.inputs[1], op.origin)
                 self._square_or_product(op.result, x, y, op.origin)
             elif op.kind == "poly":
                 self._poly(op)
@@ -236,7 +257,7 @@ class ChainLowering:
         """
         coeffs = significant_coeffs(op.attrs["coeffs"])
         p = self.pending[id(op.inputs[0])]
-        n = op.result.type.size
+        n = type_as(op.result.type, TensorType).size
         if len(coeffs) <= 2:
             power = np.polynomial.chebyshev.cheb2poly(coeffs)
             c0, c1 = (power.tolist() + [0.0, 0.0])[:2]
@@ -248,12 +269,13 @@ class ChainLowering:
             self._quadratic(op, p, quadratic_form(coeffs))
             return
         x = self._materialize(op.inputs[0])
-        level = x.type.level + poly_depth(tuple(coeffs))
+        level = encrypted_type(x.type).level + poly_depth(tuple(coeffs))
         self._result(op.result, "poly", [x], level, op.origin, {"coeffs": tuple(coeffs)})
 
     def _quadratic(self, op: Op, p: PendingMap, q: Quadratic) -> None:
         """Emit ``q.outer · (f(t) ⊙ g(t)) + q.shift`` with ``f, g`` affine maps of ``t``."""
-        n, shape, tensor = op.result.type.size, op.inputs[0].shape, op.inputs[0]
+        n = type_as(op.result.type, TensorType).size
+        shape, tensor = op.inputs[0].shape, op.inputs[0]
         eye = sp.identity(n, format="csr")
         (a1, b1), (a2, b2) = q.factors
         if q.kind == "square" and a1 == 1.0 and b1 == 0.0:
@@ -265,7 +287,7 @@ class ChainLowering:
         else:
             y = self.materialize_pending(p.then(a2 * eye, np.full(n, b2), op.origin), shape, tensor)
             x = self.materialize_pending(p.then(a1 * eye, np.full(n, b1), op.origin), shape, tensor)
-            if x.type.with_state(0, 1) != y.type.with_state(0, 1):
+            if encrypted_type(x.type).with_state(0, 1) != encrypted_type(y.type).with_state(0, 1):
                 # the two maps chose different layouts: the first factor from the second
                 # ciphertext (one more level, but the same product)
                 ratio, offset = a1 / a2, b1 - a1 * b2 / a2
@@ -282,16 +304,17 @@ class ChainLowering:
 
     def _square_or_product(self, tensor: Value | None, x: Value, y: Value, origin: str) -> Value:
         """``x ⊙ y`` then rescale: one level. Records it as ``tensor`` when given."""
-        prod = self._emit("mul", [x, y], x.type.with_state(x.type.level, 2), origin)
+        xt = encrypted_type(x.type)
+        prod = self._emit("mul", [x, y], xt.with_state(xt.level, 2), origin)
         if tensor is not None:
-            self._result(tensor, "rescale", [prod], x.type.level + 1, origin)
+            self._result(tensor, "rescale", [prod], xt.level + 1, origin)
             return self.pending[id(tensor)].src
-        t = self.elementwise_type(x.shape, x.type.level + 1, x)
+        t = self.elementwise_type(x.shape, xt.level + 1, x)
         return self._emit("rescale", [prod], t, origin)
 
     # -- helpers --------------------------------------------------------------------------
     def _identity(self, tensor: Value, cipher: Value) -> None:
-        self.pending[id(tensor)] = PendingMap(cipher, tensor.type.size)
+        self.pending[id(tensor)] = PendingMap(cipher, type_as(tensor.type, TensorType).size)
 
     def _result(
         self,
@@ -323,17 +346,18 @@ class ChainLowering:
 
     def _same_level(self, x: Value, y: Value, origin: str) -> tuple[Value, Value]:
         """Bring two ciphertexts to one level (the deeper one's)."""
-        level = max(x.type.level, y.type.level)
+        level = max(encrypted_type(x.type).level, encrypted_type(y.type).level)
 
         def drop(v: Value) -> Value:
-            if v.type.level == level:
+            t = encrypted_type(v.type)
+            if t.level == level:
                 return v
             return self._emit(
                 "level_reduce",
                 [v],
-                v.type.with_state(level, 1),
+                t.with_state(level, 1),
                 origin,
-                {"levels": level - v.type.level},
+                {"levels": level - t.level},
             )
 
         return drop(x), drop(y)

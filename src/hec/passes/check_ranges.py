@@ -22,6 +22,7 @@ ops (run after ``replace-activations`` and ``fuse-polynomials``, before lowering
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -29,7 +30,8 @@ import numpy as np
 
 from hec.errors import ParameterError
 from hec.ir import NON_POLYNOMIAL_KINDS, BatchCipherType, Graph, Op, Type, Value
-from hec.passes.chain_lowering import ChainLowering, PendingMap
+from hec.ir.types import type_as
+from hec.passes.chain_lowering import ChainLowering, PendingMap, compose_factors
 
 __all__ = ["CheckRanges", "RangeOverflow", "value_bounds", "series_bound"]
 
@@ -69,7 +71,7 @@ class _Bounds(ChainLowering):
         self.anchor: PendingMap | None = None  # its input, known to lie in [-1, 1]
 
     # -- the dialect's part ---------------------------------------------------------------
-    def cipher_type(self, shape: tuple[int, ...], level: int) -> Type:
+    def cipher_type(self, shape: tuple[int, ...], level: int) -> BatchCipherType:
         return BatchCipherType(tuple(shape), 1, level, 1)
 
     def materialize_pending(
@@ -83,7 +85,8 @@ class _Bounds(ChainLowering):
             return p.src
         if box is not None:
             self._check(box, p.origin, "its linear map's output")
-        v = self._emit("matvec", [p.src], self.cipher_type(shape, p.src.type.level + 1), p.origin)
+        level = type_as(p.src.type, BatchCipherType).level + 1
+        v = self._emit("matvec", [p.src], self.cipher_type(shape, level), p.origin)
         self.box[id(v)] = box
         return v
 
@@ -113,7 +116,7 @@ class _Bounds(ChainLowering):
         c, r = box
         if not factors:
             return c, r
-        A, b = PendingMap(_Dummy, size, tuple(factors))._product()
+        A, b = compose_factors(tuple(factors), size)
         return A @ c + b, abs(A) @ r
 
     def _check(self, box: Box, origin: str, what: str) -> None:
@@ -149,12 +152,13 @@ class _Bounds(ChainLowering):
         box: Box | None = None
         if kind in ("rescale", "level_reduce"):
             box = boxes[0]
-        elif kind == "add" and None not in boxes:
+        elif kind == "add" and boxes[0] is not None and boxes[1] is not None:
             box = (boxes[0][0] + boxes[1][0], boxes[0][1] + boxes[1][1])
-        elif kind == "mul" and None not in boxes:
+        elif kind == "mul" and boxes[0] is not None and boxes[1] is not None:
             box = _product(boxes[0], boxes[1], inputs[0] is inputs[1])
             self._check(box, origin, "a ciphertext product")
         elif kind == "poly":
+            assert attrs is not None  # a poly is emitted with its coefficients
             box = self._series_box(boxes[0], attrs["coeffs"], origin, t)
         self.box[id(v)] = box
         return v
@@ -172,19 +176,12 @@ class _Bounds(ChainLowering):
         else:
             return None
         internal = series_bound(coeffs, max(abs(lo), abs(hi)))
+        n = type_as(t, BatchCipherType).size
         if not internal <= self.limit:
-            size = np.ones(t.size)
+            size = np.ones(n)
             self._check((size * internal, 0 * size), origin, "its polynomial's series")
         pmin, pmax = _poly_range(coeffs, lo, hi)
-        n = t.size
         return np.full(n, (pmin + pmax) / 2), np.full(n, (pmax - pmin) / 2)
-
-
-class _DummySource:
-    """Stands for a pending map's source when only its product is wanted."""
-
-
-_Dummy = _DummySource()
 
 
 def _calibrated(box: Box | None, n: int) -> Box:
@@ -222,7 +219,7 @@ def _run(graph: Graph, limit: float, input_range, what: str) -> _Bounds:
     box = None
     if input_range is not None:
         lo, hi = input_range
-        n = graph.inputs[0].type.size
+        n = math.prod(graph.inputs[0].shape)
         box = np.full(n, (lo + hi) / 2.0), np.full(n, (hi - lo) / 2.0)
     b = _Bounds(graph, limit, box, what)
     b.lower()

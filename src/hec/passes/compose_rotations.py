@@ -23,6 +23,7 @@ from typing import ClassVar
 
 from hec.errors import ParameterError
 from hec.ir import CipherType, Graph, Op, Value
+from hec.ir.types import type_as
 from hec.passes.schedule_rotations import signed_rotation
 
 __all__ = ["ComposeRotations", "naf_steps", "ROTATION_KEY_BASES"]
@@ -99,8 +100,9 @@ class ComposeRotations:
 
     def _direct_keys(self, graph: Graph) -> set[int]:
         """The amounts that keep their own key under ``max_keys`` (greedy by rotations saved)."""
-        uses = Counter(op.attrs["k"] for op in graph.ops if op.kind == "rotate")
-        slots = {op.result.type.slots for op in graph.ops if op.kind == "rotate"}
+        rotations = [op for op in graph.ops if op.kind == "rotate"]
+        uses = Counter(op.attrs["k"] for op in rotations)
+        slots = {type_as(op.result.type, CipherType).slots for op in rotations}
         width = max(slots, default=1)
         steps = {k: set(self._steps(k, width)) if not _is_pow2(k) else {k} for k in uses}
 

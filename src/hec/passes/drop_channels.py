@@ -21,8 +21,8 @@ Preserves: the function, exactly (to float rounding). Requires: a tensor graph.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
@@ -86,7 +86,8 @@ def _path(graph: Graph, op: Op) -> _Path | None:
     if op.kind == "matmul" and len(op.result.shape) != 1:
         return None
     outputs = {id(v) for v in graph.outputs}
-    v, between, group = op.result, [], 1
+    v, group = op.result, 1
+    between: list[Op] = []
     while True:
         if id(v) in outputs or len(v.uses) != 1:
             return None
@@ -100,7 +101,7 @@ def _path(graph: Graph, op: Op) -> _Path | None:
         if user.kind == "reshape":
             if op.kind != "conv" or len(user.result.shape) != 1 or group != 1:
                 return None
-            group = v.type.size // v.shape[0]
+            group = math.prod(v.shape) // v.shape[0]
         between.append(user)
         v = user.result
 
@@ -150,12 +151,11 @@ def _fold_constants(graph: Graph, path: _Path) -> bool:
     return folded
 
 
-def _with_weight(op: Op, weight: np.ndarray) -> SimpleNamespace:
-    """``op`` with ``weight`` and no bias, for ``evaluate_op``."""
+def _with_weight(op: Op, weight: np.ndarray) -> Op:
+    """A detached copy of ``op`` (no inputs, no results) with ``weight`` and no bias, for
+    ``evaluate_op``."""
     consts = {k: v for k, v in op.consts.items() if k != "bias"}
-    return SimpleNamespace(
-        kind=op.kind, attrs=op.attrs, origin=op.origin, consts={**consts, "weight": weight}
-    )
+    return Op(op.kind, [], [], op.attrs, {**consts, "weight": weight}, op.origin)
 
 
 def _value_at(graph: Graph, target: Value) -> np.ndarray:

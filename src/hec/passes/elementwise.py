@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from numpy.polynomial import Chebyshev
@@ -22,6 +23,8 @@ from hec.ir.tensor_ops import ACTIVATIONS
 __all__ = ["Region", "find_regions", "region_function", "region_polynomial", "replace_region"]
 
 _ELEMENTWISE = {"scale_shift", "add", "mul", "poly", "activation"}
+# what a region is evaluated on: sample values, or a Chebyshev series of the root
+_Operand = TypeVar("_Operand", np.ndarray, Chebyshev)
 
 
 @dataclass
@@ -86,7 +89,9 @@ def _ancestors(members: list[Op], output: Value) -> list[Op]:
     return keep[::-1]
 
 
-def _apply(op: Op, args: list, poly_eval: Callable) -> object:
+def _apply(
+    op: Op, args: list[_Operand], poly_eval: Callable[[tuple[float, ...], _Operand], _Operand]
+) -> _Operand:
     if op.kind == "scale_shift":
         return args[0] * float(op.consts["scale"].reshape(())) + float(
             op.consts["shift"].reshape(())
@@ -100,7 +105,7 @@ def _apply(op: Op, args: list, poly_eval: Callable) -> object:
     raise ValueError(f"{op.kind} has no symbolic form")
 
 
-def _chebval(coeffs, x: np.ndarray) -> np.ndarray:
+def _chebval(coeffs: tuple[float, ...], x: np.ndarray) -> np.ndarray:
     """``Σ c_k T_k(x)`` with ``_apply``'s argument order (numpy's ``chebval`` takes x first)."""
     return np.polynomial.chebyshev.chebval(x, coeffs)
 
@@ -144,7 +149,7 @@ def replace_region(
 ) -> Value:
     """Replace ``region`` by ``t = affine(root)`` (``domain`` → [-1, 1]) and ``poly(t)``."""
     a, b = domain
-    shape = region.root.type.shape
+    shape = region.root.shape
     first = graph.ops.index(region.ops[0])
     new_ops = []
     t = region.root

@@ -27,6 +27,7 @@ from typing import ClassVar
 import numpy as np
 
 from hec.ir import CipherType, Graph, Layout, Op, Value
+from hec.ir.types import type_as
 from hec.passes.stencil_sums import tree_rounds
 
 __all__ = ["ExpandCopies", "copies_for", "readout_plan"]
@@ -111,8 +112,9 @@ def _expand(op: Op) -> tuple[list[Op], Value]:
     x = op.inputs[0]
     weights, bias, anchor = op.consts["weights"], op.consts["bias"], op.attrs["anchor"]
     n, S = weights.shape
-    N = x.type.slots  # already widened
-    level = x.type.level
+    xt = type_as(x.type, CipherType)
+    N = xt.slots  # already widened
+    level = xt.level
     ops: list[Op] = []
 
     def emit(kind, inputs, scale_deg, lvl, attrs=None, consts=None) -> Value:

@@ -74,7 +74,7 @@ class FusePolynomials:
         for region in find_regions(graph, wanted):
             domain = _domain(region)
             series = region_polynomial(region, domain)
-            coef = series.coef
+            coef: np.ndarray = series.coef
             tol = 1e-13 * max(1.0, float(np.abs(coef).max()))
             coef = coef[: max(1, int(np.flatnonzero(np.abs(coef) > tol).max(initial=0)) + 1)]
             if len(coef) - 1 > self.max_degree:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from hec.ir import BatchCipherType, Graph, Op, Value
+from hec.ir.types import type_as
 
 __all__ = ["LazyRelinearize"]
 
@@ -49,6 +50,11 @@ class LazyRelinearize:
         return changed
 
 
+def _size(v: Value) -> int:
+    """The number of element ciphertexts of ``v`` (a batch graph's value)."""
+    return type_as(v.type, BatchCipherType).size
+
+
 def _only_reader(graph: Graph, v: Value) -> Op | None:
     """The one op reading ``v`` (once), if ``v`` has exactly one and is no graph output."""
     if len(v.uses) != 1 or v in graph.outputs or v.uses[0].inputs.count(v) != 1:
@@ -60,12 +66,12 @@ def _sink_rescale(graph: Graph, rescale: Op) -> bool:
     """``signed_sum(rescale(x))`` → ``rescale(signed_sum(x))`` when the sum shrinks ``x``."""
     x = rescale.inputs[0]
     reader = _only_reader(graph, rescale.result)
-    if reader is None or reader.kind != "signed_sum" or reader.result.type.size >= x.type.size:
+    if reader is None or reader.kind != "signed_sum" or _size(reader.result) >= _size(x):
         return False
     if _only_reader(graph, x) is not rescale:
         return False
-    summed: BatchCipherType = reader.result.type
-    xt: BatchCipherType = x.type
+    summed = type_as(reader.result.type, BatchCipherType)
+    xt = type_as(x.type, BatchCipherType)
     # the sum now reads x at scale Δ² (bias added at that scale); the rescale follows it
     new_sum = Op(
         "signed_sum",
@@ -89,20 +95,20 @@ def _defer_relinearization(graph: Graph, mul: Op) -> bool:
     chain = [mul]
     v = mul.result
     while (reader := _only_reader(graph, v)) is not None and reader.kind in _PASS_THROUGH:
-        if reader.kind != "rescale" and reader.result.type.size >= v.type.size:
+        if reader.kind != "rescale" and _size(reader.result) >= _size(v):
             break
         chain.append(reader)
         v = reader.result
-    sizes = [op.result.type.size for op in chain]
+    sizes = [_size(op.result) for op in chain]
     end = sizes.index(min(sizes))
     if end == 0:
         return False
     mul.kind = "mul_norelin"
     for op in chain[: end + 1]:
-        t: BatchCipherType = op.result.type
+        t = type_as(op.result.type, BatchCipherType)
         op.result.type = t.with_state(t.level, t.scale_deg, parts=3)
     last = chain[end].result
-    users, t = list(last.uses), last.type
+    users, t = list(last.uses), type_as(last.type, BatchCipherType)
     relin = Op(
         "relinearize",
         [last],

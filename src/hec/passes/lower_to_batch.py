@@ -46,7 +46,13 @@ import scipy.sparse as sp
 from hec.errors import LayoutError
 from hec.ir import BatchCipherType, Graph, Value
 from hec.ir.batch_ops import is_signed, sparse_consts
-from hec.passes.chain_lowering import ChainLowering, PendingMap, require_polynomial
+from hec.ir.types import type_as
+from hec.passes.chain_lowering import (
+    ChainLowering,
+    PendingMap,
+    is_identity_map,
+    require_polynomial,
+)
 
 __all__ = ["LowerToBatch", "plan_segments", "segment_cost", "RELATIVE_COST"]
 
@@ -81,7 +87,7 @@ class LowerToBatch:
 
 def segment_cost(A: sp.csr_matrix, b: np.ndarray) -> tuple[int, float]:
     """``(levels, estimated time)`` of emitting ``A x + b`` as one op (see the module doc)."""
-    if _is_identity(A, b):
+    if is_identity_map(A, b):
         return 0, 0.0
     nnz_rows = np.diff(A.indptr)
     adds = float(np.maximum(nnz_rows - 1, 0).sum() + np.count_nonzero(b))
@@ -125,7 +131,7 @@ def plan_segments(factors: list[Factor]) -> list[Factor]:
         i = best[j][1]
         cuts.append((i, j))
         j = i
-    return [products[c] for c in reversed(cuts) if not _is_identity(*products[c])]
+    return [products[c] for c in reversed(cuts) if not is_identity_map(*products[c])]
 
 
 def _sign_split(A: sp.csr_matrix, b: np.ndarray) -> list[Factor]:
@@ -141,10 +147,6 @@ def _sign_split(A: sp.csr_matrix, b: np.ndarray) -> list[Factor]:
         return [(A, b)]
     signs = sp.csr_matrix((np.sign(A.data), A.indices, A.indptr), shape=A.shape)
     return [(signs, np.zeros(A.shape[0])), (sp.diags(row_mag, format="csr"), b)]
-
-
-def _is_identity(A: sp.csr_matrix, b: np.ndarray) -> bool:
-    return PendingMap(None, A.shape[1], ((A, b),)).is_identity  # type: ignore[arg-type]
 
 
 def _row_sums(A: sp.csr_matrix) -> np.ndarray:
@@ -219,7 +221,7 @@ class _BatchLowering(ChainLowering):
             # constant rows of the previous segment: into this one's bias, not read
             A, b = self._fold_constants(x, sp.csr_matrix(A), b) if k else (A, b)
             out_shape = shape if k == len(segments) - 1 else (A.shape[0],)
-            t: BatchCipherType = x.type
+            t = type_as(x.type, BatchCipherType)
             if is_signed(A):
                 kind, result = "signed_sum", BatchCipherType(out_shape, self.batch, t.level, 1)
             else:

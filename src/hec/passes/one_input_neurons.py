@@ -100,4 +100,4 @@ def one_input_channel(graph: Graph, channels: int) -> None:
             choice = free[np.argmax(strength[f, free])]
             keep[f, choice] = taken[choice] = True
         op.consts = {**op.consts, "weight": np.where(keep[:, :, None, None], w, 0.0)}
-        live = keep.any(axis=1)
+        live = np.any(keep, axis=1)

@@ -102,7 +102,7 @@ def fit_chebyshev(
     interval: a fit already bounded there is left as it is.
     """
     a, b = interval
-    x = np.asarray(samples, dtype=np.float64).ravel()
+    x: np.ndarray = np.asarray(samples, dtype=np.float64).ravel()
     x = x[(x >= a) & (x <= b)]  # outside, T_k grows like cosh: such samples would dominate
     grid = np.linspace(a, b, grid_points)
     edge = np.linspace(1.0, 1.0 + tail, grid_points // 4 + 1)[1:] if tail > 0 else np.zeros(0)

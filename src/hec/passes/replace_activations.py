@@ -19,9 +19,9 @@ every region root. Golden: ``tests/passes/golden/replace_activations.txt``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from hec.errors import HecError
 from hec.ir import Graph, Op, interpret
 from hec.passes.elementwise import Region, find_regions, region_function, replace_region
 from hec.passes.polyfit import Fit, depth_efficient_degrees, fit_chebyshev
+
+if TYPE_CHECKING:  # calibrate_norms imports this module
+    from hec.passes.calibrate_norms import CalibrationStats
 
 __all__ = [
     "ReplaceActivations",
@@ -61,7 +64,7 @@ class ReplaceActivations:
     """Replace non-polynomial activations and max pooling.
 
     Args:
-        stats: calibration statistics keyed by tensor (value) name.
+        stats: calibration statistics; the activations' entries are keyed by tensor (value) name.
         degree: polynomial degree for every activation; ``None`` picks per activation.
         error_budget: largest relative RMS error accepted when picking the degree.
         margin: fraction of the observed range added on each side of the interval.
@@ -75,7 +78,7 @@ class ReplaceActivations:
             beyond the fit's error inside) the polynomial may be on those tails.
     """
 
-    stats: Mapping[str, ValueStats] = field(default_factory=dict, hash=False, compare=False)
+    stats: CalibrationStats = field(default_factory=dict, hash=False, compare=False)
     degree: int | None = None
     error_budget: float = 0.05
     margin: float = 0.05
@@ -112,7 +115,7 @@ class ReplaceActivations:
         op.kind = "avgpool"
         op.attrs["replaces"] = "maxpool"
         st = self.stats.get(op.inputs[0].name)
-        if st is None or st.max_from_average is None:
+        if not isinstance(st, ValueStats) or st.max_from_average is None:
             return
         scale, shift = st.max_from_average
         bcast = (-1,) + (1,) * (len(op.result.shape) - 1)
@@ -135,7 +138,7 @@ class ReplaceActivations:
 
     def fit(self, region: Region) -> Fit:
         st = self.stats.get(region.root.name)
-        if st is None:
+        if not isinstance(st, ValueStats):
             raise CalibrationMissing(
                 f"node '{region.origin}': {_describe(region)} needs a polynomial replacement "
                 f"fitted on calibration data; pass --calib DATA.npz (array x of inputs)"
@@ -144,13 +147,18 @@ class ReplaceActivations:
         f = region_function(region)
         degree = self.degree
         if degree is None:  # the degree the interval needs (tails do not cost depth)
-            for degree in depth_efficient_degrees(self.max_depth):
-                if fit_chebyshev(f, st.samples, interval, degree).relative_error <= (
-                    self.error_budget
-                ):
-                    break
-        tails = {"tail": self.tail, "tail_tolerance": self.tail_tolerance}
-        return fit_chebyshev(f, st.samples, interval, degree, **tails)
+            degrees = depth_efficient_degrees(self.max_depth)
+            degree = next(
+                (
+                    d
+                    for d in degrees
+                    if fit_chebyshev(f, st.samples, interval, d).relative_error <= self.error_budget
+                ),
+                degrees[-1],  # none is within budget: the deepest
+            )
+        return fit_chebyshev(
+            f, st.samples, interval, degree, tail=self.tail, tail_tolerance=self.tail_tolerance
+        )
 
 
 def calibrated_interval(st: ValueStats, margin: float, spread: float) -> tuple[float, float]:
@@ -182,7 +190,7 @@ def outside_fractions(graph: Graph, x: np.ndarray, batch: int = 256) -> dict[str
     probe.outputs = [v for v in probe.values() if v.name in names]
     values = {v.name: 0 for v in probe.outputs}
     hits = {v.name: np.zeros(n, dtype=bool) for v in probe.outputs}
-    sizes = {v.name: v.type.size for v in probe.outputs}
+    sizes = {v.name: math.prod(v.shape) for v in probe.outputs}
     for start in range(0, n, batch):
         part = interpret(probe, np.asarray(x[start : start + batch], dtype=np.float64))
         for v, t in zip(probe.outputs, part, strict=True):
