@@ -31,7 +31,8 @@ from hec.backend_openfhe.batch_schedule import (
 )
 from hec.backend_openfhe.params import CKKSParams
 from hec.errors import ResourceError
-from hec.ir import Graph, Op
+from hec.ir import BatchCipherType, Graph, Op
+from hec.ir.types import type_as
 
 __all__ = [
     "MemoryPlan",
@@ -167,21 +168,21 @@ def bound_plan(program: Graph, params: CKKSParams) -> MemoryPlan:
 
     Checked first, so a model far too large is refused before its element graph is built.
     """
-    outputs = sum(v.type.size for v in program.outputs)
-    out_bytes = sum(
-        v.type.size * ciphertext_bytes(params, v.type.level, v.type.parts) for v in program.outputs
-    )
+    out_types = [type_as(v.type, BatchCipherType) for v in program.outputs]
+    outputs = sum(t.size for t in out_types)
+    out_bytes = sum(t.size * ciphertext_bytes(params, t.level, t.parts) for t in out_types)
     widest, wide_bytes = 0, 0
     for op in program.ops:
         if op.kind in ROW_OPS and len(op.consts["indptr"]) > 1:
             n = int(np.diff(op.consts["indptr"]).max()) + 1  # its inputs and the row
-            x = op.inputs[0].type
+            x = type_as(op.inputs[0].type, BatchCipherType)
+            y = type_as(op.result.type, BatchCipherType)
             b = (n - 1) * ciphertext_bytes(params, x.level, x.parts) + ciphertext_bytes(
-                params, op.result.type.level, op.result.type.parts
+                params, y.level, y.parts
             )
             if b > wide_bytes:
                 widest, wide_bytes = n, b
-    n_in = sum(v.type.size for v in program.inputs)
+    n_in = sum(type_as(v.type, BatchCipherType).size for v in program.inputs)
     return MemoryPlan(
         schedule="lower bound (outputs, widest row)",
         ciphertexts_computed=0,

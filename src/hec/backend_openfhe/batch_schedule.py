@@ -33,8 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hec.ir import Graph, Op
+from hec.ir import BatchCipherType, Graph, Op
 from hec.ir.batch_ops import sparse_matrix
+from hec.ir.types import type_as
 
 __all__ = [
     "ElementGraph",
@@ -119,25 +120,27 @@ def element_graph(program: Graph) -> ElementGraph:
         return np.arange(start, start + n, dtype=np.int64)
 
     for v in program.inputs:
-        ct_of[id(v)] = new(v.type.size, -1, v.type.level, v.type.parts)
-        deps.extend([empty] * v.type.size)
+        t = type_as(v.type, BatchCipherType)
+        ct_of[id(v)] = new(t.size, -1, t.level, t.parts)
+        deps.extend([empty] * t.size)
     for i, op in enumerate(program.ops):
         out = op.result
+        t = type_as(out.type, BatchCipherType)
         ins = [ct_of[id(x)] for x in op.inputs]
         if op.kind in ROW_OPS:
             rows = _row_inputs(op, ins[0])
-            ids = np.empty(out.type.size, dtype=np.int64)
+            ids = np.empty(t.size, dtype=np.int64)
             alias = _gather_rows(op) if op.kind == "signed_sum" else np.full(len(rows), -1)
             for r, cols in enumerate(rows):
                 if alias[r] >= 0:
                     ids[r] = ins[0][alias[r]]
                 else:
-                    ids[r] = new(1, i, out.type.level, out.type.parts)[0]
+                    ids[r] = new(1, i, t.level, t.parts)[0]
                     element_of[-1] = r
                     deps.append(cols)
         else:
-            ids = new(out.type.size, i, out.type.level, out.type.parts)
-            for e in range(out.type.size):
+            ids = new(t.size, i, t.level, t.parts)
+            for e in range(t.size):
                 deps.append(np.unique(np.array([x[e] for x in ins], dtype=np.int64)))
         ct_of[id(out)] = ids
     outputs = np.concatenate([ct_of[id(v)] for v in program.outputs])

@@ -32,6 +32,8 @@ import numpy as np
 from hec._environment import load_openfhe
 from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule, late_inputs
 from hec.backend_openfhe.execute_batch import BatchExecutor, InputSource, ProgressFn
+from hec.ir import BatchCipherType
+from hec.ir.types import type_as
 
 __all__ = ["ParallelBatchExecutor", "WINDOW"]
 
@@ -160,7 +162,7 @@ class ParallelBatchExecutor(BatchExecutor):
 
     def _zero(self, ct: int) -> object:
         """A zero ciphertext of this process with the state of element ciphertext ``ct``."""
-        t = self.eg.program.ops[int(self.eg.op_of[ct])].result.type
+        t = type_as(self.eg.program.ops[int(self.eg.op_of[ct])].result.type, BatchCipherType)
         return self._zero_at(t.level, t.scale_deg, t.parts)
 
     def _zero_at(self, level: int, scale_deg: int, parts: int) -> object:

@@ -18,6 +18,7 @@ from typing import Any
 from hec._environment import load_openfhe
 from hec.errors import ParameterError
 from hec.ir import BatchCipherType, CipherType, Graph
+from hec.ir.types import type_as
 
 __all__ = [
     "CKKSParams",
@@ -202,7 +203,7 @@ def choose_params(
         raise ValueError("the program still has matvec ops; run schedule-rotations first")
     openfhe = load_openfhe()
     t = graph.inputs[0].type
-    slots = t.batch if isinstance(t, BatchCipherType) else t.slots
+    slots = t.batch if isinstance(t, BatchCipherType) else type_as(t, CipherType).slots
     depth = max(program_depth(graph), 1)
     ring_dim = None
     try:

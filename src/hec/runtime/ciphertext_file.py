@@ -27,6 +27,7 @@ from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.params import CKKSParams
 from hec.errors import CiphertextError
+from hec.ir.types import encrypted_type
 
 __all__ = [
     "MAGIC",
@@ -154,7 +155,7 @@ def expected_layout(artifact: Artifact, kind: str) -> dict[str, Any]:
         "shape": list(shape),
         "slots": artifact.params.slots,
         "blocks": artifact.params.blocks,
-        "level": value.type.level,
+        "level": encrypted_type(value.type).level,
     }
 
 

@@ -193,6 +193,7 @@ class WorkerPool:
                 worker failure (500).
         """
         deadline = time.monotonic() + self._config.timeout_s
+        worker: _Worker | None
         try:
             worker = self._idle.get(timeout=self._config.timeout_s)
         except queue.Empty:
