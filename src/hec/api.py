@@ -124,6 +124,11 @@ def compile(
         report["accuracy"] = accuracy(reference, tensor_ir, calibration, labels)
     if pruning is not None:
         report["pruning"] = pruning.report
+    # lowerings that ran (memoized candidates and the pruner's last count are not lowered again)
+    report["search"] = {
+        "lowerings": search.lowerings,
+        "plan": "recorded" if plan is not None else "searched",
+    }
     tail = None if split.tail is None else split.tail.SerializeToString()
     typed = ProgramReport.from_dict(report)
     return write_artifact(Path(out_dir), program, params, io, typed, tensor_ir, tail)

@@ -110,7 +110,8 @@ def graph_fingerprint(graph: Graph) -> str:
 class LoweringCache:
     """Lowered programs by (graph fingerprint, options, plan), and how many lowerings ran."""
 
-    programs: dict[tuple, Lowered] = field(default_factory=dict, repr=False)
+    # a lowered program, or why the candidate does not apply (raised again when asked again)
+    programs: dict[tuple, Lowered | Exception] = field(default_factory=dict, repr=False)
     lowerings: int = 0
 
 
@@ -157,8 +158,14 @@ class Search:
         key = (graph_fingerprint(graph), same, plan)
         programs = self.cache.programs
         if key not in programs or opts.dump_ir_after is not None:
-            programs[key] = self._run(graph, opts, plan)
+            try:
+                programs[key] = self._run(graph, opts, plan)
+            except (NotApplicable, ParameterError, ResourceError) as exc:
+                programs[key] = exc  # a candidate that does not apply is not tried again
+                raise
         done = programs[key]
+        if isinstance(done, Exception):
+            raise done
         return Lowered(done.program, done.params, copy.deepcopy(done.figures), plan)
 
     def _run(self, graph: Graph, options: CompileOptions, plan: Plan) -> Lowered:

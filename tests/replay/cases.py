@@ -97,7 +97,9 @@ def onnx_fingerprint(path: Path) -> dict:
     import onnx
 
     model = onnx.load(str(path))
-    weights = {t.name: _sha(onnx.numpy_helper.to_array(t).tobytes()) for t in model.graph.initializer}
+    weights = {
+        t.name: _sha(onnx.numpy_helper.to_array(t).tobytes()) for t in model.graph.initializer
+    }
     del model.graph.initializer[:]
     return {"graph": _sha(model.graph.SerializeToString(deterministic=True)), "weights": weights}
 
@@ -112,7 +114,9 @@ def fingerprint(artifact: Path, model: str) -> dict:
     with zipfile.ZipFile(io.BytesIO((artifact / "constants.npz").read_bytes())) as z:
         names = sorted(z.namelist())
     arrays = np.load(artifact / "constants.npz")
-    constants = {n: _sha(np.ascontiguousarray(arrays[n.removesuffix(".npy")]).tobytes()) for n in names}
+    constants = {
+        n: _sha(np.ascontiguousarray(arrays[n.removesuffix(".npy")]).tobytes()) for n in names
+    }
     report = json.loads((artifact / "report.json").read_text())
     for key in VOLATILE:
         report.pop(key, None)

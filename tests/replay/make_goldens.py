@@ -32,10 +32,32 @@ def differences(want, got, where: str = "") -> list[str]:
     return [] if want == got else [f"{where.rstrip('/')}: {str(want)[:60]} -> {str(got)[:60]}"]
 
 
+def _take(old: dict, new: dict, paths: list[str]) -> dict:
+    """``old`` with the values at ``paths`` (``a/b``) taken from ``new`` (removed if absent)."""
+    out = json.loads(json.dumps(old))
+    for path in paths:
+        *parents, last = path.split("/")
+        src, dst = new, out
+        for key in parents:
+            src, dst = src.get(key, {}), dst.setdefault(key, {})
+        if last in src:
+            dst[last] = src[last]
+        else:
+            dst.pop(last, None)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="run the hec optimize steps too")
     ap.add_argument("--check", action="store_true", help="compare, do not write")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated paths (e.g. files/program.txt,report/search) to take from this "
+        "run; the rest of each golden is kept (an intended change that others' work in "
+        "progress must not ride along with)",
+    )
     ap.add_argument("cases", nargs="*", help="case names (default: all)")
     args = ap.parse_args()
     chosen = [c for c in CASES if not args.cases or c.name in args.cases]
@@ -55,6 +77,8 @@ def main() -> int:
             old = json.loads(path.read_text()) if path.exists() else {}
             if "optimized" not in got and "optimized" in old:
                 got = {"optimized": old["optimized"], **got}
+            if args.only:
+                got = _take(old, got, args.only.split(","))
             GOLDENS.mkdir(exist_ok=True)
             path.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
     print("\n".join(failed) or "replay: identical" if args.check else "goldens written")

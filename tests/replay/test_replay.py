@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from tests.replay.cases import CASES, GOLDENS, onnx_fingerprint, run_case
 
 
@@ -22,9 +21,7 @@ def test_replay_is_identical(case, tmp_path):
     assert got["report"] == want["report"], f"{case.name}: report.json's figures changed"
 
 
-@pytest.mark.parametrize(
-    "case", [c for c in CASES if c.optimize_args], ids=lambda c: c.name
-)
+@pytest.mark.parametrize("case", [c for c in CASES if c.optimize_args], ids=lambda c: c.name)
 def test_committed_optimized_models_are_the_goldens(case):
     """CI replays the compile of the committed ``hec optimize`` outputs: they are the ones the
     goldens were made from (``make_goldens.py --full`` reruns the optimization)."""

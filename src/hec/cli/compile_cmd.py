@@ -203,3 +203,10 @@ def compile_cmd(
     if report.pruning is not None:
         print_pruning(report.pruning)
     print_summary(report)
+    if report.search is not None:
+        how = (
+            "the plan hec optimize recorded in the model (--no-plan searches again)"
+            if report.search["plan"] == "recorded"
+            else "searched"
+        )
+        click.echo(f"program: {how}; {report.search['lowerings']} lowering(s) ran")

@@ -82,6 +82,7 @@ class LowerToBatch:
         if self.batch < 1 or self.batch & (self.batch - 1):
             raise LayoutError(f"batch size {self.batch} is not a power of two")
         graph.become(_BatchLowering(graph, self.batch).lower())
+        graph.attrs.update(batch=self.batch)  # inputs per evaluation, one per slot
         return True
 
 

@@ -163,6 +163,17 @@ class LowerToSlots:
         if self.input_layout != "direct" and not lowering.designed:
             raise NotApplicable(f"{self.input_layout} input: the input feeds no linear map first")
         graph.become(out)
+        # the decisions this program was lowered under: print(graph) shows them, program.json
+        # keeps them
+        graph.attrs.update(
+            input_layout=self.input_layout,
+            output_layouts=self.output_layouts,
+            readout=self.readout,
+            stencil_sums="never" if self.block_local else self.stencil_sums,  # none when local
+            slots=lowering.slots,
+        )
+        if self.block_local:
+            graph.attrs["block_local"] = True
         return True
 
     def _lowering(self, graph: Graph, slots: int) -> SlotLowering:
