@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 from hec.errors import InputError
 from hec.ir import Graph, Op, interpret
 from hec.ir.tensor_ops import evaluate_op
-from hec.passes.calibrate_norms import norm_statistics
+from hec.passes.calibrate_norms import NormStats, norm_statistics
 from hec.passes.elementwise import find_regions
 from hec.passes.replace_activations import ValueStats
 from hec.progress import ProgressFn, no_progress
@@ -83,14 +83,14 @@ def calibrate(
     max_samples: int = 20000,
     seed: int = 0,
     progress: ProgressFn = no_progress,
-) -> dict[str, ValueStats]:
+) -> dict[str, ValueStats | NormStats]:
     """Statistics of every activation root and max-pool input of ``graph`` over ``x``."""
     pools = {op.inputs[0].name: op for op in graph.ops if op.kind == "maxpool"}
     values = observe(
         model, graph, x, list(dict.fromkeys([*activation_roots(graph), *pools])), progress
     )
     rng = np.random.default_rng(seed)
-    stats = {}
+    stats: dict[str, ValueStats | NormStats] = {}
     for n, batch in values.items():
         allv = batch.ravel()
         sample = allv if allv.size <= max_samples else rng.choice(allv, max_samples, replace=False)

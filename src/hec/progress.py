@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from typing import TypedDict
 
 __all__ = ["ProgressFn", "stderr_progress", "no_progress"]
 
@@ -16,6 +17,14 @@ def no_progress(stage: str, done: int, total: int) -> None:
     pass
 
 
+class _Drawn(TypedDict):
+    """What ``stderr_progress`` last wrote."""
+
+    t: float  # when the bar was last drawn (terminal)
+    stage: str  # the stage it showed
+    logged: float  # when a progress line was last logged (not a terminal)
+
+
 def stderr_progress(
     min_interval: float = 0.2, log_after: float = 2.0, log_every: float = 60.0
 ) -> ProgressFn:
@@ -25,7 +34,7 @@ def stderr_progress(
     least ``log_after`` seconds gets one line when it finishes, and a long one a line every
     ``log_every`` seconds meanwhile (a batch evaluation can take most of an hour).
     """
-    last = {"t": 0.0, "stage": "", "logged": 0.0}
+    last: _Drawn = {"t": 0.0, "stage": "", "logged": 0.0}
     started: dict[str, float] = {}
     tty = sys.stderr.isatty()
 

@@ -86,7 +86,7 @@ def reconstruction_errors(pruned: Graph, original: Graph, x: np.ndarray) -> list
     a = layer_inputs(pruned, x, outputs=True)
     b = layer_inputs(original, x, outputs=True)
     return [
-        float(np.linalg.norm(a[id(p)] - b[id(o)]) / max(np.linalg.norm(b[id(o)]), 1e-30))
+        float(np.linalg.norm(a[id(p)] - b[id(o)]) / max(float(np.linalg.norm(b[id(o)])), 1e-30))
         for p, o in zip(prunable_ops(pruned), prunable_ops(original), strict=True)
     ]
 
@@ -129,4 +129,4 @@ def refit(
 
 
 def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+    return float(np.linalg.norm(a - b) / max(float(np.linalg.norm(b)), 1e-30))
