@@ -7,10 +7,16 @@ Heavy modules (numpy, onnx, onnxruntime, torch) are imported inside the commands
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hec.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from hec.vit.keys import BlockKey
 
 __all__ = ["vit"]
 
@@ -78,7 +84,7 @@ def keygen(
     """Write a key file and print the size of its key space."""
     from hec.vit.keys import BlockKey, save_key
 
-    settings = dict(
+    settings: dict[str, Any] = dict(
         image_size=image_size,
         channels=channels,
         patch=patch,
@@ -89,11 +95,7 @@ def keygen(
         channel_shuffle=not no_channel_shuffle,
         shared=not per_block,
     )
-    key = (
-        BlockKey.generate(**settings)
-        if seed is None  # type: ignore[arg-type]
-        else BlockKey(seed=seed, **settings)
-    )  # type: ignore[arg-type]
+    key = BlockKey.generate(**settings) if seed is None else BlockKey(seed=seed, **settings)
     save_key(key, output)
     click.echo(
         f"wrote {output}: {channels}x{image_size[0]}x{image_size[1]} images, "
@@ -103,7 +105,7 @@ def keygen(
     click.echo("key space:\n" + key.key_space().describe())
 
 
-def _load_images(path: Path) -> object:
+def _load_images(path: Path) -> np.ndarray:
     import numpy as np
 
     try:
@@ -129,7 +131,7 @@ def _crypt(
 
     key = load_key(key_path)
     images = _load_images(src)
-    keys = key
+    keys: BlockKey | list[BlockKey] = key
     if per_image:
         if images.ndim != 4:
             raise ImageShapeError(f"{src}: --per-image needs a batch (N, ...) of images")

@@ -159,6 +159,7 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, folder: Path) -> list[Pa
         optimize=True,
         verify=False,
     )
+    assert prog is not None  # the dynamo exporter returns the program it did not write
     prog.save(str(dyn_path), external_data=False)
     _set_ir(dyn_path)
     return [ts_path, dyn_path]
@@ -173,14 +174,11 @@ def save_splits(
     """``test.npz``, ``sample.npy`` (the first test image), ``calib.npz`` (the first ``n_calib``
     training images) and, with ``with_train``, ``train.npz``."""
     x_tr, x_te, y_tr, y_te = split
-    files = {
-        "test.npz": {"x": x_te, "y": y_te},
-        "calib.npz": {"x": x_tr[:n_calib], "y": y_tr[:n_calib]},
-    }
+    files = {"test.npz": (x_te, y_te), "calib.npz": (x_tr[:n_calib], y_tr[:n_calib])}
     if with_train:
-        files["train.npz"] = {"x": x_tr, "y": y_tr}
-    for name, arrays in files.items():
-        np.savez_compressed(folder / name, **arrays)
+        files["train.npz"] = (x_tr, y_tr)
+    for name, (x, y) in files.items():
+        np.savez_compressed(folder / name, x=x, y=y)
     np.save(folder / "sample.npy", x_te[:1])
     for name in [*files, "sample.npy"]:
         print(f"{name}: {(folder / name).stat().st_size} B")

@@ -9,6 +9,7 @@ graph's structure never changes. The forward pass mirrors ``hec.ir.tensor_ops`` 
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,7 +19,10 @@ from hec.train.torch_linear import TORCH_FORMS
 
 __all__ = ["TorchGraph"]
 
-torch = require_torch()
+if TYPE_CHECKING:  # the real module's types; at run time, torch or a clear error
+    import torch
+else:
+    torch = require_torch()
 F = torch.nn.functional
 
 
@@ -132,8 +136,8 @@ class TorchGraph(torch.nn.Module):
             return x * b1 - b2 + c[0]
         if k == "select":  # data movement: fixed indices (the graph's, not a trained copy)
             flat = F.pad(x.reshape(x.shape[0], -1), (0, 1))  # index -1 reads the appended 0
-            index = op.consts["index"].reshape(-1).astype(np.int64)
-            index = torch.as_tensor(np.where(index < 0, flat.shape[1] - 1, index))
+            at = op.consts["index"].reshape(-1).astype(np.int64)
+            index = torch.as_tensor(np.where(at < 0, flat.shape[1] - 1, at))
             return flat[:, index].reshape(x.shape[0], *a["shape"])
         if k in TORCH_FORMS:  # the kinds of ir/linear_ops.py
             return TORCH_FORMS[k](lambda name: self._p(i, name), op, x)

@@ -30,7 +30,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from types import ModuleType
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -136,7 +137,7 @@ class AdaptToKey:
         batch = dims[0].dim_value if dims[0].HasField("dim_value") and dims[0].dim_value else 3
         rng = np.random.default_rng(0)
         x = (rng.random((batch, c, h, w)) * self.max_value).astype(np.float32)
-        xe = encrypt(x, self.key, max_value=np.float32(self.max_value))
+        xe = encrypt(x, self.key, max_value=self.max_value)
         name = _image_input(original).name
         ref = _session(original, ort).run(None, {name: x})
         got = _session(adapted, ort).run(None, {name: xe})
@@ -314,13 +315,12 @@ def _matmul_embedding(
     probe = _intermediate(model, image, node.input[0], [ids, -ids])
     rows = weight.shape[0]
     a, b = (p.reshape(-1, rows) if p.size % rows == 0 else None for p in probe)
-    movement = (
-        a is not None
-        and b is not None
-        and np.array_equal(a, -b)
-        and np.array_equal(np.sort(a.ravel()), ids.ravel())
-    )
-    if not movement:
+    if (
+        a is None
+        or b is None
+        or not np.array_equal(a, -b)
+        or not np.array_equal(np.sort(a.ravel()), ids.ravel())
+    ):
         raise NotAPatchEmbeddingError(
             f"node '{node.name}' ({node.op_type}): its input is not the image's pixels rearranged "
             f"into one row per patch, so it is not a patch embedding"
@@ -363,7 +363,7 @@ def _intermediate(
     return [sess.run(None, {image: f})[0] for f in feeds]
 
 
-def _session(model: onnx.ModelProto, ort: object):
+def _session(model: onnx.ModelProto, ort: ModuleType):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     # Exactness is checked against the graph as written, not against fused rewrites of it.
@@ -418,8 +418,9 @@ class _Graph:
 
     def add_init(self, base: str, value: np.ndarray, like: str | None = None) -> str:
         dtype = np.int64 if value.dtype.kind == "i" else np.float32
-        if like is not None and self.const(like) is not None:
-            dtype = self.const(like).dtype
+        known = self.const(like) if like is not None else None
+        if known is not None:
+            dtype = known.dtype
         name = self.fresh(base)
         tensor = numpy_helper.from_array(np.ascontiguousarray(value, dtype=dtype), name)
         self.g.initializer.append(tensor)
@@ -431,7 +432,7 @@ class _Graph:
         for k, n in enumerate(nodes):
             self.g.node.insert(index + k, n)
 
-    def node(self, op: str, inputs: list[str], base: str, **attrs: object) -> onnx.NodeProto:
+    def node(self, op: str, inputs: list[str], base: str, **attrs: Any) -> onnx.NodeProto:
         out = self.fresh(base)
         return helper.make_node(op, inputs, [out], name=self.fresh(base + "_node"), **attrs)
 
@@ -549,6 +550,7 @@ def _permute_tokens(
     if found is not None:
         add, const_name, prefix = found
         pos = graph.const(const_name)
+        assert pos is not None  # _find_pos_embedding names a constant
         axis = pos.ndim - 2
         order = np.arange(pos.shape[axis])
         order[prefix : prefix + nb] = prefix + token_perm
@@ -561,6 +563,7 @@ def _permute_tokens(
     restore = np.argsort(token_perm)
     mid = graph.fresh("vit_key/unordered")
     producer = graph.producer(out)
+    assert producer is not None  # the embedding's node
     producer.output[list(producer.output).index(out)] = mid
     new_nodes = []
     src = mid

@@ -81,7 +81,7 @@ def thumbnail_attack(
     """
     c, h, w = image.shape
     blocks = _blocks(image, patch).reshape(-1, c * patch * patch).astype(np.float64)
-    candidates = []
+    candidates: list[np.ndarray] = []
     if unflip is not True:
         candidates.append(blocks)
     if unflip is not False:
@@ -178,11 +178,13 @@ def solve_jigsaw(
     srt = np.sort(d_lr + np.eye(len(states)) * 1e18, axis=1)
     confidence = srt[:, 1] / (srt[:, 0] + 1e-9)
     starts = np.argsort(-confidence[:n])[:seeds]
-    best = None
+    best: tuple[dict[tuple[int, int], int], float] | None = None
     for s in starts:
         cells, cost = _grow(int(s), d_lr, d_tb, owner, n, (gh, gw))
         if best is None or cost < best[1]:
             best = (cells, cost)
+    if best is None:
+        raise ValueError("the jigsaw solver needs at least one seed")
     cells = best[0]
     rows = [r for r, _ in cells]
     cols = [c_ for _, c_ in cells]
@@ -208,7 +210,7 @@ def _grow(
     while len(cells) < n:
         rows = [r for r, _ in cells]
         cols = [c for _, c in cells]
-        best = (inf, None, None)
+        best: tuple[float, tuple[int, int] | None, int | None] = (inf, None, None)
         free = ~used[owner]
         for r, c in {
             (r + dr, c + dc) for r, c in cells for dr, dc in ((0, 1), (0, -1), (1, 0), (-1, 0))
@@ -217,7 +219,7 @@ def _grow(
                 continue
             if max(max(cols), c) - min(min(cols), c) >= gw:
                 continue
-            cost = np.zeros(len(owner))
+            cost: np.ndarray = np.zeros(len(owner))
             k = 0
             if (r, c - 1) in cells:
                 cost += d_lr[cells[(r, c - 1)]]
@@ -236,10 +238,12 @@ def _grow(
             j = int(np.argmin(cost))
             if cost[j] < best[0]:
                 best = (cost[j], (r, c), j)
-        cost, cell, j = best
-        cells[cell] = j
-        used[owner[j]] = True
-        total += cost
+        least, cell, piece = best
+        # while pieces are left, one of them fits a free cell at a finite cost
+        assert cell is not None and piece is not None
+        cells[cell] = piece
+        used[owner[piece]] = True
+        total += least
     return cells, total
 
 

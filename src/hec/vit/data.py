@@ -35,7 +35,7 @@ def photo_patches(n: int = 64, size: int = 16, seed: int = 0, min_std: float = 0
             f"reading scikit-learn's sample photos needs Pillow ({exc}); pip install pillow"
         ) from None
     rng = np.random.default_rng(seed)
-    out = []
+    out: list[np.ndarray] = []
     while len(out) < n:
         img = photos[len(out) % 2]
         y = rng.integers(0, img.shape[0] - size + 1)

@@ -28,6 +28,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -172,10 +173,12 @@ class BlockKey:
     # --- construction ------------------------------------------------------------------------
     @classmethod
     def generate(
-        cls, image_size: tuple[int, int], channels: int, patch: int, **settings: object
+        cls, image_size: tuple[int, int], channels: int, patch: int, **settings: Any
     ) -> BlockKey:
-        """A key with a fresh 128-bit seed from the operating system's entropy."""
+        """A key with a fresh 128-bit seed from the operating system's entropy; ``settings``: the
+        other fields (checked when the key is built)."""
         entropy = np.random.SeedSequence().entropy
+        assert isinstance(entropy, int)  # drawn from the OS when none is given: one integer
         return cls(
             seed=int(entropy) % (1 << 128),
             image_size=image_size,

@@ -42,11 +42,13 @@ def make_vit(
     """Build a ``TinyViT`` torch module (class-token pooling, learned position embeddings)."""
     torch = import_torch()
     nn = torch.nn
+    # the base class as a value: torch is imported on demand, untyped (Any) here
+    Module: Any = nn.Module
     h, w = image_size
     gh, gw = h // patch, w // patch
     nb, length = gh * gw, patch * patch * channels
 
-    class Attention(nn.Module):
+    class Attention(Module):
         def __init__(self) -> None:
             super().__init__()
             self.qkv = nn.Linear(dim, 3 * dim)
@@ -59,7 +61,7 @@ def make_vit(
             y = att.softmax(dim=-1) @ v
             return self.out(y.transpose(1, 2).reshape(n, t, dim))
 
-    class Block(nn.Module):
+    class Block(Module):
         def __init__(self) -> None:
             super().__init__()
             self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -76,7 +78,7 @@ def make_vit(
             x = x + self.drop(self.attn(self.ln1(x)))
             return x + self.drop(self.mlp(self.ln2(x)))
 
-    class TinyViT(nn.Module):
+    class TinyViT(Module):
         def __init__(self) -> None:
             super().__init__()
             if embed == "conv":

@@ -10,8 +10,11 @@ head that reads tokens by position).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
+from numpy.typing import ArrayLike
 from onnx import TensorProto, helper, numpy_helper
 
 __all__ = ["build_vit_onnx"]
@@ -54,7 +57,7 @@ def build_vit_onnx(
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
 
-    def init(name: str, value: np.ndarray) -> str:
+    def init(name: str, value: ArrayLike) -> str:
         dtype = np.int64 if np.asarray(value).dtype.kind == "i" else np.float32
         inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
@@ -62,7 +65,7 @@ def build_vit_onnx(
     def rand(name: str, *shape: int, scale: float = 0.3) -> str:
         return init(name, rng.normal(0.0, scale, shape))
 
-    def node(op: str, inputs: list[str], out: str, **attrs: object) -> str:
+    def node(op: str, inputs: list[str], out: str, **attrs: Any) -> str:
         nodes.append(helper.make_node(op, inputs, [out], name=f"{out}_node", **attrs))
         return out
 
