@@ -132,7 +132,7 @@ def test_a_tensor_too_large_for_one_ciphertext_is_refused_before_calibration(
     def no_calibration(*args, **kwargs):
         raise AssertionError("calibration ran before the size check")
 
-    monkeypatch.setattr("hec.api.make_he_friendly", no_calibration)
+    monkeypatch.setattr("hec.api.calibrated_stats", no_calibration)
     b = ModelBuilder((1, 48, 48, 48))
     model = b.build(b.node("MaxPool", ["input"], kernel_shape=[2, 2, 2], strides=[2, 2, 2]))
     x = np.random.default_rng(0).normal(size=(4, 1, 48, 48, 48))
