@@ -296,6 +296,7 @@ def optimize(
     plan = None
     if pruning is not None:
         report["pruning"], plan = pruning.report, pruning.plan
+        report["search"] = {"lowerings": pruning.search.lowerings}  # counting the programs
     inputs_outside(graph, rows, calibration, "calibration")  # the final graph's
     if evaluation is not None:
         inputs_outside(graph, rows, x_eval, "evaluation")

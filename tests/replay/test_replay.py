@@ -19,6 +19,9 @@ def test_replay_is_identical(case, tmp_path):
         assert got["files"][name] == digest, f"{case.name}: {name} changed"
     assert got["constants"] == want["constants"], f"{case.name}: the program's constants changed"
     assert got["report"] == want["report"], f"{case.name}: report.json's figures changed"
+    if case.optimize_args is not None:
+        # hec optimize recorded the plan it pruned for: hec compile lowers it, nothing else
+        assert got["report"]["search"] == {"lowerings": 1, "plan": "recorded"}
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.optimize_args], ids=lambda c: c.name)
