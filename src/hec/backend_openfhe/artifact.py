@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from hec.backend_openfhe.codegen import generate_program
+from hec.backend_openfhe.constants_file import pack_vectors, unpack_vectors
 from hec.backend_openfhe.params import CKKSParams
 from hec.backend_openfhe.report_schema import ProgramReport
 from hec.errors import ArtifactError
@@ -35,7 +37,6 @@ __all__ = [
     "Artifact",
     "write_artifact",
     "load_artifact",
-    "unpack_vectors",
     "content_hash",
     "FORMAT",
     "FORMAT_VERSION",
@@ -114,12 +115,11 @@ def write_artifact(
     tail: bytes | None = None,
 ) -> Artifact:
     from hec import __version__
-    from hec.backend_openfhe.codegen import generate_program
 
     path.mkdir(parents=True, exist_ok=True)
     structure, arrays = graph_to_json(program)
     structure["io"] = io
-    np.savez_compressed(path / "constants.npz", **_pack_vectors(arrays))
+    np.savez_compressed(path / "constants.npz", **pack_vectors(arrays))
     (path / "program.json").write_text(json.dumps(structure) + "\n")
     params.save(path / "params.json")
     report.write(path / "report.json")
@@ -232,44 +232,3 @@ def load_artifact(path: str | Path) -> Artifact:
             f"{path}: corrupted artifact ({type(exc).__name__}: {exc}); compile it again"
         ) from None
     return Artifact(path, program, params, structure["io"], report, digest, tail)
-
-
-def _pack_vectors(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Store the 1-D constants of each length as the rows of one sparse matrix.
-
-    A scheduled program has one plaintext vector per multiply (thousands), mostly zeros: one
-    CSR matrix per vector length is small and quick to write, where thousands of separate npz
-    members are not. Other constants are stored as they are.
-    """
-    groups: dict[int, list[str]] = {}
-    out: dict[str, np.ndarray] = {}
-    for key, a in arrays.items():
-        if a.ndim == 1 and a.dtype.kind == "f":
-            groups.setdefault(a.size, []).append(key)
-        else:
-            out[key] = a
-    for length, keys in groups.items():
-        nonzero = [np.flatnonzero(arrays[k]) for k in keys]
-        out[f"rows{length}.keys"] = np.array(keys)
-        out[f"rows{length}.indptr"] = np.concatenate([[0], np.cumsum([n.size for n in nonzero])])
-        out[f"rows{length}.indices"] = np.concatenate(nonzero).astype(np.int32)
-        out[f"rows{length}.data"] = np.concatenate(
-            [arrays[k][n] for k, n in zip(keys, nonzero, strict=True)]
-        )
-    return out
-
-
-def unpack_vectors(stored) -> dict[str, np.ndarray]:
-    arrays = {k: stored[k] for k in stored.files if not k.startswith("rows")}
-    for name in stored.files:
-        if not (name.startswith("rows") and name.endswith(".keys")):
-            continue
-        group = name[: -len(".keys")]
-        length = int(group[len("rows") :])
-        indptr, indices = stored[f"{group}.indptr"], stored[f"{group}.indices"]
-        data = stored[f"{group}.data"]
-        for r, key in enumerate(stored[name]):
-            row = np.zeros(length)
-            row[indices[indptr[r] : indptr[r + 1]]] = data[indptr[r] : indptr[r + 1]]
-            arrays[str(key)] = row
-    return arrays

@@ -3,8 +3,10 @@
 The generated ``openfhe_program.py`` needs only openfhe and numpy: it rebuilds the context,
 makes the relinearization key (batch packing needs no rotation key), encrypts an ``.npy`` batch
 ``[B, ...]`` one ciphertext per element, evaluates one op after the other (a value is a list of
-ciphertexts, dropped after its last use) and decrypts every sample. It evaluates op by op, not
-in the runtime's memory-saving order, so it is for reading and reproducing small runs.
+ciphertexts, dropped after its last use) and decrypts every sample. Each op is a list of calls
+to its kernel (``batch_kernels``, whose source the program holds), one per element: the calls
+``BatchExecutor`` makes, op by op rather than in the runtime's memory-saving order, so it is
+for reading and reproducing small runs.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hec.backend_openfhe.codegen import prediction_code, prelude
-from hec.backend_openfhe.execute import openfhe_chebyshev
+from hec.backend_openfhe.batch_kernels import BATCH_FUNCTIONS, BATCH_KERNELS
 from hec.backend_openfhe.params import CKKSParams
-from hec.ir import Graph
+from hec.backend_openfhe.program_source import prediction_code, prelude, straight_line
+from hec.ir import Graph, Op
 
 __all__ = ["generate_batch_program"]
 
@@ -28,38 +30,13 @@ Reads constants.npz from this directory. Depth {depth}, ring dimension {ring_dim
 
 {prelude}
 
-def sparse(op):
-    return (C[f"{{op}}.{{k}}"] for k in ("indptr", "indices", "weights", "bias"))
+SPARSE = ("indptr", "indices", "weights", "bias")
 
 
-def weighted_sum(cc, xs, op):
-    """Row i: scalar multiplies, additions, one rescale, plus the bias."""
-    indptr, indices, weights, bias = sparse(op)
-    out = []
-    for i in range(len(indptr) - 1):
-        cols, w = indices[indptr[i] : indptr[i + 1]], weights[indptr[i] : indptr[i + 1]]
-        y = cc.EvalMult(xs[cols[0]] if len(cols) else xs[0], float(w[0]) if len(cols) else 0.0)
-        for j, wj in zip(cols[1:], w[1:]):
-            cc.EvalAddInPlace(y, cc.EvalMult(xs[j], float(wj)))
-        cc.RescaleInPlace(y)
-        out.append(cc.EvalAdd(y, float(bias[i])) if bias[i] else y)
-    return out
-
-
-def signed_sum(cc, xs, op):
-    """Row i: additions and subtractions of the inputs its +1/-1 entries name, plus the bias."""
-    indptr, indices, signs, bias = sparse(op)
-    out = []
-    for i in range(len(indptr) - 1):
-        cols, s = indices[indptr[i] : indptr[i + 1]], signs[indptr[i] : indptr[i + 1]]
-        if not len(cols):
-            y = cc.EvalSub(xs[0], xs[0])
-        else:
-            y = xs[cols[0]] if s[0] > 0 else cc.EvalNegate(xs[cols[0]])
-            for j, sign in zip(cols[1:], s[1:]):
-                y = cc.EvalAdd(y, xs[j]) if sign > 0 else cc.EvalSub(y, xs[j])
-        out.append(cc.EvalAdd(y, float(bias[i])) if bias[i] else y)
-    return out
+def rows(op):
+    """The rows of op's sparse matrix: (columns, weights or ±1 signs, bias) each."""
+    indptr, indices, weights, bias = (C[f"{{op}}.{{k}}"] for k in SPARSE)
+    return [sparse_row(indptr, indices, weights, bias, r) for r in range(len(indptr) - 1)]
 
 
 def evaluate(cc, ct0):
@@ -93,55 +70,34 @@ if __name__ == "__main__":
 
 
 def generate_batch_program(program: Graph, params: CKKSParams, io: dict[str, Any]) -> str:
-    names = {id(v): f"ct{i}" for i, v in enumerate(program.values())}
-    last_use = {id(v): i for i, op in enumerate(program.ops) for v in op.inputs}
-    outputs = {id(v) for v in program.outputs}
-    body: list[str] = []
-    origin = None
-    for i, op in enumerate(program.ops):
-        if op.origin != origin:
-            origin = op.origin
-            body.append(f"    # {origin or 'level alignment'}")
-        x = [names[id(v)] for v in op.inputs]
-        out = names[id(op.result)]
-        if op.kind in ("weighted_sum", "signed_sum"):
-            call = f"{op.kind}(cc, {x[0]}, 'op{i}')"
-        elif op.kind == "mul" and op.inputs[0] is op.inputs[1]:
-            call = f"[cc.EvalSquare(a) for a in {x[0]}]"
-        elif op.kind == "mul":
-            call = f"[cc.EvalMult(a, b) for a, b in zip({x[0]}, {x[1]})]"
-        elif op.kind == "mul_norelin":  # relinearized later, after the tensor has shrunk
-            call = f"[cc.EvalMultNoRelin(a, b) for a, b in zip({x[0]}, {x[1]})]"
-        elif op.kind == "relinearize":
-            call = f"[cc.Relinearize(a) for a in {x[0]}]"
-        elif op.kind == "add":
-            call = f"[cc.EvalAdd(a, b) for a, b in zip({x[0]}, {x[1]})]"
-        elif op.kind == "rescale":
-            call = f"[cc.Rescale(a) for a in {x[0]}]"
-        elif op.kind == "level_reduce":
-            call = f"[cc.LevelReduce(a, None, {op.attrs['levels']}) for a in {x[0]}]"
-        elif op.kind == "poly":  # OpenFHE halves c0
-            coeffs = [round(c, 17) for c in openfhe_chebyshev(op.attrs["coeffs"])]
-            call = f"[cc.EvalChebyshevSeries(a, {coeffs}, -1, 1) for a in {x[0]}]"
-        else:
-            raise ValueError(f"cannot generate code for batch op {op.kind!r}")
-        body.append(f"    {out} = {call}")
-        dead = sorted(
-            {n for v, n in zip(op.inputs, x, strict=True) if last_use[id(v)] == i}
-            - {names[o] for o in outputs}
-        )
-        if dead:
-            body.append(f"    del {', '.join(dead)}")
-    body.append(f"    return {names[id(program.outputs[0])]}")
+    """The text of ``openfhe_program.py`` for a batch program."""
     return _HEADER.format(
-        prelude=prelude(params),
+        prelude=prelude(params, "batch", BATCH_FUNCTIONS),
         name=io.get("model", "a model"),
         input_shape=", ".join(map(str, io["input_shape"])),
         depth=params.depth,
         ring_dim=params.ring_dim,
         slots=params.slots,
         security=params.security,
-        body="\n".join(body),
+        body=straight_line(program, _batch_calls),
         input_size=math.prod(io["input_shape"]),
         **prediction_code(io, "row"),
     )
+
+
+def _batch_calls(i: int, op: Op, x: list[str], out: str) -> list[str]:
+    """A batch op as a list of its kernel's calls, one per element (per row of a sum)."""
+    kernel = BATCH_KERNELS.get(op.kind)
+    if kernel is None:
+        raise ValueError(f"cannot generate code for batch op {op.kind!r}")
+    name = kernel.run.__name__
+    if kernel.rows:
+        return [f"{out} = [{name}(cc, {x[0]}, *row) for row in rows('op{i}')]"]
+    elements = "abcdefgh"[: len(x)]
+    args = ", ".join([*elements, *map(repr, kernel.arguments(op))])
+    loop = (
+        f"{elements[0]} in {x[0]}"
+        if len(x) == 1
+        else f"{', '.join(elements)} in zip({', '.join(x)})"
+    )
+    return [f"{out} = [{name}(cc, {args}) for {loop}]"]

@@ -1,15 +1,13 @@
 """Evaluate a batch program on OpenFHE, one element ciphertext at a time, in schedule order.
 
-Each task computes one ciphertext: a row of a ``weighted_sum`` is a multiply-accumulate loop
-(``EvalMult`` by a scalar, ``EvalAddInPlace``, one rescale), a row of a ``signed_sum`` additions
-and subtractions, element-wise ops one call each. Not ``EvalLinearWSum``: it clones every input
-before summing, which for a dense row of 400 inputs holds 400 extra ciphertexts (1.8 GB at ring
-2^15) for no gain in time (measured); the loop holds two. A ciphertext is dropped as soon as
+Each task computes one ciphertext with its op's kernel from the batch dialect's table
+(``batch_kernels``, which the generated ``openfhe_program.py`` copies): a row of a
+``weighted_sum`` is a multiply-accumulate loop, a row of a ``signed_sum`` additions and
+subtractions, element-wise ops one call each. A ciphertext is dropped as soon as
 its last reader has run (``Schedule.free_after``), and an input ciphertext is taken from its
 source only just before its first reader (``Schedule.load_before``): with a source that
 encrypts or reads on demand (``Client.element_encryptor``), the inputs are never all alive at
-once. That is what keeps thousands of ciphertexts within memory. Plain scalars are passed as
-Python floats: OpenFHE encodes them on the fly, so no plaintext is stored.
+once. That is what keeps thousands of ciphertexts within memory.
 Needs the relinearization key only (no rotation keys exist in batch packing).
 """
 
@@ -20,9 +18,10 @@ from typing import Protocol
 
 import numpy as np
 
+from hec.backend_openfhe.batch_kernels import BATCH_KERNELS, op_row
 from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule, late_inputs
-from hec.backend_openfhe.execute import openfhe_chebyshev
-from hec.ir import Op
+from hec.ir import BatchCipherType
+from hec.ir.types import type_as
 
 __all__ = ["BatchExecutor", "InputSource"]
 
@@ -55,6 +54,11 @@ class BatchExecutor:
             for e, ct in enumerate(eg.ct_of[id(v)].tolist())
         }
         self._operands = [[eg.ct_of[id(x)] for x in op.inputs] for op in eg.program.ops]
+        unknown = sorted({op.kind for op in eg.program.ops} - BATCH_KERNELS.keys())
+        if unknown:
+            raise ValueError(f"the OpenFHE backend cannot run batch ops {unknown}")
+        self._kernels = [BATCH_KERNELS[op.kind] for op in eg.program.ops]
+        self._arguments = [BATCH_KERNELS[op.kind].arguments(op) for op in eg.program.ops]
 
     def run(self, inputs: list[InputSource], progress: ProgressFn | None = None) -> list[list]:
         """``inputs[i][e]`` is element ``e`` of program input ``i``; returns the outputs alike.
@@ -80,8 +84,9 @@ class BatchExecutor:
 
     def _check_inputs(self, inputs: list[InputSource]) -> None:
         for v, cts in zip(self.eg.program.inputs, inputs, strict=True):
-            if len(cts) != v.type.size:
-                raise ValueError(f"input {v.name}: {len(cts)} ciphertexts for {v.type.size}")
+            size = type_as(v.type, BatchCipherType).size
+            if len(cts) != size:
+                raise ValueError(f"input {v.name}: {len(cts)} ciphertexts for {size}")
 
     def load(self, cts: list[int], inputs: list[InputSource], env: dict[int, object]) -> None:
         """Bring input ciphertexts ``cts`` into ``env`` from their sources."""
@@ -95,61 +100,21 @@ class BatchExecutor:
     def compute(self, ct: int, env: dict[int, object]):
         """The ciphertext ``ct`` from the ciphertexts it reads (all present in ``env``)."""
         i = int(self.eg.op_of[ct])
-        op = self.eg.program.ops[i]
         e = int(self.eg.element_of[ct])
-        args = [env[int(x[e])] for x in self._operands[i]] if op.kind not in _ROWS else None
-        cc = self.cc
-        if op.kind == "weighted_sum":
-            return self._weighted_row(op, e, self._operands[i][0], env)
-        if op.kind == "signed_sum":
-            return self._signed_row(op, e, self._operands[i][0], env)
-        assert args is not None
-        if op.kind == "mul":
-            same = self._operands[i][0][e] == self._operands[i][1][e]
-            return cc.EvalSquare(args[0]) if same else cc.EvalMult(args[0], args[1])
-        if op.kind == "mul_norelin":
-            return cc.EvalMultNoRelin(args[0], args[1])
-        if op.kind == "relinearize":
-            return cc.Relinearize(args[0])
-        if op.kind == "rescale":
-            return cc.Rescale(args[0])
-        if op.kind == "add":
-            return cc.EvalAdd(args[0], args[1])
-        if op.kind == "level_reduce":
-            return cc.LevelReduce(args[0], None, op.attrs["levels"])
-        if op.kind == "poly":
-            return cc.EvalChebyshevSeries(args[0], openfhe_chebyshev(op.attrs["coeffs"]), -1, 1)
-        raise ValueError(f"the OpenFHE backend cannot run batch op {op.kind!r}")
-
-    def _row(self, op: Op, r: int) -> tuple[np.ndarray, np.ndarray, float]:
-        c = op.consts
-        lo, hi = c["indptr"][r], c["indptr"][r + 1]
-        return c["indices"][lo:hi], c["weights"][lo:hi], float(c["bias"][r])
-
-    def _weighted_row(self, op: Op, r: int, ins: np.ndarray, env: dict[int, object]):
-        cols, weights, bias = self._row(op, r)
-        cc = self.cc
-        if len(cols) == 0:  # a constant row: 0 · x keeps the level and scale of its siblings
-            out = cc.EvalMult(env[int(ins[0])], 0.0)
-        else:
-            out = cc.EvalMult(env[int(ins[cols[0]])], float(weights[0]))
-            for j, w in zip(cols[1:].tolist(), weights[1:].tolist(), strict=True):
-                cc.EvalAddInPlace(out, cc.EvalMult(env[int(ins[j])], w))
-        cc.RescaleInPlace(out)  # FIXEDMANUAL: the products are at scale Δ²
-        return cc.EvalAdd(out, bias) if bias else out
-
-    def _signed_row(self, op: Op, r: int, ins: np.ndarray, env: dict[int, object]):
-        cols, signs, bias = self._row(op, r)
-        cc = self.cc
-        if len(cols) == 0:
-            x = env[int(ins[0])]
-            out = cc.EvalSub(x, x)
-        else:
-            first = env[int(ins[cols[0]])]
-            out = first if signs[0] > 0 else cc.EvalNegate(first)
-            for j, s in zip(cols[1:], signs[1:], strict=True):
-                out = (cc.EvalAdd if s > 0 else cc.EvalSub)(out, env[int(ins[j])])
-        return cc.EvalAdd(out, bias) if bias else out
+        kernel = self._kernels[i]
+        if kernel.rows:
+            row = op_row(self.eg.program.ops[i], e)
+            return kernel.run(self.cc, _Elements(env, self._operands[i][0]), *row)
+        args = [env[int(x[e])] for x in self._operands[i]]
+        return kernel.run(self.cc, *args, *self._arguments[i])
 
 
-_ROWS = ("weighted_sum", "signed_sum")
+class _Elements:
+    """The ciphertexts of one tensor, by element, as present in ``env`` (a row kernel reads
+    only the elements its row names: the others may be freed or not loaded yet)."""
+
+    def __init__(self, env: dict[int, object], cts: np.ndarray) -> None:
+        self._env, self._cts = env, cts
+
+    def __getitem__(self, j: int) -> object:
+        return self._env[int(self._cts[j])]

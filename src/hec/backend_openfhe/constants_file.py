@@ -1,0 +1,54 @@
+"""How ``constants.npz`` stores a program's constants, read by the artifact and by generated
+programs (which copy ``unpack_vectors``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["pack_vectors", "unpack_vectors"]
+
+
+def pack_vectors(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Store the 1-D constants of each length as the rows of one sparse matrix.
+
+    A scheduled program has one plaintext vector per multiply (thousands), mostly zeros: one
+    CSR matrix per vector length is small and quick to write, where thousands of separate npz
+    members are not. Other constants are stored as they are.
+    """
+    groups: dict[int, list[str]] = {}
+    out: dict[str, np.ndarray] = {}
+    for key, a in arrays.items():
+        if a.ndim == 1 and a.dtype.kind == "f":
+            groups.setdefault(a.size, []).append(key)
+        else:
+            out[key] = a
+    for length, keys in groups.items():
+        nonzero = [np.flatnonzero(arrays[k]) for k in keys]
+        out[f"rows{length}.keys"] = np.array(keys)
+        out[f"rows{length}.indptr"] = np.concatenate([[0], np.cumsum([n.size for n in nonzero])])
+        out[f"rows{length}.indices"] = np.concatenate(nonzero).astype(np.int32)
+        out[f"rows{length}.data"] = np.concatenate(
+            [arrays[k][n] for k, n in zip(keys, nonzero, strict=True)]
+        )
+    return out
+
+
+def unpack_vectors(stored) -> dict[str, np.ndarray]:
+    """The constants as ``pack_vectors`` was given them, from the opened ``constants.npz``.
+
+    Generated programs hold a copy of this function (they import nothing of hec): it may use
+    only ``np``.
+    """
+    arrays = {k: stored[k] for k in stored.files if not k.startswith("rows")}
+    for name in stored.files:
+        if not (name.startswith("rows") and name.endswith(".keys")):
+            continue
+        group = name[: -len(".keys")]
+        length = int(group[len("rows") :])
+        indptr, indices = stored[f"{group}.indptr"], stored[f"{group}.indices"]
+        data = stored[f"{group}.data"]
+        for r, key in enumerate(stored[name]):
+            row = np.zeros(length)
+            row[indices[indptr[r] : indptr[r + 1]]] = data[indptr[r] : indptr[r + 1]]
+            arrays[str(key)] = row
+    return arrays
