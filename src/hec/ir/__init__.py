@@ -5,7 +5,7 @@ Importing it registers every dialect's op kinds.
 """
 
 from hec.ir import batch_ops, linear_ops, norm_ops, slot_ops, tensor_ops  # noqa: F401 (kinds)
-from hec.ir.core import Graph, Op, OpDef, Value, VerifyError, op_def, register_op
+from hec.ir.core import Graph, Op, OpDef, Value, VerifyError, op_def, op_kinds, register_op
 from hec.ir.interpreter import interpret
 from hec.ir.linear_maps import affine_map
 from hec.ir.parser import parse_graph
@@ -20,6 +20,7 @@ __all__ = [
     "Value",
     "VerifyError",
     "op_def",
+    "op_kinds",
     "register_op",
     "interpret",
     "affine_map",

@@ -16,7 +16,7 @@ import numpy as np
 
 from hec.ir.types import BatchCipherType, CipherType, TensorType, Type
 
-__all__ = ["Value", "Op", "Graph", "OpDef", "register_op", "op_def", "VerifyError"]
+__all__ = ["Value", "Op", "Graph", "OpDef", "register_op", "op_def", "op_kinds", "VerifyError"]
 
 
 class VerifyError(Exception):
@@ -52,6 +52,11 @@ def register_op(kind: str, dialect: str, arity: int) -> Callable:
         return infer
 
     return wrap
+
+
+def op_kinds(dialect: str) -> frozenset[str]:
+    """Every op kind registered in ``dialect`` (backends check they cover them all)."""
+    return frozenset(kind for d, kind in _REGISTRY if d == dialect)
 
 
 def op_def(dialect: str, kind: str) -> OpDef:
