@@ -220,7 +220,10 @@ class _Parser:
                 raise ParseError(
                     f"line {line.number}: {len(items)} values for a constant of shape {shape}"
                 )
-            convert = {"b": {"True": True, "False": False}.__getitem__, "f": float}
+            convert: dict[str, Callable[[str], Any]] = {
+                "b": {"True": True, "False": False}.__getitem__,
+                "f": float,
+            }
             try:
                 values = [convert.get(dtype.kind, int)(s) for s in items]
                 return np.array(values, dtype=dtype).reshape(shape)

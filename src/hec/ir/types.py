@@ -22,6 +22,7 @@ __all__ = [
     "Type",
     "type_as",
     "encrypted_type",
+    "layout_of",
 ]
 
 # contiguous: element e in slot e; the others are gathered (``source`` map): input layouts the
@@ -191,3 +192,11 @@ def encrypted_type(t: Type) -> CipherType | BatchCipherType:
     if isinstance(t, TensorType):
         raise TypeError(f"expected a ciphertext type, got {t}")
     return t
+
+
+def layout_of(t: Type) -> Layout:
+    """The layout of ``t``, a ciphertext holding a tensor (a slot graph's input, output or
+    materialized value); TypeError otherwise (a compiler bug)."""
+    if not isinstance(t, CipherType) or t.layout is None:
+        raise TypeError(f"expected a ciphertext holding a tensor, got {t}")
+    return t.layout
