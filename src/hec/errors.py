@@ -6,6 +6,11 @@ Anything that is *not* a ``HecError`` is a bug in hec and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # hec.ir imports this module
+    from hec.ir.core import Graph
+
 __all__ = [
     "HecError",
     "EnvironmentProblem",
@@ -41,6 +46,8 @@ class EnvironmentProblem(HecError):
 class ModelError(HecError):
     """The ONNX file cannot be read or is not a valid model."""
 
+    errors: list[ModelError]  # one error for several nodes (the importer's): each node's own
+
 
 class UnsupportedOpError(ModelError):
     """An ONNX node hec cannot compile (names the node and its op type)."""
@@ -61,6 +68,8 @@ class LayoutError(HecError):
 
 class PassError(HecError):
     """A pass failed; the message names it and the passes that ran before."""
+
+    graph: Graph  # the IR before the failing pass (set by the pass manager)
 
 
 class ArtifactError(HecError):

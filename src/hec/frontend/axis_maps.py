@@ -125,11 +125,11 @@ def resize_matrix(
         elif mode == "nearest":
             m[x, min(max(_nearest(c, nearest_mode, scale < 1), 0), n_in - 1)] = 1.0
         elif mode == "linear":
-            c = min(max(float(c), 0.0), n_in - 1.0)
-            lo = math.floor(c)
+            at = min(max(float(c), 0.0), n_in - 1.0)
+            lo = math.floor(at)
             hi = min(lo + 1, n_in - 1)
-            m[x, lo] += 1.0 - (c - lo)
-            m[x, hi] += c - lo
+            m[x, lo] += 1.0 - (at - lo)
+            m[x, hi] += at - lo
         elif mode == "cubic":
             lo = math.floor(c)
             w = _cubic(float(c) - lo, cubic_a)

@@ -6,11 +6,13 @@ import it from here (and the converters need nothing of the importer).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
+from numpy.typing import ArrayLike
 
 from hec.errors import UnsupportedOpError
 from hec.ir import Graph, TensorType, Value
@@ -71,7 +73,7 @@ class Context:
         full: tuple[int, ...],
         out: str,
         attrs: dict[str, Any] | None = None,
-        consts: dict[str, np.ndarray] | None = None,
+        consts: Mapping[str, ArrayLike] | None = None,
     ) -> Value:
         """Emit an op whose ONNX output ``out`` has shape ``full``; decides its batch axis."""
         shape = self.per_sample_shape(full, out)
@@ -116,10 +118,10 @@ class Context:
         inputs: list[Value],
         shape: tuple[int, ...],
         attrs: dict[str, Any] | None = None,
-        consts: dict[str, np.ndarray] | None = None,
+        consts: Mapping[str, ArrayLike] | None = None,
     ) -> Value:
         assert self.node is not None
-        consts = {k: np.asarray(v, dtype=np.float64) for k, v in (consts or {}).items()}
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in (consts or {}).items()}
         # unique: calibration statistics are keyed by value name, and a converter may emit
         # several ops of one kind (Max of three operands: two ReLUs on different roots)
         name = base = f"{self.node.output[0]}/{kind}"
@@ -131,7 +133,7 @@ class Context:
             inputs,
             TensorType(tuple(int(d) for d in shape)),
             attrs,
-            consts,
+            arrays,
             origin=self.where,
             name=name,  # renamed to the ONNX name if it is one
         )

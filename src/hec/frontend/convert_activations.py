@@ -10,6 +10,8 @@ becomes one polynomial. PRelu with a per-channel slope is not a scalar function:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from hec.frontend.context import Context
@@ -48,7 +50,7 @@ def _activation(ctx: Context, node, attrs) -> list:
             else "gelu"
         )
         return [ctx.emit("activation", [x], x.shape, {"fn": fn})]
-    a = {"fn": _ACTIVATION_OPS[node.op_type]}
+    a: dict[str, Any] = {"fn": _ACTIVATION_OPS[node.op_type]}
     if node.op_type in ("LeakyRelu", "Elu"):
         a["alpha"] = float(attrs.get("alpha", 0.01 if node.op_type == "LeakyRelu" else 1.0))
     return [ctx.emit("activation", [x], x.shape, a)]
@@ -76,7 +78,8 @@ def _affine(ctx: Context, x: Value, scale, shift, name: str | None = None) -> Va
     """``scale · x + shift`` (scalars: stays inside an element-wise region)."""
     v = ctx.emit("scale_shift", [x], x.shape, {}, {"scale": scale, "shift": shift})
     if name is not None:
-        v.name = f"{ctx.node.output[0]}/{name}"  # type: ignore[union-attr]
+        assert ctx.node is not None  # a converter runs on its node
+        v.name = f"{ctx.node.output[0]}/{name}"
     return v
 
 

@@ -10,8 +10,10 @@ batch axis) or is not linear in the encrypted values is refused with the reason.
 from __future__ import annotations
 
 import string
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from onnx import TensorProto
 
 from hec.frontend import converters  # noqa: F401 (registers the MatMul converter extended here)
@@ -89,7 +91,12 @@ def _conv_transpose(ctx: Context, node, attrs) -> list:
     bias = ctx.optional_const(2)
     if bias is not None:
         consts["bias"] = bias
-    a = {"strides": strides, "pads": pads, "dilations": dil, "output_padding": out_pad}
+    a: dict[str, Any] = {
+        "strides": strides,
+        "pads": pads,
+        "dilations": dil,
+        "output_padding": out_pad,
+    }
     a["group"] = group
     return [ctx.emit("conv_transpose", [x], (full_w.shape[1], *out), a, consts)]
 
@@ -196,8 +203,8 @@ def _einsum_node(ctx: Context, node, attrs) -> list:
     if len(names) > 2:
         equation, c = _fold_constants(ctx, equation, names, enc[0])
         return [_einsum(ctx, equation, x, c, True)]
-    c = ctx.const(names[1 - enc[0]], "operand") if len(names) == 2 else None
-    return [_einsum(ctx, equation, x, c, enc[0] == 0)]
+    operand = ctx.const(names[1 - enc[0]], "operand") if len(names) == 2 else None
+    return [_einsum(ctx, equation, x, operand, enc[0] == 0)]
 
 
 @converter("MatMul")
@@ -252,7 +259,7 @@ def _sum(ctx: Context, node, attrs) -> list:
     scale = 1.0 / len(names) if node.op_type == "Mean" else 1.0
     if scale == 1.0 and not np.any(shift):
         return [total]
-    consts = {"scale": scale, "shift": shift * scale}
+    consts: dict[str, ArrayLike] = {"scale": scale, "shift": shift * scale}
     return [ctx.emit("scale_shift", [total], first.shape, {}, consts)]
 
 

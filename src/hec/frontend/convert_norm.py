@@ -26,7 +26,8 @@ def _normalized(
     """``x`` as ``[groups, n]``, normalised per row, scaled and shifted, in ``x``'s shape."""
     rows = (groups, math.prod(x.shape) // groups)
     flat = x if x.shape == rows else ctx.emit("reshape", [x], rows, {"shape": rows})
-    attrs = {"epsilon": float(epsilon), "source": ctx.node.op_type}  # type: ignore[union-attr]
+    assert ctx.node is not None  # a converter runs on its node
+    attrs = {"epsilon": float(epsilon), "source": ctx.node.op_type}
     consts = {"scale": np.asarray(scale, np.float64), "shift": np.asarray(shift, np.float64)}
     y = ctx.emit("normalize", [flat], rows, attrs, consts)
     return y if x.shape == rows else ctx.emit("reshape", [y], x.shape, {"shape": x.shape})

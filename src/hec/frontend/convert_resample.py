@@ -73,6 +73,7 @@ def _resize_targets(ctx: Context, node, attrs, full: tuple[int, ...]):
         for a, s in zip(axes, np.asarray(scales, f32), strict=True):
             out[a], scale[a] = int(math.floor(f32(full[a]) * s)), float(s)
         return out, scale, True
+    assert sizes is not None  # one of the two was given (checked above)
     policy = _text(attrs.get("keep_aspect_ratio_policy"), "stretch")
     ratios = [f32(int(s)) / f32(full[a]) for a, s in zip(axes, sizes, strict=True)]
     for i, a in enumerate(axes):

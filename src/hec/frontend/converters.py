@@ -65,8 +65,8 @@ def _identity(ctx: Context, node, attrs) -> list:
         raise ctx.unsupported("the dropout mask output is used")
     if node.op_type == "Dropout":
         training = ctx.optional_const(2)
-        ratio = ctx.optional_const(1)
-        ratio = 0.5 if ratio is None else float(np.asarray(ratio).reshape(-1)[0])
+        given = ctx.optional_const(1)
+        ratio = 0.5 if given is None else float(np.asarray(given).reshape(-1)[0])
         if training is not None and bool(np.asarray(training).reshape(-1)[0]) and ratio:
             raise ctx.unsupported("training_mode=True drops random elements; export in eval mode")
     return [ctx.value(node.input[0], "data")]
@@ -194,6 +194,8 @@ def _binary(ctx: Context, node, attrs) -> list:
     x = ctx.value(a if enc_first else b)
     c = per_sample_const(ctx, ctx.const(b if enc_first else a), a if enc_first else b)
     one, zero = np.ones(()), np.zeros(())
+    scale: np.ndarray
+    shift: np.ndarray
     if op == "Add":
         scale, shift = one, c
     elif op == "Sub":
@@ -269,9 +271,9 @@ def _pad(ctx: Context, node, attrs) -> list:
     full = ctx.full(node.input[0])
     rank = len(full)
     pads = [int(p) for p in ctx.const(node.input[1], "pads")]
-    axes = ctx.optional_const(3)
-    if axes is not None:
-        axes = [int(a) % rank for a in axes]
+    given = ctx.optional_const(3)
+    if given is not None:
+        axes = [int(a) % rank for a in given]
         both = [0] * (2 * rank)
         for i, ax in enumerate(axes):
             both[ax], both[ax + rank] = pads[i], pads[i + len(axes)]
@@ -340,22 +342,24 @@ def _flatten(ctx: Context, node, attrs) -> list:
 @converter("Squeeze", "Unsqueeze")
 def _squeeze(ctx: Context, node, attrs) -> list:
     full = list(ctx.full(node.input[0]))
-    axes = ctx.optional_const(1)
-    if axes is None and "axes" in attrs:  # opset 11-12 attribute
-        axes = np.asarray(attrs["axes"])
+    given = ctx.optional_const(1)
+    if given is None and "axes" in attrs:  # opset 11-12 attribute
+        given = np.asarray(attrs["axes"])
     keep_batch = node.input[0] not in ctx.flat and not ctx.fixed_batch
     if node.op_type == "Squeeze":
-        if axes is None:
-            axes = [i for i, d in enumerate(full) if d == 1 and (i or not keep_batch)]
-        axes = sorted(int(a) % len(full) for a in axes)
+        if given is None:  # every axis of size 1 (the batch axis only when it is flat)
+            chosen = [i for i, d in enumerate(full) if d == 1 and (i or not keep_batch)]
+        else:
+            chosen = [int(a) for a in given]
+        axes = sorted(a % len(full) for a in chosen)
         if 0 in axes and keep_batch:
             raise ctx.unsupported("squeezing the batch axis")
         target = [d for i, d in enumerate(full) if i not in axes]
     else:
-        if axes is None:
+        if given is None:
             raise ctx.unsupported("missing axes")
-        rank = len(full) + len(axes)
-        axes = sorted(int(a) % rank for a in axes)
+        rank = len(full) + len(given)
+        axes = sorted(int(a) % rank for a in given)
         if 0 in axes and keep_batch:
             raise ctx.unsupported("unsqueezing before the batch axis")
         target = full
@@ -385,14 +389,14 @@ def _transpose(ctx: Context, node, attrs) -> list:
 def _reduce(ctx: Context, node, attrs) -> list:
     x = ctx.value(node.input[0])
     rank = len(x.shape) + 1
-    axes = ctx.optional_const(1) if len(node.input) > 1 else None
-    if axes is None:
-        axes = attrs.get("axes")
-    if axes is None or len(axes) == 0:
+    given = ctx.optional_const(1) if len(node.input) > 1 else None
+    if given is None:
+        given = attrs.get("axes")
+    if given is None or len(given) == 0:
         if attrs.get("noop_with_empty_axes", 0):
             return [x]
         raise ctx.unsupported("reducing over every axis, the batch axis included")
-    axes = sorted({int(a) % rank for a in axes})
+    axes = sorted({int(a) % rank for a in given})
     if 0 in axes:
         raise ctx.unsupported("reducing over the batch axis")
     keep = attrs.get("keepdims", 1)

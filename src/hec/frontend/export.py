@@ -39,7 +39,8 @@ def _poly(w: OnnxWriter, t: str, coeffs: tuple[float, ...], out: str, name: str)
     if len(c) == 1:
         return w.node("Add", [node("Mul", [t, w.const(0.0)], "zero"), w.const(c[0])], out, name)
     two_t = node("Mul", [t, w.const(2.0)], "2t")
-    b1, b2 = None, None  # b_{k+1}, b_{k+2}
+    b1: str | None = None  # b_{k+1}
+    b2: str | None = None  # b_{k+2}
     for k in range(len(c) - 1, 0, -1):
         if b1 is None:
             b = node("Add", [node("Mul", [t, w.const(0.0)], "zero"), w.const(c[k])], f"b{k}")
@@ -48,6 +49,7 @@ def _poly(w: OnnxWriter, t: str, coeffs: tuple[float, ...], out: str, name: str)
             if b2 is not None:
                 b = node("Sub", [b, b2], f"b{k}")
         b1, b2 = b, b1
+    assert b1 is not None  # two or more coefficients: the loop ran
     result = node("Add", [node("Mul", [t, b1], "tb1"), w.const(c[0])], "sum")
     if b2 is not None:
         result = node("Sub", [result, b2], "sum")

@@ -172,8 +172,8 @@ def _inferred_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...] | None
         t = info.type.tensor_type
         if not t.HasField("shape"):
             continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-        shapes[info.name] = None if None in dims else tuple(int(d) for d in dims)
+        dims = [int(d.dim_value) for d in t.shape.dim if d.HasField("dim_value")]
+        shapes[info.name] = tuple(dims) if len(dims) == len(t.shape.dim) else None
     return shapes
 
 
@@ -214,7 +214,7 @@ def _combined(errors: list[ModelError]) -> ModelError:
         err.args = (msg,)
     else:
         err = ModelError(msg)
-    err.errors = errors  # type: ignore[attr-defined]
+    err.errors = errors
     return err
 
 

@@ -23,7 +23,8 @@ from onnx.reference import ReferenceEvaluator
 
 from hec.frontend.context import Context
 from hec.frontend.registry import BATCH_FREE, converter
-from hec.ir import Value
+from hec.ir import TensorType, Value
+from hec.ir.types import type_as
 
 __all__ = ["MOVEMENT_OPS", "convert_movement"]
 
@@ -139,7 +140,8 @@ def _emit(
         if not (idx >= 0).any():
             continue
         x = ctx.value(name)
-        if idx.size == x.type.size and np.array_equal(idx.reshape(-1), np.arange(idx.size)):
+        size = type_as(x.type, TensorType).size
+        if idx.size == size and np.array_equal(idx.reshape(-1), np.arange(idx.size)):
             parts.append(
                 x if shape == x.shape else ctx.emit("reshape", [x], shape, {"shape": shape})
             )
