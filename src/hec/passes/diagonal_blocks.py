@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hec.ir import PRUNABLE_KINDS, CipherType, Graph, Layout, Op, Value, affine_map
+from hec.ir.types import layout_of, type_as
 from hec.passes.chain_lowering import PendingMap
 from hec.passes.input_layouts import NotApplicable, design_input_layout
 from hec.passes.lower_to_slots import SlotLowering, min_slots
@@ -92,14 +93,15 @@ class _Recorder(SlotLowering):
         self, p: PendingMap, shape: tuple[int, ...], tensor: Value | None = None
     ) -> Value:
         free = tensor is not None and id(tensor) in self.free_layout
-        if p.is_identity and (free or p.src.type.layout.kind != "strided"):
+        if p.is_identity and (free or layout_of(p.src.type).kind != "strided"):
             return p.src  # as the lowering does
         if self.readout == "copies" and any(tensor is v for v in self.src_graph.outputs):
             return self._record_readout(p, shape)
         p = self.stencil_first(p, shape, tensor)
-        cols = p.src.type.layout.slot_of_element()
+        cols = layout_of(p.src.type).slot_of_element()
         A = p.A.tocoo()
-        t = CipherType(self.slots, p.src.type.level + 1, 1, Layout(shape, self.slots))
+        level = type_as(p.src.type, CipherType).level + 1
+        t = CipherType(self.slots, level, 1, Layout(shape, self.slots))
         if self.replicated and any(p.src is v for v in self.out.inputs):
             rows = self._replicated_rows(p, A, shape)
             if rows is not None:  # the output is contiguous, as the lowering makes it
@@ -107,9 +109,9 @@ class _Recorder(SlotLowering):
                 return self._emit("matvec", [p.src], t, p.origin)
         # the output layout the lowering would pick (the same choice, from the same map)
         layout, rows = self.output_layout(
-            A.row, cols[A.col], shape, tensor, A.col, p.src.type.layout
+            A.row, cols[A.col], shape, tensor, A.col, layout_of(p.src.type)
         )
-        t = CipherType(self.slots, p.src.type.level + 1, 1, layout)
+        t = CipherType(self.slots, type_as(p.src.type, CipherType).level + 1, 1, layout)
         self.maps.append((p, rows, cols, int(rows.max()) + 1))
         return self._emit("matvec", [p.src], t, p.origin)
 
@@ -120,11 +122,12 @@ class _Recorder(SlotLowering):
         features, so what it will read is not known yet, and the compiled count corrects
         the estimate (``hec.prune`` prunes again under a budget moved by the difference)."""
         A = p.A.tocoo()
-        used = np.unique(p.src.type.layout.slot_of_element()[A.col[A.data != 0]])
+        used = np.unique(layout_of(p.src.type).slot_of_element()[A.col[A.data != 0]])
         empty = np.empty(0, dtype=np.int64)
         rotations = max(int(used.size) - 1, 0).bit_length()
         self.maps.append(SlotMap(p.origin, empty, self.slots, False, stencil=rotations))
-        t = CipherType(self.slots, p.src.type.level + 1, 1, Layout(shape, self.slots))
+        level = type_as(p.src.type, CipherType).level + 1
+        t = CipherType(self.slots, level, 1, Layout(shape, self.slots))
         return self._emit("matvec", [p.src], t, p.origin)
 
     def emit_stencil(self, x: Value, st: Stencil) -> Value:
@@ -143,7 +146,7 @@ class _Recorder(SlotLowering):
         ``None`` where that layout does not apply (the lowering then reads it directly)."""
         try:
             design_input_layout(
-                "replicated", A.row, A.col, p.src.type.layout.shape, shape, self.slots
+                "replicated", A.row, A.col, layout_of(p.src.type).shape, shape, self.slots
             )
         except NotApplicable:
             return None

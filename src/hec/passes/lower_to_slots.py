@@ -20,6 +20,7 @@ Golden: ``tests/passes/golden/lower_to_slots_*.txt``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -28,6 +29,7 @@ import scipy.sparse as sp
 
 from hec.errors import LayoutError
 from hec.ir import LINEAR_KINDS, CipherType, Graph, Layout, Value
+from hec.ir.types import layout_of, type_as
 from hec.passes.chain_lowering import ChainLowering, PendingMap, require_polynomial
 from hec.passes.expand_copies import copies_for, readout_plan
 from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable, design_input_layout, im2col_slots
@@ -67,9 +69,9 @@ MAX_SLOTS = 1 << 16
 def check_fits_one_ciphertext(graph: Graph) -> None:
     """Refuse a graph with a tensor larger than the largest ciphertext (slot packing holds each
     tensor in one); cheap, so ``hec.compile`` asks before calibrating."""
-    largest = max(v.type.size for v in graph.values())
+    largest = max(math.prod(v.shape) for v in graph.values())
     if largest > MAX_SLOTS:
-        name = next(v for v in graph.values() if v.type.size == largest).name
+        name = next(v for v in graph.values() if math.prod(v.shape) == largest).name
         raise LayoutError(
             f"tensor '{name}' has {largest} elements, more than the {MAX_SLOTS} slots of the "
             f"largest ciphertext; multi-ciphertext layouts are not supported yet (batch packing, "
@@ -79,7 +81,7 @@ def check_fits_one_ciphertext(graph: Graph) -> None:
 
 def min_slots(graph: Graph) -> int:
     """The smallest power of two that holds every tensor of the graph (at least 8)."""
-    largest = max(v.type.size for v in graph.values())
+    largest = max(math.prod(v.shape) for v in graph.values())
     return max(8, 1 << (largest - 1).bit_length())
 
 
@@ -132,7 +134,7 @@ class LowerToSlots:
         slots = self.slots or min_slots(graph)
         if slots < min_slots(graph):
             raise LayoutError(
-                f"a tensor of {max(v.type.size for v in graph.values())} elements "
+                f"a tensor of {max(math.prod(v.shape) for v in graph.values())} elements "
                 f"does not fit in {slots} slots; multi-ciphertext layouts are not "
                 f"supported yet"
             )
@@ -143,7 +145,7 @@ class LowerToSlots:
         if self.readout == "copies":
             if len(graph.outputs) != 1:
                 raise NotApplicable("copies readout: the model has more than one output")
-            copies = copies_for(graph.outputs[0].type.size)
+            copies = copies_for(math.prod(graph.outputs[0].shape))
             if copies * slots > MAX_SLOTS:
                 raise NotApplicable(
                     f"copies readout: {copies} copies of {slots} slots exceed the "
@@ -239,7 +241,7 @@ class SlotLowering(ChainLowering):
         return CipherType(self.slots, level, 1, Layout(shape, self.slots))
 
     def elementwise_type(self, shape: tuple[int, ...], level: int, like: Value) -> CipherType:
-        layout = like.type.layout
+        layout = type_as(like.type, CipherType).layout
         if layout is not None and layout.kind == "strided":  # slot for slot: the same slots
             return CipherType(
                 self.slots, level, 1, Layout(shape, self.slots, "strided", layout.source)
@@ -277,7 +279,7 @@ class SlotLowering(ChainLowering):
             return self.emit_readout(p, shape)
         # a strided tensor read by something other than a map gets its contiguous copy
         free = tensor is not None and id(tensor) in self.free_layout
-        if p.is_identity and (free or p.src.type.layout.kind != "strided"):
+        if p.is_identity and (free or layout_of(p.src.type).kind != "strided"):
             self.input_fixed |= from_input  # read as it is: its layout stays
             return p.src
         p = self.stencil_first(p, shape, tensor)
@@ -289,13 +291,13 @@ class SlotLowering(ChainLowering):
             c = self._design_input(p.src, A, shape)
             layout, rows_slot = Layout(shape, S), np.arange(A.shape[0])  # designed for these
         else:
-            c = p.src.type.layout.slot_of_element()[A.col]
+            c = layout_of(p.src.type).slot_of_element()[A.col]
             if np.any(c < 0) and from_input and self.designed:  # e.g. Split: two maps read it
                 raise NotApplicable(f"{p.origin}: the layout the first reader chose lacks elements")
             if np.any(c < 0):
                 raise LayoutError(f"{p.origin}: reads an input element its layout does not hold")
             layout, rows_slot = self.output_layout(
-                A.row, c, shape, tensor, A.col, p.src.type.layout
+                A.row, c, shape, tensor, A.col, layout_of(p.src.type)
             )
         r = rows_slot[A.row]
         # Within one S-slot vector, shifts c - r and c - r - S are the same rotation; across
@@ -307,7 +309,7 @@ class SlotLowering(ChainLowering):
         bias = np.zeros(S)
         bias[rows_slot] = np.where(np.abs(p.b) >= self.negligible, p.b, 0.0)
         x = p.src
-        t = CipherType(S, x.type.level + 1, 1, layout)
+        t = CipherType(S, type_as(x.type, CipherType).level + 1, 1, layout)
         return self._emit(
             "matvec",
             [x],
@@ -326,7 +328,7 @@ class SlotLowering(ChainLowering):
         copies = copies_for(n)
         A = p.A.tocoo()
         keep = np.abs(A.data) >= self.negligible
-        slot = p.src.type.layout.slot_of_element()[A.col[keep]]
+        slot = layout_of(p.src.type).slot_of_element()[A.col[keep]]
         if np.any(slot < 0):
             raise LayoutError(f"{p.origin}: reads an input element its layout does not hold")
         weights = np.zeros((n, S))
@@ -335,7 +337,7 @@ class SlotLowering(ChainLowering):
         source = np.full(copies * S, -1, dtype=np.int64)
         source[np.arange(n) * S + anchor] = np.arange(n)
         layout = Layout(shape, copies * S, "strided", tuple(source.tolist()))
-        t = CipherType(copies * S, p.src.type.level + 1, 1, layout)
+        t = CipherType(copies * S, type_as(p.src.type, CipherType).level + 1, 1, layout)
         bias = np.where(np.abs(p.b) >= self.negligible, p.b, 0.0)
         return self._emit(
             "readout",
@@ -353,7 +355,7 @@ class SlotLowering(ChainLowering):
         ``stencil_sums`` says so (``auto``: where that is cheaper than fusing it into the
         map after it); returns the rest of the chain, read from that result. A chain read
         from the graph input is left whole (the input layout is designed for it)."""
-        layout = p.src.type.layout
+        layout = layout_of(p.src.type)
         if self.stencil_sums == "never" or self.block_local:
             return p
         if any(p.src is v for v in self.out.inputs):
@@ -382,10 +384,12 @@ class SlotLowering(ChainLowering):
         source = np.full(S, -1, dtype=np.int64)
         source[st.anchors] = np.arange(st.size)
         shape: tuple[int, ...] = (st.size,)
-        channels = x.type.layout.shape[0] if len(x.type.layout.shape) > 1 else 1
+        held = layout_of(x.type).shape
+        channels = held[0] if len(held) > 1 else 1
         if channels > 1 and st.size % channels == 0:
             shape = (channels, st.size // channels)
-        t = CipherType(S, x.type.level, 1, Layout(shape, S, "strided", tuple(source.tolist())))
+        level = type_as(x.type, CipherType).level
+        t = CipherType(S, level, 1, Layout(shape, S, "strided", tuple(source.tolist())))
         y = x
         for shifts in sum_rounds(st.taps):
             rotated = [self._emit("rotate", [y], t, st.origin, {"k": int(d)}) for d in shifts]
@@ -414,9 +418,10 @@ class SlotLowering(ChainLowering):
             if need > self.slots:
                 raise _MoreSlots(need)
         layout, read = design_input_layout(
-            self.input_layout, A.row, A.col, x.type.layout.shape, shape, self.slots
+            self.input_layout, A.row, A.col, layout_of(x.type).shape, shape, self.slots
         )
-        x.type = CipherType(self.slots, x.type.level, x.type.scale_deg, layout)
+        xt = type_as(x.type, CipherType)
+        x.type = CipherType(self.slots, xt.level, xt.scale_deg, layout)
         self.input_fixed = self.designed = True
         return read
 

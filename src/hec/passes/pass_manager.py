@@ -65,7 +65,7 @@ class PassManager:
                 err = PassError(
                     f"pass '{p.name}' failed after {_history(done)}: {type(exc).__name__}: {exc}"
                 )
-                err.graph = before  # type: ignore[attr-defined]
+                err.graph = before
                 raise err from exc
             done.append(p.name)
             if changed:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from hec.options import CompileOptions
-from hec.passes.calibrate_norms import NormStats, ReplaceNorms
+from hec.passes.calibrate_norms import CalibrationStats, NormStats, ReplaceNorms
 from hec.passes.check_ranges import CheckRanges
 from hec.passes.choose_kernels import ChooseKernels
 from hec.passes.compose_rotations import ComposeRotations
@@ -16,14 +14,14 @@ from hec.passes.lazy_relinearize import LazyRelinearize
 from hec.passes.lower_to_batch import LowerToBatch
 from hec.passes.lower_to_slots import LowerToSlots
 from hec.passes.pass_manager import Pass
-from hec.passes.replace_activations import ReplaceActivations, ValueStats
+from hec.passes.replace_activations import ReplaceActivations
 from hec.passes.schedule_rotations import ScheduleRotations
 
 __all__ = ["he_friendly_pipeline", "slot_packing_pipeline", "batch_packing_pipeline"]
 
 
 def he_friendly_pipeline(
-    options: CompileOptions, stats: Mapping[str, ValueStats] | None = None
+    options: CompileOptions, stats: CalibrationStats | None = None
 ) -> list[Pass]:
     """Tensor graph → tensor graph CKKS can evaluate (polynomials, average pools only)."""
     passes: list[Pass] = []

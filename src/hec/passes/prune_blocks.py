@@ -162,7 +162,7 @@ class PruneBlocks:
             raise InputError(f"pruning score {self.score!r} is not calibrated or magnitude")
         x = self.calibration
         calibrated = x is not None and self.score == "calibrated"
-        inputs = layer_inputs(graph, x[:256], ops) if calibrated else {}
+        inputs = layer_inputs(graph, x[:256], ops) if x is not None and calibrated else {}
         scores = {id(op): weight_scores(op, inputs.get(id(op))) for op in ops}
         if self.packing == "slots":
             return self._prune_slots(graph, scores)
@@ -235,8 +235,8 @@ class PruneBlocks:
                 dead_w = _dead_weights(killed, cut, len(s), alive0)
         elif self.per_layer:
             dead_w = ~alive0
-            for m in range(len(maps)):
-                in_map = [i for i, lay in enumerate(layers) if lay.map_index == m]
+            for index in range(len(maps)):
+                in_map = [i for i, lay in enumerate(layers) if lay.map_index == index]
                 if not in_map:
                     continue
                 wmask = np.isin(layer_of_w, in_map)
@@ -309,7 +309,10 @@ class PruneBlocks:
             c.index: min(positions[lay.op.origin] for lay in layers if lay.map_index == c.index)
             for c in chains
         }
-        loss = CalibrationLoss(graph, self.calibration[:512])
+        budget, x = self.rotation_budget, self.calibration
+        if budget is None or x is None:
+            raise ValueError("the loss allocation needs a rotation budget and calibration data")
+        loss = CalibrationLoss(graph, x[:512])
 
         def dead_of(prefix: list[int]) -> np.ndarray:
             dead = ~alive0
@@ -340,7 +343,6 @@ class PruneBlocks:
                 total += map_rotations(offs, maps[c.index], fold)
             return total
 
-        budget = self.rotation_budget
         # a sparsity asked for besides the budget: at most that many weights alive
         kept = int(np.floor((1 - self.sparsity) * len(alive0))) - int(
             alive0.sum() - sum(int(c.kept[0]) for c in chains)

@@ -11,6 +11,8 @@ the ciphertexts an output needs, never computes them (after MOFHEI). Used by ``p
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -101,7 +103,7 @@ def prune_filters(
         nli, _, reads = reach[li]
         for c in chans:
             was_const[id(ops[nli])][reads[c]] = False  # constant because its channel died
-    culled = cull_constant_inputs(graph, ops, x, was_const)
+    culled_inputs = cull_constant_inputs(graph, ops, x, was_const)
     rows = []
     for li, op in enumerate(ops):
         w = op.consts["weight"]
@@ -114,7 +116,7 @@ def prune_filters(
                 "weights_pruned": int((w == 0).sum()),
                 "blocks": int(n_out),
                 "blocks_kept": int(n_out - len(dead.get(li, ()))),
-                "inputs_culled": culled.get(id(op), 0),
+                "inputs_culled": culled_inputs.get(id(op), 0),
             }
         )
     return rows
@@ -122,7 +124,7 @@ def prune_filters(
 
 def _positions(op: Op) -> int:
     """Output positions each weight of a layer is applied at (1 for a dense layer)."""
-    return op.result.type.size // _n_out(op)
+    return math.prod(op.result.shape) // _n_out(op)
 
 
 def _n_out(op: Op) -> int:
@@ -143,7 +145,7 @@ def _channel_reach(
         n_out = (
             op.consts["weight"].shape[1] if op.kind == "matmul" else op.consts["weight"].shape[0]
         )
-        size = op.result.type.size
+        size = math.prod(op.result.shape)
         per = size // n_out
         # element e of the output belongs to channel e // per (matmul: e % n_out)
         chan = np.arange(size) % n_out if op.kind == "matmul" else np.arange(size) // per

@@ -35,6 +35,7 @@ from typing import ClassVar
 import numpy as np
 
 from hec.ir import CipherType, Graph, Op, Value
+from hec.ir.types import type_as
 
 __all__ = [
     "FoldPlan",
@@ -182,7 +183,8 @@ def _terms(op: Op) -> tuple[np.ndarray, np.ndarray]:
     diagonal, so that ``y = 0·x + b`` needs no rotation)."""
     offsets = np.asarray(op.attrs["offsets"], dtype=np.int64)
     if offsets.size == 0:
-        return np.zeros(1, dtype=np.int64), np.zeros((1, op.inputs[0].type.slots))
+        slots = type_as(op.inputs[0].type, CipherType).slots
+        return np.zeros(1, dtype=np.int64), np.zeros((1, slots))
     return offsets, op.consts["diags"]
 
 
@@ -198,13 +200,13 @@ def choose_kernel(
     giant-step with ``baby_step`` n1, offsets in their ``signed`` representation or not) or
     ``"folded"`` (``FoldPlan``: ``block`` B, and the split of the merged map the same way).
     ``baby_step`` forces n1 (and no folding); otherwise the cheapest split is searched."""
-    S = op.inputs[0].type.slots
+    S = type_as(op.inputs[0].type, CipherType).slots
     offsets, diags = _terms(op)
     if baby_step:
         return {KERNEL: "bsgs", "baby_step": baby_step, "signed": False}
     n1, ks, rotations = _search(offsets, S, block_local)
     if fold_short and not block_local:
-        layout = op.result.type.layout
+        layout = type_as(op.result.type, CipherType).layout
         # rows the result must hold exactly: up to the last slot its layout uses
         outputs = int(layout.slot_of_element().max()) + 1 if layout is not None else S
         fold = fold_plan(offsets, diags, S, outputs, rotations)
@@ -217,7 +219,7 @@ def choose_kernel(
 def _expand(op: Op, block_local: bool) -> tuple[list[Op], Value]:
     """The rotations and plaintext multiplies of a ``matvec`` under its kernel attributes."""
     x = op.inputs[0]
-    xt: CipherType = x.type
+    xt = type_as(x.type, CipherType)
     S, lvl = xt.slots, xt.level
     offsets, diags = _terms(op)
     carried = np.ones(len(offsets), dtype=np.int64)  # diagonals each plaintext holds
