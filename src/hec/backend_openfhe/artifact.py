@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from hec.backend_openfhe.report_schema import ProgramReport
 from hec.errors import ArtifactError
 from hec.ir import Graph, Layout
 from hec.ir.serialize import graph_from_json, graph_to_json
+from hec.ir.types import layout_of
 
 __all__ = [
     "Artifact",
@@ -97,11 +99,11 @@ class Artifact:
 
     @property
     def input_layout(self) -> Layout:
-        return self.program.inputs[0].type.layout
+        return layout_of(self.program.inputs[0].type)
 
     @property
     def output_layout(self) -> Layout:
-        layout = self.program.outputs[0].type.layout
+        layout = layout_of(self.program.outputs[0].type)
         return Layout(self.output_shape, layout.slots, layout.kind, layout.source)
 
 
@@ -119,7 +121,9 @@ def write_artifact(
     path.mkdir(parents=True, exist_ok=True)
     structure, arrays = graph_to_json(program)
     structure["io"] = io
-    np.savez_compressed(path / "constants.npz", **pack_vectors(arrays))
+    # typed Any: mypy matches a **dict against every keyword of savez (allow_pickle: bool too)
+    stored: dict[str, Any] = pack_vectors(arrays)
+    np.savez_compressed(path / "constants.npz", **stored)
     (path / "program.json").write_text(json.dumps(structure) + "\n")
     params.save(path / "params.json")
     report.write(path / "report.json")
@@ -136,15 +140,16 @@ def write_artifact(
     # Only the files written here are listed and hashed: stale files from an earlier compile
     # into the same directory are not part of this artifact.
     digests = {name: _file_digest(path / name) for name in sorted(written)}
+    digest = content_hash(digests)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "hec_version": __version__,
         "files": digests,
-        "content_hash": content_hash(digests),
+        "content_hash": digest,
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return Artifact(path, program, params, io, report, manifest["content_hash"], tail)
+    return Artifact(path, program, params, io, report, digest, tail)
 
 
 def content_hash(digests: dict[str, str]) -> str:
@@ -194,7 +199,7 @@ def _check_integrity(path: Path, manifest: dict[str, Any]) -> str:
     return got
 
 
-def load_artifact(path: str | Path) -> Artifact:
+def load_artifact(path: str | os.PathLike) -> Artifact:
     """Read an artifact directory written by ``hec compile``."""
     path = Path(path)
     if not path.is_dir():

@@ -14,7 +14,8 @@ from typing import Any
 from hec.backend_openfhe.batch_memory import MemoryPlan
 from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule
 from hec.backend_openfhe.params import CKKSParams, key_switch_key_bytes
-from hec.ir import CipherType, Graph, Op
+from hec.ir import BatchCipherType, CipherType, Graph, Op
+from hec.ir.types import type_as
 
 __all__ = ["program_report", "batch_program_report", "COUNTED", "BATCH_COUNTED"]
 
@@ -152,13 +153,13 @@ def batch_program_report(
     tasks are counted (a ciphertext no output needs is never computed).
     """
     per_op: list[Counter] = [Counter() for _ in graph.ops]
-    tasks = Counter()
+    tasks: Counter[int] = Counter()
     for ct in schedule.order.tolist():
         i = int(eg.op_of[ct])
         per_op[i].update(_task_counts(graph.ops[i], int(eg.element_of[ct])))
         tasks[i] += 1
     zero = {"rotations": 0, "hoisted_rotations": 0, "plaintext_multiplies": 0, "diagonals": 0}
-    layers = []
+    layers: list[dict[str, Any]] = []
     index = {id(op): i for i, op in enumerate(graph.ops)}
     for origin, group in groupby(graph.ops, key=lambda op: op.origin):
         ops = list(group)
@@ -167,8 +168,8 @@ def batch_program_report(
             {
                 "name": origin or "(level alignment)",
                 "kind": _batch_layer_kind(ops),
-                "level_in": min(v.type.level for v in ops[0].inputs),
-                "level_out": max(op.result.type.level for op in ops),
+                "level_in": min(type_as(v.type, BatchCipherType).level for v in ops[0].inputs),
+                "level_out": max(type_as(op.result.type, BatchCipherType).level for op in ops),
                 **zero,
                 **{k: counts[k] for k in BATCH_COUNTED},
                 "rotation_keys": 0,

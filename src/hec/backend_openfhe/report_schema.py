@@ -16,7 +16,7 @@ hec would misread. Parts whose content follows the pass that writes them (activa
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, Field, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -73,9 +73,11 @@ class _Record:
 
     # field -> record type, for fields holding a record or a list of records
     NESTED: ClassVar[dict[str, type[_Record]]] = {}
+    # every record is a dataclass (declared for the type checker: fields() takes only those)
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
     def key_order(self) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+        return tuple(f.name for f in fields(self))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -94,7 +96,7 @@ class _Record:
     def from_dict(cls, data: Any, where: str = REPORT_FILE) -> Any:
         if not isinstance(data, dict):
             raise ArtifactError(f"{where}: expected an object, got {type(data).__name__}")
-        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+        known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ArtifactError(

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hec.ir import Graph, Op
+from hec.ir import CipherType, Graph, Op
+from hec.ir.types import layout_of, type_as
 from hec.runtime.plain_eval import COMMON_SEMANTICS, evaluate_plain
 
 __all__ = ["simulate_slots", "simulate_blocks", "check_block_local", "rotate"]
@@ -72,12 +73,12 @@ def check_block_local(graph: Graph, blocks: int, seed: int = 0) -> None:
     Raises:
         RuntimeError: some block read another block's data: a compiler bug.
     """
-    layout = graph.inputs[0].type.layout
+    layout = layout_of(graph.inputs[0].type)
     rng = np.random.default_rng(seed)
     x = layout.pack(rng.uniform(-1, 1, size=(blocks, *layout.shape)))
     alone = simulate_slots(graph, x)[0]
     together = simulate_blocks(graph, x, blocks)
-    out = graph.outputs[0].type.layout
+    out = type_as(graph.outputs[0].type, CipherType).layout
     read = out.slot_of_element() if out is not None else slice(None)
     if not np.allclose(together[:, read], alone[:, read], rtol=1e-9, atol=0, equal_nan=True):
         raise RuntimeError("sample blocks: a block reads its neighbour's slots (compiler bug)")
