@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -227,7 +228,7 @@ def run(
         evaluations += 1
         stage = f"eval {evaluations}/{-(-len(xb) // per)}"
         layers: list[float] = []
-        out = server.evaluate(ct, lambda d, n, stage=stage: progress(stage, d, n), layers)
+        out = server.evaluate(ct, partial(progress, stage), layers)
         timings["evaluate"] += time.perf_counter() - t
         if layer_totals:
             layers = [a + b for a, b in zip(layer_totals, layers, strict=True)]
@@ -247,7 +248,7 @@ def run(
         timings[stage] /= len(xb)
     # drop them (the closure holds them too): the keys OpenFHE keeps for them are then freed
     # if no other hec object needs them
-    client = server = attempt = None  # type: ignore[assignment]
+    client = server = attempt = None  # type: ignore[assignment]  # None only to let go
     release_unused_keys()
     _explain_failures(art, xb, failed)
     # per report layer, per evaluation (hec inspect --run shows them next to the predictions)
@@ -342,7 +343,7 @@ def _run_batch(
         t = time.perf_counter()
         evaluations += 1
         stage = f"eval {evaluations}/{len(groups)}"
-        out = server.evaluate(source, lambda d, n, stage=stage: progress(stage, d, n))
+        out = server.evaluate(source, partial(progress, stage))
         totals["evaluate"] += time.perf_counter() - t - source.seconds
         totals["encrypt"] += source.seconds
         del source
@@ -373,7 +374,7 @@ def _run_batch(
     worker_peak = server.worker_peak_bytes
     # drop them (the closure holds them too): the keys OpenFHE keeps for them are then freed
     # if no other hec object needs them
-    client = server = attempt = None  # type: ignore[assignment]
+    client = server = attempt = None  # type: ignore[assignment]  # None only to let go
     release_unused_keys()
     _explain_failures(art, xb, failed)
     n = len(xb)

@@ -18,6 +18,7 @@ from hec.frontend.reference import onnxruntime_outputs
 from hec.ir import NON_POLYNOMIAL_KINDS, Graph, interpret
 from hec.options import CompileOptions
 from hec.passes import PassManager, ValueStats, he_friendly_pipeline
+from hec.passes.calibrate_norms import CalibrationStats, NormStats
 from hec.passes.replace_activations import CalibrationMissing
 from hec.progress import ProgressFn, no_progress
 
@@ -35,7 +36,7 @@ def calibrated_stats(
     graph: Graph,
     calibration: np.ndarray | None,
     progress: ProgressFn = no_progress,
-) -> dict[str, ValueStats]:
+) -> dict[str, ValueStats | NormStats]:
     """The calibration statistics ``he_friendly_pipeline`` needs to replace ``graph``'s
     non-polynomial ops (``{}`` when it has none); refuses a graph that has some without
     calibration data."""
@@ -60,14 +61,14 @@ def make_he_friendly(
     options: CompileOptions,
     calibration: np.ndarray | None,
     progress: ProgressFn = no_progress,
-) -> dict[str, ValueStats]:
+) -> dict[str, ValueStats | NormStats]:
     """Rewrite ``graph`` in place so CKKS can evaluate it; returns the calibration statistics."""
     stats = calibrated_stats(model, graph, calibration, progress)
     PassManager(he_friendly_pipeline(options, stats or None), options.dump_ir_after).run(graph)
     return stats
 
 
-def conversion_layers(graph: Graph, stats: dict[str, ValueStats]) -> list[dict[str, Any]]:
+def conversion_layers(graph: Graph, stats: CalibrationStats) -> list[dict[str, Any]]:
     """One row per replaced op: what it was, interval, degree, depth, fit errors."""
     from hec.passes.polyfit import Fit
 
@@ -92,7 +93,7 @@ def conversion_layers(graph: Graph, stats: dict[str, ValueStats]) -> list[dict[s
                     "name": op.origin,
                     "replaces": op.attrs["source"],
                     "root": root.name,
-                    "observed": [st.low, st.high] if st else None,
+                    "observed": [st.low, st.high] if isinstance(st, ValueStats) else None,
                     "interval": list(op.attrs["interval"]),
                     "degree": fit.degree,
                     "depth": fit.depth,
@@ -220,7 +221,7 @@ def optimize(
     evaluation: tuple[np.ndarray, np.ndarray | None] | None = None,
     progress: ProgressFn = no_progress,
     fine_tune_epochs: int = 0,
-    train: tuple[np.ndarray, np.ndarray] | None = None,
+    train: tuple[np.ndarray, np.ndarray | None] | None = None,
     learning_rate: float = 1e-3,
     prune: Any = None,
 ) -> dict[str, Any]:
@@ -252,9 +253,9 @@ def optimize(
         check_samples(train[0], graph, "training data (--train)")
     stats = calibrated_stats(model, graph, calibration, progress)
     x_eval, y_eval = evaluation if evaluation is not None else (calibration, labels)
-    measured = [MeasureAccuracy(model, (x_eval, y_eval)) for _ in range(2)]
-    if y_eval is None:
-        measured = []
+    measured = (
+        [MeasureAccuracy(model, (x_eval, y_eval)) for _ in range(2)] if y_eval is not None else []
+    )
     tuning = pruning = None
     if fine_tune_epochs:
         x_train, y_train = train if train is not None else (calibration, labels)

@@ -9,6 +9,7 @@ figures of the same lowering), never estimated from the weights.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -103,7 +104,7 @@ class Prune:
     calibration: np.ndarray
     search: Search  # the compilation's: its options, and its lowerings shared
     evaluation: tuple[np.ndarray, np.ndarray | None] | None = None
-    train: tuple[np.ndarray, np.ndarray] | None = None
+    train: tuple[np.ndarray, np.ndarray | None] | None = None
     progress: ProgressFn = no_progress
     report: dict[str, Any] = field(default_factory=dict)
     plan: Plan | None = None
@@ -207,19 +208,22 @@ def _prune(
         if channels is not None:
             tried[channels] = round(value, 5)
             used = compiled_figures(other, copts, "slots", cache).totals.rotations
-            if used > options.rotation_budget:
+            if options.rotation_budget is not None and used > options.rotation_budget:
                 continue
         if best is None or value < best[0]:
             best = (value, other, rows_b, channels)
     losses = {"as_is": loss_of(graph)}
     if best is not None:
         losses["one_input_neurons"] = best[0]
-    kept = min(losses, key=losses.get)
-    if kept == "one_input_neurons":
+    kept = min(losses, key=losses.__getitem__)
+    if kept == "one_input_neurons" and best is not None:
         for op, new in zip(prunable_ops(graph), prunable_ops(best[1]), strict=True):
             op.consts = dict(new.consts)
         rows = best[2]
-    report = {"kept": kept, "calibration_loss": {k: round(v, 5) for k, v in losses.items()}}
+    report: dict[str, Any] = {
+        "kept": kept,
+        "calibration_loss": {k: round(v, 5) for k, v in losses.items()},
+    }
     if best is not None and best[3] is not None:
         report["channels"] = best[3]
         report["channels_tried"] = tried
@@ -239,7 +243,7 @@ def _copies_channels(graph: Graph) -> list[int | None]:
         return [None]
     shape = convs[0].result.shape
     per = int(np.prod(shape[1:]))
-    copies = copies_for(graph.outputs[0].type.size)
+    copies = copies_for(math.prod(graph.outputs[0].shape))
     fits = [
         k
         for k in range(1, shape[0] + 1)
@@ -300,7 +304,7 @@ def _prune_within(
             zeros = {op.origin: int((op.consts["weight"] == 0).sum()) for op in prunable_ops(graph)}
             for row in rows:  # what `finish` zeroed counts as pruned
                 row["weights_pruned"] = zeros.get(row["name"], row["weights_pruned"])
-        if target is None or options.packing != "slots":
+        if target is None or budget is None or options.packing != "slots":
             return rows
         used = compiled_figures(graph, copts, "slots", cache).totals.rotations
         if used <= target:
@@ -325,7 +329,7 @@ def prune_graph(
     options: PruneOptions,
     compile_options: CompileOptions | None = None,
     evaluation: tuple[np.ndarray, np.ndarray | None] | None = None,
-    train: tuple[np.ndarray, np.ndarray] | None = None,
+    train: tuple[np.ndarray, np.ndarray | None] | None = None,
     progress: ProgressFn = no_progress,
     count: bool = True,
     cache: LoweringCache | None = None,
@@ -357,9 +361,14 @@ def prune_graph(
         report["refit"] = refit(graph, original, calibration)
     # what recovery did, before fine-tuning moves the layers towards the task instead
     after_err = reconstruction_errors(graph, original, calibration)
-    labelled = evaluation is not None and evaluation[1] is not None
+    # the evaluation data when it has labels
+    labelled = (
+        (evaluation[0], evaluation[1])
+        if evaluation is not None and evaluation[1] is not None
+        else None
+    )
     if options.fine_tune_epochs and labelled:  # what pruning and the refit alone leave
-        report["accuracy_before_fine_tune"] = _accuracy(graph, *evaluation)
+        report["accuracy_before_fine_tune"] = _accuracy(graph, *labelled)
     if options.fine_tune_epochs:
         from hec.train.fine_tune import fine_tune
 
@@ -395,13 +404,13 @@ def prune_graph(
     report["weights_pruned"] = sum(r["weights_pruned"] for r in rows)
     report["sparsity"] = report["weights_pruned"] / max(total, 1)
     if labelled:
-        x, y = evaluation
+        x, y = labelled
         report["accuracy"] = {
             "before": _accuracy(original, x, y),
             "after": _accuracy(graph, x, y),
             "samples": int(len(x)),
         }
-    if count:
+    if before is not None:  # count
         after = compiled_figures(graph, copts, packing, cache)
         _attach_counts(rows, before, after)
         report["totals"] = {"before": _totals(before), "after": _totals(after)}
