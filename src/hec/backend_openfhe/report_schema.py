@@ -20,6 +20,7 @@ from dataclasses import MISSING, Field, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from hec.backend_openfhe.report import BATCH_COUNTED, COUNTED
 from hec.errors import ArtifactError
 
 __all__ = [
@@ -39,31 +40,14 @@ SCHEMA_VERSION = 1
 REPORT_FILE = "report.json"
 
 # The counts in the order each packing's report writes them (``report.py`` builds them so).
-SLOT_COUNTS = (
-    "rotations",
-    "plaintext_multiplies",
-    "ciphertext_multiplies",
-    "rescales",
-    "additions",
-    "plaintext_additions",
-    "level_reductions",
-    "polynomials",
-    "diagonals",
-    "hoisted_rotations",
-)
+SLOT_COUNTS = (*COUNTED, "diagonals", "hoisted_rotations")
+# a batch report has the slot report's keys too (rotations and rotation keys are 0)
 BATCH_COUNTS = (
     "rotations",
     "hoisted_rotations",
     "plaintext_multiplies",
     "diagonals",
-    "scalar_multiplies",
-    "additions",
-    "plaintext_additions",
-    "ciphertext_multiplies",
-    "relinearizations",
-    "rescales",
-    "level_reductions",
-    "polynomials",
+    *BATCH_COUNTED,
 )
 
 
