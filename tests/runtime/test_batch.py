@@ -270,3 +270,17 @@ def test_threads_run_without_the_single_thread_environment(tmp_path) -> None:
     np.testing.assert_allclose(np.load(out), hec.simulate(art, x), atol=1e-2, rtol=0)
     stats = json.loads(report.read_text())
     assert stats["measured_peak_bytes"] > 0
+
+
+def test_element_graph_is_verified_and_printed() -> None:
+    """The batch element graph is an IR too: built verified, printed one line per op, and a
+    task reading a ciphertext made after it is refused."""
+    from hec.ir import VerifyError
+
+    eg = element_graph(_program(EXAMPLE / "model.onnx"))
+    text = str(eg)
+    assert text.startswith(f"element graph: {len(eg.op_of)} ciphertexts, {eg.n_inputs} inputs")
+    assert len(text.splitlines()) == len(eg.program.ops) + 3  # header, inputs, ops, outputs
+    eg.deps[eg.n_inputs] = np.array([len(eg.op_of) - 1])  # the first task reads the last one
+    with pytest.raises(VerifyError, match=f"ciphertext {eg.n_inputs} reads"):
+        eg.verify()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hec.ir import BatchCipherType, Graph, Op
+from hec.ir import BatchCipherType, Graph, Op, VerifyError
 from hec.ir.batch_ops import sparse_matrix
 from hec.ir.types import type_as
 
@@ -79,6 +79,45 @@ class ElementGraph:
     @property
     def n_inputs(self) -> int:
         return int(np.count_nonzero(self.op_of < 0))
+
+    def verify(self) -> None:
+        """Check the flattening: one entry per ciphertext in every table, each task reading only
+        ciphertexts made before it, at its level or an earlier one, inputs reading nothing, outputs
+        existing; raise ``VerifyError`` (a compiler bug)."""
+        n = len(self.op_of)
+        tables = (self.element_of, self.level_of, self.parts_of, self.deps)
+        if any(len(t) != n for t in tables):
+            raise VerifyError(f"element graph: tables of {[len(t) for t in tables]} for {n}")
+        if np.any(np.diff(self.op_of) < 0):
+            raise VerifyError("element graph: ciphertexts not in program order")
+        if not np.all(np.isin(self.parts_of, (2, 3))):
+            raise VerifyError("element graph: a ciphertext with other than 2 or 3 parts")
+        counts = np.array([len(d) for d in self.deps], dtype=np.int64)
+        reader = np.repeat(np.arange(n), counts)  # the task of each read
+        read = np.concatenate([*self.deps, np.zeros(0, dtype=np.int64)]).astype(np.int64)
+        bad = np.flatnonzero((self.op_of[reader] < 0) | (read < 0) | (read >= reader))
+        if bad.size:
+            raise VerifyError(f"element graph: ciphertext {reader[bad[0]]} reads {read[bad[0]]}")
+        deeper = np.flatnonzero(self.level_of[read] > self.level_of[reader])
+        if deeper.size:
+            raise VerifyError(f"element graph: ciphertext {reader[deeper[0]]} reads a deeper level")
+        if len(self.outputs) and (self.outputs.min() < 0 or self.outputs.max() >= n):
+            raise VerifyError("element graph: an output is no ciphertext")
+
+    def __str__(self) -> str:
+        """One line per op: the ciphertexts it makes, what they read, level and parts."""
+        lines = [f"element graph: {len(self.op_of)} ciphertexts, {self.n_inputs} inputs"]
+        ops = self.program.ops
+        for i in np.unique(self.op_of):
+            cts = np.flatnonzero(self.op_of == i)
+            reads = sum(len(self.deps[ct]) for ct in cts)
+            what = "input" if i < 0 else f"{ops[i].kind} ({ops[i].origin or 'no origin'})"
+            lines.append(
+                f"  {what}: ciphertexts {cts[0]}..{cts[-1]} ({len(cts)}), {reads} reads, "
+                f"level {self.level_of[cts[0]]}, parts {self.parts_of[cts[0]]}"
+            )
+        lines.append(f"  outputs: {len(self.outputs)} ciphertexts")
+        return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -144,7 +183,7 @@ def element_graph(program: Graph) -> ElementGraph:
                 deps.append(np.unique(np.array([x[e] for x in ins], dtype=np.int64)))
         ct_of[id(out)] = ids
     outputs = np.concatenate([ct_of[id(v)] for v in program.outputs])
-    return ElementGraph(
+    eg = ElementGraph(
         program,
         ct_of,
         np.asarray(op_of, dtype=np.int64),
@@ -154,6 +193,8 @@ def element_graph(program: Graph) -> ElementGraph:
         deps,
         outputs,
     )
+    eg.verify()
+    return eg
 
 
 def _row_inputs(op: Op, ins: np.ndarray) -> list[np.ndarray]:
