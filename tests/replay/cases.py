@@ -5,7 +5,10 @@ constants and the report's figures).
 A case is an optional ``hec optimize`` step and one ``hec compile``, run through the CLI. What
 is compared (``fingerprint``): the SHA-256 of ``openfhe_program.py``, ``program.txt``,
 ``program.json``, ``params.json`` and ``tensor_ir.txt``, of each constant array, and the
-report without what depends on the clock or the machine (``VOLATILE``). The cost model reads the
+report without what depends on the clock or the machine (``VOLATILE``); and a ``robust`` part,
+what the test compares in CI: the text files whose numbers print rounded, constants by their
+rounded digest and the report's floats at 6 digits (another CPU's BLAS may move a fit's last
+bits). The cost model reads the
 reference table (``HEC_COST_TABLE`` points nowhere), so estimated times are the same on every
 machine.
 
@@ -28,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hec.ir.printer import digest
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 GOLDENS = HERE / "goldens"
@@ -37,6 +42,9 @@ EXAMPLES = ROOT / "examples"
 # report keys that depend on the clock (or on this machine's files)
 VOLATILE = ("compile_seconds", "model")
 HASHED = ("openfhe_program.py", "program.txt", "program.json", "params.json", "tensor_ir.txt")
+# the text files whose numbers print rounded (program.json and the generated program hold
+# exact floats)
+ROBUST_FILES = ("program.txt", "params.json", "tensor_ir.txt")
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,34 @@ def fingerprint(artifact: Path, model: str) -> dict:
     for key in VOLATILE:
         report.pop(key, None)
     report = json.loads(json.dumps(report).replace(json.dumps(model)[1:-1], "MODEL"))
-    return {"files": files, "constants": constants, "report": report}
+    # what CI compares: the same, with every float rounded (a least-squares fit may differ in
+    # its last bits on another CPU's BLAS); the exact bytes are compared by make_goldens --check
+    robust = {
+        "files": {n: files[n] for n in ROBUST_FILES},
+        "constants": {
+            n.removesuffix(".npy"): _rounded_digest(arrays[n.removesuffix(".npy")]) for n in names
+        },
+        "report": _rounded(report),
+    }
+    return {"files": files, "constants": constants, "report": report, "robust": robust}
+
+
+def _rounded_digest(a: np.ndarray) -> str:
+    """A numeric array's digest at 6 decimals (``hec.ir.printer.digest``); others' SHA-256."""
+    if a.dtype.kind in "fiub":
+        return digest(a)
+    return _sha(np.ascontiguousarray(a).tobytes())
+
+
+def _rounded(value):
+    """``value`` with every float at 6 significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def run_case(case: Case, work: Path, full: bool = False) -> dict:
