@@ -32,6 +32,22 @@ COUNTED = {
 }
 
 
+def _ckks(params: CKKSParams, per_ciphertext: str, inputs: int) -> dict[str, Any]:
+    """The ``ckks`` section of either packing's report: the parameters, and how many inputs
+    a ciphertext holds under ``per_ciphertext`` (``samples_per_ciphertext`` or ``batch``)."""
+    return {
+        "ring_dim": params.ring_dim,
+        "slots": params.slots,
+        per_ciphertext: inputs,
+        "depth": params.depth,
+        "scaling_bits": params.scaling_bits,
+        "first_mod_bits": params.first_mod_bits,
+        "log_q_bits": params.log_q_bits,
+        "security": params.security,
+        "scaling_technique": "FIXEDMANUAL",
+    }
+
+
 def _counts(ops: list[Op], rotations_of: Counter) -> dict[str, int]:
     kinds = Counter(op.kind for op in ops)
     counts = {key: kinds[kind] for key, kind in COUNTED.items()}
@@ -68,17 +84,7 @@ def program_report(graph: Graph, params: CKKSParams) -> dict[str, Any]:
     totals["depth"] = params.depth
     return {
         "packing": "slots",
-        "ckks": {
-            "ring_dim": params.ring_dim,
-            "slots": params.slots,
-            "samples_per_ciphertext": params.blocks,
-            "depth": params.depth,
-            "scaling_bits": params.scaling_bits,
-            "first_mod_bits": params.first_mod_bits,
-            "log_q_bits": params.log_q_bits,
-            "security": params.security,
-            "scaling_technique": "FIXEDMANUAL",
-        },
+        "ckks": _ckks(params, "samples_per_ciphertext", params.blocks),
         "totals": totals,
         "layers": layers,
         "rotation_indices": list(params.rotation_indices),
@@ -185,17 +191,7 @@ def batch_program_report(
     )
     return {
         "packing": "batch",
-        "ckks": {
-            "ring_dim": params.ring_dim,
-            "slots": params.slots,
-            "batch": params.slots,
-            "depth": params.depth,
-            "scaling_bits": params.scaling_bits,
-            "first_mod_bits": params.first_mod_bits,
-            "log_q_bits": params.log_q_bits,
-            "security": params.security,
-            "scaling_technique": "FIXEDMANUAL",
-        },
+        "ckks": _ckks(params, "batch", params.slots),
         "totals": totals,
         "layers": layers,
         "memory": plan.to_json(),
