@@ -97,6 +97,7 @@ def compile(
     tensor_ir = graph.clone()
     lowered = search.best(graph)  # the packing pipeline under the cheapest (or recorded) plan
     program, params, figures = lowered.program, lowered.params, lowered.figures
+    assert program is not None  # the search's choice always comes with its program
     name = str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>"
     io = {
         "model": name,

@@ -70,18 +70,19 @@ def counted_program(
     graph: Graph, options: CompileOptions, packing: str, cache: LoweringCache | None = None
 ) -> Lowered:
     """The program ``hec compile`` writes for ``graph`` (the search's choice of layouts), as
-    pruning counts it: a batch program too large for this machine is still counted.
+    pruning counts it (its figures; the program itself may have been let go by the cache): a
+    batch program too large for this machine is still counted.
     ``cache``: the compilation's, so that a graph counted once is not lowered again."""
     search = Search(options, cache=cache or LoweringCache())
     counting = search.derive(memory_limit=1 << 60, dump_ir_after=None)
     if packing == "slots":
         try:
-            return counting.best_slots(graph)
+            return counting.best_slots(graph, need_program=False)
         except NotApplicable:  # copies that do not fit (yet): the program a matrix readout makes
             if options.readout != "copies":
                 raise
-            return counting.derive(readout="matrix").best_slots(graph)
-    return counting.lower(graph, Plan.of(counting.options, packing=packing))
+            return counting.derive(readout="matrix").best_slots(graph, need_program=False)
+    return counting.lower(graph, Plan.of(counting.options, packing=packing), need_program=False)
 
 
 def compiled_figures(

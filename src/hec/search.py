@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -74,7 +75,7 @@ class ProgramStats:
 class Lowered:
     """One lowered candidate: the program, its CKKS parameters, its report figures, its plan."""
 
-    program: Graph
+    program: Graph | None  # None: let go by the cache, only the figures were asked for
     params: CKKSParams
     figures: dict[str, Any]
     plan: Plan
@@ -108,11 +109,32 @@ def graph_fingerprint(graph: Graph) -> str:
 
 @dataclass
 class LoweringCache:
-    """Lowered programs by (graph fingerprint, options, plan), and how many lowerings ran."""
+    """Lowered candidates by (graph fingerprint, options, plan), and how many lowerings ran.
 
-    # a lowered program, or why the candidate does not apply (raised again when asked again)
-    programs: dict[tuple, Lowered | Exception] = field(default_factory=dict, repr=False)
+    Every candidate's parameters and figures are kept; its program (hundreds of MB for LeNet-5,
+    one plaintext vector per diagonal) only for the ``keep`` most recently used, so that a long
+    search (pruning counts dozens of programs) holds few. A search's chosen candidate is used
+    last, so the program ``compile`` asks for next is still there.
+    """
+
+    # a lowered candidate, or why it does not apply (raised again when asked again)
+    programs: OrderedDict[tuple, Lowered | Exception] = field(
+        default_factory=OrderedDict, repr=False
+    )
     lowerings: int = 0
+    keep: int = 2
+
+    def use(self, key: tuple) -> Lowered | Exception:
+        """The entry of ``key``, now the most recently used; older programs are let go."""
+        self.programs.move_to_end(key)
+        held = 0
+        for k in reversed(self.programs):
+            entry = self.programs[k]
+            if isinstance(entry, Lowered) and entry.program is not None:
+                held += 1
+                if held > self.keep:
+                    self.programs[k] = replace(entry, program=None)
+        return self.programs[key]
 
 
 @dataclass
@@ -146,27 +168,55 @@ class Search:
         return Search(options, None, no_progress, self.first_index, self.cache)
 
     # -- one candidate ----------------------------------------------------------------------
-    def lower(self, graph: Graph, plan: Plan, options: CompileOptions | None = None) -> Lowered:
+    def lower(
+        self,
+        graph: Graph,
+        plan: Plan,
+        options: CompileOptions | None = None,
+        need_program: bool = True,
+    ) -> Lowered:
         """Run ``plan``'s packing pipeline on a copy of ``graph``: the program, its parameters
         and its report figures (batch packing: refused here if predicted not to fit in memory).
-        """
+        ``need_program=False``: a candidate lowered before may come back without its program
+        (``LoweringCache``), the figures are enough."""
         opts = plan.apply(options or self.options)
-        # dumping and (in slot packing) the memory limit do not change the program
-        same = replace(opts, dump_ir_after=None)
-        if plan.packing == "slots":
-            same = replace(same, memory_limit=None)
-        key = (graph_fingerprint(graph), same, plan)
+        key = self._key(graph, plan, opts)
         programs = self.cache.programs
-        if key not in programs or opts.dump_ir_after is not None:
+        entry = programs.get(key)
+        rerun = isinstance(entry, Lowered) and entry.program is None and need_program
+        if entry is None or rerun or opts.dump_ir_after is not None:
             try:
                 programs[key] = self._run(graph, opts, plan)
             except (NotApplicable, ParameterError, ResourceError) as exc:
                 programs[key] = exc  # a candidate that does not apply is not tried again
                 raise
-        done = programs[key]
+        done = self.cache.use(key)
         if isinstance(done, Exception):
             raise done
         return Lowered(done.program, done.params, copy.deepcopy(done.figures), plan)
+
+    @staticmethod
+    def _key(graph: Graph, plan: Plan, options: CompileOptions) -> tuple:
+        """What a lowering depends on: dumping and (in slot packing) the memory limit do not
+        change the program."""
+        same = replace(options, dump_ir_after=None)
+        if plan.packing == "slots":
+            same = replace(same, memory_limit=None)
+        return (graph_fingerprint(graph), same, plan)
+
+    def _keep_chosen(
+        self, graph: Graph, best: Lowered, options: CompileOptions, need_program: bool
+    ) -> Lowered:
+        """Make ``best`` (lowered under ``options``) the most recently used candidate, its
+        program held by the cache (lowered again if it was let go and is needed)."""
+        key = self._key(graph, best.plan, best.plan.apply(options))
+        entry = self.cache.programs[key]
+        if best.program is not None and isinstance(entry, Lowered):
+            self.cache.programs[key] = replace(entry, program=best.program)
+        elif best.program is None and need_program:
+            return self.lower(graph, best.plan, options)
+        self.cache.use(key)
+        return best
 
     def _run(self, graph: Graph, options: CompileOptions, plan: Plan) -> Lowered:
         self.cache.lowerings += 1
@@ -215,7 +265,7 @@ class Search:
             return self.lower(graph, Plan.of(self.options))
         raise ParameterError(f"packing {packing!r} is not one of slots, batch, auto")
 
-    def best_slots(self, graph: Graph) -> Lowered:
+    def best_slots(self, graph: Graph, need_program: bool = True) -> Lowered:
         """Slot packing with the input layout ``options.input_layout``; ``auto`` lowers every
         layout that applies to the first linear map and keeps the lowest estimated time (ties:
         the simpler layout). ``report.json`` → ``input_layout`` lists what each would cost.
@@ -239,7 +289,7 @@ class Search:
         for kind in kinds:
             plan = Plan.of(options, packing="slots", input_layout=kind)
             try:
-                results[kind] = self.lower(graph, plan, quiet)
+                results[kind] = self.lower(graph, plan, quiet, need_program=False)
             except (NotApplicable, ParameterError) as exc:  # e.g. im2col: too many slots
                 if given != "auto" or kind == kinds[-1] and not results:
                     raise
@@ -248,13 +298,15 @@ class Search:
             if options.output_layouts == "auto" and may_anchor(graph):
                 # anchoring a pruned dense layer's neurons moves the input of the layer after
                 # it, which may then cost more: keep whichever whole program is cheaper
-                anchored = self.lower(graph, replace(plan, output_layouts="anchored"), quiet)
+                anchored = self.lower(
+                    graph, replace(plan, output_layouts="anchored"), quiet, need_program=False
+                )
                 if anchored.stats.estimated_seconds < results[kind].stats.estimated_seconds:
                     results[kind] = anchored
             if options.readout == "auto" and not options.sample_blocks:  # copies, if cheaper
                 again = replace(results[kind].plan, readout="copies")
                 try:
-                    copies = self.lower(graph, again, quiet)
+                    copies = self.lower(graph, again, quiet, need_program=False)
                 except (NotApplicable, ParameterError):
                     pass
                 else:
@@ -269,7 +321,7 @@ class Search:
                 "estimated_seconds": round(results[kind].stats.estimated_seconds, 3),
             }
         chosen = min(results, key=lambda k: (candidates[k]["estimated_seconds"], kinds.index(k)))
-        best = results[chosen]
+        best = self._keep_chosen(graph, results[chosen], quiet, need_program)
         if options.dump_ir_after is not None:  # the chosen program once more, dumping its IR
             best = self.lower(graph, best.plan)
         best.figures["input_layout"] = {"kind": chosen, "choice": given, "candidates": candidates}
