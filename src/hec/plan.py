@@ -127,7 +127,7 @@ def replay_plan(options: CompileOptions, plan: Plan) -> tuple[CompileOptions, Pl
     """``options`` completed by a recorded ``plan``, and the plan to lower exactly (``None``
     when an option given overrides one of its decisions: then the search decides again, with
     the plan's other values as options)."""
-    if options.packing not in ("slots", plan.packing) or plan.packing == "batch":
+    if plan.packing != "slots" or options.packing != "slots":  # slot plans apply to slots
         return options, None
     merged: dict[str, Any] = {}
     overridden = False

@@ -14,6 +14,7 @@ import copy
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -80,8 +81,8 @@ class Lowered:
     figures: dict[str, Any]
     plan: Plan
 
-    @property
-    def stats(self) -> ProgramStats:
+    @cached_property
+    def stats(self) -> ProgramStats:  # computed once: the cost model reads its table file
         return ProgramStats.of(self.figures)
 
 
@@ -174,13 +175,15 @@ class Search:
         plan: Plan,
         options: CompileOptions | None = None,
         need_program: bool = True,
+        fingerprint: str | None = None,
     ) -> Lowered:
         """Run ``plan``'s packing pipeline on a copy of ``graph``: the program, its parameters
         and its report figures (batch packing: refused here if predicted not to fit in memory).
         ``need_program=False``: a candidate lowered before may come back without its program
-        (``LoweringCache``), the figures are enough."""
+        (``LoweringCache``), the figures are enough. ``fingerprint``: ``graph``'s, when the
+        caller has it (a search lowers one graph several times)."""
         opts = plan.apply(options or self.options)
-        key = self._key(graph, plan, opts)
+        key = self._key(graph, plan, opts, fingerprint)
         programs = self.cache.programs
         entry = programs.get(key)
         rerun = isinstance(entry, Lowered) and entry.program is None and need_program
@@ -196,25 +199,32 @@ class Search:
         return Lowered(done.program, done.params, copy.deepcopy(done.figures), plan)
 
     @staticmethod
-    def _key(graph: Graph, plan: Plan, options: CompileOptions) -> tuple:
+    def _key(
+        graph: Graph, plan: Plan, options: CompileOptions, fingerprint: str | None = None
+    ) -> tuple:
         """What a lowering depends on: dumping and (in slot packing) the memory limit do not
         change the program."""
         same = replace(options, dump_ir_after=None)
         if plan.packing == "slots":
             same = replace(same, memory_limit=None)
-        return (graph_fingerprint(graph), same, plan)
+        return (fingerprint or graph_fingerprint(graph), same, plan)
 
     def _keep_chosen(
-        self, graph: Graph, best: Lowered, options: CompileOptions, need_program: bool
+        self,
+        graph: Graph,
+        best: Lowered,
+        options: CompileOptions,
+        need_program: bool,
+        fingerprint: str,
     ) -> Lowered:
         """Make ``best`` (lowered under ``options``) the most recently used candidate, its
         program held by the cache (lowered again if it was let go and is needed)."""
-        key = self._key(graph, best.plan, best.plan.apply(options))
+        key = self._key(graph, best.plan, best.plan.apply(options), fingerprint)
         entry = self.cache.programs[key]
         if best.program is not None and isinstance(entry, Lowered):
             self.cache.programs[key] = replace(entry, program=best.program)
         elif best.program is None and need_program:
-            return self.lower(graph, best.plan, options)
+            return self.lower(graph, best.plan, options, fingerprint=fingerprint)
         self.cache.use(key)
         return best
 
@@ -284,12 +294,13 @@ class Search:
         if given == "auto" and options.sample_blocks:  # block-locality is proven for direct only
             kinds = ("direct",)
         quiet = replace(options, dump_ir_after=None)
+        fingerprint = graph_fingerprint(graph)  # once: every candidate lowers this graph
         results: dict[str, Lowered] = {}
         candidates: dict[str, dict[str, Any]] = {}
         for kind in kinds:
             plan = Plan.of(options, packing="slots", input_layout=kind)
             try:
-                results[kind] = self.lower(graph, plan, quiet, need_program=False)
+                results[kind] = self.lower(graph, plan, quiet, False, fingerprint)
             except (NotApplicable, ParameterError) as exc:  # e.g. im2col: too many slots
                 if given != "auto" or kind == kinds[-1] and not results:
                     raise
@@ -298,15 +309,14 @@ class Search:
             if options.output_layouts == "auto" and may_anchor(graph):
                 # anchoring a pruned dense layer's neurons moves the input of the layer after
                 # it, which may then cost more: keep whichever whole program is cheaper
-                anchored = self.lower(
-                    graph, replace(plan, output_layouts="anchored"), quiet, need_program=False
-                )
+                anchored_plan = replace(plan, output_layouts="anchored")
+                anchored = self.lower(graph, anchored_plan, quiet, False, fingerprint)
                 if anchored.stats.estimated_seconds < results[kind].stats.estimated_seconds:
                     results[kind] = anchored
             if options.readout == "auto" and not options.sample_blocks:  # copies, if cheaper
                 again = replace(results[kind].plan, readout="copies")
                 try:
-                    copies = self.lower(graph, again, quiet, need_program=False)
+                    copies = self.lower(graph, again, quiet, False, fingerprint)
                 except (NotApplicable, ParameterError):
                     pass
                 else:
@@ -321,7 +331,7 @@ class Search:
                 "estimated_seconds": round(results[kind].stats.estimated_seconds, 3),
             }
         chosen = min(results, key=lambda k: (candidates[k]["estimated_seconds"], kinds.index(k)))
-        best = self._keep_chosen(graph, results[chosen], quiet, need_program)
+        best = self._keep_chosen(graph, results[chosen], quiet, need_program, fingerprint)
         if options.dump_ir_after is not None:  # the chosen program once more, dumping its IR
             best = self.lower(graph, best.plan)
         best.figures["input_layout"] = {"kind": chosen, "choice": given, "candidates": candidates}
