@@ -1,10 +1,12 @@
 # Two commands do all set-up on a fresh machine:
 #   make example   compile the bundled CryptoNets-style digits model and run one encrypted inference
 #   make test      run the test suite
-#   make bench-peers   the benchmark beside TenSEAL and Concrete ML (their own .venv-peers)
+#   make bench-peers   the benchmark beside TenSEAL and Concrete ML (their own .venv-peers) and
+#                      Orion (.venv-orion, CPython 3.11)
 # Both create .venv with Python 3.10 first (OpenFHE's wheel is CPython 3.10 only).
 
 PYTHON310 ?= $(shell ./scripts/find-python310)
+PYTHON311 ?= $(shell ./scripts/find-python311)
 VENV      := .venv
 PY        := $(VENV)/bin/python
 HEC       := $(VENV)/bin/hec
@@ -14,6 +16,8 @@ export OMP_NUM_THREADS ?= 1
 EXTRAS    ?= test,train,bench
 # The peers (TenSEAL, Concrete ML) pin numpy/torch versions hec's pins exclude: their own venv.
 PEERS_VENV := .venv-peers
+# Orion's wheel (orion-fhe) is CPython 3.11 only: a venv of its own.
+ORION_VENV := .venv-orion
 # e.g. make bench-peers BENCH_ARGS="--model cryptonets --images 10"
 BENCH_ARGS ?=
 
@@ -53,11 +57,18 @@ $(PEERS_VENV)/.installed: benchmarks/peers/requirements.txt
 	$(PEERS_VENV)/bin/python -m pip install -q -r benchmarks/peers/requirements.txt
 	touch $@
 
-peers: $(PEERS_VENV)/.installed
+$(ORION_VENV)/.installed: benchmarks/peers/requirements-orion.txt
+	@test -n "$(PYTHON311)" || { echo "error: python3.11 not found (Orion's wheel is CPython 3.11 only); install it (e.g. pyenv install 3.11) and retry" >&2; exit 3; }
+	$(PYTHON311) -m venv $(ORION_VENV)
+	$(ORION_VENV)/bin/python -m pip install -q --upgrade pip
+	$(ORION_VENV)/bin/python -m pip install -q -r benchmarks/peers/requirements-orion.txt
+	touch $@
+
+peers: $(PEERS_VENV)/.installed $(ORION_VENV)/.installed
 
 # Latency rows of every model beside the peers (batch packing and deployment left out).
 bench-peers: setup peers
 	$(PY) benchmarks/run.py --peers all --packing slots --no-deploy $(BENCH_ARGS)
 
 clean:
-	rm -rf out $(VENV) $(PEERS_VENV) .pytest_cache
+	rm -rf out $(VENV) $(PEERS_VENV) $(ORION_VENV) .pytest_cache

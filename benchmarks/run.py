@@ -145,6 +145,8 @@ MODELS = {
         EXAMPLES / "lenet5_digits", 2, prune=0.9, fine_tune=15
     ),
     "cnn-silu-maxpool (deg 2)": Bench(EXAMPLES / "cnn_silu_digits", 2),
+    # Orion's own LeNet-5 (square activations, batch norm) on real MNIST: the Orion peer's model
+    "orion-lenet5-mnist": Bench(EXAMPLES / "orion_lenet5_mnist"),
 }
 
 
@@ -562,7 +564,10 @@ def main(argv: list[str] | None = None) -> int:
         f"({', '.join(peers.PEERS)}; default all, --quick: TenSEAL)",
     )
     ap.add_argument(
-        "--peer-images", type=int, default=None, help="TenSEAL images (default --images)"
+        "--peer-images",
+        type=int,
+        default=None,
+        help="TenSEAL and Orion images (default --images)",
     )
     ap.add_argument("--concrete-images", type=int, default=3, help="Concrete ML FHE images")
     ap.add_argument("--peer-timeout", type=float, default=3600, help="seconds per peer and model")
@@ -591,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         "TenSEAL": args.peer_images or n,
         "TenSEAL-40": args.peer_images or n,
         "Concrete ML": 1 if args.quick else args.concrete_images,
+        "Orion": args.peer_images or n,
     }
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:

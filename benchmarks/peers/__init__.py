@@ -2,10 +2,11 @@
 
 Each peer is an adapter script in this folder, run as a subprocess with the peers' own Python
 (``.venv-peers``, made by ``make bench-peers`` from ``requirements.txt``: TenSEAL and Concrete ML
-pin numpy and torch versions that conflict with hec's). The adapter reads ``model.onnx`` and
-``test.npz`` from the model's folder and writes one JSON row; nothing but files passes between
-the two interpreters. A peer that is not installed, cannot express a model, fails or times out
-still gets its row, with the reason in ``status``.
+pin numpy and torch versions that conflict with hec's); Orion's wheel is CPython 3.11 only, so it
+has a venv of its own (``.venv-orion``, from ``requirements-orion.txt``). The adapter reads
+``model.onnx`` and ``test.npz`` from the model's folder and writes one JSON row; nothing but files
+passes between the two interpreters. A peer that is not installed, cannot express a model, fails
+or times out still gets its row, with the reason in ``status``.
 """
 
 from __future__ import annotations
@@ -27,13 +28,23 @@ PEERS = {
     # the same at hec's precision: 40-bit scales need N = 16384
     "TenSEAL-40": ("tenseal_adapter.py", "tenseal", ["--scale-bits", "40"]),
     "Concrete ML": ("concrete_adapter.py", "concrete.ml", []),
+    # its own LeNet-5 (examples/orion_lenet5_mnist); other models: "cannot express"
+    "Orion": ("orion_adapter.py", "orion", []),
+}
+
+# Peers with an interpreter of their own: name -> (venv's python, variable naming another one).
+# The others run with .venv-peers' (or $HEC_PEERS_PYTHON).
+OWN_PYTHON = {
+    "Orion": (REPO / ".venv-orion" / "bin" / "python", "HEC_ORION_PYTHON"),
 }
 
 
-def peer_python(module: str) -> str | None:
-    """An interpreter that imports ``module``: ``$HEC_PEERS_PYTHON``, else ``.venv-peers``, else
-    this one (TenSEAL also installs beside hec's pins, so a plain environment may have it)."""
-    candidates = [os.environ.get("HEC_PEERS_PYTHON"), str(VENV_PYTHON), sys.executable]
+def peer_python(
+    module: str, venv_python: Path = VENV_PYTHON, variable: str = "HEC_PEERS_PYTHON"
+) -> str | None:
+    """An interpreter that imports ``module``: ``$variable``, else ``venv_python``, else this one
+    (TenSEAL also installs beside hec's pins, so a plain environment may have it)."""
+    candidates = [os.environ.get(variable), str(venv_python), sys.executable]
     for python in dict.fromkeys(c for c in candidates if c):
         if not Path(python).is_file():
             continue
@@ -54,7 +65,7 @@ def run_peer(
     """One peer on one model, in its own process (its peak memory is its own); never raises."""
     script, module, extra = PEERS[peer]
     row: dict = {"model": model, "tool": peer}
-    python = peer_python(module)
+    python = peer_python(module, *OWN_PYTHON.get(peer, (VENV_PYTHON, "HEC_PEERS_PYTHON")))
     if python is None:
         row["status"] = NOT_INSTALLED
         return row
