@@ -61,6 +61,7 @@ def test_orion_adapter_refuses_other_models() -> None:
 def test_orion_parameters_are_within_the_128_bit_bound() -> None:
     cfg = orion_adapter.config(threads=1)["ckks_params"]
     assert cfg["LogN"] == 14 and cfg["RingType"] == "ConjugateInvariant"
+    assert cfg["H"] == 1 << cfg["LogN"]  # a dense secret: the standard's table assumes one
     assert sum(cfg["LogQ"]) + sum(cfg["LogP"]) <= orion_adapter.MAX_LOGQP_128
 
 

@@ -15,9 +15,12 @@ linear transform needs generated), then per image ``orion.encode`` at the input 
 
 Parameters are those of Orion's LeNet configuration (``configs/lenet.yaml`` in Orion's
 repository): ring degree 2^14, conjugate-invariant ring (2^14 real slots), moduli
-LogQ = [45, 35 x 7], LogP = [45, 45], scale 2^35; the secret's Hamming weight is Orion's default
-(192). log QP = 380 bits, within the HE standard's 438 for a ring of degree 2^14 at 128-bit
-security. Batch norms fused, hybrid diagonal embedding, margin 2, as in that file; debug output
+LogQ = [45, 35 x 7], LogP = [45, 45], scale 2^35. log QP = 380 bits, within the HE standard's 438
+for a ring of degree 2^14 at 128-bit security with a ternary secret. That file predates the
+``H`` key and so gets Orion's default Hamming weight, 192: a sparse secret, which the standard's
+table does not cover. Orion's current configurations set ``H`` to the ring degree (every secret
+coefficient +-1, a larger norm than the standard's uniform ternary secret), and so does this
+adapter. Batch norms fused, hybrid diagonal embedding, margin 2, as in that file; debug output
 (which decrypts every layer's output to print its range) is off.
 
 ``GOMAXPROCS`` is set to ``--threads`` before Lattigo (Go) loads, and torch to as many threads,
@@ -51,7 +54,7 @@ LOG_N = 14
 LOG_Q = [45, 35, 35, 35, 35, 35, 35, 35]
 LOG_P = [45, 45]
 LOG_SCALE = 35
-HAMMING_WEIGHT = 192
+HAMMING_WEIGHT = 1 << LOG_N  # dense, as Orion's current configurations (see the docstring)
 MAX_LOGQP_128 = 438  # HE standard, ring degree 2^14, 128-bit security
 
 # Orion's LeNet as ONNX nodes: what model.onnx must be for its weights to be Orion's LeNet's.
@@ -157,7 +160,8 @@ def main(args) -> dict:
         "log_p": LOG_P,
         "scale_bits": LOG_SCALE,
         "hamming_weight": HAMMING_WEIGHT,
-        "security": f"128-bit (HE standard: N=2^{LOG_N}, log QP={log_qp} <= {MAX_LOGQP_128})",
+        "security": f"128-bit (HE standard: N=2^{LOG_N}, log QP={log_qp} <= {MAX_LOGQP_128}, "
+        f"secret Hamming weight {HAMMING_WEIGHT})",
         "threads": args.threads,
         "gomaxprocs": os.environ["GOMAXPROCS"],
         "acc_plain": acc_plain,
