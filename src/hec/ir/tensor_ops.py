@@ -96,8 +96,9 @@ def conv_output_shape(
     )
 
 
-def _windows(xp: np.ndarray, kernel, strides, dilations, out_sp):
-    """Yield (kernel position, strided view [B, C, *out_sp]) for each kernel offset."""
+def _windows(xp: np.ndarray, kernel, strides, dilations, out_sp, channels_last: bool = False):
+    """Yield (kernel position, strided view [B, C, *out_sp]) for each kernel offset
+    (``[B, *out_sp, C]`` views of a ``[B, *spatial, C]`` array with ``channels_last``)."""
     nd = len(kernel)
     for kpos in itertools.product(*(range(k) for k in kernel)):
         sl = tuple(
@@ -108,7 +109,7 @@ def _windows(xp: np.ndarray, kernel, strides, dilations, out_sp):
             )
             for i in range(nd)
         )
-        yield kpos, xp[(slice(None), slice(None), *sl)]
+        yield kpos, xp[(slice(None), *sl)] if channels_last else xp[(slice(None), slice(None), *sl)]
 
 
 def _pad_spatial(x: np.ndarray, pads: tuple[int, ...], value: float = 0.0) -> np.ndarray:
@@ -134,14 +135,15 @@ def _conv_infer(op: Op) -> list[TensorType]:
 def _conv_eval(op: Op, x: np.ndarray) -> np.ndarray:
     w, strides, dil = op.consts["weight"], op.attrs["strides"], op.attrs["dilations"]
     out_sp = conv_output_shape(x.shape[2:], w.shape[2:], strides, op.attrs["pads"], dil)
-    y = np.zeros((x.shape[0], w.shape[0], *out_sp))
-    for kpos, patch in _windows(
-        _pad_spatial(x, op.attrs["pads"]), w.shape[2:], strides, dil, out_sp
-    ):
-        y += np.einsum("bc...,oc->bo...", patch, w[(slice(None), slice(None), *kpos)])
+    # channels last: one BLAS product per kernel position (an einsum over channels-first
+    # views is several times slower, which matters when the lowering probes a layer)
+    y = np.zeros((x.shape[0], *out_sp, w.shape[0]))
+    xp = np.moveaxis(_pad_spatial(x, op.attrs["pads"]), 1, -1)
+    for kpos, patch in _windows(xp, w.shape[2:], strides, dil, out_sp, channels_last=True):
+        y += patch @ w[(slice(None), slice(None), *kpos)].T
     if "bias" in op.consts:
-        y += op.consts["bias"].reshape(-1, *[1] * len(out_sp))
-    return y
+        y += op.consts["bias"]
+    return np.moveaxis(y, -1, 1)
 
 
 # -- avgpool ----------------------------------------------------------------------------------
