@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,12 +28,20 @@ from hec.passes.one_input_neurons import (
     one_input_per_neuron,
 )
 from hec.passes.prune_blocks import PruneBlocks
+from hec.passes.rotation_allocation import sparsity_budget
 from hec.plan import Plan
 from hec.progress import ProgressFn, no_progress
 from hec.recover import prunable_ops, reconstruction_errors, refit
 from hec.search import Lowered, LoweringCache, Search
 
-__all__ = ["PruneOptions", "Prune", "prune_graph", "compiled_figures", "counted_program"]
+__all__ = [
+    "PruneOptions",
+    "Prune",
+    "prune_graph",
+    "derives_budget",
+    "compiled_figures",
+    "counted_program",
+]
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,10 @@ class PruneOptions:
     """What to prune (see ``PruneBlocks``) and how to recover.
 
     Args:
-        sparsity: fraction of the conv/matmul weights to remove.
+        sparsity: fraction of the conv/matmul weights to remove. Slots, without
+            ``rotation_budget`` (and not ``per_layer``, allocation ``loss``): the program's
+            rotations are cut by the same fraction too (``derives_budget``), since weights
+            alone leave them where they were.
         packing: ``"slots"`` (diagonal blocks) or ``"batch"`` (filter blocks and culling).
         rotation_budget: slots: prune until the program needs at most this many rotations.
         per_layer: the sparsity in every layer rather than over all weights.
@@ -52,7 +63,8 @@ class PruneOptions:
             calibration data) or ``"magnitude"`` (squared weights).
         allocation: how a rotation budget is shared among the maps: ``"loss"`` (by the
             network's calibration loss) or ``"global"`` (one removal order of all blocks,
-            the former method; see ``PruneBlocks``).
+            the former method; see ``PruneBlocks``; with a sparsity alone, the former
+            diagonal-by-diagonal order, no budget derived).
     """
 
     sparsity: float = 0.9
@@ -324,6 +336,39 @@ def _prune_within(
     return fits[0]
 
 
+def derives_budget(options: PruneOptions) -> bool:
+    """Whether ``options`` prune under a rotation budget derived from the sparsity: slot
+    packing, a sparsity and no budget asked for, over all weights (``per_layer`` keeps its
+    diagonal order per layer) and by the loss allocation (``global`` keeps the former single
+    diagonal order, to compare)."""
+    return (
+        options.packing == "slots"
+        and options.rotation_budget is None
+        and options.sparsity > 0
+        and not options.per_layer
+        and options.allocation == "loss"
+    )
+
+
+def _derived_budget(
+    graph: Graph,
+    options: PruneOptions,
+    copts: CompileOptions,
+    cache: LoweringCache,
+    before: ProgramFigures | None,
+) -> dict[str, Any] | None:
+    """The rotation budget plain ``--prune S`` prunes under (``sparsity_budget`` of the
+    unpruned program's rotations, counted as ``hec compile`` writes it), or ``None``."""
+    if not derives_budget(options):
+        return None
+    unpruned = (before or compiled_figures(graph, copts, "slots", cache)).totals.rotations
+    return {
+        "sparsity": options.sparsity,
+        "unpruned_rotations": unpruned,
+        "rotation_budget": sparsity_budget(options.sparsity, unpruned),
+    }
+
+
 def prune_graph(
     graph: Graph,
     calibration: np.ndarray,
@@ -345,6 +390,10 @@ def prune_graph(
     original = graph.clone()
     packing = options.packing
     before = compiled_figures(graph, copts, packing, cache) if count else None
+    asked = options
+    derived = _derived_budget(graph, options, copts, cache, before)
+    if derived is not None:
+        options = replace(options, rotation_budget=derived["rotation_budget"])
     progress("prune", 0, 3)
     rows, structures = _prune(graph, original, calibration, options, copts, cache, progress)
     progress("prune", 1, 3)
@@ -352,9 +401,11 @@ def prune_graph(
         "packing": packing,
         "target_sparsity": options.sparsity,
         "score": options.score,
-        "rotation_budget": options.rotation_budget,
+        "rotation_budget": asked.rotation_budget,
         "per_layer": options.per_layer,
     }
+    if derived is not None:
+        report["rotation_budget_from_sparsity"] = derived
     if structures is not None:
         report["structures"] = structures
     errors = reconstruction_errors(graph, original, calibration)

@@ -16,8 +16,8 @@ from hec.options import CompileOptions
 from hec.passes import FusePolynomials, LowerToBatch, LowerToSlots, ScheduleRotations
 from hec.passes.diagonal_blocks import slot_diagonals
 from hec.passes.prune_blocks import PruneBlocks
-from hec.passes.rotation_allocation import map_rotations
-from hec.prune import PruneOptions, compiled_figures, prune_graph
+from hec.passes.rotation_allocation import map_rotations, sparsity_budget
+from hec.prune import PruneOptions, compiled_figures, derives_budget, prune_graph
 from hec.recover import reconstruction_errors, refit
 from hec.runtime import simulate_slots
 from hec.runtime.batch_simulator import simulate_batch
@@ -100,6 +100,39 @@ def test_rotation_budget_is_met_by_the_compiled_program(setup) -> None:
     # the allocation reports the rotations it has handed out, and finishes at the budget
     assert len(calls) >= 2 and calls[-1] == ("allocate rotations", budget, budget)
     assert all(0 <= done < budget for _, done, _ in calls[:-1])
+
+
+def test_sparsity_alone_cuts_rotations_and_plaintext_multiplies(setup) -> None:
+    """Plain ``--prune S`` under slot packing prunes under the rotation budget ``S`` asks for
+    (the unpruned rotations cut by ``S``): the compiled program's rotations and plaintext
+    multiplies both fall by at least ``S``, with ``S`` of the weights gone, and the report
+    says which budget was derived (the budget asked for stays ``None``)."""
+    model, x = setup
+    g = _graph(model)
+    report = prune_graph(g, x, PruneOptions(0.8))
+    before, after = report["totals"]["before"], report["totals"]["after"]
+    assert report["rotation_budget"] is None
+    assert report["rotation_budget_from_sparsity"] == {
+        "sparsity": 0.8,
+        "unpruned_rotations": before["rotations"],
+        "rotation_budget": sparsity_budget(0.8, before["rotations"]),
+    }
+    assert after["rotations"] <= 0.2 * before["rotations"]
+    assert after["plaintext_multiplies"] <= 0.2 * before["plaintext_multiplies"]
+    assert report["sparsity"] >= 0.8
+    # what the report counted is what compiling the pruned graph gives
+    assert compiled_figures(g, CompileOptions(), "slots").totals.rotations == after["rotations"]
+
+
+def test_sparsity_budget_cuts_by_the_sparsity() -> None:
+    assert sparsity_budget(0.9, 158) == 15
+    assert sparsity_budget(0.5, 158) == 79
+    assert sparsity_budget(0.8, 10) == 2  # not 1 from 0.2 * 10 = 1.9999... in floats
+    assert sparsity_budget(0.99, 20) == 1  # a program keeps a rotation to share
+    assert not derives_budget(PruneOptions(0.9, per_layer=True))
+    assert not derives_budget(PruneOptions(0.9, rotation_budget=30))
+    assert not derives_budget(PruneOptions(0.9, packing="batch"))
+    assert derives_budget(PruneOptions(0.9))
 
 
 def test_refit_lowers_reconstruction_error(setup) -> None:

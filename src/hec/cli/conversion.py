@@ -20,7 +20,8 @@ __all__ = [
 
 
 def conversion_options(fn: Callable) -> Callable:
-    """``--calib``, ``--degree``, ``--error-budget``, ``--margin``, ``--norm-tolerance``."""
+    """``--calib``, ``--degree``, ``--error-budget``, ``--max-accuracy-loss``, ``--margin``,
+    ``--norm-tolerance``."""
     for option in reversed(
         [
             click.option(
@@ -35,15 +36,26 @@ def conversion_options(fn: Callable) -> Callable:
                 "--degree",
                 type=click.IntRange(2, 119),
                 default=None,
-                help="Polynomial degree for every activation (default: the lowest "
-                "depth-efficient degree meeting --error-budget).",
+                help="Polynomial degree for every activation (default: chosen per activation "
+                "by --max-accuracy-loss or --error-budget).",
             ),
             click.option(
                 "--error-budget",
                 type=click.FloatRange(0, min_open=True),
-                default=0.05,
-                show_default=True,
-                help="Largest relative RMS error of an activation's polynomial.",
+                default=None,
+                help="Give each activation the lowest depth-efficient degree whose polynomial's "
+                "relative RMS error is at most this (default 0.05 where --max-accuracy-loss "
+                "does not apply).",
+            ),
+            click.option(
+                "--max-accuracy-loss",
+                type=click.FloatRange(0),
+                default=None,
+                metavar="POINTS",
+                help="Choose each activation's degree for the cheapest program whose top-1 "
+                "accuracy on the --calib data (its labels y, else agreement with the original "
+                "model) is at most POINTS percentage points below the original's (default: 1.0 "
+                "for ReLU models; --degree or --error-budget override it).",
             ),
             click.option(
                 "--margin",
@@ -244,6 +256,12 @@ def print_pruning(report: dict[str, Any]) -> None:
         f"pruned {100 * report['sparsity']:.1f}% of {report['weights']} weights "
         f"({report['packing']} blocks)"
     )
+    if "rotation_budget_from_sparsity" in report:
+        d = report["rotation_budget_from_sparsity"]
+        click.echo(
+            f"rotation budget from --prune {d['sparsity']:g}: {d['rotation_budget']} "
+            f"(the unpruned program's {d['unpruned_rotations']} rotations cut by as much)"
+        )
     if "structures" in report:
         st = report["structures"]
         loss = st["calibration_loss"]

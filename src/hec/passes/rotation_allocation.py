@@ -29,11 +29,16 @@ under a budget of 40 it left fc2 one residue class of 128 and the network at ~30
 4. The rotations the scheduler will really emit (its own search of ``n1`` and of fold vs.
    plain, ``map_rotations``) are then counted; budget left over goes to further steps.
 
+A sparsity alone (``--prune S`` without ``--rotation-budget``) is turned into a budget here
+too (``sparsity_budget``): the rotations fall with the weights, so the same allocation chooses
+the blocks, and there is one way of choosing them under slot packing.
+
 Preserves: nothing by itself (it chooses which weights ``prune-blocks`` zeroes).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +51,7 @@ from hec.passes.schedule_rotations import FoldPlan, choose_split, split_cost
 from hec.recover import prunable_ops, refit
 
 __all__ = [
+    "sparsity_budget",
     "MapChain",
     "fold_block",
     "map_chain",
@@ -54,6 +60,17 @@ __all__ = [
     "allocate",
     "CalibrationLoss",
 ]
+
+
+def sparsity_budget(sparsity: float, rotations: int) -> int:
+    """The rotation budget a weight sparsity asks for under slot packing: the unpruned
+    program's ``rotations`` cut by the same fraction ``sparsity`` as the weights (at least
+    one). Weights alone do not cut rotations (a rotation goes only with a whole baby or giant
+    step, and a sparsity reached diagonal by diagonal lands in the large dense layers), so
+    plain ``--prune S`` prunes under this budget, with ``S`` of the weights as well."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity {sparsity} is not in [0, 1)")
+    return max(1, math.floor((1.0 - sparsity) * rotations + 1e-9))
 
 
 def fold_block(m: SlotMap) -> int:
