@@ -29,7 +29,9 @@ from hec.backend_openfhe.batch_memory import (
 )
 from hec.backend_openfhe.cost_model import estimated_seconds
 from hec.backend_openfhe.params import MAX_RING_DIM, CKKSParams, min_ring_dim, program_depth
+from hec.backend_openfhe.precision import measure_noise
 from hec.backend_openfhe.report import batch_program_report
+from hec.backend_openfhe.scale_drift import compensate_scale_drift
 from hec.errors import LayoutError, ParameterError, ResourceError
 from hec.ir import Graph
 from hec.options import CompileOptions
@@ -157,6 +159,9 @@ class Search:
     progress: ProgressFn = no_progress
     first_index: int = 1
     cache: LoweringCache = field(default_factory=LoweringCache)
+    # typical inputs (the calibration data): with ``options.precision``, slot programs get the
+    # scale and first modulus that precision needs (``backend_openfhe.precision``)
+    samples: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def lowerings(self) -> int:
@@ -166,7 +171,7 @@ class Search:
     def derive(self, **changes: Any) -> Search:
         """A search with some options changed, sharing this one's cache (no plan, quiet)."""
         options = replace(self.options, **changes)
-        return Search(options, None, no_progress, self.first_index, self.cache)
+        return Search(options, None, no_progress, self.first_index, self.cache, self.samples)
 
     # -- one candidate ----------------------------------------------------------------------
     def lower(
@@ -234,7 +239,7 @@ class Search:
         if plan.packing == "batch":
             passes = batch_packing_pipeline(options, self._batch_slots(program, options))
         else:
-            passes = slot_packing_pipeline(options)
+            passes = slot_packing_pipeline(options, check_ranges=not self._precise(options))
         total = len(passes)
         done = iter(range(total))
         PassManager(
@@ -249,16 +254,33 @@ class Search:
                 program, options.scaling_bits, options.first_mod_bits, options.security
             )
             return Lowered(program, params, self._batch_report(program, params, options), plan)
-        params = choose_params(
-            program,
-            options.scaling_bits,
-            options.first_mod_bits,
-            options.security,
-            options.sample_blocks,
-        )
+        bits, precision = (options.scaling_bits, options.first_mod_bits), None
+        if self._precise(options):
+            assert self.samples is not None and options.precision is not None
+            self.progress("compile: choose-precision", total, total)
+            noise = measure_noise(program, self.samples)
+            ring = 1 << 14  # the smallest ring a leveled program gets at 128-bit security
+            while True:  # the noise grows with the ring: size it for the ring it gets
+                precision = noise.choose(options.precision, ring)
+                bits = (precision.scaling_bits, precision.first_mod_bits)
+                ring_dim = choose_params(program, *bits, options.security).ring_dim
+                if ring_dim <= ring:
+                    break
+                ring = ring_dim
+        params = choose_params(program, *bits, options.security, options.sample_blocks)
         if params.blocks > 1:
             check_block_local(program, params.blocks)  # the guarantee the runtime relies on
-        return Lowered(program, params, program_report(program, params), plan)
+        figures = program_report(program, params)
+        if precision is not None:
+            # small scales: the plaintexts absorb the drift of the rescales' primes
+            unfixed = compensate_scale_drift(program, params)
+            figures["precision"] = {**precision.to_json(), "unfixed_sums": unfixed}
+        return Lowered(program, params, figures, plan)
+
+    def _precise(self, options: CompileOptions) -> bool:
+        """Whether the scale and first modulus come from ``options.precision`` (slot
+        packing with typical inputs), not from ``options.scaling_bits``/``first_mod_bits``."""
+        return options.precision is not None and self.samples is not None
 
     # -- the choices --------------------------------------------------------------------------
     def best(self, graph: Graph) -> Lowered:

@@ -234,6 +234,9 @@ class ProgramFigures(_Record):
     input_layout: Choice | None = None
     output_layouts: Choice | None = None
     readout: Choice | None = None
+    # the scale and first prime chosen for --precision: target, bits, predicted error, largest
+    # value seen (``backend_openfhe.precision``); absent where the options fixed the bits
+    precision: dict[str, Any] | None = None
 
     NESTED: ClassVar[dict[str, type[_Record]]] = {
         "ckks": CkksParameters,

@@ -120,6 +120,13 @@ def print_summary(report: ProgramReport) -> None:
         f"{ck.security}; {totals.rotation_keys} rotation keys"
         + (f" ({totals.rotation_key_bytes / 1e6:,.0f} MB)" if totals.rotation_keys else "")
     )
+    if report.precision is not None:
+        p = report.precision
+        click.echo(
+            f"precision: scale 2^{p['scaling_bits']} and a {p['first_mod_bits']}-bit first "
+            f"prime for outputs within {p['target']:g} (predicted error {p['predicted_error']:.2g}"
+            f", values up to {p['max_value']:.3g} on {p['samples']} calibration inputs)"
+        )
 
 
 def _print_input_layout(choice: Choice | None) -> None:

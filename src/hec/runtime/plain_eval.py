@@ -21,8 +21,9 @@ Semantics = Callable[..., np.ndarray]
 COMMON_SEMANTICS: dict[str, Semantics] = {
     "add": lambda op, x, y: x + y,
     "mul": lambda op, x, y: x * y,
-    # HE bookkeeping only (scale and level), so identities on the values
-    "rescale": lambda op, x: x,
+    # HE bookkeeping (scale and level): identities on the values, but for the drift of a
+    # rescale whose prime is not exactly the scale, where recorded (backend_openfhe.scale_drift)
+    "rescale": lambda op, x: x * op.attrs["factor"] if "factor" in op.attrs else x,
     "level_reduce": lambda op, x: x,
     "poly": lambda op, x: np.polynomial.chebyshev.chebval(x, op.attrs["coeffs"]),
 }

@@ -17,7 +17,7 @@ from hec.ir import CipherType, Graph, Op
 from hec.ir.types import layout_of, type_as
 from hec.runtime.plain_eval import COMMON_SEMANTICS, evaluate_plain
 
-__all__ = ["simulate_slots", "simulate_blocks", "check_block_local", "rotate"]
+__all__ = ["SEMANTICS", "simulate_slots", "simulate_blocks", "check_block_local", "rotate"]
 
 
 def rotate(v: np.ndarray, k: int) -> np.ndarray:
@@ -38,7 +38,7 @@ def _matvec(op: Op, x: np.ndarray) -> np.ndarray:
     return y + _tiled(op.consts["bias"], x)
 
 
-_SEMANTICS = {
+SEMANTICS = {
     **COMMON_SEMANTICS,
     "rotate": lambda op, x: rotate(x, op.attrs["k"]),
     "mul_plain": lambda op, x: x * _tiled(op.consts["p"], x),
@@ -49,7 +49,7 @@ _SEMANTICS = {
 
 def simulate_slots(graph: Graph, *inputs: np.ndarray) -> list[np.ndarray]:
     """Run a slot graph on packed inputs ``[B, slots]``; returns packed outputs."""
-    return evaluate_plain(graph, _SEMANTICS, [np.asarray(x, dtype=np.float64) for x in inputs])
+    return evaluate_plain(graph, SEMANTICS, [np.asarray(x, dtype=np.float64) for x in inputs])
 
 
 def simulate_blocks(graph: Graph, x: np.ndarray, blocks: int) -> np.ndarray:
