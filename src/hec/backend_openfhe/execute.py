@@ -98,6 +98,16 @@ class OpenFHEExecutor:
             layer_seconds.append(time.perf_counter() - clock)
         return [env[id(v)] for v in self.graph.outputs]
 
+    def encode_constants(self) -> int:
+        """Encode every plaintext constant now, as far as the cache budget holds them (a
+        server's set-up: the first evaluation then pays no encoding); returns how many."""
+        before = len(self._cache)
+        for i, op in enumerate(self.graph.ops):
+            for a in SLOT_KERNELS[op.kind].arguments(op):
+                if isinstance(a, Plaintext):
+                    self._plaintext(op, i, a)
+        return len(self._cache) - before
+
     def _plaintext(self, op: Op, i: int, p: Plaintext):
         """Encode constant ``p`` of op ``i`` (tiled to the sample blocks), cached."""
         key = (i, p.const, p.level)

@@ -87,6 +87,11 @@ class Server:
             raise KeysError(f"{eval_keys}: the public key's OpenFHE tag does not match keys.json")
         return cls(artifact, cc, found.key_id, found.key_tag, public_key)
 
+    def prepare(self) -> int:
+        """Encode the program's plaintext constants before the first request (within the
+        executor's cache budget); returns how many were encoded."""
+        return self._executor.encode_constants()
+
     def evaluate(self, ct, progress: ProgressFn | None = None, layer_seconds: list | None = None):
         """Evaluate one input ciphertext; ``layer_seconds`` receives the time per layer."""
         return self._executor.run([ct], progress, layer_seconds)[0]
