@@ -80,7 +80,7 @@ def compile(
     reference = head_reference(split, model)
     original = graph.clone() if calibration is not None else None
     stats = calibrated_stats(reference, graph, calibration, progress)
-    he_friendly = he_friendly_pipeline(options, stats or None)
+    he_friendly = he_friendly_pipeline(options, stats or None, calibration, labels, progress)
     search = Search(options, plan, progress, len(he_friendly) + 1 + (prune is not None))
     pruning = None
     if prune is not None:

@@ -64,12 +64,14 @@ def make_he_friendly(
 ) -> dict[str, ValueStats | NormStats]:
     """Rewrite ``graph`` in place so CKKS can evaluate it; returns the calibration statistics."""
     stats = calibrated_stats(model, graph, calibration, progress)
-    PassManager(he_friendly_pipeline(options, stats or None), options.dump_ir_after).run(graph)
+    passes = he_friendly_pipeline(options, stats or None, calibration, progress=progress)
+    PassManager(passes, options.dump_ir_after).run(graph)
     return stats
 
 
 def conversion_layers(graph: Graph, stats: CalibrationStats) -> list[dict[str, Any]]:
-    """One row per replaced op: what it was, interval, degree, depth, fit errors."""
+    """One row per replaced op: what it was, interval, degree, depth, fit errors, and how the
+    degree was chosen when the accuracy budget chose it (``degree_choice``)."""
     from hec.passes.polyfit import Fit
 
     rows = []
@@ -100,6 +102,7 @@ def conversion_layers(graph: Graph, stats: CalibrationStats) -> list[dict[str, A
                     "fit_rms": op.attrs["fit_rms"],
                     "fit_max": op.attrs["fit_max"],
                     "outside_err": op.attrs["outside_err"],
+                    **_degree_choice(op.attrs),
                 }
             )
         elif op.kind == "avgpool" and op.attrs.get("replaces") == "maxpool":
@@ -115,6 +118,37 @@ def conversion_layers(graph: Graph, stats: CalibrationStats) -> list[dict[str, A
     from hec.passes.calibrate_norms import normalization_rows
 
     return rows + normalization_rows(graph)  # normalization layers: calibrated constants
+
+
+def _degree_choice(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``{"degree_choice": ...}`` when ``choose-degrees`` picked the poly op's degree: the
+    budget, the accuracy of the original and of the chosen conversion on the calibration
+    inputs, the candidate degrees, and every trial of this activation's degree (search step,
+    degree, the network's accuracy, whether the step kept it); else ``{}``."""
+    if attrs.get("degree_by") != "accuracy":
+        return {}
+    tried = zip(
+        attrs["tried_steps"],
+        attrs["tried_degrees"],
+        attrs["tried_accuracy"],
+        attrs["tried_kept"],
+        strict=True,
+    )
+    return {
+        "degree_choice": {
+            "by": "accuracy",
+            "metric": attrs["accuracy_metric"],
+            "budget": attrs["accuracy_budget"],
+            "samples": attrs["accuracy_samples"],
+            "original": attrs["accuracy_original"],
+            "chosen": attrs["accuracy_chosen"],
+            "met": bool(attrs["budget_met"]),
+            "candidates": list(attrs["degree_candidates"]),
+            "tried": [
+                {"step": s, "degree": d, "accuracy": a, "kept": bool(k)} for s, d, a, k in tried
+            ],
+        }
+    }
 
 
 def inputs_outside(
@@ -272,7 +306,8 @@ def optimize(
         pruning = Prune(prune, calibration, Search(options), (x_eval, y_eval), train, progress)
     PassManager(
         [
-            *he_friendly_pipeline(options, stats or None),  # polynomials, norm constants
+            # degrees from the accuracy budget, polynomials, norm constants
+            *he_friendly_pipeline(options, stats or None, calibration, labels, progress),
             *measured[:1],  # the converted model's accuracy (with labels)
             *([tuning] if tuning else []),  # weights and coefficients trained (hec[train])
             *(measured[1:] if tuning else []),  # the accuracy after training

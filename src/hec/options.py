@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CompileOptions"]
+__all__ = ["CompileOptions", "DEFAULT_ERROR_BUDGET"]
+
+DEFAULT_ERROR_BUDGET = 0.05  # the fit-error budget when it picks the degrees
 
 
 @dataclass(frozen=True)
@@ -20,10 +22,18 @@ class CompileOptions:
         first_mod_bits: bits of the first prime (headroom for the integer part of values).
         security: OpenFHE security level; 128-bit classic unless you have a reason.
         dump_ir_after: directory where the IR is written after each pass that changes it.
-        degree: polynomial degree replacing every non-polynomial activation; ``None`` picks the
-            lowest depth-efficient degree meeting ``error_budget`` per activation.
+        degree: polynomial degree replacing every non-polynomial activation; ``None`` picks one
+            per activation: from ``max_accuracy_loss`` or from ``error_budget``.
         error_budget: largest relative RMS error of an activation's polynomial on the
-            calibration data when the degree is picked automatically.
+            calibration data: each activation gets the lowest depth-efficient degree meeting
+            it. ``None`` (not given): the accuracy budget decides where it applies (below),
+            else ``DEFAULT_ERROR_BUDGET``.
+        max_accuracy_loss: largest loss of top-1 accuracy (percentage points) on the
+            calibration data, against its labels or, without labels, as disagreement with the
+            original model: the degrees are chosen for the cheapest program within it
+            (``choose-degrees``). Used when neither ``degree`` nor ``error_budget`` is given;
+            ``None``: 1.0 point for ReLU classifiers (``choose_degrees.is_relu_classifier``),
+            the fit-error budget for other models.
         margin: fraction of an activation input's observed range added on each side of the
             interval its polynomial is fitted on.
         max_poly_depth: deepest polynomial (in levels) the automatic degree choice considers.
@@ -80,7 +90,8 @@ class CompileOptions:
     security: str = "HEStd_128_classic"
     dump_ir_after: Path | None = None
     degree: int | None = None
-    error_budget: float = 0.05
+    error_budget: float | None = None
+    max_accuracy_loss: float | None = None
     margin: float = 0.05
     max_poly_depth: int = 5
     norm_tolerance: float = 0.1

@@ -124,7 +124,11 @@ def test_mlp_with_relu_within_a_point_of_onnxruntime(zipmap: bool, tmp_path) -> 
     est, data = _model("mlp")
     x_train, _, x, y = _data(data)
     proto = _export(est, x, zipmap)
-    art = hec.compile(proto, tmp_path / "art", calibration=x_train)
+    # the fit-error budget (the default before --max-accuracy-loss): the accuracy budget is
+    # measured on x_train, which the MLP fits better than held-out data (degree 2 agrees on
+    # 99.4% of x_train, loses 1.5 points on x)
+    options = hec.CompileOptions(error_budget=0.05)
+    art = hec.compile(proto, tmp_path / "art", options, calibration=x_train)
     assert art.client_tail[0] == "Softmax"
     want = _ort(proto, x)
     got = apply_tail(art, hec.simulate(art, x))

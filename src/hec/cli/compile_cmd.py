@@ -144,7 +144,8 @@ def compile_cmd(
     no_plan: bool,
     calib: Path | None,
     degree: int | None,
-    error_budget: float,
+    error_budget: float | None,
+    max_accuracy_loss: float | None,
     margin: float,
     norm_tolerance: float,
     prune: float | None,
@@ -162,6 +163,7 @@ def compile_cmd(
     from hec.calibrate import load_dataset
     from hec.cli.format import parse_size
     from hec.options import CompileOptions
+    from hec.passes.choose_degrees import degree_summary
     from hec.progress import stderr_progress
 
     options = CompileOptions(
@@ -173,6 +175,7 @@ def compile_cmd(
         sample_blocks=sample_blocks,
         degree=degree,
         error_budget=error_budget,
+        max_accuracy_loss=max_accuracy_loss,
         margin=margin,
         norm_tolerance=norm_tolerance,
         packing=packing,
@@ -200,6 +203,9 @@ def compile_cmd(
     report = artifact.report
     click.echo(f"compiled {model} -> {out_dir} in {report.compile_seconds:.2f} s")
     print_conversion(report.activations, report.accuracy)
+    chosen = degree_summary(report.activations)  # degrees from --max-accuracy-loss
+    if chosen:
+        click.echo(chosen)
     if report.pruning is not None:
         print_pruning(report.pruning)
     print_summary(report)

@@ -55,7 +55,7 @@ def conversion_options(fn: Callable) -> Callable:
                 help="Choose each activation's degree for the cheapest program whose top-1 "
                 "accuracy on the --calib data (its labels y, else agreement with the original "
                 "model) is at most POINTS percentage points below the original's (default: 1.0 "
-                "for ReLU models; --degree or --error-budget override it).",
+                "for ReLU classifiers; --degree or --error-budget override it).",
             ),
             click.option(
                 "--margin",

@@ -74,7 +74,8 @@ def optimize_cmd(
     out_path: Path,
     calib: Path | None,
     degree: int | None,
-    error_budget: float,
+    error_budget: float | None,
+    max_accuracy_loss: float | None,
     margin: float,
     norm_tolerance: float,
     eval_path: Path | None,
@@ -103,6 +104,7 @@ def optimize_cmd(
     from hec.errors import InputError
     from hec.optimize import optimize
     from hec.options import CompileOptions
+    from hec.passes.choose_degrees import degree_summary
     from hec.progress import stderr_progress
 
     if calib is None:
@@ -119,6 +121,7 @@ def optimize_cmd(
     options = CompileOptions(
         degree=degree,
         error_budget=error_budget,
+        max_accuracy_loss=max_accuracy_loss,
         margin=margin,
         readout=readout,
         norm_tolerance=norm_tolerance,
@@ -144,6 +147,9 @@ def optimize_cmd(
         before = report["accuracy_before_fine_tune"]
         click.echo(f"before fine-tuning: converted {100 * before['converted']:.2f}%")
     print_conversion(report["layers"], report.get("accuracy"))
+    chosen = degree_summary(report["layers"])  # degrees from --max-accuracy-loss
+    if chosen:
+        click.echo(chosen)
     click.echo(f"levels spent on activations: {report['depth_of_activations']}")
     if "pruning" in report:
         print_pruning(report["pruning"])

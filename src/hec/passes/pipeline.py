@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from hec.options import CompileOptions
+import numpy as np
+
+from hec.options import DEFAULT_ERROR_BUDGET, CompileOptions
 from hec.passes.calibrate_norms import CalibrationStats, NormStats, ReplaceNorms
 from hec.passes.check_ranges import CheckRanges
+from hec.passes.choose_degrees import ChooseDegrees
 from hec.passes.choose_kernels import ChooseKernels
 from hec.passes.compose_rotations import ComposeRotations
 from hec.passes.drop_channels import DropDeadChannels
@@ -16,23 +19,49 @@ from hec.passes.lower_to_slots import LowerToSlots
 from hec.passes.pass_manager import Pass
 from hec.passes.replace_activations import ReplaceActivations
 from hec.passes.schedule_rotations import ScheduleRotations
+from hec.progress import ProgressFn, no_progress
 
 __all__ = ["he_friendly_pipeline", "slot_packing_pipeline", "batch_packing_pipeline"]
 
 
 def he_friendly_pipeline(
-    options: CompileOptions, stats: CalibrationStats | None = None
+    options: CompileOptions,
+    stats: CalibrationStats | None = None,
+    calibration: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    progress: ProgressFn = no_progress,
 ) -> list[Pass]:
-    """Tensor graph → tensor graph CKKS can evaluate (polynomials, average pools only)."""
+    """Tensor graph → tensor graph CKKS can evaluate (polynomials, average pools only).
+
+    With the ``calibration`` inputs (and their ``labels``, if any), each activation's degree is
+    chosen from the accuracy budget (``choose-degrees``) unless ``options`` fix the degree or a
+    fit-error budget; without them, or for a model that is not a ReLU model when the budget is
+    left at its default, the fit-error budget picks it as before.
+    """
     passes: list[Pass] = []
     if stats is not None:  # the model has non-polynomial ops and calibration data was given
-        passes.append(
-            ReplaceActivations(
-                stats, options.degree, options.error_budget, options.margin, options.max_poly_depth
-            )
+        budget = DEFAULT_ERROR_BUDGET if options.error_budget is None else options.error_budget
+        replace = ReplaceActivations(
+            stats, options.degree, budget, options.margin, options.max_poly_depth
         )
-        if any(isinstance(s, NormStats) for s in stats.values()):  # normalization layers
-            passes.append(ReplaceNorms(stats, options.norm_tolerance))
+        norms = (
+            [ReplaceNorms(stats, options.norm_tolerance)]
+            if any(isinstance(s, NormStats) for s in stats.values())  # normalization layers
+            else []
+        )
+        by_accuracy = options.degree is None and options.error_budget is None
+        if by_accuracy and calibration is not None:  # the accuracy budget picks the degrees
+            passes.append(
+                ChooseDegrees(
+                    replace,
+                    calibration,
+                    labels,
+                    options.max_accuracy_loss,
+                    norms,
+                    progress=progress,
+                )
+            )
+        passes += [replace, *norms]
     passes.append(FusePolynomials())  # any element-wise polynomial region → one poly op
     return passes
 

@@ -6,10 +6,12 @@ calibration data (recorded beforehand with onnxruntime, see ``hec.calibrate``) g
 — observed range widened on each side by ``margin`` of its width or ``spread`` standard
 deviations, whichever is more — and the weights of a least-squares Chebyshev fit
 (``polyfit.py``), kept bounded ``tail`` of the half-width beyond the interval. The degree is
-given, or the lowest depth-efficient degree whose relative RMS error meets ``error_budget``.
-MaxPool becomes AveragePool with the same window. The poly op records ``source``, ``interval``
-and the fit errors for the report; ``outside_fractions`` measures how often the converted graph
-leaves the intervals (the reports' ``inputs_outside``).
+given (``degree``), or the one ``choose-degrees`` recorded on the region's activation op (its
+``degree`` attribute, picked from an accuracy budget; the other ``CHOICE_ATTRS`` it recorded are
+copied to the poly op for the report), or the lowest depth-efficient degree whose relative RMS
+error meets ``error_budget``. MaxPool becomes AveragePool with the same window. The poly op
+records ``source``, ``interval`` and the fit errors for the report; ``outside_fractions``
+measures how often the converted graph leaves the intervals (the reports' ``inputs_outside``).
 
 Preserves: approximately. Within the interval the error is the fit's (reported); a little
 beyond it the polynomial stays near the function; farther out it diverges (docs/polynomials.md).
@@ -35,11 +37,29 @@ if TYPE_CHECKING:  # calibrate_norms imports this module
 
 __all__ = [
     "ReplaceActivations",
+    "CHOICE_ATTRS",
     "ValueStats",
     "CalibrationMissing",
     "calibrated_interval",
     "outside_fractions",
 ]
+
+
+# What ``choose-degrees`` records on an activation op besides ``degree``; copied to its poly op.
+CHOICE_ATTRS = (
+    "degree_by",
+    "degree_candidates",
+    "accuracy_metric",
+    "accuracy_budget",
+    "accuracy_original",
+    "accuracy_chosen",
+    "accuracy_samples",
+    "budget_met",
+    "tried_steps",
+    "tried_degrees",
+    "tried_accuracy",
+    "tried_kept",
+)
 
 
 class CalibrationMissing(HecError):
@@ -76,6 +96,8 @@ class ReplaceActivations:
             fraction of the interval's half-width beyond either end (bounded, not exploding).
         tail_tolerance: how far from the function (a fraction of its range on the interval,
             beyond the fit's error inside) the polynomial may be on those tails.
+        fits: fits already made, by (root, output, degree): ``choose-degrees`` converts the graph
+            many times over with the same statistics and settings.
     """
 
     stats: CalibrationStats = field(default_factory=dict, hash=False, compare=False)
@@ -86,6 +108,9 @@ class ReplaceActivations:
     spread: float = 0.25
     tail: float = 0.25
     tail_tolerance: float = 1.0
+    fits: dict[tuple[str, str, int], Fit] = field(
+        default_factory=dict, hash=False, compare=False, repr=False
+    )
     name: ClassVar[str] = "replace-activations"
     dialect: ClassVar[str] = "tensor"
 
@@ -106,6 +131,9 @@ class ReplaceActivations:
                 "fit_max": round(fit.max_error, 8),
                 "outside_err": round(_outside_error(fit, region_function(region)), 6),
             }
+            for op in region.ops:  # the degree choice recorded by choose-degrees, if it ran
+                if op.kind == "activation":
+                    attrs.update({k: op.attrs[k] for k in CHOICE_ATTRS if k in op.attrs})
             replace_region(graph, region, fit.interval, fit.coeffs, attrs)
             changed = True
         return changed
@@ -145,7 +173,12 @@ class ReplaceActivations:
             )
         interval = calibrated_interval(st, self.margin, self.spread)
         f = region_function(region)
-        degree = self.degree
+        chosen = [
+            op.attrs["degree"]
+            for op in region.ops
+            if op.kind == "activation" and "degree" in op.attrs
+        ]
+        degree = chosen[0] if chosen and self.degree is None else self.degree
         if degree is None:  # the degree the interval needs (tails do not cost depth)
             degrees = depth_efficient_degrees(self.max_depth)
             degree = next(
@@ -156,9 +189,12 @@ class ReplaceActivations:
                 ),
                 degrees[-1],  # none is within budget: the deepest
             )
-        return fit_chebyshev(
-            f, st.samples, interval, degree, tail=self.tail, tail_tolerance=self.tail_tolerance
-        )
+        key = (region.root.name, region.output.name, degree)
+        if key not in self.fits:
+            self.fits[key] = fit_chebyshev(
+                f, st.samples, interval, degree, tail=self.tail, tail_tolerance=self.tail_tolerance
+            )
+        return self.fits[key]
 
 
 def calibrated_interval(st: ValueStats, margin: float, spread: float) -> tuple[float, float]:
