@@ -15,11 +15,11 @@ it finds whose accuracy loss against the original model is at most ``max_loss`` 
 - cost of an assignment: the program depth the polynomials add along the graph's longest path
   first (depth decides the ring and the cost of every op), then the ciphertext products;
 - search (greedy): every activation at degree 2; while the loss exceeds the budget, try each
-  activation at its next degree and keep the raise that buys the most accuracy per added level
-  (ties: the larger drop of the logits' relative error, then fewer products); once within
-  budget, lower again any activation whose lowering stays within it, cheapest result first.
-  If no assignment meets the budget, the most accurate one evaluated is kept (``budget_met``
-  false).
+  activation at its next degree and keep the cheapest raise that reaches the budget or, if none
+  does, the one that buys the most accuracy per added level (ties: the larger drop of the
+  logits' relative error, then fewer products); once within budget, lower again any
+  activation whose lowering stays within it, cheapest result first. If no assignment meets the
+  budget, the most accurate one evaluated is kept (``budget_met`` false).
 
 The decision is recorded on the IR: each activation op gets ``degree`` (which
 ``replace-activations`` then fits) and the ``CHOICE_ATTRS`` (candidates, the network's accuracy
@@ -186,7 +186,11 @@ class ChooseDegrees:
                     trials.append((i, evaluate(levels, step, i)))
             if not trials:
                 break
-            i, current = max(trials, key=lambda t: _merit(current, t[1], t[0]))
+            enough = [(i, e) for i, e in trials if loss(e) <= budget + 1e-9]
+            if enough:  # a raise reaches the budget: the cheapest that does
+                i, current = min(enough, key=lambda t: (t[1].cost, -t[1].accuracy, t[0]))
+            else:
+                i, current = max(trials, key=lambda t: _merit(current, t[1], t[0]))
             kept.append((step, i))
             self.progress("choose degrees", min(step, max_steps), max_steps)
         met = loss(current) <= budget + 1e-9
