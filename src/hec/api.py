@@ -63,6 +63,11 @@ def compile(
             options left at their defaults take its decisions; ``False`` ignores it.
     """
     options = options or CompileOptions()
+    if options.precision is not None and (calibration is None or options.packing == "batch"):
+        raise CalibrationMissing(
+            "--precision chooses the CKKS scale from calibration data in slot packing: give "
+            "--calib DATA.npz (and not --packing batch), or fix --scaling-bits instead"
+        )
     if calibration is not None and options.input_range is None:  # for check-ranges
         low, high = float(np.min(calibration)), float(np.max(calibration))
         options = dataclasses.replace(options, input_range=(low, high))
@@ -81,7 +86,9 @@ def compile(
     original = graph.clone() if calibration is not None else None
     stats = calibrated_stats(reference, graph, calibration, progress)
     he_friendly = he_friendly_pipeline(options, stats or None, calibration, labels, progress)
-    search = Search(options, plan, progress, len(he_friendly) + 1 + (prune is not None))
+    search = Search(
+        options, plan, progress, len(he_friendly) + 1 + (prune is not None), samples=calibration
+    )
     pruning = None
     if prune is not None:
         if calibration is None:

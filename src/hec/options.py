@@ -18,8 +18,14 @@ class CompileOptions:
         slots: slots per ciphertext; ``None`` picks the smallest power of two that holds every
             tensor of the model.
         baby_step: force the baby-step size of every linear map; ``None`` searches it per map.
-        scaling_bits: bits of the CKKS scale Δ (and of each rescaling prime).
-        first_mod_bits: bits of the first prime (headroom for the integer part of values).
+        scaling_bits: bits of the CKKS scale Δ (and of each rescaling prime), where
+            ``precision`` does not decide.
+        first_mod_bits: bits of the first prime (headroom for the integer part of values),
+            where ``precision`` does not decide.
+        precision: largest output error (absolute, e.g. on the logits) the program should
+            keep: with calibration data, a slot program gets the smallest scale and first
+            prime that meet it (``backend_openfhe.precision``), in place of ``scaling_bits``
+            and ``first_mod_bits``. ``None`` (default): those two decide.
         security: OpenFHE security level; 128-bit classic unless you have a reason.
         dump_ir_after: directory where the IR is written after each pass that changes it.
         degree: polynomial degree replacing every non-polynomial activation; ``None`` picks one
@@ -87,6 +93,7 @@ class CompileOptions:
     baby_step: int | None = None
     scaling_bits: int = 40
     first_mod_bits: int = 60
+    precision: float | None = None
     security: str = "HEStd_128_classic"
     dump_ir_after: Path | None = None
     degree: int | None = None

@@ -42,18 +42,25 @@ __all__ = ["compile_cmd"]
     help="Force the baby-step size of every linear map (default: searched per map).",
 )
 @click.option(
+    "--precision",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Largest output (logit) error to aim for, e.g. 0.01: with --calib, the CKKS scale "
+    "and first prime become the smallest that meet it on the calibration data (report.json: "
+    "precision); without it the scale is 2^40 and the first prime 60 bits.",
+)
+@click.option(
     "--scaling-bits",
     type=click.IntRange(20, 59),
-    default=40,
-    show_default=True,
-    help="Bits of the CKKS scale.",
+    default=None,
+    help="Bits of the CKKS scale (default: 40; overrides --precision).",
 )
 @click.option(
     "--first-mod-bits",
     type=click.IntRange(21, 60),
-    default=60,
-    show_default=True,
-    help="Bits of the first prime (headroom for large values).",
+    default=None,
+    help="Bits of the first prime, headroom for large values (default: 60; overrides "
+    "--precision).",
 )
 @click.option(
     "--packing",
@@ -81,12 +88,13 @@ __all__ = ["compile_cmd"]
 )
 @click.option(
     "--input-layout",
-    type=click.Choice(["auto", "direct", "replicated", "im2col"]),
+    type=click.Choice(["auto", "direct", "replicated", "multiplexed", "im2col"]),
     default="auto",
     show_default=True,
     help="How the client packs the input (slot packing): direct (contiguous), replicated "
-    "(a copy per output channel of the first convolution), im2col (a slot per term of the "
-    "first layer); auto compiles each that applies and keeps the fastest estimate.",
+    "(a copy per output channel of the first convolution), multiplexed (a copy per block of "
+    "the first convolution's multiplexed output), im2col (a slot per term of the first "
+    "layer); auto compiles each that applies and keeps the fastest estimate.",
 )
 @readout_option
 @click.option(
@@ -130,8 +138,9 @@ def compile_cmd(
     out_dir: Path,
     slots: int | None,
     baby_step: int | None,
-    scaling_bits: int,
-    first_mod_bits: int,
+    precision: float | None,
+    scaling_bits: int | None,
+    first_mod_bits: int | None,
     packing: str,
     batch_size: int | None,
     memory_limit: str | None,
@@ -166,11 +175,17 @@ def compile_cmd(
     from hec.passes.choose_degrees import degree_summary
     from hec.progress import stderr_progress
 
+    fixed_bits = {
+        k: v
+        for k, v in (("scaling_bits", scaling_bits), ("first_mod_bits", first_mod_bits))
+        if v is not None
+    }
     options = CompileOptions(
         slots=slots,
         baby_step=baby_step,
-        scaling_bits=scaling_bits,
-        first_mod_bits=first_mod_bits,
+        # fixed bits where given (the other at its default), else bits chosen for a precision
+        **fixed_bits,
+        precision=precision if fixed_bits == {} else None,
         dump_ir_after=dump_ir_after,
         sample_blocks=sample_blocks,
         degree=degree,

@@ -66,17 +66,25 @@ def he_friendly_pipeline(
     return passes
 
 
-def slot_packing_pipeline(options: CompileOptions) -> list[Pass]:
-    """Tensor graph → scheduled slot program (latency mode: one sample per ciphertext)."""
+def slot_packing_pipeline(options: CompileOptions, check_ranges: bool = True) -> list[Pass]:
+    """Tensor graph → scheduled slot program (latency mode: one sample per ciphertext).
+
+    ``check_ranges=False``: the parameters are chosen afterwards from the values the program
+    reaches on typical inputs (``backend_openfhe.precision``), which replaces the check."""
     copies = options.readout == "copies"
     # copies of the program must fit one ciphertext: channels pruning left unread leave the
     # tensors first (constant ones fold into a bias). Not otherwise: the strided layouts of
     # fewer channels differ from the ones a rotation budget was pruned under.
     passes: list[Pass] = [DropDeadChannels()] if copies else []
-    passes += [
+    if check_ranges:
         # every value the program will hold bounded from the calibrated ranges: refuse one
         # that could pass what the first modulus holds at the scale (instead of garbage)
-        CheckRanges(options.scaling_bits, options.first_mod_bits, input_range=options.input_range),
+        passes.append(
+            CheckRanges(
+                options.scaling_bits, options.first_mod_bits, input_range=options.input_range
+            )
+        )
+    passes += [
         # fuse linear chains; one matvec per chain, levels assigned; the input layout designed
         # for the first map (auto is resolved by hec.api, which compiles each candidate)
         LowerToSlots(
