@@ -32,7 +32,7 @@ def _exact(artifact, model, x) -> None:
     assert_matches_reference(out, onnxruntime_outputs(model, x))
 
 
-@pytest.mark.parametrize("kind", ["replicated", "im2col"])
+@pytest.mark.parametrize("kind", ["replicated", "multiplexed", "im2col"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_op_case_computes_the_same_in_every_layout_that_applies(kind, name, tmp_path):
     model, x = CASES[name]()
@@ -40,8 +40,32 @@ def test_every_op_case_computes_the_same_in_every_layout_that_applies(kind, name
         art = hec.compile(model, tmp_path / "out", hec.CompileOptions(input_layout=kind))
     except NotApplicable:
         return  # e.g. replicated needs several output channels and room for the copies
-    assert art.input_layout.kind == kind
+    # a multiplexed input is copies of the input, as a replicated one
+    assert art.input_layout.kind == {"multiplexed": "replicated"}.get(kind, kind)
     _exact(art, model, x)
+
+
+def test_multiplexed_input_makes_a_strided_convolution_one_offset_per_tap_and_gap(
+    tmp_path,
+) -> None:
+    """Orion's conv1 in small: 1 -> 8 channels, 5x5, stride 2, pad 2 on 16x16. Its output is
+    multiplexed (4 channels in the gaps of each 16x16 block); one input copy per block leaves
+    the offsets (tap row - gap row, tap col - gap col): 6 x 6, whatever the channel."""
+    b = ModelBuilder((1, 16, 16), seed=4)
+    conv = b.node("Conv", ["input", b.weight(8, 1, 5, 5)], strides=[2, 2], pads=[2, 2, 2, 2])
+    model = b.build(b.node("Conv", [b.node("Mul", [conv, conv]), b.weight(2, 8, 3, 3)]))
+    x = np.random.default_rng(0).uniform(0, 1, size=(5, 1, 16, 16)).astype(np.float32)
+    layers = {}
+    for kind in ("direct", "multiplexed"):
+        art = hec.compile(model, tmp_path / kind, hec.CompileOptions(input_layout=kind))
+        _exact(art, model, x)
+        layers[kind] = art.report.layers[0]
+    assert layers["multiplexed"].diagonals == 36
+    assert layers["direct"].diagonals == 2 * 36  # two blocks of 4 channels, each its offsets
+    assert layers["multiplexed"].rotations < layers["direct"].rotations
+    assert art.input_layout.pack(x[:1]).reshape(-1)[256:512].tolist() == (
+        x[0].reshape(-1).tolist()
+    )  # the second copy holds the whole input
 
 
 def test_replicated_convolution_needs_one_diagonal_per_kernel_tap(tmp_path) -> None:
@@ -62,8 +86,11 @@ def test_auto_keeps_the_cheapest_estimate_and_reports_every_candidate(tmp_path) 
     art = hec.compile(EXAMPLE / "model.onnx", tmp_path / "out")
     choice = art.report.input_layout
     cands = choice.candidates
-    assert set(cands) == {"direct", "replicated", "im2col"} and choice.choice == "auto"
-    best = min(cands, key=lambda k: cands[k]["estimated_seconds"])
+    assert set(cands) == {"direct", "replicated", "multiplexed", "im2col"}
+    assert choice.choice == "auto"
+    applies = [k for k in cands if cands[k].get("applies", True)]
+    assert "multiplexed" not in applies  # its first convolution's output is not strided
+    best = min(applies, key=lambda k: cands[k]["estimated_seconds"])
     assert choice.kind == best == art.input_layout.kind == "replicated"
     assert cands["im2col"]["slots"] == 8192 and cands["direct"]["slots"] == 512
     assert art.report.totals.rotations == cands["replicated"]["rotations"]

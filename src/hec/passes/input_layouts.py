@@ -13,6 +13,13 @@ diagonals, and thus rotations, the first layer costs:
   ``o·HW`` (needs ``input size <= HW``, e.g. one input channel and 'same' padding); output
   channel ``o`` reads copy ``o``, so ``s - r`` no longer depends on ``o``: one offset per
   kernel tap (CryptoNets' convolution: 72 diagonals become 9).
+- ``multiplexed``: the map's output keeps the multiplexed (strided) layout it would have read
+  from a ``direct`` input (``output_layouts``: a strided convolution's channels interleaved in
+  the gaps of its input's grid, in blocks of the input's size ``n``), and the input is copied
+  once per such block, copy ``k`` at slots ``k·n ..``. Output slot ``t`` reads copy ``t // n``,
+  so ``s - t = c - (t mod n)``: the offsets no longer depend on the block, only on the kernel
+  tap and the channel's place in the gaps (Orion's LeNet-5 conv1, 1→32 channels 5×5 stride 2:
+  288 diagonals and 52 rotations direct, 36 and 11 multiplexed). Needs the copies to fit.
 - ``im2col``: one slot per non-zero: the ``j``-th term of row ``r`` is read from slot
   ``j·m + r``, so every offset is a multiple of ``m`` (``K`` diagonals ``0, m, .., (K-1)·m``
   for ``K`` terms a row) and the split ``k = g·n1 + b`` is as regular as it gets; it needs
@@ -31,9 +38,9 @@ import numpy as np
 from hec.errors import LayoutError
 from hec.ir import Layout
 
-__all__ = ["INPUT_LAYOUTS", "design_input_layout", "NotApplicable"]
+__all__ = ["INPUT_LAYOUTS", "design_input_layout", "multiplexed_input", "NotApplicable"]
 
-INPUT_LAYOUTS = ("direct", "replicated", "im2col")
+INPUT_LAYOUTS = ("direct", "replicated", "multiplexed", "im2col")
 
 
 class NotApplicable(LayoutError):
@@ -82,6 +89,31 @@ def design_input_layout(
         source[read] = cols
         return Layout(in_shape, slots, "im2col", tuple(source.tolist())), read
     raise ValueError(f"input layout {kind!r} is designed by the lowering itself")
+
+
+def multiplexed_input(
+    out_slot: np.ndarray, cols: np.ndarray, in_shape: tuple[int, ...], slots: int
+) -> tuple[Layout, np.ndarray]:
+    """The ``multiplexed`` input layout for a first map whose non-zero ``i`` writes output
+    slot ``out_slot[i]`` and reads input element ``cols[i]``: one full copy of the input per
+    ``n``-slot block of the output. Returns ``(layout, read)`` as ``design_input_layout``.
+
+    Raises:
+        NotApplicable: the copies do not fit ``slots``.
+    """
+    n = int(np.prod(in_shape))
+    copies = int(out_slot.max()) // n + 1 if out_slot.size else 1
+    if copies < 2:
+        raise NotApplicable("multiplexed input: the first map's output fits one input's slots")
+    if copies * n > slots:
+        raise NotApplicable(
+            f"multiplexed input: {copies} copies of {n} elements exceed the {slots} slots"
+        )
+    read = (out_slot // n) * n + cols
+    source = np.full(slots, -1, dtype=np.int64)
+    for k in range(copies):  # full copies: every element of every copy is there
+        source[k * n : (k + 1) * n] = np.arange(n)
+    return Layout(in_shape, slots, "replicated", tuple(source.tolist())), read
 
 
 def im2col_slots(rows: np.ndarray, cols: np.ndarray, m: int) -> int:

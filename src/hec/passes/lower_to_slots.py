@@ -32,7 +32,13 @@ from hec.ir import LINEAR_KINDS, CipherType, Graph, Layout, Value
 from hec.ir.types import layout_of, type_as
 from hec.passes.chain_lowering import ChainLowering, PendingMap, require_polynomial
 from hec.passes.expand_copies import copies_for, readout_plan
-from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable, design_input_layout, im2col_slots
+from hec.passes.input_layouts import (
+    INPUT_LAYOUTS,
+    NotApplicable,
+    design_input_layout,
+    im2col_slots,
+    multiplexed_input,
+)
 from hec.passes.output_layouts import (
     OUTPUT_LAYOUTS,
     choose_output_layout,
@@ -287,7 +293,18 @@ class SlotLowering(ChainLowering):
         A = p.A.tocoo()
         keep = np.abs(A.data) >= self.negligible
         A = sp.coo_matrix((A.data[keep], (A.row[keep], A.col[keep])), shape=A.shape)
-        if from_input and not self.input_fixed:  # the first map reading the input picks it
+        if from_input and not self.input_fixed and self.input_layout == "multiplexed":
+            # the output where a direct input would put it, then one input copy per block
+            layout, rows_slot = self.output_layout(A.row, A.col, shape, tensor)
+            if layout.kind != "strided":
+                raise NotApplicable("multiplexed input: the first map's output is not strided")
+            in_layout, c = multiplexed_input(
+                rows_slot[A.row], A.col, layout_of(p.src.type).shape, S
+            )
+            xt = type_as(p.src.type, CipherType)
+            p.src.type = CipherType(S, xt.level, xt.scale_deg, in_layout)
+            self.input_fixed = self.designed = True
+        elif from_input and not self.input_fixed:  # the first map reading the input picks it
             c = self._design_input(p.src, A, shape)
             layout, rows_slot = Layout(shape, S), np.arange(A.shape[0])  # designed for these
         else:
