@@ -17,7 +17,17 @@ import numpy as np
 from hec.ir import PRUNABLE_KINDS, Graph, Op
 from hec.ir.tensor_ops import conv_output_shape, evaluate_op
 
-__all__ = ["layer_inputs", "patches", "refit", "reconstruction_errors"]
+__all__ = [
+    "layer_inputs",
+    "patches",
+    "refit",
+    "refit_to_reference",
+    "reconstruction_errors",
+    "RIDGES",
+]
+
+# ridge strengths tried by ``refit_to_reference`` (times the mean diagonal of the Gram matrix)
+RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 def prunable_ops(graph: Graph) -> list[Op]:
@@ -130,3 +140,78 @@ def refit(
 
 def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(float(np.linalg.norm(b)), 1e-30))
+
+
+def refit_to_reference(
+    graph: Graph,
+    reference: Graph,
+    x: np.ndarray,
+    ridges: tuple[float, ...] = RIDGES,
+    folds: int = 2,
+) -> list[dict[str, Any]]:
+    """Refit every conv/matmul layer of ``graph`` in place so that its output on ``x`` matches
+    ``reference``'s output of the same layer, front to back (each layer sees what the already
+    refitted layers before it give it). ``graph`` has the same conv/matmul layers as
+    ``reference`` with other ops changed between them (activations replaced by polynomials).
+
+    Unlike ``refit`` (after pruning: ridge toward zero, a pruned weight kept at zero), every
+    weight and the bias move, and the ridge pulls toward the layer's current weights:
+    ``(XᵀX + λI) W = XᵀY + λ W₀``, so a layer fitted on few inputs (a dense layer with more
+    weights per neuron than calibration inputs) stays near the trained one instead of fitting
+    the calibration noise. ``λ`` (times the mean diagonal of ``XᵀX``) is picked per layer from
+    ``ridges`` by the held-out error over ``folds`` splits of the inputs (input ``i`` in fold
+    ``i mod folds``). A layer whose output already matches (the first one) is left as it is,
+    and so is one the refit would not improve. Returns per layer: ``name``, ``error_before``,
+    ``error_after`` (relative error of its output on ``x``), ``ridge`` (``None``: unchanged).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    ops, refs = prunable_ops(graph), prunable_ops(reference)
+    if len(ops) != len(refs):
+        raise ValueError(
+            f"graph '{graph.name}' has {len(ops)} conv/matmul layers, its reference "
+            f"{len(refs)}: refit needs the same layers in both"
+        )
+    targets = layer_inputs(reference, x, refs, outputs=True)
+    fold_of = np.arange(len(x)) % max(min(folds, len(x)), 1)
+    rows = []
+    for op, ref in zip(ops, refs, strict=True):
+        X = patches(op, layer_inputs(graph, x, [op])[id(op)])
+        Y = _targets(op, targets[id(ref)])
+        W = _flat_weight(op)
+        b = np.asarray(op.consts.get("bias", np.zeros(W.shape[0])), dtype=np.float64)
+        before = _rel_err(X @ W.T + b, Y)
+        row: dict[str, Any] = {"name": op.origin, "error_before": before, "error_after": before}
+        row["ridge"] = None
+        rows.append(row)
+        if before <= 1e-12:
+            continue
+        Xa = np.hstack([X, np.ones((len(X), 1))])
+        W0 = np.vstack([W.T, b[None, :]])  # [fan_in + 1, out]
+        fold = np.repeat(fold_of, len(X) // len(x))  # rows are input-major
+        parts = [(Xa[fold == k], Y[fold == k]) for k in range(int(fold_of.max()) + 1)]
+        grams = [(xs.T @ xs, xs.T @ ys) for xs, ys in parts]
+        G, R = sum(g for g, _ in grams), sum(r for _, r in grams)
+        best = min(
+            ridges,
+            key=lambda lam: (
+                sum(
+                    float(np.sum((xs @ _ridge_solve(G - g, R - r, W0, lam) - ys) ** 2))
+                    for (xs, ys), (g, r) in zip(parts, grams, strict=True)
+                )
+                if len(parts) > 1
+                else lam
+            ),
+        )
+        S = _ridge_solve(G, R, W0, best)
+        after = _rel_err(Xa @ S, Y)
+        if after < before:
+            _set_flat_weight(op, S[:-1].T, S[-1])
+            row.update(error_after=after, ridge=best)
+    return rows
+
+
+def _ridge_solve(G: np.ndarray, R: np.ndarray, W0: np.ndarray, lam: float) -> np.ndarray:
+    """``argmin_S ‖X S - Y‖² + λ' ‖S - W₀‖²`` from ``G = XᵀX``, ``R = XᵀY``, with ``λ'`` the
+    ridge ``lam`` times the mean diagonal of ``G``."""
+    scale = lam * max(float(np.trace(G)) / len(G), 1e-30)
+    return np.linalg.solve(G + scale * np.eye(len(G)), R + scale * W0)

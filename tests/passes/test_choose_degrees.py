@@ -36,10 +36,15 @@ def _mlp(act: str = "Relu"):
     return model, x
 
 
-def _convert(model, x, options, labels=None, with_inputs=True):
+def _convert(model, x, options, labels=None, with_inputs=True, refit=False):
+    """Converted by the HE-friendly pipeline; ``refit=False`` (the search tests): the degrees
+    judged and the graph converted without refitting the linear layers (test_refit_layers.py)."""
     graph = import_onnx(model)
     stats = calibrate(model, graph, x)
     passes = he_friendly_pipeline(options, stats, x if with_inputs else None, labels)
+    for p in passes:
+        if isinstance(p, ChooseDegrees):
+            p.refit = refit
     PassManager(passes).run(graph)
     return graph, conversion_layers(graph, stats), passes
 

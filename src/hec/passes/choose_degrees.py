@@ -20,6 +20,11 @@ it finds whose accuracy loss against the original model is at most ``max_loss`` 
   logits' relative error, then fewer products); once within budget, lower again any
   activation whose lowering stays within it, cheapest result first. If no assignment meets the
   budget, the most accurate one evaluated is kept (``budget_met`` false).
+- with ``refit`` (the default pipeline's, for the accuracy budget): each candidate is judged
+  with the linear layers refitted after it (``refit-layers``, ``hec.recover.refit_to_reference``),
+  and honestly: the inputs are split in two, the layers refitted on one half predict the
+  other, so no input is predicted by layers fitted on it (the refit would otherwise recover
+  nearly all of the calibration accuracy at any degree, and that says nothing of new inputs).
 
 The decision is recorded on the IR: each activation op gets ``degree`` (which
 ``replace-activations`` then fits) and the ``CHOICE_ATTRS`` (candidates, the network's accuracy
@@ -111,6 +116,9 @@ class ChooseDegrees:
             to ``replace.max_depth`` levels.
         progress: ``progress(stage, done, total)``, once per search step.
         batch: inputs interpreted at once.
+        refit: judge each candidate with its linear layers refitted (cross-fitted on two halves
+            of the inputs, see the module); ``original`` then keeps the unconverted graph for
+            ``refit-layers``.
     """
 
     replace: ReplaceActivations
@@ -121,6 +129,9 @@ class ChooseDegrees:
     candidates: tuple[int, ...] = ()
     progress: ProgressFn = no_progress
     batch: int = 256
+    refit: bool = False
+    # the graph before conversion, kept when the pass chose the degrees (refit-layers' reference)
+    original: Graph | None = field(default=None, repr=False, compare=False)
     # every evaluation, in order: step, activation raised or lowered, degrees, accuracy, depth
     trace: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
     name: ClassVar[str] = "choose-degrees"
@@ -136,6 +147,7 @@ class ChooseDegrees:
         cands = self.candidates or tuple(depth_efficient_degrees(self.replace.max_depth))
         probability = graph_ends_with_sigmoid(graph)
         reference = self._outputs(graph)
+        self.original = graph.clone()
         original_pred = predictions(reference, probability)
         if self.labels is not None:
             truth = as_classes(self.labels)
@@ -151,7 +163,7 @@ class ChooseDegrees:
                     _set_degree(region, cands[level])
                 for p in (self.replace, *self.then):
                     p.run(copy)
-                out = self._outputs(copy)
+                out = self._refitted_outputs(copy) if self.refit else self._outputs(copy)
                 acc = float(np.mean(predictions(out, probability) == truth))
                 seen[levels] = _Evaluation(
                     levels, acc, _relative_error(out, reference), *_program_cost(copy)
@@ -212,10 +224,29 @@ class ChooseDegrees:
         self._record(regions, cands, current, original, budget, met, kept)
         return True
 
-    def _outputs(self, graph: Graph) -> np.ndarray:
-        x = np.asarray(self.x, dtype=np.float64)
+    def _outputs(self, graph: Graph, x: np.ndarray | None = None) -> np.ndarray:
+        x = np.asarray(self.x if x is None else x, dtype=np.float64)
         parts = [interpret(graph, x[i : i + self.batch])[0] for i in range(0, len(x), self.batch)]
         return np.concatenate(parts)
+
+    def _refitted_outputs(self, converted: Graph) -> np.ndarray:
+        """The outputs of ``converted`` with its linear layers refitted, cross-fitted: input
+        ``i`` is predicted by the layers refitted on the inputs of the other parity."""
+        from hec.recover import refit_to_reference
+
+        assert self.original is not None
+        x = np.asarray(self.x, dtype=np.float64)
+        half = np.arange(len(x)) % 2 == 0
+        if half.all() or not half.any():
+            return self._outputs(converted)
+        parts = {}
+        for fit_on in (half, ~half):
+            copy = converted.clone()
+            refit_to_reference(copy, self.original, x[fit_on])
+            parts[bool(fit_on[0])] = self._outputs(copy, x[~fit_on])
+        out = np.empty((len(x), *parts[True].shape[1:]))
+        out[~half], out[half] = parts[True], parts[False]
+        return out
 
     def _record(
         self,
@@ -247,6 +278,8 @@ class ChooseDegrees:
                     int(t["activation"] is None or (t["step"], k) in kept) for t in tried
                 ),
             }
+            if self.refit:  # judged with the linear layers refitted (cross-fitted)
+                attrs["accuracy_refit"] = True
             for op in region.ops:
                 if op.kind == "activation":
                     op.attrs.update(attrs)

@@ -17,6 +17,7 @@ from hec.passes.lazy_relinearize import LazyRelinearize
 from hec.passes.lower_to_batch import LowerToBatch
 from hec.passes.lower_to_slots import LowerToSlots
 from hec.passes.pass_manager import Pass
+from hec.passes.refit_layers import RefitLayers
 from hec.passes.replace_activations import ReplaceActivations
 from hec.passes.schedule_rotations import ScheduleRotations
 from hec.progress import ProgressFn, no_progress
@@ -36,7 +37,9 @@ def he_friendly_pipeline(
     With the ``calibration`` inputs (and their ``labels``, if any), each activation's degree is
     chosen from the accuracy budget (``choose-degrees``) unless ``options`` fix the degree or a
     fit-error budget; without them, or for a model that is not a ReLU model when the budget is
-    left at its default, the fit-error budget picks it as before.
+    left at its default, the fit-error budget picks it as before. When the accuracy budget
+    picks them, the linear layers are then refitted by least squares to the original model's
+    outputs of those layers (``refit-layers``); each candidate was judged with that refit.
     """
     passes: list[Pass] = []
     if stats is not None:  # the model has non-polynomial ops and calibration data was given
@@ -50,18 +53,20 @@ def he_friendly_pipeline(
             else []
         )
         by_accuracy = options.degree is None and options.error_budget is None
+        refit: list[Pass] = []
         if by_accuracy and calibration is not None:  # the accuracy budget picks the degrees
-            passes.append(
-                ChooseDegrees(
-                    replace,
-                    calibration,
-                    labels,
-                    options.max_accuracy_loss,
-                    norms,
-                    progress=progress,
-                )
+            choose = ChooseDegrees(
+                replace,
+                calibration,
+                labels,
+                options.max_accuracy_loss,
+                norms,
+                progress=progress,
+                refit=True,  # each candidate judged with its linear layers refitted
             )
-        passes += [replace, *norms]
+            passes.append(choose)
+            refit = [RefitLayers(choose, calibration)]  # ... and the chosen one refitted
+        passes += [replace, *norms, *refit]
     passes.append(FusePolynomials())  # any element-wise polynomial region → one poly op
     return passes
 

@@ -48,6 +48,7 @@ __all__ = [
 # What ``choose-degrees`` records on an activation op besides ``degree``; copied to its poly op.
 CHOICE_ATTRS = (
     "degree_by",
+    "accuracy_refit",
     "degree_candidates",
     "accuracy_metric",
     "accuracy_budget",
