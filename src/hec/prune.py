@@ -65,6 +65,9 @@ class PruneOptions:
             network's calibration loss) or ``"global"`` (one removal order of all blocks,
             the former method; see ``PruneBlocks``; with a sparsity alone, the former
             diagonal-by-diagonal order, no budget derived).
+        trim: a ``loss`` allocation removes rotations from the whole network down
+            (``rotation_allocation.trim``), as a budget derived from the sparsity does,
+            instead of growing every map from its fewest.
     """
 
     sparsity: float = 0.9
@@ -76,6 +79,7 @@ class PruneOptions:
     learning_rate: float = 1e-3
     score: str = "calibrated"
     allocation: str = "loss"
+    trim: bool = False
 
 
 def counted_program(
@@ -310,6 +314,7 @@ def _prune_within(
             allocation=options.allocation,
             anchored=anchored,
             readout="copies" if copts.readout == "copies" else "matrix",
+            trim=options.trim,
             progress=progress,
         ).prune(graph)
         if finish is not None:
@@ -393,7 +398,7 @@ def prune_graph(
     asked = options
     derived = _derived_budget(graph, options, copts, cache, before)
     if derived is not None:
-        options = replace(options, rotation_budget=derived["rotation_budget"])
+        options = replace(options, rotation_budget=derived["rotation_budget"], trim=True)
     progress("prune", 0, 3)
     rows, structures = _prune(graph, original, calibration, options, copts, cache, progress)
     progress("prune", 1, 3)

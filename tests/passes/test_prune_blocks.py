@@ -104,9 +104,11 @@ def test_rotation_budget_is_met_by_the_compiled_program(setup) -> None:
 
 def test_sparsity_alone_cuts_rotations_and_plaintext_multiplies(setup) -> None:
     """Plain ``--prune S`` under slot packing prunes under the rotation budget ``S`` asks for
-    (the unpruned rotations cut by ``S``): the compiled program's rotations and plaintext
-    multiplies both fall by at least ``S``, with ``S`` of the weights gone, and the report
-    says which budget was derived (the budget asked for stays ``None``)."""
+    (the unpruned rotations times ``sqrt(1 - S)``): the compiled program's rotations and
+    plaintext multiplies both fall by at least ``1 - sqrt(1 - S)`` (55% at 0.8), with ``S``
+    of the weights gone, and the report says which budget was derived (the budget asked for
+    stays ``None``). Weights pruned diagonal by diagonal (``allocation="global"``, the former
+    way) leave rotations where they were."""
     model, x = setup
     g = _graph(model)
     report = prune_graph(g, x, PruneOptions(0.8))
@@ -117,21 +119,26 @@ def test_sparsity_alone_cuts_rotations_and_plaintext_multiplies(setup) -> None:
         "unpruned_rotations": before["rotations"],
         "rotation_budget": sparsity_budget(0.8, before["rotations"]),
     }
-    assert after["rotations"] <= 0.2 * before["rotations"]
-    assert after["plaintext_multiplies"] <= 0.2 * before["plaintext_multiplies"]
+    assert after["rotations"] <= 0.2**0.5 * before["rotations"]
+    assert after["plaintext_multiplies"] <= 0.2**0.5 * before["plaintext_multiplies"]
     assert report["sparsity"] >= 0.8
     # what the report counted is what compiling the pruned graph gives
     assert compiled_figures(g, CompileOptions(), "slots").totals.rotations == after["rotations"]
+    former = _graph(model)
+    old = prune_graph(former, x, PruneOptions(0.8, allocation="global"))
+    assert "rotation_budget_from_sparsity" not in old
+    assert old["totals"]["after"]["rotations"] > after["rotations"]
 
 
-def test_sparsity_budget_cuts_by_the_sparsity() -> None:
-    assert sparsity_budget(0.9, 158) == 15
-    assert sparsity_budget(0.5, 158) == 79
-    assert sparsity_budget(0.8, 10) == 2  # not 1 from 0.2 * 10 = 1.9999... in floats
-    assert sparsity_budget(0.99, 20) == 1  # a program keeps a rotation to share
+def test_sparsity_budget_is_the_square_root_share() -> None:
+    assert sparsity_budget(0.9, 158) == 49
+    assert sparsity_budget(0.5, 158) == 111
+    assert sparsity_budget(0.91, 100) == 30  # not 29 from 29.999999999999993 in floats
+    assert sparsity_budget(0.9999, 20) == 1  # a program keeps a rotation to share
     assert not derives_budget(PruneOptions(0.9, per_layer=True))
     assert not derives_budget(PruneOptions(0.9, rotation_budget=30))
     assert not derives_budget(PruneOptions(0.9, packing="batch"))
+    assert not derives_budget(PruneOptions(0.9, allocation="global"))
     assert derives_budget(PruneOptions(0.9))
 
 

@@ -51,6 +51,7 @@ from hec.passes.rotation_allocation import (
     fold_block,
     map_chain,
     map_rotations,
+    trim,
 )
 from hec.passes.schedule_rotations import FoldPlan, choose_baby_step
 from hec.progress import ProgressFn, no_progress
@@ -124,6 +125,9 @@ class PruneBlocks:
             (``output_layouts``' anchored layout), as the compiler lays them out when cheaper.
         readout: slots: ``copies``: the output layer is computed on copies of the input
             (``expand_copies``): a fixed cost, its weights not pruned.
+        trim: with the ``loss`` allocation: remove rotations from the whole network down
+            (``rotation_allocation.trim``) instead of growing every map from its fewest
+            (``allocate``); what a budget derived from a sparsity uses.
     """
 
     sparsity: float = 0.9
@@ -141,6 +145,7 @@ class PruneBlocks:
     allocation: str = "loss"
     anchored: bool = False
     readout: str = "matrix"
+    trim: bool = False
     progress: ProgressFn = field(default=no_progress, compare=False, repr=False)
     name: ClassVar[str] = "prune-blocks"
     dialect: ClassVar[str] = "tensor"
@@ -352,9 +357,12 @@ class PruneBlocks:
         def tick(used: int) -> None:
             self.progress("allocate rotations", min(used, budget - 1), budget)
 
-        prefix = allocate(
-            chains, fixed, budget, measure, accept, first, max_kept=cap, progress=tick
-        )
+        if self.trim:  # from the whole network down (a budget a sparsity derived)
+            prefix = trim(chains, fixed, budget, measure, accept, first, cap, tick)
+        else:
+            prefix = allocate(
+                chains, fixed, budget, measure, accept, first, max_kept=cap, progress=tick
+            )
         # the counts above are upper bounds; the scheduler's own split may need fewer: give
         # out what is left (an allowance that overshoots is halved, from the last that fit)
         feasible, fits, ub = prefix, budget, budget
