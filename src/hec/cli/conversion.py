@@ -259,8 +259,8 @@ def print_pruning(report: dict[str, Any]) -> None:
     if "rotation_budget_from_sparsity" in report:
         d = report["rotation_budget_from_sparsity"]
         click.echo(
-            f"rotation budget from --prune {d['sparsity']:g}: {d['rotation_budget']} "
-            f"(the unpruned program's {d['unpruned_rotations']} rotations cut by as much)"
+            f"rotation budget from --prune {d['sparsity']:g}: {d['rotation_budget']} of the "
+            f"unpruned program's {d['unpruned_rotations']} rotations (sqrt(1 - S) of them)"
         )
     if "structures" in report:
         st = report["structures"]
