@@ -152,7 +152,9 @@ def refit_to_reference(
     """Refit every conv/matmul layer of ``graph`` in place so that its output on ``x`` matches
     ``reference``'s output of the same layer, front to back (each layer sees what the already
     refitted layers before it give it). ``graph`` has the same conv/matmul layers as
-    ``reference`` with other ops changed between them (activations replaced by polynomials).
+    ``reference`` with other ops changed between them (activations replaced by polynomials);
+    layers are matched by their ONNX node and weight shape, and one without a single match
+    (added by a conversion) is left as it is.
 
     Unlike ``refit`` (after pruning: ridge toward zero, a pruned weight kept at zero), every
     weight and the bias move, and the ridge pulls toward the layer's current weights:
@@ -165,12 +167,7 @@ def refit_to_reference(
     ``error_after`` (relative error of its output on ``x``), ``ridge`` (``None``: unchanged).
     """
     x = np.asarray(x, dtype=np.float64)
-    ops, refs = prunable_ops(graph), prunable_ops(reference)
-    if len(ops) != len(refs):
-        raise ValueError(
-            f"graph '{graph.name}' has {len(ops)} conv/matmul layers, its reference "
-            f"{len(refs)}: refit needs the same layers in both"
-        )
+    ops, refs = _matching_layers(graph, reference)
     targets = layer_inputs(reference, x, refs, outputs=True)
     fold_of = np.arange(len(x)) % max(min(folds, len(x)), 1)
     rows = []
@@ -208,6 +205,25 @@ def refit_to_reference(
             _set_flat_weight(op, S[:-1].T, S[-1])
             row.update(error_after=after, ridge=best)
     return rows
+
+
+def _matching_layers(graph: Graph, reference: Graph) -> tuple[list[Op], list[Op]]:
+    """The conv/matmul ops of ``graph`` and of ``reference`` made by the same ONNX node, with
+    weights of the same shape, in ``graph``'s order (a node with several such ops is skipped)."""
+    refs: dict[str, list[Op]] = {}
+    for op in prunable_ops(reference):
+        refs.setdefault(op.origin, []).append(op)
+    mine: dict[str, list[Op]] = {}
+    for op in prunable_ops(graph):
+        mine.setdefault(op.origin, []).append(op)
+    pairs = [
+        (ops[0], refs[name][0])
+        for name, ops in mine.items()
+        if len(ops) == 1
+        and len(refs.get(name, ())) == 1
+        and ops[0].consts["weight"].shape == refs[name][0].consts["weight"].shape
+    ]
+    return [p for p, _ in pairs], [r for _, r in pairs]
 
 
 def _ridge_solve(G: np.ndarray, R: np.ndarray, W0: np.ndarray, lam: float) -> np.ndarray:

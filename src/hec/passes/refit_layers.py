@@ -56,7 +56,9 @@ class RefitLayers:
         if original is None or not self.choose.refit:
             return False
         self.rows = refit_to_reference(graph, original, self.x)
-        for op, row in zip(prunable_ops(graph), self.rows, strict=True):
+        by_name = {op.origin: op for op in prunable_ops(graph)}
+        for row in self.rows:
+            op = by_name[row["name"]]
             if row["ridge"] is not None:
                 op.attrs["refit_error_before"] = round(row["error_before"], 6)
                 op.attrs["refit_error_after"] = round(row["error_after"], 6)
