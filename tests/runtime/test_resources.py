@@ -93,3 +93,30 @@ def test_estimates_grow_with_the_program(small, tmp_path) -> None:
     assert b.eval_key_bytes > a.eval_key_bytes and b.keygen_seconds > a.keygen_seconds
     assert b.eval_seconds > a.eval_seconds > 0
     assert np.isfinite([b.server_memory, b.keygen_memory]).all()
+
+
+@pytest.mark.slow
+def test_more_key_switching_digits_fit_a_deep_program_in_a_smaller_ring(tmp_path) -> None:
+    """Depth 9 at 31-bit scales: OpenFHE's 3 digits need ring 2^15 (P covers a third of Q);
+    one digit a prime shrinks P to one prime and fits 2^14. Keys are as large as predicted."""
+    from onnx_builders import ModelBuilder
+
+    b = ModelBuilder((8,), seed=5)
+    h = "input"
+    for _ in range(4):
+        h = b.node("Gemm", [h, b.weight(8, 8, scale=0.3)])
+        h = b.node("Mul", [h, h])
+    model = b.build(b.node("Gemm", [h, b.weight(8, 3)]))
+    options = hec.CompileOptions(scaling_bits=31, first_mod_bits=41)
+    art = hec.compile(model, tmp_path / "art", options)
+    assert art.params.depth == 9
+    assert art.params.ring_dim == 1 << 14 and art.params.digits > 3
+    est = resources.estimate(art)
+    sizes = Client(art).save_keys(tmp_path / "keys")
+    per_key = sizes["public/rotation_keys.bin"] / len(art.params.rotation_indices)
+    assert abs(per_key - est.key_bytes) / est.key_bytes < 0.01
+    # the generated stand-alone program builds the same context
+    assert (
+        f"SetNumLargeDigits({art.params.digits})"
+        in (tmp_path / "art" / "openfhe_program.py").read_text()
+    )

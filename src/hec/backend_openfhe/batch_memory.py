@@ -68,7 +68,7 @@ def relin_key_bytes(params: CKKSParams) -> int:
     if not params.needs_relinearization:
         return 0
     towers = params.depth + 1
-    dnum = 3 if params.depth > 3 else 2
+    dnum = params.digits or (3 if params.depth > 3 else 2)
     widest = params.first_mod_bits + (math.ceil(towers / dnum) - 1) * params.scaling_bits
     aux = math.ceil((widest + 1) / _AUX_PRIME_BITS)
     return 2 * dnum * params.ring_dim * (towers + aux) * _WORD

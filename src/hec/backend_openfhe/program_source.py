@@ -39,7 +39,7 @@ SLOTS = {slots}
 
 def make_context():
     p = fhe.CCParamsCKKSRNS()
-    p.SetMultiplicativeDepth({depth})
+{digits}    p.SetMultiplicativeDepth({depth})
     p.SetScalingModSize({scaling_bits})
     p.SetFirstModSize({first_mod_bits})
     p.SetScalingTechnique(fhe.FIXEDMANUAL)
@@ -72,6 +72,7 @@ def prelude(params: CKKSParams, dialect: str, kernels: Iterable[Callable]) -> st
         first_mod_bits=params.first_mod_bits,
         security=params.security,
         ring_dim=params.ring_dim,
+        digits=f"    p.SetNumLargeDigits({params.digits})\n" if params.digits else "",
         features=features,
         dialect=dialect,
         kernels="\n\n".join(inspect.getsource(f) for f in kernels),
