@@ -276,8 +276,6 @@ def choose_params(
     )
 
 
-
-
 def _smallest_ring(
     openfhe, depth: int, scaling_bits: int, first_mod_bits: int, security: str
 ) -> tuple[int, int]:

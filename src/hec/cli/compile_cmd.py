@@ -59,8 +59,7 @@ __all__ = ["compile_cmd"]
     "--first-mod-bits",
     type=click.IntRange(21, 60),
     default=None,
-    help="Bits of the first prime, headroom for large values (default: 60; overrides "
-    "--precision).",
+    help="Bits of the first prime, headroom for large values (default: 60; overrides --precision).",
 )
 @click.option(
     "--packing",
@@ -175,17 +174,15 @@ def compile_cmd(
     from hec.passes.choose_degrees import degree_summary
     from hec.progress import stderr_progress
 
-    fixed_bits = {
-        k: v
-        for k, v in (("scaling_bits", scaling_bits), ("first_mod_bits", first_mod_bits))
-        if v is not None
-    }
+    fixed = scaling_bits is not None or first_mod_bits is not None
+    default = CompileOptions()
     options = CompileOptions(
         slots=slots,
         baby_step=baby_step,
         # fixed bits where given (the other at its default), else bits chosen for a precision
-        **fixed_bits,
-        precision=precision if fixed_bits == {} else None,
+        scaling_bits=default.scaling_bits if scaling_bits is None else scaling_bits,
+        first_mod_bits=default.first_mod_bits if first_mod_bits is None else first_mod_bits,
+        precision=None if fixed else precision,
         dump_ir_after=dump_ir_after,
         sample_blocks=sample_blocks,
         degree=degree,

@@ -18,6 +18,7 @@ import hashlib
 import itertools
 from collections import OrderedDict
 from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -95,13 +96,16 @@ def _disjoint_groups(op: Op, in_shape: tuple[int, ...]) -> np.ndarray | None:
     # that far apart in one dimension never share a window
     span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
     index = np.arange(int(np.prod(in_shape))).reshape(in_shape)
-    groups = [
-        index[(c, *(slice(r, None, p) for r, p in zip(rest, span, strict=True)))].ravel()
+    lattice: list[
+        tuple[Any, ...]
+    ] = [  # channel c, positions r, r + p, ... in every spatial dimension
+        (c, *(slice(r, None, p) for r, p in zip(rest, span, strict=True)))
         for c in range(in_shape[0])
         for rest in itertools.product(
             *(range(min(p, n)) for p, n in zip(span, in_shape[1:], strict=True))
         )
     ]
+    groups = [index[key].ravel() for key in lattice]
     out = np.full((len(groups), max(len(g) for g in groups)), -1, dtype=np.int64)
     for i, g in enumerate(groups):
         out[i, : len(g)] = g
@@ -133,8 +137,12 @@ def _probe_groups(
         ranks = np.zeros((len(chunk), n))
         ones[probe, chunk[probe, member]] = 1.0
         ranks[probe, chunk[probe, member]] = rank[member]
-        y1 = evaluate_op(linear, ones.reshape(-1, *in_shape)).reshape(len(chunk), out_size)
-        yr = evaluate_op(linear, ranks.reshape(-1, *in_shape)).reshape(len(chunk), out_size)
+        y1 = evaluate_op(cast(Op, linear), ones.reshape(-1, *in_shape)).reshape(
+            len(chunk), out_size
+        )
+        yr = evaluate_op(cast(Op, linear), ranks.reshape(-1, *in_shape)).reshape(
+            len(chunk), out_size
+        )
         p, r = np.nonzero(y1)
         which = np.rint(yr[p, r] / y1[p, r]).astype(np.int64) - 1
         rows.append(r)
