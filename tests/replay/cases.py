@@ -66,7 +66,9 @@ L5_CALIB = ("--calib", str(L5 / "calib.npz"), "--degree", "2")
 CASES = (
     Case("cryptonets", EXAMPLES / "cryptonets_digits" / "model.onnx", ()),
     Case("lenet5", L5 / "model.onnx", L5_CALIB),
-    Case("lenet5-pruned90", L5 / "model.onnx", (*L5_CALIB, "--prune", "0.9")),
+    # pruning under the rotation budget a sparsity derives takes minutes: a FULL case, CI
+    # compiles the committed pruned model
+    Case("lenet5-pruned90", L5 / "model.onnx", (), optimize_args=(*L5_CALIB, "--prune", "0.9")),
     Case(
         "silu-cnn",
         EXAMPLES / "cnn_silu_digits" / "model.onnx",
