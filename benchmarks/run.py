@@ -158,7 +158,7 @@ def peak_rss_mb() -> float:
 
 def bench_model(name: str, bench: Bench, n_encrypted: int, work: Path) -> dict:
     folder, degree = bench.folder, bench.degree
-    model = folder / "model.onnx"
+    model = peers.ensure_model(folder)
     data = np.load(folder / "test.npz")
     x, y = data["x"], data["y"]
     # OpenFHE's OpenMP threads (set before openfhe is imported: OMP_NUM_THREADS=2 python ...)

@@ -30,6 +30,12 @@ ORION_EXAMPLE = REPO / "examples" / "orion_lenet5_mnist"
 torch = pytest.importorskip("torch")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def orion_model():
+    """The example's model.onnx, trained on first use (not kept in the repository: 6.7 MB)."""
+    return peers.ensure_model(ORION_EXAMPLE)
+
+
 def example_network():
     spec = importlib.util.spec_from_file_location("orion_lenet_train", ORION_EXAMPLE / "train.py")
     module = importlib.util.module_from_spec(spec)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,6 +39,28 @@ PEERS = {
 OWN_PYTHON = {
     "Orion": (REPO / ".venv-orion" / "bin" / "python", "HEC_ORION_PYTHON"),
 }
+
+
+def ensure_model(folder: Path) -> Path:
+    """``folder/model.onnx``, trained first by ``folder/train.py`` (this interpreter, which
+    needs the ``train`` extra) where the example does not ship it: Orion's LeNet-5 holds 6.7 MB
+    of weights, more than the repository keeps; its training is seeded and deterministic."""
+    model = folder / "model.onnx"
+    if model.is_file():
+        return model
+    print(
+        f"  {model} is not in the repository: training it ({folder / 'train.py'}) ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, str(folder / "train.py"), "--out", tmp],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        shutil.move(str(Path(tmp) / "model.onnx"), model)
+    return model
 
 
 def peer_python(
