@@ -38,8 +38,8 @@ class CompileOptions:
             calibration data, against its labels or, without labels, as disagreement with the
             original model: the degrees are chosen for the cheapest program within it
             (``choose-degrees``). Used when neither ``degree`` nor ``error_budget`` is given;
-            ``None``: 1.0 point for ReLU classifiers (``choose_degrees.is_relu_classifier``),
-            the fit-error budget for other models.
+            ``None`` (default): the fit-error budget decides (a budget met on the calibration
+            images can be missed on new data: docs/polynomials.md).
         margin: fraction of an activation input's observed range added on each side of the
             interval its polynomial is fitted on.
         max_poly_depth: deepest polynomial (in levels) the automatic degree choice considers.

@@ -130,21 +130,18 @@ def test_degree_and_error_budget_given_keep_their_meaning() -> None:
     assert degree_summary(rows) is None
 
 
-def test_the_default_budget_applies_to_relu_models_only() -> None:
+def test_the_budget_applies_when_asked_for() -> None:
+    """Opt-in: without --max-accuracy-loss every model keeps the fit-error budget."""
     model, x = _mlp("Relu")
     _, rows, _ = _convert(model, x, CompileOptions())
+    assert "degree_choice" not in rows[0]
+    _, rows, _ = _convert(model, x, CompileOptions(max_accuracy_loss=1.0))
     assert rows[0]["degree_choice"]["budget"] == 1.0
     tanh, x = _mlp("Tanh")
-    _, rows, _ = _convert(tanh, x, CompileOptions())  # fit-error budget, as before
-    assert "degree_choice" not in rows[0]
     _, rows, _ = _convert(tanh, x, CompileOptions(max_accuracy_loss=1.0))  # asked for
     assert rows[0]["degree_choice"]["budget"] == 1.0
-    b = ModelBuilder((16,))  # the output is the ReLU's, not class scores: the fit-error rule
-    single = b.build(b.node("Relu", [b.node("Gemm", ["input", b.weight(8, 16)], transB=1)]))
-    _, rows, _ = _convert(single, x, CompileOptions())
-    assert "degree_choice" not in rows[0]
     # without the calibration inputs the pipeline cannot measure: the fit-error rule
-    _, rows, passes = _convert(model, x, CompileOptions(), with_inputs=False)
+    _, rows, passes = _convert(model, x, CompileOptions(max_accuracy_loss=1.0), with_inputs=False)
     assert "degree_choice" not in rows[0]
     assert not any(isinstance(p, ChooseDegrees) for p in passes)
 
@@ -162,7 +159,7 @@ def test_lenet5_mnist_reaches_the_budget_on_a_few_images() -> None:
     data = np.load(MNIST / "calib.npz")
     x, y = data["x"][:60], data["y"][:60]
     proto = onnx.load(str(MNIST / "model.onnx"))
-    graph, rows, passes = _convert(proto, x, CompileOptions(), labels=y)
+    graph, rows, passes = _convert(proto, x, CompileOptions(max_accuracy_loss=1.0), labels=y)
     choice = rows[0]["degree_choice"]
     assert [r["replaces"] for r in rows] == ["relu"] * 4 and choice["metric"] == "labels"
     assert passes[0].trace[0]["accuracy"] < choice["original"] - 0.01  # degree 2: too lossy

@@ -44,8 +44,8 @@ def conversion_options(fn: Callable) -> Callable:
                 type=click.FloatRange(0, min_open=True),
                 default=None,
                 help="Give each activation the lowest depth-efficient degree whose polynomial's "
-                "relative RMS error is at most this (default 0.05 where --max-accuracy-loss "
-                "does not apply).",
+                "relative RMS error is at most this (default 0.05 unless --max-accuracy-loss is "
+                "given).",
             ),
             click.option(
                 "--max-accuracy-loss",
@@ -54,8 +54,10 @@ def conversion_options(fn: Callable) -> Callable:
                 metavar="POINTS",
                 help="Choose each activation's degree for the cheapest program whose top-1 "
                 "accuracy on the --calib data (its labels y, else agreement with the original "
-                "model) is at most POINTS percentage points below the original's (default: 1.0 "
-                "for ReLU classifiers; --degree or --error-budget override it).",
+                "model) is at most POINTS percentage points below the original's, the "
+                "following layers refitted by least squares (not by default: a budget met on "
+                "a few calibration images can miss it on new data; --degree or --error-budget "
+                "override it).",
             ),
             click.option(
                 "--margin",

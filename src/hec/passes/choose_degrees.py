@@ -141,9 +141,12 @@ class ChooseDegrees:
         regions = find_regions(graph, lambda r: "activation" in r.kinds)
         if not regions or self.replace.degree is not None:
             return False
-        if self.max_loss is None and not is_relu_classifier(graph, regions):
-            return False  # the fit-error budget decides, as before
-        budget = DEFAULT_MAX_LOSS if self.max_loss is None else float(self.max_loss)
+        # opt-in (--max-accuracy-loss): as a default for ReLU classifiers, the budget met on
+        # the calibration images missed 1 point on held-out data (the MaxPool LeNet-5 of
+        # tests/fixtures/real: 93.8% against 96.0%), so the fit-error budget decides otherwise
+        if self.max_loss is None:
+            return False
+        budget = float(self.max_loss)
         cands = self.candidates or tuple(depth_efficient_degrees(self.replace.max_depth))
         probability = graph_ends_with_sigmoid(graph)
         reference = self._outputs(graph)
