@@ -30,9 +30,7 @@ The decision is recorded on the IR: each activation op gets ``degree`` (which
 ``replace-activations`` then fits) and the ``CHOICE_ATTRS`` (candidates, the network's accuracy
 at every degree tried for it, the budget), which ``replace-activations`` copies to the poly op
 and ``hec.optimize.conversion_layers`` reports. With ``max_loss=None`` (the default of
-``hec compile``) the pass acts only on ReLU classifiers (every activation a ReLU or LeakyReLU,
-the output a linear layer's: ``is_relu_classifier``); others keep the fit-error rule. See
-docs/polynomials.md.
+``hec compile``) the pass does nothing: the fit-error rule decides. See docs/polynomials.md.
 
 Preserves: the graph, with attributes added to activation ops. Requires: tensor graph,
 calibration statistics for every activation's input, the calibration inputs.
@@ -57,20 +55,9 @@ from hec.progress import ProgressFn, no_progress
 
 __all__ = [
     "ChooseDegrees",
-    "DEFAULT_MAX_LOSS",
-    "RELU_FUNCTIONS",
-    "is_relu_classifier",
     "series_products",
     "degree_summary",
 ]
-
-DEFAULT_MAX_LOSS = 1.0  # percentage points, the default budget for ReLU models
-# activations whose fits need high degrees to meet a fit-error budget (a kink): the models for
-# which the accuracy budget is the default
-RELU_FUNCTIONS = frozenset({"relu", "leaky_relu"})
-# a classifier's output: made by one of these, possibly through the ops that pass it through
-_LINEAR_HEADS = frozenset({"matmul", "conv", "avgpool", "reduce"})
-_PASS_THROUGH = frozenset({"reshape", "transpose", "scale_shift"})
 
 
 def series_products(degree: int) -> int:
@@ -288,25 +275,8 @@ class ChooseDegrees:
                     op.attrs.update(attrs)
 
 
-def is_relu_classifier(graph: Graph, regions: list[Region]) -> bool:
-    """Whether the default budget applies: every activation a ReLU (or LeakyReLU), and the
-    output computed by a linear layer (class scores; through reshapes and per-channel affine
-    maps), so that a top-1 accuracy means something. A model whose output is an activation's
-    (a feature extractor, a single op) keeps the fit-error rule."""
-    if not all(_functions(r) <= RELU_FUNCTIONS for r in regions):
-        return False
-    op = graph.outputs[0].producer if graph.outputs else None
-    while op is not None and op.kind in _PASS_THROUGH:
-        op = op.inputs[0].producer
-    return op is not None and op.kind in _LINEAR_HEADS
-
-
 def _has_activation(region: Region) -> bool:
     return "activation" in region.kinds
-
-
-def _functions(region: Region) -> set[str]:
-    return {op.attrs["fn"] for op in region.ops if op.kind == "activation"}
 
 
 def _set_degree(region: Region, degree: int) -> None:
