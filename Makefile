@@ -12,8 +12,9 @@ PY        := $(VENV)/bin/python
 HEC       := $(VENV)/bin/hec
 export OMP_NUM_THREADS ?= 1
 # The train extra (PyTorch, ~5 GB) lets the tests cover fine-tuning and ViT training;
-# `make setup EXTRAS=test` leaves it out (those tests then skip).
-EXTRAS    ?= test,train,bench
+# `make setup EXTRAS=test` leaves it out (those tests then skip). The ray extra runs the
+# cluster tests (a two-node Ray cluster on loopback).
+EXTRAS    ?= test,train,bench,ray
 # The peers (TenSEAL, Concrete ML) pin numpy/torch versions hec's pins exclude: their own venv.
 PEERS_VENV := .venv-peers
 # Orion's wheel (orion-fhe) is CPython 3.11 only: a venv of its own.

@@ -198,8 +198,10 @@ def run(
     progress: ProgressFn = no_progress,
     threads: int = 1,
     memory_limit: int | None = None,
+    ray: str | None = None,
+    workers: int | None = None,
 ) -> RunResult:
-    """Encrypted inference in one process: keys, encrypt, evaluate, decrypt each sample.
+    """Encrypted inference: keys, encrypt, evaluate, decrypt each sample.
 
     ``timings`` holds the key generation time and the per-sample means of the other stages
     (in batch packing, the totals divided by the number of samples: the amortized cost). A
@@ -212,15 +214,27 @@ def run(
         threads: batch packing: worker processes evaluating independent ciphertexts.
         memory_limit: batch packing: bytes the run may use at its peak (default: what this
             process holds plus the machine's available memory); checked before key generation.
+        ray: evaluate on the Ray cluster at this address (``HOST:PORT`` of its head, or
+            ``"local"``; ``hec.runtime.cluster``): slot packing spreads the ciphertexts over its
+            workers, batch packing each wave's chains. Keys, encryption and decryption stay
+            here; the workers get the evaluation keys only. Needs ``hec[ray]``.
+        workers: with ``ray``: workers to start (default: one per core of the cluster).
     """
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     xb = as_batch(x, art.input_shape)
     if art.program.dialect == "batch":
-        return _with_outputs(art, _run_batch(art, xb, progress, threads, memory_limit))
+        return _with_outputs(
+            art, _run_batch(art, xb, progress, threads, memory_limit, ray, workers)
+        )
+    if ray is not None:
+        from hec.runtime.cluster import connect
+
+        connect(ray)  # before key generation: an unreachable cluster fails fast
     t = time.perf_counter()
     client = Client(art, progress=lambda d, n: progress("keygen", d, n))
     timings = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
-    server = Server(art, client.context)
+    server = Server(art, client.context) if ray is None else None
+    remote = None if ray is None else _RemoteSlots(art, client, xb, timings, ray, workers)
     logits = np.full((len(xb), *art.output_shape), np.nan)
     precision = np.full(len(xb), np.nan)
     per = art.params.blocks
@@ -229,6 +243,14 @@ def run(
 
     def attempt(idx: list[int]) -> None:
         nonlocal layer_totals, evaluations
+        if remote is not None:
+            evaluations += 1
+            progress(f"eval {evaluations}/{-(-len(xb) // per)}", 1, 1)
+            dec = remote.evaluate(idx)
+            logits[idx] = dec.values
+            precision[idx] = dec.precision_bits
+            return
+        assert server is not None
         t = time.perf_counter()
         ct = client.encrypt_batch(xb[idx])
         timings["encrypt"] += time.perf_counter() - t
@@ -250,13 +272,18 @@ def run(
         precision[idx] = dec.precision_bits
 
     failed: dict[int, str] = {}
-    for start in range(0, len(xb), per):
-        _evaluate_or_split(list(range(start, min(start + per, len(xb)))), attempt, failed)
+    try:
+        for start in range(0, len(xb), per):
+            _evaluate_or_split(list(range(start, min(start + per, len(xb)))), attempt, failed)
+    finally:
+        if remote is not None:
+            remote.close()
     for stage in ("encrypt", "evaluate", "decrypt"):
         timings[stage] /= len(xb)
+    cluster = None if remote is None else remote.stats()
     # drop them (the closure holds them too): the keys OpenFHE keeps for them are then freed
     # if no other hec object needs them
-    client = server = attempt = None  # type: ignore[assignment]  # None only to let go
+    client = server = attempt = remote = None  # type: ignore[assignment]  # None only to let go
     release_unused_keys()
     _explain_failures(art, xb, failed)
     # per report layer, per evaluation (hec inspect --run shows them next to the predictions)
@@ -268,7 +295,79 @@ def run(
         "precision_bits": float(np.nanmin(precision)) if len(failed) < len(xb) else None,
         "failed_inputs": sorted(failed),
     }
+    if cluster is not None:
+        stats["cluster"] = cluster
     return _with_outputs(art, RunResult(logits, precision, timings, stats, failed))
+
+
+class _RemoteSlots:
+    """Slot-packed evaluations on a Ray cluster (``cluster.RayPool``), kept ahead of the
+    decryption: up to two per worker are encrypted and in flight while the client decrypts.
+
+    ``evaluate(idx)`` gives what ``Client.decrypt_bytes`` gives for inputs ``idx``: the same
+    program on the same ciphertext as in this process (``Server.evaluate_bytes``).
+    """
+
+    def __init__(
+        self,
+        art: Artifact,
+        client: Client,
+        xb: np.ndarray,
+        timings: dict[str, float],
+        address: str,
+        workers: int | None,
+    ) -> None:
+        from hec.runtime.cluster import RayPool, client_bundle
+
+        self._client, self._xb, self._timings = client, xb, timings
+        self.pool = RayPool(address, client_bundle(art, client), workers)
+        per = art.params.blocks
+        self._upcoming = iter(
+            [list(range(s, min(s + per, len(xb)))) for s in range(0, len(xb), per)]
+        )
+        self._pending: dict[tuple[int, ...], tuple] = {}
+        self._sent_bytes = self._received_bytes = 0
+
+    def _submit(self, idx: list[int]) -> tuple:
+        t = time.perf_counter()
+        data = self._client.encrypt_to_bytes(self._xb[idx])
+        self._timings["encrypt"] += time.perf_counter() - t
+        self._sent_bytes += len(data)
+        return self.pool.submit(data)
+
+    def evaluate(self, idx: list[int]):
+        sent = self._pending.pop(tuple(idx), None) or self._submit(idx)
+        while len(self._pending) < 2 * self.pool.workers:
+            more = next(self._upcoming, None)
+            if more is None:
+                break
+            if tuple(more) != tuple(idx):
+                self._pending[tuple(more)] = self._submit(more)
+        t = time.perf_counter()
+        status, payload = self.pool.result(sent)
+        self._timings["evaluate"] += time.perf_counter() - t
+        if status != "ok":
+            from hec.errors import ServerError
+
+            raise ServerError(f"input(s) {_span(idx)}: {payload}")
+        self._received_bytes += len(payload)
+        t = time.perf_counter()
+        try:
+            return self._client.decrypt_bytes(payload, f"output of input(s) {_span(idx)}")
+        finally:
+            self._timings["decrypt"] += time.perf_counter() - t
+
+    def stats(self) -> dict:
+        """Workers and bytes on the wire (the bundle once, ciphertext files each way)."""
+        return {
+            "workers": self.pool.workers,
+            "bundle_bytes": self.pool.bundle_bytes,
+            "sent_bytes": self._sent_bytes,
+            "received_bytes": self._received_bytes,
+        }
+
+    def close(self) -> None:
+        self.pool.close()
 
 
 def _with_outputs(art: Artifact, result: RunResult) -> RunResult:
@@ -315,7 +414,13 @@ def _explain_failures(art: Artifact, xb: np.ndarray, failed: dict[int, str]) -> 
 
 
 def _run_batch(
-    art: Artifact, xb: np.ndarray, progress: ProgressFn, threads: int, memory_limit: int | None
+    art: Artifact,
+    xb: np.ndarray,
+    progress: ProgressFn,
+    threads: int,
+    memory_limit: int | None,
+    ray: str | None = None,
+    workers: int | None = None,
 ) -> RunResult:
     """Batch packing: up to ``slots`` samples per evaluation, one ciphertext per element."""
     from hec.runtime.batch_server import BatchServer
@@ -325,6 +430,11 @@ def _run_batch(
 
         single_omp_thread()
     params = art.params
+    if ray is not None:  # waves for the cluster's workers (the prediction counts them as forks)
+        from hec.runtime.cluster import connect
+
+        cluster_cores = int(connect(ray).cluster_resources().get("CPU", 1))
+        threads = 1 + (workers or max(1, cluster_cores))
     planned = plan_memory(art.program, params, threads)
     plan = planned.plan
     baseline = _resident_bytes()
@@ -337,7 +447,13 @@ def _run_batch(
     t = time.perf_counter()
     client = Client(art, progress=lambda d, n: progress("keygen", d, n))
     totals = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
-    server = BatchServer(art, client.context, threads, planned)
+    transport = None
+    if ray is not None:
+        from hec.runtime.cluster import RayPool, RayTransport, client_bundle
+
+        pool = RayPool(ray, client_bundle(art, client), threads - 1)
+        transport = RayTransport(pool, planned.eg)
+    server = BatchServer(art, client.context, threads, planned, transport)
     logits = np.full((len(xb), *art.output_shape), np.nan)
     precision = np.full(len(xb), np.nan)
     groups = range(0, len(xb), params.slots)
@@ -365,20 +481,24 @@ def _run_batch(
         precision[idx] = dec.precision_bits
 
     failed: dict[int, str] = {}
-    for start in groups:
-        idx = list(range(start, min(start + params.slots, len(xb))))
-        try:
-            attempt(idx)
-        except PrecisionError:
-            # One slot past what CKKS holds spoils the whole ciphertext (the overflow wraps
-            # coefficients, which decoding spreads over every slot): leave out the inputs
-            # the simulator sees diverge, then split what still fails.
-            suspects = _diverging(art, xb[idx])
-            for j in suspects:
-                failed[idx[j]] = ""
-            rest = [i for j, i in enumerate(idx) if j not in set(suspects)]
-            if rest:
-                _evaluate_or_split(rest, attempt, failed)
+    try:
+        for start in groups:
+            idx = list(range(start, min(start + params.slots, len(xb))))
+            try:
+                attempt(idx)
+            except PrecisionError:
+                # One slot past what CKKS holds spoils the whole ciphertext (the overflow wraps
+                # coefficients, which decoding spreads over every slot): leave out the inputs
+                # the simulator sees diverge, then split what still fails.
+                suspects = _diverging(art, xb[idx])
+                for j in suspects:
+                    failed[idx[j]] = ""
+                rest = [i for j, i in enumerate(idx) if j not in set(suspects)]
+                if rest:
+                    _evaluate_or_split(rest, attempt, failed)
+    finally:
+        if transport is not None:
+            transport.close()
     worker_peak = server.worker_peak_bytes
     # drop them (the closure holds them too): the keys OpenFHE keeps for them are then freed
     # if no other hec object needs them
@@ -404,6 +524,8 @@ def _run_batch(
         "amortized_ms_per_image": totals["evaluate"] / n * 1e3,
         "failed_inputs": sorted(failed),
     }
+    if transport is not None:
+        stats["cluster"] = transport.stats()
     return RunResult(logits, precision, timings, stats, failed)
 
 

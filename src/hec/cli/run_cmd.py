@@ -82,6 +82,15 @@ __all__ = ["run_cmd"]
     "(default: 0.5 when it is a probability, i.e. the model ends with a Sigmoid the "
     "program computes, else 0). --compare-onnx's output uses its own default.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="ADDRESS",
+    help="Evaluate on the Ray cluster at ADDRESS (HOST:PORT of its head; 'local': a Ray "
+    "instance of this machine). Keys, encryption and decryption stay here; the cluster's "
+    "workers get the evaluation keys. Needs hec[ray].",
+)
 def run_cmd(
     artifact: Path,
     input_path: Path,
@@ -94,6 +103,7 @@ def run_cmd(
     memory_limit: str | None,
     report_path: Path | None,
     threshold: float | None,
+    ray_address: str | None,
 ) -> None:
     """Run compiled program ARTIFACT on the inputs in --input; print outputs and predictions.
 
@@ -107,6 +117,10 @@ def run_cmd(
     from hec.metrics import artifact_output_is_probability
     from hec.progress import stderr_progress
 
+    if ray_address is not None and not simulate:
+        from hec.runtime.cluster import require_ray
+
+        require_ray()  # before anything else: one line saying how to install it
     art = hec.load_artifact(artifact)
     x, labels = load_inputs(input_path)
     probability = artifact_output_is_probability(art, compare_onnx)
@@ -138,7 +152,14 @@ def run_cmd(
         if art.program.dialect != "batch":  # batch packing predicts its own, before keygen
             check_in_process(art, ignore=ignore_resource_check)
         limit = parse_size(memory_limit) if memory_limit else None
-        result = hec.run(art, x, progress=stderr_progress(), threads=threads, memory_limit=limit)
+        result = hec.run(
+            art,
+            x,
+            progress=stderr_progress(),
+            threads=threads,
+            memory_limit=limit,
+            ray=ray_address,
+        )
         logits, timings, precision = result.logits, result.timings, result.precision_bits
     failed = {} if result is None else result.failed
     predict = {name: Predictor(probability, threshold) for name in ["program", *references]}
@@ -162,6 +183,13 @@ def run_cmd(
         _print_batch_stats(result.stats)
     else:
         click.echo(f"{mode} run of {len(logits)} sample(s): {stages}{per}")
+    if result is not None and "cluster" in result.stats:
+        c = result.stats["cluster"]
+        click.echo(
+            f"on the Ray cluster at {ray_address}: {c['workers']} worker(s); sent the "
+            f"evaluation keys and artifact once ({c['bundle_bytes'] / 1e6:.1f} MB), "
+            f"ciphertexts {c['sent_bytes'] / 1e6:.1f} MB"
+        )
     if output_path is not None:
         np.save(output_path, logits)
         lost = f" (rows {_list(failed)} are NaN: failed)" if failed else ""

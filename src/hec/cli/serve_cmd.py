@@ -24,10 +24,10 @@ __all__ = ["serve_cmd", "query_cmd"]
 @click.option("--port", default=8765, show_default=True, help="Port (0: any free port).")
 @click.option(
     "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Evaluation processes (each holds the evaluation keys).",
+    default=None,
+    type=click.IntRange(1, 1024),
+    help="Evaluation processes, each holding the evaluation keys [default: 1; with --ray, "
+    "one per core of the cluster].",
 )
 @click.option(
     "--timeout",
@@ -49,15 +49,24 @@ __all__ = ["serve_cmd", "query_cmd"]
     is_flag=True,
     help="Start even if the workers' estimated memory exceeds this machine.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="ADDRESS",
+    help="Evaluate on the Ray cluster at ADDRESS (HOST:PORT of its head): its workers get "
+    "the artifact and the evaluation keys once. Needs hec[ray].",
+)
 def serve_cmd(
     artifact: Path,
     eval_keys: Path,
     host: str,
     port: int,
-    workers: int,
+    workers: int | None,
     timeout_s: float,
     max_queue: int,
     ignore_resource_check: bool,
+    ray_address: str | None,
 ) -> None:
     """Serve encrypted inference for ARTIFACT over HTTP (server side, evaluation keys only)."""
     import logging
@@ -69,7 +78,13 @@ def serve_cmd(
     from hec.runtime.serving import ServeConfig, serve
 
     art = slot_packed(hec.load_artifact(artifact), "serve")
-    est = check_server(art, workers, ignore=ignore_resource_check)
+    if ray_address is not None:
+        from hec.runtime.cluster import require_ray
+
+        require_ray()  # before anything else: one line saying how to install it
+    # With --ray the workers' memory is the cluster's; this machine only relays bytes.
+    local = 1 if ray_address is not None else workers or 1
+    est = check_server(art, local, ignore=ignore_resource_check)
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: listening on {host} without TLS; put it behind a TLS proxy", err=True)
     logging.basicConfig(
@@ -77,17 +92,18 @@ def serve_cmd(
     )
     # Each worker may use twice the estimate plus room for threads before allocations fail.
     config = ServeConfig(
-        workers=workers,
+        workers=workers or (0 if ray_address is not None else 1),
         timeout_s=timeout_s,
         max_queue=max_queue,
         memory_limit=2 * est.server_memory + (4 << 30),
     )
 
-    def ready(url: str) -> None:
-        click.echo(f"serving {artifact} on {url} with {workers} worker(s); Ctrl-C stops")
+    def ready(url: str, workers: int) -> None:
+        where = "" if ray_address is None else f" on the Ray cluster at {ray_address}"
+        click.echo(f"serving {artifact} on {url} with {workers} worker(s){where}; Ctrl-C stops")
         sys.stdout.flush()
 
-    serve(art, eval_keys, host, port, config, on_ready=ready)
+    serve(art, eval_keys, host, port, config, on_ready=ready, ray=ray_address)
 
 
 @click.command("query")

@@ -2,15 +2,21 @@
 
 The server schedules the program one ciphertext at a time (``batch_schedule``), which is also
 what its memory prediction assumes; ``threads > 1`` evaluates independent ciphertexts of each
-op in worker processes (``parallel_batch``).
+op in worker processes (``parallel_batch``), or on a Ray cluster with a ``transport`` to it
+(``cluster.RayTransport``).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.batch_memory import MemoryPlan, Planned, plan_memory
 from hec.backend_openfhe.execute_batch import BatchExecutor, InputSource, ProgressFn
 from hec.runtime.key_cache import hold_keys
+
+if TYPE_CHECKING:
+    from hec.backend_openfhe.parallel_batch import Transport
 
 __all__ = ["BatchServer"]
 
@@ -26,10 +32,17 @@ class BatchServer:
             threads before (call ``parallel_batch.single_omp_thread()`` before key generation,
             or set ``OMP_NUM_THREADS=1``): forked workers hang otherwise.
         planned: ``plan_memory(artifact.program, artifact.params, threads)``, if already made.
+        transport: where each wave's chains are computed instead of forked workers
+            (``parallel_batch.Transport``); ``planned`` must then have waves.
     """
 
     def __init__(
-        self, artifact: Artifact, context, threads: int = 1, planned: Planned | None = None
+        self,
+        artifact: Artifact,
+        context,
+        threads: int = 1,
+        planned: Planned | None = None,
+        transport: Transport | None = None,
     ) -> None:
         if artifact.program.dialect != "batch":
             raise ValueError("BatchServer runs batch-packed artifacts; use Server")
@@ -38,12 +51,12 @@ class BatchServer:
         planned = planned or plan_memory(artifact.program, artifact.params, threads)
         self.plan: MemoryPlan = planned.plan
         self.threads = threads
-        if threads > 1:
+        if threads > 1 or transport is not None:
             from hec.backend_openfhe.parallel_batch import ParallelBatchExecutor
 
             assert planned.waves is not None
             self._executor: BatchExecutor = ParallelBatchExecutor(
-                context, planned.eg, planned.schedule, planned.waves, threads
+                context, planned.eg, planned.schedule, planned.waves, threads, transport
             )
         else:
             self._executor = BatchExecutor(context, planned.eg, planned.schedule)

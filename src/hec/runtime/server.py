@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
@@ -12,7 +14,7 @@ from hec.errors import KeysError
 from hec.runtime import ciphertext_file, keys
 from hec.runtime.key_cache import hold_keys
 
-__all__ = ["Server"]
+__all__ = ["EvalKeys", "Server", "load_eval_keys"]
 
 
 class Server:
@@ -51,41 +53,11 @@ class Server:
     def from_eval_keys(cls, artifact: Artifact, eval_keys: str | os.PathLike) -> Server:
         """Load the context and evaluation keys of ``eval_keys`` (``KEYDIR/public``).
 
-        OpenFHE keeps evaluation keys in process-wide maps keyed by the key tag, so the order
-        is: context, then the relinearization and rotation keys into those maps; ciphertexts
-        come later, one request at a time.
-
         Raises:
-            KeysError: the directory holds a secret key (checked before anything in it is
-                opened), was made for another artifact, or lacks keys the program needs.
+            KeysError: see ``load_eval_keys``.
         """
-        eval_keys = Path(eval_keys)
-        keys.refuse_secret_material(eval_keys)
-        needed = (keys.CONTEXT_FILE, keys.PUBLIC_KEY_FILE, *keys.EVAL_KEY_FILES)
-        found = keys.read_key_files(eval_keys, "public", artifact, needed)
-        params = artifact.params
-        openfhe = load_openfhe()
-        cc = keys.load_context(found, artifact)
-        # OpenFHE refuses to insert relinearization keys for a tag it already holds; that
-        # happens only when this process made or loaded this very key pair (tests, hec run).
-        if params.needs_relinearization and not _has_mult_key(cc, found.key_tag):
-            _load_eval_keys(cc.DeserializeEvalMultKey, found, keys.MULT_KEY_FILE, openfhe)
-        if params.rotation_indices:
-            _load_eval_keys(
-                cc.DeserializeEvalAutomorphismKey, found, keys.ROTATION_KEYS_FILE, openfhe
-            )
-            have = len(cc.GetExistingEvalAutomorphismKeyIndices(found.key_tag))
-            if have < len(params.rotation_indices):
-                raise KeysError(
-                    f"{eval_keys}: {have} rotation keys for this key pair, the program uses "
-                    f"{len(params.rotation_indices)}; run hec keygen again"
-                )
-        public_key = keys.deserialize(
-            openfhe.DeserializePublicKey, found.path(keys.PUBLIC_KEY_FILE)
-        )
-        if public_key.GetKeyTag() != found.key_tag:
-            raise KeysError(f"{eval_keys}: the public key's OpenFHE tag does not match keys.json")
-        return cls(artifact, cc, found.key_id, found.key_tag, public_key)
+        loaded = load_eval_keys(artifact, eval_keys)
+        return cls(artifact, loaded.context, loaded.key_id, loaded.key_tag, loaded.public_key)
 
     def prepare(self) -> int:
         """Encode the program's plaintext constants before the first request (within the
@@ -125,6 +97,53 @@ class Server:
         out = self.evaluate(ct, progress)
         result = ciphertext_file.make_header(self.artifact, self.key_id, "output", samples)
         return ciphertext_file.pack(result, ciphertext_file.serialize(out))
+
+
+@dataclass(frozen=True)
+class EvalKeys:
+    """A context holding an artifact's evaluation keys, with their public key and names."""
+
+    context: Any
+    public_key: Any
+    key_id: str
+    key_tag: str
+
+
+def load_eval_keys(artifact: Artifact, eval_keys: str | os.PathLike) -> EvalKeys:
+    """Load the context and evaluation keys of ``eval_keys`` (``KEYDIR/public``) into this
+    process, for a slot or batch program; no secret key is ever opened.
+
+    OpenFHE keeps evaluation keys in process-wide maps keyed by the key tag, so the order
+    is: context, then the relinearization and rotation keys into those maps; ciphertexts
+    come later, one request at a time.
+
+    Raises:
+        KeysError: the directory holds a secret key (checked before anything in it is
+            opened), was made for another artifact, or lacks keys the program needs.
+    """
+    eval_keys = Path(eval_keys)
+    keys.refuse_secret_material(eval_keys)
+    needed = (keys.CONTEXT_FILE, keys.PUBLIC_KEY_FILE, *keys.EVAL_KEY_FILES)
+    found = keys.read_key_files(eval_keys, "public", artifact, needed)
+    params = artifact.params
+    openfhe = load_openfhe()
+    cc = keys.load_context(found, artifact)
+    # OpenFHE refuses to insert relinearization keys for a tag it already holds; that
+    # happens only when this process made or loaded this very key pair (tests, hec run).
+    if params.needs_relinearization and not _has_mult_key(cc, found.key_tag):
+        _load_eval_keys(cc.DeserializeEvalMultKey, found, keys.MULT_KEY_FILE, openfhe)
+    if params.rotation_indices:
+        _load_eval_keys(cc.DeserializeEvalAutomorphismKey, found, keys.ROTATION_KEYS_FILE, openfhe)
+        have = len(cc.GetExistingEvalAutomorphismKeyIndices(found.key_tag))
+        if have < len(params.rotation_indices):
+            raise KeysError(
+                f"{eval_keys}: {have} rotation keys for this key pair, the program uses "
+                f"{len(params.rotation_indices)}; run hec keygen again"
+            )
+    public_key = keys.deserialize(openfhe.DeserializePublicKey, found.path(keys.PUBLIC_KEY_FILE))
+    if public_key.GetKeyTag() != found.key_tag:
+        raise KeysError(f"{eval_keys}: the public key's OpenFHE tag does not match keys.json")
+    return EvalKeys(cc, public_key, found.key_id, found.key_tag)
 
 
 def _has_mult_key(cc, key_tag: str) -> bool:

@@ -7,8 +7,9 @@
 
 The HTTP process holds no key at all. It checks each request's size (before reading the body),
 reading time, and ciphertext header (artifact, key id, layout), then hands the bytes to one of
-``workers`` evaluation processes; each worker loads the evaluation keys once (``KEYDIR/public``,
-refused if it holds a secret key) and evaluates one request at a time. Separate processes give
+``workers`` evaluation processes (or, with ``--ray``, actors of a Ray cluster: ``ClusterPool``);
+each worker loads the evaluation keys once (``KEYDIR/public``, refused if it holds a secret key)
+and evaluates one request at a time. Separate processes give
 real parallelism whatever OpenFHE does with the GIL, a hard time limit (a worker past it is
 killed and replaced) and isolation: a hostile ciphertext that crashes or exhausts a worker (it
 runs under a memory limit) costs that request, not the server. Logs hold sizes, sample counts,
@@ -22,7 +23,7 @@ import multiprocessing
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from hec.backend_openfhe.artifact import Artifact
 from hec.errors import CiphertextError, HecError, KeysError, ServerError
 from hec.runtime import ciphertext_file, keys
 
-__all__ = ["ServeConfig", "WorkerPool", "make_app", "serve"]
+__all__ = ["ClusterPool", "ServeConfig", "WorkerPool", "answer", "make_app", "reply", "serve"]
 
 log = logging.getLogger("hec.serve")
 
@@ -93,15 +94,32 @@ def _worker_main(conn, artifact_path: str, eval_keys: str, memory_limit: int) ->
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        try:
-            conn.send(("ok", server.evaluate_bytes(data, what="request")))
-        except CiphertextError as exc:
-            conn.send(("rejected", str(exc)))
-        except MemoryError:
-            conn.send(("rejected", "request: not a readable ciphertext (allocation refused)"))
-        except Exception as exc:  # noqa: BLE001  (a bug or OpenFHE failure: keep serving)
-            traceback.print_exc()
-            conn.send(("failed", f"evaluation failed ({type(exc).__name__})"))
+        conn.send(answer(server, data))
+
+
+def answer(server, data: bytes) -> tuple[str, bytes | str]:
+    """Evaluate one request's bytes with ``server`` (a ``Server``): ``("ok", result bytes)``,
+    or ``("rejected", why)`` for a ciphertext refused, ``("failed", why)`` for anything else
+    (the worker keeps serving either way; ``reply`` turns it into the HTTP outcome)."""
+    import traceback
+
+    try:
+        return "ok", server.evaluate_bytes(data, what="request")
+    except CiphertextError as exc:
+        return "rejected", str(exc)
+    except MemoryError:
+        return "rejected", "request: not a readable ciphertext (allocation refused)"
+    except Exception as exc:  # noqa: BLE001  (a bug or OpenFHE failure: keep serving)
+        traceback.print_exc()
+        return "failed", f"evaluation failed ({type(exc).__name__})"
+
+
+def reply(status: str, payload: bytes | str) -> bytes:
+    """The result bytes of an ``answer``, or ``EvaluationFailed`` (400 rejected, 500 failed)."""
+    if status == "ok":
+        assert isinstance(payload, bytes)
+        return payload
+    raise EvaluationFailed(400 if status == "rejected" else 500, str(payload))
 
 
 class _Worker:
@@ -213,9 +231,7 @@ class WorkerPool:
         finally:
             if worker is not None:
                 self._idle.put(worker)
-        if status == "ok":
-            return payload
-        raise EvaluationFailed(400 if status == "rejected" else 500, payload)
+        return reply(status, payload)
 
     def close(self) -> None:
         self._closed = True
@@ -223,6 +239,39 @@ class WorkerPool:
             workers = list(self._all)
         for w in workers:
             w.kill()
+
+
+class ClusterPool:
+    """``WorkerPool``'s interface over the workers of a Ray cluster (``hec serve --ray``):
+    each holds the evaluation keys (sent once, from ``eval_keys``, which must hold no secret
+    key) and evaluates with ``answer``; ``workers`` 0 starts one per core of the cluster."""
+
+    def __init__(
+        self, artifact: Artifact, eval_keys: Path, config: ServeConfig, address: str
+    ) -> None:
+        self._artifact, self._eval_keys = artifact, eval_keys
+        self._config, self._address = config, address
+        self.workers = config.workers
+
+    def start(self) -> None:
+        from hec.runtime.cluster import RayPool, bundle
+
+        what = bundle(self._artifact, self._eval_keys)
+        self._pool = RayPool(self._address, what, self._config.workers or None)
+        self.workers = self._pool.workers
+
+    def evaluate(self, data: bytes) -> bytes:
+        """As ``WorkerPool.evaluate`` (a worker the cluster lost is restarted by Ray, which
+        runs the request again)."""
+        try:
+            status, payload = self._pool.evaluate(data, timeout=self._config.timeout_s)
+        except TimeoutError:
+            raise EvaluationFailed(504, "evaluation exceeded the server's time limit") from None
+        return reply(status, payload)
+
+    def close(self) -> None:
+        if hasattr(self, "_pool"):
+            self._pool.close()
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -242,7 +291,7 @@ def server_info(artifact: Artifact, key_id: str, config: ServeConfig) -> dict[st
     }
 
 
-def make_app(artifact: Artifact, key_id: str, pool: WorkerPool, config: ServeConfig):
+def make_app(artifact: Artifact, key_id: str, pool: WorkerPool | ClusterPool, config: ServeConfig):
     """The Starlette application: ``/v1/info`` and ``/v1/eval`` in front of ``pool``."""
     import anyio
     from starlette.applications import Starlette
@@ -319,10 +368,13 @@ def serve(
     port: int,
     config: ServeConfig,
     on_ready=None,
+    ray: str | None = None,
 ) -> None:
     """Check the keys, start the workers, then serve until interrupted.
 
-    ``on_ready(url)`` is called once the socket is bound and every worker holds the keys.
+    ``on_ready(url, workers)`` is called once the socket is bound and every worker holds the
+    keys. With ``ray`` (a Ray cluster's address) the workers are actors of that cluster
+    (``ClusterPool``) instead of processes of this machine.
     """
     import socket
 
@@ -331,7 +383,11 @@ def serve(
     keys.refuse_secret_material(eval_keys)
     # The sidecar only (no key is opened here): fail fast, before spawning workers.
     key_id = keys.read_key_files(eval_keys, "public", artifact, ()).key_id
-    pool = WorkerPool(artifact, eval_keys, config)
+    pool: WorkerPool | ClusterPool
+    if ray is None:
+        pool = WorkerPool(artifact, eval_keys, config)
+    else:
+        pool = ClusterPool(artifact, eval_keys, config, ray)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -343,6 +399,8 @@ def serve(
         raise ServerError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
     try:
         pool.start()
+        if isinstance(pool, ClusterPool):  # as many as the cluster has cores, by default
+            config = replace(config, workers=pool.workers)
         app = make_app(artifact, key_id, pool, config)
         server = uvicorn.Server(
             uvicorn.Config(
@@ -355,7 +413,7 @@ def serve(
         )
         bound = sock.getsockname()
         if on_ready is not None:
-            on_ready(f"http://{host}:{bound[1]}")
+            on_ready(f"http://{host}:{bound[1]}", config.workers)
         server.run(sockets=[sock])
     finally:
         pool.close()

@@ -1,0 +1,131 @@
+"""A Ray cluster of several nodes on this machine's loopback, started with ``ray start`` as on
+real machines, for the cluster tests and ``benchmarks/ray_throughput.py``.
+
+Each node gets its own ports (free ones, so that another cluster on the machine is no
+obstacle) and the cluster its own temporary directory. Each ``ray start`` runs in a process
+group of its own, which the daemons it leaves behind keep: ``stop`` ends those groups and
+nothing else (``ray stop`` would end every Ray process of the machine).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class LoopbackCluster:
+    """``with LoopbackCluster(nodes=2) as c: ... c.address ...``: a head and ``nodes - 1``
+    more nodes, ``cpus`` cores each."""
+
+    def __init__(self, nodes: int = 2, cpus: int = 1, timeout: float = 60.0) -> None:
+        self.nodes, self.cpus, self.timeout = nodes, cpus, timeout
+        # short: Ray's socket paths under it must stay within 107 characters
+        self.root = Path(tempfile.mkdtemp(prefix="hecray-", dir="/tmp"))
+        self.address = ""
+        self._groups: list[int] = []
+        self.env = {**os.environ, "RAY_TMPDIR": str(self.root), "OMP_NUM_THREADS": "1"}
+
+    def _start(self, args: list[str]) -> None:
+        ports = _free_ports(8)
+        workers = _free_ports(1)[0]
+        args = [
+            RAY,
+            "start",
+            *args,
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={self.cpus}",
+            "--disable-usage-stats",
+            f"--node-manager-port={ports[0]}",
+            f"--object-manager-port={ports[1]}",
+            f"--dashboard-agent-listen-port={ports[2]}",
+            f"--dashboard-agent-grpc-port={ports[3]}",
+            f"--metrics-export-port={ports[4]}",
+            f"--runtime-env-agent-port={ports[5]}",
+            f"--min-worker-port={workers}",
+            f"--max-worker-port={workers + 40}",
+            "--object-store-memory=400000000",
+        ]
+        proc = subprocess.Popen(
+            args,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its daemons stay in this process group
+        )
+        self._groups.append(proc.pid)
+        try:
+            out, _ = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise RuntimeError(f"ray start took over {self.timeout:.0f} s") from None
+        if proc.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"ray start failed:\n{out[-3000:]}")
+
+    def start(self) -> LoopbackCluster:
+        port = _free_ports(1)[0]
+        self._start(
+            [
+                "--head",
+                f"--port={port}",
+                f"--temp-dir={self.root}",
+                "--include-dashboard=false",
+            ]
+        )
+        self.address = f"127.0.0.1:{port}"
+        for _ in range(self.nodes - 1):
+            self._start([f"--address={self.address}"])
+        return self
+
+    def processes(self) -> list[int]:
+        """Process ids of the cluster's processes (daemons and workers)."""
+        out = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                    state, _, pgid = stat.rsplit(")", 1)[1].split()[:3]
+                except OSError:
+                    continue
+                if state != "Z" and int(pgid) in self._groups:  # zombies are gone already
+                    out.append(int(entry.name))
+        return out
+
+    def stop(self) -> None:
+        """End the cluster's processes (its process groups only) and remove its directory."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for g in self._groups:
+                try:
+                    os.killpg(g, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            deadline = time.monotonic() + 5
+            while self.processes() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> LoopbackCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
