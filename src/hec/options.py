@@ -87,6 +87,10 @@ class CompileOptions:
             less key memory, more rotations; see ``compose-rotations``).
         max_rotation_keys: at most this many rotation keys: the amounts that save the most
             rotations keep their own key, the others are composed of powers of two.
+        bootstrap: slot packing: ``"auto"`` bootstraps a program whose leveled parameters
+            would need a ring above 2^16 (``place-bootstraps``); ``"on"`` uses the
+            bootstrapping chain (ring 2^16, 59-bit scale) for any program, with bootstraps
+            where it outgrows the chain; ``"off"`` never bootstraps.
     """
 
     slots: int | None = None
@@ -114,3 +118,4 @@ class CompileOptions:
     stencil_sums: str = "auto"
     readout: str = "matrix"
     max_rotation_keys: int | None = None
+    bootstrap: str = "auto"

@@ -255,6 +255,11 @@ class Search:
             )
             return Lowered(program, params, self._batch_report(program, params, options), plan)
         bits, precision = (options.scaling_bits, options.first_mod_bits), None
+        if self._precise(options) and "bootstrap" in program.attrs:
+            raise ParameterError(
+                "--precision does not combine with bootstrapping (its chain fixes a 59-bit "
+                "scale); leave --precision out or pass --bootstrap off"
+            )
         if self._precise(options):
             assert self.samples is not None and options.precision is not None
             self.progress("compile: choose-precision", total, total)

@@ -66,6 +66,8 @@ def generate_program(program: Graph, params: CKKSParams, io: dict[str, Any]) -> 
         keygen += "    cc.EvalMultKeyGen(keys.secretKey)\n"
     if params.rotation_indices:
         keygen += f"    cc.EvalRotateKeyGen(keys.secretKey, {list(params.rotation_indices)})\n"
+    if params.bootstrap:
+        keygen += "    cc.EvalBootstrapKeyGen(keys.secretKey, SLOTS)\n"
     return _HEADER.format(
         prelude=prelude(params, "slot", SLOT_FUNCTIONS),
         name=io.get("model", "a model"),

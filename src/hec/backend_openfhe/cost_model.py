@@ -26,6 +26,7 @@ from typing import Any
 from hec.backend_openfhe.report_schema import CkksParameters, Layer, ProgramFigures
 
 __all__ = [
+    "bootstrap_seconds",
     "estimated_seconds",
     "layer_seconds",
     "predict_layers",
@@ -102,6 +103,8 @@ def layer_seconds(
 ) -> float:
     """Seconds one evaluation spends in ``layer`` (its counts at its input level), with
     ``encodes`` plaintexts encoded anew."""
+    if layer.kind == "bootstrap":
+        return bootstrap_seconds(ckks.slots)
     counts = {key: getattr(layer, key) or 0 for key in MS_PER_OP if hasattr(layer, key)}
     counts["plaintext_encodings"] = encodes
     if layer.relinearizations is None:  # slot packing relinearizes every product at once
@@ -109,6 +112,12 @@ def layer_seconds(
     ms = sum(counts.get(key, 0) * cost for key, cost in costs.items())
     primes = ckks.depth + 1
     return ms * (primes - layer.level_in) / primes / 1e3
+
+
+def bootstrap_seconds(slots: int) -> float:
+    """One OpenFHE bootstrap of ``slots`` slots at ring 2^16, one thread (measured on the
+    reference machine: 7-8 s at 64 slots with level budget [1, 1], 18-27 s at 1,024)."""
+    return 8.0 if slots <= 64 else 20.0
 
 
 def uncached_plaintexts(report: ProgramFigures) -> list[int]:

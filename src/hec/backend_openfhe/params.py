@@ -9,6 +9,7 @@ where to rescale, so the level in every ciphertext's type is exactly what OpenFH
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -21,8 +22,13 @@ from hec.ir import BatchCipherType, CipherType, Graph
 from hec.ir.types import type_as
 
 __all__ = [
+    "BOOTSTRAP_RING_DIM",
+    "BootstrapChain",
     "CKKSParams",
+    "bootstrap_chain",
     "choose_params",
+    "enable_features",
+    "fits_leveled",
     "default_digits",
     "key_switch_digits",
     "key_switch_key_bytes",
@@ -56,6 +62,9 @@ class CKKSParams:
     # More digits need a smaller auxiliary modulus P, which can let a deep program fit a
     # smaller ring at 128-bit security (``choose_params``).
     digits: int = 0
+    # OpenFHE's CoeffsToSlots/SlotsToCoeffs level budget when the program bootstraps
+    # (``bootstrap`` ops); empty: a leveled program (no bootstrapping keys or set-up).
+    bootstrap: tuple[int, ...] = ()
     log_q_bits: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,12 +82,17 @@ class CKKSParams:
         d["rotation_indices"] = list(self.rotation_indices)
         if not self.digits:  # OpenFHE's default: the files of earlier versions, unchanged
             del d["digits"]
+        if self.bootstrap:
+            d["bootstrap"] = list(self.bootstrap)
+        else:  # a leveled program: the files of earlier versions, unchanged
+            del d["bootstrap"]
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> CKKSParams:
         d = {k: v for k, v in d.items() if k != "log_q_bits"}
         d["rotation_indices"] = tuple(d["rotation_indices"])
+        d["bootstrap"] = tuple(d.get("bootstrap", ()))
         return cls(**d)
 
     def save(self, path: Path) -> None:
@@ -137,8 +151,11 @@ def _cc_params(
     security: str,
     ring_dim: int | None,
     digits: int = 0,
+    bootstrap: bool = False,
 ):
     p = openfhe.CCParamsCKKSRNS()
+    if bootstrap:  # the dense ternary secret of the HE standard's 128-bit table
+        p.SetSecretKeyDist(openfhe.UNIFORM_TERNARY)
     if digits:
         p.SetNumLargeDigits(digits)
     p.SetMultiplicativeDepth(max(depth, 1))
@@ -165,14 +182,128 @@ def make_context(params: CKKSParams):
             params.security,
             params.ring_dim,
             params.digits,
+            bool(params.bootstrap),
         )
     )
+    enable_features(cc, params)
+    return cc
+
+
+def enable_features(cc, params: CKKSParams) -> None:
+    """Switch on what ``params``' program uses; for a bootstrapping program also OpenFHE's
+    bootstrapping precomputation, which a deserialized context does not carry (the client,
+    the server and the generated program all call this)."""
+    openfhe = load_openfhe()
     features = [openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE]
-    if params.needs_poly:
+    if params.needs_poly or params.bootstrap:
         features.append(openfhe.ADVANCEDSHE)
+    if params.bootstrap:
+        features.append(openfhe.FHE)
     for f in features:
         cc.Enable(f)
-    return cc
+    if params.bootstrap:
+        cc.EvalBootstrapSetup(list(params.bootstrap), [0, 0], params.batch_size)
+
+
+# Bootstrapping (``bootstrap_chain``). OpenFHE bootstraps at ring 2^16 for 128-bit security with
+# a dense secret (its modulus needs ~1,300 bits). The scale is 59 bits: measured at ring 2^16,
+# 64 slots, level budget [1, 1], inputs in [-1, 1], the refreshed values are 1.8e-4 off at 59
+# bits, 1.7e-2 at 52 and garbage at 45-50 bits; the first prime may exceed the scale by at most
+# OpenFHE's correction factor (6-9 bits), so 60.
+BOOTSTRAP_RING_DIM = 1 << 16
+BOOTSTRAP_SCALING_BITS = 59
+BOOTSTRAP_FIRST_MOD_BITS = 60
+
+
+@dataclass(frozen=True)
+class BootstrapChain:
+    """The modulus chain of a bootstrapping program with ``slots`` slots.
+
+    ``depth`` is the context's multiplicative depth (the most 128-bit security leaves at
+    ring 2^16); OpenFHE's ``EvalBootstrap`` takes a ciphertext at level ``depth - 1`` (its
+    last two primes) and returns it at level ``lands``, so ``depth - 1 - lands`` levels of the
+    program run between two bootstraps (values are kept off the last level, whose single
+    prime, one bit above the scale, would hold nothing bigger than 1).
+    """
+
+    slots: int
+    level_budget: tuple[int, int]
+    depth: int
+    digits: int
+    lands: int
+
+    @property
+    def max_level(self) -> int:
+        """The deepest level a value of the program may reach."""
+        return self.depth - 1
+
+    @property
+    def levels_between(self) -> int:
+        """Levels of work one bootstrap buys."""
+        return self.max_level - self.lands
+
+
+def _level_budget(slots: int) -> tuple[int, int]:
+    """CoeffsToSlots/SlotsToCoeffs levels: one each for sparse vectors (their linear
+    transforms are small), two for wide ones (fewer rotations per level)."""
+    return (1, 1) if slots <= 1 << 10 else (2, 2)
+
+
+# Key-switching digits of a bootstrapping chain: at ring 2^16 OpenFHE's default 3 digits leave
+# depth 20, 4 digits depth 22 (5: 22, 6: 17; measured with budget [1, 1]).
+_BOOTSTRAP_DIGITS = 4
+
+
+@functools.lru_cache(maxsize=16)
+def bootstrap_chain(slots: int, security: str = "HEStd_128_classic") -> BootstrapChain:
+    """The deepest chain OpenFHE accepts at ring 2^16 for bootstrapping ``slots`` slots.
+
+    Raises:
+        ParameterError: no chain leaves room for work between bootstraps.
+    """
+    openfhe = load_openfhe()
+    budget = _level_budget(slots)
+    boot_depth = int(openfhe.CryptoContext.GetBootstrapDepth(list(budget), openfhe.UNIFORM_TERNARY))
+    # EvalBootstrap returns a product at scale Δ² one level above its consumed depth
+    # (measured: level 15 of 16 with budget [1, 1] at depth 20 and 22); rescaled, it is at
+    # level ``boot_depth``, scale Δ (the executor checks every level against OpenFHE's)
+    lands = boot_depth
+    for depth in range(boot_depth + 10, lands + 2, -1):  # the deepest first
+        params = _cc_params(
+            openfhe,
+            depth,
+            slots,
+            BOOTSTRAP_SCALING_BITS,
+            BOOTSTRAP_FIRST_MOD_BITS,
+            security,
+            BOOTSTRAP_RING_DIM,
+            _BOOTSTRAP_DIGITS,
+            bootstrap=True,
+        )
+        try:
+            openfhe.GenCryptoContext(params)
+        except RuntimeError:
+            continue
+        return BootstrapChain(slots, budget, depth, _BOOTSTRAP_DIGITS, lands)
+    raise ParameterError(
+        f"OpenFHE leaves no levels between bootstraps of {slots} slots at {security}"
+    )
+
+
+def fits_leveled(
+    depth: int, scaling_bits: int, first_mod_bits: int, security: str, ring_dim: int
+) -> bool:
+    """Whether a leveled program of ``depth`` fits ``ring_dim`` at ``security`` with some
+    number of key-switching digits (the most digits make the smallest auxiliary modulus)."""
+    openfhe = load_openfhe()
+    for digits in (0, depth + 1):
+        params = _cc_params(openfhe, depth, 8, scaling_bits, first_mod_bits, security, None, digits)
+        try:
+            if int(openfhe.GenCryptoContext(params).GetRingDimension()) <= ring_dim:
+                return True
+        except RuntimeError:
+            pass
+    return False
 
 
 def min_ring_dim(
@@ -220,6 +351,23 @@ def choose_params(
     openfhe = load_openfhe()
     t = graph.inputs[0].type
     slots = t.batch if isinstance(t, BatchCipherType) else type_as(t, CipherType).slots
+    if "bootstrap" in kinds or graph.attrs.get("bootstrap"):  # ``place-bootstraps``' chain
+        if sample_blocks:
+            raise ParameterError("sample blocks and bootstrapping do not combine; drop one")
+        chain = bootstrap_chain(slots, security)
+        return CKKSParams(
+            ring_dim=BOOTSTRAP_RING_DIM,
+            depth=chain.depth,
+            slots=slots,
+            scaling_bits=BOOTSTRAP_SCALING_BITS,
+            first_mod_bits=BOOTSTRAP_FIRST_MOD_BITS,
+            security=security,
+            rotation_indices=rotation_indices(graph),
+            needs_relinearization=True,  # bootstrapping multiplies ciphertexts
+            needs_poly="poly" in kinds,
+            digits=chain.digits,
+            bootstrap=chain.level_budget,
+        )
     depth = max(program_depth(graph), 1)
     ring_dim = None
     try:

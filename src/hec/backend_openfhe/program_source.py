@@ -39,7 +39,7 @@ SLOTS = {slots}
 
 def make_context():
     p = fhe.CCParamsCKKSRNS()
-{digits}    p.SetMultiplicativeDepth({depth})
+{secret}{digits}    p.SetMultiplicativeDepth({depth})
     p.SetScalingModSize({scaling_bits})
     p.SetFirstModSize({first_mod_bits})
     p.SetScalingTechnique(fhe.FIXEDMANUAL)
@@ -49,7 +49,7 @@ def make_context():
     cc = fhe.GenCryptoContext(p)
     for feature in ({features}):
         cc.Enable(feature)
-    return cc
+{setup}    return cc
 
 
 # The OpenFHE calls of each {dialect} op kind, as hec's executor makes them
@@ -62,8 +62,13 @@ def make_context():
 def prelude(params: CKKSParams, dialect: str, kernels: Iterable[Callable]) -> str:
     """Imports, constants, ``make_context()`` and the source of ``kernels``."""
     features = "fhe.PKE, fhe.KEYSWITCH, fhe.LEVELEDSHE" + (
-        ", fhe.ADVANCEDSHE" if params.needs_poly else ""
+        ", fhe.ADVANCEDSHE" if params.needs_poly or params.bootstrap else ""
     )
+    secret, setup = "", ""
+    if params.bootstrap:  # as params.make_context and enable_features do
+        secret = "    p.SetSecretKeyDist(fhe.UNIFORM_TERNARY)\n"
+        features += ", fhe.FHE"
+        setup = f"    cc.EvalBootstrapSetup({list(params.bootstrap)}, [0, 0], SLOTS)\n"
     return _PRELUDE.format(
         unpack_source=inspect.getsource(unpack_vectors),
         slots=params.slots,
@@ -73,6 +78,8 @@ def prelude(params: CKKSParams, dialect: str, kernels: Iterable[Callable]) -> st
         security=params.security,
         ring_dim=params.ring_dim,
         digits=f"    p.SetNumLargeDigits({params.digits})\n" if params.digits else "",
+        secret=secret,
+        setup=setup,
         features=features,
         dialect=dialect,
         kernels="\n\n".join(inspect.getsource(f) for f in kernels),

@@ -82,17 +82,32 @@ def program_report(graph: Graph, params: CKKSParams) -> dict[str, Any]:
     totals["rotation_keys"] = len(params.rotation_indices)
     totals["rotation_key_bytes"] = len(params.rotation_indices) * key_switch_key_bytes(params)
     totals["depth"] = params.depth
-    return {
+    report: dict[str, Any] = {
         "packing": "slots",
         "ckks": _ckks(params, "samples_per_ciphertext", params.blocks),
         "totals": totals,
         "layers": layers,
         "rotation_indices": list(params.rotation_indices),
     }
+    boots = [op for op in graph.ops if op.kind == "bootstrap"]
+    if boots:
+        report["bootstraps"] = [
+            {
+                "name": op.origin,
+                "slots": type_as(op.result.type, CipherType).slots,
+                "level_in": type_as(op.inputs[0].type, CipherType).level,
+                "level_out": type_as(op.result.type, CipherType).level,
+                "why": op.attrs["why"],
+            }
+            for op in boots
+        ]
+    return report
 
 
 def _layer_kind(ops: list[Op]) -> str:
     kinds = {op.kind for op in ops}
+    if "bootstrap" in kinds:
+        return "bootstrap"
     if "poly" in kinds:
         return "polynomial"
     if "mul" in kinds:

@@ -28,6 +28,7 @@ __all__ = [
     "mul_plain",
     "add_plain",
     "hoisted",
+    "bootstrap",
 ]
 
 
@@ -60,6 +61,23 @@ def add_plain(cc, x, p):
     return cc.EvalAdd(x, p)
 
 
+def bootstrap(cc, x, reduce, drop):
+    """``x`` with its levels refreshed: dropped by ``reduce`` to the level EvalBootstrap reads
+    (the chain's last but one), bootstrapped and rescaled, then ``drop`` levels the work after
+    it does not need dropped (fewer primes: cheaper operations)."""
+    if reduce:
+        x = cc.LevelReduce(x, None, reduce)
+    y = cc.EvalBootstrap(x)
+    if y.GetNoiseScaleDeg() > 1:  # FIXEDMANUAL: the result is a product at scale Δ²
+        y = cc.Rescale(y)
+    return cc.LevelReduce(y, None, drop) if drop else y
+
+
+def _bootstrap_arguments(op: Op) -> tuple[int, int]:
+    level = type_as(op.inputs[0].type, CipherType).level
+    return (op.attrs["from"] - level, op.attrs["level"] - op.attrs["lands"])
+
+
 def _plaintext(op: Op, scale_deg: int) -> tuple[Plaintext]:
     return (Plaintext("p", scale_deg, type_as(op.inputs[0].type, CipherType).level),)
 
@@ -71,6 +89,7 @@ SLOT_KERNELS: dict[str, Kernel] = {
     "add_plain": Kernel(
         add_plain, lambda op: _plaintext(op, type_as(op.inputs[0].type, CipherType).scale_deg)
     ),
+    "bootstrap": Kernel(bootstrap, _bootstrap_arguments),
     **SHARED_KERNELS,
 }
 

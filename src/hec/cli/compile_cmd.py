@@ -112,6 +112,15 @@ __all__ = ["compile_cmd"]
     "own key, the others are composed of powers of two.",
 )
 @click.option(
+    "--bootstrap",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Slot packing: auto bootstraps a program too deep for ring 2^16 (bootstraps placed "
+    "where values would run out of levels); on uses the bootstrapping chain for any program; "
+    "off never bootstraps.",
+)
+@click.option(
     "--dump-ir-after",
     type=click.Path(path_type=Path),
     default=None,
@@ -147,6 +156,7 @@ def compile_cmd(
     readout: str,
     rotation_keys: str,
     max_rotation_keys: int | None,
+    bootstrap: str,
     dump_ir_after: Path | None,
     sample_blocks: bool,
     no_plan: bool,
@@ -197,6 +207,7 @@ def compile_cmd(
         readout=readout,
         rotation_keys=rotation_keys,
         max_rotation_keys=max_rotation_keys,
+        bootstrap=bootstrap,
     )
     x, y = load_dataset(calib) if calib is not None else (None, None)
     settings = prune_settings(

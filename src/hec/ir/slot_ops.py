@@ -18,6 +18,8 @@ poly{coeffs}   y = Σ c_k T_k(x) (Chebyshev, x in [-1, 1]) on each slot  level +
 readout        copy b of x (``x``'s slots, repeated ``copies`` times)    level +1
                gives output b at slot ``b·slots + anchor`` of a
                ``copies·slots``-slot result (``expand-copies``)
+bootstrap      y = x, its levels refreshed (OpenFHE's EvalBootstrap   level ``level``
+               from level ``from``; ``place-bootstraps``)
 =============  =====================================================  =======================
 """
 
@@ -167,3 +169,17 @@ def _readout(op: Op) -> list[CipherType]:
     t = op.results[0].type
     layout = t.layout if isinstance(t, CipherType) else None
     return [CipherType(x.slots * copies, x.level + 1, 1, layout)]
+
+
+@register_op("bootstrap", "slot", 1)
+def _bootstrap(op: Op) -> list[CipherType]:
+    x = _cipher(op, 0)
+    if x.scale_deg != 1:
+        raise VerifyError(f"bootstrap ({op.origin}): input must be at scale Δ")
+    if x.level > op.attrs["from"]:
+        raise VerifyError(
+            f"bootstrap ({op.origin}): input at level {x.level}, past level {op.attrs['from']}"
+        )
+    if op.attrs["level"] < op.attrs["lands"]:
+        raise VerifyError(f"bootstrap ({op.origin}): result above the level it lands at")
+    return _declared(op, op.attrs["level"], 1)

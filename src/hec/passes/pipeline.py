@@ -17,6 +17,7 @@ from hec.passes.lazy_relinearize import LazyRelinearize
 from hec.passes.lower_to_batch import LowerToBatch
 from hec.passes.lower_to_slots import LowerToSlots
 from hec.passes.pass_manager import Pass
+from hec.passes.place_bootstraps import PlaceBootstraps
 from hec.passes.refit_layers import RefitLayers
 from hec.passes.replace_activations import ReplaceActivations
 from hec.passes.schedule_rotations import ScheduleRotations
@@ -101,6 +102,11 @@ def slot_packing_pipeline(options: CompileOptions, check_ranges: bool = True) ->
             stencil_sums=options.stencil_sums,
             fold_short_maps=options.fold_short_maps,
             readout="copies" if copies else "matrix",
+        ),
+        # a program deeper than one modulus chain: bootstraps where a value would pass its
+        # last level, every level recomputed (shallow programs: unchanged)
+        PlaceBootstraps(
+            options.bootstrap, options.scaling_bits, options.first_mod_bits, options.security
         ),
         # each matvec's kernel, as attributes: baby-step/giant-step with its split, or folded
         # (short maps: merged diagonals + block sum)

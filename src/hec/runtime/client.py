@@ -67,6 +67,8 @@ class Client:
             self.context.EvalRotateKeyGen(self._secret_key, indices[start : start + _KEY_CHUNK])
             if progress is not None:
                 progress(min(start + _KEY_CHUNK, len(indices)), len(indices))
+        if params.bootstrap:  # its rotation keys join the rotation keys' file
+            self.context.EvalBootstrapKeyGen(self._secret_key, params.batch_size)
         self.key_tag = self.public_key.GetKeyTag()
         self.key_id = hashlib.sha256(openfhe.Serialize(self.public_key, openfhe.BINARY)).hexdigest()
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
+from hec.backend_openfhe.params import enable_features
 from hec.errors import KeysError
 
 __all__ = [
@@ -209,11 +210,9 @@ def load_context(public: KeyFiles, artifact: Artifact):
             f"{public.directory}: context has ring dimension {got[0]} and {got[1]} slots, "
             f"the artifact needs {params.ring_dim} and {params.batch_size}"
         )
-    # The file records which features were on; the program needs these whatever it says.
-    for feature in [openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE] + (
-        [openfhe.ADVANCEDSHE] if params.needs_poly else []
-    ):
-        cc.Enable(feature)
+    # The file records which features were on; the program needs these whatever it says (and
+    # bootstrapping's precomputation, which the file does not hold).
+    enable_features(cc, params)
     return cc
 
 

@@ -25,6 +25,7 @@ COMMON_SEMANTICS: dict[str, Semantics] = {
     # rescale whose prime is not exactly the scale, where recorded (backend_openfhe.scale_drift)
     "rescale": lambda op, x: x * op.attrs["factor"] if "factor" in op.attrs else x,
     "level_reduce": lambda op, x: x,
+    "bootstrap": lambda op, x: x,
     "poly": lambda op, x: np.polynomial.chebyshev.chebval(x, op.attrs["coeffs"]),
 }
 

@@ -1,0 +1,146 @@
+"""place-bootstraps: a program deeper than one modulus chain gets the fewest bootstraps, every
+value within the chain, the same outputs; a shallow program is unchanged.
+
+The deep model is ``deep_square_mlp`` (Gemm · x² layers on the digits): 2 levels a layer, so 11
+layers need 23 levels against the 21 a bootstrapping chain holds. The encrypted tier runs it
+through OpenFHE's bootstrapping and compares with the simulator.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import hec
+from hec.backend_openfhe.params import bootstrap_chain
+from hec.errors import ParameterError
+from hec.ir import CipherType
+from hec.options import CompileOptions
+from hec.passes.place_bootstraps import PlaceBootstraps, bootstraps_of
+
+from onnx_builders import deep_square_mlp, run_onnxruntime
+
+
+def _digits(n: int = 8) -> np.ndarray:
+    return (load_digits().data[:n] / 16.0).astype(np.float32)
+
+
+def _fewest_bootstraps(needs: list[int], start: int, lands: int, last: int) -> int:
+    """The least number of bootstraps that keeps a chain of ops (``needs[i]`` levels each,
+    starting at level ``start``) within level ``last``: breadth-first over (op, level)."""
+    frontier = {start: 0}
+    for need in needs:
+        nxt: dict[int, int] = {}
+        for level, count in frontier.items():
+            for lv, c in ((level, count), (lands, count + 1)):  # go on, or bootstrap first
+                if lv + need <= last:
+                    nxt[lv + need] = min(nxt.get(lv + need, c), c)
+        frontier = nxt
+    return min(frontier.values())
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory):
+    model = deep_square_mlp()
+    art = hec.compile(
+        model, tmp_path_factory.mktemp("deep") / "out", CompileOptions(bootstrap="on")
+    )
+    return model, art
+
+
+def test_deep_program_stays_within_the_chain(deep) -> None:
+    _, art = deep
+    chain = bootstrap_chain(art.params.slots)
+    boots = list(bootstraps_of(art.program))
+    assert boots, "23 levels of work in a 21-level chain need a bootstrap"
+    levels = [v.type.level for v in art.program.values() if isinstance(v.type, CipherType)]
+    assert max(levels) <= chain.max_level
+    assert art.params.bootstrap == chain.level_budget
+    assert (art.params.ring_dim, art.params.depth) == (1 << 16, chain.depth)
+    for op in boots:
+        assert op.inputs[0].type.level <= op.attrs["from"] == chain.max_level
+        assert op.result.type.level >= chain.lands
+        assert "needs" in op.attrs["why"]
+
+
+def test_bootstrap_count_is_the_fewest_for_the_chain(deep) -> None:
+    model, art = deep
+    chain = bootstrap_chain(art.params.slots)
+    # the network is a chain of 11 (map, square) layers and a last map: 1 level each
+    needs = [1] * 23
+    fewest = _fewest_bootstraps(needs, 0, chain.lands, chain.max_level)
+    assert len(list(bootstraps_of(art.program))) == fewest
+
+
+def test_slack_starts_the_last_segment_as_deep_as_it_can(deep) -> None:
+    """After the last bootstrap the work ends exactly at the chain's last usable level."""
+    _, art = deep
+    chain = bootstrap_chain(art.params.slots)
+    out = art.program.outputs[0].type.level
+    assert out == chain.max_level
+    last = list(bootstraps_of(art.program))[-1]
+    assert last.result.type.level > chain.lands  # the unneeded levels were dropped
+
+
+def test_outputs_are_unchanged(deep) -> None:
+    model, art = deep
+    x = _digits()
+    ref = run_onnxruntime(model, x)
+    np.testing.assert_allclose(hec.simulate(art, x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_report_lists_every_bootstrap(deep) -> None:
+    _, art = deep
+    report = json.loads((art.path / "report.json").read_text())
+    rows = report["bootstraps"]
+    assert len(rows) == len(list(bootstraps_of(art.program)))
+    assert all(r["level_in"] <= r["level_out"] + 21 and r["why"] for r in rows)
+    assert any(layer["kind"] == "bootstrap" for layer in report["layers"])
+    assert report["estimates"]["evaluation_seconds"] >= 8.0 * len(rows)
+
+
+def test_generated_program_sets_up_bootstrapping(deep) -> None:
+    _, art = deep
+    source = (art.path / "openfhe_program.py").read_text()
+    assert "EvalBootstrapSetup" in source and "EvalBootstrapKeyGen" in source
+    assert "UNIFORM_TERNARY" in source
+    compile(source, "openfhe_program.py", "exec")
+
+
+def test_shallow_programs_are_unchanged_by_auto(tmp_path) -> None:
+    """``auto`` leaves a program that fits ring 2^16 as ``off`` does, byte for byte."""
+    model = deep_square_mlp(layers=4)
+    auto = hec.compile(model, tmp_path / "auto", CompileOptions())
+    off = hec.compile(model, tmp_path / "off", CompileOptions(bootstrap="off"))
+    assert not list(bootstraps_of(auto.program)) and not auto.params.bootstrap
+    assert (tmp_path / "auto" / "params.json").read_bytes() == (
+        tmp_path / "off" / "params.json"
+    ).read_bytes()
+    assert str(auto.program) == str(off.program)
+
+
+def test_off_keeps_the_whole_depth(tmp_path) -> None:
+    art = hec.compile(deep_square_mlp(), tmp_path / "off", CompileOptions(bootstrap="off"))
+    assert not list(bootstraps_of(art.program))
+    assert art.params.depth == 23 and art.params.ring_dim <= 1 << 16
+
+
+def test_unknown_policy_is_refused() -> None:
+    with pytest.raises(ParameterError, match="--bootstrap 'sometimes'"):
+        PlaceBootstraps("sometimes").run(hec.ir.Graph(dialect="slot"))
+
+
+@pytest.mark.slow
+def test_bootstrapped_program_runs_encrypted(deep) -> None:
+    """OpenFHE's bootstrapping at the levels the pass planned: the executor checks every op's
+    level against OpenFHE's; the logits match the simulator within CKKS and bootstrapping
+    noise (1.8e-4 per bootstrap measured) and the argmax agrees."""
+    _, art = deep
+    x = _digits(1)
+    result = hec.run(art, x)
+    sim = hec.simulate(art, x)
+    np.testing.assert_allclose(result.logits, sim, atol=1e-2)
+    assert np.argmax(result.logits) == np.argmax(sim)
