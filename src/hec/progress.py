@@ -9,11 +9,11 @@ from typing import TypedDict
 
 __all__ = ["ProgressFn", "stderr_progress", "no_progress"]
 
-# progress(stage, done, total)
-ProgressFn = Callable[[str, int, int], None]
+# progress(stage, done, total); long evaluations may add a note (``bootstrap 2 of 5, ...``)
+ProgressFn = Callable[..., None]
 
 
-def no_progress(stage: str, done: int, total: int) -> None:
+def no_progress(stage: str, done: int, total: int, note: str = "") -> None:
     pass
 
 
@@ -38,10 +38,14 @@ def stderr_progress(
     started: dict[str, float] = {}
     tty = sys.stderr.isatty()
 
-    def report(stage: str, done: int, total: int) -> None:
+    def report(stage: str, done: int, total: int, note: str = "") -> None:
         now = time.monotonic()
         started.setdefault(stage, now)
         finished = done >= total
+        if note:  # a milestone of a long evaluation (a bootstrap): one line each
+            print(f"  {stage}: {note} ({done}/{total} ops)", file=sys.stderr, flush=True)
+            last["logged"] = now
+            return
         if not tty:
             elapsed = now - started[stage]
             if finished and elapsed >= log_after:

@@ -28,7 +28,17 @@ __all__ = ["OpenFHEExecutor", "PLAINTEXT_CACHE_BYTES"]
 
 PLAINTEXT_CACHE_BYTES = 2 << 30  # encoded constants kept across evaluations (the rest re-encoded)
 
-ProgressFn = Callable[[int, int], None]
+# progress(done, total[, note]): ops done; a bootstrapping program adds a note at each bootstrap
+ProgressFn = Callable[..., None]
+
+
+def _bootstrap_note(done: int, total: int, elapsed: float) -> str:
+    """``bootstrap k of n``, the time so far and, after the first, the time left estimated
+    from the bootstraps' pace (they dominate a bootstrapping program's time)."""
+    note = f"bootstrap {done + 1} of {total}, {elapsed:.0f} s elapsed"
+    if done:
+        note += f", ~{elapsed / done * (total - done):.0f} s left"
+    return note
 
 
 class OpenFHEExecutor:
@@ -66,8 +76,12 @@ class OpenFHEExecutor:
         digits: dict[int, object] = {}
         keep = {id(v) for v in self.graph.outputs}
         n = len(self.graph.ops)
-        clock = time.perf_counter()
+        clock = start = time.perf_counter()
+        boots, booted = sum(op.kind == "bootstrap" for op in self.graph.ops), 0
         for i, op in enumerate(self.graph.ops):
+            if op.kind == "bootstrap" and progress is not None:
+                progress(i, n, _bootstrap_note(booted, boots, time.perf_counter() - start))
+                booted += 1
             if layer_seconds is not None and i and op.origin != self.graph.ops[i - 1].origin:
                 layer_seconds.append(time.perf_counter() - clock)
                 clock = time.perf_counter()
