@@ -2,13 +2,15 @@
 real machines, for the cluster tests and ``benchmarks/ray_throughput.py``.
 
 Each node gets its own ports (free ones, so that another cluster on the machine is no
-obstacle) and the cluster its own temporary directory. Each ``ray start`` runs in a process
-group of its own, which the daemons it leaves behind keep: ``stop`` ends those groups and
+obstacle) and the cluster its own temporary directory. Each ``ray start`` runs in a session
+of its own, which the daemons it leaves behind and the workers they start keep (a worker gets
+a process group of its own, not a session): ``stop`` ends the processes of those sessions and
 nothing else (``ray stop`` would end every Ray process of the machine).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -41,8 +43,15 @@ class LoopbackCluster:
         # short: Ray's socket paths under it must stay within 107 characters
         self.root = Path(tempfile.mkdtemp(prefix="hecray-", dir="/tmp"))
         self.address = ""
-        self._groups: list[int] = []
-        self.env = {**os.environ, "RAY_TMPDIR": str(self.root), "OMP_NUM_THREADS": "1"}
+        self._sessions: list[int] = []
+        # the workers' temporary files too (tempfile): everything the cluster writes is here
+        (self.root / "tmp").mkdir()
+        self.env = {
+            **os.environ,
+            "RAY_TMPDIR": str(self.root),
+            "TMPDIR": str(self.root / "tmp"),
+            "OMP_NUM_THREADS": "1",
+        }
 
     def _start(self, args: list[str]) -> None:
         ports = _free_ports(8)
@@ -70,9 +79,9 @@ class LoopbackCluster:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            start_new_session=True,  # its daemons stay in this process group
+            start_new_session=True,  # its daemons and their workers stay in this session
         )
-        self._groups.append(proc.pid)
+        self._sessions.append(proc.pid)
         try:
             out, _ = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
@@ -104,24 +113,21 @@ class LoopbackCluster:
             if entry.name.isdigit():
                 try:
                     stat = (entry / "stat").read_text()
-                    state, _, pgid = stat.rsplit(")", 1)[1].split()[:3]
+                    state, _, _, sid = stat.rsplit(")", 1)[1].split()[:4]
                 except OSError:
                     continue
-                if state != "Z" and int(pgid) in self._groups:  # zombies are gone already
+                if state != "Z" and int(sid) in self._sessions:  # zombies are gone already
                     out.append(int(entry.name))
         return out
 
     def stop(self) -> None:
-        """End the cluster's processes (its process groups only) and remove its directory."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for g in self._groups:
-                try:
-                    os.killpg(g, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            deadline = time.monotonic() + 5
-            while self.processes() and time.monotonic() < deadline:
-                time.sleep(0.1)
+        """End the cluster's processes (its sessions only) and remove its directory."""
+        deadline = time.monotonic() + 10
+        while self.processes() and time.monotonic() < deadline:  # a daemon may start a worker
+            for pid in self.processes():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)  # as `ray stop --force`
+            time.sleep(0.1)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> LoopbackCluster:

@@ -361,6 +361,7 @@ class _RemoteSlots:
         """Workers and bytes on the wire (the bundle once, ciphertext files each way)."""
         return {
             "workers": self.pool.workers,
+            "nodes": self.pool.nodes,
             "bundle_bytes": self.pool.bundle_bytes,
             "sent_bytes": self._sent_bytes,
             "received_bytes": self._received_bytes,

@@ -77,11 +77,11 @@ def serve_cmd(
     from hec.runtime.resources import check_server
     from hec.runtime.serving import ServeConfig, serve
 
-    art = slot_packed(hec.load_artifact(artifact), "serve")
     if ray_address is not None:
         from hec.runtime.cluster import require_ray
 
         require_ray()  # before anything else: one line saying how to install it
+    art = slot_packed(hec.load_artifact(artifact), "serve")
     # With --ray the workers' memory is the cluster's; this machine only relays bytes.
     local = 1 if ray_address is not None else workers or 1
     est = check_server(art, local, ignore=ignore_resource_check)

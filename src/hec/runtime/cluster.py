@@ -68,6 +68,8 @@ def connect(address: str):
     ray = require_ray()
     if ray.is_initialized():
         return ray
+    if address != LOCAL:
+        _check_reachable(address)  # Ray itself would wait for minutes
     try:
         ray.init(
             address=None if address == LOCAL else address,
@@ -82,6 +84,22 @@ def connect(address: str):
             f"`ray start --head` and give its address (HOST:PORT)"
         ) from None
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Raise ``ServerError`` unless something accepts connections at ``HOST:PORT``."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    hint = "start it with `ray start --head` and give its address (HOST:PORT)"
+    if not host or not port.isdigit():
+        raise ServerError(f"--ray {address}: not a Ray cluster address; {hint}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ServerError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); {hint}"
+        ) from None
 
 
 def bundle(artifact: Artifact, eval_keys: Path) -> dict[str, Any]:
@@ -145,6 +163,7 @@ class RayPool:
         except Exception as exc:  # Ray wraps the actor's error: keep its last line
             self.close()
             raise ServerError(f"the Ray cluster's workers could not start: {_cause(exc)}") from None
+        self.nodes = len({w["node"] for w in self.where})  # nodes the workers run on
         self._busy = [0] * n
         self._lock = threading.Lock()
 
@@ -240,6 +259,7 @@ class RayTransport:
         """Workers and what travelled: the bundle once, ciphertexts each way."""
         return {
             "workers": self.workers,
+            "nodes": self._pool.nodes,
             "bundle_bytes": self._pool.bundle_bytes,
             "sent_ciphertexts": self.sent,
             "sent_bytes": self.sent_bytes,
