@@ -145,3 +145,46 @@ def test_bootstrapped_program_runs_encrypted(deep) -> None:
     sim = hec.simulate(art, x)
     np.testing.assert_allclose(result.logits, sim, atol=1e-2)
     assert np.argmax(result.logits) == np.argmax(sim)
+
+
+def _chain_graph(slots: int = 8):
+    """input → (map, degree-5 polynomial) × 5 → map → map: 23 levels; the last map's input is
+    another map's output, whose range the program does not know."""
+    from hec.ir import Graph, Layout
+
+    rng = np.random.default_rng(0)
+    g = Graph(dialect="slot")
+    t = CipherType(slots, 0, 1, Layout((slots,), slots))
+    x = g.add_input("x", t)
+
+    def matvec(v):
+        level = v.type.level + 1
+        consts = {"diags": rng.normal(0, 0.3, (2, slots)), "bias": np.zeros(slots)}
+        return g.add("matvec", [v], t.with_state(level, 1), {"offsets": (0, 1)}, consts, "map")
+
+    def poly(v):
+        coeffs = {"coeffs": (0.1, 0.5, 0.2, 0.0, -0.1, 0.05)}
+        return g.add("poly", [v], t.with_state(v.type.level + 3, 1), coeffs, origin="act")
+
+    for _ in range(5):
+        x = poly(matvec(x))
+    g.outputs = [matvec(matvec(x))]
+    g.verify()
+    return g
+
+
+def test_a_bootstrap_of_unknown_range_moves_to_an_activation_input() -> None:
+    """The latest place (before the last map, on a map's output) is moved to the last
+    activation's input, which still fits the chain: one bootstrap, of a value within [-1, 1]."""
+    from hec.runtime.simulator import simulate_slots
+
+    graph = _chain_graph()
+    before = graph.clone()
+    assert PlaceBootstraps("on").run(graph)
+    graph.verify()
+    boots = list(bootstraps_of(graph))
+    assert len(boots) == 1
+    assert [u.kind for u in boots[0].result.uses] == ["poly"]
+    assert "moved here" in boots[0].attrs["why"]
+    x = np.random.default_rng(1).uniform(-1, 1, (3, 8))
+    np.testing.assert_array_equal(simulate_slots(graph, x)[0], simulate_slots(before, x)[0])

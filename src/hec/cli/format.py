@@ -131,6 +131,12 @@ def print_summary(report: ProgramReport) -> None:
             f"more rotation keys for them (~{report.bootstraps['key_bytes_estimated'] / 1e6:,.0f}"
             " MB, estimated)"
         )
+        unknown = [b["name"] for b in boots if b.get("input_range") == "unknown"]
+        if unknown:
+            click.echo(
+                f"warning: {len(unknown)} bootstrap(s) refresh values of unknown range "
+                f"({unknown[0]}...); OpenFHE is accurate within ±8: compare with the simulator"
+            )
     if report.precision is not None:
         p = report.precision
         click.echo(

@@ -15,6 +15,13 @@ output) allows, its *slack*. Joins of a residual network are handled by the same
 operands are brought to the deeper level, and a value too deep for the next op is refreshed);
 that is the fewest bootstraps along every path, not a global optimum over the joins.
 
+Range. OpenFHE bootstraps values within ±8 to 2e-4 but garbles ±128 (measured), and the slot
+program does not know most values' ranges; it knows an activation's input is within about
+[-1, 1] (lowering maps the polynomial's fitted interval there). A bootstrap the rule above puts
+on another value (a map's output, an activation's output) is moved up to the nearest
+activation input before it, where that still fits the chain; the report says which
+bootstraps refresh a value of unknown range (``input_range``).
+
 When. ``policy="auto"`` bootstraps only a program whose leveled parameters would need a ring
 larger than 2^16 (the ring bootstrapping uses anyway): a shallow program is unchanged. ``"on"``
 uses the bootstrapping chain for any program (bootstraps where it outgrows the chain),
@@ -84,17 +91,60 @@ class PlaceBootstraps:
         ):
             return False
         chain = bootstrap_chain(type_as(graph.inputs[0].type, CipherType).slots, self.security)
-        first = _Releveled(graph, chain, {})
+        moved: dict[int, str] = {}
+        first = _Releveled(graph, chain, {}, moved)
+        for _ in range(8):  # each round moves bootstraps of unknown range to polynomial inputs
+            more = {
+                to: first.bootstraps_for[key]
+                for to, key in _moves(graph, first.bootstraps).items()
+                if to not in moved
+            }
+            if not more:
+                break
+            moved.update(more)
+            first = _Releveled(graph, chain, {}, moved)
         if not first.bootstraps:
             graph.attrs["bootstrap"] = "chain"  # the bootstrapping chain, no bootstrap needed
             graph.become(first.graph)
             return True
         landing = {key: chain.lands + first.slack(op) for key, op in first.bootstraps.items()}
-        second = _Releveled(graph, chain, landing)
+        second = _Releveled(graph, chain, landing, moved)
         best = second if len(second.bootstraps) == len(first.bootstraps) else first
         best.graph.attrs["bootstrap"] = "chain"
         graph.become(best.graph)
         return True
+
+
+def _within_unit(v: Value) -> bool:
+    """Whether ``v`` is an activation's input, known to lie within about [-1, 1]: lowering
+    folds the affine map onto a polynomial's fitted interval into the map before it (and a
+    degree-2 polynomial's balanced product reads such inputs too)."""
+    return bool(v.uses) and all(user.kind in ("poly", "mul") for user in v.uses)
+
+
+def _moves(graph: Graph, bootstraps: dict[int, Op]) -> dict[int, int]:
+    """Values to bootstrap instead of those in ``bootstraps`` whose range is unknown: the
+    nearest activation input upstream (a few ops back along the first ciphertext input).
+
+    OpenFHE bootstraps values within ±8 to 2e-4 and garbles ±128 (measured); a polynomial's
+    input is within [-1, 1], an activation's output or a map's may be anything. Returns
+    ``{value to bootstrap: value whose bootstrap it replaces}`` (original value numbers)."""
+    values = list(graph.values())
+    number = {id(v): k for k, v in enumerate(values)}
+    out = {}
+    for key in bootstraps:
+        v = values[key]
+        if _within_unit(v):
+            continue
+        for _ in range(6):
+            op = v.producer
+            if op is None or not op.inputs:
+                break
+            v = op.inputs[0]
+            if _within_unit(v):
+                out[number[id(v)]] = key
+                break
+    return out
 
 
 def bootstraps_of(graph: Graph) -> Iterator[Op]:
@@ -107,12 +157,19 @@ class _Releveled:
     ``chain.max_level``; ``landing[key]`` raises the result level of the bootstrap of the
     original value number ``key`` (its slack)."""
 
-    def __init__(self, graph: Graph, chain: BootstrapChain, landing: dict[int, int]) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        chain: BootstrapChain,
+        landing: dict[int, int],
+        moved: dict[int, str],
+    ) -> None:
         self.chain = chain
         self.landing = landing
         self.graph = g = Graph(graph.name, graph.dialect)
         g.attrs = dict(graph.attrs)
         self.bootstraps: dict[int, Op] = {}  # original value number -> its bootstrap
+        self.bootstraps_for: dict[int, str] = {}  # ... -> the op that needed it
         number = {id(v): k for k, v in enumerate(graph.values())}
         new: dict[int, Value] = {}
         for v in graph.inputs:
@@ -124,9 +181,27 @@ class _Releveled:
             need = _need(op)
             ins = []
             for v in op.inputs:
-                x = new[id(v)]
-                if isinstance(x.type, CipherType) and _level(x) + need > chain.max_level:
-                    x = self._bootstrap(number[id(v)], x, op, need)
+                x, key = new[id(v)], number[id(v)]
+                if (
+                    not isinstance(x.type, CipherType)
+                    or x.producer
+                    and x.producer.kind == ("bootstrap")
+                ):
+                    ins.append(x)
+                    continue
+                why = None
+                if key in moved:
+                    why = (
+                        f"moved here, to an activation's input (within about [-1, 1]), from before "
+                        f"{moved[key]}, whose input's range is unknown"
+                    )
+                elif _level(x) + need > chain.max_level:
+                    why = (
+                        f"{op.kind} ({op.origin or 'no origin'}) needs {need} level(s) at "
+                        f"level {_level(x)}; the chain ends at {chain.max_level}"
+                    )
+                if why is not None:
+                    x = self._bootstrap(key, x, op, why)
                     new[id(v)] = x  # later readers take the refreshed value too
                 ins.append(x)
             if sum(isinstance(x.type, CipherType) for x in ins) == 2:
@@ -142,7 +217,7 @@ class _Releveled:
         g.outputs = [new[id(v)] for v in graph.outputs]
         self._check_outputs()
 
-    def _bootstrap(self, key: int, x: Value, consumer: Op, need: int) -> Value:
+    def _bootstrap(self, key: int, x: Value, consumer: Op, why: str) -> Value:
         t = type_as(x.type, CipherType)
         if t.scale_deg != 1:  # a product waiting for its rescale: placed before the product
             raise ParameterError(
@@ -150,10 +225,6 @@ class _Releveled:
                 "this program cannot be bootstrapped (please report it)"
             )
         level = self.landing.get(key, self.chain.lands)
-        why = (
-            f"{consumer.kind} ({consumer.origin or 'no origin'}) needs {need} level(s) "
-            f"at level {t.level}; the chain ends at {self.chain.max_level}"
-        )
         attrs = {"from": self.chain.max_level, "lands": self.chain.lands, "level": level}
         op = Op(
             "bootstrap",
@@ -165,6 +236,7 @@ class _Releveled:
         )
         self.graph.append(op)
         self.bootstraps[key] = op
+        self.bootstraps_for[key] = f"{consumer.kind} ({consumer.origin or 'no origin'})"
         return op.result
 
     def _aligned(self, ins: list[Value], origin: str) -> list[Value]:
