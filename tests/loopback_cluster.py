@@ -44,6 +44,7 @@ class LoopbackCluster:
         self.root = Path(tempfile.mkdtemp(prefix="hecray-", dir="/tmp"))
         self.address = ""
         self._sessions: list[int] = []
+        self._auth_mode = os.environ.get("RAY_AUTH_MODE")  # restored by stop
         # the workers' temporary files too (tempfile): everything the cluster writes is here
         (self.root / "tmp").mkdir()
         self.env = {
@@ -51,6 +52,8 @@ class LoopbackCluster:
             "RAY_TMPDIR": str(self.root),
             "TMPDIR": str(self.root / "tmp"),
             "OMP_NUM_THREADS": "1",
+            # whatever token ~/.ray holds: a private cluster on loopback needs none
+            "RAY_AUTH_MODE": "disabled",
         }
 
     def _start(self, args: list[str]) -> None:
@@ -92,6 +95,9 @@ class LoopbackCluster:
             raise RuntimeError(f"ray start failed:\n{out[-3000:]}")
 
     def start(self) -> LoopbackCluster:
+        """Start the nodes; this process's Ray connections then use no token either (as the
+        cluster: ``RAY_AUTH_MODE``, set here until ``stop``)."""
+        os.environ["RAY_AUTH_MODE"] = "disabled"
         port = _free_ports(1)[0]
         self._start(
             [
@@ -122,6 +128,10 @@ class LoopbackCluster:
 
     def stop(self) -> None:
         """End the cluster's processes (its sessions only) and remove its directory."""
+        if self._auth_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = self._auth_mode
         deadline = time.monotonic() + 10
         while self.processes() and time.monotonic() < deadline:  # a daemon may start a worker
             for pid in self.processes():

@@ -214,8 +214,8 @@ def run(
         threads: batch packing: worker processes evaluating independent ciphertexts.
         memory_limit: batch packing: bytes the run may use at its peak (default: what this
             process holds plus the machine's available memory); checked before key generation.
-        ray: evaluate on the Ray cluster at this address (``HOST:PORT`` of its head, or
-            ``"local"``; ``hec.runtime.cluster``): slot packing spreads the ciphertexts over its
+        ray: evaluate on the Ray cluster at this address (``HOST:PORT`` of its head;
+            ``hec.runtime.cluster``): slot packing spreads the ciphertexts over its
             workers, batch packing each wave's chains. Keys, encryption and decryption stay
             here; the workers get the evaluation keys only. Needs ``hec[ray]``.
         workers: with ``ray``: workers to start (default: one per core of the cluster).

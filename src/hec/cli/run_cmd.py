@@ -87,9 +87,9 @@ __all__ = ["run_cmd"]
     "ray_address",
     default=None,
     metavar="ADDRESS",
-    help="Evaluate on the Ray cluster at ADDRESS (HOST:PORT of its head; 'local': a Ray "
-    "instance of this machine). Keys, encryption and decryption stay here; the cluster's "
-    "workers get the evaluation keys. Needs hec[ray].",
+    help="Evaluate on the Ray cluster at ADDRESS (HOST:PORT of its head, from `ray start "
+    "--head`). Keys, encryption and decryption stay here; the cluster's workers get the "
+    "evaluation keys. Needs hec[ray].",
 )
 def run_cmd(
     artifact: Path,

@@ -36,7 +36,6 @@ from hec.runtime import keys
 
 __all__ = ["RayPool", "RayTransport", "bundle", "client_bundle", "connect", "require_ray"]
 
-LOCAL = "local"  # --ray local: a Ray instance of this machine, started for this process
 RESTARTS = 4  # times Ray restarts a dead actor, and runs one of its tasks again
 # Estimated cost to the driver of one chain sent to the cluster (its share of putting the
 # operands, getting, deserializing and adopting its result), at ring 2^14 and depth 5, on
@@ -56,10 +55,11 @@ def require_ray():
 
 
 def connect(address: str):
-    """Connect this process to the Ray cluster at ``address`` (``HOST:PORT`` of its head, or
-    ``local`` for a Ray instance of this machine); return the ``ray`` module.
+    """Connect this process to the Ray cluster at ``address`` (``HOST:PORT`` of its head, as
+    ``ray start --head`` prints it); return the ``ray`` module.
 
-    A process stays connected to the first cluster it joined (Ray allows one).
+    A process stays connected to the first cluster it joined (Ray allows one). Ray's token
+    authentication applies as the cluster was started (``RAY_AUTH_MODE``, ``~/.ray``).
 
     Raises:
         EnvironmentProblem: Ray is not installed.
@@ -68,15 +68,9 @@ def connect(address: str):
     ray = require_ray()
     if ray.is_initialized():
         return ray
-    if address != LOCAL:
-        _check_reachable(address)  # Ray itself would wait for minutes
+    _check_reachable(address)  # Ray itself would wait for minutes
     try:
-        ray.init(
-            address=None if address == LOCAL else address,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-            include_dashboard=False if address == LOCAL else None,
-        )
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ServerError(
