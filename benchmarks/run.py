@@ -18,7 +18,9 @@ A third table puts each model's latency row beside the tools users would pick in
 the same ``model.onnx``, test images and one thread (``benchmarks/peers/``): TenSEAL (CKKS,
 im2col convolution and vector-matrix products) and Concrete ML (quantized, TFHE), each in its
 own process with its own interpreter (``make bench-peers`` makes ``.venv-peers``), with ratios
-hec/peer. A peer that is not installed or cannot express a model says so in its row.
+hec/peer. A peer that is not installed or cannot express a model says so in its row. For a model
+a peer cannot run on this machine (``peers.PLANS``: Orion on ResNet-20), a fourth table gives
+the plan it would follow instead: its bootstrap count and the memory it would need.
 
     make bench-peers                                 # every model, latency rows and peers
     python benchmarks/run.py --model cryptonets --packing slots --no-deploy   # the comparison
@@ -516,6 +518,26 @@ PEER_COLUMNS = [  # (key, header, format): hec and the peers, same model, images
 ]
 
 
+PLAN_COLUMNS = [  # (key, header, format): a peer's plan for a model it cannot run here
+    ("model", "model", "{}"),
+    ("tool", "tool", "{}"),
+    ("params", "parameters", "{}"),
+    ("l_eff", "levels", "{}"),
+    ("input_level", "input level", "{}"),
+    ("bootstraps", "bootstraps", "{}"),
+    ("bootstrappers", "bootstrapper slots", "{}"),
+    ("diagonals", "diagonals", "{}"),
+    ("plaintext_gib", "plaintexts GiB", "{:.1f}"),
+    ("python_diagonals_gib", "Python diagonals GiB", "{:.1f}"),
+    ("pack_first_gib", "first packing GiB", "{:.1f}"),
+    ("pack_block_gib", "largest packing GiB", "{:.1f}"),
+    ("pack_block_layer", "at layer", "{}"),
+    ("peak_rss_mb", "plan peak MB", "{:.0f}"),
+    ("full_compile", "full compile", "{}"),
+    ("status", "status", "{}"),
+]
+
+
 def hec_peer_row(row: dict) -> dict:
     """hec's latency row in the peers table's terms."""
     return {
@@ -612,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        rows, peer_rows = [], []
+        rows, peer_rows, plan_rows = [], [], []
         for name in selected:
             bench = MODELS[name]
             folder, degree = bench.folder, bench.degree
@@ -627,6 +649,9 @@ def main(argv: list[str] | None = None) -> int:
                     peer_rows += bench_peers(
                         rows[-1], folder, names, peer_images, timeout, Path(tmp)
                     )
+                    if name in peers.PLANS and peers.PLANS[name][0] in names:
+                        print(f"  {peers.PLANS[name][0]}'s plan ...", file=sys.stderr, flush=True)
+                        plan_rows.append(peers.run_plan(name, folder, Path(tmp), timeout))
                 if not args.no_deploy:
                     print(f"deployment of {name} ...", file=sys.stderr, flush=True)
                     requests = 1 if args.quick else args.requests
@@ -662,10 +687,13 @@ def main(argv: list[str] | None = None) -> int:
     if peer_rows:
         print()
         print_table(peer_rows, PEER_COLUMNS)
+    if plan_rows:
+        print()
+        print_table(plan_rows, PLAN_COLUMNS)
     if args.json is None and not args.quick:
         args.json = REPO / "benchmarks" / "results.json"
     if args.json is not None:
-        results = {"meta": meta, "rows": rows, "peers": peer_rows}
+        results = {"meta": meta, "rows": rows, "peers": peer_rows, "plans": plan_rows}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"written {args.json}")

@@ -40,6 +40,12 @@ OWN_PYTHON = {
     "Orion": (REPO / ".venv-orion" / "bin" / "python", "HEC_ORION_PYTHON"),
 }
 
+# Models a peer cannot run here, whose plan it reports instead (bootstraps, memory it would need):
+# model -> (peer, script, calibration images).
+PLANS = {
+    "resnet20-mnist": ("Orion", "orion_plan.py", 200),
+}
+
 
 def ensure_model(folder: Path) -> Path:
     """``folder/model.onnx``, trained first by ``folder/train.py`` (this interpreter, which
@@ -88,12 +94,36 @@ def run_peer(
 ) -> dict:
     """One peer on one model, in its own process (its peak memory is its own); never raises."""
     script, module, extra = PEERS[peer]
+    return run_script(peer, module, script, extra, model, folder, images, work, timeout, threads)
+
+
+def run_plan(model: str, folder: Path, work: Path, timeout: float, threads: int = 1) -> dict:
+    """The plan ``PLANS[model]``'s peer makes for a model it cannot run here; never raises."""
+    peer, script, images = PLANS[model]
+    module = PEERS[peer][1]
+    return run_script(peer, module, script, [], model, folder, images, work, timeout, threads)
+
+
+def run_script(
+    peer: str,
+    module: str,
+    script: str,
+    extra: list[str],
+    model: str,
+    folder: Path,
+    images: int,
+    work: Path,
+    timeout: float,
+    threads: int,
+) -> dict:
+    """``script`` (this folder) in ``peer``'s interpreter, which must import ``module``: its
+    JSON row, or a row whose ``status`` says why there is none."""
     row: dict = {"model": model, "tool": peer}
     python = peer_python(module, *OWN_PYTHON.get(peer, (VENV_PYTHON, "HEC_PEERS_PYTHON")))
     if python is None:
         row["status"] = NOT_INSTALLED
         return row
-    out = work / f"{peer.replace(' ', '-')}-{folder.name}.json"
+    out = work / f"{Path(script).stem}-{peer.replace(' ', '-')}-{folder.name}.json"
     cmd = [
         python,
         str(HERE / script),
