@@ -112,3 +112,17 @@ def test_fine_tuning_recovers_accuracy(tmp_path) -> None:
     assert after["converted"] >= after["original"] - 0.015, report
     _, _, xt, _ = _data(SILU)
     assert onnxruntime_outputs(tmp_path / "ft.onnx", xt[:10]).shape == (10, 10)
+
+
+@pytest.mark.train
+def test_diverging_fine_tuning_stops_with_one_line_and_keeps_nothing(tmp_path) -> None:
+    """Training data far outside the calibrated intervals makes the polynomials blow up: the
+    loss is no longer finite, and fine-tuning stops with advice instead of writing NaN weights
+    (which later failed in a NumPy reduction)."""
+    pytest.importorskip("torch")
+    from hec.errors import ParameterError
+
+    x, y = load_dataset(SILU / "train.npz")
+    with pytest.raises(ParameterError, match="diverged in epoch 1.*lower --lr"):
+        _optimize(SILU, tmp_path / "ft.onnx", degree=2, fine_tune_epochs=1, train=(x * 1e30, y))
+    assert not (tmp_path / "ft.onnx").exists()

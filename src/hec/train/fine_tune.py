@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hec.errors import ParameterError
 from hec.ir import Graph
 from hec.progress import ProgressFn, no_progress
 from hec.train import require_torch
@@ -63,6 +64,12 @@ def fine_tune(
             idx = order[start : start + batch_size]
             logits = model(xt[idx]).reshape(len(idx), -1)
             loss = torch.nn.functional.cross_entropy(logits, yt[idx])
+            if not torch.isfinite(loss):  # raised before write_back: the graph is unchanged
+                raise ParameterError(
+                    f"fine-tuning diverged in epoch {epoch + 1} (the loss is not finite: "
+                    "activations left their polynomials' intervals); lower --lr "
+                    f"(now {lr:g}) or fine-tune fewer epochs"
+                )
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
