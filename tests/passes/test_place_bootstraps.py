@@ -188,3 +188,22 @@ def test_a_bootstrap_of_unknown_range_moves_to_an_activation_input() -> None:
     assert "moved here" in boots[0].attrs["why"]
     x = np.random.default_rng(1).uniform(-1, 1, (3, 8))
     np.testing.assert_array_equal(simulate_slots(graph, x)[0], simulate_slots(before, x)[0])
+
+
+def test_bootstrapping_caps_activation_depth_at_what_fits_between_bootstraps() -> None:
+    """A layer's map and its polynomial must fit the 5 levels between two bootstraps placed at
+    activation inputs: with --bootstrap on, automatic degrees stop at 4 levels (degree 13)."""
+    from hec.passes.pipeline import he_friendly_pipeline
+    from hec.passes.place_bootstraps import BOOTSTRAP_MAX_POLY_DEPTH
+    from hec.passes.replace_activations import ReplaceActivations
+
+    def depth(options: CompileOptions) -> int:
+        (replace,) = [
+            p for p in he_friendly_pipeline(options, {}) if isinstance(p, ReplaceActivations)
+        ]
+        return replace.max_depth
+
+    assert depth(CompileOptions(bootstrap="on")) == BOOTSTRAP_MAX_POLY_DEPTH == 4
+    assert depth(CompileOptions()) == CompileOptions().max_poly_depth == 5
+    chain = bootstrap_chain(64)
+    assert BOOTSTRAP_MAX_POLY_DEPTH + 1 == chain.levels_between

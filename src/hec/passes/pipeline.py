@@ -15,9 +15,9 @@ from hec.passes.expand_copies import ExpandCopies
 from hec.passes.fuse_polynomials import FusePolynomials
 from hec.passes.lazy_relinearize import LazyRelinearize
 from hec.passes.lower_to_batch import LowerToBatch
-from hec.passes.lower_to_slots import LowerToSlots
+from hec.passes.lower_to_slots import CheckInputLayout, LowerToSlots
 from hec.passes.pass_manager import Pass
-from hec.passes.place_bootstraps import PlaceBootstraps
+from hec.passes.place_bootstraps import BOOTSTRAP_MAX_POLY_DEPTH, PlaceBootstraps
 from hec.passes.refit_layers import RefitLayers
 from hec.passes.replace_activations import ReplaceActivations
 from hec.passes.schedule_rotations import ScheduleRotations
@@ -45,9 +45,12 @@ def he_friendly_pipeline(
     passes: list[Pass] = []
     if stats is not None:  # the model has non-polynomial ops and calibration data was given
         budget = DEFAULT_ERROR_BUDGET if options.error_budget is None else options.error_budget
-        replace = ReplaceActivations(
-            stats, options.degree, budget, options.margin, options.max_poly_depth
-        )
+        # with bootstrapping asked for, a polynomial and the map before it must fit between
+        # two bootstraps at activation inputs (the values known to lie within [-1, 1])
+        depth = options.max_poly_depth
+        if options.bootstrap == "on":
+            depth = min(depth, BOOTSTRAP_MAX_POLY_DEPTH)
+        replace = ReplaceActivations(stats, options.degree, budget, options.margin, depth)
         norms = (
             [ReplaceNorms(stats, options.norm_tolerance)]
             if any(isinstance(s, NormStats) for s in stats.values())  # normalization layers
@@ -72,16 +75,33 @@ def he_friendly_pipeline(
     return passes
 
 
-def slot_packing_pipeline(options: CompileOptions, check_ranges: bool = True) -> list[Pass]:
+def slot_packing_pipeline(
+    options: CompileOptions, check_ranges: bool = True, progress: ProgressFn = no_progress
+) -> list[Pass]:
     """Tensor graph → scheduled slot program (latency mode: one sample per ciphertext).
 
     ``check_ranges=False``: the parameters are chosen afterwards from the values the program
-    reaches on typical inputs (``backend_openfhe.precision``), which replaces the check."""
+    reaches on typical inputs (``backend_openfhe.precision``), which replaces the check.
+    ``progress``: the lowering's walk, op by op (stage ``compile: lower-to-slots``)."""
     copies = options.readout == "copies"
     # copies of the program must fit one ciphertext: channels pruning left unread leave the
     # tensors first (constant ones fold into a bias). Not otherwise: the strided layouts of
     # fewer channels differ from the ones a rotation budget was pruned under.
     passes: list[Pass] = [DropDeadChannels()] if copies else []
+    lower = LowerToSlots(
+        options.slots,
+        negligible=2.0 ** (14 - options.scaling_bits),
+        block_local=options.sample_blocks,
+        input_layout="direct" if options.input_layout == "auto" else options.input_layout,
+        output_layouts=options.output_layouts,
+        stencil_sums=options.stencil_sums,
+        fold_short_maps=options.fold_short_maps,
+        readout="copies" if copies else "matrix",
+        progress=progress,
+    )
+    # an input layout the first map cannot take is refused before the passes that read the
+    # whole graph (auto tries each layout: a ResNet's im2col needs 2^19 slots); direct: no-op
+    passes.append(CheckInputLayout(lower))
     if check_ranges:
         # every value the program will hold bounded from the calibrated ranges: refuse one
         # that could pass what the first modulus holds at the scale (instead of garbage)
@@ -93,16 +113,7 @@ def slot_packing_pipeline(options: CompileOptions, check_ranges: bool = True) ->
     passes += [
         # fuse linear chains; one matvec per chain, levels assigned; the input layout designed
         # for the first map (auto is resolved by hec.api, which compiles each candidate)
-        LowerToSlots(
-            options.slots,
-            negligible=2.0 ** (14 - options.scaling_bits),
-            block_local=options.sample_blocks,
-            input_layout="direct" if options.input_layout == "auto" else options.input_layout,
-            output_layouts=options.output_layouts,
-            stencil_sums=options.stencil_sums,
-            fold_short_maps=options.fold_short_maps,
-            readout="copies" if copies else "matrix",
-        ),
+        lower,
         # a program deeper than one modulus chain: bootstraps where a value would pass its
         # last level, every level recomputed (shallow programs: unchanged)
         PlaceBootstraps(

@@ -50,9 +50,12 @@ from hec.ir import CipherType, Graph, Op, Value
 from hec.ir.core import op_def
 from hec.ir.types import type_as
 
-__all__ = ["PlaceBootstraps", "BOOTSTRAP_POLICIES", "bootstraps_of"]
+__all__ = ["PlaceBootstraps", "BOOTSTRAP_MAX_POLY_DEPTH", "BOOTSTRAP_POLICIES", "bootstraps_of"]
 
 BOOTSTRAP_POLICIES = ("auto", "on", "off")
+# The deepest activation polynomial that fits, with its layer's map, between two bootstraps at
+# activation inputs (5 levels between bootstraps of up to 1,024 slots: 4 + 1)
+BOOTSTRAP_MAX_POLY_DEPTH = 4
 
 
 def _level(v: Value) -> int:
