@@ -239,7 +239,9 @@ class Search:
         if plan.packing == "batch":
             passes = batch_packing_pipeline(options, self._batch_slots(program, options))
         else:
-            passes = slot_packing_pipeline(options, check_ranges=not self._precise(options))
+            passes = slot_packing_pipeline(
+                options, check_ranges=not self._precise(options), progress=self.progress
+            )
         total = len(passes)
         done = iter(range(total))
         PassManager(
@@ -324,13 +326,17 @@ class Search:
         fingerprint = graph_fingerprint(graph)  # once: every candidate lowers this graph
         results: dict[str, Lowered] = {}
         candidates: dict[str, dict[str, Any]] = {}
+        refused: list[Exception] = []
         for kind in kinds:
             plan = Plan.of(options, packing="slots", input_layout=kind)
             try:
                 results[kind] = self.lower(graph, plan, quiet, False, fingerprint)
             except (NotApplicable, ParameterError) as exc:  # e.g. im2col: too many slots
+                refused.append(exc)
                 if given != "auto" or kind == kinds[-1] and not results:
-                    raise
+                    # why the first (simplest) layout failed: the others' reasons are about
+                    # their own layout (a ResNet-20 showed im2col's slots, not direct's error)
+                    raise refused[0] from None
                 candidates[kind] = {"applies": False, "why": str(exc)}
                 continue
             if options.output_layouts == "auto" and may_anchor(graph):

@@ -97,16 +97,16 @@ def test_dump_ir_after(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (tmp_path / "dumps").iterdir())
-    # fuse-polynomials (01) finds nothing to change in this model, check-ranges (02) never
-    # changes anything and place-bootstraps (04) has nothing to do in a shallow program, so
-    # they write no dump; choose-kernels records each map's kernel
+    # fuse-polynomials (01) finds nothing to change in this model, check-input-layout (02) and
+    # check-ranges (03) never change anything and place-bootstraps (05) has nothing to do in a
+    # shallow program, so they write no dump; choose-kernels records each map's kernel
     assert names == [
         "00-input.txt",
-        "03-lower-to-slots.txt",
-        "05-choose-kernels.txt",
-        "06-schedule-rotations.txt",
+        "04-lower-to-slots.txt",
+        "06-choose-kernels.txt",
+        "07-schedule-rotations.txt",
     ]
-    kernels = (tmp_path / "dumps" / "05-choose-kernels.txt").read_text()
+    kernels = (tmp_path / "dumps" / "06-choose-kernels.txt").read_text()
     assert "kernel='bsgs'" in kernels and "baby_step=" in kernels
 
 

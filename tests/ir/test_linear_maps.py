@@ -78,3 +78,34 @@ def test_group_probe_names_each_input_even_with_cancelling_weights():
     )
     A, _ = affine_map(op)
     assert abs(A - _dense(op)).max() <= 1e-12 * abs(w).max()
+
+
+ONE_SOURCE = {  # kind -> (input shape, attrs, consts): each output reads at most one input
+    "scale_shift": (
+        (3, 5, 4),
+        {},
+        {
+            "scale": np.array([2.5, 0.0, -1e-3])[:, None, None],
+            "shift": np.array([1.0, -3.0, 7.5])[:, None, None],
+        },
+    ),  # noqa: E501
+    "pad": ((2, 4, 5), {"pads": (0, 1, 2, 0, 2, 1), "mode": "constant", "value": 0.75}, {}),
+    "pad-reflect": ((2, 4, 5), {"pads": (0, 1, 2, 0, 2, 1), "mode": "reflect", "value": 0.0}, {}),  # noqa: E501
+    "transpose": ((3, 4, 5), {"perm": (2, 0, 1)}, {}),
+    "reshape": ((3, 4, 5), {"shape": (12, 5)}, {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ONE_SOURCE))
+def test_one_source_ops_probed_in_one_group_match_one_input_at_a_time(name):
+    """All inputs probed together (two evaluations): the same matrix, shifts and pad values in
+    the bias, a zero scale leaving its column empty."""
+    in_shape, attrs, consts = ONE_SOURCE[name]
+    op = _op(name.split("-")[0], in_shape, attrs, consts)
+    A, b = affine_map(op)
+    want = _dense(op)
+    assert A.shape == want.shape and A.nnz == want.nnz
+    assert abs(A - want).max() < 1e-12
+    x = np.random.default_rng(2).normal(size=(3, *in_shape))
+    got = (A @ x.reshape(3, -1).T).T + b
+    np.testing.assert_allclose(got, evaluate_op(op, x).reshape(3, -1), atol=1e-12)

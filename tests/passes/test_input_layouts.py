@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import hec
-from hec.errors import LayoutError
+from hec.errors import LayoutError, ParameterError
 from hec.frontend import import_onnx
 from hec.frontend.reference import onnxruntime_outputs
 from hec.ir import Layout, interpret
@@ -20,7 +20,7 @@ from hec.passes.input_layouts import NotApplicable
 from cli_helpers import assert_one_line_error, generated_program_logits
 from cli_helpers import hec as hec_cli
 from conftest import EXAMPLE, assert_matches_reference
-from onnx_builders import ModelBuilder
+from onnx_builders import ModelBuilder, deep_square_mlp
 from op_cases import CASES
 
 
@@ -126,9 +126,40 @@ def test_cli_prints_the_choice_and_refuses_in_one_line(tmp_path) -> None:
     assert "input layout: replicated (chosen" in proc.stdout and "direct " in proc.stdout
     args = ("--input-layout", "im2col", "--slots", "512")
     proc = hec_cli("compile", str(EXAMPLE / "model.onnx"), "-o", str(tmp_path / "p"), *args)
-    assert_one_line_error(proc, "im2col input: needs 8192 slots, --slots gives 512")
+    assert_one_line_error(proc, "im2col input: layer '", "needs 8192 slots", "--slots gives 512")
     with pytest.raises(LayoutError):
         hec.compile(EXAMPLE / "model.onnx", tmp_path / "q", hec.CompileOptions(input_layout="x"))
+
+
+def test_a_layout_no_ring_holds_is_refused_before_the_whole_graph_is_read(tmp_path) -> None:
+    """im2col of a 1 -> 16 channel 3x3 convolution on 32x32 needs 9 x 16,384 slots: refused
+    by check-input-layout, in one line naming the layer, before check-ranges bounds the graph
+    (on a ResNet-20 each refused candidate cost minutes there)."""
+    b = ModelBuilder((1, 32, 32), seed=1)
+    conv = b.node("Conv", ["input", b.weight(16, 1, 3, 3)], pads=[1, 1, 1, 1])
+    model = b.build(b.node("Mul", [conv, conv]))
+    stages: list[str] = []
+    with pytest.raises(NotApplicable) as err:
+        hec.compile(
+            model,
+            tmp_path / "out",
+            hec.CompileOptions(input_layout="im2col"),
+            progress=lambda stage, *a: stages.append(stage),
+        )
+    assert str(err.value).startswith("im2col input: layer '")
+    assert "needs 262144 slots (9 terms x 16384 outputs)" in str(err.value)
+    assert "largest ciphertext 65536" in str(err.value)
+    assert "compile: check-input-layout" in stages
+    assert not any("check-ranges" in s or "lower-to-slots" in s for s in stages)
+
+
+def test_when_no_layout_applies_the_first_ones_reason_is_raised(tmp_path) -> None:
+    """Every candidate refused: the user reads why direct (the first) failed, here a bad
+    --bootstrap, not the last candidate's reason (im2col's slots; a ResNet-20 showed that)."""
+    model = deep_square_mlp(layers=2)
+    options = hec.CompileOptions(slots=64, bootstrap="sometimes")
+    with pytest.raises(ParameterError, match="--bootstrap 'sometimes'"):
+        hec.compile(model, tmp_path / "out", options)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ add or a product — is common and lives here.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -36,6 +37,7 @@ from hec.ir.slot_ops import poly_depth
 from hec.ir.types import encrypted_type, type_as
 from hec.passes.polyfit import significant_coeffs
 from hec.passes.replace_activations import CalibrationMissing
+from hec.progress import ProgressFn, no_progress
 
 __all__ = [
     "PendingMap",
@@ -49,6 +51,10 @@ __all__ = [
 ]
 
 Factor = tuple[sp.csr_matrix, np.ndarray]
+
+# A walk still going after this many seconds names the layer it is on, then again as often (a
+# small model's walk ends first and prints nothing).
+NOTE_EVERY = 30.0
 
 
 def compose_factors(factors: tuple[Factor, ...], size: int) -> Factor:
@@ -199,6 +205,9 @@ class ChainLowering:
         self.src_graph = graph
         self.out = Graph(graph.name, dialect=self.dialect)
         self.pending: dict[int, PendingMap] = {}
+        # ``progress(stage, ops walked, ops)`` as the walk goes (a ResNet's walk takes minutes)
+        self.progress: ProgressFn = no_progress
+        self.stage = "lower"
 
     # -- the dialect's part ---------------------------------------------------------------
     def cipher_type(self, shape: tuple[int, ...], level: int) -> Type:
@@ -222,7 +231,13 @@ class ChainLowering:
     def lower(self) -> Graph:
         for v in self.src_graph.inputs:
             self._identity(v, self.out.add_input(v.name, self.cipher_type(v.shape, 0)))
-        for op in self.src_graph.ops:
+        ops = self.src_graph.ops
+        noted = time.monotonic()
+        for i, op in enumerate(ops):
+            self.progress(self.stage, i, len(ops))
+            if time.monotonic() - noted >= NOTE_EVERY:  # a long walk: which layer it is on
+                noted = time.monotonic()
+                self.progress(self.stage, i, len(ops), f"at layer '{op.origin}'")
             if op.kind in LINEAR_KINDS:
                 A, b = affine_map(op)
                 self.pending[id(op.result)] = self.pending[id(op.inputs[0])].then(A, b, op.origin)
@@ -241,6 +256,7 @@ class ChainLowering:
             else:
                 raise NotImplementedError(f"lowering of tensor op {op.kind}")
         self.out.outputs = [self._materialize(v) for v in self.src_graph.outputs]
+        self.progress(self.stage, len(ops), len(ops))
         return self.out
 
     # -- polynomials ----------------------------------------------------------------------

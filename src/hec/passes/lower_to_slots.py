@@ -21,7 +21,7 @@ Golden: ``tests/passes/golden/lower_to_slots_*.txt``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -52,8 +52,10 @@ from hec.passes.stencil_sums import (
     stencil_rotations,
     sum_rounds,
 )
+from hec.progress import ProgressFn, no_progress
 
 __all__ = [
+    "CheckInputLayout",
     "LowerToSlots",
     "SlotLowering",
     "READOUTS",
@@ -131,6 +133,7 @@ class LowerToSlots:
     fold_short_maps: bool = True
     stencil_sums: str = "auto"
     readout: str = "matrix"
+    progress: ProgressFn = field(default=no_progress, compare=False, repr=False)
     name: ClassVar[str] = "lower-to-slots"
     dialect: ClassVar[str] = "tensor"
 
@@ -144,10 +147,7 @@ class LowerToSlots:
                 f"does not fit in {slots} slots; multi-ciphertext layouts are not "
                 f"supported yet"
             )
-        if self.input_layout not in INPUT_LAYOUTS:
-            raise LayoutError(f"input layout {self.input_layout!r} is not one of {INPUT_LAYOUTS}")
-        if self.readout not in READOUTS:
-            raise LayoutError(f"readout {self.readout!r} is not one of {READOUTS}")
+        self._check_choices()
         if self.readout == "copies":
             if len(graph.outputs) != 1:
                 raise NotApplicable("copies readout: the model has more than one output")
@@ -158,15 +158,11 @@ class LowerToSlots:
                     f"{MAX_SLOTS} slots of the largest ciphertext"
                 )
         try:
-            lowering = self._lowering(graph, slots)
+            lowering = self._lowering(graph, slots, self.progress)
             out = lowering.lower()
         except _MoreSlots as more:  # im2col: every layer works in the slots the input needs
-            if self.slots is not None or more.slots > MAX_SLOTS:
-                raise NotApplicable(
-                    f"im2col input: needs {more.slots} slots"
-                    + (f", --slots gives {self.slots}" if self.slots else ", too many")
-                ) from None
-            lowering = self._lowering(graph, more.slots)
+            self._refuse_more_slots(more)
+            lowering = self._lowering(graph, more.slots, self.progress)
             out = lowering.lower()
         if self.input_layout != "direct" and not lowering.designed:
             raise NotApplicable(f"{self.input_layout} input: the input feeds no linear map first")
@@ -184,8 +180,53 @@ class LowerToSlots:
             graph.attrs["block_local"] = True
         return True
 
-    def _lowering(self, graph: Graph, slots: int) -> SlotLowering:
-        return SlotLowering(
+    def _check_choices(self) -> None:
+        if self.input_layout not in INPUT_LAYOUTS:
+            raise LayoutError(f"input layout {self.input_layout!r} is not one of {INPUT_LAYOUTS}")
+        if self.readout not in READOUTS:
+            raise LayoutError(f"readout {self.readout!r} is not one of {READOUTS}")
+
+    def check_input_layout(self, graph: Graph) -> None:
+        """Refuse ``input_layout`` for ``graph`` the way ``run`` would, but cheaply: the walk
+        stops as soon as the input's layout is designed (the first linear map), so a layout
+        that cannot apply costs one layer's matrix, not a whole lowering. Changes nothing.
+
+        Raises:
+            NotApplicable: the layout does not suit the first map, or needs more slots than
+                ``slots`` (when given) or the largest ciphertext.
+        """
+        self._check_choices()
+        if self.input_layout == "direct":
+            return
+        slots = max(self.slots or 0, min_slots(graph))
+        lowering = self._lowering(graph, slots)
+        lowering.stop_when_designed = True
+        try:
+            lowering.lower()
+        except _MoreSlots as more:
+            self._refuse_more_slots(more)
+            return  # the lowering works in that many slots
+        except _Designed:
+            return
+        raise NotApplicable(f"{self.input_layout} input: the input feeds no linear map first")
+
+    def _refuse_more_slots(self, more: _MoreSlots) -> None:
+        """The input layout needs ``more.slots``: refuse it where ``--slots`` or the largest
+        ciphertext does not hold that many (one line naming the layer)."""
+        if self.slots is None and more.slots <= MAX_SLOTS:
+            return
+        limit = (
+            f"--slots gives {self.slots}" if self.slots else f"the largest ciphertext {MAX_SLOTS}"
+        )
+        raise NotApplicable(
+            f"{self.input_layout} input: layer '{more.origin}' needs {more.slots} slots "
+            f"({more.terms} terms x {more.outputs} outputs), {limit}"
+        ) from None
+
+    def _lowering(
+        self, graph: Graph, slots: int, progress: ProgressFn = no_progress
+    ) -> SlotLowering:
+        lowering = SlotLowering(
             graph,
             slots,
             self.negligible,
@@ -196,14 +237,43 @@ class LowerToSlots:
             self.stencil_sums,
             self.readout,
         )
+        lowering.progress, lowering.stage = progress, f"compile: {self.name}"
+        return lowering
+
+
+@dataclass(frozen=True)
+class CheckInputLayout:
+    """Refuse, before the costly passes, an input layout that ``lowering`` would refuse.
+
+    A candidate layout that cannot apply (``im2col`` needing more slots than any ring has, a
+    ``replicated`` input whose copies overlap) was found only once ``lower-to-slots`` reached
+    the first map, after ``check-ranges`` had bounded the whole graph: minutes on a ResNet-20
+    for each candidate ``--input-layout auto`` tries. This walks to the first map only.
+
+    Preserves: the graph (it changes nothing). Raises ``NotApplicable`` as the lowering would.
+    """
+
+    lowering: LowerToSlots
+    name: ClassVar[str] = "check-input-layout"
+    dialect: ClassVar[str] = "tensor"
+
+    def run(self, graph: Graph) -> bool:
+        require_polynomial(graph)
+        self.lowering.check_input_layout(graph)
+        return False
 
 
 class _MoreSlots(Exception):
-    """The input layout needs ``slots`` slots: lower again with that many."""
+    """The input layout needs ``slots`` slots (``terms`` per output of layer ``origin``, for
+    ``outputs`` outputs): lower again with that many."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, origin: str, terms: int, outputs: int) -> None:
         super().__init__(slots)
-        self.slots = slots
+        self.slots, self.origin, self.terms, self.outputs = slots, origin, terms, outputs
+
+
+class _Designed(Exception):
+    """The input's layout is designed (``check_input_layout`` needs no more of the walk)."""
 
 
 class SlotLowering(ChainLowering):
@@ -235,6 +305,7 @@ class SlotLowering(ChainLowering):
         self.input_layout = input_layout
         self.input_fixed = input_layout == "direct"  # the input's layout can change no more
         self.designed = False
+        self.stop_when_designed = False  # check_input_layout: the design is all it asks
         # tensors only linear maps read (maybe through polynomials): their layout is free
         if output_layouts not in OUTPUT_LAYOUTS:
             raise LayoutError(f"output layouts {output_layouts!r}: not one of {OUTPUT_LAYOUTS}")
@@ -305,7 +376,7 @@ class SlotLowering(ChainLowering):
             p.src.type = CipherType(S, xt.level, xt.scale_deg, in_layout)
             self.input_fixed = self.designed = True
         elif from_input and not self.input_fixed:  # the first map reading the input picks it
-            c = self._design_input(p.src, A, shape)
+            c = self._design_input(p.src, A, shape, p.origin)
             layout, rows_slot = Layout(shape, S), np.arange(A.shape[0])  # designed for these
         else:
             c = layout_of(p.src.type).slot_of_element()[A.col]
@@ -316,6 +387,8 @@ class SlotLowering(ChainLowering):
             layout, rows_slot = self.output_layout(
                 A.row, c, shape, tensor, A.col, layout_of(p.src.type)
             )
+        if self.designed and self.stop_when_designed:
+            raise _Designed
         r = rows_slot[A.row]
         # Within one S-slot vector, shifts c - r and c - r - S are the same rotation; across
         # blocks they are not, so block-local programs keep them apart.
@@ -427,13 +500,16 @@ class SlotLowering(ChainLowering):
         extent = int(rows_slot.max()) + 1
         return map_cost((read - rows_slot[rows]) % self.slots, self.slots, extent, self.fold)
 
-    def _design_input(self, x: Value, A: sp.coo_matrix, shape: tuple[int, ...]) -> np.ndarray:
-        """Give the input ``x`` the layout ``input_layout`` designed for map ``A``; the slots
-        the non-zeros of ``A`` read."""
+    def _design_input(
+        self, x: Value, A: sp.coo_matrix, shape: tuple[int, ...], origin: str
+    ) -> np.ndarray:
+        """Give the input ``x`` the layout ``input_layout`` designed for map ``A`` (of layer
+        ``origin``); the slots the non-zeros of ``A`` read."""
         if self.input_layout == "im2col":
             need = im2col_slots(A.row, A.col, A.shape[0])
             if need > self.slots:
-                raise _MoreSlots(need)
+                terms = int(np.bincount(A.row).max()) if A.nnz else 1
+                raise _MoreSlots(need, origin, terms, A.shape[0])
         layout, read = design_input_layout(
             self.input_layout, A.row, A.col, layout_of(x.type).shape, shape, self.slots
         )
