@@ -73,10 +73,11 @@ def run_onnxruntime(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
 
 def deep_square_mlp(layers: int = 11, width: int = 16, seed: int = 0) -> onnx.ModelProto:
-    """A dense network on scikit-learn's 8×8 digits, ``layers`` × (Gemm · x²) then Gemm → 10:
+    """A dense network on scikit-learn's 8×8 digits, ``layers`` × (Gemm · z + z²) then Gemm → 10:
     2 levels a layer, so 11 layers pass the 21 levels of a bootstrapping chain. Each layer's
-    weights are scaled so its outputs on the digits stay within [-1, 1] (squares neither
-    vanish nor explode, and a bootstrap gets the range it refreshes best)."""
+    weights are scaled so its pre-activations on the digits stay within [-0.9, 0.9] (the
+    activation neither vanishes nor explodes, its linear term carries the input through, and a
+    bootstrap gets the range it refreshes best)."""
     from sklearn.datasets import load_digits
 
     rng = np.random.default_rng(seed)
@@ -89,6 +90,6 @@ def deep_square_mlp(layers: int = 11, width: int = 16, seed: int = 0) -> onnx.Mo
         z = h @ W.T + c
         s = 0.9 / np.abs(z).max()
         t = b.node("Gemm", [t, b.const(W * s), b.const(c * s)], transB=1)
-        t = b.node("Mul", [t, t])
-        h, fan_in = (z * s) ** 2, width
+        t = b.node("Add", [t, b.node("Mul", [t, t])])
+        h, fan_in = z * s + (z * s) ** 2, width
     return b.build(b.node("Gemm", [t, b.weight(10, fan_in)], transB=1))
