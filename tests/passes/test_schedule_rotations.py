@@ -100,3 +100,19 @@ def test_an_all_zero_map_compiles_to_its_bias(tmp_path) -> None:
     art = hec.compile(model, tmp_path / "out")
     np.testing.assert_allclose(hec.simulate(art, x), run_onnxruntime(model, x), atol=1e-9)
     assert art.report.layers[-1].rotations == 0
+
+
+def test_a_split_searched_again_is_the_memoized_one_and_a_callers_copy() -> None:
+    """The split search is memoized by the offsets: the same answer, each caller its own array
+    (a caller changing its representation must not change the next caller's)."""
+    from hec.passes.schedule_rotations import choose_split, split_cost
+
+    offsets = np.array([0, 1, 2, 31, 32, 33, 63, 64, 65, 990, 1023])
+    first = choose_split(offsets, 1024)
+    first[1][:] = 7
+    n1, ks = choose_split(offsets, 1024)
+    assert n1 == first[0] and 7 not in ks.tolist()
+    assert sorted(np.asarray(ks) % 1024) == sorted(offsets % 1024)
+    # the chosen split is no worse than any other baby-step size
+    best = sum(split_cost(ks, n1, 1024))
+    assert all(best <= sum(split_cost(offsets, m, 1024)) for m in range(1, 1025))
