@@ -9,6 +9,7 @@ hec decrypt OUT/ --keys KEYDIR Y.ct                       client: secret key
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import click
@@ -168,7 +169,7 @@ def eval_cmd(
     data = read_ciphertext(ciphertext, art)
     progress = stderr_progress()
     start = time.perf_counter()
-    result = server.evaluate_bytes(data, lambda d, n: progress("evaluate", d, n), str(ciphertext))
+    result = server.evaluate_bytes(data, partial(progress, "evaluate"), str(ciphertext))
     seconds = time.perf_counter() - start
     out.write_bytes(result)
     click.echo(
