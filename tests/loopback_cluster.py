@@ -73,7 +73,7 @@ class LoopbackCluster:
             f"--metrics-export-port={ports[4]}",
             f"--runtime-env-agent-port={ports[5]}",
             f"--min-worker-port={workers}",
-            f"--max-worker-port={workers + 40}",
+            f"--max-worker-port={workers + 400}",
             "--object-store-memory=400000000",
         ]
         proc = subprocess.Popen(

@@ -234,7 +234,11 @@ def run(
     client = Client(art, progress=lambda d, n: progress("keygen", d, n))
     timings = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
     server = Server(art, client.context) if ray is None else None
-    remote = None if ray is None else _RemoteSlots(art, client, xb, timings, ray, workers)
+    remote = None
+    if ray is not None:
+        from hec.runtime.cluster import RemoteSlots
+
+        remote = RemoteSlots(art, client, xb, timings, ray, workers)
     logits = np.full((len(xb), *art.output_shape), np.nan)
     precision = np.full(len(xb), np.nan)
     per = art.params.blocks
@@ -246,7 +250,7 @@ def run(
         if remote is not None:
             evaluations += 1
             progress(f"eval {evaluations}/{-(-len(xb) // per)}", 1, 1)
-            dec = remote.evaluate(idx)
+            dec = remote.evaluate(idx, _span(idx))
             logits[idx] = dec.values
             precision[idx] = dec.precision_bits
             return
@@ -298,77 +302,6 @@ def run(
     if cluster is not None:
         stats["cluster"] = cluster
     return _with_outputs(art, RunResult(logits, precision, timings, stats, failed))
-
-
-class _RemoteSlots:
-    """Slot-packed evaluations on a Ray cluster (``cluster.RayPool``), kept ahead of the
-    decryption: up to two per worker are encrypted and in flight while the client decrypts.
-
-    ``evaluate(idx)`` gives what ``Client.decrypt_bytes`` gives for inputs ``idx``: the same
-    program on the same ciphertext as in this process (``Server.evaluate_bytes``).
-    """
-
-    def __init__(
-        self,
-        art: Artifact,
-        client: Client,
-        xb: np.ndarray,
-        timings: dict[str, float],
-        address: str,
-        workers: int | None,
-    ) -> None:
-        from hec.runtime.cluster import RayPool, client_bundle
-
-        self._client, self._xb, self._timings = client, xb, timings
-        self.pool = RayPool(address, client_bundle(art, client), workers)
-        per = art.params.blocks
-        self._upcoming = iter(
-            [list(range(s, min(s + per, len(xb)))) for s in range(0, len(xb), per)]
-        )
-        self._pending: dict[tuple[int, ...], tuple] = {}
-        self._sent_bytes = self._received_bytes = 0
-
-    def _submit(self, idx: list[int]) -> tuple:
-        t = time.perf_counter()
-        data = self._client.encrypt_to_bytes(self._xb[idx])
-        self._timings["encrypt"] += time.perf_counter() - t
-        self._sent_bytes += len(data)
-        return self.pool.submit(data)
-
-    def evaluate(self, idx: list[int]):
-        sent = self._pending.pop(tuple(idx), None) or self._submit(idx)
-        while len(self._pending) < 2 * self.pool.workers:
-            more = next(self._upcoming, None)
-            if more is None:
-                break
-            if tuple(more) != tuple(idx):
-                self._pending[tuple(more)] = self._submit(more)
-        t = time.perf_counter()
-        status, payload = self.pool.result(sent)
-        self._timings["evaluate"] += time.perf_counter() - t
-        if status != "ok":
-            from hec.errors import ServerError
-
-            raise ServerError(f"input(s) {_span(idx)}: {payload}")
-        self._received_bytes += len(payload)
-        t = time.perf_counter()
-        try:
-            return self._client.decrypt_bytes(payload, f"output of input(s) {_span(idx)}")
-        finally:
-            self._timings["decrypt"] += time.perf_counter() - t
-
-    def stats(self) -> dict:
-        """Workers and bytes on the wire (the bundle once, ciphertext files each way)."""
-        return {
-            "workers": self.pool.workers,
-            "nodes": self.pool.nodes,
-            "bundle_bytes": self.pool.bundle_bytes,
-            "sent_bytes": self._sent_bytes,
-            "received_bytes": self._received_bytes,
-        }
-
-    def close(self) -> None:
-        self.pool.close()
 
 
 def _with_outputs(art: Artifact, result: RunResult) -> RunResult:

@@ -34,7 +34,15 @@ from hec.backend_openfhe.artifact import Artifact
 from hec.errors import EnvironmentProblem, ServerError
 from hec.runtime import keys
 
-__all__ = ["RayPool", "RayTransport", "bundle", "client_bundle", "connect", "require_ray"]
+__all__ = [
+    "RayPool",
+    "RayTransport",
+    "RemoteSlots",
+    "bundle",
+    "client_bundle",
+    "connect",
+    "require_ray",
+]
 
 RESTARTS = 4  # times Ray restarts a dead actor, and runs one of its tasks again
 # Estimated cost to the driver of one chain sent to the cluster (its share of putting the
@@ -170,7 +178,7 @@ class RayPool:
         return k, self.actors[k].evaluate.remote(data)
 
     def result(self, sent: tuple[int, Any], timeout: float | None = None) -> tuple[str, Any]:
-        """``serving.answer``'s reply to a ``submit`` (``("failed", why)`` when the actor
+        """``server.answer``'s reply to a ``submit`` (``("failed", why)`` when the actor
         could not answer even after Ray's retries; ``TimeoutError`` past ``timeout``)."""
         ray = self._ray
         k, ref = sent
@@ -193,6 +201,75 @@ class RayPool:
         for a in self.actors:
             self._ray.kill(a, no_restart=True)
         self.actors = []
+
+
+class RemoteSlots:
+    """Slot-packed evaluations of ``hec.run`` on a Ray cluster (``RayPool``), kept ahead of
+    the decryption: up to two per worker are encrypted and in flight while ``client`` decrypts.
+
+    ``evaluate(idx, span)`` gives what ``Client.decrypt_bytes`` gives for inputs ``idx`` (named
+    ``span`` in errors): the same program on the same ciphertext as in one process
+    (``Server.evaluate_bytes``). ``timings`` receives the encrypt, evaluate (waiting for the
+    cluster) and decrypt seconds.
+    """
+
+    def __init__(
+        self,
+        art: Artifact,
+        client,
+        xb: np.ndarray,
+        timings: dict[str, float],
+        address: str,
+        workers: int | None,
+    ) -> None:
+        self._client, self._xb, self._timings = client, xb, timings
+        self.pool = RayPool(address, client_bundle(art, client), workers)
+        per = art.params.blocks
+        self._upcoming = iter(
+            [list(range(s, min(s + per, len(xb)))) for s in range(0, len(xb), per)]
+        )
+        self._pending: dict[tuple[int, ...], tuple] = {}
+        self._sent_bytes = self._received_bytes = 0
+
+    def _submit(self, idx: list[int]) -> tuple:
+        t = time.perf_counter()
+        data = self._client.encrypt_to_bytes(self._xb[idx])
+        self._timings["encrypt"] += time.perf_counter() - t
+        self._sent_bytes += len(data)
+        return self.pool.submit(data)
+
+    def evaluate(self, idx: list[int], span: str):
+        sent = self._pending.pop(tuple(idx), None) or self._submit(idx)
+        while len(self._pending) < 2 * self.pool.workers:
+            more = next(self._upcoming, None)
+            if more is None:
+                break
+            if tuple(more) != tuple(idx):
+                self._pending[tuple(more)] = self._submit(more)
+        t = time.perf_counter()
+        status, payload = self.pool.result(sent)
+        self._timings["evaluate"] += time.perf_counter() - t
+        if status != "ok":
+            raise ServerError(f"input(s) {span}: {payload}")
+        self._received_bytes += len(payload)
+        t = time.perf_counter()
+        try:
+            return self._client.decrypt_bytes(payload, f"output of input(s) {span}")
+        finally:
+            self._timings["decrypt"] += time.perf_counter() - t
+
+    def stats(self) -> dict:
+        """Workers and bytes on the wire (the bundle once, ciphertext files each way)."""
+        return {
+            "workers": self.pool.workers,
+            "nodes": self.pool.nodes,
+            "bundle_bytes": self.pool.bundle_bytes,
+            "sent_bytes": self._sent_bytes,
+            "received_bytes": self._received_bytes,
+        }
+
+    def close(self) -> None:
+        self.pool.close()
 
 
 class RayTransport:

@@ -71,9 +71,9 @@ class Evaluator:
             self._server.prepare()
 
     def evaluate(self, data: bytes) -> tuple[str, bytes | str]:
-        """A slot program's request: ``serving.answer`` (``("ok", result file bytes)``, or
+        """A slot program's request: ``server.answer`` (``("ok", result file bytes)``, or
         ``("rejected" | "failed", why)``)."""
-        from hec.runtime.serving import answer
+        from hec.runtime.server import answer
 
         return answer(self._server, data)
 

@@ -10,11 +10,11 @@ from typing import Any
 from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.execute import OpenFHEExecutor, ProgressFn
-from hec.errors import KeysError
+from hec.errors import CiphertextError, KeysError
 from hec.runtime import ciphertext_file, keys
 from hec.runtime.key_cache import hold_keys
 
-__all__ = ["EvalKeys", "Server", "load_eval_keys"]
+__all__ = ["EvalKeys", "Server", "answer", "load_eval_keys"]
 
 
 class Server:
@@ -97,6 +97,23 @@ class Server:
         out = self.evaluate(ct, progress)
         result = ciphertext_file.make_header(self.artifact, self.key_id, "output", samples)
         return ciphertext_file.pack(result, ciphertext_file.serialize(out))
+
+
+def answer(server: Server, data: bytes) -> tuple[str, bytes | str]:
+    """Evaluate one request's bytes with ``server`` (a ``Server``): ``("ok", result bytes)``,
+    or ``("rejected", why)`` for a ciphertext refused, ``("failed", why)`` for anything else
+    (the worker keeps serving either way; ``serving.reply`` turns it into the HTTP outcome)."""
+    import traceback
+
+    try:
+        return "ok", server.evaluate_bytes(data, what="request")
+    except CiphertextError as exc:
+        return "rejected", str(exc)
+    except MemoryError:
+        return "rejected", "request: not a readable ciphertext (allocation refused)"
+    except Exception as exc:  # noqa: BLE001  (a bug or OpenFHE failure: keep serving)
+        traceback.print_exc()
+        return "failed", f"evaluation failed ({type(exc).__name__})"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from hec.backend_openfhe.artifact import Artifact
 from hec.errors import CiphertextError, HecError, KeysError, ServerError
 from hec.runtime import ciphertext_file, keys
 
-__all__ = ["ClusterPool", "ServeConfig", "WorkerPool", "answer", "make_app", "reply", "serve"]
+__all__ = ["ClusterPool", "ServeConfig", "WorkerPool", "make_app", "reply", "serve"]
 
 log = logging.getLogger("hec.serve")
 
@@ -78,7 +78,7 @@ def _worker_main(conn, artifact_path: str, eval_keys: str, memory_limit: int) ->
         resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     try:
         from hec.backend_openfhe.artifact import load_artifact
-        from hec.runtime.server import Server
+        from hec.runtime.server import Server, answer
 
         server = Server.from_eval_keys(load_artifact(artifact_path), eval_keys)
     except HecError as exc:
@@ -97,25 +97,9 @@ def _worker_main(conn, artifact_path: str, eval_keys: str, memory_limit: int) ->
         conn.send(answer(server, data))
 
 
-def answer(server, data: bytes) -> tuple[str, bytes | str]:
-    """Evaluate one request's bytes with ``server`` (a ``Server``): ``("ok", result bytes)``,
-    or ``("rejected", why)`` for a ciphertext refused, ``("failed", why)`` for anything else
-    (the worker keeps serving either way; ``reply`` turns it into the HTTP outcome)."""
-    import traceback
-
-    try:
-        return "ok", server.evaluate_bytes(data, what="request")
-    except CiphertextError as exc:
-        return "rejected", str(exc)
-    except MemoryError:
-        return "rejected", "request: not a readable ciphertext (allocation refused)"
-    except Exception as exc:  # noqa: BLE001  (a bug or OpenFHE failure: keep serving)
-        traceback.print_exc()
-        return "failed", f"evaluation failed ({type(exc).__name__})"
-
-
 def reply(status: str, payload: bytes | str) -> bytes:
-    """The result bytes of an ``answer``, or ``EvaluationFailed`` (400 rejected, 500 failed)."""
+    """The result bytes of a ``server.answer``, or ``EvaluationFailed`` (400 when rejected,
+    500 when failed)."""
     if status == "ok":
         assert isinstance(payload, bytes)
         return payload
@@ -244,7 +228,7 @@ class WorkerPool:
 class ClusterPool:
     """``WorkerPool``'s interface over the workers of a Ray cluster (``hec serve --ray``):
     each holds the evaluation keys (sent once, from ``eval_keys``, which must hold no secret
-    key) and evaluates with ``answer``; ``workers`` 0 starts one per core of the cluster."""
+    key) and evaluates with ``server.answer``; ``workers`` 0 starts one per core of the cluster."""
 
     def __init__(
         self, artifact: Artifact, eval_keys: Path, config: ServeConfig, address: str
