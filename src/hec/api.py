@@ -20,10 +20,12 @@ from hec.backend_openfhe.report_schema import ProgramReport
 from hec.errors import PrecisionError
 from hec.frontend import build_graph, load_model
 from hec.frontend.client_tail import head_reference, split_tail
+from hec.ir import Graph
 from hec.optimize import accuracy, calibrated_stats, conversion_layers, inputs_outside
 from hec.options import CompileOptions
 from hec.passes import PassManager, he_friendly_pipeline
 from hec.passes.lower_to_slots import check_fits_one_ciphertext
+from hec.passes.place_bootstraps import TooDeepBetweenBootstraps
 from hec.passes.replace_activations import CalibrationMissing
 from hec.plan import read_plan, replay_plan
 from hec.progress import ProgressFn, no_progress
@@ -31,7 +33,7 @@ from hec.prune import Prune, PruneOptions
 from hec.runtime import Client, Server, simulate_slots
 from hec.runtime.inputs import as_batch
 from hec.runtime.key_cache import release_unused_keys
-from hec.search import Search
+from hec.search import Lowered, Search
 
 __all__ = ["compile", "load_artifact", "run", "simulate", "RunResult"]
 
@@ -85,24 +87,45 @@ def compile(
     reference = head_reference(split, model)
     original = graph.clone() if calibration is not None else None
     stats = calibrated_stats(reference, graph, calibration, progress)
-    he_friendly = he_friendly_pipeline(options, stats or None, calibration, labels, progress)
-    search = Search(
-        options, plan, progress, len(he_friendly) + 1 + (prune is not None), samples=calibration
-    )
-    pruning = None
-    if prune is not None:
-        if calibration is None:
-            raise CalibrationMissing("--prune needs calibration data: give --calib DATA.npz")
-        pruning = Prune(prune, calibration, search, (calibration, labels), progress=progress)
-    PassManager(
-        [
-            *he_friendly,  # calibrated polynomials for activations, constants for norms
-            *([pruning] if pruning is not None else []),  # packing-aware block pruning
-        ],
-        dump_dir=options.dump_ir_after,
-    ).run(graph)
-    tensor_ir = graph.clone()
-    lowered = search.best(graph)  # the packing pipeline under the cheapest (or recorded) plan
+    if prune is not None and calibration is None:
+        raise CalibrationMissing("--prune needs calibration data: give --calib DATA.npz")
+    converted = graph.clone()
+
+    def convert_and_lower(options: CompileOptions) -> tuple[Graph, Search, Prune | None, Lowered]:
+        graph = converted.clone()
+        he_friendly = he_friendly_pipeline(options, stats or None, calibration, labels, progress)
+        search = Search(
+            options,
+            plan,
+            progress,
+            len(he_friendly) + 1 + (prune is not None),
+            samples=calibration,
+        )
+        pruning = None
+        if prune is not None:
+            assert calibration is not None  # checked above
+            pruning = Prune(prune, calibration, search, (calibration, labels), progress=progress)
+        PassManager(
+            [
+                *he_friendly,  # calibrated polynomials for activations, constants for norms
+                *([pruning] if pruning is not None else []),  # packing-aware block pruning
+            ],
+            dump_dir=options.dump_ir_after,
+        ).run(graph)
+        tensor_ir = graph.clone()
+        # the packing pipeline under the cheapest (or recorded) plan
+        return tensor_ir, search, pruning, search.best(graph)
+
+    try:
+        tensor_ir, search, pruning, lowered = convert_and_lower(options)
+    except TooDeepBetweenBootstraps as exc:
+        # the program needs bootstrapping and an activation's polynomial does not fit between
+        # two bootstraps: where hec chose the degrees, choose them again within what fits
+        if options.degree is not None or not stats or exc.max_poly_depth >= options.max_poly_depth:
+            raise
+        options = dataclasses.replace(options, max_poly_depth=exc.max_poly_depth)
+        progress(f"bootstrapping: activations within {exc.max_poly_depth} levels", 0, 1)
+        tensor_ir, search, pruning, lowered = convert_and_lower(options)
     program, params, figures = lowered.program, lowered.params, lowered.figures
     assert program is not None  # the search's choice always comes with its program
     name = str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>"

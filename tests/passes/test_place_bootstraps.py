@@ -206,4 +206,25 @@ def test_bootstrapping_caps_activation_depth_at_what_fits_between_bootstraps() -
     assert depth(CompileOptions(bootstrap="on")) == BOOTSTRAP_MAX_POLY_DEPTH == 4
     assert depth(CompileOptions()) == CompileOptions().max_poly_depth == 5
     chain = bootstrap_chain(64)
-    assert BOOTSTRAP_MAX_POLY_DEPTH + 1 == chain.levels_between
+    assert chain.levels_between == BOOTSTRAP_MAX_POLY_DEPTH + 1
+
+
+def test_auto_chooses_degrees_again_to_fit_between_bootstraps(tmp_path) -> None:
+    """A ReLU network too deep for ring 2^16 at the degrees the fit-error budget picks (5
+    levels each): bootstrapping is needed, a 5-level polynomial and its map do not fit the 5
+    levels between bootstraps, and hec converts the model again within 4 levels."""
+    from onnx_builders import ModelBuilder
+
+    rng = np.random.default_rng(3)
+    b = ModelBuilder((64,), seed=3)
+    t, fan_in = "input", 64
+    for _ in range(12):
+        W = rng.normal(0, 1 / np.sqrt(fan_in), size=(16, fan_in)) * 1.5
+        t = b.node("Relu", [b.node("Gemm", [t, b.const(W), b.const(np.zeros(16))], transB=1)])
+        fan_in = 16
+    model = b.build(b.node("Gemm", [t, b.weight(10, 16)], transB=1))
+    x = (load_digits().data[:200] / 16.0).astype(np.float32)
+    art = hec.compile(model, tmp_path / "out", calibration=x)
+    assert list(bootstraps_of(art.program))
+    assert max(a["depth"] for a in art.report.activations) <= 4
+    assert all(b["input_range"] != "unknown" for b in art.report.bootstraps["each"])

@@ -48,9 +48,16 @@ from hec.backend_openfhe.params import (
 from hec.errors import ParameterError
 from hec.ir import CipherType, Graph, Op, Value
 from hec.ir.core import op_def
+from hec.ir.slot_ops import max_degree_for_depth
 from hec.ir.types import type_as
 
-__all__ = ["PlaceBootstraps", "BOOTSTRAP_MAX_POLY_DEPTH", "BOOTSTRAP_POLICIES", "bootstraps_of"]
+__all__ = [
+    "PlaceBootstraps",
+    "BOOTSTRAP_MAX_POLY_DEPTH",
+    "BOOTSTRAP_POLICIES",
+    "TooDeepBetweenBootstraps",
+    "bootstraps_of",
+]
 
 BOOTSTRAP_POLICIES = ("auto", "on", "off")
 # The deepest activation polynomial that fits, with its layer's map, between two bootstraps at
@@ -116,6 +123,16 @@ class PlaceBootstraps:
         best.graph.attrs["bootstrap"] = "chain"
         graph.become(best.graph)
         return True
+
+
+class TooDeepBetweenBootstraps(ParameterError):
+    """An op needs more levels than a bootstrap leaves; ``max_poly_depth`` is the deepest
+    activation polynomial that would fit with its layer's map (``hec.api.compile`` converts
+    the model again with that cap when it chose the degrees itself)."""
+
+    def __init__(self, message: str, max_poly_depth: int) -> None:
+        super().__init__(message)
+        self.max_poly_depth = max_poly_depth
 
 
 def _within_unit(v: Value) -> bool:
@@ -262,10 +279,15 @@ class _Releveled:
     def _check_outputs(self) -> None:
         for v in self.graph.values():
             if isinstance(v.type, CipherType) and _level(v) > self.chain.max_level:
-                raise ParameterError(  # one op deeper than the whole chain between bootstraps
+                # one op deeper than the whole chain between bootstraps: an activation whose
+                # polynomial (with the map before it) takes more levels than a bootstrap leaves
+                fits = max(self.chain.levels_between - 1, 1)
+                raise TooDeepBetweenBootstraps(
                     f"{v.producer.origin if v.producer else v.name}: needs more levels than "
-                    f"the {self.chain.levels_between} a bootstrap leaves; use lower "
-                    "polynomial degrees (--degree or --max-poly-depth)"
+                    f"the {self.chain.levels_between} a bootstrap of {self.chain.slots} slots "
+                    f"leaves; use activation polynomials of at most {fits} levels "
+                    f"(--degree {max_degree_for_depth(fits)} or lower)",
+                    fits,
                 )
 
     def slack(self, boot: Op) -> int:
