@@ -151,17 +151,15 @@ class RayPool:
         self.bundle_bytes = sum(
             len(d) for part in ("artifact", "keys") for d in what[part].values()
         )
-        # Held here for as long as the actors live: a restarted actor loads it again. (Inside
-        # a list, so that Ray does not resolve it into each actor's creation arguments.)
+        # Held here for as long as the actors live: a restarted actor loads it again from the
+        # call Ray retries. (Inside a list: Ray then passes the reference, not the bundle.)
         self._bundle = [ray.put(what)]
         n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)(Evaluator)
-        self.actors = [
-            actor.options(scheduling_strategy="SPREAD").remote(self._bundle) for _ in range(n)
-        ]
+        self.actors = [actor.options(scheduling_strategy="SPREAD").remote() for _ in range(n)]
         self.workers = n
         try:  # each loads the artifact and keys now, or says why not
-            self.where = ray.get([a.where.remote() for a in self.actors])
+            self.where = ray.get([a.where.remote(self._bundle) for a in self.actors])
         except Exception as exc:  # Ray wraps the actor's error: keep its last line
             self.close()
             raise ServerError(f"the Ray cluster's workers could not start: {_cause(exc)}") from None
@@ -175,7 +173,7 @@ class RayPool:
         with self._lock:
             k = int(np.argmin(self._busy))
             self._busy[k] += 1
-        return k, self.actors[k].evaluate.remote(data)
+        return k, self.actors[k].evaluate.remote(self._bundle, data)
 
     def result(self, sent: tuple[int, Any], timeout: float | None = None) -> tuple[str, Any]:
         """``server.answer``'s reply to a ``submit`` (``("failed", why)`` when the actor
@@ -308,7 +306,8 @@ class RayTransport:
                     self.sent_bytes += len(data)
                     self.sent += 1
                 refs.append(self._refs[ct])
-            tasks.append(actor.chains.remote([ch.tolist() for ch in share], needed, *refs))
+            chains = [ch.tolist() for ch in share]
+            tasks.append(actor.chains.remote(self._pool._bundle, chains, needed, *refs))
         return tasks
 
     def receive(self, sent: object) -> Iterator[bytes]:
