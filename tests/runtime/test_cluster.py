@@ -164,18 +164,24 @@ def test_no_secret_key_reaches_the_cluster(cluster, slots, monkeypatch) -> None:
         # the memory of every process that receives objects or tasks: the object stores and
         # control store (raylet, GCS) and the workers (Ray's own Python agents receive neither)
         receiving = [p for p in pids if _receives(p)]
-        found = {p: _memory_holds(p, pieces, shared) for p in receiving}
-        # the scan finds key material where it is: the public key sent with the evaluation keys
-        seen["public"] = [p for p in receiving if "public" in found[p]]
-        seen["secret memory"] = [p for p in receiving if "secret" in found[p]]
+        try:
+            found = {p: _memory_holds(p, pieces, shared) for p in receiving}
+        except PermissionError:  # a kernel that lets no process read another's (ptrace scope)
+            found = None
         seen["secret environ"] = [p for p in pids if _environ_holds(p, pieces["secret"])]
         seen["secret files"] = _files_holding(cluster.root, pieces["secret"])
+        if found is not None:
+            # the scan finds key material where it is: the public key sent with the keys
+            seen["public"] = [p for p in receiving if "public" in found[p]]
+            seen["secret memory"] = [p for p in receiving if "secret" in found[p]]
 
     hec.run(art, x[:3], progress=inspect, ray=cluster.address)
-    assert seen["workers"] and set(seen["workers"]) <= set(seen["public"])
-    assert seen["secret memory"] == [] and seen["secret environ"] == []
-    assert seen["secret files"] == []
+    assert seen["workers"] and seen["secret environ"] == [] and seen["secret files"] == []
     assert not list((cluster.root / "tmp").glob("hec-worker-*"))  # the workers' key copies
+    if "public" not in seen:
+        pytest.skip("this kernel lets no process read another's memory (files, environ checked)")
+    assert set(seen["workers"]) <= set(seen["public"])
+    assert seen["secret memory"] == []
 
 
 def _receives(pid: int) -> bool:
