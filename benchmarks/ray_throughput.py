@@ -140,10 +140,10 @@ def measure(images: int) -> dict:
         for packing, art in (("slots", slots), ("batch", batch)):
             rows.append(_run(art, x, tmp, f"{packing} local", 1) | {"packing": packing})
         rows.append(_run(batch, x, tmp, "batch local fork", 2, "--threads", "2"))
-        with LoopbackCluster(nodes=1, cpus=2) as local:  # a Ray instance of this machine
+        with LoopbackCluster.started(nodes=1, cpus=2) as local:  # a Ray instance of this machine
             rows.append(_run(batch, x, tmp, "batch local ray", 2, "--ray", local.address))
         for nodes in (1, 2):
-            with LoopbackCluster(nodes=nodes, cpus=1) as cluster:
+            with LoopbackCluster.started(nodes=nodes, cpus=1) as cluster:
                 for packing, art in (("slots", slots), ("batch", batch)):
                     label = f"{packing} ray {nodes} node{'s' * (nodes > 1)}"
                     rows.append(_run(art, x, tmp, label, nodes, "--ray", cluster.address))

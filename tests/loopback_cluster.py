@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,10 +36,10 @@ def _free_ports(n: int) -> list[int]:
 
 
 class LoopbackCluster:
-    """``with LoopbackCluster(nodes=2) as c: ... c.address ...``: a head and ``nodes - 1``
-    more nodes, ``cpus`` cores each."""
+    """``with LoopbackCluster.started(nodes=2) as c: ... c.address ...``: a head and
+    ``nodes - 1`` more nodes, ``cpus`` cores each."""
 
-    def __init__(self, nodes: int = 2, cpus: int = 1, timeout: float = 60.0) -> None:
+    def __init__(self, nodes: int = 2, cpus: int = 1, timeout: float = 120.0) -> None:
         self.nodes, self.cpus, self.timeout = nodes, cpus, timeout
         # short: Ray's socket paths under it must stay within 107 characters
         self.root = Path(tempfile.mkdtemp(prefix="hecray-", dir="/tmp"))
@@ -58,7 +59,9 @@ class LoopbackCluster:
 
     def _start(self, args: list[str]) -> None:
         ports = _free_ports(8)
-        workers = _free_ports(1)[0]
+        # below the ephemeral ports _free_ports gives, so that no other port of the node falls
+        # in the range (Ray refuses that); a worker takes a free one of the range
+        workers = random.randrange(20000, 32000 - 400)
         args = [
             RAY,
             "start",
@@ -140,8 +143,22 @@ class LoopbackCluster:
             time.sleep(0.1)
         shutil.rmtree(self.root, ignore_errors=True)
 
+    @classmethod
+    def started(cls, nodes: int = 2, cpus: int = 1, attempts: int = 3) -> LoopbackCluster:
+        """A started cluster; a start that fails (a port taken meanwhile, a slow machine) is
+        stopped and tried again with other ports, ``attempts`` times in all."""
+        for attempt in range(attempts):
+            cluster = cls(nodes, cpus)
+            try:
+                return cluster.start()
+            except RuntimeError:
+                cluster.stop()
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     def __enter__(self) -> LoopbackCluster:
-        return self.start()
+        return self if self.address else self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()

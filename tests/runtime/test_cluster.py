@@ -31,7 +31,7 @@ NOISE = 1e-3  # CKKS noise between two encrypted runs of one program (logits)
 
 @pytest.fixture(scope="session")
 def cluster():
-    with LoopbackCluster(nodes=2, cpus=1) as c:
+    with LoopbackCluster.started(nodes=2, cpus=1) as c:
         try:
             yield c
         finally:
