@@ -1,8 +1,8 @@
-"""What the MNIST examples' ``train.py`` scripts share after training: the data files, the
-ONNX export checked against torch, and the summary they print.
+"""What the MNIST examples' ``train.py`` scripts share: the training loop, the ONNX export,
+and after training the data files, the export checked against torch and the summary they print.
 
-Each script puts this folder on ``sys.path`` and calls ``save_and_check``; what it writes
-does not depend on which script calls it.
+Each script puts this folder on ``sys.path`` and calls ``train_epochs``, ``export_onnx`` and
+``save_and_check``; what they write does not depend on which script calls them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,68 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from torch import nn
+
+MAX_IR_VERSION = 10  # onnxruntime 1.23 reads up to IR 11; cap what a newer exporter writes
+
+
+def train_epochs(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    opt: torch.optim.Optimizer,
+    epochs: int,
+    batch: int,
+    seed: int,
+    clip: float | None = None,
+) -> None:
+    """Cross-entropy training with ``opt`` and a cosine decay over every step, shuffled by a
+    ``seed``ed generator; a loss that is not finite stops the script (lower the rate)."""
+    gen = torch.Generator().manual_seed(seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    steps = epochs * ((len(xt) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(len(xt), generator=gen)
+        total = 0.0
+        for i in range(0, len(xt), batch):
+            idx = perm[i : i + batch]
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            if not torch.isfinite(loss):
+                raise SystemExit(f"epoch {epoch + 1}: the loss is {loss.item()}; lower the lr")
+            opt.zero_grad()
+            loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(xt):.4f}", flush=True)
+    model.eval()
+
+
+def export_onnx(
+    model: nn.Module, path: Path, input_shape: tuple[int, ...], opset: int, **options
+) -> None:
+    """TorchScript exporter, dynamic batch, input ``input`` and output ``logits``, the IR
+    version capped for onnxruntime and the model checked; ``options`` go to the exporter."""
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, *input_shape),),
+        str(path),
+        dynamo=False,
+        opset_version=opset,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        **options,
+    )
+    proto = onnx.load(str(path))
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
 
 
 def save_and_check(

