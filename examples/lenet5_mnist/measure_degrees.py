@@ -29,6 +29,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from measure_rows import config_row, print_row  # noqa: E402
+
 CONFIGS = {  # name -> CompileOptions fields
     "accuracy budget (default, 1.0 point)": {},
     "fit-error budget 0.05 (previous default)": {"error_budget": 0.05},
@@ -67,31 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             seconds = time.perf_counter() - start
             pred = hec.simulate(art, test["x"]).argmax(1)
-        r = art.report
-        row = {
-            "options": fields,
-            "degrees": [a["degree"] for a in r.activations],
-            "activation_levels": [a["depth"] for a in r.activations],
-            "depth": r.ckks.depth,
-            "ring_dim": r.ckks.ring_dim,
-            "rotations": r.totals.rotations,
-            "rotation_keys": r.totals.rotation_keys,
-            "estimated_ms_per_image": r.estimates.ms_per_image,
-            "calibration_accuracy": r.accuracy,
-            "simulated_test_accuracy": float(np.mean(pred == test["y"])),
-            "simulated_test_agreement_with_onnxruntime": float(np.mean(pred == ort_pred)),
-            "compile_seconds": round(seconds, 1),
-        }
-        if "degree_choice" in r.activations[0]:
-            row["degree_choice"] = [a["degree_choice"] for a in r.activations]
+        row = config_row(art, fields, seconds, pred, test["y"], ort_pred)
         results["configs"][name] = row
-        print(
-            f"{name}: degrees {row['degrees']}, depth {row['depth']}, ring {row['ring_dim']}, "
-            f"{row['rotations']} rotations, ~{row['estimated_ms_per_image'] / 1e3:.1f} s/image "
-            f"estimated; test accuracy simulated {row['simulated_test_accuracy']:.3f} "
-            f"(onnxruntime {results['onnxruntime_test_accuracy']:.3f})",
-            flush=True,
-        )
+        print_row(name, row, results["onnxruntime_test_accuracy"])
     if args.exhaustive:
         results["exhaustive"] = exhaustive(model, calib, test)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from measure_rows import config_row, print_row  # noqa: E402
+
 CONFIGS = {  # name -> (CompileOptions fields, calibration: calib.npz or the first N of train.npz)
     "accuracy budget, 1 point (default)": ({}, "calib"),
     "accuracy budget, 1 point, --precision 0.01": ({"precision": 0.01}, "calib"),
@@ -86,33 +89,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             seconds = time.perf_counter() - start
             pred = hec.simulate(art, test["x"]).argmax(1)
-        r = art.report
+        row = config_row(art, fields, seconds, pred, test["y"], ort_pred)
         row = {
-            "options": fields,
+            "options": row.pop("options"),
             "calibration": "calib.npz" if source == "calib" else f"train.npz[:{source}]",
-            "degrees": [a["degree"] for a in r.activations],
-            "activation_levels": [a["depth"] for a in r.activations],
-            "depth": r.ckks.depth,
-            "ring_dim": r.ckks.ring_dim,
-            "rotations": r.totals.rotations,
-            "rotation_keys": r.totals.rotation_keys,
-            "estimated_ms_per_image": r.estimates.ms_per_image,
-            "calibration_accuracy": r.accuracy,
-            "simulated_test_accuracy": float(np.mean(pred == test["y"])),
-            "simulated_test_agreement_with_onnxruntime": float(np.mean(pred == ort_pred)),
-            "compile_seconds": round(seconds, 1),
+            **row,
         }
-        if "degree_choice" in r.activations[0]:
-            row["degree_choice"] = [a["degree_choice"] for a in r.activations]
         results["configs"][name] = row
-        print(
-            f"{name}: degrees {row['degrees']}, depth {row['depth']}, ring {row['ring_dim']}, "
-            f"{row['rotations']} rotations, ~{row['estimated_ms_per_image'] / 1e3:.1f} s/image "
-            f"estimated; test accuracy simulated {row['simulated_test_accuracy']:.3f} "
-            f"(onnxruntime {results['onnxruntime_test_accuracy']:.3f}); calibration "
-            f"{row['calibration_accuracy']}",
-            flush=True,
-        )
+        tail = f"; calibration {row['calibration_accuracy']}"
+        print_row(name, row, results["onnxruntime_test_accuracy"], tail)
     results["refit_experiments"] = experiments()
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
