@@ -73,17 +73,13 @@ LENET_OPS = [
 ]
 
 
-def config(threads: int) -> dict:
-    """``orion.init_scheme``'s configuration: Orion's LeNet parameters."""
+def orion_config(ckks_params: dict, boot_params: dict | None = None) -> dict:
+    """``orion.init_scheme``'s configuration with the given CKKS (and bootstrapping)
+    parameters and the Orion options both adapters use (hybrid embedding, fused batch norms,
+    margin 2, no debug output)."""
     return {
-        "ckks_params": {
-            "LogN": LOG_N,
-            "LogQ": LOG_Q,
-            "LogP": LOG_P,
-            "LogScale": LOG_SCALE,
-            "H": HAMMING_WEIGHT,
-            "RingType": "ConjugateInvariant",
-        },
+        "ckks_params": ckks_params,
+        **({"boot_params": boot_params} if boot_params else {}),
         "orion": {
             "margin": 2,
             "embedding_method": "hybrid",
@@ -93,6 +89,20 @@ def config(threads: int) -> dict:
             "io_mode": "none",
         },
     }
+
+
+def config(threads: int) -> dict:
+    """``orion.init_scheme``'s configuration: Orion's LeNet parameters."""
+    return orion_config(
+        {
+            "LogN": LOG_N,
+            "LogQ": LOG_Q,
+            "LogP": LOG_P,
+            "LogScale": LOG_SCALE,
+            "H": HAMMING_WEIGHT,
+            "RingType": "ConjugateInvariant",
+        }
+    )
 
 
 def lenet_weights(model, state: dict) -> dict:

@@ -58,6 +58,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import run  # noqa: E402
+from orion_adapter import orion_config  # noqa: E402
 
 LOG_N = 16
 LOG_Q = [55] + [40] * 10
@@ -75,8 +76,8 @@ PACK_BYTES = 8 + 8 + 8 + 1
 
 def config(threads: int) -> dict:
     """``orion.init_scheme``'s configuration: Orion's ResNet parameters, dense secret."""
-    return {
-        "ckks_params": {
+    return orion_config(
+        {
             "LogN": LOG_N,
             "LogQ": LOG_Q,
             "LogP": LOG_P,
@@ -84,16 +85,8 @@ def config(threads: int) -> dict:
             "H": HAMMING_WEIGHT,
             "RingType": "standard",
         },
-        "boot_params": {"LogP": BOOT_LOG_P},
-        "orion": {
-            "margin": 2,
-            "embedding_method": "hybrid",
-            "backend": "lattigo",
-            "fuse_modules": True,
-            "debug": False,
-            "io_mode": "none",
-        },
-    }
+        {"LogP": BOOT_LOG_P},
+    )
 
 
 def cap_address_space(gib: float) -> None:
