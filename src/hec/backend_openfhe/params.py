@@ -305,6 +305,7 @@ def bootstrap_key_count(params: CKKSParams) -> int:
     return steps + folds + 1  # and the conjugation key
 
 
+@functools.lru_cache(maxsize=64)  # asked by every lowering of a compile (each candidate)
 def fits_leveled(
     depth: int, scaling_bits: int, first_mod_bits: int, security: str, ring_dim: int
 ) -> bool:
