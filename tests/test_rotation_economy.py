@@ -16,6 +16,7 @@ import pytest
 import hec
 from hec.calibrate import load_dataset
 from hec.frontend import import_onnx
+from hec.ir.slot_ops import rotation_amounts
 from hec.optimize import make_he_friendly
 from hec.passes import PassManager, slot_packing_pipeline
 from hec.passes.lower_to_slots import LowerToSlots
@@ -61,7 +62,7 @@ def test_lenet5_rotations_are_at_most_a_third_of_its_diagonals(lenet) -> None:
 
 
 def _used_rotations(art) -> set[int]:
-    return {op.attrs["k"] for op in art.program.ops if op.kind == "rotate"}
+    return {k for op in art.program.ops for k in rotation_amounts(op)}
 
 
 def test_every_rotation_has_a_key_and_every_key_is_used(lenet, tmp_path) -> None:

@@ -10,6 +10,7 @@ import pytest
 import hec
 from hec.backend_openfhe import load_artifact
 from hec.errors import ArtifactError
+from hec.ir.slot_ops import rotation_amounts
 
 from cli_helpers import generated_program_logits
 from onnx_builders import run_onnxruntime
@@ -29,7 +30,7 @@ def test_parameters_are_128_bit_and_minimal(artifact) -> None:
     assert p.security == "HEStd_128_classic"
     assert p.depth == 5  # conv, square, pool+fc, square, fc
     assert p.ring_dim == 1 << 14  # ENVIRONMENT.md: 2^14 holds depth 5 at 128 bits
-    used = {op.attrs["k"] for op in art.program.ops if op.kind == "rotate"}
+    used = {k for op in art.program.ops for k in rotation_amounts(op)}
     assert set(p.rotation_indices) == used
 
 

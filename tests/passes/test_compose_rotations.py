@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import hec
 from hec.errors import ParameterError
 from hec.frontend.reference import onnxruntime_outputs
+from hec.ir.slot_ops import rotation_amounts
 from hec.passes.compose_rotations import naf_steps
 
 from conftest import EXAMPLE
@@ -45,7 +46,7 @@ def test_pow2_keys_leave_cryptonets_unchanged(sample_blocks: bool, tmp_path) -> 
     full, pow2 = arts["all"], arts["pow2"]
     np.testing.assert_allclose(hec.simulate(pow2, x), hec.simulate(full, x), rtol=1e-9, atol=1e-9)
     assert all(_pow2(k) for k in pow2.params.rotation_indices)
-    used = {op.attrs["k"] for op in pow2.program.ops if op.kind == "rotate"}
+    used = {k for op in pow2.program.ops for k in rotation_amounts(op)}
     assert used == set(pow2.params.rotation_indices)  # every key is used
     t_full, t_pow2 = full.report.totals, pow2.report.totals
     assert t_pow2.rotation_keys < t_full.rotation_keys
@@ -87,7 +88,7 @@ def test_a_key_cap_keeps_the_most_useful_keys_and_the_results(tmp_path) -> None:
     rotations = [a.report.totals.rotations for a in (full, capped, pow2)]
     assert rotations[0] < rotations[1] < rotations[2]  # a cap costs less than composing all
     np.testing.assert_allclose(hec.simulate(capped, x), hec.simulate(full, x), rtol=1e-9, atol=1e-9)
-    used = {op.attrs["k"] for op in capped.program.ops if op.kind == "rotate"}
+    used = {k for op in capped.program.ops for k in rotation_amounts(op)}
     assert used == set(capped.params.rotation_indices)
     with pytest.raises(ParameterError, match="at least"):
         hec.compile(EXAMPLE / "model.onnx", tmp_path / "x", replace(base, max_rotation_keys=4))

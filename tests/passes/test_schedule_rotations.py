@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import hec
 from hec.ir import CipherType, Graph, Layout
+from hec.ir.slot_ops import rotation_amounts
 from hec.passes import PassManager, ScheduleRotations
 from hec.passes.schedule_rotations import choose_baby_step, signed_rotation
 from hec.runtime.simulator import simulate_slots
@@ -34,7 +35,7 @@ def test_search_beats_the_plain_diagonal_method_on_dense_maps() -> None:
     slots = 256
     g = matvec_graph(slots, list(range(slots)), seed=0)
     PassManager([ScheduleRotations()]).run(g)
-    rotations = Counter(op.kind for op in g.ops)["rotate"]
+    rotations = sum(len(rotation_amounts(op)) for op in g.ops)
     assert rotations <= 2 * 16  # ~2·sqrt(256), against 255 for one rotation per diagonal
     assert choose_baby_step(np.arange(slots), slots) in (16, 32)
 
@@ -82,6 +83,7 @@ def test_a_dense_layer_folds_into_few_plaintexts_and_rotations() -> None:
         g = _short_map(slots, rows, list(range(slots)), seed=0)
         PassManager([ScheduleRotations(fold=fold)]).run(g)
         counts[fold] = Counter(op.kind for op in g.ops)
+        counts[fold]["rotate"] = sum(len(rotation_amounts(op)) for op in g.ops)
         carried = sum(op.attrs.get("diagonals", 1) for op in g.ops if op.kind == "mul_plain")
         assert carried == slots  # every diagonal is still there, merged or not
     assert counts[True]["mul_plain"] == rows and counts[False]["mul_plain"] == slots
@@ -116,3 +118,53 @@ def test_a_split_searched_again_is_the_memoized_one_and_a_callers_copy() -> None
     # the chosen split is no worse than any other baby-step size
     best = sum(split_cost(ks, n1, 1024))
     assert all(best <= sum(split_cost(offsets, m, 1024)) for m in range(1, 1025))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([16, 64, 256]), st.data())
+def test_a_paired_fold_computes_the_same_outputs(slots: int, data) -> None:
+    """Any shift ``s`` with both copies of the output in the slots: the map is unchanged."""
+    from hec.passes.schedule_rotations import KERNEL
+
+    rows = data.draw(st.integers(1, slots // 2))
+    shift = data.draw(st.integers(rows, slots - rows))
+    offsets = sorted(data.draw(st.sets(st.integers(0, slots - 1), min_size=1, max_size=slots)))
+    g = _short_map(slots, rows, offsets, seed=len(offsets))
+    g.ops[0].attrs.update({KERNEL: "paired", "shift": shift, "baby_step": 4, "signed": False})
+    v = np.random.default_rng(3).normal(size=(2, slots))
+    before = simulate_slots(g, v)[0][:, :rows]
+    PassManager([ScheduleRotations()]).run(g)
+    np.testing.assert_allclose(simulate_slots(g, v)[0][:, :rows], before, atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.integers(0, 63), min_size=1, max_size=10), st.integers(8, 56))
+def test_pairing_merges_as_many_diagonals_as_any_assignment(offsets, shift) -> None:
+    """Each offset ``k`` is computed as ``k`` or, in the copy, as ``k - s``: the labels the
+    chains get are as few as the best of all ``2^n`` assignments."""
+    import itertools
+
+    from hec.passes.schedule_rotations import _pair_labels
+
+    ks = np.array(sorted(offsets))
+    merged = np.unique(_pair_labels(ks, 64, shift)[0]).size
+    best = min(
+        len({(k - j * shift) % 64 for k, j in zip(ks, js, strict=True)})
+        for js in itertools.product((0, 1), repeat=len(ks))
+    )
+    assert merged == best
+
+
+def test_a_map_whose_output_fits_twice_pairs_its_diagonals() -> None:
+    """Offsets that come in pairs ``k, k + s`` (s not a power of two) share plaintexts: half
+    the plaintext multiplies, one more rotation, the same outputs."""
+    slots, rows, shift = 256, 100, 140
+    base = [0, 1, 2, 3, 17, 18, 19, 33, 34, 35]
+    g = _short_map(slots, rows, sorted(base + [k + shift for k in base]), seed=5)
+    v = np.random.default_rng(4).normal(size=(2, slots))
+    before = simulate_slots(g, v)[0][:, :rows]
+    assert g.ops[0].attrs.get("kernel") is None
+    PassManager([ScheduleRotations()]).run(g)
+    kinds = Counter(op.kind for op in g.ops)
+    assert kinds["mul_plain"] == len(base)
+    np.testing.assert_allclose(simulate_slots(g, v)[0][:, :rows], before, atol=1e-9)

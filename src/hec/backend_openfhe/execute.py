@@ -3,8 +3,9 @@
 One kernel call per slot op, through the slot dialect's table (``slot_kernels``, which the
 generated ``openfhe_program.py`` copies). Rotations of a ciphertext that is rotated more than
 once share one hoisted decomposition (``rotation_digits``); a ciphertext is dropped after its
-last use; plaintext constants are encoded at the level where they are used and cached within a
-memory budget, so a batch of inputs pays the encoding once. Needs evaluation keys only.
+last use (an addition whose first operand ends there adds into it in place); plaintext
+constants are encoded at the level where they are used and cached within a memory budget, so a
+batch of inputs pays the encoding once. Needs evaluation keys only.
 
 With ``blocks > 1`` (sample blocks) a ciphertext holds ``blocks`` samples in consecutive runs of
 ``slots`` slots, and every constant is tiled ``blocks`` times: a tiled vector is periodic in
@@ -75,6 +76,7 @@ class OpenFHEExecutor:
         }
         digits: dict[int, object] = {}
         keep = {id(v) for v in self.graph.outputs}
+        protected = keep | {id(v) for v in self.graph.inputs}  # the caller's ciphertexts
         n = len(self.graph.ops)
         clock = start = time.perf_counter()
         boots, booted = sum(op.kind == "bootstrap" for op in self.graph.ops), 0
@@ -94,7 +96,14 @@ class OpenFHEExecutor:
                 if key not in digits:
                     digits[key] = rotation_digits(self.cc, args[0])
                 args.append(digits[key])
-            out = kernel.run(self.cc, *args)
+            first = id(op.inputs[0])
+            if op.kind == "add" and self._last_use[first] == i and first not in protected:
+                # the first operand ends here: the sum overwrites it (no new ciphertext;
+                # BSGS accumulates hundreds of products a map, 0.13 instead of 0.17 ms each)
+                self.cc.EvalAddInPlace(args[0], args[1])
+                out = args[0]
+            else:
+                out = kernel.run(self.cc, *args)
             level = type_as(op.result.type, CipherType).level
             if out.GetLevel() != level:  # the IR's levels are OpenFHE's
                 raise RuntimeError(

@@ -4,8 +4,9 @@ Each operation runs ``repeats`` times on a fresh ciphertext (level 0, all primes
 built exactly as programs build theirs (``make_context``), one thread unless
 ``OMP_NUM_THREADS`` says otherwise; the median is kept. The keys are the report counts
 ``cost_model`` multiplies: a rotation, the saving per rotation when 8 share one hoisted
-decomposition, plaintext and scalar multiplies, additions, the tensor product and its
-relinearization, rescale, level reduction and the encoding of a constant.
+decomposition or one ModDown (``rotate_sum``), plaintext and scalar multiplies, additions, the
+tensor product and its relinearization, rescale, level reduction and the encoding of a
+constant.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from hec.backend_openfhe.cost_model import CALIBRATED, cost_table_path
 from hec.backend_openfhe.params import CKKSParams, make_context, min_ring_dim
+from hec.backend_openfhe.slot_kernels import rotate_sum
 
 __all__ = ["measure_op_costs", "store_op_costs"]
 
@@ -61,17 +63,21 @@ def measure_op_costs(depth: int, ring_dim: int | None = None, repeats: int = 5) 
             cc.EvalFastRotation(ct, k, m, digits)
 
     rotate = _median_ms(lambda: cc.EvalRotate(ct, 1), repeats)
+    addition = _median_ms(lambda: cc.EvalAdd(ct, ct), repeats)
+    # 8 rotations summed with one ModDown: 8 rotations, 7 additions, 7 savings
+    summed = _median_ms(lambda: rotate_sum(cc, *[ct] * _HOISTED, tuple(steps)), repeats)
     product = _median_ms(lambda: cc.EvalMultNoRelin(ct, ct), repeats)
     three = cc.EvalMultNoRelin(ct, ct)
     ms = {
         "rotations": rotate,
         "hoisted_rotations": _median_ms(hoisted, repeats) / _HOISTED - rotate,
+        "summed_rotations": (summed - _HOISTED * rotate) / (_HOISTED - 1) - addition,
         "plaintext_multiplies": _median_ms(lambda: cc.EvalMult(ct, pt), repeats),
         "plaintext_additions": _median_ms(lambda: cc.EvalAdd(ct, pt), repeats),
         "ciphertext_multiplies": product,
         "relinearizations": _median_ms(lambda: cc.Relinearize(three), repeats),
         "scalar_multiplies": _median_ms(lambda: cc.EvalMult(ct, 0.5), repeats),
-        "additions": _median_ms(lambda: cc.EvalAdd(ct, ct), repeats),
+        "additions": addition,
         "rescales": _median_ms(lambda: cc.Rescale(ct2), repeats),
         "level_reductions": _median_ms(lambda: cc.LevelReduce(ct, None, 1), repeats),
         "plaintext_encodings": _median_ms(lambda: cc.MakeCKKSPackedPlaintext(values), repeats),

@@ -19,6 +19,7 @@ from typing import Any
 from hec._environment import load_openfhe
 from hec.errors import ParameterError
 from hec.ir import BatchCipherType, CipherType, Graph
+from hec.ir.slot_ops import rotation_amounts
 from hec.ir.types import type_as
 
 __all__ = [
@@ -140,7 +141,7 @@ def program_depth(graph: Graph) -> int:
 
 def rotation_indices(graph: Graph) -> tuple[int, ...]:
     """The rotation amounts the program uses: the only rotation keys the client makes."""
-    return tuple(sorted({op.attrs["k"] for op in graph.ops if op.kind == "rotate"}))
+    return tuple(sorted({k for op in graph.ops for k in rotation_amounts(op)}))
 
 
 def _cc_params(

@@ -181,6 +181,9 @@ def _run_noisy(
         **SEMANTICS,
         "rescale": lambda op, v: SEMANTICS["rescale"](op, v) + noise(v.shape),
         "rotate": lambda op, v: rotate(v, op.attrs["k"]) + noise(v.shape),
+        "rotate_sum": lambda op, *vs: sum(
+            rotate(v, k) + noise(v.shape) for v, k in zip(vs, op.attrs["ks"], strict=True)
+        ),
         "poly": poly,
     }
     x = x + ENCRYPT_NOISE * noise(x.shape)

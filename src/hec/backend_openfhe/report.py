@@ -15,6 +15,7 @@ from hec.backend_openfhe.batch_memory import MemoryPlan
 from hec.backend_openfhe.batch_schedule import ElementGraph, Schedule
 from hec.backend_openfhe.params import CKKSParams, bootstrap_key_count, key_switch_key_bytes
 from hec.ir import BatchCipherType, CipherType, Graph, Op
+from hec.ir.slot_ops import rotation_amounts
 from hec.ir.types import type_as
 
 __all__ = ["program_report", "batch_program_report", "COUNTED", "BATCH_COUNTED"]
@@ -51,12 +52,18 @@ def _ckks(params: CKKSParams, per_ciphertext: str, inputs: int) -> dict[str, Any
 def _counts(ops: list[Op], rotations_of: Counter) -> dict[str, int]:
     kinds = Counter(op.kind for op in ops)
     counts = {key: kinds[kind] for key, kind in COUNTED.items()}
+    # a rotate_sum of m terms: m rotations (key switches) and m - 1 additions, of which the
+    # m - 1 after the first share its ModDown (``summed_rotations``, cheaper)
+    summed = [len(op.inputs) for op in ops if op.kind == "rotate_sum"]
+    counts["rotations"] += sum(summed)
+    counts["additions"] += sum(summed) - len(summed)
     # schedule-rotations turns each non-zero diagonal of a map into one mul_plain (pre-rotated),
     # or merges several into one plaintext (a short map's fold: attribute ``diagonals``)
     counts["diagonals"] = sum(op.attrs.get("diagonals", 1) for op in ops if op.kind == "mul_plain")
     counts["hoisted_rotations"] = sum(
         1 for op in ops if op.kind == "rotate" and rotations_of[id(op.inputs[0])] > 1
     )
+    counts["summed_rotations"] = sum(summed) - len(summed)
     return counts
 
 
@@ -75,7 +82,7 @@ def program_report(graph: Graph, params: CKKSParams) -> dict[str, Any]:
                 "level_in": min(in_levels, default=0),
                 "level_out": max(levels, default=0),
                 **_counts(ops, rotations_of),
-                "rotation_keys": len({op.attrs["k"] for op in ops if op.kind == "rotate"}),
+                "rotation_keys": len({k for op in ops for k in rotation_amounts(op)}),
             }
         )
     totals = _counts(graph.ops, rotations_of)
@@ -125,7 +132,7 @@ def _layer_kind(ops: list[Op]) -> str:
             if all(op.inputs[0] is op.inputs[1] for op in ops if op.kind == "mul")
             else "multiply"
         )
-    if kinds & {"mul_plain", "rotate"}:
+    if kinds & {"mul_plain", "rotate", "rotate_sum"}:
         return "linear"
     return "add" if "add" in kinds else "align"
 

@@ -40,7 +40,7 @@ SCHEMA_VERSION = 1
 REPORT_FILE = "report.json"
 
 # The counts in the order each packing's report writes them (``report.py`` builds them so).
-SLOT_COUNTS = (*COUNTED, "diagonals", "hoisted_rotations")
+SLOT_COUNTS = (*COUNTED, "diagonals", "hoisted_rotations", "summed_rotations")
 # a batch report has the slot report's keys too (rotations and rotation keys are 0)
 BATCH_COUNTS = (
     "rotations",
@@ -141,6 +141,9 @@ class OpCounts(_Record):
     level_reductions: int
     polynomials: int
     rotation_keys: int
+    # rotations whose key switch shares a rotate_sum's ModDown (absent in batch packing and in
+    # reports written before it existed)
+    summed_rotations: int | None = None
     scalar_multiplies: int | None = None
     relinearizations: int | None = None
     ciphertexts: int | None = None

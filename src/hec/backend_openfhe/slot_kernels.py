@@ -24,6 +24,7 @@ __all__ = [
     "SLOT_FUNCTIONS",
     "LOWERED_BEFORE_BACKEND",
     "rotate",
+    "rotate_sum",
     "rotation_digits",
     "mul_plain",
     "add_plain",
@@ -51,6 +52,18 @@ def rotate(cc, x, k, digits=None):
     if digits is None:
         return cc.EvalRotate(x, k)
     return cc.EvalFastRotation(x, k, cc.GetCyclotomicOrder(), digits)
+
+
+def rotate_sum(cc, *args):
+    """``Σ_i rot(x_i, k_i)`` (``args``: the ``x_i``, then the tuple of ``k_i``). Each key switch
+    stops in the extended basis P·Q (``EvalFastRotationExt``), the terms are added there and
+    divided by P once (``KeySwitchDown``): one ModDown instead of one per rotation."""
+    *xs, ks = args
+    total = None
+    for x, k in zip(xs, ks, strict=True):
+        term = cc.EvalFastRotationExt(x, k, cc.EvalFastRotationPrecompute(x), True)
+        total = term if total is None else cc.EvalAdd(total, term)
+    return cc.KeySwitchDown(total)
 
 
 def mul_plain(cc, x, p):
@@ -84,6 +97,7 @@ def _plaintext(op: Op, scale_deg: int) -> tuple[Plaintext]:
 
 SLOT_KERNELS: dict[str, Kernel] = {
     "rotate": Kernel(rotate, lambda op: (int(op.attrs["k"]),)),
+    "rotate_sum": Kernel(rotate_sum, lambda op: (tuple(int(k) for k in op.attrs["ks"]),)),
     # a product's plaintext is at scale Δ; a sum's at the scale of the ciphertext it meets
     "mul_plain": Kernel(mul_plain, lambda op: _plaintext(op, 1)),
     "add_plain": Kernel(

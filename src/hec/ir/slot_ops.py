@@ -7,6 +7,9 @@ the result; the result's layout is the producer's choice and is taken from its d
 kind           meaning                                                level / scale
 =============  =====================================================  =======================
 rotate{k}      y[i] = x[(i + k) mod slots]                            unchanged
+rotate_sum{ks} y = Σ_i rotate(x_i, ks[i]); the key switches share one    unchanged
+               ModDown (each stays in the extended basis P·Q until
+               the sum, then one division by P: hoisted ModDown)
 mul_plain      y = x ⊙ p, constant ``p``                              scale +1
 add_plain      y = x + p, constant ``p``                              unchanged
 add            y = x + z (same level and scale)                       unchanged
@@ -28,7 +31,7 @@ from __future__ import annotations
 from hec.ir.core import Op, VerifyError, register_op
 from hec.ir.types import CipherType
 
-__all__ = ["poly_depth", "max_degree_for_depth", "rotation_offsets"]
+__all__ = ["poly_depth", "max_degree_for_depth", "rotation_offsets", "rotation_amounts"]
 
 
 # Levels OpenFHE's EvalChebyshevSeries consumes (FIXEDMANUAL, measured on openfhe 1.6.1; the
@@ -53,6 +56,16 @@ def max_degree_for_depth(depth: int) -> int:
 def rotation_offsets(op: Op) -> tuple[int, ...]:
     """The rotation amounts a ``matvec`` op reads, one per stored diagonal."""
     return tuple(op.attrs["offsets"])
+
+
+def rotation_amounts(op: Op) -> tuple[int, ...]:
+    """The rotation amounts (one key switch each) of a slot op: ``rotate``'s ``k``, every term
+    of a ``rotate_sum``, none for the others."""
+    if op.kind == "rotate":
+        return (int(op.attrs["k"]),)
+    if op.kind == "rotate_sum":
+        return tuple(int(k) for k in op.attrs["ks"])
+    return ()
 
 
 def _cipher(op: Op, i: int) -> CipherType:
@@ -82,6 +95,24 @@ def _rotate(op: Op) -> list[CipherType]:
     # schedule_rotations), which moves data when a ciphertext holds several blocks.
     if op.attrs["k"] == 0:
         raise VerifyError(f"rotate ({op.origin}): rotation by 0")
+    return _declared(op, x.level, x.scale_deg)
+
+
+@register_op("rotate_sum", "slot", -1)
+def _rotate_sum(op: Op) -> list[CipherType]:
+    ks = op.attrs["ks"]
+    if len(op.inputs) < 2 or len(ks) != len(op.inputs):
+        raise VerifyError(
+            f"rotate_sum ({op.origin}): {len(op.inputs)} terms, {len(ks)} amounts "
+            "(at least 2 terms, one amount each)"
+        )
+    if 0 in ks:
+        raise VerifyError(f"rotate_sum ({op.origin}): rotation by 0")
+    x = _cipher(op, 0)
+    for i in range(1, len(op.inputs)):
+        t = _cipher(op, i)
+        if (x.level, x.scale_deg, x.slots) != (t.level, t.scale_deg, t.slots):
+            raise VerifyError(f"rotate_sum ({op.origin}): operands differ: {x} vs {t}")
     return _declared(op, x.level, x.scale_deg)
 
 

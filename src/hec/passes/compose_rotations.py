@@ -23,6 +23,7 @@ from typing import ClassVar
 
 from hec.errors import ParameterError
 from hec.ir import CipherType, Graph, Op, Value
+from hec.ir.slot_ops import rotation_amounts
 from hec.ir.types import type_as
 from hec.passes.schedule_rotations import signed_rotation
 
@@ -75,6 +76,7 @@ class ComposeRotations:
         if self.basis == "all" and self.max_keys is None:
             return False
         direct = self._direct_keys(graph) if self.max_keys is not None else set()
+        self._split_sums(graph, direct)
         ops: list[Op] = []
         made: dict[tuple[int, int], Value] = {}  # (source, amount so far) -> rotated value
         changed = False
@@ -98,10 +100,36 @@ class ComposeRotations:
         graph.ops = ops
         return changed
 
+    @staticmethod
+    def _split_sums(graph: Graph, direct: set[int]) -> None:
+        """A ``rotate_sum`` with an amount to compose becomes its rotations and additions
+        (a chain's intermediate rotations must be complete key switches)."""
+        ops: list[Op] = []
+        for op in graph.ops:
+            ks = op.attrs.get("ks", ()) if op.kind == "rotate_sum" else ()
+            if all(_is_pow2(k) or k in direct for k in ks):
+                ops.append(op)
+                continue
+            t = op.result.type
+            total: Value | None = None
+            for x, k in zip(op.inputs, ks, strict=True):
+                x.uses.remove(op)
+                term = Op("rotate", [x], [t], {"k": k}, origin=op.origin)
+                ops.append(term)
+                if total is not None:
+                    ops.append(Op("add", [total, term.result], [t], origin=op.origin))
+                    total = ops[-1].result
+                else:
+                    total = term.result
+            assert total is not None
+            total.type = op.result.type
+            graph.replace_all_uses_with(op.result, total)
+        graph.ops = ops
+
     def _direct_keys(self, graph: Graph) -> set[int]:
         """The amounts that keep their own key under ``max_keys`` (greedy by rotations saved)."""
-        rotations = [op for op in graph.ops if op.kind == "rotate"]
-        uses = Counter(op.attrs["k"] for op in rotations)
+        rotations = [op for op in graph.ops if rotation_amounts(op)]
+        uses = Counter(k for op in rotations for k in rotation_amounts(op))
         slots = {type_as(op.result.type, CipherType).slots for op in rotations}
         width = max(slots, default=1)
         steps = {k: set(self._steps(k, width)) if not _is_pow2(k) else {k} for k in uses}

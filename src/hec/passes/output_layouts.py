@@ -38,7 +38,12 @@ from __future__ import annotations
 import numpy as np
 
 from hec.ir import Layout
-from hec.passes.schedule_rotations import FoldPlan, choose_split, split_cost
+from hec.passes.schedule_rotations import (
+    PT_MUL_PER_ROTATION,
+    FoldPlan,
+    choose_split,
+    split_cost,
+)
 
 OUTPUT_LAYOUTS = ("auto", "anchored", "strided", "contiguous")
 
@@ -56,10 +61,6 @@ __all__ = [
     "map_cost",
 ]
 
-# one plaintext multiply costs about 1/30 of a rotation (ENVIRONMENT.md: 0.6 vs 21 ms at ring
-# 2^14, 4.4 vs 132 ms at 2^15)
-_PT_MUL_PER_ROTATION = 1 / 30
-
 
 def map_cost(offsets: np.ndarray, slots: int, extent: int, fold: bool = True) -> float:
     """Rotations + plaintext multiplies / 30 of a map with these diagonal ``offsets`` whose
@@ -68,7 +69,7 @@ def map_cost(offsets: np.ndarray, slots: int, extent: int, fold: bool = True) ->
     ks = np.unique(np.asarray(offsets, dtype=np.int64) % slots)
     n1, rep = choose_split(ks, slots)
     plain = sum(split_cost(rep, n1, slots))
-    best = plain + _PT_MUL_PER_ROTATION * ks.size
+    best = plain + PT_MUL_PER_ROTATION * ks.size
     block = 1 << max(extent - 1, 0).bit_length()
     if fold and block <= slots // 2:
         merged = np.unique(ks % block)
@@ -77,7 +78,7 @@ def map_cost(offsets: np.ndarray, slots: int, extent: int, fold: bool = True) ->
         probe = FoldPlan(block, merged, np.empty((0, slots)), np.empty(0), blocks, slots, n1, rep)
         inner = sum(split_cost(rep, n1, slots)) + probe.rotations()
         if inner < plain:
-            best = inner + _PT_MUL_PER_ROTATION * merged.size
+            best = inner + PT_MUL_PER_ROTATION * merged.size
     return best
 
 

@@ -11,7 +11,9 @@ the diagonals are pre-rotated here, at compile time. ``n1`` is searched on the m
 taken in ``[0, slots)`` or in ``(-slots/2, slots/2]`` (``k`` and ``k - slots`` are the same
 rotation; a set clustered around 0 splits better signed); ``n1 = slots`` is the plain hoisted
 diagonal method, ``n1 = 1`` rotates every term separately (the plain, unhoisted one). Giant
-rotations act before the rescale, at scale Δ², which is allowed.
+rotations act before the rescale, at scale Δ², which is allowed; up to ``SUM_CHUNK`` of them
+form one ``rotate_sum``, whose key switches share one ModDown (the backend adds them in the
+extended basis P·Q and divides by P once).
 
 Sample blocks (``block_local``): a ciphertext may hold B vectors of ``slots`` slots side by side,
 one sample each, with every plaintext tiled B times; rotations then act on all B·slots slots.
@@ -41,8 +43,12 @@ from hec.ir.types import type_as
 __all__ = [
     "FoldPlan",
     "KERNEL",
+    "PT_MUL_PER_ROTATION",
+    "SUM_CHUNK",
     "ScheduleRotations",
     "build_fold",
+    "build_pair_fold",
+    "pair_fold_plan",
     "choose_kernel",
     "choose_baby_step",
     "fold_plan",
@@ -58,6 +64,15 @@ def signed_rotation(k: int, slots: int) -> int:
     k %= slots
     return k - slots if k > slots // 2 else k
 
+
+# Giant steps whose rotations share one ModDown (``rotate_sum``): the partial sums of a group
+# are all held at once, so groups are bounded (8 save 7 ModDowns of 8; 5.0 of the 11.6 ms a
+# rotation costs at ring 2^14).
+SUM_CHUNK = 8
+
+# one plaintext multiply costs about 1/30 of a rotation (ENVIRONMENT.md: 0.6 vs 21 ms at ring
+# 2^14, 4.4 vs 132 ms at 2^15): the weight of plaintexts in a kernel's cost
+PT_MUL_PER_ROTATION = 1 / 30
 
 # Above this many (n1, offset) pairs the search tries a shortlist of n1 instead of all of them.
 _FULL_SEARCH_LIMIT = 60_000_000
@@ -221,7 +236,9 @@ def choose_kernel(
 ) -> dict[str, object]:
     """How a ``matvec`` is evaluated, as its attributes: ``kernel`` ``"bsgs"`` (baby-step/
     giant-step with ``baby_step`` n1, offsets in their ``signed`` representation or not) or
-    ``"folded"`` (``FoldPlan``: ``block`` B, and the split of the merged map the same way).
+    ``"folded"`` (``FoldPlan``: ``block`` B, and the split of the merged map the same way),
+    or ``"paired"`` (``pair_fold_plan``: two copies ``shift`` slots apart) where that costs
+    less than the first two (rotations + plaintext multiplies / 30).
     ``baby_step`` forces n1 (and no folding); otherwise the cheapest split is searched."""
     S = type_as(op.inputs[0].type, CipherType).slots
     offsets, diags = _terms(op)
@@ -235,8 +252,24 @@ def choose_kernel(
         fold = fold_plan(offsets, diags, S, outputs, rotations)
         if fold is not None:
             signed = _signed(fold.ks, fold.offsets, S, False)
-            return {KERNEL: "folded", "block": fold.block, "baby_step": fold.n1, "signed": signed}
+            chosen = {KERNEL: "folded", "block": fold.block, "baby_step": fold.n1, "signed": signed}
+            cost = _fold_cost(fold)
+        else:
+            chosen = {KERNEL: "bsgs", "baby_step": n1, "signed": _signed(ks, offsets, S, False)}
+            cost = rotations + PT_MUL_PER_ROTATION * len(np.unique(offsets % S))
+        paired = pair_fold_plan(offsets, diags, S, outputs)
+        if paired is not None and paired[1] < cost:
+            pair = paired[0]
+            signed = _signed(pair.ks, pair.offsets, S, False)
+            return {KERNEL: "paired", "shift": pair.block, "baby_step": pair.n1, "signed": signed}
+        return chosen
     return {KERNEL: "bsgs", "baby_step": n1, "signed": _signed(ks, offsets, S, block_local)}
+
+
+def _fold_cost(fold: FoldPlan) -> float:
+    """Rotations + plaintext multiplies / 30 of a folded map (its merged map's split)."""
+    babies, giants = split_cost(fold.ks, fold.n1, fold.slots)
+    return babies + giants + fold.rotations() + PT_MUL_PER_ROTATION * len(fold.offsets)
 
 
 def _expand(op: Op, block_local: bool) -> tuple[list[Op], Value]:
@@ -248,8 +281,11 @@ def _expand(op: Op, block_local: bool) -> tuple[list[Op], Value]:
     carried = np.ones(len(offsets), dtype=np.int64)  # diagonals each plaintext holds
     n1, signed = int(op.attrs["baby_step"]), bool(op.attrs["signed"])
     fold = None
-    if op.attrs[KERNEL] == "folded":
-        fold = build_fold(offsets, diags, S, int(op.attrs["block"]), n1, signed)
+    if op.attrs[KERNEL] in ("folded", "paired"):
+        if op.attrs[KERNEL] == "folded":
+            fold = build_fold(offsets, diags, S, int(op.attrs["block"]), n1, signed)
+        else:
+            fold = build_pair_fold(offsets, diags, S, int(op.attrs["shift"]), n1, signed)
         offsets, diags, carried, ks = fold.offsets, fold.diags, fold.carried, fold.ks
     else:
         ks = representations(offsets, S, block_local)[int(signed)]
@@ -266,7 +302,21 @@ def _expand(op: Op, block_local: bool) -> tuple[list[Op], Value]:
     babies = {0: x}
     for b in sorted({int(b) for b in ks % n1} - {0}):
         babies[b] = emit("rotate", [x], 1, attrs={"k": amount(b)})
-    acc = None
+    acc: Value | None = None
+    giants: list[tuple[Value, int]] = []  # partial sums waiting for their giant rotation
+
+    def add_to_sum(v: Value) -> None:
+        nonlocal acc
+        acc = v if acc is None else emit("add", [acc, v], 2)
+
+    def rotate_giants() -> None:  # up to SUM_CHUNK of them share one ModDown (rotate_sum)
+        if len(giants) == 1:
+            add_to_sum(emit("rotate", [giants[0][0]], 2, attrs={"k": giants[0][1]}))
+        elif giants:
+            ks_ = [k for _, k in giants]
+            add_to_sum(emit("rotate_sum", [v for v, _ in giants], 2, attrs={"ks": ks_}))
+        giants.clear()
+
     for g in sorted({int(g) for g in ks // n1}):
         partial = None
         for i in np.flatnonzero(ks // n1 == g):
@@ -275,9 +325,15 @@ def _expand(op: Op, block_local: bool) -> tuple[list[Op], Value]:
             baby = babies[int(ks[i] % n1)]
             term = emit("mul_plain", [baby], 2, attrs=attrs, consts={"p": pre_rotated})
             partial = term if partial is None else emit("add", [partial, term], 2)
+        assert partial is not None
         if g != 0 if block_local else (g * n1) % S:  # a whole turn of S slots moves nothing
-            partial = emit("rotate", [partial], 2, attrs={"k": amount(g * n1)})
-        acc = partial if acc is None else emit("add", [acc, partial], 2)
+            giants.append((partial, amount(g * n1)))
+            if len(giants) == SUM_CHUNK:
+                rotate_giants()
+        else:
+            add_to_sum(partial)
+    rotate_giants()
+    assert acc is not None
     result = emit("rescale", [acc], 1, level=lvl + 1)
     if fold is not None:  # y[r] = Σ_j P[r + B·j], at the lower level (cheaper rotations)
         result = fold.emit_sum(
@@ -322,6 +378,8 @@ class FoldPlan:
         nblocks = self.slots // self.block
         used = sorted(self.blocks)
         hoisted = len(used) - int(0 in used)
+        if self.slots % self.block:  # a pair fold (``pair_fold_plan``): one rotation by B
+            return ("hoisted", hoisted, 0)
         # the shortest cyclic window holding every used block: start after the largest gap
         gaps = [(used[(i + 1) % len(used)] - b) % nblocks or nblocks for i, b in enumerate(used)]
         i = int(np.argmax(gaps))
@@ -381,6 +439,89 @@ def fold_plan(
     if inner + probe.rotations() >= plain_rotations:
         return None
     return build_fold(offsets, diags, slots, block, n1, _signed(rep, merged, slots, False))
+
+
+def pair_fold_plan(
+    offsets: np.ndarray, diags: np.ndarray, slots: int, outputs: int, candidates: int = 6
+) -> tuple[FoldPlan, float] | None:
+    """The cheapest ``pair`` fold of a map whose output fits twice in the slots, and its cost
+    (rotations + plaintext multiplies / 30); ``None`` when no shift merges any diagonals.
+
+    The output rows ``0 .. E-1`` and their copy ``s .. s+E-1`` are disjoint for any shift
+    ``E <= s <= slots - E``: diagonal ``k`` may then be computed in the copy, where it is
+    diagonal ``k - s``, so ``k`` and ``k + s`` share one plaintext, and ``y = P + rot(P, s)``
+    (``FoldPlan`` with ``B = s`` and blocks ``0, 1``). Unlike the power-of-two fold, whose
+    ``B`` is fixed by ``E``, ``s`` is free: the shifts tried are those that pair the most
+    offsets (an autocorrelation of the offset set), each costed with its own split.
+    On a multiplexed convolution (Orion's LeNet-5 conv2, 1,859 diagonals on 3,136 of 8,192
+    slots) the best shift is a multiple of the channel block: 1,014 plaintexts and 67
+    rotations, against 1,649 and 109 for the power-of-two fold.
+    """
+    rows = np.flatnonzero(np.any(diags != 0, axis=0))
+    extent = max(int(rows.max()) + 1 if rows.size else 0, outputs)
+    if 2 * extent > slots:
+        return None
+    present = np.zeros(slots)
+    present[np.unique(np.asarray(offsets, dtype=np.int64) % slots)] = 1
+    spectrum = np.fft.rfft(present)
+    pairs = np.rint(np.fft.irfft(spectrum * spectrum.conj(), slots)).astype(np.int64)
+    shifts = np.arange(extent, slots - extent + 1)
+    # a shift's pairs overcount what it merges where chains k, k+s, k+2s.. are long (each
+    # offset pairs once): the most-paired shortlist is ranked again by offsets merged
+    shortlist = [int(v) for v in shifts[np.argsort(-pairs[shifts], kind="stable")][:64]]
+    merges = {s: np.unique(_pair_labels(offsets, slots, s)[0]) for s in shortlist if pairs[s]}
+    best = None
+    for s in sorted(merges, key=lambda v: merges[v].size)[:candidates]:
+        merged = merges[s]
+        n1, rep, inner = _search(merged, slots, False)
+        cost = inner + 1 + PT_MUL_PER_ROTATION * merged.size
+        if best is None or cost < best[1]:
+            signed = _signed(rep, merged, slots, False)
+            best = (build_pair_fold(offsets, diags, slots, s, n1, signed), cost)
+    return best
+
+
+def _pair_labels(offsets: np.ndarray, slots: int, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per offset ``k``: its merged offset ``κ`` and copy ``j`` (``κ = k - j·shift``).
+
+    Along each chain ``k, k + s, k + 2s, ..`` of offsets present, consecutive ones pair up
+    from the chain's start (the most pairs a chain holds): the second of a pair moves into the
+    copy and shares the first one's plaintext."""
+    ks = np.asarray(offsets, dtype=np.int64) % slots
+    present = set(ks.tolist())
+    copy: dict[int, int] = {}
+    for k0 in sorted(k for k in present if (k - shift) % slots not in present):
+        k, j = k0, 0
+        while k in present and k not in copy:
+            copy[k] = j
+            k, j = (k + shift) % slots, 1 - j
+    for k in sorted(present - set(copy)):  # a chain that closes on itself (no start)
+        j = 0
+        while k not in copy:
+            copy[k] = j
+            k, j = (k + shift) % slots, 1 - j
+    j = np.array([copy[int(k)] for k in ks], dtype=np.int64)
+    return (ks - j * shift) % slots, j
+
+
+def build_pair_fold(
+    offsets: np.ndarray, diags: np.ndarray, slots: int, shift: int, n1: int, signed: bool
+) -> FoldPlan:
+    """The ``FoldPlan`` of a map folded in two copies ``shift`` slots apart (``pair_fold_plan``),
+    its merged map split with baby step ``n1``."""
+    kappa, j = _pair_labels(offsets, slots, shift)
+    merged, which = np.unique(kappa, return_inverse=True)
+    extent = slots - shift
+    folded = np.zeros((len(merged), slots))  # copy 1 of d'_κ: rows r + shift of d_{κ+shift}
+    first = j == 0
+    np.add.at(folded, which[first], diags[first])
+    if (~first).any():
+        rows = shift + np.arange(extent)
+        np.add.at(folded, (which[~first][:, None], rows), diags[~first][:, :extent])
+    carried = np.bincount(which, minlength=len(merged))
+    blocks = tuple(sorted({int(v) for v in j}))
+    rep = representations(merged, slots, False)[int(signed)]
+    return FoldPlan(shift, merged, folded, carried, blocks, slots, n1, rep)
 
 
 def build_fold(

@@ -41,6 +41,9 @@ def _matvec(op: Op, x: np.ndarray) -> np.ndarray:
 SEMANTICS = {
     **COMMON_SEMANTICS,
     "rotate": lambda op, x: rotate(x, op.attrs["k"]),
+    "rotate_sum": lambda op, *xs: sum(
+        rotate(x, k) for x, k in zip(xs, op.attrs["ks"], strict=True)
+    ),
     "mul_plain": lambda op, x: x * _tiled(op.consts["p"], x),
     "add_plain": lambda op, x: x + _tiled(op.consts["p"], x),
     "matvec": _matvec,
