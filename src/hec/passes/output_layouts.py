@@ -41,6 +41,7 @@ from hec.ir import Layout
 from hec.passes.schedule_rotations import (
     PT_MUL_PER_ROTATION,
     FoldPlan,
+    best_pair_shift,
     choose_split,
     split_cost,
 )
@@ -64,8 +65,9 @@ __all__ = [
 
 def map_cost(offsets: np.ndarray, slots: int, extent: int, fold: bool = True) -> float:
     """Rotations + plaintext multiplies / 30 of a map with these diagonal ``offsets`` whose
-    output uses slots ``0 .. extent-1``: plain baby-step/giant-step, or folded per residue
-    ``k mod B`` when the scheduler folds it (the estimate ``schedule-rotations`` decides by)."""
+    output uses slots ``0 .. extent-1``: plain baby-step/giant-step, folded per residue
+    ``k mod B`` when the scheduler folds it, or paired (the estimates ``choose-kernels``
+    decides by)."""
     ks = np.unique(np.asarray(offsets, dtype=np.int64) % slots)
     n1, rep = choose_split(ks, slots)
     plain = sum(split_cost(rep, n1, slots))
@@ -79,6 +81,10 @@ def map_cost(offsets: np.ndarray, slots: int, extent: int, fold: bool = True) ->
         inner = sum(split_cost(rep, n1, slots)) + probe.rotations()
         if inner < plain:
             best = inner + PT_MUL_PER_ROTATION * merged.size
+    if fold:
+        paired = best_pair_shift(ks, slots, extent)
+        if paired is not None:
+            best = min(best, paired[3])
     return best
 
 

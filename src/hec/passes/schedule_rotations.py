@@ -47,6 +47,7 @@ __all__ = [
     "SUM_CHUNK",
     "ScheduleRotations",
     "build_fold",
+    "best_pair_shift",
     "build_pair_fold",
     "pair_fold_plan",
     "choose_kernel",
@@ -134,6 +135,7 @@ def choose_split(
 # 0.7 s a search, over a minute in all, most of it for offsets seen before).
 _SPLITS: OrderedDict[tuple, tuple[int, np.ndarray, int]] = OrderedDict()
 _SPLITS_SIZE = 256
+_PAIRS: OrderedDict[tuple, tuple[int, int, bool, float] | None] = OrderedDict()
 
 
 def _search(
@@ -459,25 +461,50 @@ def pair_fold_plan(
     """
     rows = np.flatnonzero(np.any(diags != 0, axis=0))
     extent = max(int(rows.max()) + 1 if rows.size else 0, outputs)
+    best = best_pair_shift(offsets, slots, extent, candidates)
+    if best is None:
+        return None
+    shift, n1, signed, cost = best
+    return build_pair_fold(offsets, diags, slots, shift, n1, signed), cost
+
+
+def best_pair_shift(
+    offsets: np.ndarray, slots: int, extent: int, candidates: int = 6
+) -> tuple[int, int, bool, float] | None:
+    """``(shift, n1, signed, cost)`` of the cheapest pair fold of these offsets for an output
+    within slots ``0 .. extent-1`` (``pair_fold_plan``), or ``None``; memoized, since the
+    output layouts' estimates and choose-kernels ask for the same maps."""
+    ks = np.unique(np.asarray(offsets, dtype=np.int64) % slots)
+    key = (ks.tobytes(), slots, extent, candidates)
+    if key not in _PAIRS:
+        _PAIRS[key] = _best_pair_shift(ks, slots, extent, candidates)
+        while len(_PAIRS) > _SPLITS_SIZE:
+            _PAIRS.popitem(last=False)
+    _PAIRS.move_to_end(key)
+    return _PAIRS[key]
+
+
+def _best_pair_shift(
+    ks: np.ndarray, slots: int, extent: int, candidates: int
+) -> tuple[int, int, bool, float] | None:
     if 2 * extent > slots:
         return None
     present = np.zeros(slots)
-    present[np.unique(np.asarray(offsets, dtype=np.int64) % slots)] = 1
+    present[ks] = 1
     spectrum = np.fft.rfft(present)
     pairs = np.rint(np.fft.irfft(spectrum * spectrum.conj(), slots)).astype(np.int64)
     shifts = np.arange(extent, slots - extent + 1)
     # a shift's pairs overcount what it merges where chains k, k+s, k+2s.. are long (each
     # offset pairs once): the most-paired shortlist is ranked again by offsets merged
     shortlist = [int(v) for v in shifts[np.argsort(-pairs[shifts], kind="stable")][:64]]
-    merges = {s: np.unique(_pair_labels(offsets, slots, s)[0]) for s in shortlist if pairs[s]}
+    merges = {s: np.unique(_pair_labels(ks, slots, s)[0]) for s in shortlist if pairs[s]}
     best = None
     for s in sorted(merges, key=lambda v: merges[v].size)[:candidates]:
         merged = merges[s]
         n1, rep, inner = _search(merged, slots, False)
         cost = inner + 1 + PT_MUL_PER_ROTATION * merged.size
-        if best is None or cost < best[1]:
-            signed = _signed(rep, merged, slots, False)
-            best = (build_pair_fold(offsets, diags, slots, s, n1, signed), cost)
+        if best is None or cost < best[3]:
+            best = (s, n1, _signed(rep, merged, slots, False), cost)
     return best
 
 
