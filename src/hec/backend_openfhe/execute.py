@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ class OpenFHEExecutor:
                 layer_seconds.append(time.perf_counter() - clock)
                 clock = time.perf_counter()
             kernel = SLOT_KERNELS[op.kind]
-            args = [env[id(v)] for v in op.inputs]
+            args: list[Any] = [env[id(v)] for v in op.inputs]
             for a in kernel.arguments(op):
                 args.append(self._plaintext(op, i, a) if isinstance(a, Plaintext) else a)
             if op.kind == "rotate" and id(op.inputs[0]) in self._hoisted:

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -144,13 +145,20 @@ def _search(
     """``choose_split`` and the number of rotations of the split it returns (memoized)."""
     ks = np.asarray(offsets, dtype=np.int64)
     key = (ks.tobytes(), slots, block_local, hoisted_cost)
-    if key not in _SPLITS:
-        _SPLITS[key] = _search_splits(ks, slots, block_local, hoisted_cost)
-        while len(_SPLITS) > _SPLITS_SIZE:
-            _SPLITS.popitem(last=False)
-    _SPLITS.move_to_end(key)
-    n1, rep, rotations = _SPLITS[key]
+    n1, rep, rotations = _memoized(
+        _SPLITS, key, lambda: _search_splits(ks, slots, block_local, hoisted_cost)
+    )
     return n1, rep.copy(), rotations
+
+
+def _memoized(cache: OrderedDict, key: tuple, compute: Callable[[], Any]) -> Any:
+    """``cache[key]``, computed on a miss; the least recently used beyond the size dropped."""
+    if key not in cache:
+        cache[key] = compute()
+        while len(cache) > _SPLITS_SIZE:
+            cache.popitem(last=False)
+    cache.move_to_end(key)
+    return cache[key]
 
 
 def _search_splits(
@@ -476,12 +484,7 @@ def best_pair_shift(
     output layouts' estimates and choose-kernels ask for the same maps."""
     ks = np.unique(np.asarray(offsets, dtype=np.int64) % slots)
     key = (ks.tobytes(), slots, extent, candidates)
-    if key not in _PAIRS:
-        _PAIRS[key] = _best_pair_shift(ks, slots, extent, candidates)
-        while len(_PAIRS) > _SPLITS_SIZE:
-            _PAIRS.popitem(last=False)
-    _PAIRS.move_to_end(key)
-    return _PAIRS[key]
+    return _memoized(_PAIRS, key, lambda: _best_pair_shift(ks, slots, extent, candidates))
 
 
 def _best_pair_shift(
@@ -527,8 +530,8 @@ def _pair_labels(offsets: np.ndarray, slots: int, shift: int) -> tuple[np.ndarra
         while k not in copy:
             copy[k] = j
             k, j = (k + shift) % slots, 1 - j
-    j = np.array([copy[int(k)] for k in ks], dtype=np.int64)
-    return (ks - j * shift) % slots, j
+    copies = np.array([copy[int(k)] for k in ks], dtype=np.int64)
+    return (ks - copies * shift) % slots, copies
 
 
 def build_pair_fold(
