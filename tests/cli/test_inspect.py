@@ -85,6 +85,31 @@ def test_calibrate_costs_stores_a_table_the_cost_model_reads(tmp_path) -> None:
     assert str(table) in proc.stdout
 
 
+def test_calibrate_costs_refuses_a_ring_too_small_in_one_line(tmp_path) -> None:
+    proc = hec_cli(
+        "calibrate-costs", "--depth", "9", "--ring-dim", "8192", "--repeats", "1",
+        env={"HEC_COST_TABLE": str(tmp_path / "costs.json")},
+    )  # fmt: skip
+    assert_one_line_error(proc)
+    assert "OpenFHE asks for 32768" in proc.stderr
+    assert not (tmp_path / "costs.json").exists()
+
+
+def test_costs_are_measured_on_the_artifacts_own_chain() -> None:
+    """A --precision program's chain (32-bit scale, 44-bit first prime) fits ring 2^14 at depth
+    7, where the default 40-bit chain does not: calibrate-costs measures on the artifact's."""
+    from hec.backend_openfhe.measure_costs import measure_op_costs
+    from hec.backend_openfhe.params import CKKSParams
+    from hec.errors import ParameterError
+
+    chain = CKKSParams(16384, 7, 8192, scaling_bits=32, first_mod_bits=44)
+    entry = measure_op_costs(7, 16384, repeats=1, chain=chain)
+    assert entry["ring_dim"] == 16384 and entry["ms"]["rotations"] > 0
+    assert "summed_rotations" in entry["ms"]
+    with pytest.raises(ParameterError, match="too small for depth 7 at 40-bit"):
+        measure_op_costs(7, 16384, repeats=1)
+
+
 def test_inspect_refuses_a_missing_artifact_in_one_line(tmp_path) -> None:
     assert_one_line_error(hec_cli("inspect", str(tmp_path / "nothing")))
 

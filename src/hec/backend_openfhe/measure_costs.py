@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,6 +27,7 @@ import numpy as np
 from hec.backend_openfhe.cost_model import CALIBRATED, cost_table_path
 from hec.backend_openfhe.params import CKKSParams, make_context, min_ring_dim
 from hec.backend_openfhe.slot_kernels import rotate_sum
+from hec.errors import ParameterError
 
 __all__ = ["measure_op_costs", "store_op_costs"]
 
@@ -40,14 +43,37 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def measure_op_costs(depth: int, ring_dim: int | None = None, repeats: int = 5) -> dict[str, Any]:
+def measure_op_costs(
+    depth: int, ring_dim: int | None = None, repeats: int = 5, chain: CKKSParams | None = None
+) -> dict[str, Any]:
     """Milliseconds per operation at ``ring_dim`` (default: the smallest 128-bit one for
-    ``depth``) and ``depth``, with 40-bit scaling; returns a table entry."""
+    ``depth``) and ``depth``, with ``chain``'s scale, first prime and key-switching digits (an
+    artifact's; default 40-bit scaling); returns a table entry.
+
+    Raises:
+        ParameterError: the ring is too small for that chain at 128-bit security.
+    """
     ring_dim = ring_dim or min_ring_dim(depth)
     slots = ring_dim // 2
     steps = list(range(1, _HOISTED + 1))
     params = CKKSParams(ring_dim, depth, slots, rotation_indices=tuple(steps))
-    cc = make_context(params)
+    if chain is not None:
+        params = replace(
+            params,
+            scaling_bits=chain.scaling_bits,
+            first_mod_bits=chain.first_mod_bits,
+            digits=chain.digits,
+        )
+    try:
+        cc = make_context(params)
+    except RuntimeError as exc:  # OpenFHE's security check names the ring it would take
+        asks = re.search(r"recommendation \((\d+)\)", str(exc))
+        raise ParameterError(
+            f"ring {ring_dim} is too small for depth {depth} at {params.scaling_bits}-bit "
+            f"scaling and 128-bit security"
+            + (f" (OpenFHE asks for {asks[1]})" if asks else "")
+            + ": give a larger --ring-dim, or the ARTIFACT whose chain to measure"
+        ) from None
     keys = cc.KeyGen()
     cc.EvalMultKeyGen(keys.secretKey)
     cc.EvalRotateKeyGen(keys.secretKey, steps)

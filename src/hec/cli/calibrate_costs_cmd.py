@@ -40,11 +40,12 @@ def calibrate_costs_cmd(
     from hec.backend_openfhe.measure_costs import measure_op_costs, store_op_costs
     from hec.cli.format import print_table
 
-    if artifact is not None:
-        params = load_artifact(artifact).params
-        depth = depth or params.depth
-        ring_dim = ring_dim or params.ring_dim
-    entry = measure_op_costs(depth or 5, ring_dim, repeats)
+    chain = None
+    if artifact is not None:  # its ring, depth, scale, first prime and digits
+        chain = load_artifact(artifact).params
+        depth = depth or chain.depth
+        ring_dim = ring_dim or chain.ring_dim
+    entry = measure_op_costs(depth or 5, ring_dim, repeats, chain)
     path = store_op_costs(entry)
     print_table(["operation", "ms"], [[k, f"{v:.3f}"] for k, v in entry["ms"].items()])
     click.echo(
