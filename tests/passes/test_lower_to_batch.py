@@ -69,6 +69,18 @@ def test_conv_then_batchnorm_fuses_into_one_map() -> None:
     assert len(segments) == 1 and segments[0][0].nnz == conv.nnz
 
 
+def test_a_pool_row_after_an_empty_row_is_not_the_identity() -> None:
+    """``[[0, 0], [.25, .25]]`` splits into signs ``[[0, 0], [1, 1]]`` and a diagonal; the
+    signs have n entries, all 1, in columns 0..n-1 (as the identity's), yet two in one row
+    (found by the property test below: the chain was computed as ``diag(1, .25)`` alone)."""
+    A = sp.csr_matrix(np.array([[0.0, 0.0], [0.25, 0.25]]))
+    x = np.array([0.5, -2.0])
+    y = x
+    for S, c in plan_segments([(A, np.zeros(2))]):
+        y = S @ y + c
+    np.testing.assert_allclose(y, A @ x)
+
+
 def _factor(draw, n_in: int, n_out: int) -> tuple[sp.csr_matrix, np.ndarray]:
     kind = draw(st.sampled_from(["dense", "select", "pool", "diag"]))
     rng = np.random.default_rng(draw(st.integers(0, 1000)))

@@ -74,6 +74,7 @@ def is_identity_map(A: sp.csr_matrix, b: np.ndarray) -> bool:
         A.shape[0] == A.shape[1]
         and A.nnz == A.shape[0]
         and not b.any()
+        and np.array_equal(A.indptr, np.arange(A.shape[0] + 1))  # one entry a row
         and np.array_equal(A.indices, np.arange(A.shape[0]))
         and bool(np.all(A.data == 1.0))
     )
