@@ -50,7 +50,6 @@ __all__ = [
     "build_fold",
     "best_pair_shift",
     "build_pair_fold",
-    "pair_fold_plan",
     "choose_kernel",
     "choose_baby_step",
     "fold_plan",
@@ -247,7 +246,7 @@ def choose_kernel(
     """How a ``matvec`` is evaluated, as its attributes: ``kernel`` ``"bsgs"`` (baby-step/
     giant-step with ``baby_step`` n1, offsets in their ``signed`` representation or not) or
     ``"folded"`` (``FoldPlan``: ``block`` B, and the split of the merged map the same way),
-    or ``"paired"`` (``pair_fold_plan``: two copies ``shift`` slots apart) where that costs
+    or ``"paired"`` (``best_pair_shift``: two copies ``shift`` slots apart) where that costs
     less than the first two (rotations + plaintext multiplies / 30).
     ``baby_step`` forces n1 (and no folding); otherwise the cheapest split is searched."""
     S = type_as(op.inputs[0].type, CipherType).slots
@@ -267,11 +266,12 @@ def choose_kernel(
         else:
             chosen = {KERNEL: "bsgs", "baby_step": n1, "signed": _signed(ks, offsets, S, False)}
             cost = rotations + PT_MUL_PER_ROTATION * len(np.unique(offsets % S))
-        paired = pair_fold_plan(offsets, diags, S, outputs)
-        if paired is not None and paired[1] < cost:
-            pair = paired[0]
-            signed = _signed(pair.ks, pair.offsets, S, False)
-            return {KERNEL: "paired", "shift": pair.block, "baby_step": pair.n1, "signed": signed}
+        rows = np.flatnonzero(np.any(diags != 0, axis=0))
+        extent = max(int(rows.max()) + 1 if rows.size else 0, outputs)
+        paired = best_pair_shift(offsets, S, extent)  # the plan itself is built by _expand
+        if paired is not None and paired[3] < cost:
+            shift, pair_n1, signed, _ = paired
+            return {KERNEL: "paired", "shift": shift, "baby_step": pair_n1, "signed": signed}
         return chosen
     return {KERNEL: "bsgs", "baby_step": n1, "signed": _signed(ks, offsets, S, block_local)}
 
@@ -388,7 +388,7 @@ class FoldPlan:
         nblocks = self.slots // self.block
         used = sorted(self.blocks)
         hoisted = len(used) - int(0 in used)
-        if self.slots % self.block:  # a pair fold (``pair_fold_plan``): one rotation by B
+        if self.slots % self.block:  # a pair fold (``build_pair_fold``): one rotation by B
             return ("hoisted", hoisted, 0)
         # the shortest cyclic window holding every used block: start after the largest gap
         gaps = [(used[(i + 1) % len(used)] - b) % nblocks or nblocks for i, b in enumerate(used)]
@@ -451,37 +451,24 @@ def fold_plan(
     return build_fold(offsets, diags, slots, block, n1, _signed(rep, merged, slots, False))
 
 
-def pair_fold_plan(
-    offsets: np.ndarray, diags: np.ndarray, slots: int, outputs: int, candidates: int = 6
-) -> tuple[FoldPlan, float] | None:
-    """The cheapest ``pair`` fold of a map whose output fits twice in the slots, and its cost
-    (rotations + plaintext multiplies / 30); ``None`` when no shift merges any diagonals.
-
-    The output rows ``0 .. E-1`` and their copy ``s .. s+E-1`` are disjoint for any shift
-    ``E <= s <= slots - E``: diagonal ``k`` may then be computed in the copy, where it is
-    diagonal ``k - s``, so ``k`` and ``k + s`` share one plaintext, and ``y = P + rot(P, s)``
-    (``FoldPlan`` with ``B = s`` and blocks ``0, 1``). Unlike the power-of-two fold, whose
-    ``B`` is fixed by ``E``, ``s`` is free: the shifts tried are those that pair the most
-    offsets (an autocorrelation of the offset set), each costed with its own split.
-    On a multiplexed convolution (Orion's LeNet-5 conv2, 1,859 diagonals on 3,136 of 8,192
-    slots) the best shift is a multiple of the channel block: 1,014 plaintexts and 67
-    rotations, against 1,649 and 109 for the power-of-two fold.
-    """
-    rows = np.flatnonzero(np.any(diags != 0, axis=0))
-    extent = max(int(rows.max()) + 1 if rows.size else 0, outputs)
-    best = best_pair_shift(offsets, slots, extent, candidates)
-    if best is None:
-        return None
-    shift, n1, signed, cost = best
-    return build_pair_fold(offsets, diags, slots, shift, n1, signed), cost
-
-
 def best_pair_shift(
     offsets: np.ndarray, slots: int, extent: int, candidates: int = 6
 ) -> tuple[int, int, bool, float] | None:
     """``(shift, n1, signed, cost)`` of the cheapest pair fold of these offsets for an output
-    within slots ``0 .. extent-1`` (``pair_fold_plan``), or ``None``; memoized, since the
-    output layouts' estimates and choose-kernels ask for the same maps."""
+    within slots ``0 .. extent-1`` (cost: rotations + plaintext multiplies / 30), or ``None``
+    when no shift merges any diagonals; memoized, since the output layouts' estimates and
+    choose-kernels ask for the same maps.
+
+    The output rows ``0 .. E-1`` and their copy ``s .. s+E-1`` are disjoint for any shift
+    ``E <= s <= slots - E``: diagonal ``k`` may then be computed in the copy, where it is
+    diagonal ``k - s``, so ``k`` and ``k + s`` share one plaintext, and ``y = P + rot(P, s)``
+    (``build_pair_fold``: ``FoldPlan`` with ``B = s`` and blocks ``0, 1``). Unlike the
+    power-of-two fold, whose ``B`` is fixed by ``E``, ``s`` is free: the shifts tried are those
+    that pair the most offsets (an autocorrelation of the offset set), each costed with its
+    own split. On a multiplexed convolution (Orion's LeNet-5 conv2, 1,859 diagonals on 3,136
+    of 8,192 slots) the best shift is a multiple of the channel block: 1,014 plaintexts and 67
+    rotations, against 1,649 and 109 for the power-of-two fold.
+    """
     ks = np.unique(np.asarray(offsets, dtype=np.int64) % slots)
     key = (ks.tobytes(), slots, extent, candidates)
     return _memoized(_PAIRS, key, lambda: _best_pair_shift(ks, slots, extent, candidates))
@@ -537,7 +524,7 @@ def _pair_labels(offsets: np.ndarray, slots: int, shift: int) -> tuple[np.ndarra
 def build_pair_fold(
     offsets: np.ndarray, diags: np.ndarray, slots: int, shift: int, n1: int, signed: bool
 ) -> FoldPlan:
-    """The ``FoldPlan`` of a map folded in two copies ``shift`` slots apart (``pair_fold_plan``),
+    """The ``FoldPlan`` of a map folded in two copies ``shift`` slots apart (``best_pair_shift``),
     its merged map split with baby step ``n1``."""
     kappa, j = _pair_labels(offsets, slots, shift)
     merged, which = np.unique(kappa, return_inverse=True)
