@@ -84,12 +84,17 @@ class Bench(NamedTuple):
     learning_rate: float = 1e-3
     readout: str = "matrix"
     precision: float | None = None  # --precision: scale and first prime from the error target
+    # calibrated as `hec compile model.onnx --calib FILE` with every option at its default
+    # (FILE's labels included: the accuracy budget, precision 0.01); None: the fields above
+    default_calib: str | None = None
 
     @property
     def pruned(self) -> bool:
         return self.prune is not None or self.budget is not None
 
     def calibration(self) -> np.ndarray | None:
+        if self.default_calib is not None:
+            return np.load(self.folder / self.default_calib)["x"]
         needed = self.degree is not None or self.pruned or self.precision is not None
         return np.load(self.folder / "calib.npz")["x"] if needed else None
 
@@ -151,6 +156,9 @@ MODELS = {
     # Orion's own LeNet-5 (square activations, batch norm) on real MNIST: the Orion peer's model
     # Orion's own network; --precision 0.01: logits within 1e-2 (Orion's are within ~4e-3)
     "orion-lenet5-mnist": Bench(EXAMPLES / "orion_lenet5_mnist", precision=0.01),
+    # the classic ReLU LeNet-5 on real MNIST as a user compiles it: `hec compile --calib
+    # train.npz` (3,800 labelled training images), no other option
+    "lenet5-mnist (ReLU, defaults)": Bench(EXAMPLES / "lenet5_mnist", default_calib="train.npz"),
 }
 
 
@@ -171,6 +179,9 @@ def bench_model(name: str, bench: Bench, n_encrypted: int, work: Path) -> dict:
     if bench.fine_tune:  # pruned, fine-tuned and HE-friendly: compiled as it is
         options = hec.CompileOptions(readout=bench.readout)
         art = hec.compile(bench.tuned_model("slots", work), work / name.split()[0], options)
+    elif bench.default_calib is not None:  # `hec compile --calib FILE`, defaults otherwise
+        calib = np.load(folder / bench.default_calib)
+        art = hec.compile(model, work / name.split()[0], calibration=calib["x"], labels=calib["y"])
     else:
         art = hec.compile(
             model,

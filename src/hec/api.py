@@ -65,7 +65,8 @@ def compile(
             options left at their defaults take its decisions; ``False`` ignores it.
     """
     options = options or CompileOptions()
-    if options.precision is not None and (calibration is None or options.packing == "batch"):
+    asked = options.precision not in (None, "auto")
+    if asked and (calibration is None or options.packing == "batch"):
         raise CalibrationMissing(
             "--precision chooses the CKKS scale from calibration data in slot packing: give "
             "--calib DATA.npz (and not --packing batch), or fix --scaling-bits instead"

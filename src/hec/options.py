@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CompileOptions", "DEFAULT_ERROR_BUDGET"]
+__all__ = ["CompileOptions", "DEFAULT_ERROR_BUDGET", "DEFAULT_PRECISION"]
 
 DEFAULT_ERROR_BUDGET = 0.05  # the fit-error budget when it picks the degrees
+# the output (logit) error ``precision="auto"`` aims for: argmax and logits within 1e-2
+DEFAULT_PRECISION = 0.01
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,10 @@ class CompileOptions:
         precision: largest output error (absolute, e.g. on the logits) the program should
             keep: with calibration data, a slot program gets the smallest scale and first
             prime that meet it (``backend_openfhe.precision``), in place of ``scaling_bits``
-            and ``first_mod_bits``. ``None`` (default): those two decide.
+            and ``first_mod_bits``. ``"auto"`` (default): ``DEFAULT_PRECISION`` (1e-2) for a
+            slot program compiled with calibration data while ``scaling_bits`` and
+            ``first_mod_bits`` are at their defaults and it needs no bootstrapping; otherwise
+            those two decide. ``None``: those two decide.
         security: OpenFHE security level; 128-bit classic unless you have a reason.
         dump_ir_after: directory where the IR is written after each pass that changes it.
         degree: polynomial degree replacing every non-polynomial activation; ``None`` picks one
@@ -97,7 +102,7 @@ class CompileOptions:
     baby_step: int | None = None
     scaling_bits: int = 40
     first_mod_bits: int = 60
-    precision: float | None = None
+    precision: float | str | None = "auto"
     security: str = "HEStd_128_classic"
     dump_ir_after: Path | None = None
     degree: int | None = None

@@ -34,18 +34,36 @@ from hec.backend_openfhe.report import batch_program_report
 from hec.backend_openfhe.scale_drift import compensate_scale_drift
 from hec.errors import LayoutError, ParameterError, ResourceError
 from hec.ir import Graph
-from hec.options import CompileOptions
+from hec.options import DEFAULT_PRECISION, CompileOptions
 from hec.passes import LowerToBatch, PassManager, batch_packing_pipeline, slot_packing_pipeline
+from hec.passes.check_ranges import CheckRanges
 from hec.passes.input_layouts import INPUT_LAYOUTS, NotApplicable
 from hec.passes.output_layouts import may_anchor
 from hec.plan import Plan
 from hec.progress import ProgressFn, no_progress
 from hec.runtime.simulator import check_block_local
 
-__all__ = ["ProgramStats", "Lowered", "Search", "graph_fingerprint"]
+__all__ = ["ProgramStats", "Lowered", "Search", "graph_fingerprint", "resolve_precision"]
 
 # the counts a candidate layout is listed with in ``report.json`` → ``input_layout``
 _LAYOUT_FIGURES = ("rotations", "diagonals", "plaintext_multiplies", "rotation_keys")
+
+
+def resolve_precision(options: CompileOptions, has_samples: bool) -> float | None:
+    """The output error a slot program's scale and first modulus are chosen for, or ``None``
+    (``options.scaling_bits`` and ``first_mod_bits`` decide). ``"auto"``: ``DEFAULT_PRECISION``
+    where typical inputs are given, the packing is slots and both bit widths are at their
+    defaults (a program that then needs bootstrapping keeps its chain's fixed scale)."""
+    if options.precision != "auto":
+        return None if options.precision is None or not has_samples else float(options.precision)
+    default = CompileOptions()
+    unfixed = (options.scaling_bits, options.first_mod_bits) == (
+        default.scaling_bits,
+        default.first_mod_bits,
+    )
+    if has_samples and unfixed and options.packing != "batch":
+        return DEFAULT_PRECISION
+    return None
 
 
 @dataclass(frozen=True)
@@ -236,11 +254,12 @@ class Search:
     def _run(self, graph: Graph, options: CompileOptions, plan: Plan) -> Lowered:
         self.cache.lowerings += 1
         program = graph.clone()
+        target = self._precision(options)
         if plan.packing == "batch":
             passes = batch_packing_pipeline(options, self._batch_slots(program, options))
         else:
             passes = slot_packing_pipeline(
-                options, check_ranges=not self._precise(options), progress=self.progress
+                options, check_ranges=target is None, progress=self.progress
             )
         total = len(passes)
         done = iter(range(total))
@@ -257,23 +276,27 @@ class Search:
             )
             return Lowered(program, params, self._batch_report(program, params, options), plan)
         bits, precision = (options.scaling_bits, options.first_mod_bits), None
-        if self._precise(options) and "bootstrap" in program.attrs:
-            raise ParameterError(
-                "--precision does not combine with bootstrapping (its chain fixes a 59-bit "
-                "scale); leave --precision out or pass --bootstrap off"
-            )
-        if self._precise(options):
-            assert self.samples is not None and options.precision is not None
+        auto = options.precision == "auto"
+        if target is not None and "bootstrap" in program.attrs:
+            if not auto:
+                raise ParameterError(
+                    "--precision does not combine with bootstrapping (its chain fixes a 59-bit "
+                    "scale); leave --precision out or pass --bootstrap off"
+                )
+            self._fixed_bits(graph, options)  # the chain's fixed scale
+            target = None
+        if target is not None:
+            assert self.samples is not None
             self.progress("compile: choose-precision", total, total)
-            noise = measure_noise(program, self.samples)
-            ring = 1 << 14  # the smallest ring a leveled program gets at 128-bit security
-            while True:  # the noise grows with the ring: size it for the ring it gets
-                precision = noise.choose(options.precision, ring)
+            try:
+                precision = self._choose_precision(program, target, options)
                 bits = (precision.scaling_bits, precision.first_mod_bits)
-                ring_dim = choose_params(program, *bits, options.security).ring_dim
-                if ring_dim <= ring:
-                    break
-                ring = ring_dim
+            except ParameterError:
+                if not auto:
+                    raise
+                # the default precision is not reachable (values too large for any scale):
+                # the fixed bits, whose range check names the node that overflows
+                self._fixed_bits(graph, options)
         params = choose_params(program, *bits, options.security, options.sample_blocks)
         if params.blocks > 1:
             check_block_local(program, params.blocks)  # the guarantee the runtime relies on
@@ -284,10 +307,38 @@ class Search:
             figures["precision"] = {**precision.to_json(), "unfixed_sums": unfixed}
         return Lowered(program, params, figures, plan)
 
-    def _precise(self, options: CompileOptions) -> bool:
-        """Whether the scale and first modulus come from ``options.precision`` (slot
-        packing with typical inputs), not from ``options.scaling_bits``/``first_mod_bits``."""
-        return options.precision is not None and self.samples is not None
+    def _choose_precision(self, program: Graph, target: float, options: CompileOptions):
+        """The scale and first prime for outputs within ``target`` (``precision.Precision``),
+        sized for the ring they lead to.
+
+        Raises:
+            ParameterError: no scale meets ``target`` with the values the program reaches.
+        """
+        assert self.samples is not None
+        noise = measure_noise(program, self.samples)
+        ring = 1 << 14  # the smallest ring a leveled program gets at 128-bit security
+        while True:  # the noise grows with the ring: size it for the ring it gets
+            precision = noise.choose(target, ring)
+            bits = (precision.scaling_bits, precision.first_mod_bits)
+            ring_dim = choose_params(program, *bits, options.security).ring_dim
+            if ring_dim <= ring:
+                return precision
+            ring = ring_dim
+
+    @staticmethod
+    def _fixed_bits(graph: Graph, options: CompileOptions) -> None:
+        """Where the default precision gives way to ``options.scaling_bits`` and
+        ``first_mod_bits``: the range check it replaced runs on the tensor graph ``graph``
+        (it changes nothing; raises ``RangeOverflow`` naming the node that could overflow)."""
+        CheckRanges(
+            options.scaling_bits, options.first_mod_bits, input_range=options.input_range
+        ).run(graph.clone())
+
+    def _precision(self, options: CompileOptions) -> float | None:
+        """The output error the scale and first modulus are chosen for (slot packing with
+        typical inputs: ``options.precision``, ``"auto"`` resolved), or ``None``: they are
+        ``options.scaling_bits`` and ``first_mod_bits``."""
+        return resolve_precision(options, self.samples is not None)
 
     # -- the choices --------------------------------------------------------------------------
     def best(self, graph: Graph) -> Lowered:

@@ -75,9 +75,21 @@ def test_compile_with_precision_records_its_choice(tmp_path) -> None:
         _square_net(), tmp_path / "l", CompileOptions(precision=1.0), calibration=_data()
     )
     assert loose.params.scaling_bits <= art.params.scaling_bits
-    # without --precision: today's fixed bits and no precision section
-    hec.compile(_square_net(), tmp_path / "f", calibration=_data())
+    # without --precision: the default 1e-2 with calibration data ...
+    auto = hec.compile(_square_net(), tmp_path / "a", calibration=_data())
+    assert ProgramReport.read(tmp_path / "a").precision["target"] == 1e-2
+    assert auto.params.scaling_bits == art.params.scaling_bits
+    # ... fixed bits where given (or precision=None), and no precision section
+    fixed = CompileOptions(scaling_bits=38)
+    assert (
+        hec.compile(_square_net(), tmp_path / "f", fixed, calibration=_data()).params.scaling_bits
+        == 38
+    )
     assert ProgramReport.read(tmp_path / "f").precision is None
+    hec.compile(_square_net(), tmp_path / "n", CompileOptions(precision=None), calibration=_data())
+    assert ProgramReport.read(tmp_path / "n").precision is None
+    # ... and without calibration data the default bits (no error: nothing was asked)
+    assert hec.compile(_square_net(), tmp_path / "u").params.scaling_bits == 40
 
 
 def test_precision_needs_calibration_data(tmp_path) -> None:

@@ -17,7 +17,13 @@ from hec.metrics import predictions
 from hec.optimize import conversion_layers
 from hec.options import CompileOptions
 from hec.passes import PassManager, ReplaceActivations, he_friendly_pipeline
-from hec.passes.choose_degrees import ChooseDegrees, degree_summary, series_products
+from hec.passes.choose_degrees import (
+    DEFAULT_ACCURACY_LOSS,
+    MIN_LABELLED_INPUTS,
+    ChooseDegrees,
+    degree_summary,
+    series_products,
+)
 from hec.passes.elementwise import find_regions
 
 from cli_helpers import hec
@@ -131,9 +137,10 @@ def test_degree_and_error_budget_given_keep_their_meaning() -> None:
 
 
 def test_the_budget_applies_when_asked_for() -> None:
-    """Opt-in: without --max-accuracy-loss every model keeps the fit-error budget."""
+    """Without --max-accuracy-loss the budget is the default only where the calibration data
+    can judge it (labels, enough inputs, ReLUs); asked for, it applies."""
     model, x = _mlp("Relu")
-    _, rows, _ = _convert(model, x, CompileOptions())
+    _, rows, _ = _convert(model, x, CompileOptions())  # no labels
     assert "degree_choice" not in rows[0]
     _, rows, _ = _convert(model, x, CompileOptions(max_accuracy_loss=1.0))
     assert rows[0]["degree_choice"]["budget"] == 1.0
@@ -144,6 +151,23 @@ def test_the_budget_applies_when_asked_for() -> None:
     _, rows, passes = _convert(model, x, CompileOptions(max_accuracy_loss=1.0), with_inputs=False)
     assert "degree_choice" not in rows[0]
     assert not any(isinstance(p, ChooseDegrees) for p in passes)
+
+
+def test_the_default_budget_needs_enough_labelled_relu_inputs() -> None:
+    """The default 1-point budget: labels for at least MIN_LABELLED_INPUTS inputs of a ReLU
+    model; fewer inputs, no labels or another activation keep the fit-error rule."""
+    model, x = _mlp("Relu")
+    many = np.random.default_rng(1).uniform(0, 1, size=(MIN_LABELLED_INPUTS, 16))
+    labels = run_onnxruntime(model, many).argmax(1)
+    _, rows, _ = _convert(model, many, CompileOptions(), labels)
+    assert rows[0]["degree_choice"]["budget"] == DEFAULT_ACCURACY_LOSS
+    assert rows[0]["degree_choice"]["samples"] == MIN_LABELLED_INPUTS
+    few = many[: MIN_LABELLED_INPUTS - 1]
+    _, rows, _ = _convert(model, few, CompileOptions(), labels[: len(few)])
+    assert "degree_choice" not in rows[0]
+    tanh, _ = _mlp("Tanh")
+    _, rows, _ = _convert(tanh, many, CompileOptions(), run_onnxruntime(tanh, many).argmax(1))
+    assert "degree_choice" not in rows[0]
 
 
 def test_raises_are_costed_in_levels_along_the_longest_path() -> None:

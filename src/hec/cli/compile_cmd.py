@@ -45,9 +45,11 @@ __all__ = ["compile_cmd"]
     "--precision",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Largest output (logit) error to aim for, e.g. 0.01: with --calib, the CKKS scale "
-    "and first prime become the smallest that meet it on the calibration data (report.json: "
-    "precision); without it the scale is 2^40 and the first prime 60 bits.",
+    help="Largest output (logit) error to aim for: with --calib, the CKKS scale and first "
+    "prime become the smallest that meet it on the calibration data (report.json: precision). "
+    "Default 0.01 with --calib in slot packing (argmax and logits kept within 1e-2), unless "
+    "--scaling-bits or --first-mod-bits is given or the program bootstraps; otherwise the "
+    "scale is 2^40 and the first prime 60 bits.",
 )
 @click.option(
     "--scaling-bits",
@@ -192,7 +194,7 @@ def compile_cmd(
         # fixed bits where given (the other at its default), else bits chosen for a precision
         scaling_bits=default.scaling_bits if scaling_bits is None else scaling_bits,
         first_mod_bits=default.first_mod_bits if first_mod_bits is None else first_mod_bits,
-        precision=None if fixed else precision,
+        precision=None if fixed else ("auto" if precision is None else precision),
         dump_ir_after=dump_ir_after,
         sample_blocks=sample_blocks,
         degree=degree,
