@@ -22,6 +22,7 @@ from hec.passes.choose_degrees import (
     MIN_LABELLED_INPUTS,
     ChooseDegrees,
     degree_summary,
+    fit_error_hint,
     series_products,
 )
 from hec.passes.elementwise import find_regions
@@ -212,3 +213,25 @@ def test_compile_cli_prints_the_choice_and_reports_it(tmp_path) -> None:
     assert "activations: degrees" not in proc.stdout
     rows = json.loads((tmp_path / "d5" / "report.json").read_text())["activations"]
     assert [r["degree"] for r in rows] == [5, 5] and "degree_choice" not in rows[0]
+
+
+def test_compile_cli_says_why_few_labels_keep_the_fit_error_rule(tmp_path) -> None:
+    model, x = _mlp()
+    y = run_onnxruntime(model, x).argmax(1)
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    np.savez(tmp_path / "calib.npz", x=x.astype(np.float32), y=y)
+    args = ["compile", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz")]
+    proc = hec(*args, "-o", str(tmp_path / "art"))
+    assert proc.returncode == 0, proc.stderr
+    assert "fit-error budget" in proc.stdout and f"({len(x)} given)" in proc.stdout
+    assert "--max-accuracy-loss 1" in proc.stdout
+    proc = hec(*args, "--error-budget", "0.05", "-o", str(tmp_path / "e"))  # asked: no hint
+    assert proc.returncode == 0 and "fit-error budget" not in proc.stdout
+
+
+def test_the_hint_is_for_relu_models_with_too_few_labels() -> None:
+    relu = [{"replaces": "relu"}, {"replaces": "maxpool"}]
+    assert fit_error_hint(relu, MIN_LABELLED_INPUTS - 1) is not None
+    assert fit_error_hint(relu, MIN_LABELLED_INPUTS) is None  # the budget applied there
+    assert fit_error_hint([{"replaces": "relu"}, {"replaces": "tanh"}], 10) is None
+    assert fit_error_hint([], 10) is None

@@ -183,7 +183,7 @@ def compile_cmd(
     from hec.calibrate import load_dataset
     from hec.cli.format import parse_size
     from hec.options import CompileOptions
-    from hec.passes.choose_degrees import degree_summary
+    from hec.passes.choose_degrees import degree_summary, fit_error_hint
     from hec.progress import stderr_progress
 
     fixed = scaling_bits is not None or first_mod_bits is not None
@@ -228,9 +228,13 @@ def compile_cmd(
     report = artifact.report
     click.echo(f"compiled {model} -> {out_dir} in {report.compile_seconds:.2f} s")
     print_conversion(report.activations, report.accuracy)
-    chosen = degree_summary(report.activations)  # degrees from --max-accuracy-loss
+    chosen = degree_summary(report.activations)  # degrees from the accuracy budget
     if chosen:
         click.echo(chosen)
+    elif y is not None and (degree, error_budget, max_accuracy_loss) == (None, None, None):
+        hint = fit_error_hint(report.activations, len(y))
+        if hint:
+            click.echo(hint)
     if report.pruning is not None:
         print_pruning(report.pruning)
     print_summary(report)

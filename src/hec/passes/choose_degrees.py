@@ -62,6 +62,7 @@ __all__ = [
     "default_budget_applies",
     "series_products",
     "degree_summary",
+    "fit_error_hint",
 ]
 
 
@@ -373,3 +374,17 @@ def degree_summary(rows: list[dict[str, Any]]) -> str | None:
     if not c["met"]:
         line += "; no assignment met the budget: the most accurate one was kept"
     return line
+
+
+def fit_error_hint(rows: list[dict[str, Any]], labelled: int) -> str | None:
+    """Why a ReLU model calibrated with labels got the fit-error rule's degrees (too few
+    labelled inputs for the default accuracy budget), and how to ask for the budget; ``None``
+    where that is not the reason."""
+    activations = [r.get("replaces") for r in rows if r.get("replaces") != "maxpool"]
+    if not activations or set(activations) != {"relu"} or labelled >= MIN_LABELLED_INPUTS:
+        return None
+    return (
+        f"activations: degrees from the fit-error budget: the accuracy budget is the default "
+        f"with labels for at least {MIN_LABELLED_INPUTS:,} calibration inputs ({labelled} "
+        f"given); --max-accuracy-loss 1 asks for it on these"
+    )
