@@ -33,7 +33,7 @@ from hec.prune import Prune, PruneOptions
 from hec.runtime import Client, Server, simulate_slots
 from hec.runtime.inputs import as_batch
 from hec.runtime.key_cache import release_unused_keys
-from hec.search import Lowered, Search
+from hec.search import Lowered, Search, within_memory
 
 __all__ = ["compile", "load_artifact", "run", "simulate", "RunResult"]
 
@@ -127,6 +127,8 @@ def compile(
         options = dataclasses.replace(options, max_poly_depth=exc.max_poly_depth)
         progress(f"bootstrapping: activations within {exc.max_poly_depth} levels", 0, 1)
         tensor_ir, search, pruning, lowered = convert_and_lower(options)
+    if lowered.plan.packing == "slots":  # keys, plaintexts and ciphertexts within the limit
+        lowered = within_memory(search, tensor_ir, lowered, options.memory_limit, progress)
     program, params, figures = lowered.program, lowered.params, lowered.figures
     assert program is not None  # the search's choice always comes with its program
     name = str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>"

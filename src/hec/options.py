@@ -62,8 +62,10 @@ class CompileOptions:
         batch_size: inputs per evaluation in batch packing (rounded up to a power of two, at
             most half the ring dimension); ``None`` fills the slots of the smallest ring the
             program's depth allows.
-        memory_limit: bytes a batch program may need at its peak; ``None``: this machine's
-            memory. Compilation refuses a program predicted to need more.
+        memory_limit: bytes the evaluating process may need at its peak; ``None``: this
+            machine's memory. A slot program past it gets fewer rotation keys, its other
+            rotations composed of them (``search.within_memory``); a batch program is
+            scheduled within it. Compilation refuses a program predicted to need more.
         input_layout: how the client packs the input in slot packing (``passes.input_layouts``):
             ``direct`` (contiguous), ``replicated`` (one copy per output channel of the first
             convolution), ``im2col`` (one slot per term of the first map), or ``auto``: each

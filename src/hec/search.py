@@ -43,7 +43,14 @@ from hec.plan import Plan
 from hec.progress import ProgressFn, no_progress
 from hec.runtime.simulator import check_block_local
 
-__all__ = ["ProgramStats", "Lowered", "Search", "graph_fingerprint", "resolve_precision"]
+__all__ = [
+    "ProgramStats",
+    "Lowered",
+    "Search",
+    "graph_fingerprint",
+    "resolve_precision",
+    "within_memory",
+]
 
 # the counts a candidate layout is listed with in ``report.json`` → ``input_layout``
 _LAYOUT_FIGURES = ("rotations", "diagonals", "plaintext_multiplies", "rotation_keys")
@@ -488,3 +495,62 @@ class Search:
         planned = plan_memory(graph, params)
         check_fits(planned.plan, params, limit, PROCESS_BASELINE, "compile", min_ring, what)
         return batch_program_report(graph, params, planned.plan, planned.eg, planned.schedule)
+
+
+def _estimate(lowered: Lowered):
+    """``runtime.resources``' estimate for a lowered slot program (before it is written)."""
+    from hec.backend_openfhe.report_schema import Totals
+    from hec.runtime.resources import estimate_program
+
+    assert lowered.program is not None
+    totals = Totals.from_dict(lowered.figures["totals"])
+    return estimate_program(lowered.params, lowered.program, totals)
+
+
+def within_memory(
+    search: Search,
+    graph: Graph,
+    lowered: Lowered,
+    limit: int | None,
+    progress: ProgressFn = no_progress,
+) -> Lowered:
+    """``lowered`` (a slot program) if its evaluating process fits ``limit`` bytes (``None``:
+    this machine's memory), else the same search with fewer rotation keys, the other rotations
+    composed of them (``compose-rotations`` under ``max_rotation_keys``): the most keys that
+    fit. Rotation keys are what a slot program can trade for time; bootstrapping keys, the
+    plaintext cache and the ciphertexts stay.
+
+    Raises:
+        ResourceError: not even the fewest keys its rotations compose from fit.
+    """
+    limit = limit if limit is not None else machine_memory()[0]
+    est = _estimate(lowered)
+    need = est.server_memory
+    if need <= limit:
+        return lowered
+    keys = len(lowered.params.rotation_indices)
+    over = need - limit
+    best, fewest = lowered, keys
+    while fewest > 1:
+        cap = max(1, fewest - -(-over // est.key_bytes))  # the keys over the limit, rounded up
+        progress(f"memory: {fewest} rotation keys need {need / 1e9:.1f} GB; trying {cap}", 0, 1)
+        options = replace(search.options, max_rotation_keys=int(cap))
+        try:
+            best = replace(search, options=options, progress=no_progress).best(graph)
+        except ParameterError:  # fewer than the powers of two it composes from: those
+            options = replace(search.options, rotation_keys="pow2", max_rotation_keys=None)
+            best = replace(search, options=options, progress=no_progress).best(graph)
+        need = _estimate(best).server_memory
+        got = len(best.params.rotation_indices)
+        if need <= limit:
+            progress(f"memory: {got} rotation keys fit {limit / 1e9:.1f} GB", 1, 1)
+            return best
+        if got >= fewest:  # the keys its rotations are composed of: no fewer
+            break
+        fewest, over = got, need - limit
+    raise ResourceError(
+        f"the program needs ~{need / 1e9:.1f} GB to evaluate with "
+        f"{len(best.params.rotation_indices)} rotation keys of {est.key_bytes / 1e6:.0f} MB "
+        f"(bootstrapping keys, plaintexts and ciphertexts included), more than the "
+        f"{limit / 1e9:.1f} GB limit; pass --memory-limit with more, or use a larger machine"
+    )

@@ -84,8 +84,10 @@ __all__ = ["compile_cmd"]
     type=str,
     default=None,
     metavar="SIZE",
-    help="Memory a batch-packed program may need at its peak, e.g. 8GB (default: this "
-    "machine's memory); compilation refuses one predicted to need more.",
+    help="Memory the evaluating process may need at its peak, e.g. 16GB (default: this "
+    "machine's memory). Slot packing: past it, fewer rotation keys (the other rotations "
+    "composed of them); batch packing: fewer ciphertexts at once. Compilation refuses a "
+    "program predicted to need more even so.",
 )
 @click.option(
     "--input-layout",

@@ -25,16 +25,19 @@ from pathlib import Path
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.execute import PLAINTEXT_CACHE_BYTES
 from hec.backend_openfhe.params import (
+    CKKSParams,
     bootstrap_key_count,
     key_switch_digits,
     key_switch_key_bytes,
 )
+from hec.backend_openfhe.report_schema import Totals
 from hec.errors import ResourceError
 from hec.ir import CipherType, Graph
 
 __all__ = [
     "Estimate",
     "estimate",
+    "estimate_program",
     "machine_memory",
     "check_keygen",
     "check_server",
@@ -75,7 +78,12 @@ class Estimate:
 
 def estimate(artifact: Artifact) -> Estimate:
     """Estimate what ``artifact`` needs (from its parameters and report; no OpenFHE call)."""
-    p = artifact.params
+    return estimate_program(artifact.params, artifact.program, artifact.report.totals)
+
+
+def estimate_program(p: CKKSParams, program: Graph, totals: Totals) -> Estimate:
+    """What a program with parameters ``p`` and report totals ``totals`` needs (before it is
+    written: ``hec.api.compile`` plans a slot program's memory with it)."""
     towers = p.depth + 1
     dnum, aux = key_switch_digits(p)
     word = 8
@@ -84,12 +92,11 @@ def estimate(artifact: Artifact) -> Estimate:
     eval_keys = n_keys * key
     ct = 2 * p.ring_dim * towers * word
     public = ct
-    totals = artifact.report.totals
     n_plain = totals.plaintext_multiplies + totals.plaintext_additions
     plain = min(PLAINTEXT_CACHE_BYTES, n_plain * p.ring_dim * towers * word)
     # Live ciphertexts at once, plus one hoisted decomposition (as large as a key) per
     # rotated source; both are bounded by the program's liveness.
-    live = _max_live(artifact.program) * ct + 2 * key
+    live = _max_live(program) * ct + 2 * key
     keygen_memory = _PYTHON_BASELINE + eval_keys + public + ct + key
     server_memory = _PYTHON_BASELINE + eval_keys + plain + live
     unit = (towers + aux) * dnum * p.ring_dim * math.log2(p.ring_dim)
