@@ -5,7 +5,8 @@
 The columns are ``run.py``'s peer table (hec and each peer on the same model, images and
 threads, with hec/peer ratios), then its plan table when the run made one (a peer's plan for a
 model it cannot run here); a file that is one plan row (``peers/orion_plan.py --json``) gives
-the plan table alone. A cell the row lacks is ``-``.
+the plan table alone; a run without peers gives hec's own rows in the peer columns. A cell the
+row lacks is ``-``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import PEER_COLUMNS, PLAN_COLUMNS  # noqa: E402
+from run import PEER_COLUMNS, PLAN_COLUMNS, hec_peer_row  # noqa: E402
 
 
 def markdown(rows: list[dict], columns: list[tuple[str, str, str]] = PEER_COLUMNS) -> str:
@@ -43,7 +44,9 @@ def main(argv: list[str]) -> int:
         f"{source}{meta.get('date', '?')} {meta.get('time_utc', '')} UTC, OMP threads "
         f"{meta.get('omp_threads', '?')}, load {load[0]} before, {load[1]} after -->"
     )
-    print(markdown(results["peers"]))
+    # a run without peers (--peers none): hec's slot rows in the same columns
+    slots = [hec_peer_row(r) for r in results["rows"] if r.get("packing") == "slots"]
+    print(markdown(results["peers"] or slots))
     if results.get("plans"):
         print()
         print(markdown(results["plans"], PLAN_COLUMNS))
