@@ -508,49 +508,49 @@ def _estimate(lowered: Lowered):
 
 
 def within_memory(
-    search: Search,
-    graph: Graph,
-    lowered: Lowered,
-    limit: int | None,
-    progress: ProgressFn = no_progress,
+    lowered: Lowered, options: CompileOptions, progress: ProgressFn = no_progress
 ) -> Lowered:
-    """``lowered`` (a slot program) if its evaluating process fits ``limit`` bytes (``None``:
-    this machine's memory), else the same search with fewer rotation keys, the other rotations
-    composed of them (``compose-rotations`` under ``max_rotation_keys``): the most keys that
-    fit. Rotation keys are what a slot program can trade for time; bootstrapping keys, the
-    plaintext cache and the ciphertexts stay.
+    """``lowered`` (a slot program) if its evaluating process fits ``options.memory_limit``
+    bytes (``None``: this machine's memory); else the same program with fewer rotation keys,
+    its other rotations composed of them (``compose-rotations`` under ``max_keys``, run on
+    ``lowered.program`` in place: the compile's last use of it, and a ResNet's program is
+    gigabytes): as many keys as fit, or the powers of two. Rotation keys are what a slot
+    program can trade for time; bootstrapping keys, plaintexts and ciphertexts stay.
 
     Raises:
-        ResourceError: not even the fewest keys its rotations compose from fit.
+        ResourceError: not even the powers of two fit.
     """
-    limit = limit if limit is not None else machine_memory()[0]
+    from hec.passes.compose_rotations import ComposeRotations
+
+    limit = options.memory_limit if options.memory_limit is not None else machine_memory()[0]
     est = _estimate(lowered)
-    need = est.server_memory
-    if need <= limit:
+    if est.server_memory <= limit:
         return lowered
-    keys = len(lowered.params.rotation_indices)
-    over = need - limit
-    best, fewest = lowered, keys
-    while fewest > 1:
-        cap = max(1, fewest - -(-over // est.key_bytes))  # the keys over the limit, rounded up
-        progress(f"memory: {fewest} rotation keys need {need / 1e9:.1f} GB; trying {cap}", 0, 1)
-        options = replace(search.options, max_rotation_keys=int(cap))
-        try:
-            best = replace(search, options=options, progress=no_progress).best(graph)
-        except ParameterError:  # fewer than the powers of two it composes from: those
-            options = replace(search.options, rotation_keys="pow2", max_rotation_keys=None)
-            best = replace(search, options=options, progress=no_progress).best(graph)
-        need = _estimate(best).server_memory
-        got = len(best.params.rotation_indices)
-        if need <= limit:
-            progress(f"memory: {got} rotation keys fit {limit / 1e9:.1f} GB", 1, 1)
-            return best
-        if got >= fewest:  # the keys its rotations are composed of: no fewer
-            break
-        fewest, over = got, need - limit
-    raise ResourceError(
-        f"the program needs ~{need / 1e9:.1f} GB to evaluate with "
-        f"{len(best.params.rotation_indices)} rotation keys of {est.key_bytes / 1e6:.0f} MB "
-        f"(bootstrapping keys, plaintexts and ciphertexts included), more than the "
-        f"{limit / 1e9:.1f} GB limit; pass --memory-limit with more, or use a larger machine"
-    )
+    program, params = lowered.program, lowered.params
+    assert program is not None
+    keys = len(params.rotation_indices)
+    cap = keys - -(-(est.server_memory - limit) // est.key_bytes)  # keys over, rounded up
+    gb = est.server_memory / 1e9
+    progress(f"memory: {keys} rotation keys need {gb:.1f} GB; at most {max(cap, 0)}", 0, 1)
+    compose = ComposeRotations(block_local=options.sample_blocks, max_keys=max(cap, 1))
+    try:
+        compose.run(program)
+    except ParameterError:  # fewer than the powers of two its rotations compose from
+        ComposeRotations("pow2", block_local=options.sample_blocks).run(program)
+    bits = (params.scaling_bits, params.first_mod_bits)
+    if "bootstrap" in program.attrs:  # the chain's bits come from the options' (choose_params)
+        bits = (options.scaling_bits, options.first_mod_bits)
+    composed = choose_params(program, *bits, options.security, options.sample_blocks)
+    figures = {**lowered.figures, **program_report(program, composed)}
+    result = Lowered(program, composed, figures, lowered.plan)
+    need = _estimate(result).server_memory
+    got = len(composed.rotation_indices)
+    if need > limit:
+        raise ResourceError(
+            f"the program needs ~{need / 1e9:.1f} GB to evaluate with {got} rotation keys of "
+            f"{est.key_bytes / 1e6:.0f} MB (bootstrapping keys, plaintexts and ciphertexts "
+            f"included), more than the {limit / 1e9:.1f} GB limit; pass --memory-limit with "
+            f"more, or use a larger machine"
+        )
+    progress(f"memory: {got} rotation keys, {need / 1e9:.1f} GB of {limit / 1e9:.1f}", 1, 1)
+    return result
