@@ -528,29 +528,32 @@ def within_memory(
         return lowered
     program, params = lowered.program, lowered.params
     assert program is not None
-    keys = len(params.rotation_indices)
-    cap = keys - -(-(est.server_memory - limit) // est.key_bytes)  # keys over, rounded up
-    gb = est.server_memory / 1e9
-    progress(f"memory: {keys} rotation keys need {gb:.1f} GB; at most {max(cap, 0)}", 0, 1)
-    compose = ComposeRotations(block_local=options.sample_blocks, max_keys=max(cap, 1))
-    try:
-        compose.run(program)
-    except ParameterError:  # fewer than the powers of two its rotations compose from
-        ComposeRotations("pow2", block_local=options.sample_blocks).run(program)
     bits = (params.scaling_bits, params.first_mod_bits)
     if "bootstrap" in program.attrs:  # the chain's bits come from the options' (choose_params)
         bits = (options.scaling_bits, options.first_mod_bits)
-    composed = choose_params(program, *bits, options.security, options.sample_blocks)
-    figures = {**lowered.figures, **program_report(program, composed)}
-    result = Lowered(program, composed, figures, lowered.plan)
-    need = _estimate(result).server_memory
-    got = len(composed.rotation_indices)
+    result, after = lowered, est
+    got = len(params.rotation_indices)
+    progress(f"memory: {got} rotation keys need {est.server_memory / 1e9:.1f} GB", 0, 1)
+    while after.server_memory > limit:
+        # the keys over the limit, rounded up (composing can keep a ciphertext more alive)
+        cap = got - -(-(after.server_memory - limit) // est.key_bytes)
+        try:
+            ComposeRotations(block_local=options.sample_blocks, max_keys=max(cap, 1)).run(program)
+        except ParameterError:  # fewer than the powers of two its rotations compose from
+            ComposeRotations("pow2", block_local=options.sample_blocks).run(program)
+        composed = choose_params(program, *bits, options.security, options.sample_blocks)
+        figures = {**lowered.figures, **program_report(program, composed)}
+        result = Lowered(program, composed, figures, lowered.plan)
+        after, fewer = _estimate(result), len(composed.rotation_indices) < got
+        got = len(composed.rotation_indices)
+        if not fewer:  # no fewer keys: the powers of two its rotations compose from
+            break
+    need = after.server_memory
     if need > limit:
         raise ResourceError(
-            f"the program needs ~{need / 1e9:.1f} GB to evaluate with {got} rotation keys of "
-            f"{est.key_bytes / 1e6:.0f} MB (bootstrapping keys, plaintexts and ciphertexts "
-            f"included), more than the {limit / 1e9:.1f} GB limit; pass --memory-limit with "
-            f"more, or use a larger machine"
+            f"the program needs ~{need / 1e9:.1f} GB to evaluate even with {got} rotation keys "
+            f"({after.breakdown(got)}), more than the {limit / 1e9:.1f} GB limit; pass "
+            f"--memory-limit with more, or use a larger machine"
         )
     progress(f"memory: {got} rotation keys, {need / 1e9:.1f} GB of {limit / 1e9:.1f}", 1, 1)
     return result

@@ -67,6 +67,25 @@ class Estimate:
     server_memory: int  # one evaluating process: keys, encoded constants, live ciphertexts
     keygen_seconds: float
     eval_seconds: float
+    bootstrap_key_bytes: int = 0  # the part of eval_key_bytes bootstrapping adds
+    plaintext_bytes: int = 0  # encoded constants the server keeps (the executor's cache)
+    live_bytes: int = 0  # ciphertexts alive at once, and one hoisted decomposition
+
+    def breakdown(self, rotation_keys: int) -> str:
+        """Where ``server_memory`` goes, e.g. ``rotation keys 3.3 GB, bootstrapping keys
+        12.0 GB, plaintexts 2.1 GB, ciphertexts 3.0 GB, ...`` (``rotation_keys``: how many
+        ``eval_key_bytes`` holds)."""
+        parts = {
+            "rotation keys": rotation_keys * self.key_bytes,
+            "bootstrapping keys": self.bootstrap_key_bytes,
+            "plaintexts": self.plaintext_bytes,
+            "ciphertexts": self.live_bytes,
+            "relinearization key": self.eval_key_bytes
+            - rotation_keys * self.key_bytes
+            - self.bootstrap_key_bytes,
+            "the interpreter and OpenFHE": _PYTHON_BASELINE,
+        }
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in parts.items() if v)
 
     def describe_keygen(self, n_keys: int) -> str:
         return (
@@ -112,6 +131,9 @@ def estimate_program(p: CKKSParams, program: Graph, totals: Totals) -> Estimate:
         server_memory=server_memory,
         keygen_seconds=n_keys * _KEYGEN_S * unit,
         eval_seconds=eval_s,
+        bootstrap_key_bytes=bootstrap_key_count(p) * key,
+        plaintext_bytes=plain,
+        live_bytes=live,
     )
 
 
