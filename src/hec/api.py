@@ -128,7 +128,7 @@ def compile(
         progress(f"bootstrapping: activations within {exc.max_poly_depth} levels", 0, 1)
         tensor_ir, search, pruning, lowered = convert_and_lower(options)
     if lowered.plan.packing == "slots":  # keys, plaintexts and ciphertexts within the limit
-        lowered = within_memory(lowered, options, progress)
+        lowered = within_memory(lowered, options)
     program, params, figures = lowered.program, lowered.params, lowered.figures
     assert program is not None  # the search's choice always comes with its program
     name = str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>"

@@ -507,15 +507,14 @@ def _estimate(lowered: Lowered):
     return estimate_program(lowered.params, lowered.program, totals)
 
 
-def within_memory(
-    lowered: Lowered, options: CompileOptions, progress: ProgressFn = no_progress
-) -> Lowered:
+def within_memory(lowered: Lowered, options: CompileOptions) -> Lowered:
     """``lowered`` (a slot program) if its evaluating process fits ``options.memory_limit``
     bytes (``None``: this machine's memory); else the same program with fewer rotation keys,
     its other rotations composed of them (``compose-rotations`` under ``max_keys``, run on
     ``lowered.program`` in place: the compile's last use of it, and a ResNet's program is
     gigabytes): as many keys as fit, or the powers of two. Rotation keys are what a slot
-    program can trade for time; bootstrapping keys, plaintexts and ciphertexts stay.
+    program can trade for time; bootstrapping keys, plaintexts and ciphertexts stay. The
+    report's ``memory_plan`` says what changed.
 
     Raises:
         ResourceError: not even the powers of two fit.
@@ -533,7 +532,6 @@ def within_memory(
         bits = (options.scaling_bits, options.first_mod_bits)
     result, after = lowered, est
     got = len(params.rotation_indices)
-    progress(f"memory: {got} rotation keys need {est.server_memory / 1e9:.1f} GB", 0, 1)
     while after.server_memory > limit:
         # the keys over the limit, rounded up (composing can keep a ciphertext more alive)
         cap = got - -(-(after.server_memory - limit) // est.key_bytes)
@@ -555,5 +553,13 @@ def within_memory(
             f"({after.breakdown(got)}), more than the {limit / 1e9:.1f} GB limit; pass "
             f"--memory-limit with more, or use a larger machine"
         )
-    progress(f"memory: {got} rotation keys, {need / 1e9:.1f} GB of {limit / 1e9:.1f}", 1, 1)
+    result.figures["memory_plan"] = {
+        "limit_bytes": int(limit),
+        "estimated_bytes": int(need),
+        "estimated_bytes_before": int(est.server_memory),
+        "rotation_keys_before": len(params.rotation_indices),
+        "rotation_keys": got,
+        "rotations_before": int(lowered.figures["totals"]["rotations"]),
+        "rotations": int(result.figures["totals"]["rotations"]),
+    }
     return result

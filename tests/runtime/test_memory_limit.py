@@ -29,6 +29,9 @@ def test_a_limit_below_the_program_trades_keys_for_rotations(unlimited, tmp_path
     assert keys <= before - 3
     assert resources.estimate(art).server_memory <= limit
     assert art.report.totals.rotations > unlimited.report.totals.rotations  # composed
+    plan = art.report.memory_plan
+    assert plan["rotation_keys"] == keys and plan["rotation_keys_before"] == before
+    assert plan["estimated_bytes"] <= plan["limit_bytes"] == limit < plan["estimated_bytes_before"]
     x = np.load(EXAMPLE / "test.npz")["x"][:4]
     np.testing.assert_allclose(hec.simulate(art, x), hec.simulate(unlimited, x), atol=1e-9)
 
@@ -39,6 +42,17 @@ def test_a_limit_within_reach_changes_nothing(unlimited, tmp_path) -> None:
         EXAMPLE / "model.onnx", tmp_path / "art", hec.CompileOptions(memory_limit=limit)
     )
     assert art.params.rotation_indices == unlimited.params.rotation_indices
+    assert art.report.memory_plan is None
+
+
+def test_the_cli_says_what_the_limit_changed(unlimited, tmp_path, capsys) -> None:
+    est = resources.estimate(unlimited)
+    limit = est.server_memory - 3 * est.key_bytes
+    args = ["compile", str(EXAMPLE / "model.onnx"), "-o", str(tmp_path / "c")]
+    main([*args, "--memory-limit", str(limit)])
+    out = capsys.readouterr().out
+    keys = len(unlimited.params.rotation_indices)
+    assert f"rotation keys instead of {keys} to fit" in out and "(--memory-limit)" in out
 
 
 def test_a_limit_no_key_count_meets_is_one_line_naming_it(tmp_path, capsys) -> None:

@@ -244,6 +244,9 @@ class ProgramFigures(_Record):
     # bootstrapping keys (estimated) and ``each`` bootstrap: where it is, the levels it
     # refreshes from and to, why; absent in a leveled program
     bootstraps: dict[str, Any] | None = None
+    # a slot program past --memory-limit (``search.within_memory``): the limit, the estimated
+    # peak and rotation keys and rotations before and after composing; absent where it fit
+    memory_plan: dict[str, Any] | None = None
 
     NESTED: ClassVar[dict[str, type[_Record]]] = {
         "ckks": CkksParameters,

@@ -137,6 +137,15 @@ def print_summary(report: ProgramReport) -> None:
                 f"warning: {len(unknown)} bootstrap(s) refresh values of unknown range "
                 f"({unknown[0]}...); OpenFHE is accurate within ±8: compare with the simulator"
             )
+    if report.memory_plan is not None:
+        m = report.memory_plan
+        before, after = m["estimated_bytes_before"] / 1e9, m["estimated_bytes"] / 1e9
+        click.echo(
+            f"memory: {m['rotation_keys']} rotation keys instead of {m['rotation_keys_before']} "
+            f"to fit {m['limit_bytes'] / 1e9:.1f} GB (estimated {before:.1f} -> {after:.1f} GB);"
+            f" {m['rotations']} rotations instead of {m['rotations_before']}, the others "
+            f"composed of them (--memory-limit)"
+        )
     if report.precision is not None:
         p = report.precision
         click.echo(
