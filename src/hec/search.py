@@ -28,7 +28,13 @@ from hec.backend_openfhe.batch_memory import (
     plan_memory,
 )
 from hec.backend_openfhe.cost_model import estimated_seconds
-from hec.backend_openfhe.params import MAX_RING_DIM, CKKSParams, min_ring_dim, program_depth
+from hec.backend_openfhe.params import (
+    MAX_RING_DIM,
+    CKKSParams,
+    min_ring_dim,
+    program_depth,
+    rotation_indices,
+)
 from hec.backend_openfhe.precision import measure_noise
 from hec.backend_openfhe.report import batch_program_report
 from hec.backend_openfhe.scale_drift import compensate_scale_drift
@@ -261,7 +267,7 @@ class Search:
     def _run(self, graph: Graph, options: CompileOptions, plan: Plan) -> Lowered:
         self.cache.lowerings += 1
         program = graph.clone()
-        target = self._precision(options)
+        target = resolve_precision(options, self.samples is not None)
         if plan.packing == "batch":
             passes = batch_packing_pipeline(options, self._batch_slots(program, options))
         else:
@@ -340,12 +346,6 @@ class Search:
         CheckRanges(
             options.scaling_bits, options.first_mod_bits, input_range=options.input_range
         ).run(graph.clone())
-
-    def _precision(self, options: CompileOptions) -> float | None:
-        """The output error the scale and first modulus are chosen for (slot packing with
-        typical inputs: ``options.precision``, ``"auto"`` resolved), or ``None``: they are
-        ``options.scaling_bits`` and ``first_mod_bits``."""
-        return resolve_precision(options, self.samples is not None)
 
     # -- the choices --------------------------------------------------------------------------
     def best(self, graph: Graph) -> Lowered:
@@ -527,9 +527,6 @@ def within_memory(lowered: Lowered, options: CompileOptions) -> Lowered:
         return lowered
     program, params = lowered.program, lowered.params
     assert program is not None
-    bits = (params.scaling_bits, params.first_mod_bits)
-    if "bootstrap" in program.attrs:  # the chain's bits come from the options' (choose_params)
-        bits = (options.scaling_bits, options.first_mod_bits)
     result, after = lowered, est
     got = len(params.rotation_indices)
     while after.server_memory > limit:
@@ -539,7 +536,8 @@ def within_memory(lowered: Lowered, options: CompileOptions) -> Lowered:
             ComposeRotations(block_local=options.sample_blocks, max_keys=max(cap, 1)).run(program)
         except ParameterError:  # fewer than the powers of two its rotations compose from
             ComposeRotations("pow2", block_local=options.sample_blocks).run(program)
-        composed = choose_params(program, *bits, options.security, options.sample_blocks)
+        # composing adds rotations only: the same context, another key set
+        composed = replace(params, rotation_indices=rotation_indices(program))
         figures = {**lowered.figures, **program_report(program, composed)}
         result = Lowered(program, composed, figures, lowered.plan)
         after, fewer = _estimate(result), len(composed.rotation_indices) < got

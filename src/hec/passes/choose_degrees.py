@@ -81,7 +81,12 @@ def default_budget_applies(graph: Graph, labels: np.ndarray | None, inputs: int)
     labels are given for at least ``MIN_LABELLED_INPUTS`` inputs and every activation is a
     ReLU (other functions keep the fit-error rule)."""
     fns = {op.attrs.get("fn") for op in graph.ops if op.kind == "activation"}
-    return labels is not None and inputs >= MIN_LABELLED_INPUTS and fns == {"relu"}
+    return labels is not None and _budget_model(fns) and inputs >= MIN_LABELLED_INPUTS
+
+
+def _budget_model(functions: set) -> bool:
+    """A model the default budget is for: its activations (by function) are all ReLUs."""
+    return functions == {"relu"}
 
 
 def series_products(degree: int) -> int:
@@ -380,8 +385,8 @@ def fit_error_hint(rows: list[dict[str, Any]], labelled: int) -> str | None:
     """Why a ReLU model calibrated with labels got the fit-error rule's degrees (too few
     labelled inputs for the default accuracy budget), and how to ask for the budget; ``None``
     where that is not the reason."""
-    activations = [r.get("replaces") for r in rows if r.get("replaces") != "maxpool"]
-    if not activations or set(activations) != {"relu"} or labelled >= MIN_LABELLED_INPUTS:
+    functions = {r.get("replaces") for r in rows} - {"maxpool"}  # max pooling is no activation
+    if not _budget_model(functions) or labelled >= MIN_LABELLED_INPUTS:
         return None
     return (
         f"activations: degrees from the fit-error budget: the accuracy budget is the default "
