@@ -101,7 +101,7 @@ def bench_variant(
     t = time.perf_counter()
     client = Client(art)
     keygen = time.perf_counter() - t
-    server = Server(art, client.context)
+    server = Server(art, client.context, key_files=client.key_files)
     t = time.perf_counter()
     server.evaluate(client.encrypt(x[0]))  # warm-up: encodes the program's plaintexts once
     first = time.perf_counter() - t

@@ -225,7 +225,7 @@ def bench_model(name: str, bench: Bench, n_encrypted: int, work: Path) -> dict:
     sizes = client.export_public(work / f"{name}-keys")
     row["eval_key_mb"] = (sizes.get("rotation_keys.bin", 0) + sizes.get("mult_key.bin", 0)) / 1e6
     t = time.perf_counter()
-    server = Server(art, client.context)
+    server = Server(art, client.context, key_files=client.key_files)
     server.prepare()  # plaintexts encoded once, before requests (as a peer's compile does)
     row["server_setup_s"] = time.perf_counter() - t
     stages = {"encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}

@@ -259,7 +259,7 @@ def run(
     t = time.perf_counter()
     client = Client(art, progress=lambda d, n: progress("keygen", d, n))
     timings = {"keygen": time.perf_counter() - t, "encrypt": 0.0, "evaluate": 0.0, "decrypt": 0.0}
-    server = Server(art, client.context) if ray is None else None
+    server = Server(art, client.context, key_files=client.key_files) if ray is None else None
     remote = None
     if ray is not None:
         from hec.runtime.cluster import RemoteSlots

@@ -40,6 +40,7 @@ from hec.backend_openfhe.report import batch_program_report
 from hec.backend_openfhe.scale_drift import compensate_scale_drift
 from hec.errors import LayoutError, ParameterError, ResourceError
 from hec.ir import Graph
+from hec.ir.slot_ops import key_groups
 from hec.options import DEFAULT_PRECISION, CompileOptions
 from hec.passes import LowerToBatch, PassManager, batch_packing_pipeline, slot_packing_pipeline
 from hec.passes.check_ranges import CheckRanges
@@ -509,22 +510,57 @@ def _estimate(lowered: Lowered):
 
 def within_memory(lowered: Lowered, options: CompileOptions) -> Lowered:
     """``lowered`` (a slot program) if its evaluating process fits ``options.memory_limit``
-    bytes (``None``: this machine's memory); else the same program with fewer rotation keys,
-    its other rotations composed of them (``compose-rotations`` under ``max_keys``, run on
-    ``lowered.program`` in place: the compile's last use of it, and a ResNet's program is
-    gigabytes): as many keys as fit, or the powers of two. Rotation keys are what a slot
-    program can trade for time; bootstrapping keys, plaintexts and ciphertexts stay. The
-    report's ``memory_plan`` says what changed.
+    bytes (``None``: this machine's memory); else the same program changed to fit, in two
+    steps, each taken only while the estimate is over the limit:
+
+    1. fewer rotation keys, its other rotations composed of them (``compose-rotations`` under
+       ``max_keys``): as many keys as fit, or the powers of two. Costs rotations.
+    2. the keys loaded a group at a time (``group-keys``): one group per stretch between
+       bootstraps (the bootstrapping keys a group of their own), split further where a
+       stretch's keys alone pass the limit. Costs reading the key files at every switch.
+
+    Both run on ``lowered.program`` in place (the compile's last use of it, and a ResNet's
+    program is gigabytes). The report's ``memory_plan`` says what changed.
 
     Raises:
-        ResourceError: not even the powers of two fit.
+        ResourceError: neither is enough.
     """
-    from hec.passes.compose_rotations import ComposeRotations
-
     limit = options.memory_limit if options.memory_limit is not None else machine_memory()[0]
     est = _estimate(lowered)
     if est.server_memory <= limit:
         return lowered
+    result, after = _compose_within(lowered, est, limit, options)
+    if after.server_memory > limit:
+        result, after = _group_within(result, after, limit)
+    keys = len(result.params.rotation_indices)
+    if after.server_memory > limit:
+        raise ResourceError(
+            f"the program needs ~{after.server_memory / 1e9:.1f} GB to evaluate even with "
+            f"{keys} rotation keys ({after.breakdown(keys)}), more than the "
+            f"{limit / 1e9:.1f} GB limit; pass --memory-limit with more, or use a larger machine"
+        )
+    result.figures["memory_plan"] = {
+        "limit_bytes": int(limit),
+        "estimated_bytes": int(after.server_memory),
+        "estimated_bytes_before": int(est.server_memory),
+        "rotation_keys_before": len(lowered.params.rotation_indices),
+        "rotation_keys": keys,
+        "rotations_before": int(lowered.figures["totals"]["rotations"]),
+        "rotations": int(result.figures["totals"]["rotations"]),
+        **(
+            {"key_groups": after.key_groups, "key_load_bytes": int(after.key_load_bytes)}
+            if after.key_groups
+            else {}
+        ),
+    }
+    return result
+
+
+def _compose_within(lowered: Lowered, est, limit: int, options: CompileOptions):
+    """Step 1 of ``within_memory``: compose rotations until the estimate is within ``limit``
+    or no fewer keys are possible; (the program, its estimate)."""
+    from hec.passes.compose_rotations import ComposeRotations
+
     program, params = lowered.program, lowered.params
     assert program is not None
     result, after = lowered, est
@@ -544,20 +580,34 @@ def within_memory(lowered: Lowered, options: CompileOptions) -> Lowered:
         got = len(composed.rotation_indices)
         if not fewer:  # no fewer keys: the powers of two its rotations compose from
             break
-    need = after.server_memory
-    if need > limit:
-        raise ResourceError(
-            f"the program needs ~{need / 1e9:.1f} GB to evaluate even with {got} rotation keys "
-            f"({after.breakdown(got)}), more than the {limit / 1e9:.1f} GB limit; pass "
-            f"--memory-limit with more, or use a larger machine"
-        )
-    result.figures["memory_plan"] = {
-        "limit_bytes": int(limit),
-        "estimated_bytes": int(need),
-        "estimated_bytes_before": int(est.server_memory),
-        "rotation_keys_before": len(params.rotation_indices),
-        "rotation_keys": got,
-        "rotations_before": int(lowered.figures["totals"]["rotations"]),
-        "rotations": int(result.figures["totals"]["rotations"]),
-    }
-    return result
+    return result, after
+
+
+def _group_within(lowered: Lowered, est, limit: int):
+    """Step 2 of ``within_memory``: key groups, a group per stretch between bootstraps, then
+    (if that is over ``limit``) as many keys per group as the limit leaves room for; (the
+    program, its estimate), over the limit where nothing fits."""
+    from hec.passes.group_keys import GroupKeys
+
+    program = lowered.program
+    assert program is not None
+
+    def grouped(max_keys: int | None):
+        GroupKeys(max_keys).run(program)
+        params = replace(lowered.params, key_groups=key_groups(program))
+        result = Lowered(program, params, lowered.figures, lowered.plan)
+        return result, _estimate(result)
+
+    result, after = grouped(None)
+    if after.server_memory <= limit:
+        return result, after
+    # room for one group's keys: the limit less everything but the keys loaded at once
+    loaded = max(after.largest_group_bytes, after.bootstrap_key_bytes)
+    room = limit - (after.server_memory - loaded)
+    cap = room // est.key_bytes
+    if cap < 1 or after.bootstrap_key_bytes > room:  # the bootstrapping keys alone are over
+        return result, after
+    try:
+        return grouped(int(cap))
+    except ParameterError:  # one op rotates by more amounts than fit: nothing fits
+        return result, after

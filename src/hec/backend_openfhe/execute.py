@@ -53,8 +53,13 @@ class OpenFHEExecutor:
         depth: int,
         plaintext_cache_bytes: int = PLAINTEXT_CACHE_BYTES,
         blocks: int = 1,
+        load_keys: Callable[[int], None] | None = None,
     ) -> None:
         self.cc = cc
+        # a grouped program (``group-keys``): called with an op's ``key_group`` before the
+        # first op of each stretch that needs another group than the one loaded
+        self._load_keys = load_keys
+        self._loaded: int | None = None
         self._blocks = blocks
         self.graph = graph
         self._depth = depth
@@ -88,6 +93,10 @@ class OpenFHEExecutor:
             if layer_seconds is not None and i and op.origin != self.graph.ops[i - 1].origin:
                 layer_seconds.append(time.perf_counter() - clock)
                 clock = time.perf_counter()
+            group = op.attrs.get("key_group")
+            if group is not None and group != self._loaded and self._load_keys is not None:
+                self._load_keys(group)
+                self._loaded = group
             kernel = SLOT_KERNELS[op.kind]
             args: list[Any] = [env[id(v)] for v in op.inputs]
             for a in kernel.arguments(op):

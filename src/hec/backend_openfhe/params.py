@@ -67,6 +67,10 @@ class CKKSParams:
     # OpenFHE's CoeffsToSlots/SlotsToCoeffs level budget when the program bootstraps
     # (``bootstrap`` ops); empty: a leveled program (no bootstrapping keys or set-up).
     bootstrap: tuple[int, ...] = ()
+    # The rotation keys per key group (``group-keys``): the client writes each group's keys
+    # (and the bootstrapping keys) to a file of its own, the server loads one at a time.
+    # Empty: all keys in one file, loaded at once.
+    key_groups: tuple[tuple[int, ...], ...] = ()
     log_q_bits: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +92,10 @@ class CKKSParams:
             d["bootstrap"] = list(self.bootstrap)
         else:  # a leveled program: the files of earlier versions, unchanged
             del d["bootstrap"]
+        if self.key_groups:
+            d["key_groups"] = [list(g) for g in self.key_groups]
+        else:  # keys loaded at once: the files of earlier versions, unchanged
+            del d["key_groups"]
         return d
 
     @classmethod
@@ -95,6 +103,7 @@ class CKKSParams:
         d = {k: v for k, v in d.items() if k != "log_q_bits"}
         d["rotation_indices"] = tuple(d["rotation_indices"])
         d["bootstrap"] = tuple(d.get("bootstrap", ()))
+        d["key_groups"] = tuple(tuple(g) for g in d.get("key_groups", ()))
         return cls(**d)
 
     def save(self, path: Path) -> None:

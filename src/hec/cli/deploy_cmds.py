@@ -102,7 +102,10 @@ def keygen_cmd(artifact: Path, keydir: Path, overwrite: bool, ignore_resource_ch
         "public/public_key.bin": "encryption",
         "public/mult_key.bin": "relinearization",
         "public/rotation_keys.bin": f"{len(art.params.rotation_indices)} rotation keys",
+        "public/bootstrap_keys.bin": "bootstrapping (loaded for each bootstrap)",
     }
+    for g, group in enumerate(art.params.key_groups):
+        notes[f"public/rotation_keys.{g}.bin"] = f"{len(group)} rotation keys (key group {g})"
     width = max(map(len, sizes))
     for name, size in sizes.items():
         click.echo(f"  {name:<{width}}  {_mb(size):>9}  {notes.get(name, '')}".rstrip())

@@ -140,11 +140,21 @@ def print_summary(report: ProgramReport) -> None:
     if report.memory_plan is not None:
         m = report.memory_plan
         before, after = m["estimated_bytes_before"] / 1e9, m["estimated_bytes"] / 1e9
+        changes = []
+        if m["rotation_keys"] != m["rotation_keys_before"]:
+            changes.append(
+                f"{m['rotation_keys']} rotation keys instead of {m['rotation_keys_before']}, "
+                f"{m['rotations']} rotations instead of {m['rotations_before']} (the others "
+                f"composed of them)"
+            )
+        if m.get("key_groups"):
+            changes.append(
+                f"keys loaded in {m['key_groups']} groups, "
+                f"{m['key_load_bytes'] / 1e9:.1f} GB read per evaluation"
+            )
         click.echo(
-            f"memory: {m['rotation_keys']} rotation keys instead of {m['rotation_keys_before']} "
-            f"to fit {m['limit_bytes'] / 1e9:.1f} GB (estimated {before:.1f} -> {after:.1f} GB);"
-            f" {m['rotations']} rotations instead of {m['rotations_before']}, the others "
-            f"composed of them (--memory-limit)"
+            f"memory: {'; '.join(changes)} to fit {m['limit_bytes'] / 1e9:.1f} GB (estimated "
+            f"{before:.1f} -> {after:.1f} GB; --memory-limit)"
         )
     if report.precision is not None:
         p = report.precision

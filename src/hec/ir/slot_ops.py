@@ -28,10 +28,19 @@ bootstrap      y = x, its levels refreshed (OpenFHE's EvalBootstrap   level ``le
 
 from __future__ import annotations
 
-from hec.ir.core import Op, VerifyError, register_op
+from hec.ir.core import Graph, Op, VerifyError, register_op
 from hec.ir.types import CipherType
 
-__all__ = ["poly_depth", "max_degree_for_depth", "rotation_offsets", "rotation_amounts"]
+__all__ = [
+    "poly_depth",
+    "max_degree_for_depth",
+    "rotation_offsets",
+    "rotation_amounts",
+    "key_groups",
+    "BOOTSTRAP_GROUP",
+]
+
+BOOTSTRAP_GROUP = -1  # a bootstrap op's ``key_group`` (``group-keys``): the bootstrapping keys
 
 
 # Levels OpenFHE's EvalChebyshevSeries consumes (FIXEDMANUAL, measured on openfhe 1.6.1; the
@@ -66,6 +75,17 @@ def rotation_amounts(op: Op) -> tuple[int, ...]:
     if op.kind == "rotate_sum":
         return tuple(int(k) for k in op.attrs["ks"])
     return ()
+
+
+def key_groups(graph: Graph) -> tuple[tuple[int, ...], ...]:
+    """The rotation amounts of each key group (the ``key_group`` attributes ``group-keys``
+    sets); empty when no op has one: the program loads all its keys at once."""
+    groups: dict[int, set[int]] = {}
+    for op in graph.ops:
+        g = op.attrs.get("key_group")
+        if g is not None and g != BOOTSTRAP_GROUP:
+            groups.setdefault(int(g), set()).update(rotation_amounts(op))
+    return tuple(tuple(sorted(groups[g])) for g in sorted(groups))
 
 
 def _cipher(op: Op, i: int) -> CipherType:

@@ -3,6 +3,7 @@
 from hec.passes.choose_kernels import ChooseKernels
 from hec.passes.compose_rotations import ComposeRotations
 from hec.passes.fuse_polynomials import FusePolynomials
+from hec.passes.group_keys import GroupKeys
 from hec.passes.lazy_relinearize import LazyRelinearize
 from hec.passes.lower_to_batch import LowerToBatch
 from hec.passes.lower_to_slots import LowerToSlots
@@ -16,6 +17,7 @@ __all__ = [
     "ChooseKernels",
     "ComposeRotations",
     "FusePolynomials",
+    "GroupKeys",
     "LazyRelinearize",
     "LowerToBatch",
     "LowerToSlots",

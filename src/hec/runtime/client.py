@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.params import make_context
 from hec.errors import CiphertextError, InputError, KeysError, PrecisionError
-from hec.runtime import ciphertext_file, keys
+from hec.runtime import ciphertext_file, key_groups, keys
 from hec.runtime.inputs import as_batch
 from hec.runtime.key_cache import hold_keys
 from hec.runtime.tail import apply_tail
@@ -30,6 +33,17 @@ from hec.runtime.tail import apply_tail
 __all__ = ["Client", "Decrypted", "ElementEncryptor"]
 
 _KEY_CHUNK = 8  # rotation keys generated per call, so long key generation shows progress
+
+
+def _link_or_copy(source: Path, target: str) -> bool:
+    """Put ``source`` at ``target``: a hard link where both are on one file system (a grouped
+    program's keys are gigabytes), else a copy."""
+    Path(target).unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    return True
 
 
 @dataclass(frozen=True)
@@ -62,13 +76,23 @@ class Client:
         self.public_key = pair.publicKey
         if params.needs_relinearization:
             self.context.EvalMultKeyGen(self._secret_key)
-        indices = list(params.rotation_indices)
-        for start in range(0, len(indices), _KEY_CHUNK):
-            self.context.EvalRotateKeyGen(self._secret_key, indices[start : start + _KEY_CHUNK])
-            if progress is not None:
-                progress(min(start + _KEY_CHUNK, len(indices)), len(indices))
-        if params.bootstrap:  # its rotation keys join the rotation keys' file
-            self.context.EvalBootstrapKeyGen(self._secret_key, params.batch_size)
+        # A grouped program's rotation keys go to files a group at a time (key_groups),
+        # here until save_keys/export_public links them into a key directory.
+        self.key_files: dict[int, Path] = {}
+        if params.key_groups:
+            self._key_dir = tempfile.TemporaryDirectory(prefix="hec-keys-")
+            self.key_files = key_groups.write_groups(
+                self.context, self._secret_key, params, Path(self._key_dir.name), progress
+            )
+        else:
+            indices = list(params.rotation_indices)
+            for start in range(0, len(indices), _KEY_CHUNK):
+                chunk = indices[start : start + _KEY_CHUNK]
+                self.context.EvalRotateKeyGen(self._secret_key, chunk)
+                if progress is not None:
+                    progress(min(start + _KEY_CHUNK, len(indices)), len(indices))
+            if params.bootstrap:  # its rotation keys join the rotation keys' file
+                self.context.EvalBootstrapKeyGen(self._secret_key, params.batch_size)
         self.key_tag = self.public_key.GetKeyTag()
         self.key_id = hashlib.sha256(openfhe.Serialize(self.public_key, openfhe.BINARY)).hexdigest()
 
@@ -92,6 +116,7 @@ class Client:
             openfhe.DeserializePublicKey, public.path(keys.PUBLIC_KEY_FILE)
         )
         self._secret_key = None
+        self.key_files = {}
         if secret:
             private = keys.read_key_files(
                 keydir / "secret", "secret", artifact, (keys.SECRET_KEY_FILE,)
@@ -145,7 +170,14 @@ class Client:
             files[keys.MULT_KEY_FILE] = lambda p: self.context.SerializeEvalMultKey(
                 p, openfhe.BINARY, self.key_tag
             )
-        if self.artifact.params.rotation_indices:
+        if self.artifact.params.key_groups:
+            if not self.key_files:
+                raise KeysError(
+                    "these keys were loaded from a key directory; copy its public/ instead"
+                )
+            for path in self.key_files.values():
+                files[path.name] = partial(_link_or_copy, path)
+        elif self.artifact.params.rotation_indices:
             files[keys.ROTATION_KEYS_FILE] = lambda p: self.context.SerializeEvalAutomorphismKey(
                 p, openfhe.BINARY, self.key_tag
             )

@@ -112,7 +112,14 @@ def bundle(artifact: Artifact, eval_keys: Path) -> dict[str, Any]:
 
     Raises:
         KeysError: ``eval_keys`` holds a secret key, or belongs to another artifact.
+        ServerError: the program loads its keys a group at a time (not on a cluster yet).
     """
+    if artifact.params.key_groups:
+        raise ServerError(
+            f"{artifact.path}: this program loads its rotation keys a group at a time "
+            f"(compiled under a memory limit), which the Ray workers do not do yet; run it "
+            f"without --ray, or compile it with a larger --memory-limit"
+        )
     keys.refuse_secret_material(eval_keys)
     found = keys.read_key_files(eval_keys, "public", artifact, ())
     key_files = [keys.SIDECAR, *found.files]

@@ -33,6 +33,7 @@ from hec.backend_openfhe.params import (
 from hec.backend_openfhe.report_schema import Totals
 from hec.errors import ResourceError
 from hec.ir import CipherType, Graph
+from hec.ir.slot_ops import BOOTSTRAP_GROUP
 
 __all__ = [
     "Estimate",
@@ -53,6 +54,7 @@ _KEYGEN_S = 50e-3 / _REFERENCE_UNIT
 _ROTATE_S = 21e-3 / _REFERENCE_UNIT
 _PTMUL_S = 0.6e-3 / (6 * 16384)
 _LONG_S = 600.0  # key generation beyond this gets a warning (it is not refused)
+_KEY_READ_BYTES_S = 0.6e9  # OpenFHE reading key files from the page cache (0.5-0.8 GB/s)
 
 
 @dataclass(frozen=True)
@@ -70,19 +72,35 @@ class Estimate:
     bootstrap_key_bytes: int = 0  # the part of eval_key_bytes bootstrapping adds
     plaintext_bytes: int = 0  # encoded constants the server keeps (the executor's cache)
     live_bytes: int = 0  # ciphertexts alive at once, and one hoisted decomposition
+    # A program with key groups: how many, the largest one, and what reading them costs
+    key_groups: int = 0
+    largest_group_bytes: int = 0
+    key_load_bytes: int = 0  # read from key files in one evaluation
 
     def breakdown(self, rotation_keys: int) -> str:
         """Where ``server_memory`` goes, e.g. ``rotation keys 3.3 GB, bootstrapping keys
         12.0 GB, plaintexts 2.1 GB, ciphertexts 3.0 GB, ...`` (``rotation_keys``: how many
-        ``eval_key_bytes`` holds)."""
+        ``eval_key_bytes`` holds); a grouped program's keys are those of its largest group or
+        the bootstrapping keys, whichever is larger (one is loaded at a time)."""
+        relin = self.eval_key_bytes - rotation_keys * self.key_bytes - self.bootstrap_key_bytes
+        if self.key_groups:
+            keys = {
+                f"keys loaded at once (largest of {self.key_groups} key groups "
+                f"{_fmt(self.largest_group_bytes)}, bootstrapping keys "
+                f"{_fmt(self.bootstrap_key_bytes)})": max(
+                    self.largest_group_bytes, self.bootstrap_key_bytes
+                )
+            }
+        else:
+            keys = {
+                "rotation keys": rotation_keys * self.key_bytes,
+                "bootstrapping keys": self.bootstrap_key_bytes,
+            }
         parts = {
-            "rotation keys": rotation_keys * self.key_bytes,
-            "bootstrapping keys": self.bootstrap_key_bytes,
+            **keys,
             "plaintexts": self.plaintext_bytes,
             "ciphertexts": self.live_bytes,
-            "relinearization key": self.eval_key_bytes
-            - rotation_keys * self.key_bytes
-            - self.bootstrap_key_bytes,
+            "relinearization key": relin,
             "the interpreter and OpenFHE": _PYTHON_BASELINE,
         }
         return ", ".join(f"{k} {_fmt(v)}" for k, v in parts.items() if v)
@@ -107,21 +125,31 @@ def estimate_program(p: CKKSParams, program: Graph, totals: Totals) -> Estimate:
     dnum, aux = key_switch_digits(p)
     word = 8
     key = key_switch_key_bytes(p)
-    n_keys = len(p.rotation_indices) + int(p.needs_relinearization) + bootstrap_key_count(p)
-    eval_keys = n_keys * key
+    relin = int(p.needs_relinearization) * key
+    boot = bootstrap_key_count(p) * key
+    if p.key_groups:  # one group (or the bootstrapping keys) at a time; all on disk
+        largest = max(len(g) for g in p.key_groups) * key
+        resident = relin + max(largest, boot)
+        eval_keys = relin + sum(len(g) for g in p.key_groups) * key + boot
+    else:
+        largest = 0
+        eval_keys = resident = (len(p.rotation_indices) + int(p.needs_relinearization)) * key + boot
     ct = 2 * p.ring_dim * towers * word
     public = ct
     n_plain = totals.plaintext_multiplies + totals.plaintext_additions
     plain = min(PLAINTEXT_CACHE_BYTES, n_plain * p.ring_dim * towers * word)
-    # Live ciphertexts at once, plus one hoisted decomposition (as large as a key) per
-    # rotated source; both are bounded by the program's liveness.
-    live = _max_live(program) * ct + 2 * key
-    keygen_memory = _PYTHON_BASELINE + eval_keys + public + ct + key
-    server_memory = _PYTHON_BASELINE + eval_keys + plain + live
+    # Live ciphertexts at once (at their levels), plus two hoisted decompositions (each at
+    # most as large as a key); both are bounded by the program's liveness.
+    live = _max_live_bytes(program, p) + 2 * key
+    keygen_memory = _PYTHON_BASELINE + resident + public + ct + key
+    server_memory = _PYTHON_BASELINE + resident + plain + live
     unit = (towers + aux) * dnum * p.ring_dim * math.log2(p.ring_dim)
     rotations = totals.rotations
     ct_muls = totals.ciphertext_multiplies + 4 * totals.polynomials
     eval_s = (rotations + ct_muls) * _ROTATE_S * unit + n_plain * _PTMUL_S * towers * p.ring_dim
+    loaded = _key_load_bytes(p, program, key, boot)
+    eval_s += loaded / _KEY_READ_BYTES_S
+    n_keys = eval_keys // key
     return Estimate(
         key_bytes=key,
         eval_key_bytes=eval_keys,
@@ -131,25 +159,51 @@ def estimate_program(p: CKKSParams, program: Graph, totals: Totals) -> Estimate:
         server_memory=server_memory,
         keygen_seconds=n_keys * _KEYGEN_S * unit,
         eval_seconds=eval_s,
-        bootstrap_key_bytes=bootstrap_key_count(p) * key,
+        bootstrap_key_bytes=boot,
         plaintext_bytes=plain,
         live_bytes=live,
+        key_groups=len(p.key_groups),
+        largest_group_bytes=largest,
+        key_load_bytes=loaded,
     )
 
 
-def _max_live(graph: Graph) -> int:
-    """The most ciphertexts alive at once when ops run in order and die after their last use."""
+def _key_load_bytes(p: CKKSParams, program: Graph, key: int, boot: int) -> int:
+    """Bytes a grouped program reads from its key files in one evaluation: a group each time
+    an op needs another group than the one loaded (``OpenFHEExecutor``)."""
+    if not p.key_groups:
+        return 0
+    loaded, total = None, 0
+    for op in program.ops:
+        group = op.attrs.get("key_group")
+        if group is not None and group != loaded:
+            total += boot if group == BOOTSTRAP_GROUP else len(p.key_groups[group]) * key
+            loaded = group
+    return total
+
+
+def _max_live_bytes(graph: Graph, p: CKKSParams) -> int:
+    """The most ciphertext bytes alive at once when ops run in order and die after their last
+    use; a ciphertext at level ``l`` holds 2 polynomials over ``depth + 1 - l`` primes."""
     last = {}
     for i, op in enumerate(graph.ops):
         for v in op.inputs:
             last[id(v)] = i
-    alive = {id(v) for v in graph.inputs}
-    peak = len(alive)
+
+    def size(v) -> int:
+        level = v.type.level if isinstance(v.type, CipherType) else 0
+        return 2 * p.ring_dim * max(p.depth + 1 - level, 1) * 8
+
+    alive = {id(v): size(v) for v in graph.inputs}
+    peak = now = sum(alive.values())
     for i, op in enumerate(graph.ops):
         if isinstance(op.result.type, CipherType):
-            alive.add(id(op.result))
-        peak = max(peak, len(alive))
-        alive -= {id(v) for v in op.inputs if last.get(id(v)) == i}
+            alive[id(op.result)] = size(op.result)
+            now += alive[id(op.result)]
+        peak = max(peak, now)
+        for v in op.inputs:
+            if last.get(id(v)) == i and id(v) in alive:
+                now -= alive.pop(id(v))
     return peak
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ from hec._environment import load_openfhe
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.execute import OpenFHEExecutor, ProgressFn
 from hec.errors import CiphertextError, KeysError
-from hec.runtime import ciphertext_file, keys
+from hec.runtime import ciphertext_file, key_groups, keys
 from hec.runtime.key_cache import hold_keys
 
 __all__ = ["EvalKeys", "Server", "answer", "load_eval_keys"]
@@ -32,6 +32,7 @@ class Server:
         key_id: str = "",
         key_tag: str = "",
         public_key=None,
+        key_files: dict[int, Path] | None = None,
     ) -> None:
         self.artifact = artifact
         hold_keys(self)  # OpenFHE keeps its keys in process-wide maps (key_cache)
@@ -45,8 +46,21 @@ class Server:
         if public_key is not None:
             zeros = context.MakeCKKSPackedPlaintext([0.0] * artifact.params.batch_size)
             self._fresh_zero = context.Encrypt(public_key, zeros)
+        # a grouped program (params.key_groups) loads its keys a group at a time from files
+        self.key_loader = None
+        if artifact.params.key_groups:
+            if not key_files:
+                raise KeysError(
+                    "this program loads its rotation keys a group at a time; give the server "
+                    "their files (Server.from_eval_keys, or the client's key_files)"
+                )
+            self.key_loader = key_groups.GroupLoader(context, key_files)
         self._executor = OpenFHEExecutor(
-            context, artifact.program, artifact.params.depth, blocks=artifact.params.blocks
+            context,
+            artifact.program,
+            artifact.params.depth,
+            blocks=artifact.params.blocks,
+            load_keys=self.key_loader,
         )
 
     @classmethod
@@ -57,7 +71,14 @@ class Server:
             KeysError: see ``load_eval_keys``.
         """
         loaded = load_eval_keys(artifact, eval_keys)
-        return cls(artifact, loaded.context, loaded.key_id, loaded.key_tag, loaded.public_key)
+        return cls(
+            artifact,
+            loaded.context,
+            loaded.key_id,
+            loaded.key_tag,
+            loaded.public_key,
+            loaded.key_files,
+        )
 
     def prepare(self) -> int:
         """Encode the program's plaintext constants before the first request (within the
@@ -124,6 +145,7 @@ class EvalKeys:
     public_key: Any
     key_id: str
     key_tag: str
+    key_files: dict[int, Path] = field(default_factory=dict)  # a grouped program's key files
 
 
 def load_eval_keys(artifact: Artifact, eval_keys: str | os.PathLike) -> EvalKeys:
@@ -140,16 +162,20 @@ def load_eval_keys(artifact: Artifact, eval_keys: str | os.PathLike) -> EvalKeys
     """
     eval_keys = Path(eval_keys)
     keys.refuse_secret_material(eval_keys)
-    needed = (keys.CONTEXT_FILE, keys.PUBLIC_KEY_FILE, *keys.EVAL_KEY_FILES)
-    found = keys.read_key_files(eval_keys, "public", artifact, needed)
     params = artifact.params
+    groups = key_groups.group_files(params)
+    needed = (keys.CONTEXT_FILE, keys.PUBLIC_KEY_FILE, *keys.EVAL_KEY_FILES, *groups.values())
+    found = keys.read_key_files(eval_keys, "public", artifact, needed)
     openfhe = load_openfhe()
     cc = keys.load_context(found, artifact)
     # OpenFHE refuses to insert relinearization keys for a tag it already holds; that
     # happens only when this process made or loaded this very key pair (tests, hec run).
     if params.needs_relinearization and not _has_mult_key(cc, found.key_tag):
         _load_eval_keys(cc.DeserializeEvalMultKey, found, keys.MULT_KEY_FILE, openfhe)
-    if params.rotation_indices:
+    for name in groups.values():  # loaded one at a time while evaluating
+        if not found.has(name):
+            raise KeysError(f"{eval_keys}: {name} is missing; run hec keygen again")
+    if params.rotation_indices and not groups:
         _load_eval_keys(cc.DeserializeEvalAutomorphismKey, found, keys.ROTATION_KEYS_FILE, openfhe)
         have = len(cc.GetExistingEvalAutomorphismKeyIndices(found.key_tag))
         if have < len(params.rotation_indices):
@@ -160,7 +186,8 @@ def load_eval_keys(artifact: Artifact, eval_keys: str | os.PathLike) -> EvalKeys
     public_key = keys.deserialize(openfhe.DeserializePublicKey, found.path(keys.PUBLIC_KEY_FILE))
     if public_key.GetKeyTag() != found.key_tag:
         raise KeysError(f"{eval_keys}: the public key's OpenFHE tag does not match keys.json")
-    return EvalKeys(cc, public_key, found.key_id, found.key_tag)
+    key_files = {g: found.path(name) for g, name in groups.items()}
+    return EvalKeys(cc, public_key, found.key_id, found.key_tag, key_files)
 
 
 def _has_mult_key(cc, key_tag: str) -> bool:
