@@ -40,7 +40,7 @@ from hec.backend_openfhe.report import batch_program_report
 from hec.backend_openfhe.scale_drift import compensate_scale_drift
 from hec.errors import LayoutError, ParameterError, ResourceError
 from hec.ir import Graph
-from hec.ir.slot_ops import key_groups
+from hec.ir.slot_ops import key_groups, rotation_amounts
 from hec.options import DEFAULT_PRECISION, CompileOptions
 from hec.passes import LowerToBatch, PassManager, batch_packing_pipeline, slot_packing_pipeline
 from hec.passes.check_ranges import CheckRanges
@@ -518,6 +518,8 @@ def within_memory(lowered: Lowered, options: CompileOptions) -> Lowered:
     2. the keys loaded a group at a time (``group-keys``): one group per stretch between
        bootstraps (the bootstrapping keys a group of their own), split further where a
        stretch's keys alone pass the limit. Costs reading the key files at every switch.
+    3. a smaller plaintext cache (the program's ``plaintext_cache_bytes``): the constants
+       it cannot hold are encoded again at every evaluation.
 
     Both run on ``lowered.program`` in place (the compile's last use of it, and a ResNet's
     program is gigabytes). The report's ``memory_plan`` says what changed.
@@ -532,11 +534,18 @@ def within_memory(lowered: Lowered, options: CompileOptions) -> Lowered:
     result, after = _compose_within(lowered, est, limit, options)
     if after.server_memory > limit:
         result, after = _group_within(result, after, limit)
+    if after.server_memory > limit and after.plaintext_bytes:
+        assert result.program is not None
+        cache = max(after.plaintext_bytes - (after.server_memory - limit), 0)
+        result.program.attrs["plaintext_cache_bytes"] = int(cache)
+        after = _estimate(result)
     keys = len(result.params.rotation_indices)
     if after.server_memory > limit:
+        groups = f" in {after.key_groups} groups" if after.key_groups else ""
+        cache = " and no encoded constants kept" if not after.plaintext_bytes else ""
         raise ResourceError(
             f"the program needs ~{after.server_memory / 1e9:.1f} GB to evaluate even with "
-            f"{keys} rotation keys ({after.breakdown(keys)}), more than the "
+            f"{keys} rotation keys{groups}{cache} ({after.breakdown(keys)}), more than the "
             f"{limit / 1e9:.1f} GB limit; pass --memory-limit with more, or use a larger machine"
         )
     result.figures["memory_plan"] = {
@@ -550,6 +559,11 @@ def within_memory(lowered: Lowered, options: CompileOptions) -> Lowered:
         **(
             {"key_groups": after.key_groups, "key_load_bytes": int(after.key_load_bytes)}
             if after.key_groups
+            else {}
+        ),
+        **(
+            {"plaintext_cache_bytes": int(after.plaintext_bytes)}
+            if "plaintext_cache_bytes" in result.program.attrs
             else {}
         ),
     }
@@ -585,8 +599,8 @@ def _compose_within(lowered: Lowered, est, limit: int, options: CompileOptions):
 
 def _group_within(lowered: Lowered, est, limit: int):
     """Step 2 of ``within_memory``: key groups, a group per stretch between bootstraps, then
-    (if that is over ``limit``) as many keys per group as the limit leaves room for; (the
-    program, its estimate), over the limit where nothing fits."""
+    (if that is over ``limit``) as many keys per group as the limit leaves room for, or the
+    fewest possible; (the program, its estimate), over the limit where that is not enough."""
     from hec.passes.group_keys import GroupKeys
 
     program = lowered.program
@@ -601,13 +615,14 @@ def _group_within(lowered: Lowered, est, limit: int):
     result, after = grouped(None)
     if after.server_memory <= limit:
         return result, after
-    # room for one group's keys: the limit less everything but the keys loaded at once
+    # room for one group's keys: the limit less everything but the keys loaded at once; no
+    # group can be smaller than the amounts of the widest op
     loaded = max(after.largest_group_bytes, after.bootstrap_key_bytes)
     room = limit - (after.server_memory - loaded)
-    cap = room // est.key_bytes
-    if cap < 1 or after.bootstrap_key_bytes > room:  # the bootstrapping keys alone are over
+    widest = max((len(set(rotation_amounts(op))) for op in program.ops), default=1)
+    cap = max(int(room // est.key_bytes), widest)
+    if cap * est.key_bytes >= after.largest_group_bytes or (
+        after.bootstrap_key_bytes >= after.largest_group_bytes
+    ):  # smaller groups would not lower the peak
         return result, after
-    try:
-        return grouped(int(cap))
-    except ParameterError:  # one op rotates by more amounts than fit: nothing fits
-        return result, after
+    return grouped(cap)

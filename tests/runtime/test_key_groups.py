@@ -4,6 +4,8 @@ that need it, and the outputs are those of the program with every key loaded at 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,56 @@ def test_group_keys_caps_each_group_and_refuses_an_op_over_the_cap(grouped) -> N
     if widest > 1:
         with pytest.raises(ParameterError, match="keys a group may hold"):
             GroupKeys(max_keys=widest - 1).run(program.clone())
+
+
+def test_a_smaller_plaintext_cache_is_the_last_resort(grouped, tmp_path) -> None:
+    """Below what the smallest key groups need, the server keeps fewer encoded constants
+    (the others are encoded at every evaluation) and still computes the same outputs."""
+    art, _ = grouped
+    program = art.program.clone()
+    widest = max(len(set(rotation_amounts(op))) for op in program.ops)
+    GroupKeys(max_keys=widest).run(program)
+    params = replace(art.params, key_groups=key_groups(program))
+    smallest = resources.estimate_program(params, program, art.report.totals)
+    limit = smallest.server_memory - smallest.plaintext_bytes // 2
+    small = hec.compile(
+        EXAMPLE / "model.onnx", tmp_path / "art", hec.CompileOptions(memory_limit=limit)
+    )
+    kept = small.report.memory_plan["plaintext_cache_bytes"]
+    assert 0 < kept <= smallest.plaintext_bytes // 2
+    assert small.program.attrs["plaintext_cache_bytes"] == kept
+    assert resources.estimate(small).server_memory <= limit
+    client = Client(small)
+    server = Server(small, client.context, key_files=client.key_files)
+    full = Server(art, client.context, key_files=client.key_files)
+    assert 0 < server.prepare() < full.prepare()  # fewer constants kept encoded
+    x = np.load(EXAMPLE / "test.npz")["x"][:1]
+    got = client.decrypt(server.evaluate(client.encrypt(x[0]))).values
+    np.testing.assert_allclose(got, hec.simulate(small, x)[0], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_bootstrapped_program_reloads_its_bootstrapping_keys(tmp_path) -> None:
+    """The deep square MLP (one bootstrap) under a limit that leaves room for the
+    bootstrapping keys but not for them and the rotation keys together: the bootstrap loads its
+    own key file, the rotations theirs, and the logits match the simulator."""
+    from sklearn.datasets import load_digits
+
+    from onnx_builders import deep_square_mlp
+
+    model = deep_square_mlp()
+    options = hec.CompileOptions(bootstrap="on")
+    full = hec.compile(model, tmp_path / "full", options)
+    est = resources.estimate(full)
+    limit = est.server_memory - len(full.params.rotation_indices) * est.key_bytes
+    from dataclasses import replace
+
+    art = hec.compile(model, tmp_path / "art", replace(options, memory_limit=limit))
+    assert art.params.key_groups and art.params.bootstrap
+    boots = [op for op in art.program.ops if op.kind == "bootstrap"]
+    assert boots and all(op.attrs["key_group"] == -1 for op in boots)
+    x = (load_digits().data[:1] / 16.0).astype(np.float32)
+    result = hec.run(art, x)
+    sim = hec.simulate(art, x)
+    np.testing.assert_allclose(result.logits, sim, atol=1e-2)
+    assert np.argmax(result.logits) == np.argmax(sim)

@@ -66,5 +66,5 @@ def test_a_limit_no_key_count_meets_is_one_line_naming_it(tmp_path, capsys) -> N
         main([*args, "--memory-limit", "100MB"])
     assert exited.value.code != 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert "--memory-limit" in err[-1] and "rotation keys" in err[-1] and "plaintexts" in err[-1]
+    assert "--memory-limit" in err[-1] and "rotation keys" in err[-1] and "ciphertexts" in err[-1]
     assert not (tmp_path / "b").exists()

@@ -26,9 +26,16 @@ from hec.backend_openfhe.slot_kernels import SLOT_KERNELS, Plaintext, hoisted, r
 from hec.ir import CipherType, Graph, Op
 from hec.ir.types import type_as
 
-__all__ = ["OpenFHEExecutor", "PLAINTEXT_CACHE_BYTES"]
+__all__ = ["OpenFHEExecutor", "PLAINTEXT_CACHE_BYTES", "plaintext_cache_budget"]
 
 PLAINTEXT_CACHE_BYTES = 2 << 30  # encoded constants kept across evaluations (the rest re-encoded)
+
+
+def plaintext_cache_budget(graph: Graph) -> int:
+    """Bytes of encoded constants a server keeps for ``graph``: the program's
+    ``plaintext_cache_bytes`` attribute (set under a memory limit), else the default."""
+    return int(graph.attrs.get("plaintext_cache_bytes", PLAINTEXT_CACHE_BYTES))
+
 
 # progress(done, total[, note]): ops done; a bootstrapping program adds a note at each bootstrap
 ProgressFn = Callable[..., None]
@@ -51,7 +58,7 @@ class OpenFHEExecutor:
         cc,
         graph: Graph,
         depth: int,
-        plaintext_cache_bytes: int = PLAINTEXT_CACHE_BYTES,
+        plaintext_cache_bytes: int | None = None,
         blocks: int = 1,
         load_keys: Callable[[int], None] | None = None,
     ) -> None:
@@ -65,6 +72,10 @@ class OpenFHEExecutor:
         self._depth = depth
         self._ring_dim = cc.GetRingDimension()
         self._cache: dict[tuple[int, str, int], object] = {}
+        # the budget ``within_memory`` chose for this program (``plaintext_cache_bytes``), or
+        # the default
+        if plaintext_cache_bytes is None:
+            plaintext_cache_bytes = plaintext_cache_budget(graph)
         self._cache_budget = plaintext_cache_bytes
         self._last_use = graph.last_uses()
         self._hoisted = hoisted(graph)

@@ -28,6 +28,7 @@ __all__ = [
     "CKKSParams",
     "bootstrap_chain",
     "bootstrap_key_count",
+    "bootstrap_precompute_bytes",
     "choose_params",
     "enable_features",
     "fits_leveled",
@@ -180,8 +181,9 @@ def _cc_params(
     return p
 
 
-def make_context(params: CKKSParams):
-    """Build the OpenFHE crypto context for ``params`` (client and server build the same)."""
+def make_context(params: CKKSParams, precompute: bool = True):
+    """Build the OpenFHE crypto context for ``params`` (client and server build the same);
+    ``precompute``: see ``enable_features``."""
     openfhe = load_openfhe()
     cc = openfhe.GenCryptoContext(
         _cc_params(
@@ -196,14 +198,16 @@ def make_context(params: CKKSParams):
             bool(params.bootstrap),
         )
     )
-    enable_features(cc, params)
+    enable_features(cc, params, precompute)
     return cc
 
 
-def enable_features(cc, params: CKKSParams) -> None:
+def enable_features(cc, params: CKKSParams, precompute: bool = True) -> None:
     """Switch on what ``params``' program uses; for a bootstrapping program also OpenFHE's
-    bootstrapping precomputation, which a deserialized context does not carry (the client,
-    the server and the generated program all call this)."""
+    bootstrapping set-up, which a deserialized context does not carry (the client, the server
+    and the generated program all call this). Its precomputation (``precompute``; gigabytes:
+    ``bootstrap_precompute_bytes``) is needed to bootstrap only, not to make keys, encrypt or
+    decrypt: a client skips it, a server makes it with ``cc.EvalBootstrapPrecompute``."""
     openfhe = load_openfhe()
     features = [openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE]
     if params.needs_poly or params.bootstrap:
@@ -213,7 +217,7 @@ def enable_features(cc, params: CKKSParams) -> None:
     for f in features:
         cc.Enable(f)
     if params.bootstrap:
-        cc.EvalBootstrapSetup(list(params.bootstrap), [0, 0], params.batch_size)
+        cc.EvalBootstrapSetup(list(params.bootstrap), [0, 0], params.batch_size, 0, precompute)
 
 
 # Bootstrapping (``bootstrap_chain``). OpenFHE bootstraps at ring 2^16 for 128-bit security with
@@ -256,8 +260,10 @@ class BootstrapChain:
 
 def _level_budget(slots: int) -> tuple[int, int]:
     """CoeffsToSlots/SlotsToCoeffs levels: one each for sparse vectors (their linear
-    transforms are small), two for wide ones (fewer rotations per level)."""
-    return (1, 1) if slots <= 1 << 10 else (2, 2)
+    transforms are small), two for wider ones: a one-level transform precomputes ``2·slots``
+    diagonals (measured at ring 2^16: 5.7 GB at 256 slots, over 20 GB at 1,024), two levels
+    about ``4·sqrt(slots)`` (2.7 GB at 1,024) for two levels of the chain."""
+    return (1, 1) if slots <= 1 << 8 else (2, 2)
 
 
 # Key-switching digits of a bootstrapping chain: at ring 2^16 OpenFHE's default 3 digits leave
@@ -301,18 +307,57 @@ def bootstrap_chain(slots: int, security: str = "HEStd_128_classic") -> Bootstra
     )
 
 
+# Rotation keys ``EvalBootstrapKeyGen`` made at ring 2^16 (depth 22, 4 digits; OpenFHE 1.6.1),
+# by (slots, level budget); measured 2026-12-05 with ``scripts/measure_bootstrap_memory.py --keys``.
+_BOOTSTRAP_KEYS_MEASURED: dict[tuple[int, tuple[int, ...]], int] = {
+    (64, (1, 1)): 46,
+    (256, (1, 1)): 75,
+    (1024, (2, 2)): 41,
+    (4096, (2, 2)): 70,
+    (4096, (3, 3)): 51,
+    (16384, (2, 2)): 67,
+    (16384, (3, 3)): 64,
+    (16384, (4, 4)): 78,
+}
+
+
 def bootstrap_key_count(params: CKKSParams) -> int:
-    """Rotation keys ``EvalBootstrapKeyGen`` adds for ``params`` (0 for a leveled program), an
-    upper estimate: the baby and giant steps of CoeffsToSlots and SlotsToCoeffs per level of
-    their budget, and the automorphisms that fold a sparse vector over the ring's slots
-    (measured: 38 keys at 64 slots, budget [1, 1], ring 2^16; this gives 41)."""
+    """Rotation keys ``EvalBootstrapKeyGen`` adds for ``params`` (0 for a leveled program):
+    measured where the slot count and level budget were (``_BOOTSTRAP_KEYS_MEASURED``), else
+    estimated from the baby and giant steps of CoeffsToSlots and SlotsToCoeffs per level of
+    their budget and the automorphisms that fold a sparse vector over the ring's slots (within
+    about 30% of the measured counts, either way)."""
     if not params.bootstrap:
         return 0
+    measured = _BOOTSTRAP_KEYS_MEASURED.get((params.batch_size, tuple(params.bootstrap)))
+    if measured is not None and params.ring_dim == BOOTSTRAP_RING_DIM:
+        return measured
     levels = params.bootstrap[0]
     radix = params.batch_size ** (1 / levels)  # what each level of the transforms merges
     steps = levels * 4 * math.ceil(math.sqrt(radix))  # baby and giant steps of both
     folds = int(math.log2(params.ring_dim // (2 * params.batch_size)))
     return steps + folds + 1  # and the conjugation key
+
+
+def bootstrap_precompute_bytes(params: CKKSParams) -> int:
+    """Memory of OpenFHE's bootstrapping precomputation (``EvalBootstrapSetup``, or
+    ``EvalBootstrapPrecompute``): the diagonals of CoeffsToSlots and SlotsToCoeffs encoded as
+    plaintexts over the chain. A level of a transform merging ``2^e`` slots has ``2^(e+1) - 1``
+    diagonals; the budget splits ``log2(slots)`` over its levels as evenly as it can. Each
+    diagonal holds ``depth + 1`` towers, half that with a one-level budget (OpenFHE's plain
+    linear transform). Fitted to measurements at ring 2^16 (``scripts/
+    measure_bootstrap_memory.py``): 11.6 GB for 16,384 slots with budget [2, 2] (this gives
+    12.3), 3.5 with [3, 3] (3.8), 5.5 for 4,096 with [2, 2] (6.1), 5.7 for 256 with [1, 1]
+    (6.2), 1.5 for 64 with [1, 1] (1.5)."""
+    if not params.bootstrap:
+        return 0
+    bits = int(math.log2(params.batch_size))
+    total = 0.0
+    for levels in params.bootstrap:
+        parts = [bits // levels + (1 if i < bits % levels else 0) for i in range(levels)]
+        towers = (params.depth + 1) * (0.5 if levels == 1 else 1.0)
+        total += sum(2 ** (e + 1) - 1 for e in parts) * towers
+    return int(total * params.ring_dim * 8)
 
 
 @functools.lru_cache(maxsize=64)  # asked by every lowering of a compile (each candidate)

@@ -152,6 +152,11 @@ def print_summary(report: ProgramReport) -> None:
                 f"keys loaded in {m['key_groups']} groups, "
                 f"{m['key_load_bytes'] / 1e9:.1f} GB read per evaluation"
             )
+        if "plaintext_cache_bytes" in m:
+            changes.append(
+                f"{m['plaintext_cache_bytes'] / 1e9:.1f} GB of encoded constants kept (the "
+                f"others encoded at every evaluation)"
+            )
         click.echo(
             f"memory: {'; '.join(changes)} to fit {m['limit_bytes'] / 1e9:.1f} GB (estimated "
             f"{before:.1f} -> {after:.1f} GB; --memory-limit)"

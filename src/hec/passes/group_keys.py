@@ -46,10 +46,10 @@ class GroupKeys:
     name: ClassVar[str] = "group-keys"
 
     def run(self, graph: Graph) -> bool:
-        group, held = 0, set[int]()
+        marks, group, held = [], 0, set[int]()  # marked once all fit: no half-grouped graph
         for op in graph.ops:
             if op.kind == "bootstrap":
-                op.attrs["key_group"] = BOOTSTRAP_GROUP
+                marks.append((op, BOOTSTRAP_GROUP))
                 if held:
                     group, held = group + 1, set()
                 continue
@@ -64,5 +64,7 @@ class GroupKeys:
                     )
                 group, held = group + 1, set()
             held |= amounts
-            op.attrs["key_group"] = group
+            marks.append((op, group))
+        for op, g in marks:
+            op.attrs["key_group"] = g
         return True

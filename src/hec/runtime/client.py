@@ -70,7 +70,7 @@ class Client:
         self.artifact = artifact
         hold_keys(self)  # OpenFHE keeps its keys in process-wide maps (key_cache)
         params = artifact.params
-        self.context = make_context(params)
+        self.context = make_context(params, precompute=False)  # only a server bootstraps
         pair = self.context.KeyGen()
         self._secret_key = pair.secretKey
         self.public_key = pair.publicKey

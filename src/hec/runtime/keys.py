@@ -203,7 +203,8 @@ def private_directory(path: Path) -> Path:
 
 
 def load_context(public: KeyFiles, artifact: Artifact):
-    """The context from ``context.bin``, checked against the artifact's parameters."""
+    """The context from ``context.bin``, checked against the artifact's parameters (without
+    the bootstrapping precomputation: ``Server`` makes it)."""
     openfhe = load_openfhe()
     cc = deserialize(openfhe.DeserializeCryptoContext, public.path(CONTEXT_FILE))
     params = artifact.params
@@ -215,7 +216,7 @@ def load_context(public: KeyFiles, artifact: Artifact):
         )
     # The file records which features were on; the program needs these whatever it says (and
     # bootstrapping's precomputation, which the file does not hold).
-    enable_features(cc, params)
+    enable_features(cc, params, precompute=False)
     return cc
 
 

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hec.backend_openfhe.artifact import Artifact
-from hec.backend_openfhe.execute import PLAINTEXT_CACHE_BYTES
+from hec.backend_openfhe.execute import plaintext_cache_budget
 from hec.backend_openfhe.params import (
     CKKSParams,
     bootstrap_key_count,
+    bootstrap_precompute_bytes,
     key_switch_digits,
     key_switch_key_bytes,
 )
@@ -76,6 +77,7 @@ class Estimate:
     key_groups: int = 0
     largest_group_bytes: int = 0
     key_load_bytes: int = 0  # read from key files in one evaluation
+    bootstrap_setup_bytes: int = 0  # OpenFHE's bootstrapping precomputation (server only)
 
     def breakdown(self, rotation_keys: int) -> str:
         """Where ``server_memory`` goes, e.g. ``rotation keys 3.3 GB, bootstrapping keys
@@ -84,13 +86,11 @@ class Estimate:
         the bootstrapping keys, whichever is larger (one is loaded at a time)."""
         relin = self.eval_key_bytes - rotation_keys * self.key_bytes - self.bootstrap_key_bytes
         if self.key_groups:
-            keys = {
-                f"keys loaded at once (largest of {self.key_groups} key groups "
-                f"{_fmt(self.largest_group_bytes)}, bootstrapping keys "
-                f"{_fmt(self.bootstrap_key_bytes)})": max(
-                    self.largest_group_bytes, self.bootstrap_key_bytes
-                )
-            }
+            boot = self.bootstrap_key_bytes
+            which = f"the largest of {self.key_groups} rotation key groups" + (
+                f" or the bootstrapping keys, {_fmt(boot)}" if boot else ""
+            )
+            keys = {f"keys loaded at once ({which})": max(self.largest_group_bytes, boot)}
         else:
             keys = {
                 "rotation keys": rotation_keys * self.key_bytes,
@@ -98,6 +98,7 @@ class Estimate:
             }
         parts = {
             **keys,
+            "bootstrapping precomputation": self.bootstrap_setup_bytes,
             "plaintexts": self.plaintext_bytes,
             "ciphertexts": self.live_bytes,
             "relinearization key": relin,
@@ -137,12 +138,13 @@ def estimate_program(p: CKKSParams, program: Graph, totals: Totals) -> Estimate:
     ct = 2 * p.ring_dim * towers * word
     public = ct
     n_plain = totals.plaintext_multiplies + totals.plaintext_additions
-    plain = min(PLAINTEXT_CACHE_BYTES, n_plain * p.ring_dim * towers * word)
+    plain = min(plaintext_cache_budget(program), n_plain * p.ring_dim * towers * word)
     # Live ciphertexts at once (at their levels), plus two hoisted decompositions (each at
     # most as large as a key); both are bounded by the program's liveness.
     live = _max_live_bytes(program, p) + 2 * key
     keygen_memory = _PYTHON_BASELINE + resident + public + ct + key
-    server_memory = _PYTHON_BASELINE + resident + plain + live
+    setup = bootstrap_precompute_bytes(p)
+    server_memory = _PYTHON_BASELINE + resident + plain + live + setup
     unit = (towers + aux) * dnum * p.ring_dim * math.log2(p.ring_dim)
     rotations = totals.rotations
     ct_muls = totals.ciphertext_multiplies + 4 * totals.polynomials
@@ -165,6 +167,7 @@ def estimate_program(p: CKKSParams, program: Graph, totals: Totals) -> Estimate:
         key_groups=len(p.key_groups),
         largest_group_bytes=largest,
         key_load_bytes=loaded,
+        bootstrap_setup_bytes=setup,
     )
 
 

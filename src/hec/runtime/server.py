@@ -37,6 +37,8 @@ class Server:
         self.artifact = artifact
         hold_keys(self)  # OpenFHE keeps its keys in process-wide maps (key_cache)
         self.context = context
+        if artifact.params.bootstrap:  # the client's and a loaded context lack it
+            context.EvalBootstrapPrecompute(artifact.params.batch_size)
         self.key_id, self.key_tag = key_id, key_tag
         # OpenFHE computes 3-10x slower on a deserialized ciphertext (measured: additions 0.5 vs
         # 6-9 ms, the bundled model 2.4 vs 7.2 s), and an op's result inherits that from its

@@ -1,0 +1,81 @@
+"""Measure OpenFHE's bootstrapping memory at ring 2^16: the precomputation and the keys.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/measure_bootstrap_memory.py 16384 2 [--keys]
+
+Prints one JSON line: the slots, the level budget, the levels ``EvalBootstrap`` consumes, the
+seconds and bytes (resident memory grown) of ``EvalBootstrapSetup``'s precomputation and, with
+``--keys``, how many rotation keys ``EvalBootstrapKeyGen`` makes and how long it takes. Run one
+configuration per process (a process does not give freed memory back). The key counts in
+``hec.backend_openfhe.params._BOOTSTRAP_KEYS_MEASURED`` and the precomputation model of
+``bootstrap_precompute_bytes`` (docs/bootstrapping.md) come from this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from hec._environment import load_openfhe
+from hec.backend_openfhe.params import (
+    BOOTSTRAP_FIRST_MOD_BITS,
+    BOOTSTRAP_RING_DIM,
+    BOOTSTRAP_SCALING_BITS,
+    CKKSParams,
+    bootstrap_precompute_bytes,
+    make_context,
+)
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmRSS in /proc/self/status")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("slots", type=int)
+    parser.add_argument("budget", type=int, help="levels of CoeffsToSlots and of SlotsToCoeffs")
+    parser.add_argument("--keys", action="store_true", help="also generate the keys")
+    parser.add_argument("--depth", type=int, default=22)
+    parser.add_argument("--digits", type=int, default=4)
+    args = parser.parse_args()
+    openfhe = load_openfhe()
+    budget = (args.budget, args.budget)
+    params = CKKSParams(
+        ring_dim=BOOTSTRAP_RING_DIM,
+        depth=args.depth,
+        slots=args.slots,
+        scaling_bits=BOOTSTRAP_SCALING_BITS,
+        first_mod_bits=BOOTSTRAP_FIRST_MOD_BITS,
+        needs_relinearization=True,
+        digits=args.digits,
+        bootstrap=budget,
+    )
+    before = resident_bytes()
+    start = time.perf_counter()
+    cc = make_context(params)  # with the precomputation
+    row = {
+        "slots": args.slots,
+        "budget": list(budget),
+        "bootstrap_depth": int(
+            openfhe.CryptoContext.GetBootstrapDepth(list(budget), openfhe.UNIFORM_TERNARY)
+        ),
+        "setup_s": round(time.perf_counter() - start, 1),
+        "precompute_bytes": resident_bytes() - before,
+        "precompute_bytes_estimated": bootstrap_precompute_bytes(params),
+    }
+    if args.keys:
+        pair = cc.KeyGen()
+        start = time.perf_counter()
+        cc.EvalBootstrapKeyGen(pair.secretKey, args.slots)
+        row["keygen_s"] = round(time.perf_counter() - start, 1)
+        row["keys"] = len(cc.GetExistingEvalAutomorphismKeyIndices(pair.secretKey.GetKeyTag()))
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
