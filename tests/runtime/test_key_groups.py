@@ -63,8 +63,9 @@ def test_keys_written_per_group_give_the_simulators_outputs(grouped, tmp_path) -
     client = Client(art)
     written = client.save_keys(tmp_path / "keys")
     assert "public/rotation_keys.bin" not in written
-    for g in range(len(art.params.key_groups)):
-        assert written[f"public/rotation_keys.{g}.bin"] > 0
+    for k in art.params.rotation_indices:  # one file per key, however many groups use it
+        assert written[f"public/rotation_key.{k}.bin"] > 0
+    assert len([n for n in written if "rotation_key." in n]) == len(art.params.rotation_indices)
     server = Server.from_eval_keys(art, tmp_path / "keys" / "public")
     out = server.evaluate(client.encrypt(x[0]))
     assert server.key_loader is not None and server.key_loader.loads >= len(art.params.key_groups)
@@ -72,11 +73,21 @@ def test_keys_written_per_group_give_the_simulators_outputs(grouped, tmp_path) -
     np.testing.assert_allclose(got, hec.simulate(art, x)[0], atol=1e-3)
 
 
+def test_hec_keygen_lists_the_key_files_in_one_line(grouped, tmp_path, capsys) -> None:
+    art, _ = grouped
+    main(["keygen", str(art.path), "--keys", str(tmp_path / "keys")])
+    out = capsys.readouterr().out
+    n, groups = len(art.params.rotation_indices), len(art.params.key_groups)
+    assert f"{n} rotation keys, one file each, loaded in {groups} groups" in out
+    assert "rotation_key.*.bin" in out and "rotation_key.1.bin" not in out
+
+
 def test_a_missing_group_file_is_named(grouped, tmp_path) -> None:
     art, _ = grouped
     Client(art).save_keys(tmp_path / "keys")
-    (tmp_path / "keys" / "public" / "rotation_keys.1.bin").unlink()
-    with pytest.raises(KeysError, match=r"rotation_keys\.1\.bin"):
+    amount = art.params.key_groups[1][0]
+    (tmp_path / "keys" / "public" / f"rotation_key.{amount}.bin").unlink()
+    with pytest.raises(KeysError, match=rf"rotation_key\.{amount}\.bin"):
         Server.from_eval_keys(art, tmp_path / "keys" / "public")
 
 

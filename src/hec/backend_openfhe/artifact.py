@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from hec.backend_openfhe.codegen import generate_program
-from hec.backend_openfhe.constants_file import pack_vectors, unpack_vectors
+from hec.backend_openfhe.constants_file import VectorStore, pack_vectors
 from hec.backend_openfhe.params import CKKSParams
 from hec.backend_openfhe.report_schema import ProgramReport
 from hec.errors import ArtifactError
@@ -225,7 +225,8 @@ def load_artifact(path: str | os.PathLike) -> Artifact:
         digest = _check_integrity(path, manifest)
         structure = json.loads((path / "program.json").read_text())
         with np.load(path / "constants.npz") as stored:
-            program = graph_from_json(structure, unpack_vectors(stored))
+            # rows made dense when read: a ResNet's are gigabytes dense
+            program = graph_from_json(structure, VectorStore(stored), lazy=True)
         params = CKKSParams.from_json(json.loads((path / "params.json").read_text()))
         report = ProgramReport.read(path / "report.json")
         tail = (path / _TAIL).read_bytes() if _TAIL in manifest["files"] else None

@@ -1,11 +1,11 @@
-"""How ``constants.npz`` stores a program's constants, read by the artifact and by generated
-programs (which copy ``unpack_vectors``)."""
+"""How ``constants.npz`` stores a program's constants, read by the artifact (``VectorStore``:
+rows made dense when read) and by generated programs (which copy ``unpack_vectors``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pack_vectors", "unpack_vectors"]
+__all__ = ["VectorStore", "pack_vectors", "unpack_vectors"]
 
 
 def pack_vectors(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -52,3 +52,32 @@ def unpack_vectors(stored) -> dict[str, np.ndarray]:
             row[indices[indptr[r] : indptr[r + 1]]] = data[indptr[r] : indptr[r + 1]]
             arrays[str(key)] = row
     return arrays
+
+
+class VectorStore:
+    """The constants of an opened ``constants.npz``, its vectors kept as their sparse rows:
+    ``store[key]`` makes a row dense each time it is read and keeps nothing. ResNet-20's
+    29,494 plaintext vectors are 3.9 GB dense and 0.45 GB as rows; a server reads each when
+    it encodes it."""
+
+    def __init__(self, stored) -> None:
+        self._arrays = {k: stored[k] for k in stored.files if not k.startswith("rows")}
+        self._rows: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        for name in stored.files:
+            if not (name.startswith("rows") and name.endswith(".keys")):
+                continue
+            group = name[: -len(".keys")]
+            length = int(group[len("rows") :])
+            indptr, indices = stored[f"{group}.indptr"], stored[f"{group}.indices"]
+            data = stored[f"{group}.data"]
+            for r, key in enumerate(stored[name]):
+                a, b = indptr[r], indptr[r + 1]
+                self._rows[str(key)] = (length, indices[a:b], data[a:b])
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key in self._arrays:
+            return self._arrays[key]
+        length, indices, data = self._rows[key]
+        row = np.zeros(length)
+        row[indices] = data
+        return row

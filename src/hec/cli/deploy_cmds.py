@@ -104,10 +104,17 @@ def keygen_cmd(artifact: Path, keydir: Path, overwrite: bool, ignore_resource_ch
         "public/rotation_keys.bin": f"{len(art.params.rotation_indices)} rotation keys",
         "public/bootstrap_keys.bin": "bootstrapping (loaded for each bootstrap)",
     }
-    for g, group in enumerate(art.params.key_groups):
-        notes[f"public/rotation_keys.{g}.bin"] = f"{len(group)} rotation keys (key group {g})"
-    width = max(map(len, sizes))
-    for name, size in sizes.items():
+    shown = dict(sizes)
+    if art.params.key_groups:  # one file per key: one line for them all
+        each = {k: v for k, v in sizes.items() if k.startswith("public/rotation_key.")}
+        shown = {k: v for k, v in sizes.items() if k not in each}
+        shown["public/rotation_key.*.bin"] = sum(each.values())
+        notes["public/rotation_key.*.bin"] = (
+            f"{len(each)} rotation keys, one file each, loaded in "
+            f"{len(art.params.key_groups)} groups"
+        )
+    width = max(map(len, shown))
+    for name, size in shown.items():
         click.echo(f"  {name:<{width}}  {_mb(size):>9}  {notes.get(name, '')}".rstrip())
     evaluation = sum(v for k, v in sizes.items() if k.startswith("public/"))
     click.echo(f"give the server {keydir / 'public'} ({_mb(evaluation)}; no secret key)")

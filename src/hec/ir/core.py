@@ -8,7 +8,7 @@ Which kinds exist and how they type-check is declared in ``tensor_ops`` and ``sl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,7 +111,9 @@ class Op:
         names = list(result_names) if result_names is not None else [""] * len(types)
         self.results = [Value(n, t, self) for n, t in zip(names, types, strict=True)]
         self.attrs = dict(attrs or {})
-        self.consts = {k: np.asarray(v) for k, v in (consts or {}).items()}
+        self.consts: MutableMapping[str, np.ndarray] = {
+            k: np.asarray(v) for k, v in (consts or {}).items()
+        }
         self.origin = origin
         for v in self.inputs:
             v.uses.append(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -97,8 +98,40 @@ def graph_to_json(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return structure, arrays
 
 
-def graph_from_json(structure: dict[str, Any], arrays: Any) -> Graph:
-    """Rebuild a graph; ``arrays`` maps the keys of ``graph_to_json`` to numpy arrays."""
+class StoredConsts(MutableMapping[str, np.ndarray]):
+    """An op's constants as keys into a store (``graph_from_json(..., lazy=True)``): each read
+    asks the store, so a large program's constants need not all be in memory at once; a
+    constant assigned later is kept as it is."""
+
+    def __init__(self, keys: dict[str, str], store: Any) -> None:
+        self._keys, self._store = keys, store
+        self._set: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self._set:
+            return self._set[name]
+        return np.asarray(self._store[self._keys[name]])
+
+    def __setitem__(self, name: str, value: np.ndarray) -> None:
+        self._set[name] = np.asarray(value)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._set and name not in self._keys:
+            raise KeyError(name)
+        self._set.pop(name, None)
+        self._keys.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self._keys, *self._set]))
+
+    def __len__(self) -> int:
+        return len(self._keys.keys() | self._set.keys())
+
+
+def graph_from_json(structure: dict[str, Any], arrays: Any, lazy: bool = False) -> Graph:
+    """Rebuild a graph; ``arrays`` maps the keys of ``graph_to_json`` to numpy arrays. With
+    ``lazy`` each op reads its constants from ``arrays`` when they are used
+    (``StoredConsts``), instead of holding them."""
     g = Graph(structure["name"], structure["dialect"])
     g.attrs = {k: _attr_from_json(v) for k, v in structure.get("attrs", {}).items()}
     values: list[Value] = [
@@ -110,9 +143,11 @@ def graph_from_json(structure: dict[str, Any], arrays: Any) -> Graph:
             [values[i] for i in o["inputs"]],
             [_type_from_json(t) for t in o["results"]],
             {k: _attr_from_json(v) for k, v in o["attrs"].items()},
-            {name: np.asarray(arrays[key]) for name, key in o["consts"].items()},
+            None if lazy else {name: np.asarray(arrays[key]) for name, key in o["consts"].items()},
             o["origin"],
         )
+        if lazy:
+            op.consts = StoredConsts(dict(o["consts"]), arrays)
         g.append(op)
         values.extend(op.results)
     g.outputs = [values[i] for i in structure["outputs"]]

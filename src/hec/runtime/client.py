@@ -76,12 +76,12 @@ class Client:
         self.public_key = pair.publicKey
         if params.needs_relinearization:
             self.context.EvalMultKeyGen(self._secret_key)
-        # A grouped program's rotation keys go to files a group at a time (key_groups),
+        # A grouped program's rotation keys go to files one key at a time (key_groups),
         # here until save_keys/export_public links them into a key directory.
-        self.key_files: dict[int, Path] = {}
+        self.key_files: dict[str, Path] = {}
         if params.key_groups:
             self._key_dir = tempfile.TemporaryDirectory(prefix="hec-keys-")
-            self.key_files = key_groups.write_groups(
+            self.key_files = key_groups.write_keys(
                 self.context, self._secret_key, params, Path(self._key_dir.name), progress
             )
         else:
@@ -175,8 +175,8 @@ class Client:
                 raise KeysError(
                     "these keys were loaded from a key directory; copy its public/ instead"
                 )
-            for path in self.key_files.values():
-                files[path.name] = partial(_link_or_copy, path)
+            for name, path in self.key_files.items():
+                files[name] = partial(_link_or_copy, path)
         elif self.artifact.params.rotation_indices:
             files[keys.ROTATION_KEYS_FILE] = lambda p: self.context.SerializeEvalAutomorphismKey(
                 p, openfhe.BINARY, self.key_tag

@@ -9,9 +9,9 @@
     KEYDIR/public/public_key.bin    for encryption (client side)
     KEYDIR/public/mult_key.bin      relinearization key, if the program multiplies ciphertexts
     KEYDIR/public/rotation_keys.bin exactly the rotation keys the program uses
-    KEYDIR/public/rotation_keys.G.bin  instead, for a program whose keys load a group at a time
-    KEYDIR/public/bootstrap_keys.bin   (``params.key_groups``, ``key_groups``): group G's keys
-                                       and the bootstrapping keys
+    KEYDIR/public/rotation_key.K.bin  instead, for a program whose keys load a group at a time
+    KEYDIR/public/bootstrap_keys.bin  (``params.key_groups``, ``key_groups``): the key for
+                                      amount K, one file each, and the bootstrapping keys
 
 Every ``.bin`` is OpenFHE's own BINARY serialization. The sidecar binds the keys to one
 artifact (its content hash) and names them with a *key id* (the SHA-256 of the serialized

@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from hec.backend_openfhe.artifact import Artifact
 from hec.backend_openfhe.execute import plaintext_cache_budget
 from hec.backend_openfhe.params import (
@@ -78,6 +80,7 @@ class Estimate:
     largest_group_bytes: int = 0
     key_load_bytes: int = 0  # read from key files in one evaluation
     bootstrap_setup_bytes: int = 0  # OpenFHE's bootstrapping precomputation (server only)
+    constant_bytes: int = 0  # the program's constants (sparse rows)
 
     def breakdown(self, rotation_keys: int) -> str:
         """Where ``server_memory`` goes, e.g. ``rotation keys 3.3 GB, bootstrapping keys
@@ -100,6 +103,7 @@ class Estimate:
             **keys,
             "bootstrapping precomputation": self.bootstrap_setup_bytes,
             "plaintexts": self.plaintext_bytes,
+            "the program's constants": self.constant_bytes,
             "ciphertexts": self.live_bytes,
             "relinearization key": relin,
             "the interpreter and OpenFHE": _PYTHON_BASELINE,
@@ -131,7 +135,7 @@ def estimate_program(p: CKKSParams, program: Graph, totals: Totals) -> Estimate:
     if p.key_groups:  # one group (or the bootstrapping keys) at a time; all on disk
         largest = max(len(g) for g in p.key_groups) * key
         resident = relin + max(largest, boot)
-        eval_keys = relin + sum(len(g) for g in p.key_groups) * key + boot
+        eval_keys = relin + len(set().union(*p.key_groups)) * key + boot  # each key once
     else:
         largest = 0
         eval_keys = resident = (len(p.rotation_indices) + int(p.needs_relinearization)) * key + boot
@@ -144,7 +148,8 @@ def estimate_program(p: CKKSParams, program: Graph, totals: Totals) -> Estimate:
     live = _max_live_bytes(program, p) + 2 * key
     keygen_memory = _PYTHON_BASELINE + resident + public + ct + key
     setup = bootstrap_precompute_bytes(p)
-    server_memory = _PYTHON_BASELINE + resident + plain + live + setup
+    consts = _constant_bytes(program)
+    server_memory = _PYTHON_BASELINE + resident + plain + live + setup + consts
     unit = (towers + aux) * dnum * p.ring_dim * math.log2(p.ring_dim)
     rotations = totals.rotations
     ct_muls = totals.ciphertext_multiplies + 4 * totals.polynomials
@@ -168,7 +173,20 @@ def estimate_program(p: CKKSParams, program: Graph, totals: Totals) -> Estimate:
         largest_group_bytes=largest,
         key_load_bytes=loaded,
         bootstrap_setup_bytes=setup,
+        constant_bytes=consts,
     )
+
+
+def _constant_bytes(program: Graph) -> int:
+    """The program's constants as a loaded artifact holds them: vectors as their sparse rows
+    (``constants_file.VectorStore``: a value and an index a non-zero), the rest dense."""
+    total = 0
+    for op in program.ops:
+        for a in op.consts.values():
+            a = np.asarray(a)
+            vector = a.ndim == 1 and a.dtype.kind == "f"
+            total += 12 * int(np.count_nonzero(a)) if vector else a.nbytes
+    return total
 
 
 def _key_load_bytes(p: CKKSParams, program: Graph, key: int, boot: int) -> int:

@@ -32,7 +32,7 @@ class Server:
         key_id: str = "",
         key_tag: str = "",
         public_key=None,
-        key_files: dict[int, Path] | None = None,
+        key_files: dict[str, Path] | None = None,
     ) -> None:
         self.artifact = artifact
         hold_keys(self)  # OpenFHE keeps its keys in process-wide maps (key_cache)
@@ -56,7 +56,7 @@ class Server:
                     "this program loads its rotation keys a group at a time; give the server "
                     "their files (Server.from_eval_keys, or the client's key_files)"
                 )
-            self.key_loader = key_groups.GroupLoader(context, key_files)
+            self.key_loader = key_groups.GroupLoader(context, artifact.params, key_files)
         self._executor = OpenFHEExecutor(
             context,
             artifact.program,
@@ -147,7 +147,7 @@ class EvalKeys:
     public_key: Any
     key_id: str
     key_tag: str
-    key_files: dict[int, Path] = field(default_factory=dict)  # a grouped program's key files
+    key_files: dict[str, Path] = field(default_factory=dict)  # a grouped program's key files
 
 
 def load_eval_keys(artifact: Artifact, eval_keys: str | os.PathLike) -> EvalKeys:
@@ -165,8 +165,8 @@ def load_eval_keys(artifact: Artifact, eval_keys: str | os.PathLike) -> EvalKeys
     eval_keys = Path(eval_keys)
     keys.refuse_secret_material(eval_keys)
     params = artifact.params
-    groups = key_groups.group_files(params)
-    needed = (keys.CONTEXT_FILE, keys.PUBLIC_KEY_FILE, *keys.EVAL_KEY_FILES, *groups.values())
+    grouped = key_groups.grouped_key_files(params)
+    needed = (keys.CONTEXT_FILE, keys.PUBLIC_KEY_FILE, *keys.EVAL_KEY_FILES, *grouped)
     found = keys.read_key_files(eval_keys, "public", artifact, needed)
     openfhe = load_openfhe()
     cc = keys.load_context(found, artifact)
@@ -174,10 +174,10 @@ def load_eval_keys(artifact: Artifact, eval_keys: str | os.PathLike) -> EvalKeys
     # happens only when this process made or loaded this very key pair (tests, hec run).
     if params.needs_relinearization and not _has_mult_key(cc, found.key_tag):
         _load_eval_keys(cc.DeserializeEvalMultKey, found, keys.MULT_KEY_FILE, openfhe)
-    for name in groups.values():  # loaded one at a time while evaluating
+    for name in grouped:  # loaded a group at a time while evaluating
         if not found.has(name):
             raise KeysError(f"{eval_keys}: {name} is missing; run hec keygen again")
-    if params.rotation_indices and not groups:
+    if params.rotation_indices and not grouped:
         _load_eval_keys(cc.DeserializeEvalAutomorphismKey, found, keys.ROTATION_KEYS_FILE, openfhe)
         have = len(cc.GetExistingEvalAutomorphismKeyIndices(found.key_tag))
         if have < len(params.rotation_indices):
@@ -188,7 +188,7 @@ def load_eval_keys(artifact: Artifact, eval_keys: str | os.PathLike) -> EvalKeys
     public_key = keys.deserialize(openfhe.DeserializePublicKey, found.path(keys.PUBLIC_KEY_FILE))
     if public_key.GetKeyTag() != found.key_tag:
         raise KeysError(f"{eval_keys}: the public key's OpenFHE tag does not match keys.json")
-    key_files = {g: found.path(name) for g, name in groups.items()}
+    key_files = {name: found.path(name) for name in grouped}
     return EvalKeys(cc, public_key, found.key_id, found.key_tag, key_files)
 
 
