@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["VectorStore", "pack_vectors", "unpack_vectors"]
+__all__ = ["VectorStore", "pack_vectors", "stored_rows", "unpack_vectors"]
 
 
 def pack_vectors(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -33,13 +33,12 @@ def pack_vectors(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def unpack_vectors(stored) -> dict[str, np.ndarray]:
-    """The constants as ``pack_vectors`` was given them, from the opened ``constants.npz``.
+def stored_rows(stored):
+    """``(key, length, indices, values)`` of each vector ``pack_vectors`` stored as a row.
 
     Generated programs hold a copy of this function (they import nothing of hec): it may use
     only ``np``.
     """
-    arrays = {k: stored[k] for k in stored.files if not k.startswith("rows")}
     for name in stored.files:
         if not (name.startswith("rows") and name.endswith(".keys")):
             continue
@@ -48,9 +47,21 @@ def unpack_vectors(stored) -> dict[str, np.ndarray]:
         indptr, indices = stored[f"{group}.indptr"], stored[f"{group}.indices"]
         data = stored[f"{group}.data"]
         for r, key in enumerate(stored[name]):
-            row = np.zeros(length)
-            row[indices[indptr[r] : indptr[r + 1]]] = data[indptr[r] : indptr[r + 1]]
-            arrays[str(key)] = row
+            a, b = indptr[r], indptr[r + 1]
+            yield str(key), length, indices[a:b], data[a:b]
+
+
+def unpack_vectors(stored) -> dict[str, np.ndarray]:
+    """The constants as ``pack_vectors`` was given them, from the opened ``constants.npz``.
+
+    Generated programs hold a copy of this function (they import nothing of hec): it may use
+    only ``np`` and ``stored_rows``.
+    """
+    arrays = {k: stored[k] for k in stored.files if not k.startswith("rows")}
+    for key, length, indices, values in stored_rows(stored):
+        row = np.zeros(length)
+        row[indices] = values
+        arrays[key] = row
     return arrays
 
 
@@ -62,17 +73,7 @@ class VectorStore:
 
     def __init__(self, stored) -> None:
         self._arrays = {k: stored[k] for k in stored.files if not k.startswith("rows")}
-        self._rows: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
-        for name in stored.files:
-            if not (name.startswith("rows") and name.endswith(".keys")):
-                continue
-            group = name[: -len(".keys")]
-            length = int(group[len("rows") :])
-            indptr, indices = stored[f"{group}.indptr"], stored[f"{group}.indices"]
-            data = stored[f"{group}.data"]
-            for r, key in enumerate(stored[name]):
-                a, b = indptr[r], indptr[r + 1]
-                self._rows[str(key)] = (length, indices[a:b], data[a:b])
+        self._rows = {key: row for key, *row in stored_rows(stored)}
 
     def __getitem__(self, key: str) -> np.ndarray:
         if key in self._arrays:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from hec.backend_openfhe.constants_file import unpack_vectors
+from hec.backend_openfhe.constants_file import stored_rows, unpack_vectors
 from hec.backend_openfhe.params import CKKSParams
 from hec.ir import Graph, Op
 
@@ -70,7 +70,7 @@ def prelude(params: CKKSParams, dialect: str, kernels: Iterable[Callable]) -> st
         features += ", fhe.FHE"
         setup = f"    cc.EvalBootstrapSetup({list(params.bootstrap)}, [0, 0], SLOTS)\n"
     return _PRELUDE.format(
-        unpack_source=inspect.getsource(unpack_vectors),
+        unpack_source=inspect.getsource(stored_rows) + "\n\n" + inspect.getsource(unpack_vectors),
         slots=params.slots,
         depth=params.depth,
         scaling_bits=params.scaling_bits,
