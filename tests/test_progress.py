@@ -37,7 +37,8 @@ def test_short_stage_stays_silent_in_a_log(monkeypatch) -> None:
 
 def test_a_bootstrap_gets_its_own_line_with_the_time_left(monkeypatch) -> None:
     """A bootstrapping program's evaluation names each bootstrap (they take seconds each) and,
-    after the first, estimates the time left from their pace."""
+    after the first, estimates the time left from the pace between them (not from the work
+    before the first, which is unlike them)."""
     from hec.backend_openfhe.execute import _bootstrap_note
 
     err = io.StringIO()
@@ -45,9 +46,9 @@ def test_a_bootstrap_gets_its_own_line_with_the_time_left(monkeypatch) -> None:
     monkeypatch.setattr(progress.sys, "stderr", err)
     monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
     report = progress.stderr_progress()
-    report("eval 1/1", 10, 100, _bootstrap_note(0, 3, 4.0))
-    report("eval 1/1", 40, 100, _bootstrap_note(1, 3, 24.0))
+    report("eval 1/1", 10, 100, _bootstrap_note(0, 3, 4.0, 4.0))
+    report("eval 1/1", 40, 100, _bootstrap_note(1, 3, 24.0, 4.0))
     assert err.getvalue().splitlines() == [
         "  eval 1/1: bootstrap 1 of 3, 4 s elapsed (10/100 ops)",
-        "  eval 1/1: bootstrap 2 of 3, 24 s elapsed, ~48 s left (40/100 ops)",
+        "  eval 1/1: bootstrap 2 of 3, 24 s elapsed, ~40 s left (40/100 ops)",
     ]

@@ -41,12 +41,14 @@ def plaintext_cache_budget(graph: Graph) -> int:
 ProgressFn = Callable[..., None]
 
 
-def _bootstrap_note(done: int, total: int, elapsed: float) -> str:
+def _bootstrap_note(done: int, total: int, elapsed: float, first: float) -> str:
     """``bootstrap k of n``, the time so far and, after the first, the time left estimated
-    from the bootstraps' pace (they dominate a bootstrapping program's time)."""
+    from the pace between bootstraps (a bootstrap and the layers up to the next: they
+    dominate a bootstrapping program's time; the work before the first is not like them).
+    ``first``: the time the first bootstrap started."""
     note = f"bootstrap {done + 1} of {total}, {elapsed:.0f} s elapsed"
     if done:
-        note += f", ~{elapsed / done * (total - done):.0f} s left"
+        note += f", ~{(elapsed - first) / done * (total - done):.0f} s left"
     return note
 
 
@@ -97,9 +99,12 @@ class OpenFHEExecutor:
         n = len(self.graph.ops)
         clock = start = time.perf_counter()
         boots, booted = sum(op.kind == "bootstrap" for op in self.graph.ops), 0
+        first = 0.0  # when the first bootstrap started
         for i, op in enumerate(self.graph.ops):
             if op.kind == "bootstrap" and progress is not None:
-                progress(i, n, _bootstrap_note(booted, boots, time.perf_counter() - start))
+                elapsed = time.perf_counter() - start
+                first = elapsed if not booted else first
+                progress(i, n, _bootstrap_note(booted, boots, elapsed, first))
                 booted += 1
             if layer_seconds is not None and i and op.origin != self.graph.ops[i - 1].origin:
                 layer_seconds.append(time.perf_counter() - clock)
