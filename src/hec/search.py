@@ -510,7 +510,7 @@ def _estimate(lowered: Lowered):
 
 def within_memory(lowered: Lowered, options: CompileOptions) -> Lowered:
     """``lowered`` (a slot program) if its evaluating process fits ``options.memory_limit``
-    bytes (``None``: this machine's memory); else the same program changed to fit, in two
+    bytes (``None``: this machine's memory); else the same program changed to fit, in three
     steps, each taken only while the estimate is over the limit:
 
     1. fewer rotation keys, its other rotations composed of them (``compose-rotations`` under
@@ -521,11 +521,11 @@ def within_memory(lowered: Lowered, options: CompileOptions) -> Lowered:
     3. a smaller plaintext cache (the program's ``plaintext_cache_bytes``): the constants
        it cannot hold are encoded again at every evaluation.
 
-    Both run on ``lowered.program`` in place (the compile's last use of it, and a ResNet's
+    All change ``lowered.program`` in place (the compile's last use of it, and a ResNet's
     program is gigabytes). The report's ``memory_plan`` says what changed.
 
     Raises:
-        ResourceError: neither is enough.
+        ResourceError: the three together are not enough.
     """
     limit = options.memory_limit if options.memory_limit is not None else machine_memory()[0]
     est = _estimate(lowered)

@@ -98,6 +98,9 @@ class OpenFHEExecutor:
         protected = keep | {id(v) for v in self.graph.inputs}  # the caller's ciphertexts
         n = len(self.graph.ops)
         clock = start = time.perf_counter()
+        # each evaluation loads its first group: another grouped program in this process
+        # may have cleared OpenFHE's keys since the last one
+        self._loaded = None
         boots, booted = sum(op.kind == "bootstrap" for op in self.graph.ops), 0
         first = 0.0  # when the first bootstrap started
         for i, op in enumerate(self.graph.ops):
