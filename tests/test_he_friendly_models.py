@@ -126,3 +126,23 @@ def test_diverging_fine_tuning_stops_with_one_line_and_keeps_nothing(tmp_path) -
     with pytest.raises(ParameterError, match="diverged in epoch 1.*lower --lr"):
         _optimize(SILU, tmp_path / "ft.onnx", degree=2, fine_tune_epochs=1, train=(x * 1e30, y))
     assert not (tmp_path / "ft.onnx").exists()
+
+
+@pytest.mark.train
+def test_a_range_penalty_keeps_polynomial_inputs_in_their_intervals(tmp_path) -> None:
+    """Fine-tuning fast enough to push activations out of their intervals: with the range
+    penalty, fewer of the evaluation inputs' values fall outside (where a polynomial departs
+    from its activation and the compiled program's ranges no longer hold)."""
+    pytest.importorskip("torch")
+    train = load_dataset(SILU / "train.npz")
+
+    def outside(report) -> float:
+        rows = [r for r in report["layers"] if "inputs_outside" in r]
+        return sum(r["inputs_outside"]["evaluation"]["values"] for r in rows)
+
+    options = {"degree": 2, "fine_tune_epochs": 2, "train": train, "learning_rate": 2e-2}
+    free = _optimize(SILU, tmp_path / "free.onnx", **options)
+    kept = _optimize(SILU, tmp_path / "kept.onnx", range_penalty=10.0, **options)
+    assert kept["fine_tune"]["range_penalty"] == 10.0 and "range_penalty" not in free["fine_tune"]
+    assert outside(free) > 0, "the learning rate no longer pushes values out; raise it"
+    assert outside(kept) < outside(free)

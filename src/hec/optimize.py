@@ -213,6 +213,7 @@ class FineTune:
     learning_rate: float
     train: tuple[np.ndarray, np.ndarray]
     progress: ProgressFn = no_progress
+    range_penalty: float = 0.0
     report: dict[str, Any] = field(default_factory=dict)
     name: ClassVar[str] = "fine-tune"
     dialect: ClassVar[str] = "tensor"
@@ -221,11 +222,20 @@ class FineTune:
         from hec.train.fine_tune import fine_tune
 
         x, y = self.train
-        losses = fine_tune(graph, x, y, self.epochs, self.learning_rate, progress=self.progress)
+        losses = fine_tune(
+            graph,
+            x,
+            y,
+            self.epochs,
+            self.learning_rate,
+            progress=self.progress,
+            range_penalty=self.range_penalty,
+        )
         self.report = {
             "epochs": self.epochs,
             "samples": int(len(x)),
             "losses": [round(v, 5) for v in losses],
+            **({"range_penalty": self.range_penalty} if self.range_penalty else {}),
         }
         return True
 
@@ -258,6 +268,7 @@ def optimize(
     train: tuple[np.ndarray, np.ndarray | None] | None = None,
     learning_rate: float = 1e-3,
     prune: Any = None,
+    range_penalty: float = 0.0,
 ) -> dict[str, Any]:
     """ONNX → HE-friendly ONNX. Returns the report (also written next to ``out_path``).
 
@@ -265,7 +276,8 @@ def optimize(
     calibration data; the inputs that put a polynomial's input outside its interval in the
     final converted graph are counted on both (``inputs_outside`` in each polynomial row). With
     ``fine_tune_epochs``, the converted network (weights and polynomial coefficients) is then
-    trained on ``train`` (default: the labelled calibration data); needs ``hec[train]``.
+    trained on ``train`` (default: the labelled calibration data); needs ``hec[train]``;
+    ``range_penalty`` (``fine_tune``'s) keeps the polynomials' inputs in their intervals.
     With ``prune`` (``hec.prune.PruneOptions``), the converted graph is then pruned in blocks
     shaped by the packing and recovered (``hec.prune``); the report gets a ``pruning`` part.
     """
@@ -298,7 +310,9 @@ def optimize(
                 "fine-tuning needs labels: give --train DATA.npz with x "
                 "and y, or labels y in the calibration data"
             )
-        tuning = FineTune(fine_tune_epochs, learning_rate, (x_train, y_train), progress)
+        tuning = FineTune(
+            fine_tune_epochs, learning_rate, (x_train, y_train), progress, range_penalty
+        )
     if prune is not None:
         from hec.prune import Prune
         from hec.search import Search

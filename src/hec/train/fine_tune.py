@@ -33,6 +33,7 @@ def fine_tune(
     seed: int = 0,
     progress: ProgressFn = no_progress,
     masks: dict[int, np.ndarray] | None = None,
+    range_penalty: float = 0.0,
 ) -> list[float]:
     """Train ``graph``'s constants in place; returns the mean loss of each epoch.
 
@@ -40,6 +41,10 @@ def fine_tune(
 
     ``masks``: ``id(op) -> bool array`` over an op's ``weight``; weights outside the mask stay
     exactly zero (pruned blocks stay pruned, so the HE cost does not change).
+
+    ``range_penalty``: adds this times the mean squared excess of every polynomial's input
+    beyond its interval to the loss, which keeps the activations where their polynomials were
+    fitted (and where the compiled program's ranges hold).
     """
     torch = require_torch()
     from hec.train.torch_graph import TorchGraph
@@ -64,11 +69,14 @@ def fine_tune(
             idx = order[start : start + batch_size]
             logits = model(xt[idx]).reshape(len(idx), -1)
             loss = torch.nn.functional.cross_entropy(logits, yt[idx])
+            if range_penalty and model.outside:
+                loss = loss + range_penalty * sum(model.outside)
             if not torch.isfinite(loss):  # raised before write_back: the graph is unchanged
                 raise ParameterError(
                     f"fine-tuning diverged in epoch {epoch + 1} (the loss is not finite: "
                     "activations left their polynomials' intervals); lower --lr "
-                    f"(now {lr:g}) or fine-tune fewer epochs"
+                    f"(now {lr:g}), fine-tune fewer epochs, or keep the activations in "
+                    "their intervals with --range-penalty (e.g. 10)"
                 )
             opt.zero_grad()
             loss.backward()

@@ -68,6 +68,9 @@ class TorchGraph(torch.nn.Module):
                 )
 
     def forward(self, x):
+        # how far each polynomial's input left its interval [-1, 1] (mean squared excess),
+        # for a range penalty while training: a polynomial grows fast outside its interval
+        self.outside: list = []
         env = {id(self.graph.inputs[0]): x}
         for i, op in enumerate(self.graph.ops):
             env[id(op.result)] = self._op(i, op, [env[id(v)] for v in op.inputs])
@@ -128,6 +131,7 @@ class TorchGraph(torch.nn.Module):
         if k == "mul":
             return x * args[1]
         if k == "poly":  # Clenshaw, as the exported ONNX computes it
+            self.outside.append(F.relu(x.abs() - 1).pow(2).mean())
             c = self._p(i, "coeffs")
             b1 = torch.zeros_like(x)
             b2 = torch.zeros_like(x)
