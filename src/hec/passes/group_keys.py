@@ -2,11 +2,10 @@
 
 A rotation key is 6-122 MB (rings 2^14-2^16) and a program loads all of them before its first
 op, so a deep program's keys alone can exceed the machine: ResNet-20's 296 keys are 36 GB, and
-the bootstrapping keys of a 16,384-slot bootstrap another 11.9 GB. OpenFHE keeps a key pair's
-rotation keys in one map that it can only clear whole; so the keys are cut into groups of
-consecutive ops, each group's keys written to a file of their own by the client, and the
-server clears the map and loads the next group before the first op that needs it
-(``backend_openfhe.key_groups``).
+the bootstrapping keys of a 16,384-slot bootstrap another 8.2 GB. OpenFHE keeps a key pair's
+rotation keys in one map that it can only clear whole; so the ops are cut into groups of
+consecutive ops, and the server clears the map and reads the next group's key files (one per
+key, ``runtime.key_groups``) before the first op that needs it.
 
 The pass sets ``key_group`` on every op that switches keys: a bootstrap gets
 ``BOOTSTRAP_GROUP`` (the bootstrapping keys, a group of their own), a rotation the index of
