@@ -3,10 +3,11 @@
     python benchmarks/peers_table.py benchmarks/results_orion_lenet5.json
 
 The columns are ``run.py``'s peer table (hec and each peer on the same model, images and
-threads, with hec/peer ratios), then its plan table when the run made one (a peer's plan for a
-model it cannot run here); a file that is one plan row (``peers/orion_plan.py --json``) gives
-the plan table alone; a run without peers gives hec's own rows in the peer columns. A cell the
-row lacks is ``-``.
+threads, with hec/peer ratios), after the rows of programs that bootstrap in columns of their
+own (bootstraps, key sizes, peak memory, errors against the simulator), then its plan table
+when the run made one (a peer's plan for a model it cannot run here); a file that is one plan
+row (``peers/orion_plan.py --json``) gives the plan table alone; a run without peers gives
+hec's own rows in the peer columns. A cell the row lacks is ``-``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import PEER_COLUMNS, PLAN_COLUMNS, hec_peer_row  # noqa: E402
+from run import DEEP_COLUMNS, PEER_COLUMNS, PLAN_COLUMNS, hec_peer_row  # noqa: E402
 
 
 def markdown(rows: list[dict], columns: list[tuple[str, str, str]] = PEER_COLUMNS) -> str:
@@ -46,6 +47,10 @@ def main(argv: list[str]) -> int:
     )
     # a run without peers (--peers none): hec's slot rows in the same columns
     slots = [hec_peer_row(r) for r in results["rows"] if r.get("packing") == "slots"]
+    deep = [r for r in results["rows"] if r.get("bootstraps")]
+    if deep:  # programs that bootstrap: their own columns first
+        print(markdown(deep, DEEP_COLUMNS))
+        print()
     print(markdown(results["peers"] or slots))
     if results.get("plans"):
         print()

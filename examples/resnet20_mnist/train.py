@@ -3,6 +3,7 @@
 Run from the repository root:
 
     .venv/bin/python examples/resnet20_mnist/train.py [--out DIR] [--epochs N]
+    .venv/bin/python examples/resnet20_mnist/train.py --he-friendly   # model.he.onnx only
 
 The network is He et al.'s CIFAR ResNet-20 (2016, section 4.2): a 3x3 stem convolution to 16
 channels, three stages of three basic blocks (16, 32 and 64 channels; the first block of stages
@@ -19,6 +20,13 @@ Writes, next to this file (or into DIR): model.onnx (TorchScript exporter, opset
 batch, batch norms folded into the convolutions), test.npz, calib.npz and sample.npy, and prints
 the accuracy of torch and onnxruntime on the test split; exits non-zero if they disagree or the
 accuracy is below 90 %.
+
+``--he-friendly`` converts the model.onnx in DIR instead, as ``hec optimize`` does: every ReLU
+becomes a degree-2 polynomial on its calibrated interval, then weights and coefficients are
+fine-tuned on the training split (HE_EPOCHS epochs at HE_LR, range penalty HE_RANGE_PENALTY:
+the polynomials' inputs kept in their intervals). Writes model.he.onnx and its report
+(model.he.report.json); exits non-zero if its test accuracy is more than 1 point below the
+original's.
 """
 
 from __future__ import annotations
@@ -46,6 +54,10 @@ EPOCHS = 1
 BATCH = 64
 OPSET = 17
 MIN_ACCURACY = 0.90
+HE_DEGREE = 2  # one level an activation: 11 bootstraps for the 19 ReLUs
+HE_EPOCHS = 6
+HE_LR = 3e-4
+HE_RANGE_PENALTY = 10.0
 
 
 class BasicBlock(nn.Module):
@@ -119,10 +131,42 @@ def export(model: nn.Module, path: Path) -> None:
     export_onnx(model, path, (3, 32, 32), OPSET)
 
 
+def he_friendly(folder: Path, data: dict[str, np.ndarray]) -> int:
+    """``folder/model.onnx`` → ``folder/model.he.onnx`` (degree-2 ReLUs, fine-tuned)."""
+    import hec
+    from hec.optimize import optimize
+
+    calib = np.load(folder / "calib.npz")
+    report = optimize(
+        folder / "model.onnx",
+        folder / "model.he.onnx",
+        calib["x"],
+        calib["y"],
+        options=hec.CompileOptions(degree=HE_DEGREE),
+        evaluation=(data["x_test"], data["y_test"]),
+        fine_tune_epochs=HE_EPOCHS,
+        train=(data["x_train"], data["y_train"]),
+        learning_rate=HE_LR,
+        range_penalty=HE_RANGE_PENALTY,
+    )
+    before = report["accuracy_before_fine_tune"]
+    acc = report["accuracy"]
+    print(
+        f"HE-friendly (degree {HE_DEGREE}): test accuracy {before['converted']:.2%} converted, "
+        f"{acc['converted']:.2%} after fine-tuning; original {acc['original']:.2%}"
+    )
+    return 0 if acc["converted"] >= acc["original"] - 0.01 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=HERE, help="folder to write (default: here)")
     ap.add_argument("--epochs", type=int, default=EPOCHS, help=f"default {EPOCHS}")
+    ap.add_argument(
+        "--he-friendly",
+        action="store_true",
+        help="convert and fine-tune DIR's model.onnx into model.he.onnx (needs hec[train])",
+    )
     args = ap.parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -131,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.use_deterministic_algorithms(True)
 
     data = load_split()
+    if args.he_friendly:
+        return he_friendly(out, data)
     model = ResNet20()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"ResNet-20: {n_params:,} parameters", flush=True)

@@ -152,6 +152,8 @@ def compile(
         "compile_seconds": round(time.perf_counter() - start, 3),
         "client_tail": split.ops,
     }
+    if "bootstraps" in report:
+        _measured_bootstrap_ranges(report["bootstraps"], tensor_ir)
     if calibration is not None and report["activations"]:  # per activation, and overall
         shares = inputs_outside(tensor_ir, report["activations"], calibration, "calibration")
         report["inputs_outside"] = {"calibration": shares}
@@ -167,6 +169,20 @@ def compile(
     tail = None if split.tail is None else split.tail.SerializeToString()
     typed = ProgramReport.from_dict(report)
     return write_artifact(Path(out_dir), program, params, io, typed, tensor_ir, tail)
+
+
+def _measured_bootstrap_ranges(bootstraps: dict, tensor_ir: Graph) -> None:
+    """A bootstrap before a model's own polynomial refreshes a value of the range
+    ``calibrate-polynomials`` measured, not of a fitted ``[-1, 1]``: say which."""
+    ranges = {
+        op.origin: op.attrs["input_range"]
+        for op in tensor_ir.ops
+        if op.kind == "poly" and "input_range" in op.attrs
+    }
+    for b in bootstraps["each"]:
+        r = ranges.get(b.get("before", ""))
+        if r is not None and b["input_range"] != "unknown":
+            b["input_range"] = f"activation input, [{r[0]:.3g}, {r[1]:.3g}] on the calibration data"
 
 
 def _estimates(figures: dict) -> dict:

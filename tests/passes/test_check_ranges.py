@@ -4,6 +4,7 @@ CKKS modulus is refused in one line naming the node, ordinary models pass."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 import hec
@@ -14,8 +15,8 @@ from hec.optimize import make_he_friendly
 from hec.passes import PassManager
 from hec.passes.check_ranges import CheckRanges, RangeOverflow, value_bounds
 
-from conftest import REPO
-from onnx_builders import ModelBuilder
+from conftest import REPO, assert_matches_reference
+from onnx_builders import ModelBuilder, run_onnxruntime
 from op_cases import CASES
 
 RNG = np.random.default_rng(11)
@@ -95,6 +96,53 @@ def test_compile_bounds_the_input_by_its_calibration_data(tmp_path) -> None:
         hec.compile(model, tmp_path / "calibrated", calibration=x)
     small = hec.CompileOptions(input_range=(0.0, 0.01))  # a user-given range wins
     hec.compile(model, tmp_path / "given", small, calibration=x)
+
+
+def _residual_relu_mlp(blocks: int = 6, width: int = 12):
+    """ReLU blocks with residual joins, as in a ResNet: ``t = relu(t + W2·relu(W1·t))``."""
+    m = ModelBuilder((8,), seed=3)
+    t = m.node("Gemm", ["input", m.weight(8, width)])
+    for _ in range(blocks):
+        h = m.node("Relu", [m.node("Gemm", [t, m.weight(width, width)])])
+        t = m.node("Relu", [m.node("Add", [t, m.node("Gemm", [h, m.weight(width, width)])])])
+    return m.build(m.node("Gemm", [t, m.weight(width, 3)]))
+
+
+def test_a_models_own_polynomials_are_bounded_from_their_measured_ranges(tmp_path) -> None:
+    """``hec optimize``'s output compiled again: its polynomials carry no fitted interval, and a
+    worst-case propagation through 6 residual blocks overflows float64; with calibration data,
+    ``calibrate-polynomials`` records each one's measured input range, the bounds start there
+    (and hold on that data), and the program compiles at fixed scale bits."""
+    from hec.optimize import optimize
+    from hec.passes import he_friendly_pipeline
+
+    x = RNG.normal(0, 1, size=(200, 8))
+    he_model = tmp_path / "he.onnx"
+    optimize(_residual_relu_mlp(), he_model, x, options=hec.CompileOptions(degree=2))
+    span = (float(x.min()), float(x.max()))
+
+    def converted(calibration):
+        graph = import_onnx(onnx.load(str(he_model)))
+        PassManager(he_friendly_pipeline(hec.CompileOptions(), None, calibration)).run(graph)
+        return graph
+
+    unanchored = value_bounds(converted(None), input_range=span)
+    assert max(unanchored.values()) == np.inf
+    graph = converted(x)
+    polys = [op for op in graph.ops if op.kind == "poly"]
+    assert len(polys) == 12 and all("input_range" in op.attrs for op in polys)
+    bounds = value_bounds(graph, input_range=span)
+    assert max(bounds.values()) < CheckRanges().limit
+    probe = graph.clone()
+    probe.outputs = [v for v in probe.values() if v.name in bounds]
+    for v, actual in zip(probe.outputs, interpret(probe, x), strict=True):
+        assert np.abs(actual).max() <= bounds[v.name] * (1 + 1e-9) + 1e-12, v.name
+    fixed = hec.CompileOptions(precision=None)  # fixed scale bits: check-ranges decides
+    art = hec.compile(he_model, tmp_path / "art", fixed, calibration=x)
+    assert "input_range=" in (tmp_path / "art" / "tensor_ir.txt").read_text()
+    assert_matches_reference(
+        hec.simulate(art, x[:20]), run_onnxruntime(onnx.load(str(he_model)), x[:20]), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

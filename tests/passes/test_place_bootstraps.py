@@ -103,6 +103,24 @@ def test_report_lists_every_bootstrap(deep) -> None:
     assert report["estimates"]["evaluation_seconds"] >= 8.0 * len(rows)
 
 
+def test_a_models_own_polynomials_report_their_measured_ranges(tmp_path) -> None:
+    """The square MLP's ``z + z²`` are its own polynomials: compiled with calibration data,
+    each bootstrap before one says the range its input took there, within what OpenFHE
+    bootstraps well (the weights keep it within ±0.9, plus the margin)."""
+    x = _digits(100)
+    art = hec.compile(
+        deep_square_mlp(), tmp_path / "out", CompileOptions(bootstrap="on"), calibration=x
+    )
+    rows = art.report.bootstraps["each"]
+    assert rows and all("on the calibration data" in r["input_range"] for r in rows)
+    import re
+
+    ranges = re.findall(
+        r"input_range=\[([-\d.e]+), ([-\d.e]+)\]", (art.path / "tensor_ir.txt").read_text()
+    )
+    assert len(ranges) == 11 and all(max(abs(float(v)) for v in r) < 1.0 for r in ranges)
+
+
 def test_generated_program_sets_up_bootstrapping(deep) -> None:
     _, art = deep
     source = (art.path / "openfhe_program.py").read_text()
@@ -135,11 +153,25 @@ def test_unknown_policy_is_refused() -> None:
 
 
 @pytest.mark.slow
-def test_bootstrapped_program_runs_encrypted(deep) -> None:
-    """OpenFHE's bootstrapping at the levels the pass planned: the executor checks every op's
-    level against OpenFHE's; the logits match the simulator within CKKS and bootstrapping
-    noise (1.8e-4 per bootstrap measured) and the argmax agrees."""
-    _, art = deep
+def test_bootstrapped_program_runs_encrypted_with_its_keys_loaded_in_groups(deep, tmp_path) -> None:
+    """OpenFHE's bootstrapping at the levels the pass planned, under a memory limit that leaves
+    room for the bootstrapping keys but not for them and the rotation keys together (one
+    encrypted run covers both, CI's time): the bootstrap loads its own key file, the rotations
+    theirs; the executor checks every op's level against OpenFHE's; the logits match the
+    simulator within CKKS and bootstrapping noise (1.8e-4 per bootstrap measured) and the
+    argmax agrees."""
+    from dataclasses import replace
+
+    from hec.runtime import resources
+
+    model, full = deep
+    est = resources.estimate(full)
+    limit = est.server_memory - len(full.params.rotation_indices) * est.key_bytes
+    options = replace(CompileOptions(bootstrap="on"), memory_limit=limit)
+    art = hec.compile(model, tmp_path / "grouped", options)
+    assert art.params.key_groups and art.params.bootstrap
+    boots = list(bootstraps_of(art.program))
+    assert boots and all(op.attrs["key_group"] == -1 for op in boots)
     x = _digits(1)
     result = hec.run(art, x)
     sim = hec.simulate(art, x)

@@ -129,28 +129,4 @@ def test_a_smaller_plaintext_cache_is_the_last_resort(grouped, tmp_path) -> None
     np.testing.assert_allclose(got, hec.simulate(small, x)[0], atol=1e-3)
 
 
-@pytest.mark.slow
-def test_a_bootstrapped_program_reloads_its_bootstrapping_keys(tmp_path) -> None:
-    """The deep square MLP (one bootstrap) under a limit that leaves room for the
-    bootstrapping keys but not for them and the rotation keys together: the bootstrap loads its
-    own key file, the rotations theirs, and the logits match the simulator."""
-    from sklearn.datasets import load_digits
-
-    from onnx_builders import deep_square_mlp
-
-    model = deep_square_mlp()
-    options = hec.CompileOptions(bootstrap="on")
-    full = hec.compile(model, tmp_path / "full", options)
-    est = resources.estimate(full)
-    limit = est.server_memory - len(full.params.rotation_indices) * est.key_bytes
-    from dataclasses import replace
-
-    art = hec.compile(model, tmp_path / "art", replace(options, memory_limit=limit))
-    assert art.params.key_groups and art.params.bootstrap
-    boots = [op for op in art.program.ops if op.kind == "bootstrap"]
-    assert boots and all(op.attrs["key_group"] == -1 for op in boots)
-    x = (load_digits().data[:1] / 16.0).astype(np.float32)
-    result = hec.run(art, x)
-    sim = hec.simulate(art, x)
-    np.testing.assert_allclose(result.logits, sim, atol=1e-2)
-    assert np.argmax(result.logits) == np.argmax(sim)
+# A bootstrapped program's keys in groups, run encrypted: tests/passes/test_place_bootstraps.py

@@ -110,6 +110,7 @@ def program_report(graph: Graph, params: CKKSParams) -> dict[str, Any]:
                     "level_in": type_as(op.inputs[0].type, CipherType).level,
                     "level_out": type_as(op.result.type, CipherType).level,
                     "why": op.attrs["why"],
+                    "before": next((u.origin for u in op.result.uses), ""),
                     "input_range": "activation input, about [-1, 1]"
                     if all(u.kind in ("poly", "mul") for u in op.result.uses)
                     else "unknown",

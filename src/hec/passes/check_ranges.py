@@ -12,9 +12,10 @@ where the program materializes them (``|A|·r`` around ``A·c + b``), so a value
 inside a fused map is not checked, and a polynomial's internal values (the factors of a
 degree-2 form, the products) are checked exactly as the lowering will emit them. The starting
 points are the calibrated ranges: the input of a polynomial fitted by ``replace-activations``
-lies in ``[-1, 1]`` by construction of its interval (calibration data plus margins), whatever a
-worst-case propagation would say; values computed from the encrypted input before any such
-polynomial are unbounded unless ``input_range`` is given, and are not checked.
+lies in ``[-1, 1]`` by construction of its interval (calibration data plus margins), and that of
+a model's own polynomial in the range ``calibrate-polynomials`` measured (``input_range``),
+whatever a worst-case propagation would say; values computed from the encrypted input before
+any such polynomial are unbounded unless ``input_range`` is given, and are not checked.
 
 Preserves: the graph, exactly (it changes nothing). Requires: a tensor graph of polynomial
 ops (run after ``replace-activations`` and ``fuse-polynomials``, before lowering).
@@ -68,7 +69,8 @@ class _Bounds(ChainLowering):
         self.limit, self.input_box, self.what = limit, input_box, what
         self.box: dict[int, Box | None] = {}
         self.poly: Op | None = None  # the calibrated polynomial being lowered
-        self.anchor: PendingMap | None = None  # its input, known to lie in [-1, 1]
+        self.anchor: PendingMap | None = None  # its input, known to lie in ...
+        self.anchor_range = (-1.0, 1.0)  # ... this range
 
     # -- the dialect's part ---------------------------------------------------------------
     def cipher_type(self, shape: tuple[int, ...], level: int) -> BatchCipherType:
@@ -97,7 +99,7 @@ class _Bounds(ChainLowering):
         return self.box.get(id(v))
 
     def _pending_box(self, p: PendingMap) -> Box | None:
-        """``p``'s box; inside a calibrated polynomial its input is ``[-1, 1]``-bounded."""
+        """``p``'s box; inside a calibrated polynomial its input is bounded by its range."""
         a = self.anchor
         if (
             a is not None
@@ -105,7 +107,9 @@ class _Bounds(ChainLowering):
             and len(p.factors) >= len(a.factors)
             and all(f is g for f, g in zip(p.factors, a.factors, strict=False))
         ):
-            c, r = _calibrated(self._apply(self._box(a.src), a.factors, a.size), a.A.shape[0])
+            c, r = _calibrated(
+                self._apply(self._box(a.src), a.factors, a.size), a.A.shape[0], self.anchor_range
+            )
             return self._apply((c, r), p.factors[len(a.factors) :], len(c))
         return self._apply(self._box(p.src), p.factors, p.size)
 
@@ -122,6 +126,8 @@ class _Bounds(ChainLowering):
     def _check(self, box: Box, origin: str, what: str) -> None:
         c, r = box
         bound = float(np.max(np.abs(c) + r)) if c.size else 0.0
+        if math.isnan(bound):  # inf - inf in a box that overflowed float64
+            bound = math.inf
         if not bound <= self.limit:
             raise RangeOverflow(
                 f"node '{origin or '?'}': {what} can reach {bound:.3g}, beyond {self.limit:.3g}"
@@ -130,13 +136,16 @@ class _Bounds(ChainLowering):
 
     # -- ops that make new boxes ----------------------------------------------------------
     def _poly(self, op: Op) -> None:
-        calibrated = "source" in op.attrs
+        calibrated = "source" in op.attrs or "input_range" in op.attrs
         if calibrated:
             self.poly, self.anchor = op, self.pending[id(op.inputs[0])]
+            lo, hi = op.attrs.get("input_range", (-1.0, 1.0))
+            self.anchor_range = (float(lo), float(hi))
         try:
             super()._poly(op)
         finally:
             self.poly = self.anchor = None
+            self.anchor_range = (-1.0, 1.0)
 
     def _emit(
         self,
@@ -166,11 +175,12 @@ class _Bounds(ChainLowering):
     def _series_box(self, box: Box | None, coeffs, origin: str, t: Type) -> Box | None:
         """A Chebyshev series' output box (and a check of its internal values)."""
         if self.anchor is not None:
-            lo, hi = -1.0, 1.0
+            lo, hi = self.anchor_range
             if box is not None:
                 lo = max(lo, float(np.min(box[0] - box[1])))
                 hi = min(hi, float(np.max(box[0] + box[1])))
-                lo, hi = (lo, hi) if lo <= hi else (-1.0, 1.0)
+                if lo > hi:  # disjoint: the box (see _calibrated)
+                    lo, hi = float(np.min(box[0] - box[1])), float(np.max(box[0] + box[1]))
         elif box is not None:
             lo, hi = float(np.min(box[0] - box[1])), float(np.max(box[0] + box[1]))
         else:
@@ -184,24 +194,28 @@ class _Bounds(ChainLowering):
         return np.full(n, (pmin + pmax) / 2), np.full(n, (pmax - pmin) / 2)
 
 
-def _calibrated(box: Box | None, n: int) -> Box:
-    """``[-1, 1]`` (the polynomial's calibrated input) intersected with ``box`` if known."""
+def _calibrated(box: Box | None, n: int, known: tuple[float, float]) -> Box:
+    """``known`` (the polynomial's calibrated input range) intersected with ``box`` if known;
+    where they are disjoint (a given ``input_range`` the calibration data do not keep to), the
+    box, which follows from the given range."""
+    a, b = known
     if box is None:
-        return np.zeros(n), np.ones(n)
-    lo, hi = np.maximum(box[0] - box[1], -1.0), np.minimum(box[0] + box[1], 1.0)
-    lo, hi = np.where(lo <= hi, lo, -1.0), np.where(lo <= hi, hi, 1.0)
+        return np.full(n, (a + b) / 2), np.full(n, (b - a) / 2)
+    lo, hi = np.maximum(box[0] - box[1], a), np.minimum(box[0] + box[1], b)
+    lo, hi = np.where(lo <= hi, lo, box[0] - box[1]), np.where(lo <= hi, hi, box[0] + box[1])
     return (lo + hi) / 2, (hi - lo) / 2
 
 
 def _product(x: Box, y: Box, square: bool) -> Box:
     """Interval product, element-wise (``x ⊙ x`` when ``square``: never negative)."""
     xl, xh, yl, yh = x[0] - x[1], x[0] + x[1], y[0] - y[1], y[0] + y[1]
-    ends = np.stack([xl * yl, xl * yh, xh * yl, xh * yh])
-    lo, hi = ends.min(0), ends.max(0)
-    if square:
-        lo = np.where((xl <= 0) & (xh >= 0), 0.0, np.minimum(xl * xl, xh * xh))
-        hi = np.maximum(xl * xl, xh * xh)
-    return (lo + hi) / 2, (hi - lo) / 2
+    with np.errstate(over="ignore", invalid="ignore"):  # past float64: inf, then refused
+        ends = np.stack([xl * yl, xl * yh, xh * yl, xh * yh])
+        lo, hi = ends.min(0), ends.max(0)
+        if square:
+            lo = np.where((xl <= 0) & (xh >= 0), 0.0, np.minimum(xl * xl, xh * xh))
+            hi = np.maximum(xl * xl, xh * xh)
+        return (lo + hi) / 2, (hi - lo) / 2
 
 
 def value_bounds(graph: Graph, limit: float = np.inf, input_range=None) -> dict[str, float]:

@@ -6,6 +6,7 @@ import numpy as np
 
 from hec.options import DEFAULT_ERROR_BUDGET, CompileOptions
 from hec.passes.calibrate_norms import CalibrationStats, NormStats, ReplaceNorms
+from hec.passes.calibrate_polynomials import CalibratePolynomials
 from hec.passes.check_ranges import CheckRanges
 from hec.passes.choose_degrees import ChooseDegrees
 from hec.passes.choose_kernels import ChooseKernels
@@ -72,6 +73,8 @@ def he_friendly_pipeline(
             refit = [RefitLayers(choose, calibration)]  # ... and the chosen one refitted
         passes += [replace, *norms, *refit]
     passes.append(FusePolynomials())  # any element-wise polynomial region → one poly op
+    if calibration is not None:  # the model's own polynomials: their inputs' measured ranges
+        passes.append(CalibratePolynomials(calibration, options.margin))
     return passes
 
 
