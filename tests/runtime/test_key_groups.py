@@ -103,7 +103,7 @@ def test_group_keys_caps_each_group_and_refuses_an_op_over_the_cap(grouped) -> N
             GroupKeys(max_keys=widest - 1).run(program.clone())
 
 
-def test_a_smaller_plaintext_cache_is_the_last_resort(grouped, tmp_path) -> None:
+def test_a_smaller_plaintext_cache_is_the_last_resort(grouped, tmp_path, monkeypatch) -> None:
     """Below what the smallest key groups need, the server keeps fewer encoded constants
     (the others are encoded at every evaluation) and still computes the same outputs."""
     art, _ = grouped
@@ -123,7 +123,15 @@ def test_a_smaller_plaintext_cache_is_the_last_resort(grouped, tmp_path) -> None
     client = Client(small)
     server = Server(small, client.context, key_files=client.key_files)
     full = Server(art, client.context, key_files=client.key_files)
-    assert 0 < server.prepare() < full.prepare()  # fewer constants kept encoded
+    from hec.backend_openfhe import execute
+
+    encoded = []
+    real = execute.encode
+    monkeypatch.setattr(execute, "encode", lambda *a: encoded.append(1) or real(*a))
+    kept_count = server.prepare()
+    assert len(encoded) == kept_count  # only the constants kept are encoded at set-up ...
+    monkeypatch.undo()
+    assert 0 < kept_count < full.prepare()  # ... fewer than with the whole cache
     x = np.load(EXAMPLE / "test.npz")["x"][:1]
     got = client.decrypt(server.evaluate(client.encrypt(x[0]))).values
     np.testing.assert_allclose(got, hec.simulate(small, x)[0], atol=1e-3)

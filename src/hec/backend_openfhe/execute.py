@@ -156,9 +156,14 @@ class OpenFHEExecutor:
         before = len(self._cache)
         for i, op in enumerate(self.graph.ops):
             for a in SLOT_KERNELS[op.kind].arguments(op):
-                if isinstance(a, Plaintext):
+                # one the cache cannot keep is encoded when its op runs, not here too
+                if isinstance(a, Plaintext) and self._encoded_bytes(a) <= self._cache_budget:
                     self._plaintext(op, i, a)
         return len(self._cache) - before
+
+    def _encoded_bytes(self, p: Plaintext) -> int:
+        towers = self._depth + 1 - p.level  # one 64-bit word per coefficient per prime
+        return self._ring_dim * 8 * towers
 
     def _plaintext(self, op: Op, i: int, p: Plaintext):
         """Encode constant ``p`` of op ``i`` (tiled to the sample blocks), cached."""
@@ -166,8 +171,7 @@ class OpenFHEExecutor:
         pt = self._cache.get(key)
         if pt is None:
             pt = encode(self.cc, np.tile(op.consts[p.const], self._blocks), p.scale_deg, p.level)
-            towers = self._depth + 1 - p.level  # one 64-bit word per coefficient per prime
-            size = self._ring_dim * 8 * towers
+            size = self._encoded_bytes(p)
             if size <= self._cache_budget:
                 self._cache[key] = pt
                 self._cache_budget -= size
