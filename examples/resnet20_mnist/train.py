@@ -32,6 +32,7 @@ original's.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -131,6 +132,11 @@ def export(model: nn.Module, path: Path) -> None:
     export_onnx(model, path, (3, 32, 32), OPSET)
 
 
+def _relative(path: Path) -> str:
+    root = HERE.parent.parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def he_friendly(folder: Path, data: dict[str, np.ndarray]) -> int:
     """``folder/model.onnx`` → ``folder/model.he.onnx`` (degree-2 ReLUs, fine-tuned)."""
     import hec
@@ -149,6 +155,12 @@ def he_friendly(folder: Path, data: dict[str, np.ndarray]) -> int:
         learning_rate=HE_LR,
         range_penalty=HE_RANGE_PENALTY,
     )
+    # the report names its files relative to the repository, not to the machine that made it
+    path = folder / "model.he.report.json"
+    saved = json.loads(path.read_text())
+    for key in ("model", "output"):
+        saved[key] = _relative(Path(saved[key]))
+    path.write_text(json.dumps(saved, indent=2) + "\n")
     before = report["accuracy_before_fine_tune"]
     acc = report["accuracy"]
     print(
