@@ -183,6 +183,7 @@ def _measured_bootstrap_ranges(bootstraps: dict, tensor_ir: Graph) -> None:
         r = ranges.get(b.get("before", ""))
         if r is not None and b["input_range"] != "unknown":
             b["input_range"] = f"activation input, [{r[0]:.3g}, {r[1]:.3g}] on the calibration data"
+            b["measured_range"] = [float(r[0]), float(r[1])]
 
 
 def _estimates(figures: dict) -> dict:

@@ -103,7 +103,7 @@ def test_report_lists_every_bootstrap(deep) -> None:
     assert report["estimates"]["evaluation_seconds"] >= 8.0 * len(rows)
 
 
-def test_a_models_own_polynomials_report_their_measured_ranges(tmp_path) -> None:
+def test_a_models_own_polynomials_report_their_measured_ranges(tmp_path, capsys) -> None:
     """The square MLP's ``z + z²`` are its own polynomials: compiled with calibration data,
     each bootstrap before one says the range its input took there, within what OpenFHE
     bootstraps well (the weights keep it within ±0.9, plus the margin)."""
@@ -119,6 +119,15 @@ def test_a_models_own_polynomials_report_their_measured_ranges(tmp_path) -> None
         r"input_range=\[([-\d.e]+), ([-\d.e]+)\]", (art.path / "tensor_ir.txt").read_text()
     )
     assert len(ranges) == 11 and all(max(abs(float(v)) for v in r) < 1.0 for r in ranges)
+    from hec.cli.format import print_summary
+
+    print_summary(art.report)
+    assert "beyond ±8" not in capsys.readouterr().out
+    rows[0]["measured_range"] = [-9.5, 2.0]  # as a model whose values outgrow the bootstrap's
+    print_summary(art.report)
+    assert "warning: 1 bootstrap(s) refresh values the calibration data put beyond ±8" in (
+        capsys.readouterr().out
+    )
 
 
 def test_generated_program_sets_up_bootstrapping(deep) -> None:

@@ -137,6 +137,14 @@ def print_summary(report: ProgramReport) -> None:
                 f"warning: {len(unknown)} bootstrap(s) refresh values of unknown range "
                 f"({unknown[0]}...); OpenFHE is accurate within ±8: compare with the simulator"
             )
+        wide = [b for b in boots if max(map(abs, b.get("measured_range", [0.0]))) > 8.0]
+        if wide:
+            lo, hi = wide[0]["measured_range"]
+            click.echo(
+                f"warning: {len(wide)} bootstrap(s) refresh values the calibration data put "
+                f"beyond ±8 ({wide[0]['name']}: [{lo:.3g}, {hi:.3g}]); OpenFHE is accurate "
+                f"within ±8: fine-tune with --range-penalty, or compare with the simulator"
+            )
     if report.memory_plan is not None:
         m = report.memory_plan
         before, after = m["estimated_bytes_before"] / 1e9, m["estimated_bytes"] / 1e9
