@@ -21,6 +21,7 @@ from hec.backend_openfhe.params import (
     BOOTSTRAP_FIRST_MOD_BITS,
     BOOTSTRAP_RING_DIM,
     BOOTSTRAP_SCALING_BITS,
+    BOOTSTRAP_SECRET_DIST,
     CKKSParams,
     bootstrap_precompute_bytes,
     make_context,
@@ -42,6 +43,12 @@ def main() -> None:
     parser.add_argument("--keys", action="store_true", help="also generate the keys")
     parser.add_argument("--depth", type=int, default=22)
     parser.add_argument("--digits", type=int, default=4)
+    parser.add_argument(
+        "--secret",
+        default=BOOTSTRAP_SECRET_DIST,
+        choices=["UNIFORM_TERNARY", "SPARSE_ENCAPSULATED"],
+        help="OpenFHE's secret-key distribution (default: hec's bootstrapping chain's)",
+    )
     args = parser.parse_args()
     openfhe = load_openfhe()
     budget = (args.budget, args.budget)
@@ -54,6 +61,7 @@ def main() -> None:
         needs_relinearization=True,
         digits=args.digits,
         bootstrap=budget,
+        secret_dist=args.secret,
     )
     before = resident_bytes()
     start = time.perf_counter()
@@ -61,8 +69,9 @@ def main() -> None:
     row = {
         "slots": args.slots,
         "budget": list(budget),
+        "secret": args.secret,
         "bootstrap_depth": int(
-            openfhe.CryptoContext.GetBootstrapDepth(list(budget), openfhe.UNIFORM_TERNARY)
+            openfhe.CryptoContext.GetBootstrapDepth(list(budget), getattr(openfhe, args.secret))
         ),
         "setup_s": round(time.perf_counter() - start, 1),
         "precompute_bytes": resident_bytes() - before,

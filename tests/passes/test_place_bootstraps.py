@@ -103,6 +103,27 @@ def test_report_lists_every_bootstrap(deep) -> None:
     assert report["estimates"]["evaluation_seconds"] >= 8.0 * len(rows)
 
 
+def test_bootstrapping_uses_sparse_secret_encapsulation_and_old_files_mean_uniform(deep) -> None:
+    """New bootstrapping programs name OpenFHE's encapsulated sparse secret in params.json and
+    the report; a params.json written before the field existed means the uniform secret its
+    keys were made with; leveled programs' files do not change."""
+    from dataclasses import replace
+
+    from hec.backend_openfhe.params import CKKSParams, bootstrap_key_count
+
+    _, art = deep
+    saved = json.loads((art.path / "params.json").read_text())
+    assert saved["secret_dist"] == "SPARSE_ENCAPSULATED" == art.params.secret_dist
+    assert art.report.bootstraps["secret_dist"] == "SPARSE_ENCAPSULATED"
+    del saved["secret_dist"]
+    old = CKKSParams.from_json(saved)
+    assert old.secret_dist == "UNIFORM_TERNARY" and old.bootstrap == art.params.bootstrap
+    assert bootstrap_key_count(old) == 46 and bootstrap_key_count(art.params) == 48  # measured
+    leveled = replace(art.params, bootstrap=(), secret_dist="")
+    assert "secret_dist" not in leveled.to_json()
+    assert CKKSParams.from_json(leveled.to_json()) == leveled
+
+
 def test_a_models_own_polynomials_report_their_measured_ranges(tmp_path, capsys) -> None:
     """The square MLP's ``z + z²`` are its own polynomials: compiled with calibration data,
     each bootstrap before one says the range its input took there, within what OpenFHE
@@ -134,7 +155,7 @@ def test_generated_program_sets_up_bootstrapping(deep) -> None:
     _, art = deep
     source = (art.path / "openfhe_program.py").read_text()
     assert "EvalBootstrapSetup" in source and "EvalBootstrapKeyGen" in source
-    assert "UNIFORM_TERNARY" in source
+    assert "SetSecretKeyDist(fhe.SPARSE_ENCAPSULATED)" in source
     compile(source, "openfhe_program.py", "exec")
 
 
@@ -232,8 +253,9 @@ def test_a_bootstrap_of_unknown_range_moves_to_an_activation_input() -> None:
 
 
 def test_bootstrapping_caps_activation_depth_at_what_fits_between_bootstraps() -> None:
-    """A layer's map and its polynomial must fit the 5 levels between two bootstraps placed at
-    activation inputs: with --bootstrap on, automatic degrees stop at 4 levels (degree 13)."""
+    """A layer's map and its polynomial must fit the levels between two bootstraps placed at
+    activation inputs, 5 for the widest vectors (9 for 64 slots): with --bootstrap on,
+    automatic degrees stop at 4 levels (degree 13)."""
     from hec.passes.pipeline import he_friendly_pipeline
     from hec.passes.place_bootstraps import BOOTSTRAP_MAX_POLY_DEPTH
     from hec.passes.replace_activations import ReplaceActivations
@@ -246,26 +268,36 @@ def test_bootstrapping_caps_activation_depth_at_what_fits_between_bootstraps() -
 
     assert depth(CompileOptions(bootstrap="on")) == BOOTSTRAP_MAX_POLY_DEPTH == 4
     assert depth(CompileOptions()) == CompileOptions().max_poly_depth == 5
-    chain = bootstrap_chain(64)
-    assert chain.levels_between == BOOTSTRAP_MAX_POLY_DEPTH + 1
+    between = {s: bootstrap_chain(s).levels_between for s in (64, 1024, 16384)}
+    assert between == {64: 9, 1024: 7, 16384: 5}
+    assert min(between.values()) == BOOTSTRAP_MAX_POLY_DEPTH + 1
 
 
 def test_auto_chooses_degrees_again_to_fit_between_bootstraps(tmp_path) -> None:
-    """A ReLU network too deep for ring 2^16 at the degrees the fit-error budget picks (5
-    levels each): bootstrapping is needed, a 5-level polynomial and its map do not fit the 5
-    levels between bootstraps, and hec converts the model again within 4 levels."""
+    """A ReLU network on 2,048-slot vectors, too deep for ring 2^16 at the degrees a tight
+    fit-error budget picks with polynomials of up to 7 levels allowed: bootstrapping is needed,
+    a polynomial deeper than the 5 levels between two bootstraps of that width cannot be
+    placed, and hec converts the model again within 4 levels (and says so)."""
     from onnx_builders import ModelBuilder
 
     rng = np.random.default_rng(3)
-    b = ModelBuilder((64,), seed=3)
-    t, fan_in = "input", 64
+    b = ModelBuilder((2048,), seed=3)
+    t, fan_in = "input", 2048
     for _ in range(12):
         W = rng.normal(0, 1 / np.sqrt(fan_in), size=(16, fan_in)) * 1.5
         t = b.node("Relu", [b.node("Gemm", [t, b.const(W), b.const(np.zeros(16))], transB=1)])
         fan_in = 16
     model = b.build(b.node("Gemm", [t, b.weight(10, 16)], transB=1))
-    x = (load_digits().data[:200] / 16.0).astype(np.float32)
-    art = hec.compile(model, tmp_path / "out", calibration=x)
-    assert list(bootstraps_of(art.program))
-    assert max(a["depth"] for a in art.report.activations) <= 4
+    x = np.tile(load_digits().data[:200] / 16.0, 32).astype(np.float32)
+    said: list[str] = []
+    art = hec.compile(
+        model,
+        tmp_path / "out",
+        CompileOptions(error_budget=1e-3, max_poly_depth=7),
+        progress=lambda stage, done, total: said.append(stage),
+        calibration=x,
+    )
+    assert "bootstrapping: activations within 4 levels" in said
+    assert list(bootstraps_of(art.program)) and art.params.bootstrap == (3, 3)
+    assert max(a["depth"] for a in art.report.activations) == 4
     assert all(b["input_range"] != "unknown" for b in art.report.bootstraps["each"])

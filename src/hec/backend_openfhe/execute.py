@@ -125,8 +125,8 @@ class OpenFHEExecutor:
                 if key not in digits:
                     digits[key] = rotation_digits(self.cc, args[0])
                 args.append(digits[key])
-            first = id(op.inputs[0])
-            if op.kind == "add" and self._last_use[first] == i and first not in protected:
+            lhs = id(op.inputs[0])
+            if op.kind == "add" and self._last_use[lhs] == i and lhs not in protected:
                 # the first operand ends here: the sum overwrites it (no new ciphertext;
                 # BSGS accumulates hundreds of products a map, 0.13 instead of 0.17 ms each)
                 self.cc.EvalAddInPlace(args[0], args[1])

@@ -72,6 +72,10 @@ class CKKSParams:
     # (and the bootstrapping keys) to a file of its own, the server loads one at a time.
     # Empty: all keys in one file, loaded at once.
     key_groups: tuple[tuple[int, ...], ...] = ()
+    # OpenFHE's secret-key distribution (a ``SecretKeyDist`` name); empty: its default, the
+    # uniform ternary secret of the HE standard. Bootstrapping programs name theirs
+    # (``bootstrap_chain``): ``SPARSE_ENCAPSULATED`` since 2026-12-06, ``UNIFORM_TERNARY`` before.
+    secret_dist: str = ""
     log_q_bits: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +101,8 @@ class CKKSParams:
             d["key_groups"] = [list(g) for g in self.key_groups]
         else:  # keys loaded at once: the files of earlier versions, unchanged
             del d["key_groups"]
+        if not self.secret_dist:  # OpenFHE's default: the files of earlier versions, unchanged
+            del d["secret_dist"]
         return d
 
     @classmethod
@@ -105,6 +111,8 @@ class CKKSParams:
         d["rotation_indices"] = tuple(d["rotation_indices"])
         d["bootstrap"] = tuple(d.get("bootstrap", ()))
         d["key_groups"] = tuple(tuple(g) for g in d.get("key_groups", ()))
+        if d["bootstrap"] and "secret_dist" not in d:  # written before the field existed
+            d["secret_dist"] = "UNIFORM_TERNARY"
         return cls(**d)
 
     def save(self, path: Path) -> None:
@@ -163,11 +171,11 @@ def _cc_params(
     security: str,
     ring_dim: int | None,
     digits: int = 0,
-    bootstrap: bool = False,
+    secret_dist: str = "",
 ):
     p = openfhe.CCParamsCKKSRNS()
-    if bootstrap:  # the dense ternary secret of the HE standard's 128-bit table
-        p.SetSecretKeyDist(openfhe.UNIFORM_TERNARY)
+    if secret_dist:
+        p.SetSecretKeyDist(getattr(openfhe, secret_dist))
     if digits:
         p.SetNumLargeDigits(digits)
     p.SetMultiplicativeDepth(max(depth, 1))
@@ -195,7 +203,7 @@ def make_context(params: CKKSParams, precompute: bool = True):
             params.security,
             params.ring_dim,
             params.digits,
-            bool(params.bootstrap),
+            params.secret_dist,
         )
     )
     enable_features(cc, params, precompute)
@@ -220,14 +228,21 @@ def enable_features(cc, params: CKKSParams, precompute: bool = True) -> None:
         cc.EvalBootstrapSetup(list(params.bootstrap), [0, 0], params.batch_size, 0, precompute)
 
 
-# Bootstrapping (``bootstrap_chain``). OpenFHE bootstraps at ring 2^16 for 128-bit security with
-# a dense secret (its modulus needs ~1,300 bits). The scale is 59 bits: measured at ring 2^16,
-# 64 slots, level budget [1, 1], inputs in [-1, 1], the refreshed values are 1.8e-4 off at 59
-# bits, 1.7e-2 at 52 and garbage at 45-50 bits; the first prime may exceed the scale by at most
-# OpenFHE's correction factor (6-9 bits), so 60.
+# Bootstrapping (``bootstrap_chain``). OpenFHE bootstraps at ring 2^16 for 128-bit security (its
+# modulus needs ~1,300 bits). The scale is 59 bits: measured at ring 2^16, 64 slots, level budget
+# [1, 1], inputs in [-1, 1], the refreshed values are 1.8e-4 off at 59 bits, 1.7e-2 at 52 and
+# garbage at 45-50 bits; the first prime may exceed the scale by at most OpenFHE's correction
+# factor (6-9 bits), so 60.
 BOOTSTRAP_RING_DIM = 1 << 16
 BOOTSTRAP_SCALING_BITS = 59
 BOOTSTRAP_FIRST_MOD_BITS = 60
+# Sparse-secret encapsulation (Bossuat, Troncoso-Pastoriza and Hubaux, ACNS 2022): the secret
+# key stays the HE standard's uniform ternary one; only inside ``EvalBootstrap`` a key switch at
+# the first prime alone (60 bits, far below what a sparse secret needs for 128 bits at ring
+# 2^16) moves the ciphertext to a sparse secret, whose smaller overflow makes the modular
+# reduction 4 levels shallower. Measured at 16,384 slots, budget [3, 3]: 16 levels instead of 20,
+# 18 s instead of about 30 per bootstrap, 2.6e-5 instead of 2e-4 off on inputs in [-8, 8].
+BOOTSTRAP_SECRET_DIST = "SPARSE_ENCAPSULATED"
 
 
 @dataclass(frozen=True)
@@ -246,6 +261,7 @@ class BootstrapChain:
     depth: int
     digits: int
     lands: int
+    secret_dist: str = BOOTSTRAP_SECRET_DIST
 
     @property
     def max_level(self) -> int:
@@ -259,11 +275,13 @@ class BootstrapChain:
 
 
 def _level_budget(slots: int) -> tuple[int, int]:
-    """CoeffsToSlots/SlotsToCoeffs levels: one each for sparse vectors (their linear
-    transforms are small), two for wider ones: a one-level transform precomputes ``2·slots``
-    diagonals (measured at ring 2^16: 5.7 GB at 256 slots, over 20 GB at 1,024), two levels
-    about ``4·sqrt(slots)`` (2.7 GB at 1,024) for two levels of the chain."""
-    return (1, 1) if slots <= 1 << 8 else (2, 2)
+    """CoeffsToSlots/SlotsToCoeffs levels: a budget of ``b`` levels precomputes about
+    ``b·2·slots^(1/b)`` diagonals and costs ``2b`` levels of the chain (measured at ring 2^16,
+    ``docs/bootstrapping.md``): one level each up to 256 slots (5.7 GB at 256, over 20 GB at
+    1,024), two up to 1,024 (2.7 GB), three above (3.7 GB at 16,384, where two take 11.6)."""
+    if slots <= 1 << 8:
+        return (1, 1)
+    return (2, 2) if slots <= 1 << 10 else (3, 3)
 
 
 # Key-switching digits of a bootstrapping chain: at ring 2^16 OpenFHE's default 3 digits leave
@@ -280,7 +298,8 @@ def bootstrap_chain(slots: int, security: str = "HEStd_128_classic") -> Bootstra
     """
     openfhe = load_openfhe()
     budget = _level_budget(slots)
-    boot_depth = int(openfhe.CryptoContext.GetBootstrapDepth(list(budget), openfhe.UNIFORM_TERNARY))
+    dist = getattr(openfhe, BOOTSTRAP_SECRET_DIST)
+    boot_depth = int(openfhe.CryptoContext.GetBootstrapDepth(list(budget), dist))
     # EvalBootstrap returns a product at scale Δ² one level above its consumed depth
     # (measured: level 15 of 16 with budget [1, 1] at depth 20 and 22); rescaled, it is at
     # level ``boot_depth``, scale Δ (the executor checks every level against OpenFHE's)
@@ -295,7 +314,7 @@ def bootstrap_chain(slots: int, security: str = "HEStd_128_classic") -> Bootstra
             security,
             BOOTSTRAP_RING_DIM,
             _BOOTSTRAP_DIGITS,
-            bootstrap=True,
+            BOOTSTRAP_SECRET_DIST,
         )
         try:
             openfhe.GenCryptoContext(params)
@@ -308,16 +327,22 @@ def bootstrap_chain(slots: int, security: str = "HEStd_128_classic") -> Bootstra
 
 
 # Rotation keys ``EvalBootstrapKeyGen`` made at ring 2^16 (depth 22, 4 digits; OpenFHE 1.6.1),
-# by (slots, level budget); measured 2026-12-05 with ``scripts/measure_bootstrap_memory.py --keys``.
-_BOOTSTRAP_KEYS_MEASURED: dict[tuple[int, tuple[int, ...]], int] = {
-    (64, (1, 1)): 46,
-    (256, (1, 1)): 75,
-    (1024, (2, 2)): 41,
-    (4096, (2, 2)): 70,
-    (4096, (3, 3)): 51,
-    (16384, (2, 2)): 67,
-    (16384, (3, 3)): 64,
-    (16384, (4, 4)): 78,
+# by (slots, level budget, secret distribution); measured 2026-12-05 (uniform) and 2026-12-06
+# (encapsulated) with ``scripts/measure_bootstrap_memory.py --keys``.
+_BOOTSTRAP_KEYS_MEASURED: dict[tuple[int, tuple[int, ...], str], int] = {
+    (64, (1, 1), "UNIFORM_TERNARY"): 46,
+    (256, (1, 1), "UNIFORM_TERNARY"): 75,
+    (1024, (2, 2), "UNIFORM_TERNARY"): 41,
+    (4096, (2, 2), "UNIFORM_TERNARY"): 70,
+    (4096, (3, 3), "UNIFORM_TERNARY"): 51,
+    (16384, (2, 2), "UNIFORM_TERNARY"): 67,
+    (16384, (3, 3), "UNIFORM_TERNARY"): 64,
+    (16384, (4, 4), "UNIFORM_TERNARY"): 78,
+    (64, (1, 1), "SPARSE_ENCAPSULATED"): 48,
+    (256, (1, 1), "SPARSE_ENCAPSULATED"): 77,
+    (1024, (2, 2), "SPARSE_ENCAPSULATED"): 43,
+    (4096, (3, 3), "SPARSE_ENCAPSULATED"): 53,
+    (16384, (3, 3), "SPARSE_ENCAPSULATED"): 66,
 }
 
 
@@ -329,14 +354,17 @@ def bootstrap_key_count(params: CKKSParams) -> int:
     about 30% of the measured counts, either way)."""
     if not params.bootstrap:
         return 0
-    measured = _BOOTSTRAP_KEYS_MEASURED.get((params.batch_size, tuple(params.bootstrap)))
+    measured = _BOOTSTRAP_KEYS_MEASURED.get(
+        (params.batch_size, tuple(params.bootstrap), params.secret_dist)
+    )
     if measured is not None and params.ring_dim == BOOTSTRAP_RING_DIM:
         return measured
     levels = params.bootstrap[0]
     radix = params.batch_size ** (1 / levels)  # what each level of the transforms merges
     steps = levels * 4 * math.ceil(math.sqrt(radix))  # baby and giant steps of both
     folds = int(math.log2(params.ring_dim // (2 * params.batch_size)))
-    return steps + folds + 1  # and the conjugation key
+    # and the conjugation key; encapsulation's two key switches to and from the sparse secret
+    return steps + folds + 1 + (2 if params.secret_dist == "SPARSE_ENCAPSULATED" else 0)
 
 
 def bootstrap_precompute_bytes(params: CKKSParams) -> int:
@@ -438,6 +466,7 @@ def choose_params(
             needs_poly="poly" in kinds,
             digits=chain.digits,
             bootstrap=chain.level_budget,
+            secret_dist=chain.secret_dist,
         )
     depth = max(program_depth(graph), 1)
     ring_dim = None

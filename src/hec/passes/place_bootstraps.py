@@ -61,7 +61,8 @@ __all__ = [
 
 BOOTSTRAP_POLICIES = ("auto", "on", "off")
 # The deepest activation polynomial that fits, with its layer's map, between two bootstraps at
-# activation inputs (5 levels between bootstraps of up to 1,024 slots: 4 + 1)
+# activation inputs at any slot count (``bootstrap_chain``: 9 levels between bootstraps of up to
+# 256 slots, 7 up to 1,024, 5 above: 4 + 1)
 BOOTSTRAP_MAX_POLY_DEPTH = 4
 
 
