@@ -39,16 +39,19 @@ def test_a_bootstrap_gets_its_own_line_with_the_time_left(monkeypatch) -> None:
     """A bootstrapping program's evaluation names each bootstrap (they take seconds each) and,
     after the first, estimates the time left from the pace between them (not from the work
     before the first, which is unlike them)."""
-    from hec.backend_openfhe.execute import _bootstrap_note
+    from hec.backend_openfhe.execute import _BootstrapPace
 
     err = io.StringIO()
-    clock = iter([0.0, 1.0, 2.0])
+    clock = iter([0.0, 1.0, 2.0, 3.0])
     monkeypatch.setattr(progress.sys, "stderr", err)
     monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
     report = progress.stderr_progress()
-    report("eval 1/1", 10, 100, _bootstrap_note(0, 3, 4.0, 4.0))
-    report("eval 1/1", 40, 100, _bootstrap_note(1, 3, 24.0, 4.0))
+    pace = _BootstrapPace(3)
+    report("eval 1/1", 10, 100, pace.note(4.0))
+    report("eval 1/1", 40, 100, pace.note(24.0))
+    report("eval 1/1", 70, 100, pace.note(54.0))
     assert err.getvalue().splitlines() == [
         "  eval 1/1: bootstrap 1 of 3, 4 s elapsed (10/100 ops)",
         "  eval 1/1: bootstrap 2 of 3, 24 s elapsed, ~40 s left (40/100 ops)",
+        "  eval 1/1: bootstrap 3 of 3, 54 s elapsed, ~25 s left (70/100 ops)",
     ]

@@ -52,6 +52,21 @@ def _bootstrap_note(done: int, total: int, elapsed: float, first: float) -> str:
     return note
 
 
+class _BootstrapPace:
+    """The progress notes of a run's ``total`` bootstraps, in order (``note``: the time
+    elapsed when the next one starts)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.first = total, 0, 0.0
+
+    def note(self, elapsed: float) -> str:
+        if not self.done:
+            self.first = elapsed
+        note = _bootstrap_note(self.done, self.total, elapsed, self.first)
+        self.done += 1
+        return note
+
+
 class OpenFHEExecutor:
     """Runs ``graph`` with crypto context ``cc`` (which must hold the evaluation keys)."""
 
@@ -101,14 +116,10 @@ class OpenFHEExecutor:
         # each evaluation loads its first group: another grouped program in this process
         # may have cleared OpenFHE's keys since the last one
         self._loaded = None
-        boots, booted = sum(op.kind == "bootstrap" for op in self.graph.ops), 0
-        first = 0.0  # when the first bootstrap started
+        pace = _BootstrapPace(sum(op.kind == "bootstrap" for op in self.graph.ops))
         for i, op in enumerate(self.graph.ops):
             if op.kind == "bootstrap" and progress is not None:
-                elapsed = time.perf_counter() - start
-                first = elapsed if not booted else first
-                progress(i, n, _bootstrap_note(booted, boots, elapsed, first))
-                booted += 1
+                progress(i, n, pace.note(time.perf_counter() - start))
             if layer_seconds is not None and i and op.origin != self.graph.ops[i - 1].origin:
                 layer_seconds.append(time.perf_counter() - clock)
                 clock = time.perf_counter()
