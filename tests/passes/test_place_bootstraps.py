@@ -273,22 +273,28 @@ def test_bootstrapping_caps_activation_depth_at_what_fits_between_bootstraps() -
     assert min(between.values()) == BOOTSTRAP_MAX_POLY_DEPTH + 1
 
 
-def test_auto_chooses_degrees_again_to_fit_between_bootstraps(tmp_path) -> None:
-    """A ReLU network on 2,048-slot vectors, too deep for ring 2^16 at the degrees a tight
-    fit-error budget picks with polynomials of up to 7 levels allowed: bootstrapping is needed,
-    a polynomial deeper than the 5 levels between two bootstraps of that width cannot be
-    placed, and hec converts the model again within 4 levels (and says so)."""
+def _wide_relu_mlp(layers: int):
+    """A ReLU MLP on 2,048-slot vectors (5 levels between bootstraps) and its calibration data."""
     from onnx_builders import ModelBuilder
 
     rng = np.random.default_rng(3)
     b = ModelBuilder((2048,), seed=3)
     t, fan_in = "input", 2048
-    for _ in range(12):
+    for _ in range(layers):
         W = rng.normal(0, 1 / np.sqrt(fan_in), size=(16, fan_in)) * 1.5
         t = b.node("Relu", [b.node("Gemm", [t, b.const(W), b.const(np.zeros(16))], transB=1)])
         fan_in = 16
     model = b.build(b.node("Gemm", [t, b.weight(10, 16)], transB=1))
-    x = np.tile(load_digits().data[:200] / 16.0, 32).astype(np.float32)
+    return model, np.tile(load_digits().data[:200] / 16.0, 32).astype(np.float32)
+
+
+def test_auto_chooses_degrees_again_to_fit_between_bootstraps(tmp_path) -> None:
+    """A ReLU network on 2,048-slot vectors, too deep for ring 2^16 at the degrees a tight
+    fit-error budget picks with polynomials of up to 7 levels allowed: bootstrapping is needed,
+    a polynomial deeper than the 5 levels between two bootstraps of that width cannot be
+    placed, and hec converts the model again within 4 levels (and says so): every bootstrap
+    then refreshes an activation's input."""
+    model, x = _wide_relu_mlp(9)
     said: list[str] = []
     art = hec.compile(
         model,
@@ -301,3 +307,15 @@ def test_auto_chooses_degrees_again_to_fit_between_bootstraps(tmp_path) -> None:
     assert list(bootstraps_of(art.program)) and art.params.bootstrap == (3, 3)
     assert max(a["depth"] for a in art.report.activations) == 4
     assert all(b["input_range"] != "unknown" for b in art.report.bootstraps["each"])
+
+
+def test_a_polynomial_as_deep_as_the_window_gets_a_bootstrap_inside_its_layer(tmp_path) -> None:
+    """A 5-level polynomial (degree 27) fits the 5 levels between two 2,048-slot bootstraps
+    but not with the map before it: the degree is kept, and the program bootstraps inside the
+    layers, values of unknown range that the report marks (the summary warns)."""
+    model, x = _wide_relu_mlp(8)
+    art = hec.compile(model, tmp_path / "out", CompileOptions(degree=27), calibration=x)
+    assert {a["depth"] for a in art.report.activations} == {5}
+    rows = art.report.bootstraps["each"]
+    assert any(b["input_range"] == "unknown" for b in rows)
+    assert any(b["input_range"] != "unknown" for b in rows)
