@@ -174,19 +174,13 @@ class _Bounds(ChainLowering):
 
     def _series_box(self, box: Box | None, coeffs, origin: str, t: Type) -> Box | None:
         """A Chebyshev series' output box (and a check of its internal values)."""
-        if self.anchor is not None:
-            lo, hi = self.anchor_range
-            if box is not None:
-                lo = max(lo, float(np.min(box[0] - box[1])))
-                hi = min(hi, float(np.max(box[0] + box[1])))
-                if lo > hi:  # disjoint: the box (see _calibrated)
-                    lo, hi = float(np.min(box[0] - box[1])), float(np.max(box[0] + box[1]))
-        elif box is not None:
-            lo, hi = float(np.min(box[0] - box[1])), float(np.max(box[0] + box[1]))
-        else:
-            return None
-        internal = series_bound(coeffs, max(abs(lo), abs(hi)))
         n = type_as(t, BatchCipherType).size
+        if self.anchor is not None:  # a calibrated polynomial: its input within its range
+            box = _calibrated(box, n, self.anchor_range)
+        if box is None:
+            return None
+        lo, hi = float(np.min(box[0] - box[1])), float(np.max(box[0] + box[1]))
+        internal = series_bound(coeffs, max(abs(lo), abs(hi)))
         if not internal <= self.limit:
             size = np.ones(n)
             self._check((size * internal, 0 * size), origin, "its polynomial's series")
