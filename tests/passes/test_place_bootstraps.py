@@ -268,8 +268,8 @@ def test_bootstrapping_caps_activation_depth_at_what_fits_between_bootstraps() -
 
     assert depth(CompileOptions(bootstrap="on")) == BOOTSTRAP_MAX_POLY_DEPTH == 4
     assert depth(CompileOptions()) == CompileOptions().max_poly_depth == 5
-    between = {s: bootstrap_chain(s).levels_between for s in (64, 1024, 16384)}
-    assert between == {64: 9, 1024: 7, 16384: 5}
+    between = {s: bootstrap_chain(s).levels_between for s in (64, 256, 1024, 16384)}
+    assert between == {64: 9, 256: 7, 1024: 7, 16384: 5}
     assert min(between.values()) == BOOTSTRAP_MAX_POLY_DEPTH + 1
 
 

@@ -277,9 +277,10 @@ class BootstrapChain:
 def _level_budget(slots: int) -> tuple[int, int]:
     """CoeffsToSlots/SlotsToCoeffs levels: a budget of ``b`` levels precomputes about
     ``b·2·slots^(1/b)`` diagonals and costs ``2b`` levels of the chain (measured at ring 2^16,
-    ``docs/bootstrapping.md``): one level each up to 256 slots (5.7 GB at 256, over 20 GB at
-    1,024), two up to 1,024 (2.7 GB), three above (3.7 GB at 16,384, where two take 11.6)."""
-    if slots <= 1 << 8:
+    ``docs/bootstrapping.md``): one level each up to 128 slots (3.1 GB at 128; 6.2 GB and 77
+    keys at 256, where two levels take 1.4 GB and 44 keys), two up to 1,024 (2.9 GB), three
+    above (3.7 GB at 16,384, where two take 11.6)."""
+    if slots <= 1 << 7:
         return (1, 1)
     return (2, 2) if slots <= 1 << 10 else (3, 3)
 
@@ -339,7 +340,9 @@ _BOOTSTRAP_KEYS_MEASURED: dict[tuple[int, tuple[int, ...], str], int] = {
     (16384, (3, 3), "UNIFORM_TERNARY"): 64,
     (16384, (4, 4), "UNIFORM_TERNARY"): 78,
     (64, (1, 1), "SPARSE_ENCAPSULATED"): 48,
+    (128, (1, 1), "SPARSE_ENCAPSULATED"): 47,
     (256, (1, 1), "SPARSE_ENCAPSULATED"): 77,
+    (256, (2, 2), "SPARSE_ENCAPSULATED"): 44,
     (1024, (2, 2), "SPARSE_ENCAPSULATED"): 43,
     (4096, (3, 3), "SPARSE_ENCAPSULATED"): 53,
     (16384, (3, 3), "SPARSE_ENCAPSULATED"): 66,

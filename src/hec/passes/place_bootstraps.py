@@ -62,7 +62,7 @@ __all__ = [
 BOOTSTRAP_POLICIES = ("auto", "on", "off")
 # The deepest activation polynomial that fits, with its layer's map, between two bootstraps at
 # activation inputs at any slot count (``bootstrap_chain``: 9 levels between bootstraps of up to
-# 256 slots, 7 up to 1,024, 5 above: 4 + 1)
+# 128 slots, 7 up to 1,024, 5 above: 4 + 1)
 BOOTSTRAP_MAX_POLY_DEPTH = 4
 
 
