@@ -73,8 +73,9 @@ class CKKSParams:
     # Empty: all keys in one file, loaded at once.
     key_groups: tuple[tuple[int, ...], ...] = ()
     # OpenFHE's secret-key distribution (a ``SecretKeyDist`` name); empty: its default, the
-    # uniform ternary secret of the HE standard. Bootstrapping programs name theirs
-    # (``bootstrap_chain``): ``SPARSE_ENCAPSULATED`` since 2026-12-06, ``UNIFORM_TERNARY`` before.
+    # uniform ternary secret of the HE standard. A bootstrapping program always names its own
+    # (``bootstrap_chain``: ``SPARSE_ENCAPSULATED`` since 2026-12-06); one that does not, such
+    # as a params.json written before the field existed, was made with ``UNIFORM_TERNARY``.
     secret_dist: str = ""
     log_q_bits: int = field(init=False)
 
@@ -82,6 +83,8 @@ class CKKSParams:
         # The moduli are primes of exactly these sizes; OpenFHE's GetModulus() overflows a
         # float above 1024 bits, so the size is computed, not read.
         object.__setattr__(self, "log_q_bits", self.first_mod_bits + self.depth * self.scaling_bits)
+        if self.bootstrap and not self.secret_dist:
+            object.__setattr__(self, "secret_dist", "UNIFORM_TERNARY")
 
     @property
     def batch_size(self) -> int:
@@ -111,8 +114,6 @@ class CKKSParams:
         d["rotation_indices"] = tuple(d["rotation_indices"])
         d["bootstrap"] = tuple(d.get("bootstrap", ()))
         d["key_groups"] = tuple(tuple(g) for g in d.get("key_groups", ()))
-        if d["bootstrap"] and "secret_dist" not in d:  # written before the field existed
-            d["secret_dist"] = "UNIFORM_TERNARY"
         return cls(**d)
 
     def save(self, path: Path) -> None:

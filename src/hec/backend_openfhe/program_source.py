@@ -66,7 +66,7 @@ def prelude(params: CKKSParams, dialect: str, kernels: Iterable[Callable]) -> st
     )
     secret, setup = "", ""
     if params.bootstrap:  # as params.make_context and enable_features do
-        secret = f"    p.SetSecretKeyDist(fhe.{params.secret_dist or 'UNIFORM_TERNARY'})\n"
+        secret = f"    p.SetSecretKeyDist(fhe.{params.secret_dist})\n"
         features += ", fhe.FHE"
         setup = f"    cc.EvalBootstrapSetup({list(params.bootstrap)}, [0, 0], SLOTS)\n"
     return _PRELUDE.format(

@@ -101,7 +101,7 @@ def program_report(graph: Graph, params: CKKSParams) -> dict[str, Any]:
         keys = bootstrap_key_count(params)
         report["bootstraps"] = {
             "level_budget": list(params.bootstrap),
-            "secret_dist": params.secret_dist or "UNIFORM_TERNARY",
+            "secret_dist": params.secret_dist,
             "keys_estimated": keys,
             "key_bytes_estimated": keys * key_switch_key_bytes(params),
             "each": [
