@@ -8,6 +8,8 @@ MaxPool becomes an average, fine-tuning recovers it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -79,7 +81,10 @@ def test_compile_with_calib_equals_optimize_then_compile(tmp_path) -> None:
         labels=y,
     )
     via_onnx = hec.compile(tmp_path / "silu.he.onnx", tmp_path / "via")
-    assert direct.report.totals == via_onnx.report.totals
+    # the same program; its key sizes follow the parameters, which calibration chose for the
+    # direct compile (--precision) and the defaults for the other
+    same = dataclasses.replace(via_onnx.report.totals, rotation_key_bytes=0)
+    assert dataclasses.replace(direct.report.totals, rotation_key_bytes=0) == same
     # the ONNX file stores float32 constants: agreement to float32 rounding
     assert_matches_reference(
         hec.simulate(via_onnx, xt[:20]), hec.simulate(direct, xt[:20]), rel=1e-5

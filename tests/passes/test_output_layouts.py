@@ -88,6 +88,8 @@ def test_strided_layouts_preserve_the_map(c1, c2, k, pool, size) -> None:
         layout = op.inputs[0].type.layout
         used = np.zeros(layout.slots, dtype=bool)
         used[layout.slot_of_element()] = True
+        if layout.source is not None:  # every copy (a periodic output holds two)
+            used = np.asarray(layout.source) >= 0
         for k_, d in zip(op.attrs["offsets"], op.consts["diags"], strict=True):
             rows = np.flatnonzero(d)
             assert used[(rows + k_) % layout.slots].all(), op.origin
@@ -203,3 +205,54 @@ def test_depthwise_filters_share_their_taps_diagonals_under_copies() -> None:
         offsets[readout] = len(maps[0].attrs["offsets"])
     assert offsets["copies"] == 4
     assert offsets["matrix"] > 4
+
+
+def _orion_lenet_in_small() -> ModelBuilder:
+    """Orion's LeNet-5 in small: two 5x5 stride-2 convolutions (1 → 8 → 16 channels on
+    16x16), squares, a dense layer 256 → 32 and the readout."""
+    b = ModelBuilder((1, 16, 16), seed=4)
+    c = b.node("Conv", ["input", b.weight(8, 1, 5, 5)], strides=[2, 2], pads=[2, 2, 2, 2])
+    c = b.node("Mul", [c, c])
+    c = b.node("Conv", [c, b.weight(16, 8, 5, 5)], strides=[2, 2], pads=[2, 2, 2, 2])
+    c = b.node("Mul", [c, c])
+    h = b.node("Gemm", [b.node("Flatten", [c]), b.weight(32, 256)], transB=1)
+    h = b.node("Mul", [h, h])
+    return b.build(b.node("Gemm", [h, b.weight(10, 32)], transB=1))
+
+
+def test_multiplexed_blocks_tile_and_a_dense_layer_reads_the_periodic_copy(tmp_path) -> None:
+    """conv1's channel blocks sit a power of two apart and fill the slots, so conv2's block
+    offsets wrap and fold in halves; the fold leaves conv2's output in both halves (its bias
+    too), and the dense layer after it reads either copy: its 32 outputs in two lanes of 16,
+    16 plaintexts instead of 32. The program stays exact."""
+    model = _orion_lenet_in_small()
+    x = np.random.default_rng(0).uniform(0, 1, size=(4, 1, 16, 16)).astype(np.float32)
+    art = hec.compile(model, tmp_path / "m", CompileOptions(input_layout="multiplexed"))
+    _exact(art, model, x)
+    layers = {layer.name: layer for layer in art.report.layers}
+    assert layers["Conv_3"].plaintext_multiplies == 13 * 13  # tap row x col offsets, 2 blocks
+    assert layers["Flatten_5+Gemm_6"].plaintext_multiplies == 16
+    graph = import_onnx(model)
+    LowerToSlots(slots=512, input_layout="multiplexed").run(graph)
+    conv2, dense = [op for op in graph.ops if op.kind == "matvec"][1:3]
+    source = np.asarray(conv2.result.type.layout.source)
+    assert conv2.attrs["period"] == 256 and np.array_equal(source[:256], source[256:])
+    assert np.array_equal(conv2.consts["bias"][:256], conv2.consts["bias"][256:])
+    lanes = dense.result.type.layout.slot_of_element()
+    assert lanes.tolist() == list(range(16)) + list(range(256, 272))
+
+
+def test_a_tiled_layout_puts_channels_on_the_cells_sub_positions() -> None:
+    """A 14x14 output read at stride 2 from rows padded to 32 slots: four channels on
+    ``{0, 1, 32, 33}`` of each 1,024-slot tile (the lowest free start would be 28, the end of
+    a row, whose grid mixes two rows)."""
+    i, j = np.unravel_index(np.arange(8 * 196) % 196, (14, 14))
+    rows = np.arange(8 * 196)
+    read = 64 * i + 2 * j + 1024 * (rows // (4 * 196))
+    plain = strided_output_slots(rows, read, (8, 14, 14), 2048)
+    tiled = strided_output_slots(rows, read, (8, 14, 14), 2048, tiled=True)
+    assert plain is not None and tiled is not None
+    starts = tiled.reshape(8, -1)[:, 0].tolist()
+    assert starts == [0, 1, 32, 33, 1024, 1025, 1056, 1057]
+    assert plain.reshape(8, -1)[2, 0] == 28
+    assert np.unique(tiled).size == tiled.size

@@ -168,3 +168,84 @@ def test_a_map_whose_output_fits_twice_pairs_its_diagonals() -> None:
     kinds = Counter(op.kind for op in g.ops)
     assert kinds["mul_plain"] == len(base)
     np.testing.assert_allclose(simulate_slots(g, v)[0][:, :rows], before, atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([64, 256]), st.sampled_from([2, 4]), st.data())
+def test_a_fold_in_lanes_computes_the_same_outputs(slots: int, lanes: int, data) -> None:
+    """Rows at the start of each of ``lanes`` lanes and offsets below the lane width: the
+    lanes share the merged plaintexts and the block sum, and every row is unchanged."""
+    from hec.passes.schedule_rotations import KERNEL
+
+    width = slots // lanes
+    per = data.draw(st.integers(1, width // 2))
+    offsets = sorted(data.draw(st.sets(st.integers(0, width - 1), min_size=1, max_size=width)))
+    rows = (np.arange(per)[None, :] + width * np.arange(lanes)[:, None]).ravel()
+    g = matvec_graph(slots, offsets, seed=len(offsets))
+    op = g.ops[0]
+    keep = np.zeros(slots, dtype=bool)
+    keep[rows] = True
+    op.consts["diags"][:, ~keep] = 0.0
+    op.consts["bias"][~keep] = 0.0
+    v = np.random.default_rng(5).normal(size=(2, slots))
+    before = simulate_slots(g, v)[0][:, rows]
+    PassManager([ScheduleRotations()]).run(g)
+    np.testing.assert_allclose(simulate_slots(g, v)[0][:, rows], before, atol=1e-9)
+    g = matvec_graph(slots, offsets, seed=len(offsets))
+    block = 1 << (per - 1).bit_length()
+    g.ops[0].attrs.update(
+        {KERNEL: "folded", "block": block, "lane": width, "baby_step": 4, "signed": False}
+    )
+    g.ops[0].consts["diags"][:, ~keep] = 0.0
+    g.ops[0].consts["bias"][~keep] = 0.0
+    PassManager([ScheduleRotations()]).run(g)
+    np.testing.assert_allclose(simulate_slots(g, v)[0][:, rows], before, atol=1e-9)
+    assert sum(o.kind == "mul_plain" for o in g.ops) <= block
+
+
+def test_a_dense_layer_on_a_periodic_input_folds_in_lanes() -> None:
+    """A 3,136 → 512 layer's shape in small (64 outputs, a 512-slot input held twice in 1,024
+    slots): outputs in two lanes halve the plaintexts of the one-lane fold."""
+    from hec.passes.schedule_rotations import choose_kernel
+
+    slots, width, n = 1024, 512, 64
+    one = _short_map(slots, n, list(range(-n + 1, width)), seed=1)
+    lanes = np.concatenate([np.arange(n // 2), width + np.arange(n // 2)])
+    two = matvec_graph(slots, list(range(width)), seed=1)
+    outside = np.ones(slots, dtype=bool)
+    outside[lanes] = False
+    two.ops[0].consts["diags"][:, outside] = 0.0
+    source = np.full(slots, -1)
+    source[lanes] = np.arange(n)
+    two.ops[0].result.type = CipherType(slots, 1, 1, Layout((n,), slots, "strided", tuple(source)))
+    kernels = {k: choose_kernel(g.ops[0], None, False) for k, g in (("one", one), ("two", two))}
+    assert kernels["two"]["lane"] == width and "lane" not in kernels["one"]
+    counts = {}
+    for key, g in (("one", one), ("two", two)):
+        PassManager([ScheduleRotations()]).run(g)
+        counts[key] = sum(op.kind == "mul_plain" for op in g.ops)
+    assert counts == {"one": n, "two": n // 2}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([64, 256]), st.data())
+def test_a_periodic_map_repeats_its_output_in_both_halves(slots: int, data) -> None:
+    """A map with attribute ``period`` (its output in the first half, its bias repeated)
+    holds the same values in both halves, in the simulator and once scheduled (folded in
+    halves: ``P + rot(P, slots/2)``)."""
+    from hec.passes.schedule_rotations import KERNEL
+
+    half = slots // 2
+    rows = data.draw(st.integers(1, half))
+    low = data.draw(st.sets(st.integers(0, half - 1), min_size=1, max_size=8))
+    high = data.draw(st.sets(st.integers(half, slots - 1), min_size=1, max_size=8))
+    g = _short_map(slots, rows, sorted(low | high), seed=rows)
+    op = g.ops[0]
+    op.attrs["period"] = half
+    op.consts["bias"][half:] = op.consts["bias"][:half]
+    v = np.random.default_rng(6).normal(size=(2, slots))
+    before = simulate_slots(g, v)[0]
+    np.testing.assert_array_equal(before[:, half:], before[:, :half])
+    PassManager([ScheduleRotations()]).run(g)
+    assert op.attrs[KERNEL] == "folded" and op.attrs["block"] == half
+    np.testing.assert_allclose(simulate_slots(g, v)[0][:, : 2 * half], before, atol=1e-9)

@@ -196,6 +196,14 @@ def _matvec(op: Op) -> list[CipherType]:
     if diags.shape != (len(op.attrs["offsets"]), x.slots):
         raise VerifyError(f"matvec ({op.origin}): diagonals {diags.shape} do not match offsets")
     _vector_const(op, "bias")
+    half = op.attrs.get("period")
+    if half is not None:  # a periodic output: rows in the first half, the bias in both
+        bias = op.consts["bias"]
+        if half * 2 != x.slots or diags[:, half:].any() or (bias[half:] != bias[:half]).any():
+            raise VerifyError(
+                f"matvec ({op.origin}): period {half} needs rows in the first half of "
+                f"{x.slots} slots and the bias repeated in the second"
+            )
     return _declared(op, x.level + 1, 1)
 
 

@@ -57,7 +57,8 @@ class Layout:
     slots; ``slot_of_element`` gives its first copy.
 
     ``strided`` (a linear map's output kept on its input's grid, see ``output_layouts``): slot
-    ``s`` holds element ``source[s]`` once; the other slots hold nothing the program reads.
+    ``s`` holds element ``source[s]`` once, or once in each half (a periodic output,
+    ``output_layouts.make_periodic``); the other slots hold nothing the program reads.
     """
 
     shape: tuple[int, ...]

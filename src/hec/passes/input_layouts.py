@@ -20,6 +20,8 @@ diagonals, and thus rotations, the first layer costs:
   so ``s - t = c - (t mod n)``: the offsets no longer depend on the block, only on the kernel
   tap and the channel's place in the gaps (Orion's LeNet-5 conv1, 1→32 channels 5×5 stride 2:
   288 diagonals and 52 rotations direct, 36 and 11 multiplexed). Needs the copies to fit.
+  A copy's rows are padded to a power of two (``padded_rows``) and ``n`` is the padded size,
+  or the next power of two where the output's blocks are tiled (``output_layouts``).
 - ``im2col``: one slot per non-zero: the ``j``-th term of row ``r`` is read from slot
   ``j·m + r``, so every offset is a multiple of ``m`` (``K`` diagonals ``0, m, .., (K-1)·m``
   for ``K`` terms a row) and the split ``k = g·n1 + b`` is as regular as it gets; it needs
@@ -38,7 +40,13 @@ import numpy as np
 from hec.errors import LayoutError
 from hec.ir import Layout
 
-__all__ = ["INPUT_LAYOUTS", "design_input_layout", "multiplexed_input", "NotApplicable"]
+__all__ = [
+    "INPUT_LAYOUTS",
+    "design_input_layout",
+    "multiplexed_input",
+    "padded_rows",
+    "NotApplicable",
+]
 
 INPUT_LAYOUTS = ("direct", "replicated", "multiplexed", "im2col")
 
@@ -91,28 +99,49 @@ def design_input_layout(
     raise ValueError(f"input layout {kind!r} is designed by the lowering itself")
 
 
+def padded_rows(in_shape: tuple[int, ...]) -> np.ndarray:
+    """Where each element of an input of ``in_shape`` sits in one ``multiplexed`` copy: rows
+    (the last axis) padded to a power of two, so that a map's row offsets are the bits of a
+    slot offset (its baby-step/giant-step split then has a clean product of row and column
+    steps)."""
+    n = int(np.prod(in_shape))
+    width = int(in_shape[-1]) if in_shape else 1
+    wide = 1 << (width - 1).bit_length()
+    e = np.arange(n)
+    return (e // width) * wide + e % width
+
+
 def multiplexed_input(
     out_slot: np.ndarray, cols: np.ndarray, in_shape: tuple[int, ...], slots: int
 ) -> tuple[Layout, np.ndarray]:
     """The ``multiplexed`` input layout for a first map whose non-zero ``i`` writes output
-    slot ``out_slot[i]`` and reads input element ``cols[i]``: one full copy of the input per
-    ``n``-slot block of the output. Returns ``(layout, read)`` as ``design_input_layout``.
+    slot ``out_slot[i]`` and reads input element ``cols[i]`` at ``padded_rows`` within a copy:
+    one full copy of the input per block of the output. Returns ``(layout, read)`` as
+    ``design_input_layout``.
 
     Raises:
         NotApplicable: the copies do not fit ``slots``.
     """
-    n = int(np.prod(in_shape))
-    copies = int(out_slot.max()) // n + 1 if out_slot.size else 1
-    if copies < 2:
-        raise NotApplicable("multiplexed input: the first map's output fits one input's slots")
-    if copies * n > slots:
-        raise NotApplicable(
-            f"multiplexed input: {copies} copies of {n} elements exceed the {slots} slots"
-        )
-    read = (out_slot // n) * n + cols
+    at = padded_rows(in_shape)
+    width = int(in_shape[-1]) if in_shape else 1
+    n = at.size // width * (1 << (width - 1).bit_length())  # a copy's slots, rows padded
+    best = None
+    for stride in sorted({n, 1 << (n - 1).bit_length()}):
+        copies = int(out_slot.max()) // stride + 1 if out_slot.size else 1
+        if copies < 2:
+            raise NotApplicable("multiplexed input: the first map's output fits one input's slots")
+        if copies * stride > slots:
+            continue
+        read = (out_slot // stride) * stride + at[cols]
+        offsets = np.unique((read - out_slot) % slots).size
+        if best is None or offsets < best[0]:
+            best = (offsets, stride, copies, read)
+    if best is None:
+        raise NotApplicable(f"multiplexed input: the copies of {n} slots exceed the {slots} slots")
+    _, stride, copies, read = best
     source = np.full(slots, -1, dtype=np.int64)
     for k in range(copies):  # full copies: every element of every copy is there
-        source[k * n : (k + 1) * n] = np.arange(n)
+        source[k * stride + at] = np.arange(at.size)
     return Layout(in_shape, slots, "replicated", tuple(source.tolist())), read
 
 

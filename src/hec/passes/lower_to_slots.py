@@ -38,12 +38,16 @@ from hec.passes.input_layouts import (
     design_input_layout,
     im2col_slots,
     multiplexed_input,
+    padded_rows,
 )
 from hec.passes.output_layouts import (
     OUTPUT_LAYOUTS,
     choose_output_layout,
+    layout_period,
+    make_periodic,
     map_cost,
     one_channel_starts,
+    periodic_reads,
 )
 from hec.passes.stencil_sums import (
     STENCIL_SUMS,
@@ -333,17 +337,19 @@ class SlotLowering(ChainLowering):
         tensor: Value | None,
         cols: np.ndarray | None = None,
         source: Layout | None = None,
+        period: int = 0,
     ) -> tuple[Layout, np.ndarray]:
         """The layout of a map's output and the slot of each output element. Under a copies
         readout a filter reading one channel (``cols``: source elements, laid out as
-        ``source``) goes on that channel's grid where free (``one_channel_starts``)."""
+        ``source``) goes on that channel's grid where free (``one_channel_starts``); a map
+        reading a ``period``-periodic source may put its outputs in lanes."""
         if tensor is not None and id(tensor) in self.free_layout:
             prefer = "strided" if self.output_layouts == "strided" else "cost"
             starts = None
             if self.readout == "copies" and cols is not None and source is not None:
                 starts = one_channel_starts(rows, cols, read, shape, source)
             return choose_output_layout(
-                rows, read, shape, self.slots, prefer, self.fold, self.anchor, starts
+                rows, read, shape, self.slots, prefer, self.fold, self.anchor, starts, period
             )
         return Layout(shape, self.slots), np.arange(int(np.prod(shape)))
 
@@ -365,8 +371,10 @@ class SlotLowering(ChainLowering):
         keep = np.abs(A.data) >= self.negligible
         A = sp.coo_matrix((A.data[keep], (A.row[keep], A.col[keep])), shape=A.shape)
         if from_input and not self.input_fixed and self.input_layout == "multiplexed":
-            # the output where a direct input would put it, then one input copy per block
-            layout, rows_slot = self.output_layout(A.row, A.col, shape, tensor)
+            # the output where a direct input (rows padded) would put it, then one input
+            # copy per block
+            at = padded_rows(layout_of(p.src.type).shape)
+            layout, rows_slot = self.output_layout(A.row, at[A.col], shape, tensor)
             if layout.kind != "strided":
                 raise NotApplicable("multiplexed input: the first map's output is not strided")
             in_layout, c = multiplexed_input(
@@ -379,14 +387,16 @@ class SlotLowering(ChainLowering):
             c = self._design_input(p.src, A, shape, p.origin)
             layout, rows_slot = Layout(shape, S), np.arange(A.shape[0])  # designed for these
         else:
-            c = layout_of(p.src.type).slot_of_element()[A.col]
+            source = layout_of(p.src.type)
+            c = source.slot_of_element()[A.col]
             if np.any(c < 0) and from_input and self.designed:  # e.g. Split: two maps read it
                 raise NotApplicable(f"{p.origin}: the layout the first reader chose lacks elements")
             if np.any(c < 0):
                 raise LayoutError(f"{p.origin}: reads an input element its layout does not hold")
-            layout, rows_slot = self.output_layout(
-                A.row, c, shape, tensor, A.col, layout_of(p.src.type)
-            )
+            period = layout_period(source)
+            layout, rows_slot = self.output_layout(A.row, c, shape, tensor, A.col, source, period)
+            if period:  # every element in each lane: read the copy at offset 0 .. period-1
+                c = periodic_reads(rows_slot[A.row], c, period)
         if self.designed and self.stop_when_designed:
             raise _Designed
         r = rows_slot[A.row]
@@ -400,7 +410,7 @@ class SlotLowering(ChainLowering):
         bias[rows_slot] = np.where(np.abs(p.b) >= self.negligible, p.b, 0.0)
         x = p.src
         t = CipherType(S, type_as(x.type, CipherType).level + 1, 1, layout)
-        return self._emit(
+        y = self._emit(
             "matvec",
             [x],
             t,
@@ -408,6 +418,9 @@ class SlotLowering(ChainLowering):
             attrs={"offsets": tuple(int(o) for o in offsets)},
             consts={"diags": diags, "bias": bias},
         )
+        if free and self.fold and not self.block_local and self.readout == "matrix":
+            make_periodic(y)
+        return y
 
     def emit_readout(self, p: PendingMap, shape: tuple[int, ...]) -> Value:
         """The output layer as a ``readout`` op: output ``b`` is the dot product of row ``b``

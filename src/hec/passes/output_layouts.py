@@ -15,7 +15,13 @@ Each channel ``o`` gets the lowest start ``t_o`` whose grid hits no slot an earl
 took (first fit: channels interleave in the gaps of the grid, then stack).
 
 The grid is read off the map (the most common step of the lowest slot each output row reads),
-so it does not depend on which weights are zero.
+so it does not depend on which weights are zero. A **tiled** strided layout puts the channel
+blocks a power of two apart, each channel on a sub-position of the grid's cell, so that the
+next map's offsets wrap around the blocks (kept where it costs this map no more).
+
+A map folded in halves leaves its output in both halves (``make_periodic``); a map reading
+such a **periodic** input reads either copy, and a dense one puts its outputs in **lanes**
+(``lanes_output_slots``) that fold at half the plaintexts.
 
 An output without spatial axes (a fully connected layer's neurons) has no grid. When every
 neuron reads few slots (at most ``ANCHOR_READS``: a pruned layer), an **anchored** layout puts
@@ -37,12 +43,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from hec.ir import Layout
+from hec.ir import CipherType, Layout, Value
+from hec.ir.types import type_as
 from hec.passes.schedule_rotations import (
+    KERNEL,
     PT_MUL_PER_ROTATION,
-    FoldPlan,
     best_pair_shift,
+    choose_kernel,
     choose_split,
+    fold_probe,
+    fold_shapes,
     split_cost,
 )
 
@@ -60,29 +70,30 @@ __all__ = [
     "choose_output_layout",
     "count_offsets",
     "map_cost",
+    "lanes_output_slots",
+    "layout_period",
+    "make_periodic",
+    "periodic_reads",
 ]
 
 
-def map_cost(offsets: np.ndarray, slots: int, extent: int, fold: bool = True) -> float:
+def map_cost(offsets: np.ndarray, slots: int, extent: int | np.ndarray, fold: bool = True) -> float:
     """Rotations + plaintext multiplies / 30 of a map with these diagonal ``offsets`` whose
-    output uses slots ``0 .. extent-1``: plain baby-step/giant-step, folded per residue
-    ``k mod B`` when the scheduler folds it, or paired (the estimates ``choose-kernels``
-    decides by)."""
+    output uses slots ``0 .. extent-1`` (or the slots ``extent`` lists): plain
+    baby-step/giant-step, folded (in lanes where the output sits in them) when the scheduler
+    folds it, or paired (the estimates ``choose-kernels`` decides by)."""
     ks = np.unique(np.asarray(offsets, dtype=np.int64) % slots)
     n1, rep = choose_split(ks, slots)
     plain = sum(split_cost(rep, n1, slots))
     best = plain + PT_MUL_PER_ROTATION * ks.size
-    block = 1 << max(extent - 1, 0).bit_length()
-    if fold and block <= slots // 2:
-        merged = np.unique(ks % block)
-        n1, rep = choose_split(merged, slots)
-        blocks = tuple(sorted({int(v) for v in ks // block}))
-        probe = FoldPlan(block, merged, np.empty((0, slots)), np.empty(0), blocks, slots, n1, rep)
-        inner = sum(split_cost(rep, n1, slots)) + probe.rotations()
-        if inner < plain:
-            best = inner + PT_MUL_PER_ROTATION * merged.size
+    rows = np.arange(extent) if isinstance(extent, int) else np.asarray(extent, dtype=np.int64)
     if fold:
-        paired = best_pair_shift(ks, slots, extent)
+        for period, block in fold_shapes(ks, rows, slots):
+            probe = fold_probe(ks, slots, block, period)
+            inner = sum(split_cost(probe.ks, probe.n1, slots)) + probe.rotations()
+            if inner < plain:
+                best = min(best, inner + PT_MUL_PER_ROTATION * probe.offsets.size)
+        paired = best_pair_shift(ks, slots, int(rows.max()) + 1 if rows.size else 0)
         if paired is not None:
             best = min(best, paired[3])
     return best
@@ -99,13 +110,17 @@ def strided_output_slots(
     shape: tuple[int, ...],
     slots: int,
     prefer: np.ndarray | None = None,
+    tiled: bool = False,
 ) -> np.ndarray | None:
     """Slots for the elements of an output of ``shape`` (channel first) on its input's grid.
 
     ``rows[i]`` is the output element of non-zero ``i`` and ``read[i]`` the input slot it
     reads. Channels go into the first gap of the grid, or at ``prefer[o]`` (a start slot, -1:
-    none) where that is free. Returns one slot per output element, or ``None`` when the
-    output has no spatial axes, no regular grid, or does not fit ``slots``.
+    none) where that is free; ``tiled``: within power-of-two tiles (a block of channels that
+    fills a tile's gaps, then the next tile), so that the blocks sit a power of two apart
+    and a rotation by whole tiles turns them around cyclically. Returns one slot per output
+    element, or ``None`` when the output has no spatial axes, no regular grid, or does not
+    fit ``slots``.
     """
     if len(shape) < 2 or rows.size == 0:
         return None
@@ -138,20 +153,48 @@ def strided_output_slots(
     span = int(grid.max()) + 1
     if span > slots:
         return None
+    tile = 1 << (span - 1).bit_length()
+    if tiled and tile >= slots:
+        return None
+    cells = _cell_starts(steps, spatial, tile, slots) if tiled else None
+    starts = _first_fit(grid, span, channels, slots, prefer, tile if tiled else None, cells)
+    if starts is None:
+        return None
+    return (starts[:, None] + grid[None, :]).ravel()
+
+
+def _first_fit(
+    grid: np.ndarray,
+    span: int,
+    channels: int,
+    slots: int,
+    prefer: np.ndarray | None,
+    tile: int | None,
+    cells: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """Start slots of ``channels`` copies of ``grid``, each the lowest that hits no slot an
+    earlier one took (or ``prefer[o]`` where free); with ``tile``, a copy lies within one
+    ``tile``-slot block (``[t·tile, (t+1)·tile)``), and the ``cells`` starts are tried first,
+    in their order. ``None``: they do not fit."""
     taken = np.zeros(slots, dtype=bool)
     starts = np.empty(channels, dtype=np.int64)
+    within = None if tile is None else np.arange(slots - span + 1) % tile + span > tile
     for o in range(channels):
         used = np.flatnonzero(taken)
-        bad = np.zeros(slots - span + 1, dtype=bool)
+        bad = np.zeros(slots - span + 1, dtype=bool) if within is None else within.copy()
         hits = np.subtract.outer(used, grid).ravel()
         bad[hits[(hits >= 0) & (hits < bad.size)]] = True
         free = np.flatnonzero(~bad)
         if free.size == 0:
             return None
+        if cells is not None:  # the cell's sub-positions first, tile by tile
+            rank = np.full(slots, cells.size, dtype=np.int64)
+            rank[cells] = np.arange(cells.size)
+            free = free[np.argsort(rank[free], kind="stable")]
         want = -1 if prefer is None else int(prefer[o])
         starts[o] = want if 0 <= want < bad.size and not bad[want] else free[0]
         taken[starts[o] + grid] = True
-    return (starts[:, None] + grid[None, :]).ravel()
+    return starts
 
 
 def anchored_output_slots(
@@ -256,6 +299,7 @@ def choose_output_layout(
     fold: bool = True,
     anchor: bool = False,
     starts: np.ndarray | None = None,
+    period: int = 0,
 ) -> tuple[Layout, np.ndarray]:
     """The output layout of a map: contiguous or strided.
 
@@ -264,22 +308,136 @@ def choose_output_layout(
     without spatial axes may take an anchored layout (its anchors depend on which weights are
     zero, so the compiler tries it as a whole-program alternative, and pruning only where it
     has made the layers sparse itself). ``starts``: preferred start slots of a strided
-    layout's channels (``strided_output_slots``'s ``prefer``).
+    layout's channels (``strided_output_slots``'s ``prefer``). ``period``: the map reads a
+    ``period``-periodic input (``layout_period``), so an output without a grid may sit in
+    lanes (``lanes_output_slots``).
     Returns ``(layout, rows_slot)`` with ``rows_slot[e]`` the slot of output element ``e``.
     """
     n = int(np.prod(shape))
     contiguous = np.arange(n)
     strided = strided_output_slots(rows, read, shape, slots, starts)
+    tiled = (
+        None if strided is None else strided_output_slots(rows, read, shape, slots, starts, True)
+    )
     if strided is None and len(shape) == 1 and anchor:
         strided = anchored_output_slots(rows, read, n, slots)
+    lanes = strided is None and period > 0
+    if lanes:
+        strided = lanes_output_slots(n, slots, period)
     if strided is None:
         return Layout(shape, slots), contiguous
-    if prefer == "cost":
-        cost_c = map_cost((read - rows) % slots, slots, n, fold)
-        k_s = (read - strided[rows]) % slots
-        cost_s = map_cost(k_s, slots, int(strided.max()) + 1, fold)
-        if cost_s >= cost_c:
-            return Layout(shape, slots), contiguous
+
+    def cost(at: np.ndarray, extent: int | np.ndarray) -> float:
+        r = at[rows]
+        k = ((periodic_reads(r, read, period) if period else read) - r) % slots
+        return map_cost(k, slots, extent, fold)
+
+    cost_s = cost(strided, strided if lanes else int(strided.max()) + 1)
+    if tiled is not None and not np.array_equal(tiled, strided):
+        # tiles that fill the ciphertext help the next map (its offsets wrap around the
+        # blocks); otherwise they only spread the output: taken where this map costs less
+        cost_t = cost(tiled, int(tiled.max()) + 1)
+        if cost_t < cost_s or (cost_t == cost_s and _fills_tiles(tiled, shape[0], slots)):
+            strided, cost_s = tiled, cost_t
+    if prefer == "cost" and cost_s >= cost(contiguous, n):
+        return Layout(shape, slots), contiguous
     source = np.full(slots, -1, dtype=np.int64)
     source[strided] = np.arange(n)
     return Layout(shape, slots, "strided", tuple(int(s) for s in source)), strided
+
+
+def _cell_starts(
+    steps: list[int], spatial: tuple[int, ...], tile: int, slots: int
+) -> np.ndarray | None:
+    """The gap positions of a grid's cell, tile by tile: along each axis (outermost first)
+    multiples of ``u``, the inner axes' extent rounded up to a power of two where that
+    divides the step (else the extent itself), ``step / u`` of them. A conv on rows padded
+    to 32 slots (steps 64 and 2) gets ``{0, 1, 32, 33}`` + ``1024·t``, where the lowest free
+    start would take 28 (a row's free end) and mix rows. ``None``: no such lattice."""
+    axes = [(g, n) for g, n in zip(steps, spatial, strict=True) if g > 0]
+    if not axes:
+        return None
+    axes.sort(reverse=True)  # outermost (largest step) first
+    offsets = np.zeros(1, dtype=np.int64)
+    for i, (g, _) in enumerate(axes):
+        inner = max((h * m for h, m in axes[i + 1 :]), default=1)
+        unit = 1 << (inner - 1).bit_length()
+        if g % unit:
+            unit = inner
+        if g % unit:
+            return None
+        offsets = (offsets[:, None] + unit * np.arange(g // unit)[None, :]).ravel()
+    starts = (np.arange(0, slots, tile)[:, None] + np.sort(offsets)[None, :]).ravel()
+    return starts[starts < slots]
+
+
+def _fills_tiles(slot_of: np.ndarray, channels: int, slots: int) -> bool:
+    """Whether a tiled strided layout (``strided_output_slots``) reaches the last tile."""
+    first = slot_of.reshape(channels, -1)[0]
+    tile = 1 << int(first.max() - first.min()).bit_length()
+    return (int(slot_of.max()) // tile + 1) * tile == slots
+
+
+def lanes_output_slots(n: int, slots: int, period: int) -> np.ndarray | None:
+    """Slots for ``n`` outputs of a map reading a ``period``-periodic input: ``B`` (a power
+    of two) at the start of each of the ``slots/period`` lanes, so that the map folds in
+    lanes (``FoldPlan``) with ``B`` plaintexts instead of ``n``. ``None``: a lane would need
+    more than half its slots."""
+    lanes = slots // period
+    block = 1 << (-(-n // lanes) - 1).bit_length()
+    if block > period // 2:
+        return None
+    e = np.arange(n)
+    return e % block + period * (e // block)
+
+
+def layout_period(layout: Layout) -> int:
+    """``slots/2`` when a map's output holds every element in both halves (``make_periodic``),
+    else 0: a map reading it may then read either copy."""
+    if layout.kind != "strided" or layout.source is None:
+        return 0
+    src = np.asarray(layout.source)
+    half = layout.slots // 2
+    return half if np.array_equal(src[:half], src[half:]) and src.max() >= 0 else 0
+
+
+def periodic_reads(rows_slot: np.ndarray, read: np.ndarray, period: int) -> np.ndarray:
+    """The copy of each read slot at offset ``0 .. period-1`` from its row's slot (a
+    ``period``-periodic input holds the same element there)."""
+    return rows_slot + (read - rows_slot) % period
+
+
+def make_periodic(y: Value) -> bool:
+    """Make the output of map ``y`` hold every element in both halves, where that is free.
+
+    A map whose output sits in the first half and whose kernel folds it in halves (``folded``
+    with block ``H = slots/2``, or ``paired`` with shift ``H``: the same merges) computes
+    ``P + rot(P, H)`` when its offsets reach both halves, which is ``H``-periodic: the second
+    half holds the first half's values. With its bias repeated too the output is a copy in
+    each half (attribute ``period``; ``choose-kernels`` then keeps that fold), so the next map
+    may read either copy: a dense layer after it folds in two lanes at half the plaintexts.
+    Returns whether it did."""
+    op = y.producer
+    t = type_as(y.type, CipherType)
+    layout, half = t.layout, t.slots // 2
+    if op is None or layout is None:
+        return False
+    slot_of = layout.slot_of_element()
+    if slot_of.size == 0 or int(slot_of.max()) >= half:
+        return False
+    kernel = choose_kernel(op, None, False)
+    size = kernel.get("block", kernel.get("shift", 0))
+    if kernel[KERNEL] not in ("folded", "paired") or size != half:
+        return False
+    ks = np.asarray(op.attrs["offsets"], dtype=np.int64) % t.slots
+    if not (ks < half).any() or not (ks >= half).any():  # one half: P alone, not periodic
+        return False
+    source = np.full(t.slots, -1, dtype=np.int64)
+    source[slot_of] = np.arange(slot_of.size)
+    source[half:] = source[:half]
+    bias = op.consts["bias"]
+    bias[half:] = bias[:half]
+    op.attrs["period"] = half
+    periodic = Layout(layout.shape, t.slots, "strided", tuple(int(v) for v in source))
+    y.type = CipherType(t.slots, t.level, t.scale_deg, periodic)
+    return True

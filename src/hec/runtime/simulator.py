@@ -35,6 +35,9 @@ def _matvec(op: Op, x: np.ndarray) -> np.ndarray:
     y = np.zeros_like(x)
     for k, d in zip(op.attrs["offsets"], op.consts["diags"], strict=True):
         y += _tiled(d, x) * rotate(x, k)
+    half = op.attrs.get("period")
+    if half:  # a periodic output: the second half repeats the first
+        y[..., half:] = y[..., :half]
     return y + _tiled(op.consts["bias"], x)
 
 
