@@ -3,7 +3,9 @@
 The kernel of a linear map is a decision, made once, here, and read by every later pass and by
 the reports: ``kernel="bsgs"`` (baby-step/giant-step with ``baby_step`` n1, the offsets in their
 ``signed`` representation or not) or ``kernel="folded"`` (a short map evaluated as merged
-diagonals and a block sum of ``block`` slots, ``FoldPlan``). ``schedule-rotations`` then expands
+diagonals and a block sum of ``block`` slots, ``FoldPlan``; with ``lane``, in lanes of that
+many slots) or ``kernel="paired"`` (two copies ``shift`` slots apart). A map the lowering made
+periodic (attribute ``period``) keeps its fold in halves. ``schedule-rotations`` then expands
 each map as its attributes say, and ``print(graph)`` between the two shows every decision.
 The other kernels are visible in the IR already: a stencil sum is its rotate/add ops, the copies
 readout its ``readout`` op, anchored and strided outputs the layouts of the values.
