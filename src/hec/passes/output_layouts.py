@@ -175,26 +175,41 @@ def _first_fit(
     """Start slots of ``channels`` copies of ``grid``, each the lowest that hits no slot an
     earlier one took (or ``prefer[o]`` where free); with ``tile``, a copy lies within one
     ``tile``-slot block (``[t·tile, (t+1)·tile)``), and the ``cells`` starts are tried first,
-    in their order. ``None``: they do not fit."""
-    taken = np.zeros(slots, dtype=bool)
+    in their order. ``None``: they do not fit.
+
+    Copies at ``s`` and ``s'`` share a slot exactly when ``s - s'`` is a difference of two grid
+    offsets, so each placed copy rules out ``s + D`` (``D``: those differences) at once."""
+    size = slots - span + 1
+    bad = np.zeros(size, dtype=bool) if tile is None else np.arange(size) % tile + span > tile
+    diffs = _differences(grid, span)
+    rank = None
+    if cells is not None:  # the cell's sub-positions first, tile by tile
+        rank = np.full(size, cells.size, dtype=np.int64)
+        inside = cells < size
+        rank[cells[inside]] = np.flatnonzero(inside)
     starts = np.empty(channels, dtype=np.int64)
-    within = None if tile is None else np.arange(slots - span + 1) % tile + span > tile
     for o in range(channels):
-        used = np.flatnonzero(taken)
-        bad = np.zeros(slots - span + 1, dtype=bool) if within is None else within.copy()
-        hits = np.subtract.outer(used, grid).ravel()
-        bad[hits[(hits >= 0) & (hits < bad.size)]] = True
-        free = np.flatnonzero(~bad)
-        if free.size == 0:
-            return None
-        if cells is not None:  # the cell's sub-positions first, tile by tile
-            rank = np.full(slots, cells.size, dtype=np.int64)
-            rank[cells] = np.arange(cells.size)
-            free = free[np.argsort(rank[free], kind="stable")]
         want = -1 if prefer is None else int(prefer[o])
-        starts[o] = want if 0 <= want < bad.size and not bad[want] else free[0]
-        taken[starts[o] + grid] = True
+        if not (0 <= want < size and not bad[want]):
+            free = np.flatnonzero(~bad)
+            if free.size == 0:
+                return None
+            want = int(free[0] if rank is None else free[np.argmin(rank[free])])
+        starts[o] = want
+        hit = want + diffs
+        bad[hit[(hit >= 0) & (hit < size)]] = True
     return starts
+
+
+def _differences(grid: np.ndarray, span: int) -> np.ndarray:
+    """Every ``g - g'`` of two offsets of ``grid`` (within ``[0, span)``): an
+    autocorrelation, so a large grid costs a transform, not its square."""
+    present = np.zeros(2 * span)
+    present[grid] = 1.0
+    spectrum = np.fft.rfft(present)
+    counts = np.fft.irfft(spectrum * spectrum.conj(), 2 * span)
+    lags = np.flatnonzero(np.rint(counts) > 0)  # lag l: some g - g' = l (mod 2·span)
+    return np.where(lags >= span, lags - 2 * span, lags)
 
 
 def anchored_output_slots(
@@ -327,10 +342,12 @@ def choose_output_layout(
     if strided is None:
         return Layout(shape, slots), contiguous
 
-    def cost(at: np.ndarray, extent: int | np.ndarray) -> float:
+    def offsets(at: np.ndarray) -> np.ndarray:
         r = at[rows]
-        k = ((periodic_reads(r, read, period) if period else read) - r) % slots
-        return map_cost(k, slots, extent, fold)
+        return ((periodic_reads(r, read, period) if period else read) - r) % slots
+
+    def cost(at: np.ndarray, extent: int | np.ndarray) -> float:
+        return map_cost(offsets(at), slots, extent, fold)
 
     cost_s = cost(strided, strided if lanes else int(strided.max()) + 1)
     if tiled is not None and not np.array_equal(tiled, strided):
