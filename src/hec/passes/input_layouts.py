@@ -99,16 +99,16 @@ def design_input_layout(
     raise ValueError(f"input layout {kind!r} is designed by the lowering itself")
 
 
-def padded_rows(in_shape: tuple[int, ...]) -> np.ndarray:
+def padded_rows(in_shape: tuple[int, ...]) -> tuple[np.ndarray, int]:
     """Where each element of an input of ``in_shape`` sits in one ``multiplexed`` copy: rows
     (the last axis) padded to a power of two, so that a map's row offsets are the bits of a
     slot offset (its baby-step/giant-step split then has a clean product of row and column
-    steps)."""
+    steps), and the slots a copy takes."""
     n = int(np.prod(in_shape))
     width = int(in_shape[-1]) if in_shape else 1
     wide = 1 << (width - 1).bit_length()
     e = np.arange(n)
-    return (e // width) * wide + e % width
+    return (e // width) * wide + e % width, n // width * wide
 
 
 def multiplexed_input(
@@ -122,9 +122,7 @@ def multiplexed_input(
     Raises:
         NotApplicable: the copies do not fit ``slots``.
     """
-    at = padded_rows(in_shape)
-    width = int(in_shape[-1]) if in_shape else 1
-    n = at.size // width * (1 << (width - 1).bit_length())  # a copy's slots, rows padded
+    at, n = padded_rows(in_shape)  # where each element sits in a copy, a copy's slots
     best = None
     for stride in sorted({n, 1 << (n - 1).bit_length()}):
         copies = int(out_slot.max()) // stride + 1 if out_slot.size else 1

@@ -373,7 +373,7 @@ class SlotLowering(ChainLowering):
         if from_input and not self.input_fixed and self.input_layout == "multiplexed":
             # the output where a direct input (rows padded) would put it, then one input
             # copy per block
-            at = padded_rows(layout_of(p.src.type).shape)
+            at, _ = padded_rows(layout_of(p.src.type).shape)
             layout, rows_slot = self.output_layout(A.row, at[A.col], shape, tensor)
             if layout.kind != "strided":
                 raise NotApplicable("multiplexed input: the first map's output is not strided")
