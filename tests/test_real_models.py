@@ -98,9 +98,8 @@ def _compile_key(name: str) -> str:
     """What the compiled program depends on: the imported IR (exactly, node names aside), the
     model's options and its calibration data. Exports that import to the same IR (all four of
     LeNet-5 and conv1d, the dynamo pair and the TorchScript pair of ResNet and MobileNet)
-    compile once; each still
-    has its own simulated accuracy checked. Files the importer refuses as a whole (a client
-    tail, ZipMap) are compiled by name."""
+    compile once; each still has its own simulated accuracy checked. Files the importer
+    refuses as a whole (a client tail, ZipMap) are compiled by name."""
     entry = _entry(name)
     try:
         ir = print_graph(import_onnx(REAL / entry["file"]), exact=True)
