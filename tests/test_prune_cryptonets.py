@@ -15,6 +15,7 @@ from hec.cli.main import cli
 from hec.frontend.reference import onnxruntime_outputs
 from hec.runtime import Client, Server
 
+from cli_helpers import hec as hec_cli
 from conftest import EXAMPLE, assert_matches_reference
 
 
@@ -129,6 +130,30 @@ def test_reported_recovery_error_is_the_refits_not_the_fine_tunings() -> None:
     moved = [not np.allclose(a, b) for a, b in zip(weights[0], weights[2], strict=True)]
     assert any(moved)  # fine-tuning did change the weights
     np.testing.assert_allclose(errors[2], errors[0], rtol=1e-12)
+
+
+def test_fine_tuning_after_pruning_uses_the_calibration_labels(tmp_path) -> None:
+    """Without --train, fine-tuning after pruning trains on the calibration data and its labels
+    (it used to drop them and fail after the pruning, minutes in)."""
+    pytest.importorskip("torch")
+    out = tmp_path / "pruned.onnx"
+    _optimize(out, "--prune", "0.5", "--packing", "batch", "--fine-tune", "1")
+    report = json.loads(out.with_suffix(".report.json").read_text())["pruning"]
+    assert report["fine_tune"]["epochs"] == 1 and len(report["fine_tune"]["losses"]) == 1
+
+
+def test_fine_tuning_without_labels_is_refused_before_any_work(tmp_path) -> None:
+    pytest.importorskip("torch")
+    unlabelled = tmp_path / "x_only.npz"
+    np.savez(unlabelled, x=np.load(EXAMPLE / "calib.npz")["x"])
+    out = tmp_path / "pruned.onnx"
+    args = ["optimize", str(EXAMPLE / "model.onnx"), "--calib", str(unlabelled)]
+    proc = hec_cli(*args, "--prune", "0.5", "--fine-tune", "1", "-o", str(out))
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr  # said before any calibration or pruning progress
+    assert "needs labels" in lines[0] and "--train" in lines[0]
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -297,6 +297,13 @@ def optimize(
         check_samples(evaluation[0], graph, "evaluation data (--eval)")
     if train is not None:
         check_samples(train[0], graph, "training data (--train)")
+    x_train, y_train = train if train is not None else (calibration, labels)
+    tuned_after_pruning = prune is not None and prune.fine_tune_epochs > 0
+    if (fine_tune_epochs or tuned_after_pruning) and y_train is None:
+        raise CalibrationMissing(
+            "fine-tuning needs labels: give --train DATA.npz with x "
+            "and y, or labels y in the calibration data"
+        )
     stats = calibrated_stats(model, graph, calibration, progress)
     x_eval, y_eval = evaluation if evaluation is not None else (calibration, labels)
     measured = (
@@ -304,12 +311,6 @@ def optimize(
     )
     tuning = pruning = None
     if fine_tune_epochs:
-        x_train, y_train = train if train is not None else (calibration, labels)
-        if y_train is None:
-            raise CalibrationMissing(
-                "fine-tuning needs labels: give --train DATA.npz with x "
-                "and y, or labels y in the calibration data"
-            )
         tuning = FineTune(
             fine_tune_epochs, learning_rate, (x_train, y_train), progress, range_penalty
         )
@@ -317,7 +318,9 @@ def optimize(
         from hec.prune import Prune
         from hec.search import Search
 
-        pruning = Prune(prune, calibration, Search(options), (x_eval, y_eval), train, progress)
+        pruning = Prune(
+            prune, calibration, Search(options), (x_eval, y_eval), (x_train, y_train), progress
+        )
     PassManager(
         [
             # degrees from the accuracy budget, polynomials, norm constants

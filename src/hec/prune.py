@@ -390,6 +390,14 @@ def prune_graph(
     ``count``: compile before and after to report the HE operations each layer saved.
     ``cache``: the lowerings of the compilation this pruning is part of (shared, not redone).
     """
+    if options.fine_tune_epochs and (train is None or train[1] is None):
+        from hec.passes.replace_activations import CalibrationMissing
+
+        # said before minutes of pruning, not after
+        raise CalibrationMissing(
+            "fine-tuning after pruning needs labels: give --train "
+            "DATA.npz with x and y, or labels y in the calibration data"
+        )
     copts = compile_options or CompileOptions()
     cache = cache or LoweringCache()
     original = graph.clone()
@@ -429,14 +437,8 @@ def prune_graph(
     if options.fine_tune_epochs:
         from hec.train.fine_tune import fine_tune
 
-        xt, yt = train if train is not None else (calibration, None)
-        if yt is None:
-            from hec.passes.replace_activations import CalibrationMissing
-
-            raise CalibrationMissing(
-                "fine-tuning after pruning needs labels: give --train "
-                "DATA.npz with x and y, or labels y in the calibration data"
-            )
+        assert train is not None and train[1] is not None  # checked on entry
+        xt, yt = train
         masks = {id(op): op.consts["weight"] != 0 for op in prunable_ops(graph)}
         report["fine_tune"] = {
             "epochs": options.fine_tune_epochs,
