@@ -311,6 +311,7 @@ def optimize(
     )
     tuning = pruning = None
     if fine_tune_epochs:
+        assert y_train is not None  # checked above
         tuning = FineTune(
             fine_tune_epochs, learning_rate, (x_train, y_train), progress, range_penalty
         )

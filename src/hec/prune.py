@@ -437,8 +437,9 @@ def prune_graph(
     if options.fine_tune_epochs:
         from hec.train.fine_tune import fine_tune
 
-        assert train is not None and train[1] is not None  # checked on entry
+        assert train is not None  # with labels: checked on entry
         xt, yt = train
+        assert yt is not None
         masks = {id(op): op.consts["weight"] != 0 for op in prunable_ops(graph)}
         report["fine_tune"] = {
             "epochs": options.fine_tune_epochs,
