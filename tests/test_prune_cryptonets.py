@@ -137,9 +137,11 @@ def test_fine_tuning_after_pruning_uses_the_calibration_labels(tmp_path) -> None
     (it used to drop them and fail after the pruning, minutes in)."""
     pytest.importorskip("torch")
     out = tmp_path / "pruned.onnx"
-    _optimize(out, "--prune", "0.5", "--packing", "batch", "--fine-tune", "1")
+    result = _optimize(out, "--prune", "0.5", "--packing", "batch", "--fine-tune", "1")
     report = json.loads(out.with_suffix(".report.json").read_text())["pruning"]
     assert report["fine_tune"]["epochs"] == 1 and len(report["fine_tune"]["losses"]) == 1
+    refit = 100 * report["accuracy_before_fine_tune"]
+    assert f"after the refit {refit:.2f}%, fine-tuned" in result.output  # both, for the user
 
 
 def test_fine_tuning_without_labels_is_refused_before_any_work(tmp_path) -> None:

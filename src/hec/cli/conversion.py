@@ -301,9 +301,12 @@ def print_pruning(report: dict[str, Any]) -> None:
         )
     if "accuracy" in report:
         acc = report["accuracy"]
+        # with fine-tuning, what the refit alone left as well
+        refit = report.get("accuracy_before_fine_tune")
+        after = f"after the refit {100 * refit:.2f}%, fine-tuned" if refit is not None else "after"
         click.echo(
             f"accuracy on {acc['samples']} labelled inputs: before pruning "
-            f"{100 * acc['before']:.2f}%, after {100 * acc['after']:.2f}%"
+            f"{100 * acc['before']:.2f}%, {after} {100 * acc['after']:.2f}%"
         )
 
 
