@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -118,6 +119,38 @@ def test_a_split_searched_again_is_the_memoized_one_and_a_callers_copy() -> None
     # the chosen split is no worse than any other baby-step size
     best = sum(split_cost(ks, n1, 1024))
     assert all(best <= sum(split_cost(offsets, m, 1024)) for m in range(1, 1025))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.sampled_from([16, 64, 256]),
+    st.data(),
+    st.booleans(),
+    st.sampled_from([1.0, 0.5, 0.37]),
+    st.booleans(),
+)
+def test_the_split_search_finds_the_cheapest_of_every_split(
+    slots: int, data, block_local: bool, hoisted: float, vector: bool
+) -> None:
+    """The search (its shortened candidate list, costed many ``n1`` at once or one at a time)
+    returns the first of the cheapest splits over every representation and every ``n1``."""
+    from hec.passes import schedule_rotations as sr
+
+    low = -slots // 2 if block_local else 0
+    offsets = np.array(
+        sorted(data.draw(st.sets(st.integers(low, slots - 1 + low), min_size=1, max_size=40)))
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sr, "_VECTOR_OFFSETS", slots if vector else 0)
+        n1, ks, rotations = sr._search_splits(offsets, slots, block_local, hoisted)
+    costs = []
+    for rep, rep_ks in enumerate(sr.representations(offsets, slots, block_local)):
+        for m in range(1, slots + 1):
+            b, g = sr.split_cost(rep_ks, m, slots, block_local)
+            costs.append((hoisted * b + g, g, rep, m, b + g))
+    best = min(costs)
+    assert (n1, rotations) == (best[3], best[4])
+    np.testing.assert_array_equal(ks, sr.representations(offsets, slots, block_local)[best[2]])
 
 
 @settings(max_examples=60, deadline=None)

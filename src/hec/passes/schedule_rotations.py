@@ -89,7 +89,12 @@ def _candidates(ks: np.ndarray, slots: int) -> list[int]:
     channel strides of convolutions) when there are few, and ``slots`` (all babies).
     """
     if ks.size * slots <= _FULL_SEARCH_LIMIT:
-        return list(range(1, slots + 1))
+        # Past n1 = M (the largest |offset| or the offsets' span), every offset is its own baby
+        # step (a negative one n1 + k, which no other offset equals) and the giant steps are
+        # 0 and -1: the cost of n1 = M + 1, which wins the tie, up to n1 = slots, where -1 turns
+        # a whole vector and is no rotation.
+        m = max(int(np.abs(ks).max()), int(ks.max() - ks.min()))
+        return [*range(1, min(slots, m + 1) + 1), *([slots] if m + 1 < slots else [])]
     limit = min(slots, max(64, 4 * math.isqrt(ks.size) + 1))
     cands = set(range(1, limit + 1)) | {slots}
     if ks.size <= 512:
@@ -169,7 +174,19 @@ def _search_splits(
     best, best_cost = None, None
     for rep, ks_all in enumerate(representations(offsets, slots, block_local)):
         ks = np.unique(ks_all)  # sorted, so ks // n1 is sorted too
-        for n1 in _candidates(ks, slots):
+        candidates = _candidates(ks, slots)
+        if ks.size <= _VECTOR_OFFSETS:  # many n1 at once
+            step = max(1, _VECTOR_CELLS // ks.size)
+            for start in range(0, len(candidates), step):
+                n1s = np.asarray(candidates[start : start + step], dtype=np.int64)
+                babies_, giants_ = _split_counts(ks, n1s, slots, block_local)
+                costs = hoisted_cost * babies_ + giants_
+                i = int(np.lexsort((giants_, costs))[0])  # stable: the first n1 of a tie
+                cost = (float(costs[i]), int(giants_[i]), rep)
+                if best_cost is None or cost < best_cost:
+                    best, best_cost = (int(n1s[i]), ks_all, int(babies_[i] + giants_[i])), cost
+            continue
+        for n1 in candidates:
             seen = np.zeros(n1, dtype=bool)
             seen[ks % n1] = True
             babies = int(np.count_nonzero(seen[1:]))
@@ -185,6 +202,35 @@ def _search_splits(
                 best, best_cost = (n1, ks_all, babies + giants), cost
     assert best is not None
     return best
+
+
+# Up to this many offsets a split is costed for many n1 at once, each row of residues sorted;
+# above it one n1 at a time with a table of residues (sorting K offsets then costs more than
+# marking them), in blocks of this many (n1, offset) cells.
+_VECTOR_OFFSETS = 256
+_VECTOR_CELLS = 1 << 21
+
+
+def _split_counts(
+    ks: np.ndarray, n1s: np.ndarray, slots: int, block_local: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Baby and giant steps of the split of sorted distinct ``ks`` at each ``n1`` of ``n1s``:
+    the distinct non-zero ``k mod n1``, and the distinct ``k // n1`` other than 0 (when a giant
+    step may pass a whole turn, those that are not a multiple of ``slots``)."""
+    n = n1s[:, None]
+    g = ks[None, :] // n  # rows sorted, as ks is
+    new_g = np.ones(g.shape, dtype=bool)
+    new_g[:, 1:] = g[:, 1:] != g[:, :-1]
+    plain = new_g.sum(axis=1) - (g == 0).any(axis=1)
+    if block_local:
+        giants = plain
+    else:
+        turns = np.maximum(-g[:, 0], g[:, -1]) * n1s >= slots
+        giants = np.where(turns, (new_g & (g * n % slots != 0)).sum(axis=1), plain)
+    r = np.sort(ks[None, :] % n, axis=1)
+    new_r = np.ones(r.shape, dtype=bool)
+    new_r[:, 1:] = r[:, 1:] != r[:, :-1]
+    return (new_r & (r != 0)).sum(axis=1), giants
 
 
 def choose_baby_step(offsets: np.ndarray, slots: int, hoisted_cost: float = 1.0) -> int:
