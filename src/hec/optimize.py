@@ -21,6 +21,7 @@ from hec.passes import PassManager, ValueStats, he_friendly_pipeline
 from hec.passes.calibrate_norms import CalibrationStats, NormStats
 from hec.passes.replace_activations import CalibrationMissing
 from hec.progress import ProgressFn, no_progress
+from hec.train import require_labels
 
 __all__ = [
     "calibrated_stats",
@@ -298,12 +299,8 @@ def optimize(
     if train is not None:
         check_samples(train[0], graph, "training data (--train)")
     x_train, y_train = train if train is not None else (calibration, labels)
-    tuned_after_pruning = prune is not None and prune.fine_tune_epochs > 0
-    if (fine_tune_epochs or tuned_after_pruning) and y_train is None:
-        raise CalibrationMissing(
-            "fine-tuning needs labels: give --train DATA.npz with x "
-            "and y, or labels y in the calibration data"
-        )
+    if fine_tune_epochs or (prune is not None and prune.fine_tune_epochs):
+        y_train = require_labels(y_train)
     stats = calibrated_stats(model, graph, calibration, progress)
     x_eval, y_eval = evaluation if evaluation is not None else (calibration, labels)
     measured = (
@@ -311,7 +308,7 @@ def optimize(
     )
     tuning = pruning = None
     if fine_tune_epochs:
-        assert y_train is not None  # checked above
+        assert y_train is not None  # required above
         tuning = FineTune(
             fine_tune_epochs, learning_rate, (x_train, y_train), progress, range_penalty
         )

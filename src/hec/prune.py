@@ -390,14 +390,10 @@ def prune_graph(
     ``count``: compile before and after to report the HE operations each layer saved.
     ``cache``: the lowerings of the compilation this pruning is part of (shared, not redone).
     """
-    if options.fine_tune_epochs and (train is None or train[1] is None):
-        from hec.passes.replace_activations import CalibrationMissing
+    if options.fine_tune_epochs:
+        from hec.train import require_labels
 
-        # said before minutes of pruning, not after
-        raise CalibrationMissing(
-            "fine-tuning after pruning needs labels: give --train "
-            "DATA.npz with x and y, or labels y in the calibration data"
-        )
+        require_labels(None if train is None else train[1])
     copts = compile_options or CompileOptions()
     cache = cache or LoweringCache()
     original = graph.clone()
@@ -437,7 +433,7 @@ def prune_graph(
     if options.fine_tune_epochs:
         from hec.train.fine_tune import fine_tune
 
-        assert train is not None  # with labels: checked on entry
+        assert train is not None  # with labels: required on entry
         xt, yt = train
         assert yt is not None
         masks = {id(op): op.consts["weight"] != 0 for op in prunable_ops(graph)}

@@ -342,12 +342,10 @@ def choose_output_layout(
     if strided is None:
         return Layout(shape, slots), contiguous
 
-    def offsets(at: np.ndarray) -> np.ndarray:
-        r = at[rows]
-        return ((periodic_reads(r, read, period) if period else read) - r) % slots
-
     def cost(at: np.ndarray, extent: int | np.ndarray) -> float:
-        return map_cost(offsets(at), slots, extent, fold)
+        r = at[rows]
+        k = ((periodic_reads(r, read, period) if period else read) - r) % slots
+        return map_cost(k, slots, extent, fold)
 
     cost_s = cost(strided, strided if lanes else int(strided.max()) + 1)
     if tiled is not None and not np.array_equal(tiled, strided):
